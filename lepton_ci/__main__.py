@@ -1,0 +1,3 @@
+from lepton_ci.cli import main
+
+raise SystemExit(main())

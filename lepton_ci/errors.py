@@ -1,0 +1,50 @@
+"""One base error; the CLI's top-level handler turns it into an annotation and exit code 1."""
+
+from __future__ import annotations
+
+
+class LeptonError(Exception):
+    """Base class of every error lepton-ci reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, file: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.file = file
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  fix: {self.hint}"
+
+
+class ConfigError(LeptonError):
+    """lepton.yaml (or a file it names) is missing, malformed or invalid."""
+
+
+class InputError(LeptonError):
+    """A file the run reads or writes (params, metrics, outputs) is missing or invalid."""
+
+
+class CommandFailed(LeptonError):
+    """A user's train or evaluate command exited non-zero."""
+
+
+class GitError(LeptonError):
+    """A git call failed or the repository is in a state lepton-ci cannot work with."""
+
+
+class BaselineError(LeptonError):
+    """The baseline version could not be resolved (missing tags, shallow history)."""
+
+
+class RegistryError(LeptonError):
+    """A version or stage operation on the git-tag registry was refused."""
+
+
+class GateFailed(LeptonError):
+    """At least one quality gate failed."""
+
+
+class RecordError(LeptonError):
+    """An evidence record is missing, unreadable or does not match the current checkout."""

@@ -1,0 +1,118 @@
+"""The GitHub Actions runtime: outputs, step summary, annotations, groups, masks, debug.
+
+Outside Actions the same calls print readable lines to the terminal, so every command behaves
+the same on a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+
+def in_actions(env: Mapping[str, str] | None = None) -> bool:
+    return (env if env is not None else os.environ).get("GITHUB_ACTIONS") == "true"
+
+
+def debug_enabled(env: Mapping[str, str] | None = None) -> bool:
+    e = env if env is not None else os.environ
+    return e.get("RUNNER_DEBUG") == "1" or e.get("ACTIONS_STEP_DEBUG", "").lower() == "true"
+
+
+def escape_data(value: str) -> str:
+    """Escape a workflow-command message so newlines and `%` cannot forge a second command."""
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(value: str) -> str:
+    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+class Runtime:
+    """Writes workflow commands and files; tests hand in their own env and stream."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, stream: TextIO | None = None) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.stream = stream or sys.stdout
+        self.actions = in_actions(self.env)
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def annotate(
+        self, level: str, message: str, *, title: str | None = None, file: str | None = None
+    ) -> None:
+        """level is error, warning or notice."""
+        if not self.actions:
+            prefix = f"{file}: " if file else ""
+            self._print(f"{level}: {prefix}{message}")
+            return
+        props = []
+        if file:
+            props.append(f"file={escape_property(file)}")
+        if title:
+            props.append(f"title={escape_property(title)}")
+        sep = " " + ",".join(props) if props else ""
+        self._print(f"::{level}{sep}::{escape_data(message)}")
+
+    def error(self, message: str, **kw: str | None) -> None:
+        self.annotate("error", message, **kw)
+
+    def warning(self, message: str, **kw: str | None) -> None:
+        self.annotate("warning", message, **kw)
+
+    def notice(self, message: str, **kw: str | None) -> None:
+        self.annotate("notice", message, **kw)
+
+    def debug(self, message: str) -> None:
+        if self.actions:
+            self._print(f"::debug::{escape_data(message)}")
+        elif debug_enabled(self.env):
+            self._print(f"debug: {message}")
+
+    def mask(self, secret: str) -> None:
+        if self.actions and secret:
+            for line in secret.splitlines():
+                if line.strip():
+                    self._print(f"::add-mask::{escape_data(line)}")
+
+    @contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        self._print(f"::group::{escape_data(title)}" if self.actions else f"── {title}")
+        try:
+            yield
+        finally:
+            if self.actions:
+                self._print("::endgroup::")
+
+    def set_output(self, name: str, value: str) -> None:
+        """Write a step output; multi-line values use a random delimiter nobody can forge."""
+        path = self.env.get("GITHUB_OUTPUT")
+        if not path:
+            if not self.actions:
+                return
+            raise RuntimeError("GITHUB_OUTPUT is not set; cannot write step outputs")
+        with Path(path).open("a", encoding="utf-8") as f:
+            if "\n" in value or "\r" in value:
+                delim = f"ghadelim_{secrets.token_hex(16)}"
+                f.write(f"{name}<<{delim}\n{value}\n{delim}\n")
+            else:
+                f.write(f"{name}={value}\n")
+
+    def set_outputs(self, outputs: Mapping[str, str], required: tuple[str, ...] = ()) -> None:
+        missing = [k for k in required if not outputs.get(k)]
+        if missing:
+            raise RuntimeError(f"required outputs missing: {', '.join(missing)}")
+        for k, v in outputs.items():
+            self.set_output(k, v)
+
+    def summary(self, markdown: str) -> None:
+        path = self.env.get("GITHUB_STEP_SUMMARY")
+        if path:
+            with Path(path).open("a", encoding="utf-8") as f:
+                f.write(markdown.rstrip("\n") + "\n\n")

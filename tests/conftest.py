@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lepton_ci.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Own HOME and git config; no GITHUB_* or LEPTON_* leaking in from the machine."""
+    home = tmp_path_factory.mktemp("home")
+    gitconfig = home / ".gitconfig"
+    gitconfig.write_text(
+        "[user]\n  name = Test User\n  email = test@example.com\n"
+        "[init]\n  defaultBranch = main\n[advice]\n  detachedHead = false\n"
+        '[protocol "file"]\n  allow = always\n'
+    )
+    for key in list(os.environ):
+        if key.startswith(("GITHUB_", "LEPTON_", "RUNNER_", "ACTIONS_", "GIT_")):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    return home
+
+
+def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
+    return proc.stdout.strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def set_params(repo: Path, **values: object) -> None:
+    p = repo / "params.yaml"
+    data = yaml.safe_load(p.read_text())
+    data.update(values)
+    p.write_text(yaml.safe_dump(data))
+
+
+class Cli:
+    def __init__(self, repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.repo = repo
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["-C", str(self.repo), *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def toy_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "toy", repo)
+    (repo / ".gitignore").write_text(".lepton/\nmodel.bin\nmetrics.json\ntrain_count.txt\n")
+    git(repo, "init", "-q")
+    commit_all(repo, "feat: toy model")
+    return repo
+
+
+@pytest.fixture
+def cli(toy_repo: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(toy_repo, capsys)
+
+
+@pytest.fixture
+def gh_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
+    out = tmp_path / "github_output"
+    summary = tmp_path / "step_summary"
+    out.touch()
+    summary.touch()
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    yield {"output": out, "summary": summary}
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """Parse $GITHUB_OUTPUT the way the runner does, heredoc delimiters included."""
+    out: dict[str, str] = {}
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delim = line.split("<<", 1)
+            body = []
+            i += 1
+            while lines[i] != delim:
+                body.append(lines[i])
+                i += 1
+            out[name] = "\n".join(body)
+        elif "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v
+        i += 1
+    return out

@@ -1,0 +1,136 @@
+from pathlib import Path
+
+import pytest
+
+from lepton_ci import config
+from lepton_ci.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+GOOD = """\
+models:
+  digits:
+    train: python train.py
+    evaluate: [python, evaluate.py]
+    metrics: [metrics.json]
+    gates:
+      accuracy: {direction: higher, min: 0.9}
+stages: [staging, prod]
+"""
+
+
+def load_text(tmp_path: Path, text: str) -> config.LoadedConfig:
+    p = tmp_path / "lepton.yaml"
+    p.write_text(text)
+    return config.load(p)
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_text(tmp_path, text)
+    return str(e.value)
+
+
+def test_good_config_loads_with_defaults(tmp_path):
+    cfg = load_text(tmp_path, GOOD)
+    name, m = cfg.model(None)
+    assert name == "digits"
+    assert m.evaluate == ["python", "evaluate.py"]
+    assert m.code == ["**/*.py"]
+    assert m.gates["accuracy"].min == 0.9
+    assert list(cfg.config.stages) == ["staging", "prod"]
+    assert cfg.cache_dir() == (tmp_path / ".lepton/cache").resolve()
+
+
+def test_misspelt_key_names_file_line_path_and_fix(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("metrics: [metrics.json]", "metircs: [m.json]"))
+    assert f"{tmp_path / 'lepton.yaml'}:5" in msg
+    assert "`models.digits.metircs`: unknown key" in msg
+    assert "did you mean `metrics`?" in msg
+    # the now-missing real key is reported too, not collapsed into "invalid config"
+    assert "`models.digits.metrics`: required key is missing" in msg
+
+
+def test_misspelt_gate_key(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("direction: higher", "directon: higher"))
+    assert "`models.digits.gates.accuracy.directon`: unknown key; did you mean `direction`?" in msg
+
+
+def test_unknown_top_level_key_lists_known_keys(tmp_path):
+    msg = error_of(tmp_path, GOOD + "zzz: 1\n")
+    assert "`zzz`: unknown key; known keys: version, models, stages" in msg
+
+
+def test_wrong_type_names_value(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("min: 0.9", "min: lots"))
+    assert "`models.digits.gates.accuracy.min`" in msg
+    assert "'lots'" in msg
+
+
+def test_wrong_enum(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("direction: higher", "direction: up"))
+    assert "'higher' or 'lower'" in msg and "(got 'up')" in msg
+
+
+def test_malformed_yaml_points_at_line(tmp_path):
+    msg = error_of(tmp_path, "models:\n  digits:\n    train: [unclosed\n    x: 1\n")
+    assert "not valid YAML" in msg
+    assert str(tmp_path / "lepton.yaml") + ":" in msg
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    assert "expected a mapping" in error_of(tmp_path, "- a\n- b\n")
+
+
+def test_model_needs_a_command(tmp_path):
+    msg = error_of(tmp_path, "models:\n  m1:\n    metrics: [m.json]\n")
+    assert "needs `train`, `evaluate` or both" in msg
+
+
+def test_empty_command_rejected(tmp_path):
+    msg = error_of(tmp_path, "models:\n  m1:\n    train: '  '\n    metrics: [m.json]\n")
+    assert "command is empty" in msg
+
+
+def test_invalid_model_name(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("digits:", "Digits_Model:"))
+    assert "model name `Digits_Model` is not valid" in msg
+
+
+def test_stage_requires_undeclared(tmp_path):
+    text = GOOD.replace("stages: [staging, prod]", "stages:\n  prod: {requires: staging}")
+    assert "requires `staging`, which is not a declared stage" in error_of(tmp_path, text)
+
+
+def test_gate_min_above_max(tmp_path):
+    assert "is above `max`" in error_of(tmp_path, GOOD.replace("min: 0.9", "min: 0.9, max: 0.1"))
+
+
+def test_negative_regression_allowance(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("min: 0.9", "max_regression: -1"))
+    assert "max_regression" in msg and "greater than or equal to 0" in msg
+
+
+def test_model_selection(tmp_path):
+    two = GOOD.replace("stages:", "  other:\n    train: x\n    metrics: [m.json]\nstages:")
+    cfg = load_text(tmp_path, two)
+    with pytest.raises(ConfigError, match="choose one with --model"):
+        cfg.model(None)
+    with pytest.raises(ConfigError, match="did you mean `digits`"):
+        cfg.model("digit")
+
+
+def test_find_config_walks_up_to_repo_root(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "lepton.yaml").write_text(GOOD)
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    assert config.find_config(None, sub) == tmp_path / "lepton.yaml"
+    with pytest.raises(ConfigError, match=r"no lepton\.yaml"):
+        config.find_config(None, Path("/"))
+
+
+def test_example_config_is_valid():
+    root = Path(__file__).parent.parent
+    cfg = config.load(root / "examples" / "digits" / "lepton.yaml")
+    assert "digits" in cfg.config.models
