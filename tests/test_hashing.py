@@ -1,0 +1,57 @@
+import os
+
+import pytest
+
+from lepton_ci.hashing import StatCache, combine, hash_file
+
+pytestmark = pytest.mark.unit
+
+
+def test_hash_is_content_addressed(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"hello")
+    b.write_bytes(b"hello")
+    assert hash_file(a) == hash_file(b)
+    assert hash_file(a).startswith("blake3:")
+    # the well-known blake3 digest of "hello"
+    assert hash_file(a).endswith("ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f")
+
+
+def test_large_file_path_matches_small_file_path(tmp_path):
+    import blake3
+
+    big = tmp_path / "big"
+    data = os.urandom(70 * 1024 * 1024)
+    big.write_bytes(data)
+    assert hash_file(big) == "blake3:" + blake3.blake3(data).hexdigest()
+
+
+def test_stat_cache_serves_unchanged_and_catches_changes(tmp_path):
+    f = tmp_path / "data.csv"
+    f.write_text("1,2\n")
+    cache_path = tmp_path / "stat.json"
+    c = StatCache(cache_path)
+    h1 = c.hash(f)
+    c.save()
+    c2 = StatCache(cache_path)
+    assert c2.hash(f) == h1
+    assert (c2.hits, c2.misses) == (1, 0)
+    # same size, new content, mtime forced back: ctime still changes, so it is re-read
+    st = f.stat()
+    f.write_text("3,4\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert c2.hash(f) != h1
+    assert c2.misses == 1
+
+
+def test_corrupt_stat_cache_is_ignored(tmp_path):
+    p = tmp_path / "stat.json"
+    p.write_text("{broken")
+    f = tmp_path / "f"
+    f.write_text("x")
+    assert StatCache(p).hash(f) == hash_file(f)
+
+
+def test_combine_is_order_independent():
+    assert combine({"a": "1", "b": "2"}) == combine({"b": "2", "a": "1"})
+    assert combine({"a": "1"}) != combine({"a": "2"})
