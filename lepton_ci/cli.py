@@ -1,0 +1,399 @@
+"""The `lepton-ci` command line: a thin layer over importable operations.
+
+Heavy modules (pydantic models, docker, kubernetes) are imported inside the commands that need
+them, so `lepton-ci --version` and `--help` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lepton_ci import __version__
+
+if TYPE_CHECKING:
+    from lepton_ci.context import Context
+
+REPORT_URL = "https://github.com/lepton-ci/lepton-ci/issues"
+FORMATS = ("table", "markdown", "json")
+
+
+def _ctx(args: argparse.Namespace) -> Context:
+    from lepton_ci.context import Context
+
+    return Context.load(args.config, Path(args.directory) if args.directory else None)
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lepton_ci import diffview, runs
+
+    ctx = _ctx(args)
+    models = args.model or list(ctx.cfg.config.models)
+    for m in models:
+        ctx.cfg.model(m)
+    opts = runs.RunOptions(
+        use_cache=not args.no_cache,
+        baseline=args.baseline,
+        base_ref=args.base_ref,
+    )
+    records = runs.run(ctx, models, opts)
+    for rec in records:
+        _print(diffview.render(rec, args.format))
+        ctx.rt.summary(diffview.as_markdown(rec))
+        for g in rec.gates:
+            if g.verdict == "fail":
+                ctx.rt.error(f"{g.metric}: {'; '.join(g.reasons)}", title=f"{rec.model} gate")
+    if len(records) == 1:
+        rec = records[0]
+        ctx.rt.set_outputs(
+            {
+                "verdict": rec.verdict,
+                "record": str(ctx.record_path(rec.model)),
+                "cache-hit": str(rec.cache.hit).lower(),
+                "version": rec.candidate_version or "",
+                "baseline": rec.baseline.tag if rec.baseline else "",
+            }
+        )
+    else:
+        ctx.rt.set_output(
+            "verdict", "fail" if any(r.verdict == "fail" for r in records) else "pass"
+        )
+    if not args.no_fail:
+        runs.raise_on_failure(records)
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from lepton_ci import diffview, gates
+    from lepton_ci import record as record_mod
+    from lepton_ci.runs import RunOptions, resolve_baseline
+
+    ctx = _ctx(args)
+    name, cfg = ctx.cfg.model(args.model)
+    rec = record_mod.load(Path(args.record) if args.record else ctx.record_path(name))
+    if args.baseline:
+        base = resolve_baseline(ctx, name, RunOptions(baseline=args.baseline))
+        results = gates.evaluate(rec.metrics, base.metrics if base else None, cfg.gates)
+        rec = rec.model_copy(
+            update={"baseline": base, "gates": results, "verdict": gates.verdict(results)}
+        )
+    _print(diffview.render(rec, "json" if args.json else args.format))
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from lepton_ci import versioning
+
+    ctx = _ctx(args)
+    name, _ = ctx.cfg.model(args.model)
+    res = versioning.register(
+        ctx, name, version=args.version, bump=args.bump, push=args.push, remote=args.remote
+    )
+    ctx.rt.set_outputs({"version": str(res.version), "tag": res.tag, "sha": res.sha})
+    if args.json:
+        _print(
+            json.dumps(
+                {
+                    "model": name,
+                    "version": str(res.version),
+                    "tag": res.tag,
+                    "sha": res.sha,
+                    "pushed": res.pushed,
+                }
+            )
+        )
+    else:
+        _print(
+            f"registered {res.tag} at {res.sha[:12]} ({res.record.verdict})"
+            + (f", pushed to {args.remote}" if res.pushed else "")
+        )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from lepton_ci import versioning
+
+    ctx = _ctx(args)
+    name, _ = ctx.cfg.model(args.model)
+    res = versioning.promote(
+        ctx, name, args.version, args.stage, push=args.push, remote=args.remote
+    )
+    ctx.rt.set_outputs({"tag": res.tag, "version": str(res.version), "sha": res.sha})
+    if args.json:
+        _print(
+            json.dumps(
+                {
+                    "model": name,
+                    "version": str(res.version),
+                    "stage": res.stage,
+                    "tag": res.tag,
+                    "sha": res.sha,
+                    "pushed": res.pushed,
+                }
+            )
+        )
+    else:
+        _print(f"promoted {name}@{res.version} to {res.stage} ({res.tag})")
+    return 0
+
+
+def _registry_state(args: argparse.Namespace) -> Any:
+    from lepton_ci.git import Git
+    from lepton_ci.registry import Registry
+
+    return Registry(Git(Path(args.directory or "."))).read(getattr(args, "model", None))
+
+
+def _when(ts: int) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    state = _registry_state(args)
+    rows = []
+    for model in [args.model] if args.model else state.models():
+        for v in state.versions(model, include_deregistered=args.all):
+            rows.append(
+                {
+                    "model": model,
+                    "version": str(v.version),
+                    "tag": v.tag,
+                    "sha": v.sha,
+                    "stages": sorted(v.stages),
+                    "verdict": v.verdict,
+                    "author": v.who,
+                    "created_at": v.time,
+                    "deregistered": v.deregistered,
+                }
+            )
+    if args.json:
+        _print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        _print("no versions registered" + (f" for {args.model}" if args.model else ""))
+        return 0
+    header = ("model", "version", "stages", "gates", "created", "by", "commit")
+    table = [header] + [
+        (
+            r["model"],
+            r["version"] + (" (deregistered)" if r["deregistered"] else ""),
+            ",".join(r["stages"]) or "-",
+            r["verdict"] or "-",
+            _when(r["created_at"]),
+            r["author"],
+            r["sha"][:10],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    _print(
+        "\n".join(
+            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in table
+        )
+    )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    state = _registry_state(args)
+    events = state.history(args.model)
+    if args.json:
+        _print(
+            json.dumps(
+                [
+                    {
+                        "tag": e.tag,
+                        "model": e.model,
+                        "action": e.action.value,
+                        "version": e.version,
+                        "stage": e.stage,
+                        "sha": e.sha,
+                        "who": e.who,
+                        "time": e.time,
+                    }
+                    for e in events
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    by_sha = {
+        m: {v.sha: str(v.version) for v in state.versions(m, include_deregistered=True)}
+        for m in state.models()
+    }
+    for e in events:
+        what = e.version or by_sha.get(e.model, {}).get(e.sha, e.sha[:10])
+        where = f" -> {e.stage}" if e.stage else ""
+        _print(
+            f"{_when(e.time)}  {e.who:<20} {e.action.value:<10} {e.model} {what}{where}  [{e.tag}]"
+        )
+    if not events:
+        _print("no registry events")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from lepton_ci import diffview
+    from lepton_ci.errors import RegistryError
+    from lepton_ci.git import Git
+    from lepton_ci.registry import Registry
+
+    model, _, version = args.ref.partition("@")
+    reg = Registry(Git(Path(args.directory or ".")))
+    state = reg.read(model)
+    info = state.find(model, version) if version else state.latest(model)
+    if info is None:
+        raise RegistryError(
+            f"{model} has no registered version", hint="register one with `lepton-ci register`"
+        )
+    rec = reg.record(info.tag)
+    if args.json:
+        _print(rec.to_json() if rec else json.dumps({"tag": info.tag, "sha": info.sha}))
+        return 0
+    stages = (
+        ",".join(sorted(s for s, v in state.stages(model).items() if v.version == info.version))
+        or "-"
+    )
+    _print(
+        f"{info.tag}  commit {info.sha[:12]}  by {info.who}  {_when(info.time)}  stages: {stages}"
+    )
+    if rec is None:
+        _print("(no evidence record in this tag)")
+        return 0
+    _print(diffview.as_table(rec))
+    _print(f"inputs: code {rec.lineage.code_digest[:20]}…  data {rec.lineage.data_digest[:20]}…")
+    for path, entry in rec.outputs.items():
+        _print(f"artifact: {path} {entry.hash[:20]}… ({entry.size} bytes)")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from lepton_ci import record
+
+    _print(json.dumps(record.schema(), indent=2, sort_keys=True))
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lepton-ci",
+        description="Version, gate and ship ML models from git, in CI, with evidence.",
+    )
+    p.add_argument("--version", action="version", version=f"lepton-ci {__version__}")
+    p.add_argument("--config", help="path to lepton.yaml (default: found from the directory up)")
+    p.add_argument("-C", dest="directory", metavar="DIR", help="run as if started in DIR")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Handler, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("run", cmd_run, "train and evaluate, record the evidence, compare and gate")
+    sp.add_argument("--model", action="append", help="model to run (repeatable; default: all)")
+    sp.add_argument("--no-cache", action="store_true", help="train even on a run-cache hit")
+    sp.add_argument("--baseline", help="version to compare with (default: resolved; `none`)")
+    sp.add_argument("--base-ref", help="compare as a pull request into this branch")
+    sp.add_argument("--format", choices=FORMATS, default="table")
+    sp.add_argument("--no-fail", action="store_true", help="exit 0 even when a gate fails")
+
+    sp = add("diff", cmd_diff, "show the metrics and params diff of the last run vs its baseline")
+    sp.add_argument("--model")
+    sp.add_argument("--record", help="record file (default: the model's last run)")
+    sp.add_argument("--baseline", help="compare with this version instead")
+    sp.add_argument("--format", choices=FORMATS, default="table")
+    sp.add_argument("--json", action="store_true", help="same as --format json")
+
+    sp = add("register", cmd_register, "register the last run as a version tag <model>@vX.Y.Z")
+    sp.add_argument("--model")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument(
+        "--bump",
+        choices=("major", "minor", "patch"),
+        help="part to bump (default: from conventional commits, else patch)",
+    )
+    g.add_argument("--version", help="exact version, e.g. 1.2.3")
+    sp.add_argument("--push", action="store_true", help="push the tag (removed again if refused)")
+    sp.add_argument("--remote", default="origin")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("promote", cmd_promote, "assign a version to a stage with a tag <model>#<stage>#N")
+    sp.add_argument("model")
+    sp.add_argument("version")
+    sp.add_argument("stage")
+    sp.add_argument("--push", action="store_true")
+    sp.add_argument("--remote", default="origin")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("versions", cmd_versions, "list registered versions with their stages and verdicts")
+    sp.add_argument("model", nargs="?")
+    sp.add_argument("--all", action="store_true", help="include deregistered versions")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("show", cmd_show, "show one version (MODEL or MODEL@vX.Y.Z) and its evidence")
+    sp.add_argument("ref")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("history", cmd_history, "registry events: who registered or promoted what, when")
+    sp.add_argument("model", nargs="?")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("schema", cmd_schema, "print the JSON schema of the evidence record")
+    sp.add_argument("which", choices=("record",))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from lepton_ci.errors import LeptonError
+    from lepton_ci.gha import Runtime, debug_enabled
+
+    debug = args.debug or debug_enabled()
+    try:
+        return int(args.fn(args))
+    except LeptonError as e:
+        rt = Runtime(stream=sys.stderr)
+        rt.error(str(e), title=f"lepton-ci {args.command}")
+        rt.summary(f"**lepton-ci {args.command} failed**\n\n```\n{e}\n```")
+        if debug:
+            traceback.print_exc()
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; stop quietly as Unix tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as e:  # the last line of defence: say what happened and how to report it
+        rt = Runtime(stream=sys.stderr)
+        rt.error(
+            f"unexpected error: {type(e).__name__}: {e}. This is a bug in lepton-ci; please "
+            f"report it at {REPORT_URL} with the output of `lepton-ci --debug {args.command}`."
+        )
+        if debug:
+            traceback.print_exc()
+        return 70

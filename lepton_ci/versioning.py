@@ -1,0 +1,145 @@
+"""`register` and `promote`: write versions and stage assignments as git tags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lepton_ci import record as record_mod
+from lepton_ci import tags
+from lepton_ci.context import Context
+from lepton_ci.errors import RecordError, RegistryError
+from lepton_ci.record import Record
+from lepton_ci.registry import Registry
+from lepton_ci.semver import FIRST, Bump, Version, bump_from_commits
+
+
+@dataclass
+class Registered:
+    model: str
+    version: Version
+    tag: str
+    sha: str
+    record: Record
+    pushed: bool
+
+
+def _summary_line(rec: Record) -> str:
+    keys = [g for g in rec.gates if g.key] or [g for g in rec.gates if g.verdict != "info"][:3]
+    shown = ", ".join(f"{g.metric}={g.candidate:.6g}" for g in keys if g.candidate is not None)
+    return f"gates: {rec.verdict}" + (f" ({shown})" if shown else "")
+
+
+def register(
+    ctx: Context,
+    model: str,
+    *,
+    version: str | None = None,
+    bump: Bump | None = None,
+    push: bool = False,
+    remote: str = "origin",
+) -> Registered:
+    git = ctx.git
+    head = git.head()
+    rec = record_mod.load(ctx.record_path(model))
+    if rec.git.sha != head:
+        raise RecordError(
+            f"the last run of {model} was for {rec.git.sha[:12]}, but HEAD is {head[:12]}",
+            hint=f"run `lepton-ci run --model {model}` on this commit first",
+        )
+    if git.dirty() or rec.git.dirty:
+        raise RegistryError(
+            f"the work tree has uncommitted changes; a version of {model} must be a commit",
+            hint="commit or stash your changes, then run and register again",
+        )
+    reg = Registry(git)
+    state = reg.read(model)
+    on_head = [v for v in state.versions(model) if v.sha == head]
+    if on_head:
+        raise RegistryError(
+            f"HEAD is already registered as {on_head[0].tag}",
+            hint="register a new commit, or promote the existing version",
+        )
+    latest = state.latest(model)
+    if version is not None:
+        new = Version.parse(version)
+    elif latest is None:
+        new = FIRST
+    else:
+        part = bump or bump_from_commits(git.subjects(f"{latest.tag}..HEAD"))
+        new = latest.version.bump(part)
+    for v in state.versions(model, include_deregistered=True):
+        if v.version == new:
+            raise RegistryError(
+                f"{model}@{new} already exists (on {v.sha[:12]})",
+                hint="choose another version with --version, or let --bump choose",
+            )
+    name = tags.version_tag(model, new)
+    rec = rec.model_copy(update={"candidate_version": str(new)})
+    message = f"Register {name}: {_summary_line(rec)}\n\n{rec.to_json()}"
+    reg.create_tag(name, head, message)
+    if push:
+        reg.push_tag(name, remote)
+    record_mod.save(rec, ctx.record_path(model))
+    return Registered(model, new, name, head, rec, push)
+
+
+@dataclass
+class Promoted:
+    model: str
+    version: Version
+    stage: str
+    tag: str
+    sha: str
+    pushed: bool
+
+
+def promote(
+    ctx: Context,
+    model: str,
+    version: str,
+    stage: str,
+    *,
+    push: bool = False,
+    remote: str = "origin",
+) -> Promoted:
+    stages = ctx.cfg.config.stages
+    if stage not in stages:
+        declared = ", ".join(stages) or "none"
+        raise RegistryError(
+            f"stage `{stage}` is not declared in {ctx.cfg.path} (declared: {declared})",
+            hint=f"add it under `stages:` in {ctx.cfg.path.name}, e.g. `stages: [{stage}]`",
+        )
+    reg = Registry(ctx.git)
+    state = reg.read(model)
+    info = state.find(model, version)
+    rec = reg.record(info.tag)
+    if rec is None:
+        raise RegistryError(
+            f"{info.tag} carries no evidence record, so lepton-ci cannot show it passed its gates",
+            hint="register versions with `lepton-ci register`",
+        )
+    if rec.verdict != "pass":
+        failed = ", ".join(g.metric for g in rec.gates if g.verdict == "fail")
+        raise RegistryError(
+            f"{info.tag} failed its gates ({failed}); it cannot be promoted",
+            hint="promote a version that passed, or register a fixed one",
+        )
+    required = stages[stage].requires
+    if required is not None:
+        was_there = any(
+            e.action is tags.Action.ASSIGN and e.sha == info.sha
+            for e in state.stage_history(model, required)
+        )
+        if not was_there:
+            raise RegistryError(
+                f"{info.tag} must be in stage `{required}` before `{stage}`",
+                hint=f"run `lepton-ci promote {model} {info.version} {required}` first",
+            )
+    current = state.stages(model).get(stage)
+    if current is not None and current.version == info.version:
+        raise RegistryError(f"{info.tag} is already the current `{stage}` version")
+    name = tags.stage_tag(model, stage, state.next_counter(model))
+    reg.create_tag(name, info.sha, f"Promote {info.tag} to {stage}\n")
+    if push:
+        reg.push_tag(name, remote)
+    return Promoted(model, info.version, stage, name, info.sha, push)

@@ -1,0 +1,130 @@
+"""Baseline resolution on real repositories: branches, PR merge-bases, shallow clones."""
+
+import pytest
+
+from lepton_ci.baseline import resolve
+from lepton_ci.errors import BaselineError
+from lepton_ci.git import Git
+from tests.conftest import commit_all, git
+
+pytestmark = pytest.mark.e2e
+
+
+def tag(repo, name, rev="HEAD"):
+    git(repo, "tag", "-a", "-m", f"Register {name}", name, rev)
+
+
+def step(repo, msg):
+    (repo / "log.txt").write_text(
+        (repo / "log.txt").read_text() + msg + "\n" if (repo / "log.txt").exists() else msg + "\n"
+    )
+    return commit_all(repo, msg)
+
+
+def test_first_version_has_no_baseline(toy_repo):
+    assert resolve(Git(toy_repo), "toy") is None
+
+
+def test_branch_takes_newest_reachable_not_on_head(toy_repo):
+    tag(toy_repo, "toy@v0.1.0")
+    step(toy_repo, "c2")
+    tag(toy_repo, "toy@v0.2.0")
+    got = resolve(Git(toy_repo), "toy")
+    assert got is None or got.tag == "toy@v0.1.0"
+    assert got is not None
+    step(toy_repo, "c3")
+    assert resolve(Git(toy_repo), "toy").tag == "toy@v0.2.0"
+    # a version on a branch that HEAD does not contain is not a baseline
+    git(toy_repo, "checkout", "-q", "-b", "side", "HEAD~1")
+    step(toy_repo, "side")
+    tag(toy_repo, "toy@v9.0.0")
+    git(toy_repo, "checkout", "-q", "main")
+    assert resolve(Git(toy_repo), "toy").tag == "toy@v0.2.0"
+
+
+def test_semver_order_not_date_order(toy_repo):
+    tag(toy_repo, "toy@v0.10.0")
+    step(toy_repo, "c2")
+    tag(toy_repo, "toy@v0.9.0", "HEAD")  # a hotfix line registered later on a newer commit
+    step(toy_repo, "c3")
+    assert resolve(Git(toy_repo), "toy").tag == "toy@v0.10.0"
+
+
+def test_pull_request_uses_merge_base_with_base_branch(toy_repo):
+    tag(toy_repo, "toy@v0.1.0")
+    git(toy_repo, "checkout", "-q", "-b", "feature")
+    step(toy_repo, "feature work")
+    git(toy_repo, "checkout", "-q", "main")
+    step(toy_repo, "main moves on")
+    tag(toy_repo, "toy@v0.2.0")
+    git(toy_repo, "checkout", "-q", "feature")
+    got = resolve(Git(toy_repo), "toy", base_ref="main")
+    assert got.tag == "toy@v0.1.0"  # v0.2.0 is not in the PR's merge-base
+    assert "merge-base with main" in got.why
+    # the same through the environment a pull_request event sets
+    from lepton_ci.baseline import pr_base_ref
+
+    assert pr_base_ref({"GITHUB_BASE_REF": "main"}) == "main"
+
+
+def test_pull_request_base_branch_missing_says_fetch(toy_repo):
+    with pytest.raises(BaselineError) as e:
+        resolve(Git(toy_repo), "toy", base_ref="release")
+    assert "`git fetch origin release`" in str(e.value)
+
+
+def test_deregistered_version_is_skipped(toy_repo):
+    tag(toy_repo, "toy@v0.1.0")
+    step(toy_repo, "c2")
+    tag(toy_repo, "toy@v0.2.0")
+    tag(toy_repo, "toy@v0.2.0!#1")
+    step(toy_repo, "c3")
+    assert resolve(Git(toy_repo), "toy").tag == "toy@v0.1.0"
+
+
+def make_remote(tmp_path, toy_repo):
+    for i in range(3):
+        step(toy_repo, f"old{i}")  # history below the tag, so a depth can cut it
+    tag(toy_repo, "toy@v0.1.0")
+    for i in range(4):
+        step(toy_repo, f"c{i}")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(toy_repo), str(remote))
+    return remote
+
+
+def test_clone_without_tags_says_exact_fetch(tmp_path, toy_repo):
+    remote = make_remote(tmp_path, toy_repo)
+    clone = tmp_path / "notags"
+    git(tmp_path, "clone", "-q", "--no-tags", f"file://{remote}", str(clone))
+    with pytest.raises(BaselineError) as e:
+        resolve(Git(clone), "toy")
+    assert "origin has 1 version tag(s) of toy that this clone has not fetched" in str(e.value)
+    assert "`git fetch --tags origin`" in str(e.value)
+    git(clone, "fetch", "-q", "--tags", "origin")
+    assert resolve(Git(clone), "toy").tag == "toy@v0.1.0"
+
+
+def test_shallow_clone_too_shallow_says_unshallow(tmp_path, toy_repo):
+    remote = make_remote(tmp_path, toy_repo)
+    clone = tmp_path / "shallow1"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{remote}", str(clone))
+    with pytest.raises(BaselineError) as e:
+        resolve(Git(clone), "toy")
+    assert "`git fetch --unshallow --tags origin`" in str(e.value)
+    git(clone, "fetch", "-q", "--tags", "origin")
+    with pytest.raises(BaselineError) as e:
+        resolve(Git(clone), "toy")
+    assert "cannot tell whether toy@v0.1.0 is an ancestor" in str(e.value)
+    assert "`git fetch --unshallow --tags origin`" in str(e.value)
+    git(clone, "fetch", "-q", "--unshallow", "--tags", "origin")
+    assert resolve(Git(clone), "toy").tag == "toy@v0.1.0"
+
+
+def test_shallow_clone_deep_enough_works_once_tags_are_fetched(tmp_path, toy_repo):
+    remote = make_remote(tmp_path, toy_repo)
+    clone = tmp_path / "shallow5"
+    git(tmp_path, "clone", "-q", "--depth", "5", f"file://{remote}", str(clone))
+    git(clone, "fetch", "-q", "--tags", "origin")
+    assert git(clone, "rev-parse", "--is-shallow-repository") == "true"
+    assert resolve(Git(clone), "toy").tag == "toy@v0.1.0"

@@ -1,0 +1,271 @@
+"""Version registry in git tags: register, promote, read, refuse cleanly."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lepton_ci.git import Git
+from lepton_ci.registry import Registry
+from lepton_ci.tags import Action
+from tests.conftest import commit_all, git, set_params
+
+pytestmark = pytest.mark.e2e
+
+
+def registered(cli, repo, message="fix: change", **params):
+    if params:
+        set_params(repo, **params)
+        commit_all(repo, message)
+    assert cli("run", "--no-fail")[0] == 0
+    code, out, err = cli("register")
+    assert code == 0, err
+    return out
+
+
+def test_register_creates_annotated_tag_with_record(cli, toy_repo):
+    out = registered(cli, toy_repo)
+    assert "registered toy@v0.1.0" in out
+    assert git(toy_repo, "cat-file", "-t", "toy@v0.1.0") == "tag"
+    msg = git(toy_repo, "tag", "-l", "--format=%(contents)", "toy@v0.1.0")
+    subject, _, body = msg.partition("\n\n")
+    assert subject == "Register toy@v0.1.0: gates: pass (accuracy=0.9)"
+    rec = json.loads(body)
+    assert rec["candidate_version"] == "v0.1.0" and rec["metrics"]["accuracy"] == 0.9
+    assert Registry(Git(toy_repo)).record("toy@v0.1.0").metrics["accuracy"] == 0.9
+
+
+def test_bumps_from_conventional_commits_and_flags(cli, toy_repo):
+    registered(cli, toy_repo)
+    registered(cli, toy_repo, "fix: tweak", lr=0.2)
+    registered(cli, toy_repo, "feat: new feature", lr=0.3)
+    registered(cli, toy_repo, "feat!: breaking", lr=0.4)
+    set_params(toy_repo, lr=0.5)
+    commit_all(toy_repo, "chore: x")
+    cli("run")
+    assert cli("register", "--bump", "minor")[0] == 0
+    set_params(toy_repo, lr=0.6)
+    commit_all(toy_repo, "chore: y")
+    cli("run")
+    assert cli("register", "--version", "7.0.0-rc.1")[0] == 0
+    _code, out, _ = cli("versions", "toy", "--json")
+    assert [r["version"] for r in json.loads(out)] == [
+        "v7.0.0-rc.1",
+        "v1.1.0",
+        "v1.0.0",
+        "v0.2.0",
+        "v0.1.1",
+        "v0.1.0",
+    ]
+
+
+def test_refusals_leave_no_tag(cli, toy_repo):
+    registered(cli, toy_repo)
+    tags_before = git(toy_repo, "tag")
+    code, _, err = cli("register")
+    assert code == 1 and "HEAD is already registered as toy@v0.1.0" in err
+    set_params(toy_repo, lr=0.2)
+    commit_all(toy_repo, "fix: x")
+    cli("run")
+    code, _, err = cli("register", "--version", "0.1.0")
+    assert code == 1 and "toy@v0.1.0 already exists" in err
+    code, _, err = cli("register", "--version", "1.2")
+    assert code == 1 and "not a semantic version" in err and "MAJOR.MINOR.PATCH" in err
+    (toy_repo / "params.yaml").write_text((toy_repo / "params.yaml").read_text() + "# edit\n")
+    code, _, err = cli("register")
+    assert code == 1 and "uncommitted changes" in err
+    git(toy_repo, "checkout", "params.yaml")
+    (toy_repo / "x.txt").write_text("x")
+    commit_all(toy_repo, "docs: x")
+    code, _, err = cli("register")
+    assert code == 1 and "the last run of toy was for" in err and "run `lepton-ci run" in err
+    assert git(toy_repo, "tag") == tags_before
+
+
+def test_register_without_any_run_says_what_to_do(cli, toy_repo):
+    code, _, err = cli("register")
+    assert code == 1 and "no evidence record" in err and "lepton-ci run" in err
+
+
+def test_concurrent_register_one_wins_cleanly(cli, toy_repo):
+    cli("run")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lepton_ci", "-C", str(toy_repo), "register"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [(p.wait(30), p.stdout.read(), p.stderr.read()) for p in procs]
+    codes = sorted(r[0] for r in results)
+    assert codes == [0, 1], results
+    loser = next(r for r in results if r[0] == 1)
+    assert "toy@v0.1.0 already exists" in loser[2] or "already registered" in loser[2]
+    assert git(toy_repo, "tag") == "toy@v0.1.0"
+    assert git(toy_repo, "cat-file", "-t", "toy@v0.1.0") == "tag"
+
+
+def test_concurrent_register_across_clones_push_refused_removes_local_tag(
+    cli, toy_repo, tmp_path, capsys
+):
+    from tests.conftest import Cli
+
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(toy_repo), str(remote))
+    git(toy_repo, "remote", "add", "origin", str(remote))
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(remote), str(other))
+    other_cli = Cli(other, capsys)
+    assert cli("run")[0] == 0  # both clones run the same commit before either registers
+    assert other_cli("run")[0] == 0
+    assert other_cli("register", "--push")[0] == 0
+    code, _, err = cli("register", "--push")
+    assert code == 1
+    assert "push of toy@v0.1.0 to origin was refused; the local tag was removed again" in err
+    assert git(toy_repo, "tag") == ""
+    assert git(remote, "tag") == "toy@v0.1.0"
+
+
+def test_promote_flow_with_policy(cli, toy_repo):
+    registered(cli, toy_repo)
+    code, _, err = cli("promote", "toy", "v0.1.0", "prod")
+    assert code == 1 and "must be in stage `staging` before `prod`" in err
+    code, _, err = cli("promote", "toy", "v0.1.0", "qa")
+    assert code == 1 and "stage `qa` is not declared" in err and "declared: staging, prod" in err
+    code, out, _ = cli("promote", "toy", "v0.1.0", "staging", "--json")
+    assert code == 0 and json.loads(out)["tag"] == "toy#staging#1"
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging")
+    assert code == 1 and "already the current `staging` version" in err
+    assert cli("promote", "toy", "0.1.0", "prod")[0] == 0
+    assert git(toy_repo, "tag", "-l", "toy#*").split() == ["toy#prod#2", "toy#staging#1"]
+    code, out, _ = cli("versions", "toy", "--json")
+    assert json.loads(out)[0]["stages"] == ["prod", "staging"]
+    code, _, err = cli("promote", "toy", "v9.9.9", "staging")
+    assert code == 1 and "toy@v9.9.9 is not registered" in err
+
+
+def test_promoting_a_version_that_failed_its_gates_is_refused(cli, toy_repo):
+    registered(cli, toy_repo)
+    registered(cli, toy_repo, "fix: worse", accuracy=0.5)
+    code, out, _ = cli("versions", "toy", "--json")
+    assert [(r["version"], r["verdict"]) for r in json.loads(out)] == [
+        ("v0.1.1", "fail"),
+        ("v0.1.0", "pass"),
+    ]
+    code, _, err = cli("promote", "toy", "v0.1.1", "staging")
+    assert code == 1 and "failed its gates (accuracy, loss)" in err
+    assert git(toy_repo, "tag", "-l", "toy#*") == ""
+
+
+def test_reads_gto_cancellations_and_deprecation(cli, toy_repo):
+    registered(cli, toy_repo)
+    registered(cli, toy_repo, "fix: b", lr=0.3)
+    cli("promote", "toy", "v0.1.1", "staging")
+    # GTO writes these forms; lepton-ci must read them.
+    git(toy_repo, "tag", "-a", "-m", "deregister", "toy@v0.1.1!#2", "toy@v0.1.1")
+    git(toy_repo, "tag", "-a", "-m", "unassign", "toy#staging!#3", "toy@v0.1.1")
+    state = Registry(Git(toy_repo)).read()
+    assert [str(v.version) for v in state.versions("toy")] == ["v0.1.0"]
+    assert [str(v.version) for v in state.versions("toy", include_deregistered=True)] == [
+        "v0.1.1",
+        "v0.1.0",
+    ]
+    assert state.stages("toy") == {}
+    assert state.next_counter("toy") == 4
+    git(toy_repo, "tag", "-a", "-m", "deprecate", "toy@deprecated#4", "HEAD")
+    state = Registry(Git(toy_repo)).read("toy")
+    assert state.deprecated("toy")
+    actions = [e.action for e in state.history("toy")]
+    assert actions.count(Action.DEREGISTER) == 1 and actions.count(Action.UNASSIGN) == 1
+    code, out, _ = cli("history", "toy")
+    assert "deregister" in out and "unassign" in out and "Test User" in out
+    code, _, err = cli("promote", "toy", "v0.1.1", "staging")
+    assert code == 1 and "was deregistered" in err
+
+
+def test_foreign_tags_are_ignored_and_lightweight_tags_read(cli, toy_repo):
+    git(toy_repo, "tag", "v1.0.0")
+    git(toy_repo, "tag", "release-candidate")
+    git(toy_repo, "tag", "toy@v3.0.0")  # lightweight, as some people write by hand
+    state = Registry(Git(toy_repo)).read()
+    assert [str(v.version) for v in state.versions("toy")] == ["v3.0.0"]
+    assert state.versions("toy")[0].who == "Test User"
+
+
+def test_show_and_history_json(cli, toy_repo):
+    registered(cli, toy_repo)
+    cli("promote", "toy", "v0.1.0", "staging")
+    code, out, _ = cli("show", "toy@v0.1.0", "--json")
+    assert code == 0 and json.loads(out)["metrics"]["accuracy"] == 0.9
+    code, out, _ = cli("show", "toy")
+    assert "toy@v0.1.0" in out and "stages: staging" in out and "artifact: model.bin" in out
+    code, out, _ = cli("history", "toy", "--json")
+    events = json.loads(out)
+    assert [(e["action"], e["stage"]) for e in events] == [
+        ("register", None),
+        ("assign", "staging"),
+    ]
+    assert all(e["who"] == "Test User" for e in events)
+
+
+def test_registry_reads_all_tags_with_one_git_call(toy_repo, monkeypatch):
+    g = Git(toy_repo)
+    calls = []
+    real = g.run
+    monkeypatch.setattr(g, "run", lambda args, **kw: (calls.append(args), real(args, **kw))[1])
+    for i in range(30):
+        git(toy_repo, "tag", "-a", "-m", "x", f"toy@v0.0.{i}")
+    state = Registry(g).read()
+    assert len(state.versions("toy")) == 30
+    assert len(calls) == 1 and calls[0][0] == "for-each-ref"
+
+
+def test_runner_without_git_identity_tags_as_actions_actor(cli, toy_repo, monkeypatch, tmp_path):
+    cli("run")
+    empty = tmp_path / "empty.gitconfig"
+    empty.write_text("")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
+    monkeypatch.setenv("GITHUB_ACTOR", "octo-bot")
+    assert cli("register")[0] == 0
+    assert git(toy_repo, "tag", "-l", "--format=%(taggername)", "toy@v0.1.0") == "octo-bot"
+
+
+def test_monorepo_two_models_are_independent(tmp_path, capsys):
+    from tests.conftest import FIXTURES, Cli
+
+    repo = tmp_path / "mono"
+    import shutil
+
+    for name in ("alpha", "beta"):
+        shutil.copytree(FIXTURES / "toy", repo / name)
+        (repo / name / "lepton.yaml").unlink()
+    cfg = (FIXTURES / "toy" / "lepton.yaml").read_text()
+    body = cfg.split("models:\n  toy:\n", 1)[1].split("stages:")[0]
+    models = "".join(f"  {n}:\n    path: {n}\n{body}" for n in ("alpha", "beta"))
+    (repo / "lepton.yaml").write_text("models:\n" + models + "stages: [staging]\n")
+    (repo / ".gitignore").write_text(".lepton/\nmodel.bin\nmetrics.json\ntrain_count.txt\n")
+    git(repo, "init", "-q")
+    commit_all(repo, "feat: two models")
+    c = Cli(repo, capsys)
+    code, out, err = c("run")
+    assert code == 0, err
+    assert (repo / "alpha" / "model.bin").exists() and (repo / "beta" / "model.bin").exists()
+    code, _, err = c("register")
+    assert code == 1 and "choose one with --model" in err
+    assert c("register", "--model", "alpha")[0] == 0
+    set_params(repo / "beta", accuracy=0.95)
+    commit_all(repo, "feat: better beta")
+    assert c("run", "--model", "beta")[0] == 0
+    assert c("register", "--model", "beta")[0] == 0
+    code, out, _ = c("versions", "--json")
+    assert [(r["model"], r["version"]) for r in json.loads(out)] == [
+        ("alpha", "v0.1.0"),
+        ("beta", "v0.1.0"),
+    ]
+    rec = json.loads((repo / ".lepton" / "runs" / "beta.json").read_text())
+    assert rec["baseline"] is None  # alpha's tag is not beta's baseline
+    assert Path(repo / "alpha" / "train_count.txt").read_text() == "1"

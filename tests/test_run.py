@@ -1,0 +1,182 @@
+"""`lepton-ci run` end to end on real git repositories with the toy model."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lepton_ci import record as record_mod
+from tests.conftest import commit_all, git, parse_outputs, set_params
+
+pytestmark = pytest.mark.e2e
+
+
+def load_record(repo: Path, model: str = "toy") -> record_mod.Record:
+    return record_mod.load(repo / ".lepton" / "runs" / f"{model}.json")
+
+
+def train_count(repo: Path) -> int:
+    return int((repo / "train_count.txt").read_text())
+
+
+def test_first_run_records_full_lineage(cli, toy_repo):
+    code, out, _ = cli("run")
+    assert code == 0, out
+    rec = load_record(toy_repo)
+    head = git(toy_repo, "rev-parse", "HEAD")
+    assert rec.git.sha == head and rec.git.branch == "main" and rec.git.dirty is False
+    assert rec.metrics == {"accuracy": 0.9, "loss": 0.1, "speed.p95_ms": 12.5}
+    assert rec.params == {"accuracy": 0.9, "lr": 0.1}
+    assert set(rec.lineage.code) == {"train.py", "evaluate.py"}
+    assert set(rec.lineage.data) == {"data.csv"}
+    assert rec.lineage.params_files["params.yaml"].hash.startswith("blake3:")
+    assert set(rec.outputs) == {"model.bin"}
+    assert [s.name for s in rec.steps] == ["train", "evaluate"]
+    assert all(s.exit_code == 0 and not s.skipped for s in rec.steps)
+    assert rec.environment.python.count(".") == 2
+    assert rec.baseline is None and rec.verdict == "pass"
+    assert rec.candidate_version == "v0.1.0"
+    assert "no baseline (first version)" in out
+
+
+def test_record_matches_shipped_schema(cli, toy_repo):
+    shipped = json.loads(record_mod.shipped_schema_path().read_text())
+    assert shipped == record_mod.schema(), "run `lepton-ci schema record > lepton_ci/schemas/...`"
+    code, out, _ = cli("schema", "record")
+    assert code == 0 and json.loads(out)["title"] == "Record"
+
+
+def test_cache_hit_skips_training_and_says_why(cli, toy_repo):
+    assert cli("run")[0] == 0
+    code, out, _ = cli("run")
+    assert code == 0
+    assert train_count(toy_repo) == 1
+    assert "run-cache hit, training skipped" in out
+    assert "same code, data, params, commands and environment" in out
+    rec = load_record(toy_repo)
+    assert rec.cache.hit and rec.cache.source == "local cache"
+    assert all(s.skipped for s in rec.steps)
+    code, out, _ = cli("run", "--no-cache")
+    assert code == 0 and train_count(toy_repo) == 2
+    assert "--no-cache was given" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        (lambda r: (r / "data.csv").write_text("x,y\n9,9\n"), "data"),
+        (lambda r: (r / "train.py").write_text((r / "train.py").read_text() + "\n# c\n"), "code"),
+        (lambda r: set_params(r, lr=0.2), "params"),
+    ],
+)
+def test_any_input_change_misses_the_cache(cli, toy_repo, change, what):
+    assert cli("run")[0] == 0
+    change(toy_repo)
+    code, out, _ = cli("run")
+    assert code == 0, what
+    assert train_count(toy_repo) == 2, f"a {what} change must retrain"
+    assert "run-cache miss" in out
+
+
+def test_cache_restores_deleted_artifacts(cli, toy_repo):
+    assert cli("run")[0] == 0
+    blob = (toy_repo / "model.bin").read_bytes()
+    (toy_repo / "model.bin").unlink()
+    code, out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 1
+    assert "restored model.bin from the cache" in out
+    assert (toy_repo / "model.bin").read_bytes() == blob
+
+
+def test_cache_from_version_tag_when_local_cache_is_gone(cli, toy_repo):
+    assert cli("run")[0] == 0
+    assert cli("register")[0] == 0
+    shutil.rmtree(toy_repo / ".lepton" / "cache")
+    (toy_repo / "README").write_text("docs only\n")
+    commit_all(toy_repo, "docs: readme")
+    code, _out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 1
+    assert load_record(toy_repo).cache.source == "tag toy@v0.1.0"
+
+
+def test_cache_miss_when_artifact_is_nowhere(cli, toy_repo):
+    assert cli("run")[0] == 0
+    shutil.rmtree(toy_repo / ".lepton" / "cache" / "blobs")
+    (toy_repo / "model.bin").unlink()
+    code, out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 2
+    assert "artifact model.bin is neither in the work tree nor in the cache" in out
+
+
+def test_regression_fails_the_gate_with_reasons(cli, toy_repo, gh_files):
+    assert cli("run")[0] == 0
+    assert cli("register")[0] == 0
+    set_params(toy_repo, accuracy=0.7)
+    commit_all(toy_repo, "fix: worse")
+    code, out, err = cli("run")
+    assert code == 1
+    assert "::error title=toy gate::accuracy: regressed by 0.2, more than the allowed 0.05" in out
+    assert "quality gate failed: toy.accuracy, toy.loss" in err
+    outputs = parse_outputs(gh_files["output"].read_text())
+    assert outputs["verdict"] == "fail"
+    assert outputs["baseline"] == "toy@v0.1.0"
+    assert outputs["cache-hit"] == "false"
+    summary = gh_files["summary"].read_text()
+    assert "| accuracy | 0.9 | 0.7 |" in summary and "❌ fail" in summary
+    rec = load_record(toy_repo)
+    assert rec.verdict == "fail" and rec.baseline and rec.baseline.tag == "toy@v0.1.0"
+    code, out, _ = cli("run", "--no-fail")
+    assert code == 0
+
+
+def test_failing_train_reports_exit_code_and_last_lines_and_writes_no_record(cli, toy_repo):
+    set_params(toy_repo, fail_train=True)
+    code, _, err = cli("run")
+    assert code == 1
+    assert "train command exited with code 3" in err
+    assert "Traceback: something broke in training" in err
+    assert "loading data..." in err
+    assert not (toy_repo / ".lepton" / "runs" / "toy.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"accuracy": "NaN"}, "NaN and infinity cannot be gated"),
+        ({"accuracy": "high"}, "'high', not a number"),
+    ],
+)
+def test_bad_metric_values_stop_the_run(cli, toy_repo, override, needle):
+    value = float("nan") if override["accuracy"] == "NaN" else override["accuracy"]
+    set_params(toy_repo, metrics_override={"accuracy": value})
+    code, _, err = cli("run")
+    assert code == 1 and needle in err and "metrics.json" in err
+
+
+def test_missing_output_and_metrics_files(cli, toy_repo):
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("outputs: [model.bin]", "outputs: [model.pt]"))
+    code, _, err = cli("run")
+    assert code == 1 and "outputs pattern `model.pt` matches no file" in err
+    cfg.write_text(
+        cfg.read_text()
+        .replace("outputs: [model.pt]", "outputs: [model.bin]")
+        .replace("metrics: [metrics.json]", "metrics: [scores.json]")
+    )
+    code, _, err = cli("run")
+    assert code == 1 and "scores.json: metrics file not found" in err
+
+
+def test_missing_data_file_is_a_clear_error(cli, toy_repo):
+    (toy_repo / "data.csv").unlink()
+    code, _, err = cli("run")
+    assert code == 1 and "data pattern `data.csv` matches no file" in err
+
+
+def test_bad_config_exits_non_zero_with_fix(cli, toy_repo):
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("gates:", "gaets:"))
+    code, _, err = cli("run")
+    assert code == 1
+    assert "`models.toy.gaets`: unknown key; did you mean `gates`?" in err
