@@ -104,7 +104,10 @@ def test_error_in_actions_becomes_annotation_and_summary(cli, toy_repo, gh_files
 def test_closed_pipe_exits_quietly(toy_repo):
     proc = subprocess.Popen(
         [sys.executable, "-m", "lepton_ci", "-C", str(toy_repo), "run"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
     )
     first = proc.stdout.readline()
     proc.stdout.close()  # the reader goes away after one line, as `| head -1` does
