@@ -1,4 +1,4 @@
-"""Escaping user and PR data for where it lands: Markdown cells, Mermaid labels, HTML, YAML."""
+"""Escaping user and PR data for where it lands: Markdown cells, Mermaid labels, HTML."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import re
 
 _MENTION = re.compile(r"@(?=[A-Za-z0-9_-])")
 _ISSUE_REF = re.compile(r"#(?=\d)")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+# Links and images need `[`, emphasis `*`/`_`, code a backtick, tables `|`; `<`/`>` are HTML-
+# escaped first. `(`, `!`, `+` are harmless without these, so they stay readable.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+# A heading or quote can start a value; a list marker only matters after a newline inside one
+# (a value's own leading "-" or "1." is nearly always a number).
+_LINE_START = re.compile(r"(?:^|(?<=\n))([#>])|(?<=\n)([+-])")
+_ORDERED = re.compile(r"(?<=\n)(\d+)\.")
 ZWSP = "\u200b"
 
 
@@ -16,6 +22,8 @@ def md_text(value: object) -> str:
     s = str(value).replace("\r\n", "\n").replace("\r", "\n")
     s = html.escape(s, quote=False)
     s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = _LINE_START.sub(lambda m: "\\" + (m[1] or m[2]), s)  # no headings, quotes, lists
+    s = _ORDERED.sub(r"\1\\.", s)
     s = _MENTION.sub("@" + ZWSP, s)
     return _ISSUE_REF.sub("#" + ZWSP, s)
 
@@ -35,9 +43,12 @@ def md_code(value: object) -> str:
 
 
 def mermaid_label(value: object) -> str:
-    """A quoted Mermaid label: quotes and markup become entity codes Mermaid decodes."""
-    s = str(value).replace("\n", " ")
-    return "".join(f"#{ord(c)};" if c in '"#;<>&`[]{}()|' else c for c in s)
+    """Text inside a quoted Mermaid label: only a safe alphabet survives, the rest becomes `_`.
+
+    Mermaid's own escapes differ between diagram types, so a whitelist is the one rule that
+    holds for all of them; it also keeps a value from closing the fenced block.
+    """
+    return "".join(c if c.isalnum() or c in " .,:/%+-_=" else "_" for c in str(value))[:80]
 
 
 def html_text(value: object) -> str:

@@ -1,0 +1,47 @@
+import pytest
+
+from lepton_ci.escape import ZWSP, md_cell, md_code, md_text, mermaid_label
+from lepton_ci.templating import url
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("plain 0.97 (x)", "plain 0.97 (x)"),
+        ("a|b", "a\\|b"),
+        ("[x](http://e)", "\\[x\\](http://e)"),
+        ("<b>hi</b>", "&lt;b&gt;hi&lt;/b&gt;"),
+        ("*em* _u_ ~s~ `c`", "\\*em\\* \\_u\\_ \\~s\\~ \\`c\\`"),
+        ("@user", f"@{ZWSP}user"),
+        ("see #42", f"see #{ZWSP}42"),
+        ("# title", "\\# title"),
+        ("a\n- b\n1. c\n> d", "a\n\\- b\n1\\. c\n&gt; d"),
+        ("-0.5", "-0.5"),
+    ],
+)
+def test_md_text(raw, want):
+    assert md_text(raw) == want
+
+
+def test_md_cell_has_no_newlines_or_bare_pipes():
+    assert md_cell("a|b\nc") == "a\\|b<br>c"
+
+
+def test_md_code_cannot_be_closed_early():
+    assert md_code("a`b") == "``a`b``"
+    assert md_code("`x`") == "`` `x` ``"
+
+
+def test_mermaid_label_whitelist():
+    assert mermaid_label('acc"] --> X[evil') == "acc__ --_ X_evil"
+    assert mermaid_label("v1.2.3 this PR") == "v1.2.3 this PR"
+    assert len(mermaid_label("x" * 500)) == 80
+
+
+def test_url_filter_only_passes_plain_http_links():
+    assert url("https://github.com/a/b/actions/runs/1") == "https://github.com/a/b/actions/runs/1"
+    assert url("javascript:alert(1)") == ""
+    assert url("https://e.example/x) [y](https://evil") == ""
+    assert url(None) == ""
