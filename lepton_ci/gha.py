@@ -6,13 +6,14 @@ the same on a laptop.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 
 def in_actions(env: Mapping[str, str] | None = None) -> bool:
@@ -22,6 +23,18 @@ def in_actions(env: Mapping[str, str] | None = None) -> bool:
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:
     e = env if env is not None else os.environ
     return e.get("RUNNER_DEBUG") == "1" or e.get("ACTIONS_STEP_DEBUG", "").lower() == "true"
+
+
+def load_event(env: Mapping[str, str]) -> dict[str, Any]:
+    """The webhook payload of the event that started the workflow, or {} outside Actions."""
+    path = env.get("GITHUB_EVENT_PATH")
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def escape_data(value: str) -> str:

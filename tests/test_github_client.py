@@ -1,0 +1,146 @@
+"""The GitHub client against a real local HTTP server speaking GitHub's REST shapes."""
+
+import time
+
+import pytest
+
+from lepton_ci.github import GitHubClient, GitHubError
+from tests.support.github_server import Fault, GitHubServer, Token
+
+pytestmark = pytest.mark.e2e
+REPO = "acme/models"
+
+
+@pytest.fixture
+def gh():
+    with GitHubServer() as srv:
+        yield srv
+
+
+def client(srv, token="test-token", **kw):
+    sleeps = []
+    c = GitHubClient(token, base_url=srv.url, sleep=sleeps.append, **kw)
+    return c, sleeps
+
+
+def test_pagination_follows_link_headers(gh):
+    c, _ = client(gh)
+    for i in range(250):
+        gh.state.comments.setdefault((REPO, 7), []).append(
+            {"id": i, "body": f"c{i}", "user": {"login": "x"}}
+        )
+    got = list(c.issue_comments(REPO, 7))
+    assert [x["id"] for x in got] == list(range(250))
+    assert gh.state.count("GET", "/issues/7/comments") == 3
+
+
+def test_502_then_success_is_retried_with_backoff(gh):
+    gh.state.faults.append(Fault("POST", r"/comments$", 502, times=2))
+    c, sleeps = client(gh)
+    created = c.create_comment(REPO, 1, "hello")
+    assert created["body"] == "hello"
+    assert sleeps == [1, 2]
+    assert len(gh.state.comments[(REPO, 1)]) == 1
+
+
+def test_5xx_retries_are_bounded(gh):
+    gh.state.faults.append(Fault("GET", r"/pulls/", 503, times=10))
+    c, sleeps = client(gh, max_retries=3)
+    with pytest.raises(GitHubError, match="503"):
+        c.pull(REPO, 1)
+    assert len(sleeps) == 3 and gh.state.count("GET", "/pulls/") == 4
+
+
+def test_primary_rate_limit_waits_until_reset(gh):
+    reset = int(time.time()) + 3
+    gh.state.faults.append(
+        Fault(
+            "GET",
+            r"/comments",
+            403,
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
+            {"message": "API rate limit exceeded for installation ID 1."},
+        )
+    )
+    c, sleeps = client(gh)
+    assert list(c.issue_comments(REPO, 1)) == []
+    assert len(sleeps) == 1 and 2.0 <= sleeps[0] <= 4.5
+
+
+def test_secondary_rate_limit_honours_retry_after(gh):
+    gh.state.faults.append(
+        Fault(
+            "PATCH",
+            r"/comments/",
+            429,
+            {"retry-after": "7"},
+            {"message": "You have exceeded a secondary rate limit."},
+        )
+    )
+    c, sleeps = client(gh)
+    cid = c.create_comment(REPO, 1, "a")["id"]
+    assert c.update_comment(REPO, cid, "b")["body"] == "b"
+    assert sleeps == [7.0]
+
+
+def test_rate_limit_reset_too_far_fails_clearly(gh):
+    gh.state.faults.append(
+        Fault(
+            "GET",
+            r"/pulls/",
+            403,
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 3600)},
+            {"message": "API rate limit exceeded"},
+        )
+    )
+    c, sleeps = client(gh)
+    with pytest.raises(GitHubError) as e:
+        c.pull(REPO, 1)
+    assert "longer than lepton-ci waits" in str(e.value) and sleeps == []
+
+
+def test_bad_token_is_401_and_never_echoed(gh):
+    c, _ = client(gh, token="ghp_supersecret")
+    with pytest.raises(GitHubError) as e:
+        c.pull(REPO, 1)
+    assert "401" in str(e.value) and "ghp_supersecret" not in str(e.value)
+    assert "GITHUB_TOKEN" in str(e.value)
+
+
+def test_read_only_token_hints_permissions_or_two_phase(gh):
+    gh.state.tokens["ro"] = Token("github-actions[bot]", write=False)
+    c, _ = client(gh, token="ro")
+    with pytest.raises(GitHubError) as e:
+        c.create_comment(REPO, 1, "x")
+    assert "permissions: {pull-requests: write}" in str(e.value)
+    fork, _ = client(gh, token="ro", fork=True)
+    with pytest.raises(GitHubError) as e:
+        fork.create_comment(REPO, 1, "x")
+    assert "workflow_run" in str(e.value) and "--from BUNDLE" in str(e.value)
+
+
+def test_enterprise_base_url_with_path(gh):
+    c = GitHubClient("test-token", base_url=gh.url + "/api/v3", sleep=lambda s: None)
+    gh.state.add_pull(REPO, 3, "a" * 40)
+    assert c.pull(REPO, 3)["head"]["sha"] == "a" * 40
+    assert gh.state.log[-1][1].startswith("/api/v3/repos/")
+
+
+def test_unreachable_server_is_bounded(gh):
+    c = GitHubClient(
+        "t", base_url="http://127.0.0.1:9", sleep=lambda s: None, max_retries=2, timeout=2
+    )
+    with pytest.raises(GitHubError, match=r"unreachable .* after 3 tries"):
+        c.pull(REPO, 1)
+
+
+def test_from_env_masks_token_and_reads_api_url(gh):
+    import io
+
+    from lepton_ci.gha import Runtime
+
+    out = io.StringIO()
+    rt = Runtime({"GITHUB_ACTIONS": "true"}, out)
+    c = GitHubClient.from_env({"GITHUB_TOKEN": "tok123", "GITHUB_API_URL": gh.url}, rt)
+    assert c.base_url == gh.url
+    assert out.getvalue() == "::add-mask::tok123\n"
