@@ -58,6 +58,7 @@ class CardConfig(Strict):
     license: str | None = None
     datasets: list[str] = []
     tags: list[str] = []
+    task: str = Field("other", description="Hugging Face task type, e.g. image-classification")
     template: str | None = None
     path: str = "model_cards/{model}/{version}.md"
 

@@ -1,0 +1,153 @@
+"""Model card: golden file, Hugging Face front matter, determinism, user templates."""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lepton_ci import record as record_mod
+from tests.conftest import commit_all, git, set_params
+
+pytestmark = pytest.mark.e2e
+GOLDEN = Path(__file__).parent / "golden" / "model_card.md"
+DATES = {"GIT_AUTHOR_DATE": "2026-03-01T12:00:00Z", "GIT_COMMITTER_DATE": "2026-03-01T12:00:00Z"}
+
+
+def normalise(path: Path) -> None:
+    """Fix what legitimately varies between machines and runs: clock, timings, interpreter."""
+    rec = record_mod.load(path)
+
+    def env(e):
+        return e.model_copy(update={"python": "3.11.0", "platform": "linux-x86_64"})
+
+    rec = rec.model_copy(
+        update={
+            "created_at": "2026-03-01T12:00:00+00:00",
+            "environment": env(rec.environment),
+            "steps": [
+                s.model_copy(update={"started_at": "2026-03-01T12:00:00+00:00", "duration_s": 1.0})
+                for s in rec.steps
+            ],
+            "cache": rec.cache.model_copy(update={"key": "blake3:" + "0" * 64}),
+            "baseline": rec.baseline.model_copy(
+                update={"environment": env(rec.baseline.environment)}
+            )
+            if rec.baseline
+            else None,
+        }
+    )
+    record_mod.save(rec, path)
+
+
+@pytest.fixture
+def carded(toy_repo, cli, monkeypatch):
+    for k, v in DATES.items():
+        monkeypatch.setenv(k, v)
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "stages:",
+            """\
+    card:
+      description: A toy classifier used by lepton-ci's tests.
+      intended_use: Tests only.
+      limitations: Its accuracy is a parameter.
+      license: mit
+      datasets: [toy-data]
+      tags: [tabular-classification]
+      task: tabular-classification
+environment:
+  lock: [requirements.lock]
+stages:""",
+        )
+    )
+    (toy_repo / "requirements.lock").write_text("pyyaml==6.0.3\n")
+    git(toy_repo, "commit", "-q", "--amend", "-a", "--no-edit", "--reset-author")
+    git(toy_repo, "add", "requirements.lock")
+    commit_all(toy_repo, "chore: lock file")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    set_params(toy_repo, accuracy=0.95, lr=0.05)
+    (toy_repo / "data.csv").write_text("x,y\n1,2\n3,4\n")
+    commit_all(toy_repo, "feat: more data")
+    (toy_repo / "train.py").write_text((toy_repo / "train.py").read_text() + "\n")
+    commit_all(toy_repo, "fix: trailing newline in train.py")
+    assert cli("run")[0] == 0
+    normalise(toy_repo / ".lepton" / "runs" / "toy.json")
+    return toy_repo
+
+
+def test_card_matches_golden_file(carded, cli):
+    code, out, err = cli("card")
+    assert code == 0, err
+    path = carded / "model_cards" / "toy" / "v0.2.0.md"
+    assert out.strip() == f"wrote {path}"
+    text = path.read_text()
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "card changed; if intended, rerun with UPDATE_GOLDEN=1"
+
+
+def test_card_is_deterministic(carded, cli):
+    cli("card", "--out", "a.md")
+    cli("card", "--out", "b.md")
+    assert (carded / "a.md").read_bytes() == (carded / "b.md").read_bytes()
+
+
+def test_front_matter_is_hugging_face_metadata(carded, cli):
+    cli("card")
+    text = (carded / "model_cards" / "toy" / "v0.2.0.md").read_text()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["license"] == "mit"
+    assert meta["datasets"] == ["toy-data"]
+    assert meta["tags"] == ["tabular-classification", "lepton-ci"]
+    (entry,) = meta["model-index"]
+    assert entry["name"] == "toy"
+    (result,) = entry["results"]
+    assert result["task"] == {"type": "tabular-classification"}
+    assert result["dataset"] == {"name": "toy-data", "type": "toy-data"}
+    metrics = {m["type"]: m["value"] for m in result["metrics"]}
+    assert metrics == {"accuracy": 0.95, "loss": 0.05, "speed.p95_ms": 12.5}
+    assert meta["lepton-ci"]["version"] == "v0.2.0"
+
+
+def test_card_sections(carded, cli):
+    code, out, _ = cli("card", "--print")
+    assert code == 0
+    assert "- feat: more data" in out and "- fix: trailing newline in train.py" in out
+    assert "- chore: lock file" not in out  # that commit is in v0.1.0
+    assert "- data: data.csv (modified)" in out
+    assert "- code: train.py (modified)" in out
+    assert "| accuracy | 0.95 | 0.9 | +0.05 | pass |" in out
+    assert "| Previous version | `toy@v0.1.0` |" in out
+
+
+def test_card_for_a_registered_version_from_its_tag(carded, cli):
+    code, out, err = cli("card", "--version", "v0.1.0", "--print")
+    assert code == 0, err
+    assert "# toy v0.1.0" in out and "No commits (first version)." in out
+
+
+def test_user_template_and_missing_template(carded, cli):
+    (carded / "card.j2").write_text(
+        "{{ record.model }} {{ record.candidate_version }} {{ card.license }}\n"
+    )
+    cfg = carded / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("license: mit", "license: mit\n      template: card.j2"))
+    code, out, _ = cli("card", "--print")
+    assert out.startswith("toy v0.2.0 mit")
+    (carded / "card.j2").write_text("{{ record.nope }}\n")
+    code, _, err = cli("card")
+    assert code == 1 and "card.j2" in err and "template error" in err
+    (carded / "card.j2").unlink()
+    code, _, err = cli("card")
+    assert code == 1 and "template" in err and "not found" in err
+
+
+def test_sandbox_blocks_template_escapes(carded, cli):
+    (carded / "card.j2").write_text("{{ record.__class__.__mro__ }}\n")
+    cfg = carded / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("license: mit", "license: mit\n      template: card.j2"))
+    code, _, err = cli("card")
+    assert code == 1 and "unsafe" in err.lower()
