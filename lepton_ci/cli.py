@@ -48,8 +48,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         base_ref=args.base_ref,
     )
+    from lepton_ci import publish, report
+    from lepton_ci.registry import Registry
+
     records = runs.run(ctx, models, opts)
+    bundles = {}
     for rec in records:
+        meta = publish.meta_from_env(ctx.env, rec, Registry(ctx.git))
+        bundles[rec.model] = report.write_bundle(
+            publish.bundle_dir(ctx.cfg.root, rec.model), rec, meta
+        )
         _print(diffview.render(rec, args.format))
         ctx.rt.summary(diffview.as_markdown(rec))
         for g in rec.gates:
@@ -282,6 +290,75 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    from lepton_ci import card
+    from lepton_ci import record as record_mod
+    from lepton_ci.errors import RegistryError
+    from lepton_ci.registry import Registry
+
+    ctx = _ctx(args)
+    name, _ = ctx.cfg.model(args.model)
+    if args.version:
+        reg = Registry(ctx.git)
+        info = reg.read(name).find(name, args.version)
+        rec = reg.record(info.tag)
+        if rec is None:
+            raise RegistryError(f"{info.tag} carries no evidence record to make a card from")
+    else:
+        rec = record_mod.load(ctx.record_path(name))
+    result = card.write(ctx, rec, Path(args.out) if args.out else None)
+    ctx.rt.set_outputs({"card": str(result.path)})
+    if args.print:
+        _print(result.text)
+    else:
+        _print(f"wrote {result.path}")
+    return 0
+
+
+def cmd_comment(args: argparse.Namespace) -> int:
+    import os
+
+    from lepton_ci import publish, report
+    from lepton_ci import record as record_mod
+    from lepton_ci.gha import Runtime
+    from lepton_ci.registry import Registry
+
+    env = dict(os.environ)
+    rt = Runtime(env)
+    if args.from_:
+        bundle = Path(args.from_)
+        rec, meta = report.read_bundle(bundle)
+        local_dir = bundle
+    else:
+        ctx = _ctx(args)
+        name, _ = ctx.cfg.model(args.model)
+        rec = record_mod.load(ctx.record_path(name))
+        meta = publish.meta_from_env(ctx.env, rec, Registry(ctx.git))
+        local_dir = publish.bundle_dir(ctx.cfg.root, name)
+    if args.workflow:
+        meta = meta.model_copy(update={"workflow": args.workflow})
+    posted = publish.comment(
+        env,
+        rt,
+        rec,
+        meta,
+        pr=args.pr,
+        repo=args.repo,
+        local_dir=local_dir,
+        from_bundle=bool(args.from_),
+    )
+    rt.summary(posted.rendered.body)
+    if posted.outcome is None:
+        _print(posted.rendered.body)
+        return 0
+    o = posted.outcome
+    rt.set_outputs(
+        {"comment-id": str(o.comment_id or ""), "comment-url": o.url or "", "action": o.action}
+    )
+    _print(f"PR comment {o.action} ({o.calls} API calls)" + (f": {o.url}" if o.url else ""))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from lepton_ci import record
 
@@ -359,6 +436,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model", nargs="?")
     sp.add_argument("--json", action="store_true")
 
+    sp = add("card", cmd_card, "write the model card of the last run or of a registered version")
+    sp.add_argument("--model")
+    sp.add_argument("--version", help="a registered version (default: the last run)")
+    sp.add_argument("--out", help="file to write (default: card.path in lepton.yaml)")
+    sp.add_argument("--print", action="store_true", help="also print the card")
+
+    sp = add("comment", cmd_comment, "keep one sticky metrics comment on the pull request")
+    sp.add_argument("--model")
+    sp.add_argument(
+        "--from",
+        dest="from_",
+        metavar="BUNDLE",
+        help="post a report bundle written by `run` (fork-safe workflow_run job)",
+    )
+    sp.add_argument("--pr", type=int, help="pull request number (default: from the event)")
+    sp.add_argument("--repo", help="owner/name (default: GITHUB_REPOSITORY)")
+    sp.add_argument("--workflow", help="name that keeps comments apart (default: GITHUB_WORKFLOW)")
+
     sp = add("schema", cmd_schema, "print the JSON schema of the evidence record")
     sp.add_argument("which", choices=("record",))
     return p
@@ -371,7 +466,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lepton_ci.gha import Runtime, debug_enabled
 
     debug = args.debug or debug_enabled()
+    import os
+
+    start_dir = Path.cwd()
     try:
+        if args.directory:
+            os.chdir(args.directory)  # like `git -C`: every relative path is from DIR
         return int(args.fn(args))
     except LeptonError as e:
         rt = Runtime(stream=sys.stderr)
@@ -397,3 +497,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         return 70
+    finally:
+        os.chdir(start_dir)

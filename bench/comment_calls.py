@@ -1,0 +1,71 @@
+"""GitHub API calls per sticky-comment update (target <= 3), and edits when unchanged (0).
+
+Runs the real client and the real upsert against the local GitHub test server.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lepton_ci import report, sticky
+from lepton_ci.github import GitHubClient
+from tests.support.github_server import GitHubServer
+
+REPO, PR, SHA = "acme/models", 1, "a" * 40
+
+
+def rendered(text: str) -> tuple[report.Rendered, report.BundleMeta]:
+    meta = report.BundleMeta(
+        model="digits", workflow="ci", head_sha=SHA, pr=PR, repo=REPO, run_id=1
+    )
+    body = report.marker("digits", "ci") + "\n" + text + "\n"
+    digest = report.hash_bytes(text.encode())
+    body += f'<!-- lepton-ci:meta {{"digest": "{digest}", "run": 1, "sha": "{SHA}"}} -->\n'
+    return report.Rendered(body, digest, []), meta
+
+
+def measure(before: int, after: int) -> None:
+    """`before` comments exist when lepton-ci first posts, `after` are added later."""
+    with GitHubServer() as srv:
+        srv.state.add_pull(REPO, PR, SHA)
+        thread = srv.state.comments.setdefault((REPO, PR), [])
+
+        def discuss(n: int) -> None:
+            for _ in range(n):
+                thread.append(
+                    {
+                        "id": next(srv.state.ids),
+                        "body": "review comment",
+                        "user": {"login": "someone"},
+                    }
+                )
+
+        discuss(before)
+        gh = GitHubClient("test-token", base_url=srv.url, sleep=lambda s: None)
+
+        def post(text: str) -> sticky.Outcome:
+            start = gh.calls
+            gh.pull(REPO, PR)
+            r, meta = rendered(text)
+            out = sticky.upsert(gh, REPO, PR, r, meta, head_sha=SHA)
+            out.calls = gh.calls - start
+            return out
+
+        post("first report")
+        discuss(after)
+        patches = srv.state.count("PATCH")
+        update = post("second report")
+        unchanged = post("second report")
+        edits = srv.state.count("PATCH") - patches
+        print(
+            f"PR with {before} comments before ours, {after} after: update {update.calls} calls "
+            f"(target <= 3 -> ratio {update.calls / 3:.2f}); unchanged {unchanged.calls} calls, "
+            f"{edits - 1} edits (target 0)"
+        )
+
+
+if __name__ == "__main__":
+    measure(0, 0)
+    measure(0, 250)  # the usual case: lepton-ci comments on the PR's first push
+    measure(250, 0)  # lepton-ci added to a PR that already had a long discussion

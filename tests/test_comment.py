@@ -1,0 +1,321 @@
+"""One sticky PR comment per (model, workflow), through the CLI, against the local server."""
+
+import json
+import threading
+
+import pytest
+
+from lepton_ci import report
+from lepton_ci.record import load
+from tests.conftest import commit_all, git, set_params
+from tests.support.github_server import Fault, GitHubServer, Token
+
+pytestmark = pytest.mark.e2e
+REPO = "acme/models"
+PR = 42
+
+
+@pytest.fixture
+def gh():
+    with GitHubServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def pr_env(gh, toy_repo, tmp_path, monkeypatch, cli):
+    """A registered v0.1.0 on main, then a PR commit on a branch; Actions env for that PR."""
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    git(toy_repo, "checkout", "-q", "-b", "feature")
+    set_params(toy_repo, accuracy=0.93, lr=0.2)
+    head = commit_all(toy_repo, "feat: better")
+
+    def set_event(sha, run_id=100, pr=PR, event_name="pull_request", extra=None):
+        event = {
+            "pull_request": {
+                "number": pr,
+                "head": {"sha": sha, "repo": {"full_name": REPO, "fork": False}},
+                "base": {"repo": {"full_name": REPO}},
+            }
+        }
+        event.update(extra or {})
+        path = tmp_path / f"event-{run_id}.json"
+        path.write_text(json.dumps(event))
+        for k, v in {
+            "GITHUB_EVENT_PATH": str(path),
+            "GITHUB_EVENT_NAME": event_name,
+            "GITHUB_REPOSITORY": REPO,
+            "GITHUB_TOKEN": "test-token",
+            "GITHUB_API_URL": gh.url,
+            "GITHUB_WORKFLOW": "model-ci",
+            "GITHUB_RUN_ID": str(run_id),
+            "GITHUB_BASE_REF": "main",
+        }.items():
+            monkeypatch.setenv(k, v)
+
+    gh.state.add_pull(REPO, PR, head)
+    set_event(head)
+    return set_event
+
+
+def comments(gh):
+    return gh.state.comments.get((REPO, PR), [])
+
+
+def test_create_then_update_never_duplicates(gh, pr_env, cli, toy_repo):
+    assert cli("run")[0] == 0
+    code, out, _ = cli("comment")
+    assert code == 0 and "PR comment created" in out
+    assert len(comments(gh)) == 1
+    body = comments(gh)[0]["body"]
+    assert body.startswith("<!-- lepton-ci:sticky model=toy workflow=model-ci -->")
+    assert "vs `toy@v0.1.0`" in body
+    assert "| **accuracy** | 0.9 | 0.93 | ▲ +0.03 (+3.33%) 🟢 better | ✅ pass |" in body
+    assert "| lr | 0.1 | 0.2 |" in body
+    assert "params: 2 changed" in body
+    assert "```mermaid\nxychart-beta" in body
+    # three more runs with new results: still one comment, edited in place
+    for i, acc in enumerate((0.94, 0.95, 0.96)):
+        set_params(toy_repo, accuracy=acc)
+        head = commit_all(toy_repo, f"fix: {i}")
+        gh.state.add_pull(REPO, PR, head)
+        pr_env(head, run_id=200 + i)
+        assert cli("run")[0] == 0
+        code, out, _ = cli("comment")
+        assert "PR comment updated" in out
+    assert len(comments(gh)) == 1
+    assert "0.96" in comments(gh)[0]["body"]
+
+
+def test_unchanged_report_makes_no_edit_and_at_most_3_calls(gh, pr_env, cli):
+    cli("run")
+    cli("comment")
+    n_before = len(gh.state.log)
+    patches = gh.state.count("PATCH")
+    code, out, _ = cli("comment")
+    assert code == 0
+    assert "PR comment unchanged (2 API calls)" in out
+    assert gh.state.count("PATCH") == patches
+    assert all(m == "GET" for m, _, _ in gh.state.log[n_before:])
+
+
+def test_update_costs_three_calls(gh, pr_env, cli, toy_repo):
+    cli("run")
+    cli("comment")
+    set_params(toy_repo, accuracy=0.97)
+    head = commit_all(toy_repo, "fix: more")
+    gh.state.add_pull(REPO, PR, head)
+    pr_env(head, run_id=300)
+    cli("run")
+    code, out, _ = cli("comment")
+    assert code == 0
+    assert "PR comment updated (3 API calls)" in out
+
+
+def test_rerun_of_same_commit_with_new_run_link_makes_no_edit(
+    gh, pr_env, cli, toy_repo, monkeypatch
+):
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.test")
+    cli("run")
+    cli("comment")
+    head = git(toy_repo, "rev-parse", "HEAD")
+    pr_env(head, run_id=101)  # a re-run: new run id, new run URL, same results
+    cli("run")
+    code, out, _ = cli("comment")
+    assert code == 0
+    assert "unchanged" in out
+
+
+def test_older_run_never_overwrites_newer_head(gh, pr_env, cli, toy_repo):
+    old_head = git(toy_repo, "rev-parse", "HEAD")
+    cli("run")
+    old_record = (toy_repo / ".lepton" / "runs" / "toy.json").read_text()
+    set_params(toy_repo, accuracy=0.99)
+    new_head = commit_all(toy_repo, "fix: newer")
+    gh.state.add_pull(REPO, PR, new_head)
+    pr_env(new_head, run_id=500)
+    cli("run")
+    assert "PR comment created" in cli("comment")[1]
+    newer_body = comments(gh)[0]["body"]
+    # the slow run of the older head finishes last
+    (toy_repo / ".lepton" / "runs" / "toy.json").write_text(old_record)
+    pr_env(old_head, run_id=400)
+    code, out, _ = cli("comment")
+    assert code == 0
+    assert "PR comment stale" in out
+    assert comments(gh)[0]["body"] == newer_body
+
+
+def test_workflows_and_models_get_separate_comments(gh, pr_env, cli):
+    cli("run")
+    cli("comment")
+    cli("comment", "--workflow", "nightly")
+    assert len(comments(gh)) == 2
+
+
+def test_two_concurrent_runs_leave_one_comment(gh, pr_env, cli, toy_repo):
+    from lepton_ci import publish
+    from lepton_ci.gha import Runtime
+    from lepton_ci.github import GitHubClient
+
+    cli("run")
+    rec = load(toy_repo / ".lepton" / "runs" / "toy.json")
+    import os
+
+    env = dict(os.environ)
+    chart = [report.Point(label="v0.1.0", value=0.9), report.Point(label="this PR", value=0.93)]
+    metas = [
+        report.BundleMeta(
+            model="toy",
+            workflow="model-ci",
+            head_sha=rec.git.sha,
+            pr=PR,
+            repo=REPO,
+            run_id=rid,
+            history=h,
+        )
+        for rid, h in ((601, []), (602, chart))
+    ]
+    barrier = threading.Barrier(2)
+    real_list = GitHubClient.issue_comments
+
+    def slow_list(self, repo, number):
+        items = list(real_list(self, repo, number))
+        if not getattr(self, "_synced", False):
+            self._synced = True
+            barrier.wait(5)  # both runs list before either creates
+        return iter(items)
+
+    GitHubClient.issue_comments = slow_list
+    try:
+        errors = []
+
+        def post(meta):
+            try:
+                publish.comment(
+                    env, Runtime(env), rec, meta, client=GitHubClient("test-token", base_url=gh.url)
+                )
+            except Exception as e:  # collected and asserted below
+                errors.append(e)
+
+        threads = [threading.Thread(target=post, args=(m,)) for m in metas]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    finally:
+        GitHubClient.issue_comments = real_list
+    assert errors == []
+    assert gh.state.count("POST", "/comments") == 2
+    assert len(comments(gh)) == 1
+    # whichever created first survives, carrying the newer run's report
+    assert report.parse_meta(comments(gh)[0]["body"])["run"] == 602
+    assert "xychart-beta" in comments(gh)[0]["body"]
+
+
+def test_502_on_update_is_retried(gh, pr_env, cli, toy_repo):
+    cli("run")
+    cli("comment")
+    set_params(toy_repo, accuracy=0.91)
+    head = commit_all(toy_repo, "fix: x")
+    gh.state.add_pull(REPO, PR, head)
+    pr_env(head, run_id=700)
+    cli("run")
+    gh.state.faults.append(Fault("PATCH", r"/comments/", 502))
+    code, out, _ = cli("comment")
+    assert code == 0 and "updated" in out
+    assert "0.91" in comments(gh)[0]["body"]
+
+
+def test_fork_read_only_token_points_to_two_phase_flow(gh, pr_env, cli, toy_repo):
+    gh.state.tokens["test-token"] = Token("github-actions[bot]", write=False)
+    head = git(toy_repo, "rev-parse", "HEAD")
+    pr_env(
+        head,
+        extra={
+            "pull_request": {
+                "number": PR,
+                "head": {"sha": head, "repo": {"full_name": "forker/models", "fork": True}},
+                "base": {"repo": {"full_name": REPO}},
+            }
+        },
+    )
+    cli("run")
+    code, _, err = cli("comment")
+    assert code == 1 and "workflow_run" in err and "--from BUNDLE" in err
+    assert comments(gh) == []
+
+
+def test_body_over_the_limit_is_trimmed_and_says_so(gh, pr_env, cli, toy_repo):
+    many = {f"metric_{i:04d}_{'x' * 60}": 0.5 for i in range(900)}
+    set_params(toy_repo, metrics_override={"accuracy": 0.9, "loss": 0.1, **many})
+    head = commit_all(toy_repo, "feat: many metrics")
+    gh.state.add_pull(REPO, PR, head)
+    pr_env(head, run_id=800)
+    cli("run")
+    code, _, err = cli("comment")
+    assert code == 0, err
+    body = comments(gh)[0]["body"]
+    assert len(body) <= 65536
+    assert "Trimmed to fit GitHub's 65,536-character limit" in body
+    assert "metric rows" in body and "| **accuracy** |" in body
+
+
+def test_two_phase_bundle_posted_from_workflow_run(
+    gh, pr_env, cli, toy_repo, tmp_path, monkeypatch
+):
+    code, _, _ = cli("run")
+    assert code == 0
+    bundle = toy_repo / ".lepton" / "report" / "toy"
+    assert {p.name for p in bundle.iterdir()} == {"record.json", "meta.json", "comment.md"}
+    meta = json.loads((bundle / "meta.json").read_text())
+    head = git(toy_repo, "rev-parse", "HEAD")
+    assert meta["pr"] == PR and meta["head_sha"] == head and meta["workflow"] == "model-ci"
+    assert [p["label"] for p in meta["history"]] == ["v0.1.0", "this PR"]
+    # the trusted job: another checkout, the bundle downloaded as an artifact
+    downloaded = tmp_path / "artifact"
+    downloaded.mkdir()
+    for f in bundle.iterdir():
+        (downloaded / f.name).write_text(f.read_text())
+    pr_env(
+        head,
+        run_id=900,
+        event_name="workflow_run",
+        extra={"workflow_run": {"head_sha": head, "event": "pull_request"}},
+    )
+    monkeypatch.delenv("GITHUB_EVENT_PATH", raising=False)
+    event = tmp_path / "wr.json"
+    event.write_text(json.dumps({"workflow_run": {"head_sha": head}}))
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("comment", "--from", str(downloaded))
+    assert code == 0, err
+    assert len(comments(gh)) == 1 and "toy@v0.1.0" in comments(gh)[0]["body"]
+
+
+def test_bundle_with_forged_pr_number_is_refused(gh, pr_env, cli, toy_repo, tmp_path, monkeypatch):
+    cli("run")
+    bundle = toy_repo / ".lepton" / "report" / "toy"
+    meta = json.loads((bundle / "meta.json").read_text())
+    gh.state.add_pull(REPO, 7, "b" * 40)  # someone else's PR
+    meta["pr"] = 7
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    event = tmp_path / "wr.json"
+    event.write_text(json.dumps({"workflow_run": {"head_sha": meta["head_sha"]}}))
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "workflow_run")
+    code, _, err = cli("comment", "--from", str(bundle))
+    assert code == 1 and "refusing to post" in err
+    assert gh.state.comments.get((REPO, 7), []) == []
+    meta["head_sha"] = "not-a-sha"
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    code, _, err = cli("comment", "--from", str(bundle))
+    assert code == 1 and "meta.json: invalid: `head_sha`" in err
+
+
+def test_local_run_renders_to_file_and_terminal(cli, toy_repo):
+    cli("run")
+    code, out, _ = cli("comment")
+    assert code == 0
+    assert "not posting (repository, pull request, token unknown)" in out
+    assert "<!-- lepton-ci:sticky model=toy workflow=local -->" in out
+    assert (toy_repo / ".lepton" / "report" / "toy" / "comment.md").is_file()
