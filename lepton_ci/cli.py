@@ -359,6 +359,70 @@ def cmd_comment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from lepton_ci import imageops
+
+    ctx = _ctx(args)
+    name, _ = ctx.cfg.model(args.model)
+    res = imageops.build(ctx, name, version=args.version, builder=args.builder)
+    ctx.rt.set_outputs(
+        {
+            "digest": res.digest,
+            "image": res.image,
+            "ref": res.ref,
+            "tags": ",".join(res.tags),
+            "uploaded-bytes": str(res.uploaded_bytes),
+        },
+        required=("digest",),
+    )
+    if args.json:
+        _print(
+            json.dumps(
+                {
+                    "image": res.image,
+                    "digest": res.digest,
+                    "tags": res.tags,
+                    "builder": res.builder,
+                    "uploaded_bytes": res.uploaded_bytes,
+                    "layers": res.layers,
+                },
+                indent=2,
+            )
+        )
+    else:
+        _print(
+            f"pushed {res.ref} as {', '.join(res.tags)} ({res.builder} builder, "
+            f"{res.uploaded_bytes / 1e6:.2f} MB uploaded)"
+        )
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from lepton_ci import imageops
+
+    if args.image_command == "inspect":
+        info = imageops.inspect(args.ref)
+        if args.json:
+            _print(
+                json.dumps(
+                    {
+                        "ref": info.ref,
+                        "digest": info.digest,
+                        "labels": info.labels,
+                        "size": info.size,
+                    },
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
+        else:
+            _print(imageops.summary(info))
+        return 0
+    digest = imageops.retag(args.ref, args.tags)
+    _print(f"tagged {digest} as {', '.join(args.tags)}")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from lepton_ci import record
 
@@ -453,6 +517,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pr", type=int, help="pull request number (default: from the event)")
     sp.add_argument("--repo", help="owner/name (default: GITHUB_REPOSITORY)")
     sp.add_argument("--workflow", help="name that keeps comments apart (default: GITHUB_WORKFLOW)")
+
+    sp = add("build", cmd_build, "build and push the model image, tagged and labelled")
+    sp.add_argument("--model")
+    sp.add_argument("--version", help="a registered version (default: the last run)")
+    sp.add_argument("--builder", choices=("layers", "dockerfile"))
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("image", cmd_image, "inspect an image's labels, or re-tag an existing digest")
+    isub = sp.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    ip = isub.add_parser("inspect", help="which model, version and metrics an image holds")
+    ip.add_argument("ref")
+    ip.add_argument("--json", action="store_true")
+    ip = isub.add_parser("retag", help="point more tags at an existing image (never rebuilds)")
+    ip.add_argument("ref")
+    ip.add_argument("tags", nargs="+")
 
     sp = add("schema", cmd_schema, "print the JSON schema of the evidence record")
     sp.add_argument("which", choices=("record",))

@@ -63,6 +63,35 @@ class CardConfig(Strict):
     path: str = "model_cards/{model}/{version}.md"
 
 
+class ImageConfig(Strict):
+    """How the model's container image is built and where it is pushed."""
+
+    name: str = Field(description="repository, e.g. 127.0.0.1:5000/digits or ghcr.io/acme/digits")
+    builder: Literal["layers", "dockerfile"] | None = None
+    base: str | None = Field(None, description="base image in a registry (layers builder)")
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    files: list[str] | None = Field(None, description="code layer globs (default: `code`)")
+    workdir: str = "/app"
+    entrypoint: list[str] = []
+    cmd: list[str] = []
+    env: dict[str, str] = {}
+    ports: list[int] = []
+    labels: dict[str, str] = {}
+    source: str | None = Field(None, description="org.opencontainers.image.source URL")
+    insecure: bool | None = Field(None, description="plain HTTP (default: only for localhost)")
+
+    @property
+    def kind(self) -> str:
+        return self.builder or ("layers" if self.base else "dockerfile")
+
+    @model_validator(mode="after")
+    def _layers_need_base(self) -> ImageConfig:
+        if self.kind == "layers" and not self.base:
+            raise ValueError("the `layers` builder needs `base:` (an image in a registry)")
+        return self
+
+
 class ModelConfig(Strict):
     path: str = Field(".", description="directory the commands run in, relative to lepton.yaml")
     train: Command | None = None
@@ -76,6 +105,7 @@ class ModelConfig(Strict):
     env: dict[str, str] = {}
     timeout_minutes: Annotated[float, Field(gt=0)] = 60.0
     card: CardConfig = CardConfig()
+    image: ImageConfig | None = None
 
     @field_validator("train", "evaluate")
     @classmethod
