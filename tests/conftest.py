@@ -118,3 +118,32 @@ def parse_outputs(text: str) -> dict[str, str]:
             out[k] = v
         i += 1
     return out
+
+
+# -- real services, started once per test session --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory):
+    """A registry, podman with its Docker API socket, and base images in the registry."""
+    from tests.support.services import Podman, Registry, push_base_images
+
+    root = tmp_path_factory.mktemp("services")
+    registry = Registry(root / "registry")
+    podman = Podman(root / "podman", [registry.host])
+    try:
+        bases = push_base_images(podman, registry.host)
+        docker_host = podman.start_service()
+        yield {"registry": registry, "podman": podman, "bases": bases, "docker_host": docker_host}
+    finally:
+        podman.stop()
+        registry.stop()
+
+
+def use_registry(repo: Path, registry: str, base: str) -> None:
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text()
+        .replace("127.0.0.1:5000/pybase:bookworm", base)
+        .replace("127.0.0.1:5000", registry)
+    )

@@ -1,0 +1,163 @@
+"""Real local services for e2e tests: a CNCF registry, podman (and its Docker API socket).
+
+The configuration is the project's own (see .ci/setup): runc and cgroupfs, ulimits below the
+machine's hard limits, an overlay store under a temp dir, the local registry marked insecure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+BASE_ROOTFS = Path(os.environ.get("LEPTON_TEST_CACHE", "/var/cache/lepton-ci")) / (
+    "pybase-bookworm.tar"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20.0, auth: tuple[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2, auth=auth).status_code in (200, 401):
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+class Registry:
+    """docker-registry (Debian's CNCF distribution) on a free loopback port."""
+
+    def __init__(self, root: Path, htpasswd: Path | None = None) -> None:
+        self.root = root
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        auth = f"auth:\n  htpasswd: {{realm: lepton-test, path: {htpasswd}}}\n" if htpasswd else ""
+        (root / "registry.yml").write_text(
+            "version: 0.1\n"
+            f"storage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n"
+            "  delete: {enabled: true}\n"
+            f"http: {{addr: {self.host}}}\n"
+            "health: {storagedriver: {enabled: false}}\n"
+            "log: {level: error}\n" + auth
+        )
+        self.log = (root / "registry.log").open("w")
+        self.proc = subprocess.Popen(
+            ["docker-registry", "serve", str(root / "registry.yml")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(f"http://{self.host}/v2/")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+class Podman:
+    def __init__(self, root: Path, registries: list[str]) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "containers.conf").write_text(
+            '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n'
+            '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "runc"\n'
+        )
+        (root / "storage.conf").write_text(
+            f'[storage]\ndriver = "overlay"\nrunroot = "{root}/run"\ngraphroot = "{root}/graph"\n'
+        )
+        (root / "registries.conf").write_text(
+            "unqualified-search-registries = []\n"
+            + "".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in registries)
+        )
+        self.env = {
+            **os.environ,
+            "CONTAINERS_CONF": str(root / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
+            "CONTAINERS_REGISTRIES_CONF": str(root / "registries.conf"),
+        }
+        self.socket = root / "podman.sock"
+        self.service: subprocess.Popen[bytes] | None = None
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 300, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["podman", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            input=input.decode() if input else None,
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"podman {' '.join(args)} failed: {proc.stderr.strip()[-2000:]}")
+        return proc
+
+    def start_service(self) -> str:
+        self.service = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.root / "service.log").open("w"),
+        )
+        deadline = time.monotonic() + 20
+        while not self.socket.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("podman system service did not create its socket")
+            time.sleep(0.1)
+        return f"unix://{self.socket}"
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.terminate()
+            self.service.wait(10)
+        self("rm", "-af", "-t", "0", check=False)
+        self("pod", "rm", "-af", "-t", "0", check=False)
+
+
+def base_rootfs() -> Path:
+    """A Debian rootfs with python3, made with mmdebstrap once per machine and cached."""
+    if not BASE_ROOTFS.is_file():
+        BASE_ROOTFS.parent.mkdir(parents=True, exist_ok=True)
+        tmp = BASE_ROOTFS.with_suffix(".tmp.tar")
+        subprocess.run(
+            ["mmdebstrap", "--variant=apt", "--include=python3", "bookworm", str(tmp)],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        tmp.replace(BASE_ROOTFS)
+    return BASE_ROOTFS
+
+
+def push_base_images(podman: Podman, registry: str) -> dict[str, str]:
+    """Push a Python base and a tiny busybox base into the registry; returns their refs."""
+    py = f"{registry}/pybase:bookworm"
+    podman("import", "-q", str(base_rootfs()), "localhost/pybase:bookworm")
+    podman("push", "-q", "--tls-verify=false", "localhost/pybase:bookworm", py)
+    tiny = f"{registry}/tiny:1"
+    ctx = podman.root / "tiny"
+    ctx.mkdir(exist_ok=True)
+    shutil.copy("/bin/busybox", ctx / "busybox")
+    (ctx / "Containerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "true"]\n'
+    )
+    podman("build", "-q", "-t", "localhost/tiny:1", str(ctx))
+    podman("push", "-q", "--tls-verify=false", "localhost/tiny:1", tiny)
+    return {"python": py, "tiny": tiny}

@@ -1,0 +1,335 @@
+"""Image builds against a real registry, checked with skopeo and run with podman."""
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+from lepton_ci import oci
+from lepton_ci.imagebuild import client_factory
+from lepton_ci.oci_registry import RegistryClient
+from tests.conftest import Cli, commit_all, git, set_params, use_registry
+from tests.support.fault_proxy import FaultProxy, Rule
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.e2e
+EXAMPLE = __import__("pathlib").Path(__file__).parent.parent / "examples" / "digits"
+
+
+@pytest.fixture
+def digits(tmp_path, services, capsys):
+    repo = tmp_path / "digits"
+    shutil.copytree(
+        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
+    )
+    use_registry(repo, services["registry"].host, services["bases"]["python"])
+    git(repo, "init", "-q")
+    commit_all(repo, "feat: digits")
+    cli = Cli(repo, capsys)
+    assert cli("run")[0] == 0
+    assert cli("register")[0] == 0
+    return repo, cli
+
+
+def skopeo(*args):
+    out = subprocess.run(
+        ["skopeo", *args, "--tls-verify=false"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(out.stdout) if out.stdout.strip().startswith(("{", "[")) else out.stdout
+
+
+def test_layers_build_tags_labels_and_record_inside(digits, services):
+    repo, cli = digits
+    reg = services["registry"].host
+    code, out, err = cli("build", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    sha = git(repo, "rev-parse", "HEAD")
+    assert res["tags"] == ["0.1.0", "0.1", f"sha-{sha[:7]}"]
+    info = skopeo("inspect", f"docker://{reg}/digits:0.1.0")
+    assert info["Digest"] == res["digest"]
+    assert sorted(skopeo("list-tags", f"docker://{reg}/digits")["Tags"]) == sorted(res["tags"])
+    labels = info["Labels"]
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.revision"] == sha
+    assert labels["org.opencontainers.image.licenses"] == "bsd-3-clause"
+    assert labels["dev.lepton-ci.model"] == "digits"
+    assert json.loads(labels["dev.lepton-ci.metrics"])["accuracy"] > 0.9
+    rec_text = (repo / ".lepton" / "runs" / "digits.json").read_text()
+    from lepton_ci.record import parse
+
+    assert labels["dev.lepton-ci.record-digest"] == parse(rec_text, "x").digest()
+    commit_time = int(git(repo, "log", "-1", "--format=%ct"))
+    assert labels["org.opencontainers.image.created"] == time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(commit_time)
+    )
+    code, out, _ = cli("image", "inspect", f"{reg}/digits:0.1.0")
+    assert "model:    digits v0.1.0 (gates: pass)" in out and "accuracy=" in out
+
+
+def test_same_inputs_same_digest_and_nothing_uploaded(digits, services):
+    repo, cli = digits
+    proxy = FaultProxy(services["registry"].host)
+    try:
+        cfg = repo / "lepton.yaml"
+        cfg.write_text(
+            cfg.read_text().replace(
+                f"name: {services['registry'].host}/digits", f"name: {proxy.host}/digits"
+            )
+        )
+        first = json.loads(cli("build", "--json")[1])
+        before, sent = len(proxy.log), proxy.received
+        second = json.loads(cli("build", "--json")[1])
+        assert second["digest"] == first["digest"]
+        assert second["uploaded_bytes"] == 0 and first["uploaded_bytes"] > 0
+        assert proxy.received == sent  # not a byte: no blob, config or manifest sent again
+        assert {m for m, _, _ in proxy.log[before:]} <= {"GET", "HEAD"}
+    finally:
+        proxy.close()
+
+
+def test_model_only_change_uploads_only_the_model_layer(digits):
+    repo, cli = digits
+    first = json.loads(cli("build", "--json")[1])
+    set_params(
+        repo,
+        train={
+            **__import__("yaml").safe_load((repo / "params.yaml").read_text())["train"],
+            "C": 0.5,
+        },
+    )
+    commit_all(repo, "fix: regularise more")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    second = json.loads(cli("build", "--json")[1])
+    assert second["digest"] != first["digest"]
+    layers = second["layers"]
+    assert layers["code"]["uploaded"] == 0
+    assert layers["code"]["digest"] == first["layers"]["code"]["digest"]
+    assert layers["model"]["uploaded"] == layers["model"]["size"] > 0
+    # only the model, the small metadata layer and the config went over the wire
+    config_bytes = second["uploaded_bytes"] - layers["model"]["size"] - layers["metadata"]["size"]
+    assert 0 < config_bytes < 8000
+
+
+def test_built_image_serves_predictions(digits, services):
+    repo, cli = digits
+    res = json.loads(cli("build", "--json")[1])
+    podman = services["podman"]
+    port = free_port()
+    ref = f"{res['image']}@{res['digest']}"
+    podman("pull", "-q", "--tls-verify=false", ref)
+    cid = podman("run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8080", ref).stdout.strip()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, podman("logs", cid, check=False).stdout
+            time.sleep(0.2)
+        import sys
+
+        sys.path.insert(0, str(repo))
+        try:
+            from digits_model import load_data
+        finally:
+            sys.path.remove(str(repo))
+        x, y = load_data(repo / "data" / "digits.csv.gz")
+        r = requests.post(base + "/predict", json={"instances": [x[10], x[11]]}, timeout=5)
+        assert r.status_code == 200
+        assert r.json() == {"predictions": [y[10], y[11]], "model_version": "v0.1.0"}
+        inside = podman(
+            "exec",
+            cid,
+            "python3",
+            "-c",
+            "import json;print(json.load(open('/lepton/record.json'))['model'])",
+        )
+        assert inside.stdout.strip() == "digits"
+        card = podman("exec", cid, "head", "-c", "3", "/lepton/model_card.md").stdout
+        assert card == "---"
+    finally:
+        podman("rm", "-f", "-t", "0", cid, check=False)
+
+
+def test_retag_points_at_the_same_digest(digits, services):
+    _, cli = digits
+    reg = services["registry"].host
+    res = json.loads(cli("build", "--json")[1])
+    code, out, _ = cli("image", "retag", f"{reg}/digits@{res['digest']}", "prod", "stable")
+    assert code == 0 and out.strip() == f"tagged {res['digest']} as prod, stable"
+    assert skopeo("inspect", f"docker://{reg}/digits:prod")["Digest"] == res["digest"]
+    assert skopeo("inspect", f"docker://{reg}/digits:stable")["Digest"] == res["digest"]
+
+
+def test_500_on_a_blob_upload_is_retried(digits, services):
+    repo, cli = digits
+    proxy = FaultProxy(services["registry"].host)
+    try:
+        cfg = repo / "lepton.yaml"
+        cfg.write_text(
+            cfg.read_text().replace(
+                f"name: {services['registry'].host}/digits", f"name: {proxy.host}/flaky"
+            )
+        )
+        proxy.rules.append(Rule("PUT", r"/v2/flaky/blobs/uploads/", 500))
+        code, out, err = cli("build", "--json")
+        assert code == 0, err
+        assert ("PUT", next(p for m, p, s in proxy.log if s == 500), 500) in proxy.log
+        digest = json.loads(out)["digest"]
+        assert (
+            skopeo("inspect", f"docker://{services['registry'].host}/flaky:0.1.0")["Digest"]
+            == digest
+        )
+    finally:
+        proxy.close()
+
+
+def test_missing_base_image_names_it(digits, services):
+    repo, cli = digits
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("pybase:bookworm", "nope:1"))
+    code, _, err = cli("build")
+    assert code == 1
+    assert f"base image {services['registry'].host}/nope:1 is not available" in err
+    assert "image.base" in err
+
+
+def test_wrong_credentials_are_a_clear_error(digits, services, tmp_path, monkeypatch):
+    from tests.support.services import Registry
+
+    repo, cli = digits
+    htpasswd = tmp_path / "htpasswd"
+    subprocess.run(
+        ["htpasswd", "-Bbc", str(htpasswd), "alice", "s3cret"], check=True, capture_output=True
+    )
+    secured = Registry(tmp_path / "secured", htpasswd=htpasswd)
+    try:
+        cfg = repo / "lepton.yaml"
+        cfg.write_text(
+            cfg.read_text().replace(
+                f"name: {services['registry'].host}/digits", f"name: {secured.host}/digits"
+            )
+        )
+        monkeypatch.setenv("LEPTON_REGISTRY_USERNAME", "alice")
+        monkeypatch.setenv("LEPTON_REGISTRY_PASSWORD", "wrong-password")
+        code, out, err = cli("build")
+        assert code == 1
+        assert f"registry {secured.host} refused user 'alice'" in err
+        assert "LEPTON_REGISTRY_PASSWORD" in err and "wrong-password" not in err + out
+        monkeypatch.setenv("LEPTON_REGISTRY_PASSWORD", "s3cret")
+        code, out, err = cli("build")
+        assert code == 0, err
+    finally:
+        secured.stop()
+
+
+def test_docker_config_credentials(tmp_path):
+    import base64
+
+    from lepton_ci.oci_registry import credentials
+
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "r.example:5000": {"auth": base64.b64encode(b"bob:pw:with:colons").decode()}
+                }
+            }
+        )
+    )
+    assert credentials("r.example:5000", {"DOCKER_CONFIG": str(tmp_path)}) == (
+        "bob",
+        "pw:with:colons",
+    )
+    assert credentials("other", {"DOCKER_CONFIG": str(tmp_path)}) is None
+
+
+def test_dockerfile_builder_through_podman_socket(digits, services, monkeypatch):
+    repo, cli = digits
+    reg = services["registry"].host
+    (repo / "Dockerfile").write_text(
+        f"FROM {services['bases']['python']}\nWORKDIR /app\n"
+        "COPY serve.py digits_model.py model.json /app/\n"
+        'ENV PORT=8080\nCMD ["python3", "serve.py"]\n'
+    )
+    monkeypatch.setenv("DOCKER_HOST", services["docker_host"])
+    code, out, err = cli("build", "--builder", "dockerfile", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    info = skopeo("inspect", f"docker://{reg}/digits:0.1.0")
+    assert info["Digest"] == res["digest"]
+    assert info["Labels"]["dev.lepton-ci.model"] == "digits"
+    assert info["Labels"]["org.opencontainers.image.version"] == "0.1.0"
+    podman = services["podman"]
+    ref = f"{reg}/digits@{res['digest']}"
+    podman("pull", "-q", "--tls-verify=false", ref)
+    cat = podman(
+        "run", "--rm", ref, "python3", "-c", "print(open('/lepton/record.json').read()[:1])"
+    )
+    assert cat.stdout.strip() == "{"
+
+
+@pytest.mark.unit
+def test_layer_bytes_are_deterministic(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("hello")
+    entries = [oci.Entry("/app/b.txt", b"bee"), oci.Entry("/app/a.txt", a)]
+    l1 = oci.build_layer("code", entries, 1700000000, tmp_path / "w")
+    l2 = oci.build_layer("code", list(reversed(entries)), 1700000000, tmp_path / "w")
+    assert (l1.digest, l1.diff_id) == (l2.digest, l2.diff_id)
+    assert l1.file.read_bytes() == l2.file.read_bytes()
+    a.touch()  # the file's own mtime must not leak into the layer
+    assert oci.build_layer("code", entries, 1700000000, tmp_path / "w").digest == l1.digest
+    assert oci.build_layer("code", entries, 1700000001, tmp_path / "w").digest != l1.digest
+    import gzip
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(l1.file.read_bytes()))) as t:
+        members = t.getmembers()
+    assert [m.name for m in members] == ["app", "app/a.txt", "app/b.txt"]
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
+
+
+@pytest.mark.unit
+def test_image_tags_for_versions_and_prs():
+    from lepton_ci.imagemeta import tags
+    from lepton_ci.record import Record
+
+    rec = Record.model_validate(
+        {
+            "model": "m",
+            "candidate_version": "v1.2.3",
+            "created_at": "x",
+            "git": {"sha": "abcdef1234567890", "commit_time": 0},
+            "environment": {
+                "python": "3",
+                "platform": "p",
+                "packages_digest": "d",
+                "packages_source": "s",
+            },
+            "cache": {"key": "k"},
+        }
+    )
+    assert tags(rec, {}) == ["1.2.3", "1.2", "sha-abcdef1"]
+    assert tags(rec, {}, pr=7) == ["pr-7", "sha-abcdef1"]
+    pre = rec.model_copy(update={"candidate_version": "v2.0.0-rc.1"})
+    assert tags(pre, {}) == ["2.0.0-rc.1", "sha-abcdef1"]
+
+
+def test_registry_client_unreachable_is_bounded():
+    c = RegistryClient("127.0.0.1:9", sleep=lambda s: None, max_retries=1, timeout=2)
+    with pytest.raises(Exception, match="unreachable after 2 tries"):
+        c.blob_exists("x", "sha256:" + "0" * 64)
+    assert client_factory({}, None, None)("127.0.0.1:9").base == "http://127.0.0.1:9"
