@@ -25,6 +25,7 @@ CONFIG_OCI = "application/vnd.oci.image.config.v1+json"
 LAYER_OCI = "application/vnd.oci.image.layer.v1.tar+gzip"
 MANIFEST_DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
 LIST_DOCKER = "application/vnd.docker.distribution.manifest.list.v2+json"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MANIFEST_TYPES = (MANIFEST_OCI, MANIFEST_DOCKER, INDEX_OCI, LIST_DOCKER)
 
 
@@ -148,7 +149,9 @@ def image_config(
     cfg: dict[str, Any] = json.loads(json.dumps(base))  # a deep copy
     c = cfg.setdefault("config", {}) or {}
     cfg["config"] = c
-    merged_env = {k: v for k, _, v in (x.partition("=") for x in c.get("Env") or [])}
+    # Runtimes differ on a missing PATH (kube play sets none), so the image always has one.
+    merged_env = {"PATH": DEFAULT_PATH}
+    merged_env.update({k: v for k, _, v in (x.partition("=") for x in c.get("Env") or [])})
     merged_env.update(env)
     c["Env"] = [f"{k}={v}" for k, v in merged_env.items()]
     c["Labels"] = {**(c.get("Labels") or {}), **labels}
