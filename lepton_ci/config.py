@@ -92,6 +92,91 @@ class ImageConfig(Strict):
         return self
 
 
+class HttpCheck(Strict):
+    path: str = "/healthz"
+    status: int = 200
+    body_contains: str | None = None
+
+
+class GoldenCheck(Strict):
+    """A known request and the answer it must get (numbers within `tolerance`)."""
+
+    path: str = "/predict"
+    request: Any
+    expect: Any
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+
+
+class LatencyCheck(Strict):
+    path: str = "/healthz"
+    p95_ms: Annotated[float, Field(gt=0)]
+
+
+class PrometheusCheck(Strict):
+    url: str
+    query: str
+    max: float | None = None
+    min: float | None = None
+
+
+class ChecksConfig(Strict):
+    count: Annotated[int, Field(ge=1)] = 5
+    interval: Annotated[float, Field(ge=0)] = 0.5
+    failure_threshold: Annotated[int, Field(ge=1)] = 1
+    timeout: Annotated[float, Field(gt=0)] = 5.0
+    http: list[HttpCheck] = [HttpCheck()]
+    golden: list[GoldenCheck] = []
+    latency: LatencyCheck | None = None
+    prometheus: PrometheusCheck | None = None
+
+
+class DeployEnvironment(Strict):
+    namespace: str = "default"
+    replicas: Annotated[int, Field(ge=0)] = 1
+    port: int = 8080
+    host_port: int | None = Field(None, description="podman: published on 127.0.0.1")
+    url: str | None = Field(None, description="base URL the health checks call")
+    resources: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    readiness_path: str = "/readyz"
+    liveness_path: str = "/healthz"
+    values: dict[str, Any] = {}
+    service_monitor: bool = False
+    hpa: dict[str, Any] | None = None
+    rollout_timeout: Annotated[float, Field(gt=0)] = 120.0
+    rollback_timeout: Annotated[float, Field(gt=0)] = 120.0
+    on_first_failure: Literal["remove", "scale-to-zero"] = "remove"
+    checks: ChecksConfig = ChecksConfig()
+
+    def check_url(self) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        if self.host_port:
+            return f"http://127.0.0.1:{self.host_port}"
+        raise ValueError("set `url` (or `host_port` for podman) so health checks can reach it")
+
+
+class DeployConfig(Strict):
+    target: Literal["podman", "kubernetes"] = "podman"
+    templates: str | None = Field(None, description="directory of templates that add/override")
+    state_dir: str = ".lepton/deploy"
+    field_manager: str = "lepton-ci"
+    lock_timeout: Annotated[float, Field(ge=0)] = 60.0
+    environments: Annotated[dict[str, DeployEnvironment], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _reachable(self) -> DeployConfig:
+        for name, env in self.environments.items():
+            if not NAME_RE.match(name):
+                raise ValueError(f"environment name `{name}` is not valid (lowercase, digits, -)")
+            if not env.url and not env.host_port:
+                raise ValueError(
+                    f"environment `{name}` needs `url` (or `host_port` with podman) so health "
+                    "checks can reach it"
+                )
+        return self
+
+
 class ModelConfig(Strict):
     path: str = Field(".", description="directory the commands run in, relative to lepton.yaml")
     train: Command | None = None
@@ -106,6 +191,7 @@ class ModelConfig(Strict):
     timeout_minutes: Annotated[float, Field(gt=0)] = 60.0
     card: CardConfig = CardConfig()
     image: ImageConfig | None = None
+    deploy: DeployConfig | None = None
 
     @field_validator("train", "evaluate")
     @classmethod

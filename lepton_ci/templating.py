@@ -22,6 +22,13 @@ class Safe(str):
     __slots__ = ()
 
 
+def _finalize_yaml(value: Any) -> Any:
+    """In YAML templates every value is a JSON scalar or flow collection: valid, quoted YAML."""
+    if isinstance(value, Safe):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
 def _finalize(value: Any) -> Any:
     if isinstance(value, Safe):
         return value
@@ -77,11 +84,20 @@ def template_dir() -> Path:
     return Path(__file__).parent / "templates"
 
 
-def render(name: str, context: dict[str, Any], *, user_template: Path | None = None) -> str:
+def render(
+    name: str,
+    context: dict[str, Any],
+    *,
+    user_template: Path | None = None,
+    user_dir: Path | None = None,
+    yaml_output: bool = False,
+) -> str:
     from jinja2 import FileSystemLoader, StrictUndefined, TemplateError
     from jinja2.sandbox import SandboxedEnvironment
 
     search = [str(template_dir())]
+    if user_dir is not None:
+        search.insert(0, str(user_dir))  # the user's templates add to and override ours
     if user_template is not None:
         if not user_template.is_file():
             raise ConfigError(
@@ -93,7 +109,7 @@ def render(name: str, context: dict[str, Any], *, user_template: Path | None = N
     env = SandboxedEnvironment(
         loader=FileSystemLoader(search),
         undefined=StrictUndefined,
-        finalize=_finalize,
+        finalize=_finalize_yaml if yaml_output else _finalize,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
