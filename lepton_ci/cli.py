@@ -170,6 +170,20 @@ def _when(ts: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
 
 
+def _is_environment(args: argparse.Namespace) -> bool:
+    """`history NAME`: a deploy environment's releases, or else a model's registry events."""
+    from lepton_ci.errors import ConfigError
+
+    try:
+        ctx = _ctx(args)
+    except ConfigError:
+        return False
+    cfg = ctx.cfg.config
+    return args.model not in cfg.models and any(
+        m.deploy and args.model in m.deploy.environments for m in cfg.models.values()
+    )
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
     state = _registry_state(args)
     rows = []
@@ -218,6 +232,9 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    if args.model and _is_environment(args):
+        args.env, args.model = args.model, None
+        return _deploy_history(args)
     state = _registry_state(args)
     events = state.history(args.model)
     if args.json:
@@ -423,6 +440,112 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release_args(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    from lepton_ci import deployops
+
+    ctx = _ctx(args)
+    model = deployops.find_model_for_env(ctx, args.env, args.model)
+    return ctx, model, deployops
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    ctx, model, deployops = _release_args(args)
+    d = deployops.deployer(ctx, model, args.env)
+    rel = deployops.release(
+        ctx, model, version=args.version, image=args.image, revision=len(d.history()) + 1
+    )
+    _print(d.render(rel))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    ctx, model, deployops = _release_args(args)
+    from lepton_ci.deploy import DeployFailed
+
+    d = deployops.deployer(ctx, model, args.env)
+    rel = deployops.release(ctx, model, version=args.version, image=args.image)
+    try:
+        out = d.deploy(rel, dry_run=args.dry_run)
+    except DeployFailed as e:
+        r = e.outcome.reverted_to
+        ctx.rt.set_outputs(
+            {
+                "status": "reverted",
+                "revision": str(e.outcome.revision.number),
+                "serving-revision": str(r.number if r else ""),
+                "serving-version": r.version if r else "",
+            }
+        )
+        ctx.rt.summary(
+            f"**{args.env}: deploy of {rel.version} failed and was reverted**\n\n"
+            + _probe_table(e.outcome.revision)
+        )
+        raise
+    if args.dry_run:
+        _print(out.revision.manifests)
+        _print(
+            f"dry run: would deploy {rel.version} ({rel.image}) to {args.env} as revision "
+            f"{out.revision.number}"
+        )
+        return 0
+    rev = out.revision
+    ctx.rt.set_outputs(
+        {
+            "status": rev.status,
+            "revision": str(rev.number),
+            "serving-revision": str(rev.number),
+            "serving-version": rev.version,
+        }
+    )
+    ctx.rt.summary(
+        f"**{args.env}: {rel.version} deployed (revision {rev.number})**\n\n" + _probe_table(rev)
+    )
+    _print(
+        f"{args.env}: revision {rev.number} deployed {rev.version} ({rev.reason}"
+        + (f"; {'; '.join(out.notes)}" if out.notes else "")
+        + ")"
+    )
+    return 0
+
+
+def _probe_table(rev: Any) -> str:
+    from lepton_ci.escape import md_cell
+
+    rows = ["| check | ok | detail |", "|---|---|---|"]
+    for p in rev.probes[-20:]:
+        rows.append(f"| {md_cell(p.check)} | {'✅' if p.ok else '❌'} | {md_cell(p.detail)} |")
+    return "\n".join(rows) + "\n"
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    ctx, model, deployops = _release_args(args)
+    out = deployops.deployer(ctx, model, args.env).rollback(args.to)
+    rev = out.revision
+    ctx.rt.set_outputs(
+        {"status": rev.status, "revision": str(rev.number), "serving-version": rev.version}
+    )
+    _print(f"{args.env}: revision {rev.number} ({rev.description}) serves {rev.version}")
+    return 0
+
+
+def _deploy_history(args: argparse.Namespace) -> int:
+    ctx, model, deployops = _release_args(args)
+    revs = deployops.deployer(ctx, model, args.env).history()
+    if args.json:
+        _print(
+            json.dumps([r.model_dump(mode="json", exclude={"manifests"}) for r in revs], indent=2)
+        )
+        return 0
+    for r in revs:
+        _print(
+            f"{r.number:>4}  {r.status:<11} {r.version:<10} {r.created_at}  {r.who:<12} "
+            f"{r.description}" + (f"  ({r.reason})" if r.reason else "")
+        )
+    if not revs:
+        _print(f"no revisions in {args.env}")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from lepton_ci import record
 
@@ -496,8 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("ref")
     sp.add_argument("--json", action="store_true")
 
-    sp = add("history", cmd_history, "registry events: who registered or promoted what, when")
-    sp.add_argument("model", nargs="?")
+    sp = add(
+        "history",
+        cmd_history,
+        "registry events of MODEL, or the release history of a deploy environment",
+    )
+    sp.add_argument("model", nargs="?", metavar="MODEL|ENV")
     sp.add_argument("--json", action="store_true")
 
     sp = add("card", cmd_card, "write the model card of the last run or of a registered version")
@@ -532,6 +659,22 @@ def build_parser() -> argparse.ArgumentParser:
     ip = isub.add_parser("retag", help="point more tags at an existing image (never rebuilds)")
     ip.add_argument("ref")
     ip.add_argument("tags", nargs="+")
+
+    for name, fn, help_ in (
+        ("render", cmd_render, "print the Kubernetes manifests of a release without applying"),
+        ("deploy", cmd_deploy, "deploy a release, check its health, revert by itself on failure"),
+        ("rollback", cmd_rollback, "put an earlier healthy revision back (a new revision)"),
+    ):
+        sp = add(name, fn, help_)
+        sp.add_argument("env", metavar="ENV")
+        sp.add_argument("--model")
+        if name == "rollback":
+            sp.add_argument("--to", type=int, help="revision number (default: the previous)")
+        else:
+            sp.add_argument("--version", help="a registered version (default: the last run)")
+            sp.add_argument("--image", help="REF@sha256:... (default: the version's image tag)")
+        if name == "deploy":
+            sp.add_argument("--dry-run", action="store_true", help="render and plan only")
 
     sp = add("schema", cmd_schema, "print the JSON schema of the evidence record")
     sp.add_argument("which", choices=("record",))

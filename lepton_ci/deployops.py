@@ -1,0 +1,87 @@
+"""Operations behind `render`, `deploy`, `rollback` and `history ENV`."""
+
+from __future__ import annotations
+
+from lepton_ci import manifests
+from lepton_ci.context import Context
+from lepton_ci.deploy import Deployer
+from lepton_ci.errors import LeptonError
+from lepton_ci.imagebuild import client_factory
+from lepton_ci.imageops import load_record
+from lepton_ci.oci_registry import Ref
+from lepton_ci.podman_target import PodmanCLI, PodmanTarget
+
+
+def deployer(ctx: Context, model: str, env_name: str) -> Deployer:
+    _, cfg = ctx.cfg.model(model)
+    if cfg.deploy is None:
+        raise LeptonError(
+            f"model {model} has no `deploy:` section in lepton.yaml",
+            hint="add `deploy: {environments: {staging: {host_port: 18080}}}`",
+        )
+    if cfg.deploy.target == "kubernetes":
+        raise LeptonError(
+            "the kubernetes target is not available in this version of lepton-ci",
+            hint="use `deploy.target: podman`, or apply `lepton-ci render ENV` yourself",
+        )
+    state = ctx.cfg.root / cfg.deploy.state_dir / model.replace("/", "--") / env_name
+    target = PodmanTarget(state, PodmanCLI(ctx.env))
+    return Deployer(
+        model, env_name, cfg.deploy, ctx.cfg.root, target=target, log=lambda m: ctx.rt.notice(m)
+    )
+
+
+def find_model_for_env(ctx: Context, env_name: str, model: str | None) -> str:
+    if model is not None:
+        return model
+    with_env = [
+        n
+        for n, m in ctx.cfg.config.models.items()
+        if m.deploy and env_name in m.deploy.environments
+    ]
+    if len(with_env) == 1:
+        return with_env[0]
+    if not with_env:
+        raise LeptonError(
+            f"no model deploys to an environment `{env_name}`",
+            hint="declare it under `deploy.environments`",
+        )
+    raise LeptonError(
+        f"several models deploy to `{env_name}`: {', '.join(with_env)}",
+        hint="choose one with --model",
+    )
+
+
+def release(
+    ctx: Context, model: str, *, version: str | None, image: str | None, revision: int = 0
+) -> manifests.Release:
+    _, cfg = ctx.cfg.model(model)
+    rec = load_record(ctx, model, version)
+    if not rec.candidate_version:
+        raise LeptonError(f"the record of {model} has no version")
+    if image is None:
+        if cfg.image is None:
+            raise LeptonError("no image to deploy: pass --image REF@DIGEST or add `image:`")
+        ref = Ref.parse(f"{cfg.image.name}:{rec.candidate_version.lstrip('v')}")
+        client = client_factory(ctx.env, ctx.rt, cfg.image.insecure)(ref.registry)
+        digest = client.manifest_digest(ref.repository, ref.reference)
+        if digest is None:
+            raise LeptonError(
+                f"image {ref} not found in the registry",
+                hint=f"build it first: `lepton-ci build --model {model}`",
+            )
+        image = f"{ref.registry}/{ref.repository}@{digest}"
+    elif "@sha256:" not in image:
+        raise LeptonError(
+            f"--image {image} must name a digest (REF@sha256:...)",
+            hint="deploys are by digest, so what was checked is what runs",
+        )
+    return manifests.Release(
+        model=model,
+        version=rec.candidate_version,
+        image=image,
+        record_digest=rec.digest(),
+        revision=revision,
+        run_url=ctx.run_url() or "",
+        who=ctx.env.get("GITHUB_ACTOR") or ctx.env.get("USER") or "unknown",
+    )

@@ -1,0 +1,237 @@
+"""Deploys with the podman target: real pods from the rendered manifests, checked over HTTP."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import Cli, commit_all, git, use_registry
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.e2e
+EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
+WRONG = (
+    "        preds = [self.model.predict([float(v) for v in x]) for x in instances]",
+    "        preds = [(self.model.predict([float(v) for v in x]) + 1) % 10 for x in instances]",
+)
+BROKEN_HEALTH = (
+    '                code, body = 200, {"status": "ok"}',
+    '                code, body = 500, {"status": "broken"}',
+)
+
+
+@pytest.fixture
+def site(tmp_path, services, monkeypatch, capsys):
+    podman = services["podman"]
+    for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
+        monkeypatch.setenv(k, podman.env[k])
+    repo = tmp_path / "digits"
+    shutil.copytree(
+        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
+    )
+    use_registry(repo, services["registry"].host, services["bases"]["python"])
+    port = free_port()
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("host_port: 18080", f"host_port: {port}"))
+    git(repo, "init", "-q")
+    commit_all(repo, "feat: digits")
+    cli = Cli(repo, capsys)
+    yield repo, cli, f"http://127.0.0.1:{port}"
+    podman("pod", "rm", "-af", "-t", "0", check=False)
+
+
+def release(repo, cli, change=None, message="fix: change"):
+    """Commit a change (to serve.py), then run, register and build: a deployable version."""
+    if change is not None:
+        serve = repo / "serve.py"
+        text = serve.read_text()
+        assert change[0] in text
+        serve.write_text(text.replace(change[0], change[1]))
+        commit_all(repo, message)
+    for args in (("run",), ("register",), ("build",)):
+        code, out, err = cli(*args)
+        assert code == 0, (args, out, err)
+
+
+def predict(url):
+    zero, one = yaml.safe_load((EXAMPLE / "lepton.yaml").read_text())["models"]["digits"]["deploy"][
+        "environments"
+    ]["staging"]["checks"]["golden"][0]["request"]["instances"]
+    return requests.post(url + "/predict", json={"instances": [zero, one]}, timeout=5).json()
+
+
+def history(cli):
+    code, out, _ = cli("history", "staging", "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+def test_good_version_deploys_and_is_recorded(site):
+    repo, cli, url = site
+    release(repo, cli)
+    code, out, err = cli("deploy", "staging")
+    assert code == 0, err
+    assert "staging: revision 1 deployed v0.1.0" in out
+    assert predict(url) == {"predictions": [0, 1], "model_version": "v0.1.0"}
+    (rev,) = history(cli)
+    assert rev["status"] == "deployed" and rev["version"] == "v0.1.0"
+    assert "@sha256:" in rev["image"]
+    assert {p["check"] for p in rev["probes"]} >= {
+        "http /healthz",
+        "golden /predict",
+        "latency p95 /healthz",
+    }
+    assert all(p["ok"] for p in rev["probes"])
+
+
+def test_wrong_predictions_are_reverted_and_previous_serves_again(site):
+    repo, cli, url = site
+    release(repo, cli)
+    assert cli("deploy", "staging")[0] == 0
+    release(repo, cli, WRONG, "perf: faster response path")
+    code, out, err = cli("deploy", "staging")
+    assert code == 1
+    assert "reverting to revision 1 (v0.1.0)" in out
+    assert "revision 2 (v0.1.1) failed: health check failed" in err
+    assert "golden /predict: expected {'predictions': [0, 1]}, got {'predictions': [1, 2]}" in err
+    assert "Reverted automatically: revision 3 serves v0.1.0 again" in err
+    assert predict(url) == {"predictions": [0, 1], "model_version": "v0.1.0"}
+    revs = history(cli)
+    assert [(r["number"], r["status"], r["version"]) for r in revs] == [
+        (1, "superseded", "v0.1.0"),
+        (2, "failed", "v0.1.1"),
+        (3, "deployed", "v0.1.0"),
+    ]
+    assert revs[2]["description"] == "rollback to 1" and revs[2]["rollback_of"] == 1
+    assert any(not p["ok"] for p in revs[1]["probes"])
+
+
+def test_broken_healthz_is_reverted(site):
+    repo, cli, url = site
+    release(repo, cli)
+    assert cli("deploy", "staging")[0] == 0
+    release(repo, cli, BROKEN_HEALTH, "fix: health endpoint")
+    code, _, err = cli("deploy", "staging")
+    assert code == 1 and "http /healthz: 500" in err and "Reverted automatically" in err
+    assert requests.get(url + "/healthz", timeout=5).status_code == 200
+    assert predict(url)["model_version"] == "v0.1.0"
+
+
+def test_failed_first_deploy_is_removed(site, services):
+    repo, cli, _url = site
+    release(repo, cli, WRONG, "feat: broken from the start")
+    code, _, err = cli("deploy", "staging")
+    assert code == 1 and "no previous revision, so it was removed" in err
+    pods = services["podman"]("pod", "ps", "--format", "{{.Name}}").stdout
+    assert "digits-staging" not in pods
+    assert [r["status"] for r in history(cli)] == ["failed"]
+
+
+def test_manual_rollback_is_a_new_revision(site):
+    repo, cli, url = site
+    release(repo, cli)
+    assert cli("deploy", "staging")[0] == 0
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("C: 1.0", "C: 0.5"))
+    commit_all(repo, "fix: regularise")
+    release(repo, cli)
+    assert cli("deploy", "staging")[0] == 0
+    assert predict(url)["model_version"] == "v0.1.1"
+    code, out, _ = cli("rollback", "staging")
+    assert code == 0 and "revision 3 (rollback to 1) serves v0.1.0" in out, out
+    assert predict(url)["model_version"] == "v0.1.0"
+    assert [r["status"] for r in history(cli)] == ["superseded", "rolled-back", "deployed"]
+    code, _, err = cli("rollback", "staging", "--to", "9")
+    assert code == 1 and "revision 9 is not a healthy revision" in err
+
+
+def test_killed_deploy_is_repaired_by_the_next_command(site):
+    repo, cli, url = site
+    release(repo, cli)
+    assert cli("deploy", "staging")[0] == 0
+    release(repo, cli, WRONG, "perf: x")
+    state = repo / ".lepton" / "deploy" / "digits" / "staging"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lepton_ci", "-C", str(repo), "deploy", "staging"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not (state / "revision-00002.json").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert json.loads((state / "revision-00002.json").read_text())["status"] == "pending"
+    code, out, err = cli("rollback", "staging")
+    assert code == 0, err
+    assert "repair: revision 2 was interrupted; restoring revision 1 (v0.1.0)" in out
+    revs = history(cli)
+    assert revs[1]["status"] == "failed" and revs[1]["reason"].startswith("interrupted")
+    assert revs[2]["description"] == "rollback to 1 (repair)"
+    assert predict(url) == {"predictions": [0, 1], "model_version": "v0.1.0"}
+
+
+def test_render_and_dry_run_apply_nothing(site, services):
+    repo, cli, _url = site
+    release(repo, cli)
+    code, out, _ = cli("render", "staging")
+    assert code == 0
+    docs = list(yaml.safe_load_all(out))
+    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    dep = docs[0]
+    assert dep["metadata"]["annotations"]["dev.lepton-ci/version"] == "v0.1.0"
+    assert "@sha256:" in dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "lepton-ci"
+    code, out, _ = cli("deploy", "staging", "--dry-run")
+    assert code == 0 and "dry run: would deploy v0.1.0" in out
+    assert history(cli) == []
+    assert "digits-staging" not in services["podman"]("pod", "ps").stdout
+
+
+def test_one_deploy_at_a_time(site):
+    from lepton_ci.releases import FileStore
+
+    repo, cli, _url = site
+    release(repo, cli)
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "      target: podman", "      target: podman\n      lock_timeout: 0.5"
+        )
+    )
+    store = FileStore(repo / ".lepton" / "deploy" / "digits" / "staging")
+    held, release_lock = threading.Event(), threading.Event()
+
+    def hold():
+        with store.lock(5):
+            held.set()
+            release_lock.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    try:
+        code, _, err = cli("deploy", "staging")
+        assert code == 1 and "another deploy of this environment is running" in err
+    finally:
+        release_lock.set()
+        t.join()
+    assert history(cli) == []
+
+
+def test_unknown_environment_and_undigested_image(site):
+    repo, cli, _url = site
+    release(repo, cli)
+    code, _, err = cli("deploy", "prod")
+    assert code == 1 and "no model deploys to an environment `prod`" in err
+    code, _, err = cli("deploy", "staging", "--image", "127.0.0.1:1/digits:0.1.0")
+    assert code == 1 and "must name a digest" in err
