@@ -83,5 +83,10 @@ def release(
         record_digest=rec.digest(),
         revision=revision,
         run_url=ctx.run_url() or "",
-        who=ctx.env.get("GITHUB_ACTOR") or ctx.env.get("USER") or "unknown",
+        who=ctx.env.get("GITHUB_ACTOR") or _git_user(ctx) or ctx.env.get("USER") or "unknown",
     )
+
+
+def _git_user(ctx: Context) -> str:
+    proc = ctx.git.run(["config", "user.name"], check=False)
+    return proc.stdout.strip()

@@ -27,7 +27,13 @@ class RunOptions:
 
 
 def candidate_version(ctx: Context, model: str) -> Version:
-    latest = Registry(ctx.git).read(model).latest(model)
+    """A registered commit is its version; anything else is the next one after the newest."""
+    state = Registry(ctx.git).read(model)
+    head = ctx.git.head()
+    on_head = [v for v in state.versions(model) if v.sha == head]
+    if on_head:
+        return on_head[0].version
+    latest = state.latest(model)
     if latest is None:
         return FIRST
     messages = ctx.git.subjects(f"{latest.tag}..HEAD")

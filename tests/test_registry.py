@@ -269,3 +269,18 @@ def test_monorepo_two_models_are_independent(tmp_path, capsys):
     rec = json.loads((repo / ".lepton" / "runs" / "beta.json").read_text())
     assert rec["baseline"] is None  # alpha's tag is not beta's baseline
     assert Path(repo / "alpha" / "train_count.txt").read_text() == "1"
+
+
+def test_a_registered_commit_is_its_own_candidate_version(cli, toy_repo):
+    registered(cli, toy_repo)
+    registered(cli, toy_repo, "fix: b", lr=0.3)
+    git(toy_repo, "checkout", "-q", "toy@v0.1.0")
+    assert cli("run")[0] == 0
+    rec = json.loads((toy_repo / ".lepton" / "runs" / "toy.json").read_text())
+    assert rec["candidate_version"] == "v0.1.0"
+    git(toy_repo, "checkout", "-q", "main")
+    (toy_repo / "x").write_text("x")
+    commit_all(toy_repo, "docs: x")
+    cli("run")
+    rec = json.loads((toy_repo / ".lepton" / "runs" / "toy.json").read_text())
+    assert rec["candidate_version"] == "v0.1.2"
