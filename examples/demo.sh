@@ -1,26 +1,57 @@
 #!/usr/bin/env bash
-# The main job on the example, locally (no GitHub, no cluster): in a scratch git repository,
-# run + register a first digits version, then commit a regression that a gate must catch.
-# Exits 0 when everything behaved as it should, including the gate failing the second run.
+# The main job on the example, locally: no GitHub, no cluster. In a scratch git repository:
+#   1. run + register digits v0.1.0 (gates pass), promote it to staging;
+#   2. a regression the gates catch (exit 1, nothing registered);
+#   3. build the image of v0.1.0 into a local registry and deploy it with podman;
+#   4. v0.1.1 passes its gates but its server answers /predict wrongly: the deploy's golden
+#      check fails and lepton-ci puts v0.1.0 back by itself.
+# Exits 0 when every step behaved as it should. Needs what .ci/setup installs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$here/.ci/setup" >/dev/null
 export PATH="$here/.venv/bin:$PATH"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/lepton-demo.XXXXXX")"
-cp -r "$here/examples/digits/." "$work/"
-rm -f "$work/model.json" "$work/metrics.json"
-cd "$work"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Local services: a registry and podman with this demo's own configuration.
+reg_port="$(free_port)"; app_port="$(free_port)"
+registry="127.0.0.1:$reg_port"
+mkdir -p "$work/services"
+cat > "$work/services/registry.yml" <<YAML
+version: 0.1
+storage: {filesystem: {rootdirectory: $work/services/registry-data}}
+http: {addr: $registry}
+health: {storagedriver: {enabled: false}}
+log: {level: error}
+YAML
+docker-registry serve "$work/services/registry.yml" > "$work/services/registry.log" 2>&1 &
+registry_pid=$!
+export CONTAINERS_CONF="$work/services/containers.conf"
+export CONTAINERS_STORAGE_CONF="$work/services/storage.conf"
+export CONTAINERS_REGISTRIES_CONF="$work/services/registries.conf"
+printf '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "runc"\n' > "$CONTAINERS_CONF"
+printf '[storage]\ndriver = "overlay"\nrunroot = "%s/run"\ngraphroot = "%s/graph"\n' "$work/services" "$work/services" > "$CONTAINERS_STORAGE_CONF"
+printf 'unqualified-search-registries = []\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "$registry" > "$CONTAINERS_REGISTRIES_CONF"
+cleanup() {
+  podman pod rm -af -t 0 >/dev/null 2>&1 || true
+  kill "$registry_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+mkdir -p "$work/repo"
+cp -r "$here/examples/digits/." "$work/repo/"
+cd "$work/repo"
+rm -rf model.json metrics.json .lepton
+sed -i "s#127.0.0.1:5000#$registry#g; s#host_port: 18080#host_port: $app_port#" lepton.yaml
 git init -q -b main
 git config user.name >/dev/null || git config user.name "lepton-ci demo"
 git config user.email >/dev/null || git config user.email "demo@localhost"
 git add -A && git commit -qm "feat: digits classifier"
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-
 say "1. first run: train, evaluate, record evidence (no baseline yet)"
 lepton-ci run
-say "register it as a version tag and promote it to staging"
 lepton-ci register
 lepton-ci promote digits v0.1.0 staging
 lepton-ci versions digits
@@ -32,13 +63,39 @@ set +e
 lepton-ci run
 code=$?
 set -e
-if [ "$code" -ne 1 ]; then
-  echo "demo FAILED: the regression was not caught (exit $code)" >&2
-  exit 1
-fi
+if [ "$code" -ne 1 ]; then echo "demo FAILED: the regression was not caught (exit $code)" >&2; exit 1; fi
+lepton-ci run --no-fail | grep -m1 "run-cache" || true
+git revert --no-edit HEAD >/dev/null  # back to the good params
 
-say "3. same inputs again: served from the run-cache, no training"
-lepton-ci run --no-fail
+say "3. build the v0.1.0 image into the local registry and deploy it to staging (podman)"
+podman import -q /var/cache/lepton-ci/pybase-bookworm.tar localhost/pybase:bookworm >/dev/null
+podman push -q --tls-verify=false localhost/pybase:bookworm "$registry/pybase:bookworm"
+git checkout -q digits@v0.1.0
+lepton-ci run >/dev/null
+lepton-ci build
+lepton-ci deploy staging
+curl -s -X POST "http://127.0.0.1:$app_port/predict" -H 'Content-Type: application/json' \
+  -d "{\"instances\": [$(python3 -c 'import yaml;print(yaml.safe_load(open("lepton.yaml"))["models"]["digits"]["deploy"]["environments"]["staging"]["checks"]["golden"][0]["request"]["instances"][0])')]}"
 echo
-echo "demo OK: v0.1.0 registered, the regression was caught (exit 1), the re-run hit the cache."
-echo "scratch repository: $work  (try: lepton-ci -C $work history digits)"
+git checkout -q main
+
+say "4. v0.1.1: gates pass, but its server answers /predict wrongly; deploy must revert"
+sed -i 's/        preds = \[self.model.predict(\[float(v) for v in x\]) for x in instances\]/        preds = [(self.model.predict([float(v) for v in x]) + 1) % 10 for x in instances]/' serve.py
+git commit -qam "perf: faster response path"
+lepton-ci run >/dev/null
+lepton-ci register
+lepton-ci build
+set +e
+lepton-ci deploy staging
+code=$?
+set -e
+if [ "$code" -ne 1 ]; then echo "demo FAILED: the broken release was not reverted (exit $code)" >&2; exit 1; fi
+lepton-ci history staging
+serving="$(curl -s "http://127.0.0.1:$app_port/readyz")"
+echo "now serving: $serving"
+case "$serving" in *'"v0.1.0"'*) ;; *) echo "demo FAILED: v0.1.0 is not serving" >&2; exit 1;; esac
+
+echo
+echo "demo OK: v0.1.0 registered and deployed, the regression was caught (exit 1), the re-run hit"
+echo "the cache, and the broken v0.1.1 was reverted to v0.1.0 automatically."
+echo "scratch repository: $work/repo  (try: lepton-ci -C $work/repo history digits)"

@@ -270,5 +270,6 @@ class DeployFailed(DeployError):
     """The new release failed and the previous one was put back."""
 
     def __init__(self, outcome: Outcome, message: str) -> None:
-        super().__init__(message, hint="see the failing probes in `lepton-ci history ENV`")
+        env = outcome.revision.env if outcome.revision else "ENV"
+        super().__init__(message, hint=f"see the failing probes in `lepton-ci history {env}`")
         self.outcome = outcome

@@ -91,4 +91,7 @@ def test_readme_demo_command(tmp_path):
     assert "registered digits@v0.1.0" in proc.stdout
     assert "quality gate failed: digits.accuracy, digits.f1_macro" in proc.stderr
     assert "run-cache hit, training skipped" in proc.stdout
+    assert "staging: revision 1 deployed v0.1.0" in proc.stdout
+    assert "Reverted automatically: revision 3 serves v0.1.0 again" in proc.stderr
+    assert 'now serving: {"status": "ready", "model_version": "v0.1.0"}' in proc.stdout
     assert "demo OK" in proc.stdout
