@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from lepton_ci import health, manifests
 from lepton_ci.config import DeployConfig, DeployEnvironment
@@ -25,6 +27,23 @@ from lepton_ci.releases import (
     next_number,
     now,
 )
+
+
+class Target(Protocol):
+    """Where releases run: podman pods on one host, or a Kubernetes cluster."""
+
+    def apply(self, name: str, text: str) -> list[str]: ...
+    def wait(self, text: str, budget: float, ready_url: str | None) -> float: ...
+    def remove(self, name: str) -> None: ...
+    def scale_to_zero(self, name: str) -> None: ...
+
+
+class Store(Protocol):
+    """Where revisions are kept, and the one-deploy-at-a-time lock."""
+
+    def list(self) -> list[Revision]: ...
+    def save(self, rev: Revision) -> None: ...
+    def lock(self, timeout: float) -> AbstractContextManager[None]: ...
 
 
 @dataclass
@@ -46,8 +65,8 @@ class Deployer:
         deploy: DeployConfig,
         root: Path,
         *,
-        target: PodmanTarget | None = None,
-        store: FileStore | None = None,
+        target: Target | None = None,
+        store: Store | None = None,
         checker: Callable[..., health.Report] = health.run,
         log: Callable[[str], None] = print,
     ) -> None:
@@ -59,8 +78,8 @@ class Deployer:
         self.model, self.env_name, self.config, self.root = model, env_name, deploy, root
         self.env: DeployEnvironment = deploy.environments[env_name]
         state = root / deploy.state_dir / model.replace("/", "--") / env_name
-        self.store = store or FileStore(state)
-        self.target = target or PodmanTarget(state)
+        self.store: Store = store or FileStore(state)
+        self.target: Target = target or PodmanTarget(state)
         self.checker = checker
         self.log = log
         self.name = manifests.dns_name(model, env_name)
@@ -202,11 +221,14 @@ class Deployer:
             t_fail = time.monotonic()
             if previous is None:
                 if self.env.on_first_failure == "scale-to-zero":
-                    self.log("no previous revision: scaling to zero")
-                self._remove(outcome)
+                    self.target.scale_to_zero(self.name)
+                    done = "scaled to zero"
+                else:
+                    self._remove(outcome)
+                    done = "removed"
                 raise DeployError(
                     f"{self.env_name}: revision {number} ({release.version}) failed: {why}. "
-                    "There was no previous revision, so it was removed; nothing serves.",
+                    f"There was no previous revision, so it was {done}; nothing serves.",
                     hint="fix the release and deploy again",
                 )
             self.log(f"{why}; reverting to revision {previous.number} ({previous.version})")

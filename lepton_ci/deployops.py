@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lepton_ci import manifests
 from lepton_ci.context import Context
 from lepton_ci.deploy import Deployer
@@ -12,23 +14,37 @@ from lepton_ci.oci_registry import Ref
 from lepton_ci.podman_target import PodmanCLI, PodmanTarget
 
 
-def deployer(ctx: Context, model: str, env_name: str) -> Deployer:
+def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) -> Deployer:
+    """The Deployer for one environment, on the target lepton.yaml names.
+
+    `api_client` lets a caller (a test) hand in its own Kubernetes ApiClient."""
     _, cfg = ctx.cfg.model(model)
     if cfg.deploy is None:
         raise LeptonError(
             f"model {model} has no `deploy:` section in lepton.yaml",
             hint="add `deploy: {environments: {staging: {host_port: 18080}}}`",
         )
+    log = ctx.rt.notice
     if cfg.deploy.target == "kubernetes":
-        raise LeptonError(
-            "the kubernetes target is not available in this version of lepton-ci",
-            hint="use `deploy.target: podman`, or apply `lepton-ci render ENV` yourself",
+        from lepton_ci import k8s_target
+
+        env = cfg.deploy.environments.get(env_name)
+        namespace = env.namespace if env else "default"
+        api = api_client or k8s_target.api_client_from_env(dict(ctx.env))
+        return Deployer(
+            model,
+            env_name,
+            cfg.deploy,
+            ctx.cfg.root,
+            target=k8s_target.KubernetesTarget(
+                api, namespace, field_manager=cfg.deploy.field_manager
+            ),
+            store=k8s_target.ConfigMapStore(api, namespace, manifests.dns_name(model, env_name)),
+            log=log,
         )
     state = ctx.cfg.root / cfg.deploy.state_dir / model.replace("/", "--") / env_name
     target = PodmanTarget(state, PodmanCLI(ctx.env))
-    return Deployer(
-        model, env_name, cfg.deploy, ctx.cfg.root, target=target, log=lambda m: ctx.rt.notice(m)
-    )
+    return Deployer(model, env_name, cfg.deploy, ctx.cfg.root, target=target, log=log)
 
 
 def find_model_for_env(ctx: Context, env_name: str, model: str | None) -> str:

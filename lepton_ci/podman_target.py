@@ -81,7 +81,7 @@ class PodmanTarget:
             [f"{o['kind']}/{o.get('metadata', {}).get('name', '?')}" for o in skipped],
         )
 
-    def apply(self, name: str, text: str, *, insecure_registry: bool = True) -> list[str]:
+    def apply(self, name: str, text: str, insecure_registry: bool = True) -> list[str]:
         """Replace the running pods with these manifests; returns kinds skipped."""
         body, skipped = self._supported(text)
         path = self._file(name)
@@ -144,6 +144,9 @@ class PodmanTarget:
         path = self._file(name)
         if path.is_file():
             self.podman("kube", "down", str(path), check=False)
+
+    def scale_to_zero(self, name: str) -> None:
+        self.remove(name)  # one host has no replica count to lower: stopping is zero
 
 
 def _status(url: str) -> int:
