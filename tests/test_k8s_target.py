@@ -229,3 +229,37 @@ def test_revision_model_round_trips():
         number=1, env="e", model="m", version="v", image="i", record_digest="d", manifests="x"
     )
     assert Revision.model_validate_json(r.model_dump_json()) == r
+
+
+def test_cli_deploys_through_kubeconfig(cluster, service, toy_repo, cli, tmp_path, monkeypatch):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: k, cluster: {{server: '{cluster.url}'}}}}]\n"
+        "users: [{name: u, user: {token: not-a-secret}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: staging}}]\n"
+        "current-context: c\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "stages:",
+            (
+                "    deploy:\n      target: kubernetes\n      environments:\n"
+                f"        cli-env: {{namespace: staging, url: '{service}', rollout_timeout: 5,\n"
+                "                  checks: {count: 1, http: [{path: /healthz}]}}\nstages:"
+            ),
+        )
+    )
+    from tests.conftest import commit_all
+
+    commit_all(toy_repo, "feat: deploy to kubernetes")
+    assert cli("run")[0] == 0
+    code, out, err = cli("deploy", "cli-env", "--image", GOOD)
+    assert code == 0, err
+    assert "cli-env: revision 1 deployed v0.1.0" in out
+    dep = deployment(cluster, "toy-cli-env")
+    assert dep.metadata.annotations["dev.lepton-ci/image"] == GOOD
+    code, out, _ = cli("history", "cli-env")
+    assert code == 0 and "deployed" in out and "v0.1.0" in out
