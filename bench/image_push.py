@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.fault_proxy import FaultProxy  # noqa: E402
-from tests.support.services import Podman, Registry, push_base_images  # noqa: E402
+from tests.support.services import Podman, Registry, local_services  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "digits"
 CLI = [sys.executable, "-m", "lepton_ci"]
@@ -141,18 +141,10 @@ def scenario(
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        reg = Registry(tmp / "registry")
-        podman = Podman(tmp / "podman", [reg.host])
-        try:
-            base = push_base_images(podman, reg.host)["python"]
-            os.environ.pop("GITHUB_ACTIONS", None)
-            scenario("small", 0, reg, podman, base, tmp)
-            scenario("large", 40, reg, podman, base, tmp)
-        finally:
-            podman.stop()
-            reg.stop()
+    with tempfile.TemporaryDirectory() as d, local_services(Path(d)) as (reg, podman, bases):
+        os.environ.pop("GITHUB_ACTIONS", None)
+        scenario("small", 0, reg, podman, bases["python"], Path(d))
+        scenario("large", 40, reg, podman, bases["python"], Path(d))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 from lepton_ci.context import Context  # noqa: E402
 from lepton_ci.deploy import DeployFailed  # noqa: E402
 from lepton_ci.deployops import deployer, release  # noqa: E402
-from tests.support.services import Podman, Registry, free_port, push_base_images  # noqa: E402
+from tests.support.services import free_port, local_services  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "digits"
 RUNS = 3
@@ -32,69 +32,62 @@ def sh(*cmd, cwd=None):
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, local_services(Path(d)) as (reg, podman, bases):
         tmp = Path(d)
-        reg = Registry(tmp / "registry")
-        podman = Podman(tmp / "podman", [reg.host])
-        try:
-            base = push_base_images(podman, reg.host)["python"]
-            for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
-                os.environ[k] = podman.env[k]
-            repo = tmp / "digits"
-            shutil.copytree(
-                EXAMPLE,
-                repo,
-                ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton"),
+        base = bases["python"]
+        for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
+            os.environ[k] = podman.env[k]
+        repo = tmp / "digits"
+        shutil.copytree(
+            EXAMPLE,
+            repo,
+            ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton"),
+        )
+        cfg = repo / "lepton.yaml"
+        cfg.write_text(
+            cfg.read_text()
+            .replace("127.0.0.1:5000/pybase:bookworm", base)
+            .replace("127.0.0.1:5000", reg.host)
+            .replace("host_port: 18080", f"host_port: {free_port()}")
+        )
+        g = ["git", "-c", "user.name=bench", "-c", "user.email=b@x"]
+        sh(*g, "init", "-q", cwd=repo)
+        sh(*g, "add", "-A", cwd=repo)
+        sh(*g, "commit", "-q", "-m", "feat: digits", cwd=repo)
+        cli = [sys.executable, "-m", "lepton_ci", "-C", str(repo)]
+        for step in ("run", "register", "build"):
+            sh(*cli, step)
+        sh(*cli, "deploy", "staging")
+        serve = repo / "serve.py"
+        serve.write_text(
+            serve.read_text().replace(
+                "preds = [self.model.predict([float(v) for v in x]) for x in instances]",
+                "preds = [(self.model.predict([float(v) for v in x]) + 1) % 10 for x in instances]",
             )
-            cfg = repo / "lepton.yaml"
-            cfg.write_text(
-                cfg.read_text()
-                .replace("127.0.0.1:5000/pybase:bookworm", base)
-                .replace("127.0.0.1:5000", reg.host)
-                .replace("host_port: 18080", f"host_port: {free_port()}")
-            )
-            g = ["git", "-c", "user.name=bench", "-c", "user.email=b@x"]
-            sh(*g, "init", "-q", cwd=repo)
-            sh(*g, "add", "-A", cwd=repo)
-            sh(*g, "commit", "-q", "-m", "feat: digits", cwd=repo)
-            cli = [sys.executable, "-m", "lepton_ci", "-C", str(repo)]
-            for step in ("run", "register", "build"):
-                sh(*cli, step)
-            sh(*cli, "deploy", "staging")
-            serve = repo / "serve.py"
-            serve.write_text(
-                serve.read_text().replace(
-                    "preds = [self.model.predict([float(v) for v in x]) for x in instances]",
-                    "preds = [(self.model.predict([float(v) for v in x]) + 1) % 10 "
-                    "for x in instances]",
-                )
-            )
-            sh(*g, "commit", "-q", "-am", "perf: faster path", cwd=repo)
-            for step in ("run", "register", "build"):
-                sh(*cli, step)
-            ctx = Context.load(None, repo)
-            times = []
-            for _ in range(RUNS):
-                d_ = deployer(ctx, "digits", "staging")
-                try:
-                    d_.deploy(release(ctx, "digits", version=None, image=None))
-                    raise RuntimeError("the broken release was not caught")
-                except DeployFailed as e:
-                    times.append(e.outcome.timings["verdict_to_healthy_s"])
-            best, worst = min(times), max(times)
-            print(
-                f"failing verdict -> previous version healthy again: best {best:.2f} s, "
-                f"worst {worst:.2f} s over {RUNS} runs (target <= 10 s -> ratio "
-                f"{worst / 10:.2f})"
-            )
-            print(
-                f"for comparison: Helm --atomic waits up to 300 s by default "
-                f"({300 / worst:.0f}x longer); Kubernetes' progressDeadlineSeconds default is "
-                f"600 s ({600 / worst:.0f}x)"
-            )
-        finally:
-            podman.stop()
-            reg.stop()
+        )
+        sh(*g, "commit", "-q", "-am", "perf: faster path", cwd=repo)
+        for step in ("run", "register", "build"):
+            sh(*cli, step)
+        ctx = Context.load(None, repo)
+        times = []
+        for _ in range(RUNS):
+            d_ = deployer(ctx, "digits", "staging")
+            try:
+                d_.deploy(release(ctx, "digits", version=None, image=None))
+                raise RuntimeError("the broken release was not caught")
+            except DeployFailed as e:
+                times.append(e.outcome.timings["verdict_to_healthy_s"])
+        best, worst = min(times), max(times)
+        print(
+            f"failing verdict -> previous version healthy again: best {best:.2f} s, "
+            f"worst {worst:.2f} s over {RUNS} runs (target <= 10 s -> ratio "
+            f"{worst / 10:.2f})"
+        )
+        print(
+            f"for comparison: Helm --atomic waits up to 300 s by default "
+            f"({300 / worst:.0f}x longer); Kubernetes' progressDeadlineSeconds default is "
+            f"600 s ({600 / worst:.0f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -77,30 +77,22 @@ class KubernetesTarget:
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     def _apply_one(self, obj: dict[str, Any]) -> None:
-        from kubernetes.client import ApiException
-
         kind, name = obj["kind"], obj["metadata"]["name"]
         ns = obj["metadata"].get("namespace") or self.namespace
         if kind in CUSTOM:
-            group, version, plural = CUSTOM[kind]
             api = _api(self.api, "CustomObjectsApi")
-            try:
-                self._call(
-                    api.patch_namespaced_custom_object,
-                    group,
-                    version,
-                    ns,
-                    plural,
+            where = (*CUSTOM[kind][:2], ns, CUSTOM[kind][2])  # group, version, ns, plural
+            self._server_side_apply(
+                lambda: api.patch_namespaced_custom_object(
+                    *where,
                     name,
                     obj,
                     field_manager=self.field_manager,
                     force=True,
                     _content_type=SSA,
-                )
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-                self._call(api.create_namespaced_custom_object, group, version, ns, plural, obj)
+                ),
+                lambda: api.create_namespaced_custom_object(*where, obj),
+            )
             return
         if kind not in KINDS:
             raise DeployError(
@@ -109,20 +101,24 @@ class KubernetesTarget:
             )
         cls, suffix = KINDS[kind]
         api = _api(self.api, cls)
+        self._server_side_apply(
+            lambda: getattr(api, f"patch_namespaced_{suffix}")(
+                name, ns, obj, field_manager=self.field_manager, force=True, _content_type=SSA
+            ),
+            lambda: getattr(api, f"create_namespaced_{suffix}")(ns, obj),
+        )
+
+    def _server_side_apply(self, patch: Callable[[], Any], create: Callable[[], Any]) -> None:
+        """Apply server-side; create when the object is absent (a server that does not create
+        on apply answers 404)."""
+        from kubernetes.client import ApiException
+
         try:
-            self._call(
-                getattr(api, f"patch_namespaced_{suffix}"),
-                name,
-                ns,
-                obj,
-                field_manager=self.field_manager,
-                force=True,
-                _content_type=SSA,
-            )
+            self._call(patch)
         except ApiException as e:
             if e.status != 404:
                 raise
-            self._call(getattr(api, f"create_namespaced_{suffix}"), ns, obj)
+            self._call(create)
 
     def _release_objects(self, name: str) -> list[tuple[str, str]]:
         found = []

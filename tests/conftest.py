@@ -126,18 +126,17 @@ def parse_outputs(text: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def services(tmp_path_factory):
     """A registry, podman with its Docker API socket, and base images in the registry."""
-    from tests.support.services import Podman, Registry, push_base_images
+    from tests.support.services import local_services
 
-    root = tmp_path_factory.mktemp("services")
-    registry = Registry(root / "registry")
-    podman = Podman(root / "podman", [registry.host])
-    try:
-        bases = push_base_images(podman, registry.host)
+    with local_services(tmp_path_factory.mktemp("services")) as (registry, podman, bases):
         docker_host = podman.start_service()
         yield {"registry": registry, "podman": podman, "bases": bases, "docker_host": docker_host}
-    finally:
-        podman.stop()
-        registry.stop()
+
+
+def point_image_at(repo: Path, old: str, new: str) -> None:
+    """Rewrite lepton.yaml's image name, e.g. to push through a proxy or another registry."""
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace(f"name: {old}", f"name: {new}"))
 
 
 def use_registry(repo: Path, registry: str, base: str) -> None:

@@ -11,7 +11,7 @@ import requests
 from lepton_ci import oci
 from lepton_ci.imagebuild import client_factory
 from lepton_ci.oci_registry import RegistryClient
-from tests.conftest import Cli, commit_all, git, set_params, use_registry
+from tests.conftest import Cli, commit_all, git, point_image_at, set_params, use_registry
 from tests.support.fault_proxy import FaultProxy, Rule
 from tests.support.services import free_port
 
@@ -81,12 +81,7 @@ def test_same_inputs_same_digest_and_nothing_uploaded(digits, services):
     repo, cli = digits
     proxy = FaultProxy(services["registry"].host)
     try:
-        cfg = repo / "lepton.yaml"
-        cfg.write_text(
-            cfg.read_text().replace(
-                f"name: {services['registry'].host}/digits", f"name: {proxy.host}/digits"
-            )
-        )
+        point_image_at(repo, f"{services['registry'].host}/digits", f"{proxy.host}/digits")
         first = json.loads(cli("build", "--json")[1])
         before, sent = len(proxy.log), proxy.received
         second = json.loads(cli("build", "--json")[1])
@@ -179,12 +174,7 @@ def test_500_on_a_blob_upload_is_retried(digits, services):
     repo, cli = digits
     proxy = FaultProxy(services["registry"].host)
     try:
-        cfg = repo / "lepton.yaml"
-        cfg.write_text(
-            cfg.read_text().replace(
-                f"name: {services['registry'].host}/digits", f"name: {proxy.host}/flaky"
-            )
-        )
+        point_image_at(repo, f"{services['registry'].host}/digits", f"{proxy.host}/flaky")
         proxy.rules.append(Rule("PUT", r"/v2/flaky/blobs/uploads/", 500))
         code, out, err = cli("build", "--json")
         assert code == 0, err
@@ -218,12 +208,7 @@ def test_wrong_credentials_are_a_clear_error(digits, services, tmp_path, monkeyp
     )
     secured = Registry(tmp_path / "secured", htpasswd=htpasswd)
     try:
-        cfg = repo / "lepton.yaml"
-        cfg.write_text(
-            cfg.read_text().replace(
-                f"name: {services['registry'].host}/digits", f"name: {secured.host}/digits"
-            )
-        )
+        point_image_at(repo, f"{services['registry'].host}/digits", f"{secured.host}/digits")
         monkeypatch.setenv("LEPTON_REGISTRY_USERNAME", "alice")
         monkeypatch.setenv("LEPTON_REGISTRY_PASSWORD", "wrong-password")
         code, out, err = cli("build")

@@ -11,6 +11,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -161,3 +163,15 @@ def push_base_images(podman: Podman, registry: str) -> dict[str, str]:
     podman("build", "-q", "-t", "localhost/tiny:1", str(ctx))
     podman("push", "-q", "--tls-verify=false", "localhost/tiny:1", tiny)
     return {"python": py, "tiny": tiny}
+
+
+@contextmanager
+def local_services(root: Path) -> Iterator[tuple[Registry, Podman, dict[str, str]]]:
+    """A registry, podman configured for it, and the base images pushed: for tests and benches."""
+    registry = Registry(root / "registry")
+    podman = Podman(root / "podman", [registry.host])
+    try:
+        yield registry, podman, push_base_images(podman, registry.host)
+    finally:
+        podman.stop()
+        registry.stop()
