@@ -136,7 +136,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
     res = versioning.promote(
-        ctx, name, args.version, args.stage, push=args.push, remote=args.remote
+        ctx, name, args.version, args.stage, push=args.push, remote=args.remote, actor=args.actor
     )
     ctx.rt.set_outputs({"tag": res.tag, "version": str(res.version), "sha": res.sha})
     if args.json:
@@ -606,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model")
     sp.add_argument("version")
     sp.add_argument("stage")
+    sp.add_argument("--actor", help="GitHub login promoting (default: GITHUB_ACTOR)")
     sp.add_argument("--push", action="store_true")
     sp.add_argument("--remote", default="origin")
     sp.add_argument("--json", action="store_true")

@@ -207,9 +207,27 @@ class ModelConfig(Strict):
         return self
 
 
+class PromotionPolicy(Strict):
+    """Who may promote to a stage: any listed user, a member of a listed team (`org/slug`), or
+    anyone with at least `permission` on the repository."""
+
+    users: list[str] = []
+    teams: list[str] = []
+    permission: Literal["read", "triage", "write", "maintain", "admin"] | None = None
+
+    @field_validator("teams")
+    @classmethod
+    def _team_form(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if t.count("/") != 1 or not all(t.split("/")):
+                raise ValueError(f"team `{t}` must be written as ORG/TEAM-SLUG")
+        return v
+
+
 class StageConfig(Strict):
     requires: str | None = None
     description: str = ""
+    allow: PromotionPolicy | None = None
 
 
 class CacheConfig(Strict):

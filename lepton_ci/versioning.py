@@ -8,6 +8,8 @@ from lepton_ci import record as record_mod
 from lepton_ci import tags
 from lepton_ci.context import Context
 from lepton_ci.errors import RecordError, RegistryError
+from lepton_ci.github import GitHubClient
+from lepton_ci.policy import check as check_policy
 from lepton_ci.record import Record
 from lepton_ci.registry import Registry
 from lepton_ci.semver import FIRST, Bump, Version, bump_from_commits
@@ -101,6 +103,8 @@ def promote(
     *,
     push: bool = False,
     remote: str = "origin",
+    actor: str | None = None,
+    github: GitHubClient | None = None,
 ) -> Promoted:
     stages = ctx.cfg.config.stages
     if stage not in stages:
@@ -135,6 +139,16 @@ def promote(
                 f"{info.tag} must be in stage `{required}` before `{stage}`",
                 hint=f"run `lepton-ci promote {model} {info.version} {required}` first",
             )
+    policy = stages[stage].allow
+    if policy is not None:
+        repo = ctx.env.get("GITHUB_REPOSITORY")
+        token = ctx.env.get("LEPTON_GITHUB_TOKEN") or ctx.env.get("GITHUB_TOKEN")
+        if github is None and repo and token:
+            github = GitHubClient.from_env(ctx.env, ctx.rt)
+        why = check_policy(
+            policy, actor or ctx.env.get("GITHUB_ACTOR"), stage, client=github, repo=repo
+        )
+        ctx.rt.notice(f"promotion to {stage} allowed: {why}")
     current = state.stages(model).get(stage)
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
