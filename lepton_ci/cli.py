@@ -461,9 +461,15 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     ctx, model, deployops = _release_args(args)
     from lepton_ci.deploy import DeployFailed
+    from lepton_ci.errors import LeptonError
+    from lepton_ci.gh_deployments import Recorder
 
     d = deployops.deployer(ctx, model, args.env)
     rel = deployops.release(ctx, model, version=args.version, image=args.image)
+    github = None if args.dry_run else Recorder.from_env(ctx.env)
+    if github is not None:
+        github.start(args.env, rel)
+    env_url = d.env.check_url()
     try:
         out = d.deploy(rel, dry_run=args.dry_run)
     except DeployFailed as e:
@@ -480,6 +486,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f"**{args.env}: deploy of {rel.version} failed and was reverted**\n\n"
             + _probe_table(e.outcome.revision)
         )
+        if github is not None:
+            github.finish(
+                False,
+                f"{rel.version} failed; reverted to {r.version if r else 'nothing'}",
+                rel.run_url,
+                env_url,
+            )
+        raise
+    except LeptonError as e:
+        if github is not None:
+            github.finish(False, e.message, rel.run_url, env_url)
         raise
     if args.dry_run:
         _print(out.revision.manifests)
@@ -489,6 +506,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         )
         return 0
     rev = out.revision
+    if github is not None:
+        github.finish(True, f"{rel.version} healthy (revision {rev.number})", rel.run_url, env_url)
     ctx.rt.set_outputs(
         {
             "status": rev.status,

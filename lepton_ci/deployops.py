@@ -99,6 +99,7 @@ def release(
         record_digest=rec.digest(),
         revision=revision,
         run_url=ctx.run_url() or "",
+        commit=rec.git.sha,
         who=ctx.env.get("GITHUB_ACTOR") or _git_user(ctx) or ctx.env.get("USER") or "unknown",
     )
 

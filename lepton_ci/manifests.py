@@ -30,6 +30,7 @@ class Release:
     revision: int
     run_url: str = ""
     who: str = ""
+    commit: str = ""
 
 
 def dns_name(*parts: str) -> str:

@@ -4,9 +4,11 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from lepton_ci import oci
 from lepton_ci.imagebuild import client_factory
@@ -16,7 +18,7 @@ from tests.support.fault_proxy import FaultProxy, Rule
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.e2e
-EXAMPLE = __import__("pathlib").Path(__file__).parent.parent / "examples" / "digits"
+EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
 
 
 @pytest.fixture
@@ -99,7 +101,7 @@ def test_model_only_change_uploads_only_the_model_layer(digits):
     set_params(
         repo,
         train={
-            **__import__("yaml").safe_load((repo / "params.yaml").read_text())["train"],
+            **yaml.safe_load((repo / "params.yaml").read_text())["train"],
             "C": 0.5,
         },
     )

@@ -263,3 +263,48 @@ def test_cli_deploys_through_kubeconfig(cluster, service, toy_repo, cli, tmp_pat
     assert dep.metadata.annotations["dev.lepton-ci/image"] == GOOD
     code, out, _ = cli("history", "cli-env")
     assert code == 0 and "deployed" in out and "v0.1.0" in out
+
+
+def test_deploys_are_recorded_as_github_deployments(
+    cluster, service, toy_repo, cli, tmp_path, monkeypatch
+):
+    from tests.conftest import commit_all, git
+    from tests.support.github_server import GitHubServer
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: k, cluster: {{server: '{cluster.url}'}}}}]\n"
+        "users: [{name: u, user: {token: x}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\ncurrent-context: c\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "stages:",
+            (
+                "    deploy:\n      target: kubernetes\n      environments:\n"
+                f"        gh-env: {{namespace: staging, url: '{service}', rollout_timeout: 5,\n"
+                "                 checks: {count: 1, http: [{path: /healthz}]}}\nstages:"
+            ),
+        )
+    )
+    commit_all(toy_repo, "feat: deploy")
+    assert cli("run")[0] == 0
+    with GitHubServer() as gh:
+        monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
+        monkeypatch.setenv("GITHUB_TOKEN", "test-token")
+        monkeypatch.setenv("GITHUB_API_URL", gh.url)
+        assert cli("deploy", "gh-env", "--image", GOOD)[0] == 0
+        cluster.broken.add(BROKEN)
+        code, _, _ = cli("deploy", "gh-env", "--image", BROKEN)
+        assert code == 1
+        deps = gh.state.deployments["acme/models"]
+        assert [d["environment"] for d in deps] == ["gh-env", "gh-env"]
+        assert deps[0]["payload"]["image"] == GOOD
+        assert deps[0]["ref"] == git(toy_repo, "rev-parse", "HEAD")
+        states = [[s["state"] for s in gh.state.statuses[d["id"]]] for d in deps]
+        assert states == [["in_progress", "success"], ["in_progress", "failure"]]
+        assert "reverted to v0.1.0" in gh.state.statuses[deps[1]["id"]][-1]["description"]
+        assert gh.state.statuses[deps[0]["id"]][-1]["environment_url"] == service
