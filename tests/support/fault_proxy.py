@@ -41,10 +41,10 @@ class FaultProxy:
                 for r in proxy.rules:
                     if r.times > 0 and r.method == self.command and re.search(r.path, self.path):
                         r.times -= 1
+                        proxy.log.append((self.command, self.path, r.status))
                         self.send_response(r.status)
                         self.send_header("Content-Length", "0")
                         self.end_headers()
-                        proxy.log.append((self.command, self.path, r.status))
                         return
                 hop = ("host", "transfer-encoding", "content-length", "connection")
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
@@ -56,6 +56,7 @@ class FaultProxy:
                     timeout=60,
                     allow_redirects=False,
                 )
+                proxy.log.append((self.command, self.path, resp.status_code))
                 self.send_response(resp.status_code)
                 for k, v in resp.headers.items():
                     if k.lower() in ("transfer-encoding", "content-length", "connection"):
@@ -67,7 +68,6 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(resp.content)
-                proxy.log.append((self.command, self.path, resp.status_code))
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

@@ -93,6 +93,7 @@ def make_handler(state: GitHubState) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
             data = b"" if body is None else json.dumps(body).encode()
+            state.log.append((self.command, self.path, status))  # before the client can read
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
@@ -101,7 +102,6 @@ def make_handler(state: GitHubState) -> type[BaseHTTPRequestHandler]:
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
-            state.log.append((self.command, self.path, status))
 
         def _body(self) -> Any:
             n = int(self.headers.get("Content-Length") or 0)
