@@ -565,6 +565,14 @@ def _deploy_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gha(args: argparse.Namespace) -> int:
+    import os
+
+    from lepton_ci.gha_entry import argv
+
+    return main(argv(args.step, os.environ))
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from lepton_ci import record
 
@@ -695,6 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--image", help="REF@sha256:... (default: the version's image tag)")
         if name == "deploy":
             sp.add_argument("--dry-run", action="store_true", help="render and plan only")
+
+    sp = add("gha", cmd_gha, "run a step from GitHub Actions inputs (LEPTON_INPUT_* variables)")
+    sp.add_argument("step")
 
     sp = add("schema", cmd_schema, "print the JSON schema of the evidence record")
     sp.add_argument("which", choices=("record",))
