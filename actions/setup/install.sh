@@ -11,6 +11,11 @@ if [ ! -f "$venv/.lepton-ci-$digest" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "$root[image,deploy]"
   touch "$venv/.lepton-ci-$digest"
 fi
-echo "$venv/bin" >> "${GITHUB_PATH:-/dev/null}"
-echo "bin=$venv/bin" >> "${GITHUB_OUTPUT:-/dev/null}"
-"$venv/bin/lepton-ci" --version
+# Only lepton-ci goes on PATH: the venv's own python3 must not shadow the one the user's
+# train and evaluate commands expect (with their packages).
+bin="$venv-bin"
+mkdir -p "$bin"
+ln -sf "$venv/bin/lepton-ci" "$bin/lepton-ci"
+echo "$bin" >> "${GITHUB_PATH:-/dev/null}"
+echo "bin=$bin" >> "${GITHUB_OUTPUT:-/dev/null}"
+"$bin/lepton-ci" --version
