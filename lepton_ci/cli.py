@@ -72,12 +72,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "cache-hit": str(rec.cache.hit).lower(),
                 "version": rec.candidate_version or "",
                 "baseline": rec.baseline.tag if rec.baseline else "",
+                "report": str(bundles[rec.model]),
             }
         )
     else:
         ctx.rt.set_output(
             "verdict", "fail" if any(r.verdict == "fail" for r in records) else "pass"
         )
+        ctx.rt.set_output("report", str(ctx.cfg.root / ".lepton" / "report"))
     if not args.no_fail:
         runs.raise_on_failure(records)
     return 0

@@ -122,6 +122,8 @@ def test_regression_fails_the_gate_with_reasons(cli, toy_repo, gh_files):
     assert outputs["verdict"] == "fail"
     assert outputs["baseline"] == "toy@v0.1.0"
     assert outputs["cache-hit"] == "false"
+    report_dir = toy_repo / ".lepton" / "report" / "toy"
+    assert outputs["report"] == str(report_dir) and (report_dir / "record.json").is_file()
     summary = gh_files["summary"].read_text()
     assert "| accuracy | 0.9 | 0.7 |" in summary and "❌ fail" in summary
     rec = load_record(toy_repo)
