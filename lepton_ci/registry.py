@@ -210,6 +210,13 @@ class Registry:
 
     def push_tag(self, name: str, remote: str = "origin") -> None:
         """Push one tag; if the remote refuses, delete the local tag so nothing is half-done."""
+        if remote not in self.git.remotes():
+            self.git.run(["tag", "-d", name], check=False)
+            raise RegistryError(
+                f"cannot push {name}: this repository has no remote `{remote}`; the local tag "
+                "was removed again",
+                hint="add the remote (actions/checkout sets `origin`), or do not push",
+            )
         proc = self.git.run(
             ["push", "--porcelain", remote, f"refs/tags/{name}:refs/tags/{name}"],
             check=False,

@@ -117,3 +117,151 @@ def test_a_failing_gate_fails_the_pr_workflow(tmp_path, home, venv, action):
     assert (
         json.loads((artifacts / "lepton-report" / "record.json").read_text())["verdict"] == "fail"
     )
+
+
+def test_push_to_main_registers_builds_and_deploys(tmp_path, home, venv, action, services):
+    from tests.conftest import use_registry
+    from tests.support.services import free_port
+
+    ws = make_workspace(tmp_path / "ws", ["model-main.yml", "model-rollback.yml"])
+    use_registry(ws, services["registry"].host, services["bases"]["python"])
+    port = free_port()
+    cfg = ws / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("host_port: 18080", f"host_port: {port}"))
+    git(ws, "commit", "-qam", "chore: local registry")
+    remote = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(ws, "remote", "add", "origin", str(remote))
+    git(ws, "push", "-q", "origin", "main")
+    podman = services["podman"]
+    env = {
+        "LEPTON_VENV": str(venv),
+        **{
+            k: podman.env[k]
+            for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
+        },
+    }
+    payload = {
+        "ref": "refs/heads/main",
+        "after": git(ws, "rev-parse", "HEAD"),
+        "repository": {"full_name": "acme/models", "default_branch": "main"},
+    }
+    try:
+        with GitHubServer() as gh:
+            proc = act(
+                ws,
+                "push",
+                payload,
+                "model-main.yml",
+                home=home,
+                action=action,
+                env={**env, "GITHUB_API_URL": gh.url, "GITHUB_REPOSITORY": "acme/models"},
+                secrets={
+                    "GITHUB_TOKEN": "test-token",
+                    "REGISTRY_USERNAME": "",
+                    "REGISTRY_PASSWORD": "",
+                },
+            )
+            assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+            (dep,) = gh.state.deployments["acme/models"]
+            assert dep["environment"] == "staging"
+            states = [s["state"] for s in gh.state.statuses[dep["id"]]]
+            assert states == ["in_progress", "success"]
+        assert git(remote, "tag") == "digits@v0.1.0"
+        import requests
+
+        r = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert r.json()["model_version"] == "v0.1.0"
+        # the rollback button, with nothing earlier to roll back to, must fail the job
+        proc = act(
+            ws,
+            "workflow_dispatch",
+            {"inputs": {"environment": "staging"}},
+            "model-rollback.yml",
+            home=home,
+            action=action,
+            env=env,
+        )
+        assert proc.returncode != 0
+        assert "no earlier healthy revision" in proc.stdout
+    finally:
+        podman("pod", "rm", "-af", "-t", "0", check=False)
+
+
+def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
+    tmp_path, home, venv, action, services, capsys
+):
+    from tests.conftest import Cli, use_registry
+    from tests.support.services import free_port
+
+    ws = make_workspace(tmp_path / "ws", ["model-promote.yml"])
+    use_registry(ws, services["registry"].host, services["bases"]["python"])
+    port = free_port()
+    cfg = ws / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text()
+        .replace("host_port: 18080", f"host_port: {port}")
+        .replace("  staging: {}", "  staging: {allow: {permission: write}}")
+    )
+    git(ws, "commit", "-qam", "chore: policy and local registry")
+    remote = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(ws, "remote", "add", "origin", str(remote))
+    cli = Cli(ws, capsys)
+    for step in ("run", "register", "build"):
+        assert cli(step)[0] == 0, step
+    podman = services["podman"]
+    env = {
+        "LEPTON_VENV": str(venv),
+        **{
+            k: podman.env[k]
+            for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
+        },
+    }
+    inputs = {
+        "inputs": {"version": "v0.1.0", "stage": "staging"},
+        "repository": {"full_name": "acme/models", "default_branch": "main"},
+    }
+    try:
+        with GitHubServer() as gh:
+            gh.state.permissions[("acme/models", "dev")] = "write"
+            gh.state.permissions[("acme/models", "reader")] = "read"
+            genv = {**env, "GITHUB_API_URL": gh.url, "GITHUB_REPOSITORY": "acme/models"}
+            proc = act(
+                ws,
+                "workflow_dispatch",
+                inputs,
+                "model-promote.yml",
+                home=home,
+                action=action,
+                env=genv,
+                secrets={"GITHUB_TOKEN": "test-token"},
+                actor="reader",
+            )
+            assert proc.returncode != 0
+            assert "reader may not promote to `staging`" in proc.stdout
+            assert "anyone with write permission or higher" in proc.stdout
+            assert "lepton-ci deploy" not in proc.stdout.split("may not promote")[1]
+            proc = act(
+                ws,
+                "workflow_dispatch",
+                inputs,
+                "model-promote.yml",
+                home=home,
+                action=action,
+                env=genv,
+                secrets={"GITHUB_TOKEN": "test-token"},
+                actor="dev",
+            )
+            assert proc.returncode == 0, proc.stdout[-5000:]
+            assert "dev has write permission" in proc.stdout
+            assert "staging: revision 1 deployed v0.1.0" in proc.stdout
+        assert git(remote, "tag", "-l", "digits#*") == "digits#staging#1"
+        import requests
+
+        assert (
+            requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()["model_version"]
+            == "v0.1.0"
+        )
+    finally:
+        podman("pod", "rm", "-af", "-t", "0", check=False)

@@ -284,3 +284,11 @@ def test_a_registered_commit_is_its_own_candidate_version(cli, toy_repo):
     cli("run")
     rec = json.loads((toy_repo / ".lepton" / "runs" / "toy.json").read_text())
     assert rec["candidate_version"] == "v0.1.2"
+
+
+def test_push_without_the_remote_says_so_and_leaves_no_tag(cli, toy_repo):
+    cli("run")
+    code, _, err = cli("register", "--push")
+    assert code == 1
+    assert "this repository has no remote `origin`; the local tag was removed again" in err
+    assert git(toy_repo, "tag") == ""

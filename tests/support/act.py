@@ -86,6 +86,7 @@ def act(
     action: Path,
     env: dict[str, str] | None = None,
     secrets: dict[str, str] | None = None,
+    actor: str | None = None,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
     event_file = home / f"event-{event}.json"
@@ -111,6 +112,8 @@ def act(
     ]
     for repo, sha in set(PINNED.findall(text)):
         cmd += ["--local-repository", f"{repo}@{sha}={STANDINS / repo.split('/')[1]}"]
+    if actor:
+        cmd += ["--actor", actor]
     for k, v in (env or {}).items():
         cmd += ["--env", f"{k}={v}"]
     for k, v in (secrets or {}).items():
