@@ -567,6 +567,26 @@ def _deploy_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    import os
+
+    from lepton_ci import scaffold
+
+    root = Path.cwd()
+    answers = scaffold.Answers(model=args.model or scaffold.default_model(root))
+    for field in ("train", "evaluate", "metrics"):
+        if getattr(args, field):
+            setattr(answers, field, getattr(args, field))
+    interactive = sys.stdin.isatty() and not os.environ.get("CI") and not args.yes
+    if interactive:
+        answers = scaffold.ask(answers, input)
+    written = scaffold.init(root, answers)
+    for p in written:
+        _print(f"wrote {p.relative_to(root)}")
+    _print("next: edit lepton.yaml (params, data, gates), then `lepton-ci run`")
+    return 0
+
+
 def cmd_gha(args: argparse.Namespace) -> int:
     import os
 
@@ -705,6 +725,13 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--image", help="REF@sha256:... (default: the version's image tag)")
         if name == "deploy":
             sp.add_argument("--dry-run", action="store_true", help="render and plan only")
+
+    sp = add("init", cmd_init, "scaffold lepton.yaml and the workflows (never overwrites)")
+    sp.add_argument("--model", help="model name (default: from the directory)")
+    sp.add_argument("--train", help="train command")
+    sp.add_argument("--evaluate", help="evaluate command")
+    sp.add_argument("--metrics", help="metrics file the evaluate command writes")
+    sp.add_argument("--yes", action="store_true", help="ask nothing, take the defaults")
 
     sp = add("gha", cmd_gha, "run a step from GitHub Actions inputs (LEPTON_INPUT_* variables)")
     sp.add_argument("step")
