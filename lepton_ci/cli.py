@@ -186,6 +186,21 @@ def _is_environment(args: argparse.Namespace) -> bool:
     )
 
 
+def cmd_accept_tag(args: argparse.Namespace) -> int:
+    from lepton_ci import versioning
+
+    ctx = _ctx(args)
+    tag = args.tag or ctx.env.get("GITHUB_REF_NAME", "")
+    res = versioning.accept_pushed_tag(ctx, tag, remote=args.remote, actor=args.actor)
+    if res is None:
+        ctx.rt.set_outputs({"stage": "", "version": "", "model": ""})
+        _print(f"{tag}: not a stage assignment; nothing to promote")
+        return 0
+    ctx.rt.set_outputs({"stage": res.stage, "version": str(res.version), "model": res.model})
+    _print(f"{tag}: {res.model}@{res.version} accepted in {res.stage}")
+    return 0
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
     state = _registry_state(args)
     rows = []
@@ -659,6 +674,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--push", action="store_true")
     sp.add_argument("--remote", default="origin")
     sp.add_argument("--json", action="store_true")
+
+    sp = add(
+        "accept-tag",
+        cmd_accept_tag,
+        "check a pushed stage tag like a promotion; delete it again if refused",
+    )
+    sp.add_argument("tag", nargs="?", help="the tag (default: GITHUB_REF_NAME)")
+    sp.add_argument("--actor", help="who pushed it (default: GITHUB_ACTOR)")
+    sp.add_argument("--remote", default="origin")
 
     sp = add("versions", cmd_versions, "list registered versions with their stages and verdicts")
     sp.add_argument("model", nargs="?")

@@ -19,7 +19,14 @@ if TYPE_CHECKING:
 # %(creator) is the tagger of an annotated tag and the committer of a lightweight one, read
 # without peeling to the commit object: peeling 10,000 tags costs more than the rest together.
 _FMT = "%00".join(
-    ["%(refname:strip=2)", "%(objectname)", "%(*objectname)", "%(creator)", "%(contents:subject)"]
+    [
+        "%(refname:strip=2)",
+        "%(objectname)",
+        "%(*objectname)",
+        "%(*objecttype)",
+        "%(creator)",
+        "%(contents:subject)",
+    ]
 )
 _CREATOR = re.compile(r"^(?P<name>.*?) <[^>]*> (?P<ts>\d+) [+-]\d{4}$")
 _VERDICT = re.compile(r"\bgates: (pass|fail)\b")
@@ -145,9 +152,11 @@ class Registry:
         events = []
         for line in out.splitlines():
             parts = line.split("\0")
-            if len(parts) != 5:
+            if len(parts) != 6:
                 continue
-            name, obj, peeled, creator, subject = parts
+            name, obj, peeled, peeled_type, creator, subject = parts
+            if peeled_type == "tag":  # a tag of a tag (made by hand): peel to the commit
+                peeled = self.git.out("rev-parse", f"{name}^{{commit}}")
             parsed = tags.parse(name)
             if parsed is None or (model is not None and parsed.model != model):
                 continue

@@ -16,6 +16,7 @@ WORKFLOWS = (
     "model-pr-comment.yml",
     "model-main.yml",
     "model-promote.yml",
+    "model-tag.yml",
     "model-rollback.yml",
 )
 

@@ -11,7 +11,7 @@ from lepton_ci.errors import RecordError, RegistryError
 from lepton_ci.github import GitHubClient
 from lepton_ci.policy import check as check_policy
 from lepton_ci.record import Record
-from lepton_ci.registry import Registry
+from lepton_ci.registry import Registry, RegistryState, VersionInfo
 from lepton_ci.semver import FIRST, Bump, Version, bump_from_commits
 
 
@@ -95,17 +95,19 @@ class Promoted:
     pushed: bool
 
 
-def promote(
+def check_promotion(
     ctx: Context,
     model: str,
-    version: str,
+    info: VersionInfo,
     stage: str,
+    state: RegistryState,
     *,
-    push: bool = False,
-    remote: str = "origin",
-    actor: str | None = None,
-    github: GitHubClient | None = None,
-) -> Promoted:
+    actor: str | None,
+    github: GitHubClient | None,
+    ignore_tag: str | None = None,
+) -> None:
+    """Everything a promotion must satisfy: declared stage, gates passed, the required stage
+    first, and the promotion policy for the actor. Raises RegistryError saying what is wrong."""
     stages = ctx.cfg.config.stages
     if stage not in stages:
         declared = ", ".join(stages) or "none"
@@ -113,10 +115,7 @@ def promote(
             f"stage `{stage}` is not declared in {ctx.cfg.path} (declared: {declared})",
             hint=f"add it under `stages:` in {ctx.cfg.path.name}, e.g. `stages: [{stage}]`",
         )
-    reg = Registry(ctx.git)
-    state = reg.read(model)
-    info = state.find(model, version)
-    rec = reg.record(info.tag)
+    rec = Registry(ctx.git).record(info.tag)
     if rec is None:
         raise RegistryError(
             f"{info.tag} carries no evidence record, so lepton-ci cannot show it passed its gates",
@@ -131,7 +130,7 @@ def promote(
     required = stages[stage].requires
     if required is not None:
         was_there = any(
-            e.action is tags.Action.ASSIGN and e.sha == info.sha
+            e.action is tags.Action.ASSIGN and e.sha == info.sha and e.tag != ignore_tag
             for e in state.stage_history(model, required)
         )
         if not was_there:
@@ -149,6 +148,23 @@ def promote(
             policy, actor or ctx.env.get("GITHUB_ACTOR"), stage, client=github, repo=repo
         )
         ctx.rt.notice(f"promotion to {stage} allowed: {why}")
+
+
+def promote(
+    ctx: Context,
+    model: str,
+    version: str,
+    stage: str,
+    *,
+    push: bool = False,
+    remote: str = "origin",
+    actor: str | None = None,
+    github: GitHubClient | None = None,
+) -> Promoted:
+    reg = Registry(ctx.git)
+    state = reg.read(model)
+    info = state.find(model, version)
+    check_promotion(ctx, model, info, stage, state, actor=actor, github=github)
     current = state.stages(model).get(stage)
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
@@ -157,3 +173,41 @@ def promote(
     if push:
         reg.push_tag(name, remote)
     return Promoted(model, info.version, stage, name, info.sha, push)
+
+
+def accept_pushed_tag(
+    ctx: Context,
+    tag: str,
+    *,
+    remote: str = "origin",
+    actor: str | None = None,
+    github: GitHubClient | None = None,
+) -> Promoted | None:
+    """A stage tag someone pushed: check it like a promotion. A refused tag is deleted again,
+    here and on the remote, so the registry never shows a promotion the policy forbade.
+    Returns None for a tag that is not a stage assignment (nothing to deploy)."""
+    parsed = tags.parse(tag)
+    if parsed is None or parsed.action is not tags.Action.ASSIGN or parsed.stage is None:
+        return None
+    reg = Registry(ctx.git)
+    state = reg.read(parsed.model)
+    pushed = next((e for e in state.history(parsed.model) if e.tag == tag), None)
+    if pushed is None:
+        raise RegistryError(f"tag {tag} is not in this clone", hint="fetch tags first")
+    info = next((v for v in state.versions(parsed.model) if v.sha == pushed.sha), None)
+    try:
+        if info is None:
+            raise RegistryError(
+                f"{tag} points at {pushed.sha[:12]}, which is no registered "
+                f"version of {parsed.model}"
+            )
+        check_promotion(
+            ctx, parsed.model, info, parsed.stage, state, actor=actor, github=github, ignore_tag=tag
+        )
+    except RegistryError as e:
+        ctx.git.run(["tag", "-d", tag], check=False)
+        if remote in ctx.git.remotes():
+            ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)
+        e.message += f"; the tag {tag} was deleted again"
+        raise
+    return Promoted(parsed.model, info.version, parsed.stage, tag, info.sha, False)

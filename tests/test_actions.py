@@ -265,3 +265,89 @@ def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
         )
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
+
+
+def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action, services, capsys):
+    from tests.conftest import Cli, use_registry
+    from tests.support.services import free_port
+
+    ws = make_workspace(tmp_path / "ws", ["model-tag.yml"])
+    use_registry(ws, services["registry"].host, services["bases"]["python"])
+    port = free_port()
+    cfg = ws / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text()
+        .replace("host_port: 18080", f"host_port: {port}")
+        .replace("  staging: {}", "  staging: {allow: {permission: write}}")
+    )
+    git(ws, "commit", "-qam", "chore: policy and local registry")
+    remote = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(ws, "remote", "add", "origin", str(remote))
+    cli = Cli(ws, capsys)
+    for step in ("run", "register", "build"):
+        assert cli(step)[0] == 0, step
+    git(ws, "push", "-q", "origin", "main", "--tags")
+    git(ws, "tag", "-a", "-m", "promote", "digits#staging#1", "digits@v0.1.0")
+    git(ws, "push", "-q", "origin", "digits#staging#1")
+    podman = services["podman"]
+    env = {
+        "LEPTON_VENV": str(venv),
+        **{
+            k: podman.env[k]
+            for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
+        },
+    }
+    payload = {
+        "ref": "refs/tags/digits#staging#1",
+        "repository": {"full_name": "acme/models", "default_branch": "main"},
+    }
+    try:
+        with GitHubServer() as gh:
+            gh.state.permissions[("acme/models", "dev")] = "write"
+            genv = {
+                **env,
+                "GITHUB_API_URL": gh.url,
+                "GITHUB_REPOSITORY": "acme/models",
+                "GITHUB_REF_NAME": "digits#staging#1",
+            }
+            proc = act(
+                ws,
+                "push",
+                payload,
+                "model-tag.yml",
+                home=home,
+                action=action,
+                env=genv,
+                secrets={"GITHUB_TOKEN": "test-token"},
+                actor="intruder",
+            )
+            assert proc.returncode != 0
+            assert "intruder may not promote to `staging`" in proc.stdout
+            assert "was deleted again" in proc.stdout
+            assert git(remote, "tag", "-l", "digits#*") == ""
+            # the release manager pushes it again
+            git(ws, "push", "-q", "origin", "digits#staging#1")
+            proc = act(
+                ws,
+                "push",
+                payload,
+                "model-tag.yml",
+                home=home,
+                action=action,
+                env=genv,
+                secrets={"GITHUB_TOKEN": "test-token"},
+                actor="dev",
+            )
+            assert proc.returncode == 0, proc.stdout[-5000:]
+            assert "digits@v0.1.0 accepted in staging" in proc.stdout
+            assert "staging: revision 1 deployed v0.1.0" in proc.stdout
+        import requests
+
+        assert (
+            requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()["model_version"]
+            == "v0.1.0"
+        )
+        assert git(remote, "tag", "-l", "digits#*") == "digits#staging#1"
+    finally:
+        podman("pod", "rm", "-af", "-t", "0", check=False)

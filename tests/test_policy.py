@@ -103,3 +103,53 @@ def test_team_syntax_is_validated(tmp_path):
     )
     with pytest.raises(ConfigError, match="must be written as ORG/TEAM-SLUG"):
         config.load(p)
+
+
+@pytest.fixture
+def with_remote(policy_repo, tmp_path):
+    remote = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(policy_repo, "remote", "add", "origin", str(remote))
+    git(policy_repo, "push", "-q", "origin", "main", "--tags")
+    return remote
+
+
+def push_stage_tag(repo, name, target="toy@v0.1.0"):
+    git(repo, "tag", "-a", "-m", "by hand", name, target)
+    git(repo, "push", "-q", "origin", name)
+
+
+def test_a_pushed_stage_tag_from_someone_not_allowed_is_deleted(gh, policy_repo, with_remote, cli):
+    push_stage_tag(policy_repo, "toy#staging#1")
+    code, _, err = cli("accept-tag", "toy#staging#1", "--actor", "reader")
+    assert code == 1
+    assert "reader may not promote to `staging`" in err
+    assert "the tag toy#staging#1 was deleted again" in err
+    assert git(policy_repo, "tag", "-l", "toy#*") == ""
+    assert git(with_remote, "tag", "-l", "toy#*") == ""
+
+
+def test_a_pushed_stage_tag_from_someone_allowed_is_accepted(
+    gh, policy_repo, with_remote, cli, gh_files
+):
+    from tests.conftest import parse_outputs
+
+    push_stage_tag(policy_repo, "toy#staging#1")
+    code, out, err = cli("accept-tag", "toy#staging#1", "--actor", "dev")
+    assert code == 0, err
+    assert "toy@v0.1.0 accepted in staging" in out
+    outputs = parse_outputs(gh_files["output"].read_text())
+    assert (outputs["stage"], outputs["version"], outputs["model"]) == ("staging", "v0.1.0", "toy")
+    assert git(with_remote, "tag", "-l", "toy#*") == "toy#staging#1"
+
+
+def test_pushed_tag_skipping_the_required_stage_is_deleted(gh, policy_repo, with_remote, cli):
+    push_stage_tag(policy_repo, "toy#prod#1")
+    code, _, err = cli("accept-tag", "toy#prod#1", "--actor", "boss")
+    assert code == 1 and "must be in stage `staging` before `prod`" in err
+    assert git(with_remote, "tag", "-l", "toy#*") == ""
+
+
+def test_a_version_tag_is_not_a_promotion(gh, policy_repo, cli):
+    code, out, _ = cli("accept-tag", "toy@v0.1.0")
+    assert code == 0 and "not a stage assignment; nothing to promote" in out
