@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,15 @@ def meta_from_env(
     event = load_event(env)
     pr = event.get("pull_request") or {}
     number = pr.get("number")
+    repo = env.get("GITHUB_REPOSITORY") or ""
     return report.BundleMeta(
         model=rec.model,
         workflow=env.get("GITHUB_WORKFLOW") or "local",
         head_sha=rec.git.sha,
         pr=int(number) if isinstance(number, int) else None,
-        repo=env.get("GITHUB_REPOSITORY") or None,
+        # Informational here (the posting job uses its own GITHUB_REPOSITORY): an unusable
+        # value is left out rather than failing the run.
+        repo=repo if re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo) else None,
         run_id=int(env.get("GITHUB_RUN_ID") or 0),
         history=report.history(registry, rec) if registry is not None else [],
     )

@@ -351,3 +351,60 @@ def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action
         assert git(remote, "tag", "-l", "digits#*") == "digits#staging#1"
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
+
+
+STEP_ACTIONS = """\
+name: steps
+on: push
+permissions: {contents: write}
+jobs:
+  release:
+    runs-on: ubuntu-latest
+    timeout-minutes: 20
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+      - id: run
+        uses: lepton-ci/lepton-ci/actions/run@v1
+      - id: register
+        uses: lepton-ci/lepton-ci/actions/register@v1
+        with: {model: digits}
+      - id: card
+        uses: lepton-ci/lepton-ci/actions/card@v1
+        with: {model: digits}
+      - id: build
+        uses: lepton-ci/lepton-ci/actions/build@v1
+        with: {model: digits}
+      - env:
+          VERSION: ${{ steps.register.outputs.version }}
+          TAG: ${{ steps.register.outputs.tag }}
+          CARD: ${{ steps.card.outputs.card }}
+          DIGEST: ${{ steps.build.outputs.digest }}
+          TAGS: ${{ steps.build.outputs.tags }}
+          VERDICT: ${{ steps.run.outputs.verdict }}
+        run: >-
+          echo "outputs verdict=$VERDICT version=$VERSION tag=$TAG card=${CARD##*/}
+          tags=$TAGS digest=$DIGEST"
+"""
+
+
+def test_register_card_and_build_actions_and_their_outputs(tmp_path, home, venv, action, services):
+    from tests.conftest import use_registry
+
+    ws = make_workspace(tmp_path / "ws", [])
+    use_registry(ws, services["registry"].host, services["bases"]["python"])
+    (ws / ".github" / "workflows" / "steps.yml").write_text(STEP_ACTIONS)
+    git(ws, "add", "-A")
+    git(ws, "commit", "-q", "-m", "ci: steps")
+    remote = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(ws, "remote", "add", "origin", str(remote))
+    payload = {"ref": "refs/heads/main", "repository": {"full_name": "acme/models"}}
+    proc = act(
+        ws, "push", payload, "steps.yml", home=home, action=action, env={"LEPTON_VENV": str(venv)}
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    line = next(ln for ln in proc.stdout.splitlines() if "| outputs verdict=" in ln)
+    assert "verdict=pass version=v0.1.0 tag=digits@v0.1.0 card=v0.1.0.md" in line
+    sha = git(ws, "rev-parse", "HEAD")
+    assert f"tags=0.1.0,0.1,sha-{sha[:7]} digest=sha256:" in line
+    assert git(remote, "tag") == "digits@v0.1.0"

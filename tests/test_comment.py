@@ -319,3 +319,11 @@ def test_local_run_renders_to_file_and_terminal(cli, toy_repo):
     assert "not posting (repository, pull request, token unknown)" in out
     assert "<!-- lepton-ci:sticky model=toy workflow=local -->" in out
     assert (toy_repo / ".lepton" / "report" / "toy" / "comment.md").is_file()
+
+
+def test_an_odd_github_repository_does_not_fail_the_run(cli, toy_repo, monkeypatch):
+    monkeypatch.setenv("GITHUB_REPOSITORY", "/srv/git/models.git")
+    code, _, err = cli("run")
+    assert code == 0, err
+    meta = json.loads((toy_repo / ".lepton" / "report" / "toy" / "meta.json").read_text())
+    assert meta["repo"] is None
