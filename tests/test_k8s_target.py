@@ -231,7 +231,10 @@ def test_revision_model_round_trips():
     assert Revision.model_validate_json(r.model_dump_json()) == r
 
 
-def test_cli_deploys_through_kubeconfig(cluster, service, toy_repo, cli, tmp_path, monkeypatch):
+def kube_repo(cluster, service, repo, tmp_path, monkeypatch, env_name):
+    """The toy repo deploying to the emulator through a kubeconfig, run once."""
+    from tests.conftest import commit_all
+
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\n"
@@ -241,20 +244,22 @@ def test_cli_deploys_through_kubeconfig(cluster, service, toy_repo, cli, tmp_pat
         "current-context: c\n"
     )
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    cfg = toy_repo / "lepton.yaml"
+    cfg = repo / "lepton.yaml"
     cfg.write_text(
         cfg.read_text().replace(
             "stages:",
             (
                 "    deploy:\n      target: kubernetes\n      environments:\n"
-                f"        cli-env: {{namespace: staging, url: '{service}', rollout_timeout: 5,\n"
+                f"        {env_name}: {{namespace: staging, url: '{service}', rollout_timeout: 5,\n"
                 "                  checks: {count: 1, http: [{path: /healthz}]}}\nstages:"
             ),
         )
     )
-    from tests.conftest import commit_all
+    commit_all(repo, "feat: deploy to kubernetes")
 
-    commit_all(toy_repo, "feat: deploy to kubernetes")
+
+def test_cli_deploys_through_kubeconfig(cluster, service, toy_repo, cli, tmp_path, monkeypatch):
+    kube_repo(cluster, service, toy_repo, tmp_path, monkeypatch, "cli-env")
     assert cli("run")[0] == 0
     code, out, err = cli("deploy", "cli-env", "--image", GOOD)
     assert code == 0, err
@@ -268,29 +273,10 @@ def test_cli_deploys_through_kubeconfig(cluster, service, toy_repo, cli, tmp_pat
 def test_deploys_are_recorded_as_github_deployments(
     cluster, service, toy_repo, cli, tmp_path, monkeypatch
 ):
-    from tests.conftest import commit_all, git
+    from tests.conftest import git
     from tests.support.github_server import GitHubServer
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters: [{{name: k, cluster: {{server: '{cluster.url}'}}}}]\n"
-        "users: [{name: u, user: {token: x}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\ncurrent-context: c\n"
-    )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    cfg = toy_repo / "lepton.yaml"
-    cfg.write_text(
-        cfg.read_text().replace(
-            "stages:",
-            (
-                "    deploy:\n      target: kubernetes\n      environments:\n"
-                f"        gh-env: {{namespace: staging, url: '{service}', rollout_timeout: 5,\n"
-                "                 checks: {count: 1, http: [{path: /healthz}]}}\nstages:"
-            ),
-        )
-    )
-    commit_all(toy_repo, "feat: deploy")
+    kube_repo(cluster, service, toy_repo, tmp_path, monkeypatch, "gh-env")
     assert cli("run")[0] == 0
     with GitHubServer() as gh:
         monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
