@@ -46,6 +46,39 @@ def pr_payload(ws, number=7):
     }
 
 
+def released(tmp_path, services, capsys, venv, workflow):
+    """A user's repository with v0.1.0 run, registered and built into the local registry,
+    a staging policy (write permission), a bare `origin`, and podman's env for act."""
+    from tests.conftest import Cli, use_registry
+    from tests.support.services import free_port
+
+    ws = make_workspace(tmp_path / "ws", [workflow])
+    use_registry(ws, services["registry"].host, services["bases"]["python"])
+    port = free_port()
+    cfg = ws / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text()
+        .replace("host_port: 18080", f"host_port: {port}")
+        .replace("  staging: {}", "  staging: {allow: {permission: write}}")
+    )
+    git(ws, "commit", "-qam", "chore: policy and local registry")
+    remote = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(ws, "remote", "add", "origin", str(remote))
+    cli = Cli(ws, capsys)
+    for step in ("run", "register", "build"):
+        assert cli(step)[0] == 0, step
+    podman = services["podman"]
+    env = {
+        "LEPTON_VENV": str(venv),
+        **{
+            k: podman.env[k]
+            for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
+        },
+    }
+    return ws, port, remote, env
+
+
 def test_pull_request_then_workflow_run_comment(tmp_path, home, venv, action):
     from pathlib import Path
 
@@ -191,33 +224,8 @@ def test_push_to_main_registers_builds_and_deploys(tmp_path, home, venv, action,
 def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
     tmp_path, home, venv, action, services, capsys
 ):
-    from tests.conftest import Cli, use_registry
-    from tests.support.services import free_port
-
-    ws = make_workspace(tmp_path / "ws", ["model-promote.yml"])
-    use_registry(ws, services["registry"].host, services["bases"]["python"])
-    port = free_port()
-    cfg = ws / "lepton.yaml"
-    cfg.write_text(
-        cfg.read_text()
-        .replace("host_port: 18080", f"host_port: {port}")
-        .replace("  staging: {}", "  staging: {allow: {permission: write}}")
-    )
-    git(ws, "commit", "-qam", "chore: policy and local registry")
-    remote = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(ws, "remote", "add", "origin", str(remote))
-    cli = Cli(ws, capsys)
-    for step in ("run", "register", "build"):
-        assert cli(step)[0] == 0, step
+    ws, port, remote, env = released(tmp_path, services, capsys, venv, "model-promote.yml")
     podman = services["podman"]
-    env = {
-        "LEPTON_VENV": str(venv),
-        **{
-            k: podman.env[k]
-            for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
-        },
-    }
     inputs = {
         "inputs": {"version": "v0.1.0", "stage": "staging"},
         "repository": {"full_name": "acme/models", "default_branch": "main"},
@@ -268,36 +276,11 @@ def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
 
 
 def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action, services, capsys):
-    from tests.conftest import Cli, use_registry
-    from tests.support.services import free_port
-
-    ws = make_workspace(tmp_path / "ws", ["model-tag.yml"])
-    use_registry(ws, services["registry"].host, services["bases"]["python"])
-    port = free_port()
-    cfg = ws / "lepton.yaml"
-    cfg.write_text(
-        cfg.read_text()
-        .replace("host_port: 18080", f"host_port: {port}")
-        .replace("  staging: {}", "  staging: {allow: {permission: write}}")
-    )
-    git(ws, "commit", "-qam", "chore: policy and local registry")
-    remote = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(ws, "remote", "add", "origin", str(remote))
-    cli = Cli(ws, capsys)
-    for step in ("run", "register", "build"):
-        assert cli(step)[0] == 0, step
+    ws, port, remote, env = released(tmp_path, services, capsys, venv, "model-tag.yml")
     git(ws, "push", "-q", "origin", "main", "--tags")
     git(ws, "tag", "-a", "-m", "promote", "digits#staging#1", "digits@v0.1.0")
     git(ws, "push", "-q", "origin", "digits#staging#1")
     podman = services["podman"]
-    env = {
-        "LEPTON_VENV": str(venv),
-        **{
-            k: podman.env[k]
-            for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
-        },
-    }
     payload = {
         "ref": "refs/tags/digits#staging#1",
         "repository": {"full_name": "acme/models", "default_branch": "main"},
