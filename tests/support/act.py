@@ -1,8 +1,9 @@
 """Run the project's actions and example workflows with nektos/act in host mode.
 
 The workflows run exactly as shipped in examples/workflows: act's --local-repository maps
-`lepton-ci/lepton-ci@v1` to a clean copy of this repository, and the pinned artifact actions
-to local stand-ins (GitHub's artifact storage cannot run here). act runs offline, no Docker.
+`lepton-ci/lepton-ci@v1` to a clean copy of this repository, and the pinned artifact and
+cache actions to local stand-ins (GitHub's artifact and cache services cannot run here).
+act runs offline, no Docker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STANDINS = Path(__file__).resolve().parent / "actions"
-PINNED = re.compile(r"(actions/(?:upload|download)-artifact)@([0-9a-f]{40})")
+PINNED = re.compile(r"(actions/(?:upload-artifact|download-artifact|cache))@([0-9a-f]{40})")
 
 
 def git(cwd: Path, *args: str) -> str:
