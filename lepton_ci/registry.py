@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from lepton_ci import tags
@@ -23,7 +23,6 @@ _FMT = "%00".join(
         "%(refname:strip=2)",
         "%(objectname)",
         "%(*objectname)",
-        "%(*objecttype)",
         "%(creator)",
         "%(contents:subject)",
     ]
@@ -150,13 +149,13 @@ class Registry:
             pattern = [f"refs/tags/{model}@*", f"refs/tags/{model}#*"]
         out = self.git.run(["for-each-ref", f"--format={_FMT}", *pattern]).stdout
         events = []
+        raw_objects = []
         for line in out.splitlines():
             parts = line.split("\0")
-            if len(parts) != 6:
+            if len(parts) != 5:
                 continue
-            name, obj, peeled, peeled_type, creator, subject = parts
-            if peeled_type == "tag":  # a tag of a tag (made by hand): peel to the commit
-                peeled = self.git.out("rev-parse", f"{name}^{{commit}}")
+            name, obj, peeled, creator, subject = parts
+            raw_objects.append((obj, peeled))
             parsed = tags.parse(name)
             if parsed is None or (model is not None and parsed.model != model):
                 continue
@@ -175,6 +174,15 @@ class Registry:
                     counter=parsed.counter,
                 )
             )
+        # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`) peels to the inner
+        # tag object, which is itself one of the tag objects read above: peel those to commits.
+        tag_objects = {obj for obj, peeled in raw_objects if peeled}
+        events = [
+            replace(e, sha=self.git.out("rev-parse", f"{e.tag}^{{commit}}"))
+            if e.sha in tag_objects
+            else e
+            for e in events
+        ]
         return RegistryState(events)
 
     def record(self, tag: str) -> Record | None:
