@@ -110,7 +110,7 @@ def test_concurrent_register_one_wins_cleanly(cli, toy_repo):
 
 
 def test_concurrent_register_across_clones_push_refused_removes_local_tag(
-    cli, toy_repo, tmp_path, capsys
+    cli, toy_repo, tmp_path, capsys, monkeypatch
 ):
     from tests.conftest import Cli
 
@@ -120,7 +120,12 @@ def test_concurrent_register_across_clones_push_refused_removes_local_tag(
     other = tmp_path / "other"
     git(tmp_path, "clone", "-q", str(remote), str(other))
     other_cli = Cli(other, capsys)
+    # Two CI jobs: each run's record names its own run. (Byte-identical evidence would make the
+    # same tag object, and pushing it twice is no conflict.)
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
+    monkeypatch.setenv("GITHUB_RUN_ID", "101")
     assert cli("run")[0] == 0  # both clones run the same commit before either registers
+    monkeypatch.setenv("GITHUB_RUN_ID", "102")
     assert other_cli("run")[0] == 0
     assert other_cli("register", "--push")[0] == 0
     code, _, err = cli("register", "--push")
