@@ -326,20 +326,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_card(args: argparse.Namespace) -> int:
     from lepton_ci import card
-    from lepton_ci import record as record_mod
-    from lepton_ci.errors import RegistryError
-    from lepton_ci.registry import Registry
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    if args.version:
-        reg = Registry(ctx.git)
-        info = reg.read(name).find(name, args.version)
-        rec = reg.record(info.tag)
-        if rec is None:
-            raise RegistryError(f"{info.tag} carries no evidence record to make a card from")
-    else:
-        rec = record_mod.load(ctx.record_path(name))
+    rec = ctx.record(name, args.version or None)
     result = card.write(ctx, rec, Path(args.out) if args.out else None)
     ctx.rt.set_outputs({"card": str(result.path)})
     if args.print:

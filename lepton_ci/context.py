@@ -6,10 +6,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lepton_ci import config as config_mod
 from lepton_ci.gha import Runtime
 from lepton_ci.git import Git
+
+if TYPE_CHECKING:
+    from lepton_ci.record import Record
 
 
 @dataclass
@@ -33,6 +37,24 @@ class Context:
 
     def record_path(self, model: str) -> Path:
         return self.cfg.root / ".lepton" / "runs" / f"{model.replace('/', '--')}.json"
+
+    def record(self, model: str, version: str | None = None) -> Record:
+        """The evidence record of a registered version (from its tag), else of the last run."""
+        from lepton_ci import record as record_mod
+        from lepton_ci.errors import RegistryError
+        from lepton_ci.registry import Registry
+
+        if version is None:
+            return record_mod.load(self.record_path(model))
+        reg = Registry(self.git)
+        info = reg.read(model).find(model, version)
+        rec = reg.record(info.tag)
+        if rec is None:
+            raise RegistryError(
+                f"{info.tag} carries no evidence record",
+                hint="register versions with `lepton-ci register`",
+            )
+        return rec
 
     def run_url(self) -> str | None:
         e = self.env

@@ -9,7 +9,6 @@ from lepton_ci.context import Context
 from lepton_ci.deploy import Deployer
 from lepton_ci.errors import LeptonError
 from lepton_ci.imagebuild import client_factory
-from lepton_ci.imageops import load_record
 from lepton_ci.oci_registry import Ref
 from lepton_ci.podman_target import PodmanCLI, PodmanTarget
 
@@ -72,7 +71,7 @@ def release(
     ctx: Context, model: str, *, version: str | None, image: str | None, revision: int = 0
 ) -> manifests.Release:
     _, cfg = ctx.cfg.model(model)
-    rec = load_record(ctx, model, version)
+    rec = ctx.record(model, version)
     if not rec.candidate_version:
         raise LeptonError(f"the record of {model} has no version")
     if image is None:

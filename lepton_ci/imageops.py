@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lepton_ci import card, imagemeta, oci
-from lepton_ci import record as record_mod
 from lepton_ci.context import Context
 from lepton_ci.errors import RegistryError as TagRegistryError
 from lepton_ci.gha import load_event
@@ -21,19 +20,6 @@ from lepton_ci.imagebuild import (
     client_factory,
 )
 from lepton_ci.oci_registry import Ref
-from lepton_ci.record import Record
-from lepton_ci.registry import Registry
-
-
-def load_record(ctx: Context, model: str, version: str | None) -> Record:
-    if version is None:
-        return record_mod.load(ctx.record_path(model))
-    reg = Registry(ctx.git)
-    info = reg.read(model).find(model, version)
-    rec = reg.record(info.tag)
-    if rec is None:
-        raise TagRegistryError(f"{info.tag} carries no evidence record to build from")
-    return rec
 
 
 def build(
@@ -47,7 +33,7 @@ def build(
 ) -> BuildResult:
     _, cfg = ctx.cfg.model(model)
     image = _image(cfg)
-    rec = load_record(ctx, model, version)
+    rec = ctx.record(model, version)
     pr = (load_event(ctx.env).get("pull_request") or {}).get("number")
     tags = imagemeta.tags(rec, ctx.env, pr=pr if isinstance(pr, int) else None)
     card_text = card.render(ctx, rec)
