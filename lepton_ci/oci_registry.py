@@ -72,6 +72,11 @@ class Ref:
         return s
 
 
+def is_loopback(registry: str) -> bool:
+    """A registry on this machine: the only kind spoken to over plain HTTP by default."""
+    return registry.split(":")[0] in ("127.0.0.1", "localhost", "::1")
+
+
 def credentials(registry: str, env: Mapping[str, str]) -> tuple[str, str] | None:
     """From LEPTON_REGISTRY_USERNAME/PASSWORD, else the docker config's `auths`."""
     if env.get("LEPTON_REGISTRY_USERNAME"):
@@ -109,8 +114,8 @@ class RegistryClient:
     ) -> None:
         import requests
 
-        local = registry.split(":")[0] in ("127.0.0.1", "localhost", "::1")
-        scheme = "http" if (insecure if insecure is not None else local) else "https"
+        plain = insecure if insecure is not None else is_loopback(registry)
+        scheme = "http" if plain else "https"
         self.registry = registry
         self.base = f"{scheme}://{registry}"
         self.session = session or requests.Session()

@@ -18,6 +18,7 @@ import yaml
 
 from lepton_ci import manifests
 from lepton_ci.errors import LeptonError
+from lepton_ci.oci_registry import Ref, is_loopback
 
 SUPPORTED = {"Deployment", "Pod", "ConfigMap", "Secret", "PersistentVolumeClaim"}
 
@@ -81,14 +82,17 @@ class PodmanTarget:
             [f"{o['kind']}/{o.get('metadata', {}).get('name', '?')}" for o in skipped],
         )
 
-    def apply(self, name: str, text: str, insecure_registry: bool = True) -> list[str]:
+    def apply(self, name: str, text: str) -> list[str]:
         """Replace the running pods with these manifests; returns kinds skipped."""
         body, skipped = self._supported(text)
         path = self._file(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(body)
         args = ["kube", "play", "--replace"]
-        if insecure_registry:
+        # TLS is skipped only where every image comes from a registry on this machine, as the
+        # registry client does; anything else is verified.
+        images = [c.get("image", "") for o in manifests.objects(body) for c in _containers(o)]
+        if images and all(is_loopback(Ref.parse(i).registry) for i in images):
             args.append("--tls-verify=false")
         proc = self.podman(*args, str(path), check=False)
         if proc.returncode != 0:
@@ -147,6 +151,13 @@ class PodmanTarget:
 
     def scale_to_zero(self, name: str) -> None:
         self.remove(name)  # one host has no replica count to lower: stopping is zero
+
+
+def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "Deployment":
+        spec = (spec.get("template") or {}).get("spec") or {}
+    return list(spec.get("containers") or [])
 
 
 def _status(url: str) -> int:

@@ -235,3 +235,31 @@ def test_unknown_environment_and_undigested_image(site):
     assert code == 1 and "no model deploys to an environment `prod`" in err
     code, _, err = cli("deploy", "staging", "--image", "127.0.0.1:1/digits:0.1.0")
     assert code == 1 and "must name a digest" in err
+
+
+@pytest.mark.unit
+def test_tls_is_skipped_only_for_images_on_this_machine(tmp_path):
+    from lepton_ci.podman_target import PodmanTarget
+
+    calls = []
+
+    class Recorder:
+        def __call__(self, *args, check=True):
+            calls.append(args)
+            return subprocess.CompletedProcess(args, 0, "", "")
+
+    def pod(image):
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            }
+        )
+
+    target = PodmanTarget(tmp_path, Recorder())
+    target.apply("local", pod("127.0.0.1:5000/digits@sha256:" + "0" * 64))
+    target.apply("remote", pod("ghcr.io/acme/digits@sha256:" + "0" * 64))
+    assert "--tls-verify=false" in calls[0]
+    assert "--tls-verify=false" not in calls[1]
