@@ -149,13 +149,14 @@ class Registry:
             pattern = [f"refs/tags/{model}@*", f"refs/tags/{model}#*"]
         out = self.git.run(["for-each-ref", f"--format={_FMT}", *pattern]).stdout
         events = []
-        raw_objects = []
+        tag_objects: set[str] = set()  # objects of annotated tags, to spot tags of tags
         for line in out.splitlines():
             parts = line.split("\0")
             if len(parts) != 5:
                 continue
             name, obj, peeled, creator, subject = parts
-            raw_objects.append((obj, peeled))
+            if peeled:
+                tag_objects.add(obj)
             parsed = tags.parse(name)
             if parsed is None or (model is not None and parsed.model != model):
                 continue
@@ -176,7 +177,6 @@ class Registry:
             )
         # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`) peels to the inner
         # tag object, which is itself one of the tag objects read above: peel those to commits.
-        tag_objects = {obj for obj, peeled in raw_objects if peeled}
         events = [
             replace(e, sha=self.git.out("rev-parse", f"{e.tag}^{{commit}}"))
             if e.sha in tag_objects
