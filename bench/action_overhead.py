@@ -60,8 +60,9 @@ def main() -> None:
                     "base": {"ref": "main", "repo": {"full_name": "acme/x"}},
                 }
             }
-            if i == 0:  # the first run installs lepton-ci into the venv: not measured
-                act(
+
+            def run_act(home: Path, ws: Path = ws, payload: dict = payload):
+                return act(
                     ws,
                     "pull_request",
                     payload,
@@ -70,18 +71,13 @@ def main() -> None:
                     action=action,
                     env={"LEPTON_VENV": str(venv)},
                 )
+
+            if i == 0:  # the first run installs lepton-ci into the venv: not measured
+                run_act(home)
                 home = tmp / "home-warm"
                 home.mkdir()
             t0 = time.perf_counter()
-            proc = act(
-                ws,
-                "pull_request",
-                payload,
-                "bench.yml",
-                home=home,
-                action=action,
-                env={"LEPTON_VENV": str(venv)},
-            )
+            proc = run_act(home)
             wrapped.append(time.perf_counter() - t0)
             if proc.returncode != 0:
                 raise RuntimeError(proc.stdout[-3000:])
