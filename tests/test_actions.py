@@ -1,6 +1,7 @@
 """The example workflows and the composite actions, run under act (host mode)."""
 
 import json
+from functools import partial
 
 import pytest
 
@@ -235,7 +236,8 @@ def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
             gh.state.permissions[("acme/models", "dev")] = "write"
             gh.state.permissions[("acme/models", "reader")] = "read"
             genv = {**env, "GITHUB_API_URL": gh.url, "GITHUB_REPOSITORY": "acme/models"}
-            proc = act(
+            run = partial(
+                act,
                 ws,
                 "workflow_dispatch",
                 inputs,
@@ -244,23 +246,13 @@ def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
                 action=action,
                 env=genv,
                 secrets={"GITHUB_TOKEN": "test-token"},
-                actor="reader",
             )
+            proc = run(actor="reader")
             assert proc.returncode != 0
             assert "reader may not promote to `staging`" in proc.stdout
             assert "anyone with write permission or higher" in proc.stdout
             assert "lepton-ci deploy" not in proc.stdout.split("may not promote")[1]
-            proc = act(
-                ws,
-                "workflow_dispatch",
-                inputs,
-                "model-promote.yml",
-                home=home,
-                action=action,
-                env=genv,
-                secrets={"GITHUB_TOKEN": "test-token"},
-                actor="dev",
-            )
+            proc = run(actor="dev")
             assert proc.returncode == 0, proc.stdout[-5000:]
             assert "dev has write permission" in proc.stdout
             assert "staging: revision 1 deployed v0.1.0" in proc.stdout
@@ -294,7 +286,8 @@ def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action
                 "GITHUB_REPOSITORY": "acme/models",
                 "GITHUB_REF_NAME": "digits#staging#1",
             }
-            proc = act(
+            run = partial(
+                act,
                 ws,
                 "push",
                 payload,
@@ -303,25 +296,15 @@ def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action
                 action=action,
                 env=genv,
                 secrets={"GITHUB_TOKEN": "test-token"},
-                actor="intruder",
             )
+            proc = run(actor="intruder")
             assert proc.returncode != 0
             assert "intruder may not promote to `staging`" in proc.stdout
             assert "was deleted again" in proc.stdout
             assert git(remote, "tag", "-l", "digits#*") == ""
             # the release manager pushes it again
             git(ws, "push", "-q", "origin", "digits#staging#1")
-            proc = act(
-                ws,
-                "push",
-                payload,
-                "model-tag.yml",
-                home=home,
-                action=action,
-                env=genv,
-                secrets={"GITHUB_TOKEN": "test-token"},
-                actor="dev",
-            )
+            proc = run(actor="dev")
             assert proc.returncode == 0, proc.stdout[-5000:]
             assert "digits@v0.1.0 accepted in staging" in proc.stdout
             assert "staging: revision 1 deployed v0.1.0" in proc.stdout
