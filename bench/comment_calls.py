@@ -8,8 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lepton_ci import report, sticky
-from lepton_ci.github import GitHubClient
+from lepton_ci.core.github import GitHubClient
+from lepton_ci.report import comment as report
+from lepton_ci.report import sticky
 from tests.support.github_server import GitHubServer
 
 REPO, PR, SHA = "acme/models", 1, "a" * 40

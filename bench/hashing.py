@@ -7,7 +7,7 @@ from pathlib import Path
 
 from _timing import best_of, report
 
-from lepton_ci.hashing import StatCache, hash_file
+from lepton_ci.core.hashing import StatCache, hash_file
 
 SIZE = 1 << 30
 

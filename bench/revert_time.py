@@ -15,9 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lepton_ci.context import Context  # noqa: E402
-from lepton_ci.deploy import DeployFailed  # noqa: E402
-from lepton_ci.deployops import deployer, release  # noqa: E402
+from lepton_ci.core.context import Context  # noqa: E402
+from lepton_ci.deploy.deployer import DeployFailed  # noqa: E402
+from lepton_ci.deploy.operations import deployer, release  # noqa: E402
 from tests.support.services import free_port, local_services  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "digits"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from _timing import lepton_cli, report, run
 
-from lepton_ci import config, lineage
-from lepton_ci.hashing import StatCache
+from lepton_ci.core import config
+from lepton_ci.core.hashing import StatCache
+from lepton_ci.run import lineage
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits"
 

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 from lepton_ci import __version__
 
 if TYPE_CHECKING:
-    from lepton_ci.context import Context
+    from lepton_ci.core.context import Context
 
 REPORT_URL = "https://github.com/lepton-ci/lepton-ci/issues"
 FORMATS = ("table", "markdown", "json")
 
 
 def _ctx(args: argparse.Namespace) -> Context:
-    from lepton_ci.context import Context
+    from lepton_ci.core.context import Context
 
     return Context.load(args.config, Path(args.directory) if args.directory else None)
 
@@ -37,7 +37,8 @@ def _print(text: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lepton_ci import diffview, runs
+    from lepton_ci.run import diffview
+    from lepton_ci.run import operation as runs
 
     ctx = _ctx(args)
     models = args.model or list(ctx.cfg.config.models)
@@ -48,8 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         base_ref=args.base_ref,
     )
-    from lepton_ci import publish, report
-    from lepton_ci.registry import Registry
+    from lepton_ci.report import comment as report
+    from lepton_ci.report import publish
+    from lepton_ci.versions.registry import Registry
 
     records = runs.run(ctx, models, opts)
     bundles = {}
@@ -86,9 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from lepton_ci import diffview, gates
-    from lepton_ci import record as record_mod
-    from lepton_ci.runs import RunOptions, resolve_baseline
+    from lepton_ci.core import record as record_mod
+    from lepton_ci.run import diffview, gates
+    from lepton_ci.run.operation import RunOptions, resolve_baseline
 
     ctx = _ctx(args)
     name, cfg = ctx.cfg.model(args.model)
@@ -104,7 +106,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from lepton_ci import versioning
+    from lepton_ci.versions import operations as versioning
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
@@ -133,7 +135,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from lepton_ci import versioning
+    from lepton_ci.versions import operations as versioning
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
@@ -160,8 +162,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _registry_state(args: argparse.Namespace) -> Any:
-    from lepton_ci.git import Git
-    from lepton_ci.registry import Registry
+    from lepton_ci.core.git import Git
+    from lepton_ci.versions.registry import Registry
 
     return Registry(Git(Path(args.directory or "."))).read(getattr(args, "model", None))
 
@@ -174,7 +176,7 @@ def _when(ts: int) -> str:
 
 def _is_environment(args: argparse.Namespace) -> bool:
     """`history NAME`: a deploy environment's releases, or else a model's registry events."""
-    from lepton_ci.errors import ConfigError
+    from lepton_ci.core.errors import ConfigError
 
     try:
         ctx = _ctx(args)
@@ -187,7 +189,7 @@ def _is_environment(args: argparse.Namespace) -> bool:
 
 
 def cmd_accept_tag(args: argparse.Namespace) -> int:
-    from lepton_ci import versioning
+    from lepton_ci.versions import operations as versioning
 
     ctx = _ctx(args)
     tag = args.tag or ctx.env.get("GITHUB_REF_NAME", "")
@@ -290,10 +292,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from lepton_ci import diffview
-    from lepton_ci.errors import RegistryError
-    from lepton_ci.git import Git
-    from lepton_ci.registry import Registry
+    from lepton_ci.core.errors import RegistryError
+    from lepton_ci.core.git import Git
+    from lepton_ci.run import diffview
+    from lepton_ci.versions.registry import Registry
 
     model, _, version = args.ref.partition("@")
     reg = Registry(Git(Path(args.directory or ".")))
@@ -325,7 +327,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from lepton_ci import card
+    from lepton_ci.report import card
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
@@ -342,10 +344,11 @@ def cmd_card(args: argparse.Namespace) -> int:
 def cmd_comment(args: argparse.Namespace) -> int:
     import os
 
-    from lepton_ci import publish, report
-    from lepton_ci import record as record_mod
-    from lepton_ci.gha import Runtime
-    from lepton_ci.registry import Registry
+    from lepton_ci.core import record as record_mod
+    from lepton_ci.core.gha import Runtime
+    from lepton_ci.report import comment as report
+    from lepton_ci.report import publish
+    from lepton_ci.versions.registry import Registry
 
     env = dict(os.environ)
     rt = Runtime(env)
@@ -384,7 +387,7 @@ def cmd_comment(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from lepton_ci import imageops
+    from lepton_ci.image import operations as imageops
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
@@ -422,7 +425,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from lepton_ci import imageops
+    from lepton_ci.image import operations as imageops
 
     if args.image_command == "inspect":
         info = imageops.inspect(args.ref)
@@ -448,7 +451,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def _release_args(args: argparse.Namespace) -> tuple[Any, str, Any]:
-    from lepton_ci import deployops
+    from lepton_ci.deploy import operations as deployops
 
     ctx = _ctx(args)
     model = deployops.find_model_for_env(ctx, args.env, args.model)
@@ -467,9 +470,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     ctx, model, deployops = _release_args(args)
-    from lepton_ci.deploy import DeployFailed
-    from lepton_ci.errors import LeptonError
-    from lepton_ci.gh_deployments import Recorder
+    from lepton_ci.core.errors import LeptonError
+    from lepton_ci.deploy.deployer import DeployFailed
+    from lepton_ci.deploy.github_deployments import Recorder
 
     d = deployops.deployer(ctx, model, args.env)
     rel = deployops.release(ctx, model, version=args.version, image=args.image)
@@ -535,7 +538,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _probe_table(rev: Any) -> str:
-    from lepton_ci.escape import md_cell
+    from lepton_ci.core.escape import md_cell
 
     rows = ["| check | ok | detail |", "|---|---|---|"]
     for p in rev.probes[-20:]:
@@ -575,7 +578,7 @@ def _deploy_history(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     import os
 
-    from lepton_ci import scaffold
+    from lepton_ci.init import scaffold
 
     root = Path.cwd()
     answers = scaffold.Answers(model=args.model or scaffold.default_model(root))
@@ -601,7 +604,7 @@ def cmd_gha(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from lepton_ci import record
+    from lepton_ci.core import record
 
     _print(json.dumps(record.schema(), indent=2, sort_keys=True))
     return 0
@@ -758,8 +761,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from lepton_ci.errors import LeptonError
-    from lepton_ci.gha import Runtime, debug_enabled
+    from lepton_ci.core.errors import LeptonError
+    from lepton_ci.core.gha import Runtime, debug_enabled
 
     debug = args.debug or debug_enabled()
     import os

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lepton_ci.errors import ConfigError
+from lepton_ci.core.errors import ConfigError
 
 # step -> inputs: (input name, option or None for a positional, kind)
 # kinds: value (--opt VALUE), flag (--opt when "true"), noflag (--opt when not "true")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from lepton_ci.baseline import resolve
-from lepton_ci.errors import BaselineError
-from lepton_ci.git import Git
+from lepton_ci.core.errors import BaselineError
+from lepton_ci.core.git import Git
+from lepton_ci.run.baseline import resolve
 from tests.conftest import commit_all, git
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +62,7 @@ def test_pull_request_uses_merge_base_with_base_branch(toy_repo):
     assert got.tag == "toy@v0.1.0"  # v0.2.0 is not in the PR's merge-base
     assert "merge-base with main" in got.why
     # the same through the environment a pull_request event sets
-    from lepton_ci.baseline import pr_base_ref
+    from lepton_ci.run.baseline import pr_base_ref
 
     assert pr_base_ref({"GITHUB_BASE_REF": "main"}) == "main"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lepton_ci import record as record_mod
+from lepton_ci.core import record as record_mod
 from tests.conftest import commit_all, git, set_params
 
 pytestmark = pytest.mark.e2e

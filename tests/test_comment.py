@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from lepton_ci import report
-from lepton_ci.record import load
+from lepton_ci.core.record import load
+from lepton_ci.report import comment as report
 from tests.conftest import commit_all, git, set_params
 from tests.support.github_server import Fault, GitHubServer, Token
 
@@ -153,9 +153,9 @@ def test_workflows_and_models_get_separate_comments(gh, pr_env, cli):
 
 
 def test_two_concurrent_runs_leave_one_comment(gh, pr_env, cli, toy_repo):
-    from lepton_ci import publish
-    from lepton_ci.gha import Runtime
-    from lepton_ci.github import GitHubClient
+    from lepton_ci.core.gha import Runtime
+    from lepton_ci.core.github import GitHubClient
+    from lepton_ci.report import publish
 
     cli("run")
     rec = load(toy_repo / ".lepton" / "runs" / "toy.json")

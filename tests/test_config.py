@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from lepton_ci import config
-from lepton_ci.errors import ConfigError
+from lepton_ci.core import config
+from lepton_ci.core.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 

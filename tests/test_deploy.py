@@ -198,7 +198,7 @@ def test_render_and_dry_run_apply_nothing(site, services):
 
 
 def test_one_deploy_at_a_time(site):
-    from lepton_ci.releases import FileStore
+    from lepton_ci.deploy.releases import FileStore
 
     repo, cli, _url = site
     release(repo, cli)
@@ -239,7 +239,7 @@ def test_unknown_environment_and_undigested_image(site):
 
 @pytest.mark.unit
 def test_tls_is_skipped_only_for_images_on_this_machine(tmp_path):
-    from lepton_ci.podman_target import PodmanTarget
+    from lepton_ci.deploy.podman import PodmanTarget
 
     calls = []
 

@@ -1,7 +1,7 @@
 import pytest
 
-from lepton_ci.escape import ZWSP, md_cell, md_code, md_text, mermaid_label
-from lepton_ci.templating import url
+from lepton_ci.core.escape import ZWSP, md_cell, md_code, md_text, mermaid_label
+from lepton_ci.core.templating import url
 
 pytestmark = pytest.mark.unit
 

@@ -1,7 +1,7 @@
 import pytest
 
-from lepton_ci.config import Gate
-from lepton_ci.gates import diff_params, evaluate, evaluate_metric, verdict
+from lepton_ci.core.config import Gate
+from lepton_ci.run.gates import diff_params, evaluate, evaluate_metric, verdict
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@ import io
 
 import pytest
 
-from lepton_ci.gha import Runtime, escape_data
+from lepton_ci.core.gha import Runtime, escape_data
 from tests.conftest import parse_outputs
 
 pytestmark = pytest.mark.unit

@@ -1,6 +1,6 @@
 import pytest
 
-from lepton_ci.errors import ConfigError
+from lepton_ci.core.errors import ConfigError
 from lepton_ci.gha_entry import STEPS, argv, env_name
 
 pytestmark = pytest.mark.unit

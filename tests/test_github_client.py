@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from lepton_ci.github import GitHubClient, GitHubError
+from lepton_ci.core.github import GitHubClient, GitHubError
 from tests.support.github_server import Fault, GitHubServer, Token
 
 pytestmark = pytest.mark.e2e
@@ -137,7 +137,7 @@ def test_unreachable_server_is_bounded(gh):
 def test_from_env_masks_token_and_reads_api_url(gh):
     import io
 
-    from lepton_ci.gha import Runtime
+    from lepton_ci.core.gha import Runtime
 
     out = io.StringIO()
     rt = Runtime({"GITHUB_ACTIONS": "true"}, out)

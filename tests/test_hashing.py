@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from lepton_ci.hashing import StatCache, combine, hash_file
+from lepton_ci.core.hashing import StatCache, combine, hash_file
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lepton_ci import health
-from lepton_ci.config import ChecksConfig
+from lepton_ci.core.config import ChecksConfig
+from lepton_ci.deploy import health
 
 pytestmark = pytest.mark.unit
 

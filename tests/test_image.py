@@ -10,9 +10,9 @@ import pytest
 import requests
 import yaml
 
-from lepton_ci import oci
-from lepton_ci.imagebuild import client_factory
-from lepton_ci.oci_registry import RegistryClient
+from lepton_ci.core.oci_client import RegistryClient
+from lepton_ci.image import layers as oci
+from lepton_ci.image.build import client_factory
 from tests.conftest import Cli, commit_all, git, point_image_at, set_params, use_registry
 from tests.support.fault_proxy import FaultProxy, Rule
 from tests.support.services import free_port
@@ -68,7 +68,7 @@ def test_layers_build_tags_labels_and_record_inside(digits, services):
     assert labels["dev.lepton-ci.model"] == "digits"
     assert json.loads(labels["dev.lepton-ci.metrics"])["accuracy"] > 0.9
     rec_text = (repo / ".lepton" / "runs" / "digits.json").read_text()
-    from lepton_ci.record import parse
+    from lepton_ci.core.record import parse
 
     assert labels["dev.lepton-ci.record-digest"] == parse(rec_text, "x").digest()
     commit_time = int(git(repo, "log", "-1", "--format=%ct"))
@@ -227,7 +227,7 @@ def test_wrong_credentials_are_a_clear_error(digits, services, tmp_path, monkeyp
 def test_docker_config_credentials(tmp_path):
     import base64
 
-    from lepton_ci.oci_registry import credentials
+    from lepton_ci.core.oci_client import credentials
 
     (tmp_path / "config.json").write_text(
         json.dumps(
@@ -294,8 +294,8 @@ def test_layer_bytes_are_deterministic(tmp_path):
 
 @pytest.mark.unit
 def test_image_tags_for_versions_and_prs():
-    from lepton_ci.imagemeta import tags
-    from lepton_ci.record import Record
+    from lepton_ci.core.record import Record
+    from lepton_ci.image.metadata import tags
 
     rec = Record.model_validate(
         {

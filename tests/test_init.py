@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from lepton_ci import config
-from lepton_ci.scaffold import Answers, ask, init
+from lepton_ci.core import config
+from lepton_ci.init.scaffold import Answers, ask, init
 
 pytestmark = pytest.mark.unit
 

@@ -7,11 +7,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kubernetes import client
 
-from lepton_ci import config, manifests
-from lepton_ci.deploy import Deployer, DeployFailed
-from lepton_ci.errors import LeptonError
-from lepton_ci.k8s_target import ConfigMapStore, KubernetesTarget
-from lepton_ci.releases import Revision
+from lepton_ci.core import config
+from lepton_ci.core.errors import LeptonError
+from lepton_ci.deploy import manifests
+from lepton_ci.deploy.deployer import Deployer, DeployFailed
+from lepton_ci.deploy.kubernetes import ConfigMapStore, KubernetesTarget
+from lepton_ci.deploy.releases import Revision
 from tests.support.kube import Cluster
 
 pytestmark = pytest.mark.e2e

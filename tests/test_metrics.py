@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from lepton_ci.errors import InputError
-from lepton_ci.metrics import read_metrics, read_params
+from lepton_ci.core.errors import InputError
+from lepton_ci.run.metrics import read_metrics, read_params
 
 pytestmark = pytest.mark.unit
 

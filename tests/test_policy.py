@@ -93,8 +93,8 @@ def test_policy_without_github_is_refused_not_skipped(policy_repo, cli, monkeypa
 
 
 def test_team_syntax_is_validated(tmp_path):
-    from lepton_ci import config
-    from lepton_ci.errors import ConfigError
+    from lepton_ci.core import config
+    from lepton_ci.core.errors import ConfigError
 
     p = tmp_path / "lepton.yaml"
     p.write_text(

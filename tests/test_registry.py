@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lepton_ci.git import Git
-from lepton_ci.registry import Registry
-from lepton_ci.tags import Action
+from lepton_ci.core.git import Git
+from lepton_ci.versions.grammar import Action
+from lepton_ci.versions.registry import Registry
 from tests.conftest import commit_all, git, set_params
 
 pytestmark = pytest.mark.e2e

@@ -1,9 +1,9 @@
 import pytest
 
-from lepton_ci import tags
-from lepton_ci.errors import RegistryError
-from lepton_ci.semver import Version, bump_from_commits
-from lepton_ci.tags import Action
+from lepton_ci.core.errors import RegistryError
+from lepton_ci.core.semver import Version, bump_from_commits
+from lepton_ci.versions import grammar as tags
+from lepton_ci.versions.grammar import Action
 
 pytestmark = pytest.mark.unit
 

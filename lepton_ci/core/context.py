@@ -1,0 +1,64 @@
+"""What every operation needs: the config, the git client, the environment and the runtime."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lepton_ci.core import config as config_mod
+from lepton_ci.core.gha import Runtime
+from lepton_ci.core.git import Git
+
+if TYPE_CHECKING:
+    from lepton_ci.core.record import Record
+
+
+@dataclass
+class Context:
+    cfg: config_mod.LoadedConfig
+    git: Git
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    rt: Runtime = field(default_factory=Runtime)
+
+    @classmethod
+    def load(
+        cls,
+        config_path: str | None = None,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        rt: Runtime | None = None,
+    ) -> Context:
+        cfg = config_mod.load_from(config_path, cwd)
+        e = dict(os.environ if env is None else env)
+        return cls(cfg=cfg, git=Git(cfg.root), env=e, rt=rt or Runtime(e))
+
+    def record_path(self, model: str) -> Path:
+        return self.cfg.root / ".lepton" / "runs" / f"{model.replace('/', '--')}.json"
+
+    def record(self, model: str, version: str | None = None) -> Record:
+        """The evidence record of a registered version (from its tag), else of the last run."""
+        from lepton_ci.core import record as record_mod
+        from lepton_ci.core.errors import RegistryError
+        from lepton_ci.versions.registry import Registry
+
+        if version is None:
+            return record_mod.load(self.record_path(model))
+        reg = Registry(self.git)
+        info = reg.read(model).find(model, version)
+        rec = reg.record(info.tag)
+        if rec is None:
+            raise RegistryError(
+                f"{info.tag} carries no evidence record",
+                hint="register versions with `lepton-ci register`",
+            )
+        return rec
+
+    def run_url(self) -> str | None:
+        e = self.env
+        if e.get("GITHUB_RUN_ID") and e.get("GITHUB_REPOSITORY"):
+            server = e.get("GITHUB_SERVER_URL", "https://github.com")
+            return f"{server}/{e['GITHUB_REPOSITORY']}/actions/runs/{e['GITHUB_RUN_ID']}"
+        return None

@@ -1,0 +1,104 @@
+"""The one object through which lepton-ci talks to git; tests hand in a Git for a tmp repo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lepton_ci.core.errors import GitError
+
+DEFAULT_TIMEOUT = 60.0
+
+
+class Git:
+    def __init__(self, cwd: Path, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.cwd = Path(cwd)
+        self.timeout = timeout
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+        try:
+            proc = subprocess.run(
+                ["git", *args],
+                cwd=self.cwd,
+                input=input,
+                capture_output=True,
+                text=True,
+                env=full_env,
+                timeout=timeout or self.timeout,
+                check=False,
+            )
+        except FileNotFoundError as e:
+            raise GitError("git is not installed", hint="install git (apt-get install git)") from e
+        except subprocess.TimeoutExpired as e:
+            raise GitError(f"`git {' '.join(args[:2])}` timed out after {e.timeout:.0f}s") from e
+        if check and proc.returncode != 0:
+            raise GitError(
+                f"`git {' '.join(args)}` failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
+        return proc
+
+    def out(self, *args: str) -> str:
+        return self.run(args).stdout.strip()
+
+    def ok(self, *args: str) -> bool:
+        return self.run(args, check=False).returncode == 0
+
+    # -- facts about the checkout ------------------------------------------------------------
+
+    def toplevel(self) -> Path:
+        proc = self.run(["rev-parse", "--show-toplevel"], check=False)
+        if proc.returncode != 0:
+            raise GitError(
+                f"{self.cwd} is not inside a git repository",
+                hint="run `git init` and commit, or run lepton-ci inside your repository",
+            )
+        return Path(proc.stdout.strip())
+
+    def head(self) -> str:
+        proc = self.run(["rev-parse", "--verify", "-q", "HEAD^{commit}"], check=False)
+        if proc.returncode != 0:
+            raise GitError("the repository has no commits yet", hint="commit your files first")
+        return proc.stdout.strip()
+
+    def branch(self) -> str | None:
+        proc = self.run(["symbolic-ref", "-q", "--short", "HEAD"], check=False)
+        return proc.stdout.strip() or None
+
+    def dirty(self, paths: Sequence[str] = ()) -> bool:
+        """Tracked files modified or staged; untracked files do not count."""
+        out = self.run(["status", "--porcelain", "--untracked-files=no", "--", *paths]).stdout
+        return bool(out.strip())
+
+    def commit_info(self, rev: str = "HEAD") -> dict[str, str]:
+        fmt = "%H%x00%ct%x00%an%x00%ae%x00%s"
+        sha, ts, name, email, subject = self.out("log", "-1", f"--format={fmt}", rev).split("\0")
+        return {"sha": sha, "time": ts, "author": name, "email": email, "subject": subject}
+
+    def is_shallow(self) -> bool:
+        return self.out("rev-parse", "--is-shallow-repository") == "true"
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        proc = self.run(["merge-base", a, b], check=False)
+        return proc.stdout.strip() or None
+
+    def rev_exists(self, rev: str) -> bool:
+        return self.ok("rev-parse", "--verify", "-q", f"{rev}^{{commit}}")
+
+    def remotes(self) -> list[str]:
+        return self.out("remote").split()
+
+    def subjects(self, rev_range: str) -> list[str]:
+        """Commit subjects and bodies in a range, newest first, separated by NUL."""
+        out = self.run(["log", "--format=%B%x00", rev_range]).stdout
+        return [m.strip() for m in out.split("\0") if m.strip()]

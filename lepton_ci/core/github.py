@@ -1,0 +1,202 @@
+"""The GitHub REST client: one object, handed in, so tests can point it at a local server.
+
+Timeouts on every call; bounded retries with backoff on 5xx, broken connections and rate
+limits (honouring Retry-After and x-ratelimit-reset); Link-header pagination; errors that
+say the fix. The token is masked in Actions and never appears in messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from lepton_ci.core.errors import LeptonError
+
+if TYPE_CHECKING:
+    import requests
+
+    from lepton_ci.core.gha import Runtime
+
+DEFAULT_API = "https://api.github.com"
+_LINK_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+TWO_PHASE_HINT = (
+    "pull requests from forks get a read-only token: post the comment from a `workflow_run` "
+    "job with `lepton-ci comment --from BUNDLE` (see the README, 'Fork-safe PR comments')"
+)
+
+
+class GitHubError(LeptonError):
+    """A GitHub API call failed for good."""
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class GitHubClient:
+    def __init__(
+        self,
+        token: str | None,
+        *,
+        base_url: str = DEFAULT_API,
+        session: requests.Session | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        max_wait: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+        fork: bool = False,
+    ) -> None:
+        import requests  # only commands that talk to GitHub pay for it
+
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+        self.session.headers.update(
+            {
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": "lepton-ci",
+            }
+        )
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self._token = token
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_wait = max_wait
+        self.sleep = sleep
+        self.fork = fork
+        self.calls = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], rt: Runtime | None = None, **kw: Any) -> GitHubClient:
+        token = env.get("LEPTON_GITHUB_TOKEN") or env.get("GITHUB_TOKEN") or None
+        if token and rt is not None:
+            rt.mask(token)
+        return cls(token, base_url=env.get("GITHUB_API_URL") or DEFAULT_API, **kw)
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _wait_for(self, resp: requests.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying this response, or None if it is final."""
+        status = resp.status_code
+        if status >= 500:
+            return float(min(2**attempt, 30))
+        if status in (403, 429):
+            h = resp.headers
+            if h.get("retry-after"):
+                try:
+                    return float(h["retry-after"])
+                except ValueError:
+                    return 60.0
+            if h.get("x-ratelimit-remaining") == "0" and h.get("x-ratelimit-reset"):
+                reset = float(h["x-ratelimit-reset"])
+                return max(0.0, reset - time.time()) + 1.0
+            if "secondary rate limit" in resp.text.lower():
+                return float(60 * 2**attempt)
+        return None
+
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        import requests
+
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        attempt = 0
+        while True:
+            self.calls += 1
+            try:
+                resp = self.session.request(method, url, timeout=self.timeout, **kw)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                if attempt >= self.max_retries:
+                    raise GitHubError(
+                        f"GitHub API unreachable at {self.base_url} after {attempt + 1} tries: "
+                        f"{type(e).__name__}",
+                        hint="check GITHUB_API_URL and the runner's network",
+                    ) from None
+                self.sleep(min(2**attempt, 30))
+                attempt += 1
+                continue
+            if resp.status_code < 400:
+                return resp
+            wait = self._wait_for(resp, attempt)
+            if wait is None or attempt >= self.max_retries:
+                raise self._error(method, path, resp)
+            if wait > self.max_wait:
+                raise GitHubError(
+                    f"GitHub API rate limit: {method} {path} may be retried in {wait:.0f}s, "
+                    f"longer than lepton-ci waits ({self.max_wait:.0f}s)",
+                    status=resp.status_code,
+                    hint="run again later, or use a token with a higher rate limit",
+                )
+            self.sleep(wait)
+            attempt += 1
+
+    def _error(self, method: str, path: str, resp: requests.Response) -> GitHubError:
+        try:
+            message = str(resp.json().get("message", ""))
+        except ValueError:
+            message = resp.text[:200]
+        if self._token:
+            message = message.replace(self._token, "***")
+        status = resp.status_code
+        what = f"GitHub API {method} {path} failed: {status} {message}".rstrip()
+        hint = None
+        if status == 401:
+            hint = "the token is missing or invalid: pass `github-token` / set GITHUB_TOKEN"
+        elif status == 403 and "not accessible by integration" in message.lower():
+            hint = (
+                TWO_PHASE_HINT
+                if self.fork
+                else (
+                    "give the workflow job `permissions: {pull-requests: write}` "
+                    "(issues: write for issue comments)"
+                )
+            )
+        elif status in (403, 429):
+            hint = "rate limited: run again later"
+        elif status == 404:
+            hint = "check the repository and number; a token without access also sees 404"
+        elif status == 422 and "too long" in message.lower():
+            hint = "the body is over GitHub's limit"
+        return GitHubError(what, status=status, hint=hint)
+
+    def json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self.request(method, path, **kw)
+        return resp.json() if resp.content else None
+
+    def paginate(self, path: str, per_page: int = 100) -> Iterator[Any]:
+        sep = "&" if "?" in path else "?"
+        url: str | None = f"{path}{sep}per_page={per_page}"
+        while url:
+            resp = self.request("GET", url)
+            yield from resp.json()
+            m = _LINK_NEXT.search(resp.headers.get("link", ""))
+            url = m[1] if m else None
+
+    # -- the endpoints lepton-ci uses -----------------------------------------------------------
+
+    def pull(self, repo: str, number: int) -> dict[str, Any]:
+        return dict(self.json("GET", f"/repos/{repo}/pulls/{number}"))
+
+    def issue_comments(self, repo: str, number: int) -> Iterator[dict[str, Any]]:
+        return self.paginate(f"/repos/{repo}/issues/{number}/comments")
+
+    def create_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
+        return dict(
+            self.json(
+                "POST", f"/repos/{repo}/issues/{number}/comments", data=json.dumps({"body": body})
+            )
+        )
+
+    def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
+        return dict(
+            self.json(
+                "PATCH",
+                f"/repos/{repo}/issues/comments/{comment_id}",
+                data=json.dumps({"body": body}),
+            )
+        )
+
+    def delete_comment(self, repo: str, comment_id: int) -> None:
+        self.request("DELETE", f"/repos/{repo}/issues/comments/{comment_id}")

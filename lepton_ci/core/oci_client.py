@@ -1,0 +1,343 @@
+"""A client for the OCI distribution API over requests: one object, handed in.
+
+Timeouts on every call; bounded retries with backoff on 5xx, broken connections and failed
+uploads (a failed upload starts a new upload session); Basic and Bearer-token auth from
+LEPTON_REGISTRY_USERNAME/PASSWORD or the docker config; credentials masked, never printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lepton_ci.core.errors import LeptonError
+from lepton_ci.image import layers as oci
+
+if TYPE_CHECKING:
+    import requests
+
+CHUNK = 8 * 1024 * 1024
+
+
+class RegistryError(LeptonError):
+    """A container registry call failed for good."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Ref:
+        rest, _, digest_part = text.partition("@")
+        digest = digest_part or None
+        first, _, remainder = rest.partition("/")
+        if remainder and ("." in first or ":" in first or first == "localhost"):
+            registry, path = first, remainder
+        else:
+            registry, path = "docker.io", rest
+        tag = None
+        if ":" in path.rsplit("/", 1)[-1]:
+            path, tag = path.rsplit(":", 1)
+        if not re.fullmatch(
+            r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", path
+        ):
+            raise RegistryError(
+                f"`{text}` is not a valid image reference",
+                hint="write it as REGISTRY/NAME[:TAG], e.g. 127.0.0.1:5000/digits:1.0.0",
+            )
+        return cls(registry, path, tag, digest)
+
+    @property
+    def reference(self) -> str:
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        s = f"{self.registry}/{self.repository}"
+        if self.tag:
+            s += f":{self.tag}"
+        if self.digest:
+            s += f"@{self.digest}"
+        return s
+
+
+def is_loopback(registry: str) -> bool:
+    """A registry on this machine: the only kind spoken to over plain HTTP by default."""
+    return registry.split(":")[0] in ("127.0.0.1", "localhost", "::1")
+
+
+def credentials(registry: str, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """From LEPTON_REGISTRY_USERNAME/PASSWORD, else the docker config's `auths`."""
+    if env.get("LEPTON_REGISTRY_USERNAME"):
+        return env["LEPTON_REGISTRY_USERNAME"], env.get("LEPTON_REGISTRY_PASSWORD", "")
+    home = env.get("HOME") or str(Path.home())
+    cfg = Path(env.get("DOCKER_CONFIG") or Path(home) / ".docker") / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        auths = json.loads(cfg.read_text()).get("auths", {})
+    except ValueError:
+        raise RegistryError(f"{cfg}: not valid JSON", hint="fix or remove the file") from None
+    for key in (registry, f"https://{registry}", f"http://{registry}"):
+        entry = auths.get(key)
+        if entry and entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            return user, password
+    return None
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        registry: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        insecure: bool | None = None,
+        session: requests.Session | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        import requests
+
+        plain = insecure if insecure is not None else is_loopback(registry)
+        scheme = "http" if plain else "https"
+        self.registry = registry
+        self.base = f"{scheme}://{registry}"
+        self.session = session or requests.Session()
+        self.auth = auth
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.sleep = sleep
+        self._tokens: dict[str, str] = {}
+        self.uploaded_bytes = 0
+        self.calls = 0
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _authorize(self, resp: requests.Response, scope_key: str) -> bool:
+        challenge = resp.headers.get("WWW-Authenticate", "")
+        if challenge.lower().startswith("basic"):
+            if self.auth is None:
+                return False
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            self._tokens[scope_key] = f"Basic {token}"
+            return True
+        if challenge.lower().startswith("bearer"):
+            params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+            realm = params.pop("realm", "")
+            tr = self.session.get(realm, params=params, auth=self.auth, timeout=self.timeout)
+            if tr.status_code != 200:
+                return False
+            body = tr.json()
+            self._tokens[scope_key] = f"Bearer {body.get('token') or body.get('access_token')}"
+            return True
+        return False
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        repo: str,
+        headers: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> requests.Response:
+        """One call with auth and retries; the caller judges the final status."""
+        import requests
+
+        full = url if url.startswith("http") else f"{self.base}{url}"
+        attempt, authed = 0, False
+        while True:
+            h = dict(headers or {})
+            if repo in self._tokens:
+                h["Authorization"] = self._tokens[repo]
+            self.calls += 1
+            try:
+                resp = self.session.request(method, full, headers=h, timeout=self.timeout, **kw)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                if attempt >= self.max_retries:
+                    raise RegistryError(
+                        f"registry {self.registry} unreachable after {attempt + 1} tries "
+                        f"({type(e).__name__})",
+                        hint="is the registry running, and is the image name right?",
+                    ) from None
+                self.sleep(min(2**attempt, 30))
+                attempt += 1
+                continue
+            if resp.status_code == 401 and not authed:
+                authed = True
+                if self._authorize(resp, repo):
+                    continue
+            if resp.status_code == 401:
+                who = f"user {self.auth[0]!r}" if self.auth else "no credentials"
+                raise RegistryError(
+                    f"registry {self.registry} refused {who} for {repo} (401 unauthorized)",
+                    hint="check LEPTON_REGISTRY_USERNAME/LEPTON_REGISTRY_PASSWORD or "
+                    "`docker login` (the docker config's auths)",
+                )
+            if resp.status_code >= 500 and attempt < self.max_retries:
+                self.sleep(min(2**attempt, 30))
+                attempt += 1
+                continue
+            return resp
+
+    def _fail(self, what: str, resp: requests.Response) -> RegistryError:
+        detail = resp.text[:300].strip()
+        return RegistryError(
+            f"registry {self.registry}: {what} failed: {resp.status_code} {detail}"
+        )
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        r = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo)
+        return r.status_code == 200
+
+    def get_blob(self, repo: str, digest: str) -> bytes:
+        r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo)
+        if r.status_code != 200:
+            raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
+        if oci.sha256(r.content) != digest:
+            raise RegistryError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
+        return r.content
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        r = self.request(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/",
+            params={"mount": digest, "from": from_repo},
+            repo=repo,
+        )
+        if r.status_code == 202 and r.headers.get("Location"):  # not mounted: cancel the session
+            self.request("DELETE", self._abs(r.headers["Location"]), repo=repo)
+        return r.status_code == 201
+
+    def _abs(self, location: str) -> str:
+        return location if location.startswith("http") else f"{self.base}{location}"
+
+    def upload_blob(
+        self, repo: str, digest: str, source: Path | bytes, progress: ProgressFn | None = None
+    ) -> int:
+        """Upload in chunks; a failure restarts with a new session. Returns bytes sent."""
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        for attempt in range(self.max_retries + 1):
+            r = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo)
+            if r.status_code != 202:
+                raise self._fail(f"starting an upload to {repo}", r)
+            location = self._abs(r.headers["Location"])
+            sent = 0
+            try:
+                stream = source.open("rb") if isinstance(source, Path) else io.BytesIO(source)
+                with stream as f:
+                    while True:
+                        chunk = f.read(CHUNK)
+                        if not chunk:
+                            break
+                        r = self.request(
+                            "PATCH",
+                            location,
+                            repo=repo,
+                            data=chunk,
+                            headers={
+                                "Content-Type": "application/octet-stream",
+                                "Content-Range": f"{sent}-{sent + len(chunk) - 1}",
+                            },
+                        )
+                        if r.status_code != 202:
+                            raise _UploadBroken(r)
+                        location = self._abs(r.headers.get("Location", location))
+                        sent += len(chunk)
+                        self.uploaded_bytes += len(chunk)
+                        if progress:
+                            progress(sent, size)
+                sep = "&" if "?" in location else "?"
+                r = self.request(
+                    "PUT",
+                    f"{location}{sep}digest={digest}",
+                    repo=repo,
+                    headers={"Content-Length": "0"},
+                )
+                if r.status_code != 201:
+                    raise _UploadBroken(r)
+                return sent
+            except _UploadBroken as e:
+                if attempt >= self.max_retries:
+                    raise self._fail(f"upload of {digest[:19]} to {repo}", e.resp) from None
+                self.sleep(min(2**attempt, 30))
+        raise AssertionError("unreachable")
+
+    # -- manifests -------------------------------------------------------------------------
+
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
+        r = self.request(
+            "GET",
+            f"/v2/{repo}/manifests/{reference}",
+            repo=repo,
+            headers={"Accept": ", ".join(oci.MANIFEST_TYPES)},
+        )
+        if r.status_code == 404:
+            raise RegistryError(
+                f"image {self.registry}/{repo}:{reference} not found in the registry",
+                hint="build and push it first, or fix the name in lepton.yaml",
+            )
+        if r.status_code != 200:
+            raise self._fail(f"GET manifest {repo}:{reference}", r)
+        media = r.headers.get("Content-Type", "").split(";")[0]
+        return r.content, media, oci.sha256(r.content)
+
+    def manifest_digest(self, repo: str, reference: str) -> str | None:
+        """The digest a tag points at (HEAD, no body), or None if the tag does not exist."""
+        r = self.request(
+            "HEAD",
+            f"/v2/{repo}/manifests/{reference}",
+            repo=repo,
+            headers={"Accept": ", ".join(oci.MANIFEST_TYPES)},
+        )
+        if r.status_code != 200:
+            return None
+        return r.headers.get("Docker-Content-Digest")
+
+    def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
+        r = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{reference}",
+            repo=repo,
+            data=body,
+            headers={"Content-Type": media_type},
+        )
+        if r.status_code != 201:
+            raise self._fail(f"PUT manifest {repo}:{reference}", r)
+        return oci.sha256(body)
+
+    def image_manifest(self, repo: str, reference: str) -> tuple[dict[str, Any], str]:
+        """The single-platform manifest (linux/amd64 from an index) and its digest."""
+        body, media, digest = self.get_manifest(repo, reference)
+        doc = json.loads(body)
+        if media in (oci.INDEX_OCI, oci.LIST_DOCKER) or "manifests" in doc:
+            arch = os.environ.get("LEPTON_PLATFORM_ARCH", "amd64")
+            for m in doc["manifests"]:
+                p = m.get("platform", {})
+                if p.get("os") == "linux" and p.get("architecture") == arch:
+                    return self.image_manifest(repo, m["digest"])
+            raise RegistryError(f"{repo}:{reference} has no linux/{arch} image")
+        return doc, digest
+
+
+class _UploadBroken(Exception):
+    def __init__(self, resp: requests.Response) -> None:
+        self.resp = resp

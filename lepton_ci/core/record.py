@@ -1,0 +1,158 @@
+"""The evidence record: what went into one model run, what came out, and how it scored.
+
+Everything downstream (diff, gates, comment, card, tag message, image labels, deploy
+annotations) reads this one document. Its JSON schema ships in the package and is versioned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lepton_ci.core.errors import RecordError
+from lepton_ci.core.hashing import hash_bytes
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GitInfo(_Model):
+    sha: str
+    branch: str | None = None
+    dirty: bool = False
+    commit_time: int = Field(description="commit time, seconds since the epoch")
+    author: str = ""
+    subject: str = ""
+    base_ref: str | None = Field(None, description="the pull request's base branch, if any")
+
+
+class FileEntry(_Model):
+    hash: str
+    size: int
+
+
+class Lineage(_Model):
+    code: dict[str, FileEntry] = {}
+    data: dict[str, FileEntry] = {}
+    params_files: dict[str, FileEntry] = {}
+    code_digest: str = ""
+    data_digest: str = ""
+
+
+class Environment(_Model):
+    python: str
+    platform: str
+    packages_digest: str = Field(description="digest of lock files, or of installed packages")
+    packages_source: str = Field(description="which lock files, or `installed`")
+
+
+class Step(_Model):
+    name: Literal["train", "evaluate"]
+    command: str | list[str]
+    exit_code: int | None = None
+    started_at: str | None = None
+    duration_s: float = 0.0
+    skipped: bool = False
+
+
+class CacheInfo(_Model):
+    key: str
+    hit: bool = False
+    source: str | None = Field(None, description="where the reused result came from")
+    reason: str = ""
+
+
+class Baseline(_Model):
+    version: str
+    tag: str
+    sha: str
+    metrics: dict[str, float] = {}
+    params: dict[str, Any] = {}
+    lineage: Lineage | None = None
+    environment: Environment | None = None
+
+
+class GateResult(_Model):
+    metric: str
+    candidate: float | None
+    baseline: float | None = None
+    delta: float | None = None
+    delta_pct: float | None = None
+    direction: Literal["higher", "lower"] = "higher"
+    status: Literal["improved", "regressed", "unchanged", "new", "missing", "removed"]
+    verdict: Literal["pass", "fail", "info"]
+    reasons: list[str] = []
+    key: bool = False
+
+
+class Record(_Model):
+    schema_version: Literal[1] = 1
+    model: str
+    candidate_version: str | None = None
+    created_at: str
+    git: GitInfo
+    params: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+    lineage: Lineage = Lineage()
+    outputs: dict[str, FileEntry] = {}
+    environment: Environment
+    steps: list[Step] = []
+    cache: CacheInfo
+    baseline: Baseline | None = None
+    gates: list[GateResult] = []
+    verdict: Literal["pass", "fail"] = "pass"
+    run_url: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+    def digest(self) -> str:
+        return hash_bytes(self.to_json().encode())
+
+
+def schema() -> dict[str, Any]:
+    s = Record.model_json_schema()
+    s["$id"] = f"https://lepton-ci.dev/schemas/record-v{SCHEMA_VERSION}.json"
+    s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return s
+
+
+def shipped_schema_path() -> Path:
+    return Path(__file__).parent.parent / "schemas" / f"record-v{SCHEMA_VERSION}.json"
+
+
+def parse(text: str, source: str) -> Record:
+    try:
+        return Record.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise RecordError(
+            f"{source}: not a valid evidence record: `{loc}`: {first['msg']}",
+            hint="re-create it with `lepton-ci run`",
+        ) from None
+
+
+def load(path: Path) -> Record:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecordError(
+            f"{path}: no evidence record", hint="run `lepton-ci run` first to create one"
+        ) from None
+    return parse(text, str(path))
+
+
+def save(record: Record, path: Path) -> None:
+    """Write atomically: a reader never sees half a record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(record.to_json(), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,96 @@
+"""Semantic versions, with `v` prefix as GTO writes them, and bumps."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from lepton_ci.core.errors import RegistryError
+
+_SEMVER = (
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
+)
+SEMVER_RE = re.compile(rf"^v?{_SEMVER}$")
+SEMVER_PATTERN = _SEMVER
+
+Bump = Literal["major", "minor", "patch"]
+
+
+@dataclass(frozen=True, order=False)
+class Version:
+    major: int
+    minor: int
+    patch: int
+    pre: str = ""
+    build: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        return _parse(text)
+
+    @classmethod
+    def _parse_uncached(cls, text: str) -> Version:
+        m = SEMVER_RE.match(text.strip())
+        if not m:
+            raise RegistryError(
+                f"`{text}` is not a semantic version",
+                hint="write it as MAJOR.MINOR.PATCH, e.g. v1.2.3",
+            )
+        return cls(int(m[1]), int(m[2]), int(m[3]), m[4] or "", m[5] or "")
+
+    @classmethod
+    def is_valid(cls, text: str) -> bool:
+        return bool(SEMVER_RE.match(text))
+
+    def __str__(self) -> str:
+        s = f"v{self.major}.{self.minor}.{self.patch}"
+        if self.pre:
+            s += f"-{self.pre}"
+        if self.build:
+            s += f"+{self.build}"
+        return s
+
+    @property
+    def plain(self) -> str:
+        return str(self)[1:]
+
+    def sort_key(self) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
+        # A release sorts above its pre-releases; numeric identifiers below alphanumeric ones.
+        pre: tuple[tuple[int, int | str], ...] = tuple(
+            (0, int(p)) if p.isdigit() else (1, p) for p in self.pre.split(".") if self.pre
+        )
+        return (self.major, self.minor, self.patch, 0 if self.pre else 1, pre)
+
+    def bump(self, part: Bump) -> Version:
+        if part == "major":
+            return Version(self.major + 1, 0, 0)
+        if part == "minor":
+            return Version(self.major, self.minor + 1, 0)
+        return Version(self.major, self.minor, self.patch + (0 if self.pre else 1))
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse(text: str) -> Version:
+    # Versions are immutable, so a registry read that meets each tag twice parses it once.
+    return Version._parse_uncached(text)
+
+
+FIRST = Version(0, 1, 0)
+
+_BREAKING = re.compile(r"^[a-z]+(\([^)]*\))?!:|^BREAKING[ -]CHANGE:", re.MULTILINE)
+_FEAT = re.compile(r"^feat(\([^)]*\))?:", re.IGNORECASE)
+
+
+def bump_from_commits(messages: list[str]) -> Bump:
+    """Conventional commits: a breaking change is major, a feat minor, anything else patch."""
+    part: Bump = "patch"
+    for msg in messages:
+        if _BREAKING.search(msg):
+            return "major"
+        if _FEAT.match(msg):
+            part = "minor"
+    return part

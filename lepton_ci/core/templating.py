@@ -1,0 +1,127 @@
+"""Templates rendered in jinja2's sandbox with strict undefined values.
+
+Markdown has no autoescape in jinja2, so this module adds one: every `{{ value }}` is escaped
+as Markdown text unless a filter marked it safe (`cell`, `code`, `num`, `raw`, ...). A metric
+name or commit subject can then never inject a link, a mention or an HTML tag by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from lepton_ci.core import escape
+from lepton_ci.core.errors import ConfigError
+
+
+class Safe(str):
+    """Text already fit for the output format."""
+
+    __slots__ = ()
+
+
+def _finalize_yaml(value: Any) -> Any:
+    """In YAML templates every value is a JSON scalar or flow collection: valid, quoted YAML."""
+    if isinstance(value, Safe):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, Safe):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return escape.md_text(value)
+
+
+def num(x: float | None, digits: int = 6) -> Safe:
+    return Safe("—" if x is None else f"{x:.{digits}g}")
+
+
+def signed(x: float | None, digits: int = 6) -> Safe:
+    return Safe("—" if x is None else f"{x:+.{digits}g}")
+
+
+def pct(x: float | None) -> Safe:
+    return Safe("" if x is None else f"({x:+.2f}%)")
+
+
+def short(value: object, n: int = 12) -> Safe:
+    return Safe(escape.md_text(str(value)[:n]))
+
+
+_URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!$&'*+,;=%-]+$")
+
+
+def url(value: object) -> Safe:
+    """A link target: a plain http(s) URL or nothing (no `)` to break out, no javascript:)."""
+    s = str(value or "")
+    return Safe(s if _URL.match(s) and "(" not in s and ")" not in s else "")
+
+
+FILTERS = {
+    "url": url,
+    "pct": pct,
+    "cell": lambda v: Safe(escape.md_cell(v)),
+    "code": lambda v: Safe(escape.md_code(v)),
+    "mermaid": lambda v: Safe(escape.mermaid_label(v)),
+    "html": lambda v: Safe(escape.html_text(v)),
+    "num": num,
+    "signed": signed,
+    "raw": lambda v: Safe(str(v)),
+    "short": short,
+    "tojson": lambda v: Safe(json.dumps(v, sort_keys=True)),
+}
+
+
+def template_dir() -> Path:
+    """Templates ship inside the package (a link to the repository's templates/)."""
+    return Path(__file__).parent.parent / "templates"
+
+
+def render(
+    name: str,
+    context: dict[str, Any],
+    *,
+    user_template: Path | None = None,
+    user_dir: Path | None = None,
+    yaml_output: bool = False,
+) -> str:
+    from jinja2 import FileSystemLoader, StrictUndefined, TemplateError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    search = [str(template_dir())]
+    if user_dir is not None:
+        search.insert(0, str(user_dir))  # the user's templates add to and override ours
+    if user_template is not None:
+        if not user_template.is_file():
+            raise ConfigError(
+                f"template {user_template} not found",
+                hint="fix `card.template` in lepton.yaml, or remove it to use the default",
+            )
+        search.insert(0, str(user_template.parent))
+        name = user_template.name
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(search),
+        undefined=StrictUndefined,
+        finalize=_finalize_yaml if yaml_output else _finalize,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters.update(FILTERS)
+    try:
+        return env.get_template(name).render(**context)
+    except TemplateError as e:
+        where = user_template or template_dir() / name
+        line = getattr(e, "lineno", None)
+        raise ConfigError(
+            f"{where}{':' + str(line) if line else ''}: template error: {e}",
+            hint="fix the template; the values it may use are listed in the README",
+        ) from e

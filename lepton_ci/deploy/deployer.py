@@ -1,0 +1,297 @@
+"""`deploy`, `rollback`: apply a release, wait, check its health, and revert by itself.
+
+Every step is recorded as a revision. A failed rollout or check marks the new revision failed
+and applies the last healthy revision again as a NEW revision ("rollback to N") under its own
+time budget; with no previous revision the release is removed. One deploy at a time per
+environment; a revision left pending by a killed job is repaired by the next command.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from lepton_ci.core.config import DeployConfig, DeployEnvironment
+from lepton_ci.deploy import health, manifests
+from lepton_ci.deploy.podman import PodmanTarget, RolloutFailed
+from lepton_ci.deploy.releases import (
+    HEALTHY,
+    DeployError,
+    FileStore,
+    Revision,
+    current,
+    next_number,
+    now,
+)
+
+
+class Target(Protocol):
+    """Where releases run: podman pods on one host, or a Kubernetes cluster."""
+
+    def apply(self, name: str, text: str) -> list[str]: ...
+    def wait(self, text: str, budget: float, ready_url: str | None) -> float: ...
+    def remove(self, name: str) -> None: ...
+    def scale_to_zero(self, name: str) -> None: ...
+
+
+class Store(Protocol):
+    """Where revisions are kept, and the one-deploy-at-a-time lock."""
+
+    def list(self) -> list[Revision]: ...
+    def save(self, rev: Revision) -> None: ...
+    def lock(self, timeout: float) -> AbstractContextManager[None]: ...
+
+
+@dataclass
+class Outcome:
+    revision: Revision
+    reverted_to: Revision | None = None
+    removed: bool = False
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Deployer:
+    """One environment of one model. Target and store are handed in (tests use their own)."""
+
+    def __init__(
+        self,
+        model: str,
+        env_name: str,
+        deploy: DeployConfig,
+        root: Path,
+        *,
+        target: Target | None = None,
+        store: Store | None = None,
+        checker: Callable[..., health.Report] = health.run,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if env_name not in deploy.environments:
+            raise DeployError(
+                f"no deploy environment `{env_name}`; declared: {', '.join(deploy.environments)}",
+                hint="add it under `deploy.environments` in lepton.yaml",
+            )
+        self.model, self.env_name, self.config, self.root = model, env_name, deploy, root
+        self.env: DeployEnvironment = deploy.environments[env_name]
+        state = root / deploy.state_dir / model.replace("/", "--") / env_name
+        self.store: Store = store or FileStore(state)
+        self.target: Target = target or PodmanTarget(state)
+        self.checker = checker
+        self.log = log
+        self.name = manifests.dns_name(model, env_name)
+
+    # -- building blocks -----------------------------------------------------------------
+
+    def render(self, release: manifests.Release) -> str:
+        return manifests.render(self.env_name, self.env, self.config, release, self.root)
+
+    def _ready_url(self) -> str:
+        return self.env.check_url() + self.env.readiness_path
+
+    def _roll_out(self, rev: Revision, budget: float) -> tuple[bool, str, float]:
+        """Apply, wait, check. Returns (healthy, reason, seconds)."""
+        t0 = time.monotonic()
+        try:
+            skipped = self.target.apply(self.name, rev.manifests)
+            if skipped:
+                self.log(f"podman target skips cluster-only objects: {', '.join(skipped)}")
+            self.target.wait(rev.manifests, budget, self._ready_url())
+        except RolloutFailed as e:
+            return False, f"rollout failed: {e.message}", time.monotonic() - t0
+        report = self.checker(self.env.checks, self.env.check_url())
+        rev.probes = report.probes
+        if not report.ok:
+            return False, f"health check failed: {report.summary}", time.monotonic() - t0
+        return True, report.summary, time.monotonic() - t0
+
+    def _finish(self, rev: Revision, status: str, reason: str) -> None:
+        rev.status = status  # type: ignore[assignment]
+        rev.reason = reason
+        rev.finished_at = now()
+        self.store.save(rev)
+
+    def _supersede(self, old: Revision | None, status: str = "superseded") -> None:
+        if old is not None and old.status == "deployed":
+            old.status = status  # type: ignore[assignment]
+            self.store.save(old)
+
+    def _restore(
+        self, good: Revision, description: str, budget: float, outcome: Outcome
+    ) -> Revision:
+        revs = self.store.list()
+        again = good.model_copy(
+            update={
+                "number": next_number(revs),
+                "status": "pending",
+                "description": description,
+                "reason": "",
+                "rollback_of": good.number,
+                "created_at": now(),
+                "finished_at": None,
+                "probes": [],
+            }
+        )
+        self.store.save(again)
+        ok, why, seconds = self._roll_out(again, budget)
+        outcome.timings["revert_s"] = seconds
+        if not ok:
+            self._finish(again, "failed", why)
+            raise DeployError(
+                f"{self.env_name}: reverting to revision {good.number} ({good.version}) also "
+                f"failed: {why}. Nothing healthy is serving.",
+                hint=f"inspect with `lepton-ci history {self.env_name}` and the target's logs",
+            )
+        self._finish(again, "deployed", why)
+        return again
+
+    def _remove(self, outcome: Outcome) -> None:
+        self.target.remove(self.name)
+        outcome.removed = True
+
+    def repair(self, outcome: Outcome) -> Revision | None:
+        """A pending revision means a job died mid-way: fail it and restore the last good.
+
+        Returns the revision that restored it, if one was made."""
+        revs = self.store.list()
+        pending = [r for r in revs if r.status == "pending"]
+        if not pending:
+            return None
+        for r in pending:
+            self._finish(r, "failed", "interrupted: the deploying job stopped before it finished")
+        good = current(self.store.list()) or next(
+            (r for r in reversed(revs) if r.status in HEALTHY), None
+        )
+        if good is None:
+            self.log(
+                f"repair: revision {pending[-1].number} was interrupted and nothing "
+                "healthy came before it; removing it"
+            )
+            self._remove(outcome)
+            return None
+        self.log(
+            f"repair: revision {pending[-1].number} was interrupted; restoring revision "
+            f"{good.number} ({good.version})"
+        )
+        self._supersede(current(self.store.list()))
+        restored = self._restore(
+            good, f"rollback to {good.number} (repair)", self.env.rollback_timeout, outcome
+        )
+        outcome.notes.append(f"repaired: restored revision {good.number} as {restored.number}")
+        return restored
+
+    # -- operations ----------------------------------------------------------------------
+
+    def deploy(self, release: manifests.Release, *, dry_run: bool = False) -> Outcome:
+        with self.store.lock(self.config.lock_timeout):
+            outcome = Outcome(revision=None)  # type: ignore[arg-type]
+            if not dry_run:
+                self.repair(outcome)
+            revs = self.store.list()
+            number = next_number(revs)
+            release = manifests.Release(**{**release.__dict__, "revision": number})
+            rev = Revision(
+                number=number,
+                env=self.env_name,
+                model=self.model,
+                version=release.version,
+                image=release.image,
+                record_digest=release.record_digest,
+                manifests=self.render(release),
+                who=release.who,
+                run_url=release.run_url,
+                description=f"deploy {release.version}",
+                created_at=now(),
+            )
+            outcome.revision = rev
+            if dry_run:
+                return outcome
+            previous = current(revs)
+            self.store.save(rev)  # pending: a killed job leaves this for repair
+            ok, why, seconds = self._roll_out(rev, self.env.rollout_timeout)
+            outcome.timings["rollout_s"] = seconds
+            if ok:
+                self._supersede(previous)
+                self._finish(rev, "deployed", why)
+                return outcome
+            self._finish(rev, "failed", why)
+            t_fail = time.monotonic()
+            if previous is None:
+                if self.env.on_first_failure == "scale-to-zero":
+                    self.target.scale_to_zero(self.name)
+                    done = "scaled to zero"
+                else:
+                    self._remove(outcome)
+                    done = "removed"
+                raise DeployError(
+                    f"{self.env_name}: revision {number} ({release.version}) failed: {why}. "
+                    f"There was no previous revision, so it was {done}; nothing serves.",
+                    hint="fix the release and deploy again",
+                )
+            self.log(f"{why}; reverting to revision {previous.number} ({previous.version})")
+            restored = self._restore(
+                previous, f"rollback to {previous.number}", self.env.rollback_timeout, outcome
+            )
+            previous.status = "superseded"
+            self.store.save(previous)
+            outcome.timings["verdict_to_healthy_s"] = time.monotonic() - t_fail
+            outcome.reverted_to = restored
+            raise DeployFailed(
+                outcome,
+                (
+                    f"{self.env_name}: revision {number} ({release.version}) failed: {why}. "
+                    f"Reverted automatically: revision {restored.number} serves "
+                    f"{previous.version} again ({restored.reason})."
+                ),
+            )
+
+    def rollback(self, to: int | None = None) -> Outcome:
+        with self.store.lock(self.config.lock_timeout):
+            outcome = Outcome(revision=None)  # type: ignore[arg-type]
+            repaired = self.repair(outcome)
+            if repaired is not None and to is None:
+                outcome.revision = repaired  # the interrupted release was already undone
+                return outcome
+            revs = self.store.list()
+            now_serving = current(revs)
+            if to is not None:
+                target = next((r for r in revs if r.number == to and r.status in HEALTHY), None)
+                if target is None:
+                    raise DeployError(
+                        f"{self.env_name}: revision {to} is not a healthy revision to roll back to",
+                        hint=f"pick one marked deployed or superseded in `lepton-ci history "
+                        f"{self.env_name}`",
+                    )
+            else:
+                # The newest healthy revision before the current one that serves another image.
+                serving = now_serving.image if now_serving else None
+                older = [
+                    r
+                    for r in revs
+                    if r.status in HEALTHY
+                    and r.image != serving
+                    and (now_serving is None or r.number < now_serving.number)
+                ]
+                if not older:
+                    raise DeployError(f"{self.env_name}: no earlier healthy revision")
+                target = older[-1]
+            self._supersede(now_serving, "rolled-back")
+            outcome.revision = self._restore(
+                target, f"rollback to {target.number}", self.env.rollout_timeout, outcome
+            )
+            return outcome
+
+    def history(self) -> list[Revision]:
+        return self.store.list()
+
+
+class DeployFailed(DeployError):
+    """The new release failed and the previous one was put back."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        env = outcome.revision.env if outcome.revision else "ENV"
+        super().__init__(message, hint=f"see the failing probes in `lepton-ci history {env}`")
+        self.outcome = outcome

@@ -1,0 +1,120 @@
+"""Release history per environment, like Helm's: every deploy or rollback is a NEW revision.
+
+A revision keeps the rendered manifests, version, image digest, status, who, when, the run
+and every health probe's result. Statuses: pending (in progress; left behind by a killed job,
+repaired by the next command), deployed, failed, superseded, rolled-back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from lepton_ci.core.errors import LeptonError
+
+Status = Literal["pending", "deployed", "failed", "superseded", "rolled-back"]
+HEALTHY: tuple[str, ...] = ("deployed", "superseded", "rolled-back")
+
+
+class DeployError(LeptonError):
+    """A deploy or rollback failed, or could not start."""
+
+
+class Probe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    check: str
+    ok: bool
+    detail: str = ""
+    latency_ms: float | None = None
+
+
+class Revision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    number: int
+    env: str
+    model: str
+    version: str
+    image: str
+    record_digest: str
+    manifests: str
+    status: Status = "pending"
+    description: str = ""
+    reason: str = ""
+    rollback_of: int | None = None
+    who: str = ""
+    run_url: str = ""
+    created_at: str = ""
+    finished_at: str | None = None
+    probes: list[Probe] = []
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class FileStore:
+    """Revisions as JSON files in a state directory, with a file lock per environment."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def list(self) -> list[Revision]:
+        if not self.dir.is_dir():
+            return []
+        revs = [
+            Revision.model_validate_json(p.read_text()) for p in self.dir.glob("revision-*.json")
+        ]
+        return sorted(revs, key=lambda r: r.number)
+
+    def save(self, rev: Revision) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"revision-{rev.number:05d}.json"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(rev.model_dump_json(indent=2))
+        tmp.replace(path)
+
+    @contextmanager
+    def lock(self, timeout: float) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / ".lock"
+        with path.open("a+") as f:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        f.seek(0)
+                        holder = f.read().strip() or "unknown"
+                        raise DeployError(
+                            f"another deploy of this environment is running ({holder})",
+                            hint="wait for it, or raise `deploy.lock_timeout`",
+                        ) from None
+                    time.sleep(0.2)
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps({"pid": os.getpid(), "since": now()}))
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def next_number(revs: list[Revision]) -> int:
+    return max((r.number for r in revs), default=0) + 1
+
+
+def current(revs: list[Revision]) -> Revision | None:
+    deployed = [r for r in revs if r.status == "deployed"]
+    return deployed[-1] if deployed else None

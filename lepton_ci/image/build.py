@@ -1,0 +1,307 @@
+"""`lepton-ci build`: the model image, by appending layers (daemonless) or from a Dockerfile.
+
+`layers`: base image from a registry + a code layer + a model layer + a metadata layer
+(the evidence record and model card at fixed paths), pushed over the OCI distribution API.
+Blobs the registry has are not sent again, so a model-only change uploads the model layer,
+the small metadata layer, a config and a manifest. `dockerfile`: the user's Dockerfile through
+the Docker Engine API (Docker or podman's compatible socket), then the same metadata on top.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lepton_ci.core.config import ImageConfig, ModelConfig
+from lepton_ci.core.errors import LeptonError, RecordError
+from lepton_ci.core.git import Git
+from lepton_ci.core.hashing import StatCache
+from lepton_ci.core.oci_client import Ref, RegistryClient, RegistryError, credentials
+from lepton_ci.core.record import Record
+from lepton_ci.image import layers as oci
+from lepton_ci.image import metadata as imagemeta
+from lepton_ci.image.progress import Progress
+from lepton_ci.run import lineage
+
+if TYPE_CHECKING:
+    from lepton_ci.core.gha import Runtime
+
+ClientFactory = Callable[[str], RegistryClient]
+
+
+def client_factory(
+    env: Mapping[str, str], rt: Runtime | None, insecure: bool | None
+) -> ClientFactory:
+    clients: dict[str, RegistryClient] = {}
+
+    def get(registry: str) -> RegistryClient:
+        if registry not in clients:
+            creds = credentials(registry, env)
+            if creds and rt is not None:
+                rt.mask(creds[1])
+            clients[registry] = RegistryClient(registry, auth=creds, insecure=insecure)
+        return clients[registry]
+
+    return get
+
+
+@dataclass
+class BuildResult:
+    image: str  # repository
+    digest: str
+    tags: list[str]
+    builder: str
+    uploaded_bytes: int = 0
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.image}@{self.digest}"
+
+
+@dataclass
+class Plan:
+    target: Ref
+    base: Ref
+    base_manifest: dict[str, Any]
+    layers: list[oci.Layer]
+    config: bytes
+    manifest: bytes
+
+
+def _entries(root: Path, files: list[Path], prefix: str) -> list[oci.Entry]:
+    return [oci.Entry(f"{prefix.rstrip('/')}/{f.relative_to(root).as_posix()}", f) for f in files]
+
+
+class LayersBuilder:
+    def __init__(
+        self, clients: ClientFactory, *, workdir: Path, progress_stream: Any = None
+    ) -> None:
+        self.clients = clients
+        self.workdir = workdir
+        self.progress_stream = progress_stream
+
+    def prepare(
+        self,
+        model_dir: Path,
+        rec: Record,
+        cfg: ModelConfig,
+        card_text: str,
+        git: Git | None = None,
+    ) -> Plan:
+        image = _image(cfg)
+        if image.base is None:
+            raise LeptonError("the `layers` builder needs `image.base` in lepton.yaml")
+        target, base = Ref.parse(image.name), Ref.parse(image.base)
+        base_client = self.clients(base.registry)
+        try:
+            base_manifest, _ = base_client.image_manifest(base.repository, base.reference)
+        except RegistryError as e:
+            raise RegistryError(
+                f"base image {image.base} is not available: {e.message}",
+                hint="push the base image first, or fix `image.base` in lepton.yaml",
+            ) from None
+        base_config = json.loads(
+            base_client.get_blob(base.repository, base_manifest["config"]["digest"])
+        )
+        mtime = rec.git.commit_time
+        code_files = lineage.expand(
+            model_dir, image.files or cfg.code, what="image.files", required=True
+        )
+        outputs = [model_dir / p for p in sorted(rec.outputs)]
+        outputs_set = set(outputs)
+        stat = StatCache(None)
+        for path in outputs:
+            rel = path.relative_to(model_dir).as_posix()
+            if not path.is_file() or stat.hash(path) != rec.outputs[rel].hash:
+                raise RecordError(
+                    f"artifact {path} does not match the evidence record of "
+                    f"{rec.model} {rec.candidate_version}",
+                    hint="run `lepton-ci run` again (a cache hit restores the artifacts)",
+                )
+        code = [f for f in code_files if f not in outputs_set]
+        # Each layer's mtime is the commit that last changed what it holds, so a layer whose
+        # content did not change keeps its digest across commits (and is not uploaded again).
+        inputs = [*rec.lineage.code, *rec.lineage.data, *rec.lineage.params_files]
+        code_rel = [f.relative_to(model_dir).as_posix() for f in code]
+        code_time = _last_change(git, model_dir, code_rel, mtime)
+        model_time = _last_change(git, model_dir, inputs, mtime)
+        layers = [
+            oci.build_layer(
+                "code", _entries(model_dir, code, image.workdir), code_time, self.workdir
+            ),
+            oci.build_layer(
+                "model", _entries(model_dir, outputs, image.workdir), model_time, self.workdir
+            ),
+            oci.build_layer(
+                "metadata",
+                [
+                    oci.Entry(imagemeta.RECORD_PATH, rec.to_json().encode()),
+                    oci.Entry(imagemeta.CARD_PATH, card_text.encode()),
+                ],
+                mtime,
+                self.workdir,
+            ),
+        ]
+        labels = imagemeta.labels(
+            rec, image, description=cfg.card.description, license_=cfg.card.license
+        )
+        config = oci.canonical(
+            oci.image_config(
+                base_config,
+                layers,
+                created=imagemeta.created(rec),
+                labels=labels,
+                env={
+                    **image.env,
+                    "LEPTON_MODEL": rec.model,
+                    "MODEL_VERSION": rec.candidate_version or "",
+                },
+                entrypoint=image.entrypoint,
+                cmd=image.cmd,
+                workdir=image.workdir,
+                ports=image.ports,
+            )
+        )
+        manifest = oci.canonical(
+            oci.manifest(
+                config,
+                [*base_manifest["layers"], *(layer.descriptor() for layer in layers)],
+                {k: v for k, v in labels.items() if k.startswith("org.opencontainers")},
+            )
+        )
+        return Plan(target, base, base_manifest, layers, config, manifest)
+
+    def perform(self, plan: Plan, tags: list[str]) -> BuildResult:
+        client = self.clients(plan.target.registry)
+        repo = plan.target.repository
+        start_bytes = client.uploaded_bytes
+        report: dict[str, dict[str, Any]] = {}
+        for desc in plan.base_manifest["layers"]:
+            if client.blob_exists(repo, desc["digest"]):
+                continue
+            if plan.base.registry == plan.target.registry and client.mount_blob(
+                repo, desc["digest"], plan.base.repository
+            ):
+                continue
+            data = self.clients(plan.base.registry).get_blob(plan.base.repository, desc["digest"])
+            client.upload_blob(repo, desc["digest"], data)
+        for layer in plan.layers:
+            sent = 0
+            if not client.blob_exists(repo, layer.digest):
+                show = layer.size > 1_000_000  # progress for layers worth watching
+                sent = client.upload_blob(
+                    repo,
+                    layer.digest,
+                    layer.file,
+                    Progress(f"uploading {layer.name} layer", self.progress_stream)
+                    if show
+                    else None,
+                )
+            report[layer.name] = {"digest": layer.digest, "size": layer.size, "uploaded": sent}
+        config_digest = oci.sha256(plan.config)
+        if not client.blob_exists(repo, config_digest):
+            client.upload_blob(repo, config_digest, plan.config)
+        digest = oci.sha256(plan.manifest)
+        for tag in tags:
+            if client.manifest_digest(repo, tag) != digest:  # a tag already right is left alone
+                client.put_manifest(repo, tag, plan.manifest, oci.MANIFEST_OCI)
+        for layer in plan.layers:
+            layer.file.unlink(missing_ok=True)
+        return BuildResult(
+            image=f"{plan.target.registry}/{repo}",
+            digest=digest,
+            tags=tags,
+            builder="layers",
+            uploaded_bytes=client.uploaded_bytes - start_bytes,
+            layers=report,
+        )
+
+
+def _last_change(git: Git | None, model_dir: Path, paths: list[str], default: int) -> int:
+    if git is None or not paths:
+        return default
+    out = Git(model_dir).run(["log", "-1", "--format=%ct", "--", *paths], check=False)
+    return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else default
+
+
+def _image(cfg: ModelConfig) -> ImageConfig:
+    if cfg.image is None:
+        raise LeptonError(
+            "this model has no `image:` section in lepton.yaml",
+            hint="add `image: {name: REGISTRY/NAME, base: REGISTRY/BASE:TAG}`",
+        )
+    return cfg.image
+
+
+class DockerfileBuilder:
+    """Builds through the Docker Engine API; `docker_client` is a docker.DockerClient."""
+
+    def __init__(self, docker_client: Any, clients: ClientFactory) -> None:
+        self.docker = docker_client
+        self.clients = clients
+
+    def build(
+        self, model_dir: Path, rec: Record, cfg: ModelConfig, card_text: str, tags: list[str]
+    ) -> BuildResult:
+        import docker.errors
+
+        image = _image(cfg)
+        target = Ref.parse(image.name)
+        repo = f"{target.registry}/{target.repository}"
+        context = (model_dir / image.context).resolve()
+        if not (context / image.dockerfile).is_file():
+            raise LeptonError(
+                f"{context / image.dockerfile}: Dockerfile not found",
+                hint="fix `image.dockerfile`/`image.context`, or set `image.base` to use the "
+                "`layers` builder",
+            )
+        labels = imagemeta.labels(
+            rec, image, description=cfg.card.description, license_=cfg.card.license
+        )
+        try:
+            built, _ = self.docker.images.build(
+                path=str(context),
+                dockerfile=image.dockerfile,
+                rm=True,
+                labels=labels,
+                buildargs={"MODEL_VERSION": rec.candidate_version or ""},
+            )
+            # The record and card go on top, so both builders put them at the same paths.
+            with tempfile.TemporaryDirectory() as d:
+                (Path(d) / "record.json").write_text(rec.to_json())
+                (Path(d) / "model_card.md").write_text(card_text)
+                (Path(d) / "Dockerfile").write_text(
+                    f"FROM {built.id}\nCOPY record.json {imagemeta.RECORD_PATH}\n"
+                    f"COPY model_card.md {imagemeta.CARD_PATH}\n"
+                )
+                final, _ = self.docker.images.build(path=d, rm=True, labels=labels)
+            digest = ""
+            for tag in tags:
+                final.tag(repo, tag)
+                for line in self.docker.images.push(repo, tag=tag, stream=True, decode=True):
+                    if "error" in line:
+                        raise RegistryError(f"push of {repo}:{tag} failed: {line['error']}")
+                    aux = line.get("aux") or {}
+                    status = str(line.get("status", ""))
+                    if aux.get("Digest"):
+                        digest = aux["Digest"]
+                    elif "digest: sha256:" in status:
+                        digest = "sha256:" + status.split("digest: sha256:")[1].split()[0]
+        except docker.errors.BuildError as e:
+            tail = "\n".join(str(x.get("stream", x)).rstrip() for x in list(e.build_log)[-8:])
+            raise LeptonError(
+                f"docker build failed: {e.msg}\n{tail}", hint=f"fix {image.dockerfile}"
+            ) from None
+        except docker.errors.APIError as e:
+            raise LeptonError(
+                f"Docker Engine API error: {e.explanation or e}",
+                hint="is DOCKER_HOST pointing at a running engine?",
+            ) from None
+        if not digest:
+            _, _, digest = self.clients(target.registry).get_manifest(target.repository, tags[0])
+        return BuildResult(image=repo, digest=digest, tags=tags, builder="dockerfile")

@@ -1,0 +1,61 @@
+"""What an image is called and what it says about itself, all from the evidence record."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+
+from lepton_ci.core.config import ImageConfig
+from lepton_ci.core.record import Record
+from lepton_ci.core.semver import Version
+
+RECORD_PATH = "/lepton/record.json"
+CARD_PATH = "/lepton/model_card.md"
+PREFIX = "dev.lepton-ci"
+
+
+def tags(rec: Record, env: Mapping[str, str], pr: int | None = None) -> list[str]:
+    """X.Y.Z, X.Y and sha-<short> for a version; pr-<N> and sha-<short> for a PR build."""
+    short = f"sha-{rec.git.sha[:7]}"
+    if pr is not None:
+        return [f"pr-{pr}", short]
+    if not rec.candidate_version:
+        return [short]
+    v = Version.parse(rec.candidate_version)
+    out = [v.plain]
+    if not v.pre:
+        out.append(f"{v.major}.{v.minor}")
+    return [*out, short]
+
+
+def created(rec: Record) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rec.git.commit_time))
+
+
+def labels(
+    rec: Record, cfg: ImageConfig, *, description: str = "", license_: str | None = None
+) -> dict[str, str]:
+    key = [g for g in rec.gates if g.key] or [g for g in rec.gates if g.verdict != "info"][:3]
+    out = {
+        "org.opencontainers.image.title": rec.model,
+        "org.opencontainers.image.version": (rec.candidate_version or "").lstrip("v"),
+        "org.opencontainers.image.revision": rec.git.sha,
+        "org.opencontainers.image.created": created(rec),
+        "org.opencontainers.image.description": description[:500],
+        f"{PREFIX}.model": rec.model,
+        f"{PREFIX}.version": rec.candidate_version or "",
+        f"{PREFIX}.verdict": rec.verdict,
+        f"{PREFIX}.record-digest": rec.digest(),
+        f"{PREFIX}.record-path": RECORD_PATH,
+        f"{PREFIX}.metrics": json.dumps(
+            {g.metric: g.candidate for g in key if g.candidate is not None}, sort_keys=True
+        ),
+        f"{PREFIX}.baseline": rec.baseline.tag if rec.baseline else "",
+    }
+    if license_:
+        out["org.opencontainers.image.licenses"] = license_
+    if cfg.source:
+        out["org.opencontainers.image.source"] = cfg.source
+    out.update(cfg.labels)
+    return out

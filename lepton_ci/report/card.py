@@ -1,0 +1,109 @@
+"""`lepton-ci card`: a versioned model card from the evidence record.
+
+The YAML front matter follows the Hugging Face model-card metadata (`model-index`, `datasets`,
+`license`, `tags`), dumped by PyYAML so every value is a correctly quoted scalar. The body comes
+from templates/model_card.md.j2 or the user's own template. Same record, same bytes: the date is
+the commit's, never the clock's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lepton_ci.core import templating
+from lepton_ci.core.config import ModelConfig
+from lepton_ci.core.context import Context
+from lepton_ci.core.errors import RecordError
+from lepton_ci.core.git import Git
+from lepton_ci.core.record import Record
+from lepton_ci.run import changes
+
+
+@dataclass
+class Card:
+    path: Path
+    text: str
+
+
+def front_matter(rec: Record, cfg: ModelConfig) -> str:
+    card = cfg.card
+    metrics = [
+        {"type": g.metric, "value": g.candidate, "name": g.metric}
+        for g in rec.gates
+        if g.candidate is not None
+    ]
+    dataset = card.datasets[0] if card.datasets else rec.model
+    meta: dict[str, Any] = {}
+    if card.license:
+        meta["license"] = card.license
+    if card.datasets:
+        meta["datasets"] = list(card.datasets)
+    meta["tags"] = [*card.tags, "lepton-ci"]
+    meta["model-index"] = [
+        {
+            "name": rec.model,
+            "results": [
+                {
+                    "task": {"type": card.task},
+                    "dataset": {"name": dataset, "type": dataset},
+                    "metrics": metrics,
+                }
+            ],
+        }
+    ]
+    meta["lepton-ci"] = {
+        "version": rec.candidate_version,
+        "commit": rec.git.sha,
+        "verdict": rec.verdict,
+        "record-digest": rec.digest(),
+    }
+    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def changelog(git: Git, rec: Record) -> list[str]:
+    if rec.baseline is None:
+        return []
+    out = git.run(
+        ["log", "--no-merges", "--format=%s", f"{rec.baseline.sha}..{rec.git.sha}"], check=False
+    )
+    return [s for s in out.stdout.splitlines() if s.strip()]
+
+
+def render(ctx: Context, rec: Record) -> str:
+    _, cfg = ctx.cfg.model(rec.model)
+    user = cfg.card.template
+    context = {
+        "front_matter": templating.Safe(front_matter(rec, cfg)),
+        "record": rec,
+        "card": cfg.card,
+        "date": time.strftime("%Y-%m-%d", time.gmtime(rec.git.commit_time)),
+        "changes": changes.between(rec),
+        "changelog": changelog(ctx.git, rec),
+        "failed": [g for g in rec.gates if g.verdict == "fail"],
+    }
+    return templating.render(
+        "model_card.md.j2", context, user_template=ctx.cfg.root / user if user else None
+    )
+
+
+def card_path(ctx: Context, rec: Record) -> Path:
+    _, cfg = ctx.cfg.model(rec.model)
+    if not rec.candidate_version:
+        raise RecordError(f"the record of {rec.model} has no version to name the card after")
+    rel = cfg.card.path.format(model=rec.model, version=rec.candidate_version)
+    return ctx.cfg.root / rel
+
+
+def write(ctx: Context, rec: Record, out: Path | None = None) -> Card:
+    text = render(ctx, rec)
+    path = out or card_path(ctx, rec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return Card(path, text)

@@ -1,0 +1,111 @@
+"""Operations behind `lepton-ci comment` and the report bundle that `run` writes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lepton_ci.core.errors import LeptonError, RecordError
+from lepton_ci.core.gha import Runtime, load_event
+from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.record import Record
+from lepton_ci.report import comment as report
+from lepton_ci.report import sticky
+from lepton_ci.versions.registry import Registry
+
+
+def meta_from_env(
+    env: Mapping[str, str], rec: Record, registry: Registry | None
+) -> report.BundleMeta:
+    event = load_event(env)
+    pr = event.get("pull_request") or {}
+    number = pr.get("number")
+    repo = env.get("GITHUB_REPOSITORY") or ""
+    return report.BundleMeta(
+        model=rec.model,
+        workflow=env.get("GITHUB_WORKFLOW") or "local",
+        head_sha=rec.git.sha,
+        pr=int(number) if isinstance(number, int) else None,
+        # Informational here (the posting job uses its own GITHUB_REPOSITORY): an unusable
+        # value is left out rather than failing the run.
+        repo=repo if re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo) else None,
+        run_id=int(env.get("GITHUB_RUN_ID") or 0),
+        history=report.history(registry, rec) if registry is not None else [],
+    )
+
+
+def bundle_dir(root: Path, model: str) -> Path:
+    return root / ".lepton" / "report" / model.replace("/", "--")
+
+
+@dataclass
+class Posted:
+    rendered: report.Rendered
+    outcome: sticky.Outcome | None  # None: rendered locally, nothing posted
+    path: Path | None
+
+
+def _is_fork(event: dict[str, Any]) -> bool:
+    pr = event.get("pull_request") or {}
+    head = (pr.get("head") or {}).get("repo") or {}
+    base = (pr.get("base") or {}).get("repo") or {}
+    return bool(head.get("fork")) or (
+        bool(head.get("full_name")) and head.get("full_name") != base.get("full_name")
+    )
+
+
+def comment(
+    env: Mapping[str, str],
+    rt: Runtime,
+    rec: Record,
+    meta: report.BundleMeta,
+    *,
+    client: GitHubClient | None = None,
+    pr: int | None = None,
+    repo: str | None = None,
+    local_dir: Path | None = None,
+    from_bundle: bool = False,
+) -> Posted:
+    rendered = report.render(rec, meta)
+    repo = repo or env.get("GITHUB_REPOSITORY") or meta.repo
+    pr = pr or meta.pr
+    event = load_event(env)
+    token = env.get("LEPTON_GITHUB_TOKEN") or env.get("GITHUB_TOKEN")
+    if not (repo and pr and token):
+        out = (local_dir or Path()) / "comment.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(rendered.body, encoding="utf-8")
+        missing = [
+            n for n, v in (("repository", repo), ("pull request", pr), ("token", token)) if not v
+        ]
+        rt.notice(f"not posting ({', '.join(missing)} unknown): the comment is in {out}")
+        return Posted(rendered, None, out)
+
+    gh = client or GitHubClient.from_env(env, rt, fork=_is_fork(event))
+    start = gh.calls
+    pull = gh.pull(repo, pr)
+    head_sha = (pull.get("head") or {}).get("sha")
+    if from_bundle and env.get("GITHUB_EVENT_NAME") == "workflow_run":
+        # The bundle came from an untrusted run: it may only speak for its own commit and PR.
+        run_sha = (event.get("workflow_run") or {}).get("head_sha")
+        if run_sha and meta.head_sha != run_sha:
+            raise RecordError(
+                f"the bundle is for commit {meta.head_sha[:12]}, but the workflow run that "
+                f"uploaded it built {run_sha[:12]}; refusing to post",
+            )
+        if head_sha != meta.head_sha:
+            raise RecordError(
+                f"the bundle names PR #{pr}, whose head is {str(head_sha)[:12]}, not "
+                f"{meta.head_sha[:12]}; refusing to post (stale run, or a forged PR number)",
+            )
+    try:
+        outcome = sticky.upsert(gh, repo, pr, rendered, meta, head_sha=head_sha)
+    except LeptonError as e:
+        if getattr(e, "status", None) == 403 and not e.hint:
+            e.hint = "give the job `permissions: {pull-requests: write}`"
+        raise
+    outcome.calls = gh.calls - start  # every call this comment cost, the PR read included
+    return Posted(rendered, outcome, None)

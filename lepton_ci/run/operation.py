@@ -1,0 +1,231 @@
+"""`lepton-ci run`: train, evaluate, record lineage and metrics, compare, gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lepton_ci.core.config import ModelConfig
+from lepton_ci.core.context import Context
+from lepton_ci.core.errors import CommandFailed, GateFailed
+from lepton_ci.core.hashing import StatCache
+from lepton_ci.core.record import Baseline, CacheInfo, GitInfo, Record, Step, save
+from lepton_ci.core.semver import FIRST, Version, bump_from_commits
+from lepton_ci.run import baseline as baseline_mod
+from lepton_ci.run import cache as runcache
+from lepton_ci.run import gates, lineage
+from lepton_ci.run.commands import run_command
+from lepton_ci.run.metrics import read_metrics, read_params
+from lepton_ci.versions.registry import Registry
+
+
+@dataclass
+class RunOptions:
+    use_cache: bool = True
+    baseline: str | None = None  # a version to compare with, or "none"
+    base_ref: str | None = None  # act as a pull request against this branch
+
+
+def candidate_version(ctx: Context, model: str) -> Version:
+    """A registered commit is its version; anything else is the next one after the newest."""
+    state = Registry(ctx.git).read(model)
+    head = ctx.git.head()
+    on_head = [v for v in state.versions(model) if v.sha == head]
+    if on_head:
+        return on_head[0].version
+    latest = state.latest(model)
+    if latest is None:
+        return FIRST
+    messages = ctx.git.subjects(f"{latest.tag}..HEAD")
+    return latest.version.bump(bump_from_commits(messages))
+
+
+def resolve_baseline(ctx: Context, model: str, opts: RunOptions) -> Baseline | None:
+    reg = Registry(ctx.git)
+    if opts.baseline == "none":
+        return None
+    if opts.baseline:
+        info = reg.read(model).find(model, opts.baseline)
+        tag, sha, version = info.tag, info.sha, str(info.version)
+    else:
+        base_ref = opts.base_ref or baseline_mod.pr_base_ref(ctx.env)
+        found = baseline_mod.resolve(ctx.git, model, base_ref=base_ref)
+        if found is None:
+            return None
+        tag, sha, version = found.tag, found.sha, str(found.version)
+    rec = reg.record(tag)
+    if rec is None:
+        ctx.rt.warning(f"{tag} carries no evidence record; metrics cannot be compared")
+        return Baseline(version=version, tag=tag, sha=sha)
+    return Baseline(
+        version=version,
+        tag=tag,
+        sha=sha,
+        metrics=rec.metrics,
+        params=rec.params,
+        lineage=rec.lineage,
+        environment=rec.environment,
+    )
+
+
+def _command_env(ctx: Context, model: str, cfg: ModelConfig, workdir: Path) -> dict[str, str]:
+    return {
+        **ctx.env,
+        **cfg.env,
+        "LEPTON_MODEL": model,
+        "LEPTON_MODEL_DIR": str(workdir),
+    }
+
+
+def _git_info(ctx: Context, base_ref: str | None) -> GitInfo:
+    info = ctx.git.commit_info()
+    return GitInfo(
+        sha=info["sha"],
+        branch=ctx.env.get("GITHUB_HEAD_REF") or ctx.git.branch(),
+        dirty=ctx.git.dirty(),
+        commit_time=int(info["time"]),
+        author=info["author"],
+        subject=info["subject"],
+        base_ref=base_ref,
+    )
+
+
+def run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
+    cfg = ctx.cfg.config.models[name]
+    workdir = ctx.cfg.model_dir(cfg)
+    rt = ctx.rt
+    stat = StatCache(ctx.cfg.cache_dir() / "stat.json")
+    cache = runcache.RunCache(ctx.cfg.cache_dir())
+
+    params_files = [workdir / p for p in cfg.params]
+    params = read_params(params_files)
+    existing_outputs = set(lineage.expand(workdir, cfg.outputs, what="outputs", required=False))
+    lin = lineage.collect(
+        workdir,
+        code=cfg.code,
+        data=cfg.data,
+        params=params_files,
+        outputs=existing_outputs,
+        cache=stat,
+    )
+    env = lineage.environment(ctx.cfg.root, ctx.cfg.config.environment.lock)
+    key = runcache.key(name, cfg, lin, params, env)
+    base_ref = opts.base_ref or baseline_mod.pr_base_ref(ctx.env)
+    base = resolve_baseline(ctx, name, opts)
+    git_info = _git_info(ctx, base_ref)
+
+    hit, reason = None, "--no-cache was given"
+    if opts.use_cache and ctx.cfg.config.cache.enabled:
+        hit, reason = _lookup(ctx, name, key, workdir, cache, stat)
+    if hit is not None:
+        rt.notice(f"{name}: run-cache hit, training skipped: {reason}")
+        steps = [s.model_copy(update={"skipped": True}) for s in hit.record.steps]
+        metrics, outputs = hit.record.metrics, hit.record.outputs
+        cache_info = CacheInfo(key=key, hit=True, source=hit.source, reason=reason)
+    else:
+        rt.notice(f"{name}: run-cache miss: {reason}")
+        steps = _run_steps(ctx, name, cfg, workdir)
+        produced = lineage.expand(workdir, cfg.outputs, what="outputs", required=True)
+        outputs = lineage.entries(workdir, produced, stat)
+        metrics = read_metrics([workdir / m for m in cfg.metrics])
+        cache_info = CacheInfo(key=key, hit=False, reason=reason)
+    stat.save()
+
+    results = gates.evaluate(metrics, base.metrics if base else None, cfg.gates)
+    record = Record(
+        model=name,
+        candidate_version=str(candidate_version(ctx, name)),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        git=git_info,
+        params=params,
+        metrics=metrics,
+        lineage=lin,
+        outputs=outputs,
+        environment=env,
+        steps=steps,
+        cache=cache_info,
+        baseline=base,
+        gates=results,
+        verdict="fail" if gates.verdict(results) == "fail" else "pass",
+        run_url=ctx.run_url(),
+    )
+    save(record, ctx.record_path(name))
+    if not cache_info.hit:
+        cache.store(record, workdir)
+    return record
+
+
+def _lookup(
+    ctx: Context, name: str, key: str, workdir: Path, cache: runcache.RunCache, stat: StatCache
+) -> tuple[runcache.Hit | None, str]:
+    sources: list[tuple[str, Record]] = []
+    local = cache.lookup_local(name, key)
+    if local is not None:
+        sources.append(("local cache", local))
+    else:
+        for tag, rec in Registry(ctx.git).records(name).items():
+            if rec.cache.key == key:
+                sources.append((f"tag {tag}", rec))
+    if not sources:
+        return None, f"no earlier run with the same inputs (key {key.split(':')[-1][:12]})"
+    why = ""
+    for source, rec in sources:
+        restored, why_not = cache.restore(rec, workdir, stat)
+        if why_not is None:
+            extra = f"; restored {', '.join(restored)} from the cache" if restored else ""
+            return (
+                runcache.Hit(rec, source, restored),
+                f"same code, data, params, commands and environment as the run of "
+                f"{rec.git.sha[:8]} ({source}){extra}",
+            )
+        why = f"an earlier run matches ({source}) but {why_not}"
+    return None, why
+
+
+def _run_steps(ctx: Context, name: str, cfg: ModelConfig, workdir: Path) -> list[Step]:
+    steps = []
+    env = _command_env(ctx, name, cfg, workdir)
+    for step_name in ("train", "evaluate"):
+        command = getattr(cfg, step_name)
+        if command is None:
+            continue
+        with ctx.rt.group(f"{name}: {step_name}"):
+            res = run_command(
+                step_name,
+                command,
+                cwd=workdir,
+                env=env,
+                timeout_s=cfg.timeout_minutes * 60,
+            )
+        steps.append(
+            Step(
+                name=step_name,
+                command=command,
+                exit_code=res.exit_code,
+                started_at=res.started_at,
+                duration_s=res.duration_s,
+            )
+        )
+        if res.exit_code != 0:
+            tail = "\n".join(f"    {line}" for line in res.tail[-10:]) or "    (no output)"
+            raise CommandFailed(
+                f"{name}: {step_name} command exited with code {res.exit_code}; last lines:\n"
+                f"{tail}",
+                hint=f"fix the {step_name} command or run it by hand in {workdir}",
+            )
+    return steps
+
+
+def run(ctx: Context, models: list[str], opts: RunOptions) -> list[Record]:
+    return [run_model(ctx, m, opts) for m in models]
+
+
+def raise_on_failure(records: list[Record]) -> None:
+    """Each failing gate was already reported with its reasons; this names them once."""
+    failed = [f"{r.model}.{g.metric}" for r in records for g in r.gates if g.verdict == "fail"]
+    if failed:
+        raise GateFailed(
+            f"quality gate failed: {', '.join(failed)}",
+            hint="improve the model, or change the gate in lepton.yaml if it is wrong",
+        )

@@ -1,0 +1,213 @@
+"""`register` and `promote`: write versions and stage assignments as git tags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lepton_ci.core import record as record_mod
+from lepton_ci.core.context import Context
+from lepton_ci.core.errors import RecordError, RegistryError
+from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.record import Record
+from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
+from lepton_ci.versions import grammar as tags
+from lepton_ci.versions.policy import check as check_policy
+from lepton_ci.versions.registry import Registry, RegistryState, VersionInfo
+
+
+@dataclass
+class Registered:
+    model: str
+    version: Version
+    tag: str
+    sha: str
+    record: Record
+    pushed: bool
+
+
+def _summary_line(rec: Record) -> str:
+    keys = [g for g in rec.gates if g.key] or [g for g in rec.gates if g.verdict != "info"][:3]
+    shown = ", ".join(f"{g.metric}={g.candidate:.6g}" for g in keys if g.candidate is not None)
+    return f"gates: {rec.verdict}" + (f" ({shown})" if shown else "")
+
+
+def register(
+    ctx: Context,
+    model: str,
+    *,
+    version: str | None = None,
+    bump: Bump | None = None,
+    push: bool = False,
+    remote: str = "origin",
+) -> Registered:
+    git = ctx.git
+    head = git.head()
+    rec = record_mod.load(ctx.record_path(model))
+    if rec.git.sha != head:
+        raise RecordError(
+            f"the last run of {model} was for {rec.git.sha[:12]}, but HEAD is {head[:12]}",
+            hint=f"run `lepton-ci run --model {model}` on this commit first",
+        )
+    if git.dirty() or rec.git.dirty:
+        raise RegistryError(
+            f"the work tree has uncommitted changes; a version of {model} must be a commit",
+            hint="commit or stash your changes, then run and register again",
+        )
+    reg = Registry(git)
+    state = reg.read(model)
+    on_head = [v for v in state.versions(model) if v.sha == head]
+    if on_head:
+        raise RegistryError(
+            f"HEAD is already registered as {on_head[0].tag}",
+            hint="register a new commit, or promote the existing version",
+        )
+    latest = state.latest(model)
+    if version is not None:
+        new = Version.parse(version)
+    elif latest is None:
+        new = FIRST
+    else:
+        part = bump or bump_from_commits(git.subjects(f"{latest.tag}..HEAD"))
+        new = latest.version.bump(part)
+    for v in state.versions(model, include_deregistered=True):
+        if v.version == new:
+            raise RegistryError(
+                f"{model}@{new} already exists (on {v.sha[:12]})",
+                hint="choose another version with --version, or let --bump choose",
+            )
+    name = tags.version_tag(model, new)
+    rec = rec.model_copy(update={"candidate_version": str(new)})
+    message = f"Register {name}: {_summary_line(rec)}\n\n{rec.to_json()}"
+    reg.create_tag(name, head, message)
+    if push:
+        reg.push_tag(name, remote)
+    record_mod.save(rec, ctx.record_path(model))
+    return Registered(model, new, name, head, rec, push)
+
+
+@dataclass
+class Promoted:
+    model: str
+    version: Version
+    stage: str
+    tag: str
+    sha: str
+    pushed: bool
+
+
+def check_promotion(
+    ctx: Context,
+    model: str,
+    info: VersionInfo,
+    stage: str,
+    state: RegistryState,
+    *,
+    actor: str | None,
+    github: GitHubClient | None,
+    ignore_tag: str | None = None,
+) -> None:
+    """Everything a promotion must satisfy: declared stage, gates passed, the required stage
+    first, and the promotion policy for the actor. Raises RegistryError saying what is wrong."""
+    stages = ctx.cfg.config.stages
+    if stage not in stages:
+        declared = ", ".join(stages) or "none"
+        raise RegistryError(
+            f"stage `{stage}` is not declared in {ctx.cfg.path} (declared: {declared})",
+            hint=f"add it under `stages:` in {ctx.cfg.path.name}, e.g. `stages: [{stage}]`",
+        )
+    rec = Registry(ctx.git).record(info.tag)
+    if rec is None:
+        raise RegistryError(
+            f"{info.tag} carries no evidence record, so lepton-ci cannot show it passed its gates",
+            hint="register versions with `lepton-ci register`",
+        )
+    if rec.verdict != "pass":
+        failed = ", ".join(g.metric for g in rec.gates if g.verdict == "fail")
+        raise RegistryError(
+            f"{info.tag} failed its gates ({failed}); it cannot be promoted",
+            hint="promote a version that passed, or register a fixed one",
+        )
+    required = stages[stage].requires
+    if required is not None:
+        was_there = any(
+            e.action is tags.Action.ASSIGN and e.sha == info.sha and e.tag != ignore_tag
+            for e in state.stage_history(model, required)
+        )
+        if not was_there:
+            raise RegistryError(
+                f"{info.tag} must be in stage `{required}` before `{stage}`",
+                hint=f"run `lepton-ci promote {model} {info.version} {required}` first",
+            )
+    policy = stages[stage].allow
+    if policy is not None:
+        repo = ctx.env.get("GITHUB_REPOSITORY")
+        token = ctx.env.get("LEPTON_GITHUB_TOKEN") or ctx.env.get("GITHUB_TOKEN")
+        if github is None and repo and token:
+            github = GitHubClient.from_env(ctx.env, ctx.rt)
+        why = check_policy(
+            policy, actor or ctx.env.get("GITHUB_ACTOR"), stage, client=github, repo=repo
+        )
+        ctx.rt.notice(f"promotion to {stage} allowed: {why}")
+
+
+def promote(
+    ctx: Context,
+    model: str,
+    version: str,
+    stage: str,
+    *,
+    push: bool = False,
+    remote: str = "origin",
+    actor: str | None = None,
+    github: GitHubClient | None = None,
+) -> Promoted:
+    reg = Registry(ctx.git)
+    state = reg.read(model)
+    info = state.find(model, version)
+    check_promotion(ctx, model, info, stage, state, actor=actor, github=github)
+    current = state.stages(model).get(stage)
+    if current is not None and current.version == info.version:
+        raise RegistryError(f"{info.tag} is already the current `{stage}` version")
+    name = tags.stage_tag(model, stage, state.next_counter(model))
+    reg.create_tag(name, info.sha, f"Promote {info.tag} to {stage}\n")
+    if push:
+        reg.push_tag(name, remote)
+    return Promoted(model, info.version, stage, name, info.sha, push)
+
+
+def accept_pushed_tag(
+    ctx: Context,
+    tag: str,
+    *,
+    remote: str = "origin",
+    actor: str | None = None,
+    github: GitHubClient | None = None,
+) -> Promoted | None:
+    """A stage tag someone pushed: check it like a promotion. A refused tag is deleted again,
+    here and on the remote, so the registry never shows a promotion the policy forbade.
+    Returns None for a tag that is not a stage assignment (nothing to deploy)."""
+    parsed = tags.parse(tag)
+    if parsed is None or parsed.action is not tags.Action.ASSIGN or parsed.stage is None:
+        return None
+    reg = Registry(ctx.git)
+    state = reg.read(parsed.model)
+    pushed = next((e for e in state.history(parsed.model) if e.tag == tag), None)
+    if pushed is None:
+        raise RegistryError(f"tag {tag} is not in this clone", hint="fetch tags first")
+    info = next((v for v in state.versions(parsed.model) if v.sha == pushed.sha), None)
+    try:
+        if info is None:
+            raise RegistryError(
+                f"{tag} points at {pushed.sha[:12]}, which is no registered "
+                f"version of {parsed.model}"
+            )
+        check_promotion(
+            ctx, parsed.model, info, parsed.stage, state, actor=actor, github=github, ignore_tag=tag
+        )
+    except RegistryError as e:
+        ctx.git.run(["tag", "-d", tag], check=False)
+        if remote in ctx.git.remotes():
+            ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)
+        e.message += f"; the tag {tag} was deleted again"
+        raise
+    return Promoted(parsed.model, info.version, parsed.stage, tag, info.sha, False)

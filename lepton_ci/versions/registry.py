@@ -1,0 +1,280 @@
+"""The version registry in git tags: read with ONE git call, written as annotated tags."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from lepton_ci.core.errors import RegistryError
+from lepton_ci.core.git import Git
+from lepton_ci.core.semver import Version
+from lepton_ci.versions import grammar as tags
+from lepton_ci.versions.grammar import Action
+
+if TYPE_CHECKING:
+    from lepton_ci.core.record import Record
+
+# %(creator) is the tagger of an annotated tag and the committer of a lightweight one, read
+# without peeling to the commit object: peeling 10,000 tags costs more than the rest together.
+_FMT = "%00".join(
+    [
+        "%(refname:strip=2)",
+        "%(objectname)",
+        "%(*objectname)",
+        "%(creator)",
+        "%(contents:subject)",
+    ]
+)
+_CREATOR = re.compile(r"^(?P<name>.*?) <[^>]*> (?P<ts>\d+) [+-]\d{4}$")
+_VERDICT = re.compile(r"\bgates: (pass|fail)\b")
+
+
+@dataclass(frozen=True)
+class Event:
+    tag: str
+    model: str
+    action: Action
+    sha: str
+    time: int
+    who: str
+    subject: str
+    version: str | None = None
+    stage: str | None = None
+    counter: int | None = None
+
+
+@dataclass
+class VersionInfo:
+    model: str
+    version: Version
+    tag: str
+    sha: str
+    time: int
+    who: str
+    verdict: str | None
+    deregistered: bool = False
+    stages: list[str] = field(default_factory=list)
+
+
+class RegistryState:
+    def __init__(self, events: list[Event]) -> None:
+        self.events = sorted(events, key=lambda e: (e.time, e.counter or 0, e.tag))
+
+    def models(self) -> list[str]:
+        return sorted({e.model for e in self.events})
+
+    def history(self, model: str | None = None) -> list[Event]:
+        return [e for e in self.events if model is None or e.model == model]
+
+    def deprecated(self, model: str) -> bool:
+        return any(e.action is Action.DEPRECATE for e in self.history(model))
+
+    def _registered(self, model: str) -> dict[str, VersionInfo]:
+        out: dict[str, VersionInfo] = {}
+        for e in self.history(model):
+            if e.action is Action.REGISTER and e.version:
+                m = _VERDICT.search(e.subject)
+                out[e.version] = VersionInfo(
+                    model,
+                    Version.parse(e.version),
+                    e.tag,
+                    e.sha,
+                    e.time,
+                    e.who,
+                    m[1] if m else None,
+                )
+            elif e.action is Action.DEREGISTER and e.version in out:
+                out[e.version].deregistered = True
+        return out
+
+    def versions(self, model: str, *, include_deregistered: bool = False) -> list[VersionInfo]:
+        registered = self._registered(model)
+        for stage, info in self._stages(model, registered).items():
+            registered[str(info.version)].stages.append(stage)
+        found = [v for v in registered.values() if include_deregistered or not v.deregistered]
+        return sorted(found, key=lambda v: v.version.sort_key(), reverse=True)
+
+    def stages(self, model: str) -> dict[str, VersionInfo]:
+        """Each stage's current version: the latest assignment not cancelled afterwards."""
+        return self._stages(model, self._registered(model))
+
+    def _stages(self, model: str, registered: dict[str, VersionInfo]) -> dict[str, VersionInfo]:
+        by_sha: dict[str, VersionInfo] = {}
+        for v in sorted(registered.values(), key=lambda v: v.version.sort_key()):
+            by_sha[v.sha] = v  # the newest version on a commit wins, as in GTO
+        current: dict[str, VersionInfo | None] = {}
+        for e in self.history(model):
+            if e.action is Action.ASSIGN and e.stage:
+                current[e.stage] = by_sha.get(e.sha)
+            elif e.action is Action.UNASSIGN and e.stage:
+                current[e.stage] = None
+        return {s: v for s, v in current.items() if v is not None}
+
+    def find(self, model: str, version: str) -> VersionInfo:
+        want = Version.parse(version)
+        for v in self.versions(model, include_deregistered=True):
+            if v.version == want:
+                if v.deregistered:
+                    raise RegistryError(f"{model}@{want} was deregistered")
+                return v
+        known = ", ".join(str(v.version) for v in self.versions(model)[:5]) or "none"
+        raise RegistryError(
+            f"{model}@{want} is not registered (newest: {known})",
+            hint=f"list versions with `lepton-ci versions {model}`",
+        )
+
+    def latest(self, model: str) -> VersionInfo | None:
+        vs = self.versions(model)
+        return vs[0] if vs else None
+
+    def stage_history(self, model: str, stage: str) -> list[Event]:
+        return [e for e in self.history(model) if e.stage == stage]
+
+    def next_counter(self, model: str) -> int:
+        counters = [e.counter for e in self.history(model) if e.counter is not None]
+        return max(counters, default=0) + 1
+
+
+class Registry:
+    """Reads and writes the tag registry of one repository."""
+
+    def __init__(self, git: Git) -> None:
+        self.git = git
+
+    def read(self, model: str | None = None) -> RegistryState:
+        pattern = ["refs/tags"]
+        if model is not None:
+            pattern = [f"refs/tags/{model}@*", f"refs/tags/{model}#*"]
+        out = self.git.run(["for-each-ref", f"--format={_FMT}", *pattern]).stdout
+        events = []
+        tag_objects: set[str] = set()  # objects of annotated tags, to spot tags of tags
+        for line in out.splitlines():
+            parts = line.split("\0")
+            if len(parts) != 5:
+                continue
+            name, obj, peeled, creator, subject = parts
+            if peeled:
+                tag_objects.add(obj)
+            parsed = tags.parse(name)
+            if parsed is None or (model is not None and parsed.model != model):
+                continue
+            m = _CREATOR.match(creator)
+            events.append(
+                Event(
+                    tag=name,
+                    model=parsed.model,
+                    action=parsed.action,
+                    sha=peeled or obj,
+                    time=int(m["ts"]) if m else 0,
+                    who=m["name"] if m else "",
+                    subject=subject,
+                    version=parsed.version,
+                    stage=parsed.stage,
+                    counter=parsed.counter,
+                )
+            )
+        # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`) peels to the inner
+        # tag object, which is itself one of the tag objects read above: peel those to commits.
+        events = [
+            replace(e, sha=self.git.out("rev-parse", f"{e.tag}^{{commit}}"))
+            if e.sha in tag_objects
+            else e
+            for e in events
+        ]
+        return RegistryState(events)
+
+    def record(self, tag: str) -> Record | None:
+        """The evidence record stored in a version tag's message, if it has one."""
+        proc = self.git.run(["cat-file", "tag", tag], check=False)
+        if proc.returncode != 0:
+            return None
+        return record_from_message(proc.stdout.split("\n\n", 1)[-1], tag)
+
+    def records(self, model: str) -> dict[str, Record]:
+        """Every version tag's record of a model, with one git call."""
+        out = self.git.run(
+            [
+                "for-each-ref",
+                "--format=%(refname:strip=2)%00%(contents)%01",
+                f"refs/tags/{model}@v*",
+            ]
+        ).stdout
+        found = {}
+        for chunk in out.split("\x01"):
+            name, _, body = chunk.strip("\n").partition("\0")
+            if name and (rec := record_from_message(body, name)) is not None:
+                found[name] = rec
+        return found
+
+    def create_tag(self, name: str, sha: str, message: str) -> None:
+        """Create an annotated tag; git's ref lock makes it atomic, so one racer loses cleanly."""
+        proc = self.git.run(
+            ["tag", "-a", "--cleanup=verbatim", "-F", "-", name, sha],
+            input=message,
+            check=False,
+            env=_identity(self.git),
+        )
+        if proc.returncode != 0:
+            err = proc.stderr.strip()
+            if "already exists" in err or "cannot lock ref" in err:
+                raise RegistryError(
+                    f"tag {name} already exists (another run registered it first)",
+                    hint="fetch tags (`git fetch --tags`) and run again to take the next version",
+                )
+            raise RegistryError(f"could not create tag {name}: {err}")
+
+    def push_tag(self, name: str, remote: str = "origin") -> None:
+        """Push one tag; if the remote refuses, delete the local tag so nothing is half-done."""
+        if remote not in self.git.remotes():
+            self.git.run(["tag", "-d", name], check=False)
+            raise RegistryError(
+                f"cannot push {name}: this repository has no remote `{remote}`; the local tag "
+                "was removed again",
+                hint="add the remote (actions/checkout sets `origin`), or do not push",
+            )
+        proc = self.git.run(
+            ["push", "--porcelain", remote, f"refs/tags/{name}:refs/tags/{name}"],
+            check=False,
+            timeout=120,
+        )
+        if proc.returncode != 0:
+            self.git.run(["tag", "-d", name], check=False)
+            detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+            raise RegistryError(
+                f"push of {name} to {remote} was refused; the local tag was removed again: "
+                + (detail[-1] if detail else "no detail"),
+                hint="if another run took this version, `git fetch --tags` and run again",
+            )
+
+
+def record_from_message(body: str, source: str) -> Record | None:
+    from lepton_ci.core.record import parse  # pydantic: only for commands that read records
+
+    start = body.find("{")
+    if start < 0:
+        return None
+    text = body[start:]
+    # Signed tags append a PGP/SSH signature after the JSON.
+    for marker in ("-----BEGIN PGP SIGNATURE-----", "-----BEGIN SSH SIGNATURE-----"):
+        text = text.split(marker, 1)[0]
+    return parse(text, f"tag {source}")
+
+
+def _identity(git: Git) -> dict[str, str]:
+    """CI runners have no git identity; fall back to the Actions actor, then to lepton-ci."""
+    if git.ok("config", "user.email"):
+        return {}
+    actor = os.environ.get("GITHUB_ACTOR") or "lepton-ci"
+    email = (
+        f"{actor}@users.noreply.github.com"
+        if os.environ.get("GITHUB_ACTOR")
+        else ("lepton-ci@localhost")
+    )
+    return {
+        "GIT_COMMITTER_NAME": actor,
+        "GIT_COMMITTER_EMAIL": email,
+        "GIT_AUTHOR_NAME": actor,
+        "GIT_AUTHOR_EMAIL": email,
+    }
