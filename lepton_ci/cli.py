@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ctx.rt.set_output(
             "verdict", "fail" if any(r.verdict == "fail" for r in records) else "pass"
         )
-        ctx.rt.set_output("report", str(ctx.cfg.root / ".lepton" / "report"))
+        ctx.rt.set_output("report", str(ctx.paths.reports))
     if not args.no_fail:
         runs.raise_on_failure(records)
     return 0

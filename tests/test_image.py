@@ -10,9 +10,8 @@ import pytest
 import requests
 import yaml
 
-from lepton_ci.core.oci_client import RegistryClient
+from lepton_ci.core.oci_client import OCIClient, client_factory
 from lepton_ci.image import layers as oci
-from lepton_ci.image.build import client_factory
 from tests.conftest import Cli, commit_all, git, point_image_at, set_params, use_registry
 from tests.support.fault_proxy import FaultProxy, Rule
 from tests.support.services import free_port
@@ -319,7 +318,7 @@ def test_image_tags_for_versions_and_prs():
 
 
 def test_registry_client_unreachable_is_bounded():
-    c = RegistryClient("127.0.0.1:9", sleep=lambda s: None, max_retries=1, timeout=2)
+    c = OCIClient("127.0.0.1:9", sleep=lambda s: None, max_retries=1, timeout=2)
     with pytest.raises(Exception, match="unreachable after 2 tries"):
         c.blob_exists("x", "sha256:" + "0" * 64)
     assert client_factory({}, None, None)("127.0.0.1:9").base == "http://127.0.0.1:9"

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lepton_ci.core import paths
 from lepton_ci.core.errors import ConfigError
 
 CONFIG_NAME = "lepton.yaml"
@@ -159,7 +160,7 @@ class DeployEnvironment(Strict):
 class DeployConfig(Strict):
     target: Literal["podman", "kubernetes"] = "podman"
     templates: str | None = Field(None, description="directory of templates that add/override")
-    state_dir: str = ".lepton/deploy"
+    state_dir: str = paths.DEPLOY_STATE
     field_manager: str = "lepton-ci"
     lock_timeout: Annotated[float, Field(ge=0)] = 60.0
     environments: Annotated[dict[str, DeployEnvironment], Field(min_length=1)]
@@ -231,7 +232,7 @@ class StageConfig(Strict):
 
 
 class CacheConfig(Strict):
-    dir: str = ".lepton/cache"
+    dir: str = paths.RUN_CACHE
     enabled: bool = True
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from lepton_ci.core import config as config_mod
 from lepton_ci.core.gha import Runtime
 from lepton_ci.core.git import Git
+from lepton_ci.core.paths import StatePaths
 
 if TYPE_CHECKING:
     from lepton_ci.core.record import Record
@@ -35,8 +36,12 @@ class Context:
         e = dict(os.environ if env is None else env)
         return cls(cfg=cfg, git=Git(cfg.root), env=e, rt=rt or Runtime(e))
 
+    @property
+    def paths(self) -> StatePaths:
+        return StatePaths(self.cfg.root)
+
     def record_path(self, model: str) -> Path:
-        return self.cfg.root / ".lepton" / "runs" / f"{model.replace('/', '--')}.json"
+        return self.paths.run_record(model)
 
     def record(self, model: str, version: str | None = None) -> Record:
         """The evidence record of a registered version (from its tag), else of the last run."""

@@ -8,6 +8,7 @@ LEPTON_REGISTRY_USERNAME/PASSWORD or the docker config; credentials masked, neve
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -19,15 +20,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import LeptonError
-from lepton_ci.image import layers as oci
 
 if TYPE_CHECKING:
     import requests
 
+    from lepton_ci.core.gha import Runtime
+
 CHUNK = 8 * 1024 * 1024
 
+MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
+INDEX_OCI = "application/vnd.oci.image.index.v1+json"
+CONFIG_OCI = "application/vnd.oci.image.config.v1+json"
+LAYER_OCI = "application/vnd.oci.image.layer.v1.tar+gzip"
+MANIFEST_DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
+LIST_DOCKER = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = (MANIFEST_OCI, MANIFEST_DOCKER, INDEX_OCI, LIST_DOCKER)
 
-class RegistryError(LeptonError):
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class OCIError(LeptonError):
     """A container registry call failed for good."""
 
 
@@ -53,7 +67,7 @@ class Ref:
         if not re.fullmatch(
             r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", path
         ):
-            raise RegistryError(
+            raise OCIError(
                 f"`{text}` is not a valid image reference",
                 hint="write it as REGISTRY/NAME[:TAG], e.g. 127.0.0.1:5000/digits:1.0.0",
             )
@@ -88,7 +102,7 @@ def credentials(registry: str, env: Mapping[str, str]) -> tuple[str, str] | None
     try:
         auths = json.loads(cfg.read_text()).get("auths", {})
     except ValueError:
-        raise RegistryError(f"{cfg}: not valid JSON", hint="fix or remove the file") from None
+        raise OCIError(f"{cfg}: not valid JSON", hint="fix or remove the file") from None
     for key in (registry, f"https://{registry}", f"http://{registry}"):
         entry = auths.get(key)
         if entry and entry.get("auth"):
@@ -100,7 +114,7 @@ def credentials(registry: str, env: Mapping[str, str]) -> tuple[str, str] | None
 ProgressFn = Callable[[int, int], None]
 
 
-class RegistryClient:
+class OCIClient:
     def __init__(
         self,
         registry: str,
@@ -171,7 +185,7 @@ class RegistryClient:
                 resp = self.session.request(method, full, headers=h, timeout=self.timeout, **kw)
             except (requests.ConnectionError, requests.Timeout) as e:
                 if attempt >= self.max_retries:
-                    raise RegistryError(
+                    raise OCIError(
                         f"registry {self.registry} unreachable after {attempt + 1} tries "
                         f"({type(e).__name__})",
                         hint="is the registry running, and is the image name right?",
@@ -185,7 +199,7 @@ class RegistryClient:
                     continue
             if resp.status_code == 401:
                 who = f"user {self.auth[0]!r}" if self.auth else "no credentials"
-                raise RegistryError(
+                raise OCIError(
                     f"registry {self.registry} refused {who} for {repo} (401 unauthorized)",
                     hint="check LEPTON_REGISTRY_USERNAME/LEPTON_REGISTRY_PASSWORD or "
                     "`docker login` (the docker config's auths)",
@@ -196,11 +210,9 @@ class RegistryClient:
                 continue
             return resp
 
-    def _fail(self, what: str, resp: requests.Response) -> RegistryError:
+    def _fail(self, what: str, resp: requests.Response) -> OCIError:
         detail = resp.text[:300].strip()
-        return RegistryError(
-            f"registry {self.registry}: {what} failed: {resp.status_code} {detail}"
-        )
+        return OCIError(f"registry {self.registry}: {what} failed: {resp.status_code} {detail}")
 
     # -- blobs -----------------------------------------------------------------------------
 
@@ -212,8 +224,8 @@ class RegistryClient:
         r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo)
         if r.status_code != 200:
             raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
-        if oci.sha256(r.content) != digest:
-            raise RegistryError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
+        if sha256(r.content) != digest:
+            raise OCIError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
         return r.content
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
@@ -288,17 +300,17 @@ class RegistryClient:
             "GET",
             f"/v2/{repo}/manifests/{reference}",
             repo=repo,
-            headers={"Accept": ", ".join(oci.MANIFEST_TYPES)},
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
         )
         if r.status_code == 404:
-            raise RegistryError(
+            raise OCIError(
                 f"image {self.registry}/{repo}:{reference} not found in the registry",
                 hint="build and push it first, or fix the name in lepton.yaml",
             )
         if r.status_code != 200:
             raise self._fail(f"GET manifest {repo}:{reference}", r)
         media = r.headers.get("Content-Type", "").split(";")[0]
-        return r.content, media, oci.sha256(r.content)
+        return r.content, media, sha256(r.content)
 
     def manifest_digest(self, repo: str, reference: str) -> str | None:
         """The digest a tag points at (HEAD, no body), or None if the tag does not exist."""
@@ -306,7 +318,7 @@ class RegistryClient:
             "HEAD",
             f"/v2/{repo}/manifests/{reference}",
             repo=repo,
-            headers={"Accept": ", ".join(oci.MANIFEST_TYPES)},
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},
         )
         if r.status_code != 200:
             return None
@@ -322,22 +334,42 @@ class RegistryClient:
         )
         if r.status_code != 201:
             raise self._fail(f"PUT manifest {repo}:{reference}", r)
-        return oci.sha256(body)
+        return sha256(body)
 
     def image_manifest(self, repo: str, reference: str) -> tuple[dict[str, Any], str]:
         """The single-platform manifest (linux/amd64 from an index) and its digest."""
         body, media, digest = self.get_manifest(repo, reference)
         doc = json.loads(body)
-        if media in (oci.INDEX_OCI, oci.LIST_DOCKER) or "manifests" in doc:
+        if media in (INDEX_OCI, LIST_DOCKER) or "manifests" in doc:
             arch = os.environ.get("LEPTON_PLATFORM_ARCH", "amd64")
             for m in doc["manifests"]:
                 p = m.get("platform", {})
                 if p.get("os") == "linux" and p.get("architecture") == arch:
                     return self.image_manifest(repo, m["digest"])
-            raise RegistryError(f"{repo}:{reference} has no linux/{arch} image")
+            raise OCIError(f"{repo}:{reference} has no linux/{arch} image")
         return doc, digest
 
 
 class _UploadBroken(Exception):
     def __init__(self, resp: requests.Response) -> None:
         self.resp = resp
+
+
+ClientFactory = Callable[[str], OCIClient]
+
+
+def client_factory(
+    env: Mapping[str, str], rt: Runtime | None, insecure: bool | None
+) -> ClientFactory:
+    """One client per registry, credentials from env or the docker config, masked in the log."""
+    clients: dict[str, OCIClient] = {}
+
+    def get(registry: str) -> OCIClient:
+        if registry not in clients:
+            creds = credentials(registry, env)
+            if creds and rt is not None:
+                rt.mask(creds[1])
+            clients[registry] = OCIClient(registry, auth=creds, insecure=insecure)
+        return clients[registry]
+
+    return get

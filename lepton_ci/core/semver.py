@@ -94,3 +94,8 @@ def bump_from_commits(messages: list[str]) -> Bump:
         if _FEAT.match(msg):
             part = "minor"
     return part
+
+
+def image_tag(version: str) -> str:
+    """The image tag of a version, `v1.2.3` -> `1.2.3`: the one rule build and deploy share."""
+    return Version.parse(version).plain

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lepton_ci.core.config import DeployConfig, DeployEnvironment
+from lepton_ci.core.paths import StatePaths
 from lepton_ci.deploy import health, manifests
 from lepton_ci.deploy.podman import PodmanTarget, RolloutFailed
 from lepton_ci.deploy.releases import (
@@ -77,7 +78,7 @@ class Deployer:
             )
         self.model, self.env_name, self.config, self.root = model, env_name, deploy, root
         self.env: DeployEnvironment = deploy.environments[env_name]
-        state = root / deploy.state_dir / model.replace("/", "--") / env_name
+        state = StatePaths(root).deploy_state(deploy.state_dir, model, env_name)
         self.store: Store = store or FileStore(state)
         self.target: Target = target or PodmanTarget(state)
         self.checker = checker

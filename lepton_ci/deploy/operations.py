@@ -6,11 +6,11 @@ from typing import Any
 
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError
-from lepton_ci.core.oci_client import Ref
+from lepton_ci.core.oci_client import Ref, client_factory
+from lepton_ci.core.semver import image_tag
 from lepton_ci.deploy import manifests
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
-from lepton_ci.image.build import client_factory
 
 
 def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) -> Deployer:
@@ -41,7 +41,7 @@ def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) ->
             store=k8s_target.ConfigMapStore(api, namespace, manifests.dns_name(model, env_name)),
             log=log,
         )
-    state = ctx.cfg.root / cfg.deploy.state_dir / model.replace("/", "--") / env_name
+    state = ctx.paths.deploy_state(cfg.deploy.state_dir, model, env_name)
     target = PodmanTarget(state, PodmanCLI(ctx.env))
     return Deployer(model, env_name, cfg.deploy, ctx.cfg.root, target=target, log=log)
 
@@ -77,7 +77,7 @@ def release(
     if image is None:
         if cfg.image is None:
             raise LeptonError("no image to deploy: pass --image REF@DIGEST or add `image:`")
-        ref = Ref.parse(f"{cfg.image.name}:{rec.candidate_version.lstrip('v')}")
+        ref = Ref.parse(f"{cfg.image.name}:{image_tag(rec.candidate_version)}")
         client = client_factory(ctx.env, ctx.rt, cfg.image.insecure)(ref.registry)
         digest = client.manifest_digest(ref.repository, ref.reference)
         if digest is None:

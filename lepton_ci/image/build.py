@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from lepton_ci.core.config import ImageConfig, ModelConfig
 from lepton_ci.core.errors import LeptonError, RecordError
 from lepton_ci.core.git import Git
 from lepton_ci.core.hashing import StatCache
-from lepton_ci.core.oci_client import Ref, RegistryClient, RegistryError, credentials
+from lepton_ci.core.oci_client import MANIFEST_OCI, ClientFactory, OCIError, Ref, sha256
 from lepton_ci.core.record import Record
 from lepton_ci.image import layers as oci
 from lepton_ci.image import metadata as imagemeta
@@ -28,25 +27,7 @@ from lepton_ci.image.progress import Progress
 from lepton_ci.run import lineage
 
 if TYPE_CHECKING:
-    from lepton_ci.core.gha import Runtime
-
-ClientFactory = Callable[[str], RegistryClient]
-
-
-def client_factory(
-    env: Mapping[str, str], rt: Runtime | None, insecure: bool | None
-) -> ClientFactory:
-    clients: dict[str, RegistryClient] = {}
-
-    def get(registry: str) -> RegistryClient:
-        if registry not in clients:
-            creds = credentials(registry, env)
-            if creds and rt is not None:
-                rt.mask(creds[1])
-            clients[registry] = RegistryClient(registry, auth=creds, insecure=insecure)
-        return clients[registry]
-
-    return get
+    pass
 
 
 @dataclass
@@ -93,15 +74,15 @@ class LayersBuilder:
         card_text: str,
         git: Git | None = None,
     ) -> Plan:
-        image = _image(cfg)
+        image = image_config(cfg)
         if image.base is None:
             raise LeptonError("the `layers` builder needs `image.base` in lepton.yaml")
         target, base = Ref.parse(image.name), Ref.parse(image.base)
         base_client = self.clients(base.registry)
         try:
             base_manifest, _ = base_client.image_manifest(base.repository, base.reference)
-        except RegistryError as e:
-            raise RegistryError(
+        except OCIError as e:
+            raise OCIError(
                 f"base image {image.base} is not available: {e.message}",
                 hint="push the base image first, or fix `image.base` in lepton.yaml",
             ) from None
@@ -203,13 +184,13 @@ class LayersBuilder:
                     else None,
                 )
             report[layer.name] = {"digest": layer.digest, "size": layer.size, "uploaded": sent}
-        config_digest = oci.sha256(plan.config)
+        config_digest = sha256(plan.config)
         if not client.blob_exists(repo, config_digest):
             client.upload_blob(repo, config_digest, plan.config)
-        digest = oci.sha256(plan.manifest)
+        digest = sha256(plan.manifest)
         for tag in tags:
             if client.manifest_digest(repo, tag) != digest:  # a tag already right is left alone
-                client.put_manifest(repo, tag, plan.manifest, oci.MANIFEST_OCI)
+                client.put_manifest(repo, tag, plan.manifest, MANIFEST_OCI)
         for layer in plan.layers:
             layer.file.unlink(missing_ok=True)
         return BuildResult(
@@ -229,7 +210,7 @@ def _last_change(git: Git | None, model_dir: Path, paths: list[str], default: in
     return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else default
 
 
-def _image(cfg: ModelConfig) -> ImageConfig:
+def image_config(cfg: ModelConfig) -> ImageConfig:
     if cfg.image is None:
         raise LeptonError(
             "this model has no `image:` section in lepton.yaml",
@@ -250,7 +231,7 @@ class DockerfileBuilder:
     ) -> BuildResult:
         import docker.errors
 
-        image = _image(cfg)
+        image = image_config(cfg)
         target = Ref.parse(image.name)
         repo = f"{target.registry}/{target.repository}"
         context = (model_dir / image.context).resolve()
@@ -285,7 +266,7 @@ class DockerfileBuilder:
                 final.tag(repo, tag)
                 for line in self.docker.images.push(repo, tag=tag, stream=True, decode=True):
                     if "error" in line:
-                        raise RegistryError(f"push of {repo}:{tag} failed: {line['error']}")
+                        raise OCIError(f"push of {repo}:{tag} failed: {line['error']}")
                     aux = line.get("aux") or {}
                     status = str(line.get("status", ""))
                     if aux.get("Digest"):

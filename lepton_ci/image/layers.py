@@ -19,18 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
-INDEX_OCI = "application/vnd.oci.image.index.v1+json"
-CONFIG_OCI = "application/vnd.oci.image.config.v1+json"
-LAYER_OCI = "application/vnd.oci.image.layer.v1.tar+gzip"
-MANIFEST_DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
-LIST_DOCKER = "application/vnd.docker.distribution.manifest.list.v2+json"
+from lepton_ci.core.oci_client import (
+    CONFIG_OCI,
+    LAYER_OCI,
+    MANIFEST_OCI,
+    sha256,
+)
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-MANIFEST_TYPES = (MANIFEST_OCI, MANIFEST_DOCKER, INDEX_OCI, LIST_DOCKER)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

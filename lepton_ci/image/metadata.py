@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from lepton_ci.core.config import ImageConfig
 from lepton_ci.core.record import Record
-from lepton_ci.core.semver import Version
+from lepton_ci.core.semver import Version, image_tag
 
 RECORD_PATH = "/lepton/record.json"
 CARD_PATH = "/lepton/model_card.md"
@@ -23,7 +23,7 @@ def tags(rec: Record, env: Mapping[str, str], pr: int | None = None) -> list[str
     if not rec.candidate_version:
         return [short]
     v = Version.parse(rec.candidate_version)
-    out = [v.plain]
+    out = [image_tag(rec.candidate_version)]
     if not v.pre:
         out.append(f"{v.major}.{v.minor}")
     return [*out, short]
@@ -37,9 +37,10 @@ def labels(
     rec: Record, cfg: ImageConfig, *, description: str = "", license_: str | None = None
 ) -> dict[str, str]:
     key = [g for g in rec.gates if g.key] or [g for g in rec.gates if g.verdict != "info"][:3]
+    version = image_tag(rec.candidate_version) if rec.candidate_version else ""
     out = {
         "org.opencontainers.image.title": rec.model,
-        "org.opencontainers.image.version": (rec.candidate_version or "").lstrip("v"),
+        "org.opencontainers.image.version": version,
         "org.opencontainers.image.revision": rec.git.sha,
         "org.opencontainers.image.created": created(rec),
         "org.opencontainers.image.description": description[:500],

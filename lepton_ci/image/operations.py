@@ -8,19 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import RegistryError as TagRegistryError
 from lepton_ci.core.gha import load_event
-from lepton_ci.core.oci_client import Ref
-from lepton_ci.image import layers as oci
+from lepton_ci.core.oci_client import MANIFEST_OCI, ClientFactory, OCIError, Ref, client_factory
 from lepton_ci.image import metadata as imagemeta
-from lepton_ci.image.build import (
-    BuildResult,
-    ClientFactory,
-    DockerfileBuilder,
-    LayersBuilder,
-    _image,
-    client_factory,
-)
+from lepton_ci.image.build import BuildResult, DockerfileBuilder, LayersBuilder, image_config
 from lepton_ci.report import card
 
 
@@ -34,7 +25,7 @@ def build(
     docker_client: Any = None,
 ) -> BuildResult:
     _, cfg = ctx.cfg.model(model)
-    image = _image(cfg)
+    image = image_config(cfg)
     rec = ctx.record(model, version)
     pr = (load_event(ctx.env).get("pull_request") or {}).get("number")
     tags = imagemeta.tags(rec, ctx.env, pr=pr if isinstance(pr, int) else None)
@@ -51,7 +42,7 @@ def build(
                 timeout=300,
             )
         return DockerfileBuilder(docker_client, clients).build(model_dir, rec, cfg, card_text, tags)
-    work = ctx.cfg.root / ".lepton" / "image"
+    work = ctx.paths.image_work
     b = LayersBuilder(clients, workdir=work)
     return b.perform(b.prepare(model_dir, rec, cfg, card_text, ctx.git), tags)
 
@@ -101,7 +92,7 @@ def retag(ref_text: str, new_tags: list[str], clients: ClientFactory | None = No
     client = (clients or client_factory(os.environ, None, None))(ref.registry)
     body, media, digest = client.get_manifest(ref.repository, ref.reference)
     if ref.digest and digest != ref.digest:
-        raise TagRegistryError(f"{ref}: registry returned {digest}, not the digest asked for")
+        raise OCIError(f"{ref}: registry returned {digest}, not the digest asked for")
     for tag in new_tags:
-        client.put_manifest(ref.repository, tag, body, media or oci.MANIFEST_OCI)
+        client.put_manifest(ref.repository, tag, body, media or MANIFEST_OCI)
     return digest

@@ -11,6 +11,7 @@ from typing import Any
 from lepton_ci.core.errors import LeptonError, RecordError
 from lepton_ci.core.gha import Runtime, load_event
 from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.paths import StatePaths
 from lepton_ci.core.record import Record
 from lepton_ci.report import comment as report
 from lepton_ci.report import sticky
@@ -38,7 +39,7 @@ def meta_from_env(
 
 
 def bundle_dir(root: Path, model: str) -> Path:
-    return root / ".lepton" / "report" / model.replace("/", "--")
+    return StatePaths(root).report_bundle(model)
 
 
 @dataclass

@@ -6,11 +6,12 @@ import platform
 import sys
 from pathlib import Path
 
+from lepton_ci.core import paths
 from lepton_ci.core.errors import InputError
 from lepton_ci.core.hashing import StatCache, combine, hash_bytes
 from lepton_ci.core.record import Environment, FileEntry, Lineage
 
-_SKIP_DIRS = {".git", ".lepton", "__pycache__", ".venv", "node_modules", ".mypy_cache"}
+_SKIP_DIRS = {".git", paths.STATE, "__pycache__", ".venv", "node_modules", ".mypy_cache"}
 
 
 def expand(root: Path, patterns: list[str], *, what: str, required: bool) -> list[Path]:

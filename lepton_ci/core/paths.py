@@ -1,0 +1,49 @@
+"""Where lepton-ci keeps its working state: one table of `.lepton/` paths and one slug.
+
+Everything lepton-ci writes into a repository lives under `.lepton/` (runs, report bundles,
+image build scratch, deploy state, run-cache); model names with `/` become one path segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE = ".lepton"
+DEPLOY_STATE = f"{STATE}/deploy"  # default of `deploy.state_dir`
+RUN_CACHE = f"{STATE}/cache"  # default of `cache.dir`
+
+
+def slug(model: str) -> str:
+    """A model name as one file-name segment (`team/clf` -> `team--clf`)."""
+    return model.replace("/", "--")
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """The `.lepton/` paths of one repository."""
+
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE
+
+    def run_record(self, model: str) -> Path:
+        """The evidence record of the model's last run."""
+        return self.state / "runs" / f"{slug(model)}.json"
+
+    @property
+    def reports(self) -> Path:
+        return self.state / "report"
+
+    def report_bundle(self, model: str) -> Path:
+        """The report bundle `run` writes for the PR comment (fork-safe upload)."""
+        return self.reports / slug(model)
+
+    @property
+    def image_work(self) -> Path:
+        return self.state / "image"
+
+    def deploy_state(self, state_dir: str, model: str, env_name: str) -> Path:
+        return self.root / state_dir / slug(model) / env_name
