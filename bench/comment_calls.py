@@ -45,7 +45,7 @@ def measure(before: int, after: int) -> None:
         discuss(before)
         gh = GitHubClient("test-token", base_url=srv.url, sleep=lambda s: None)
 
-        def post(text: str) -> sticky.Outcome:
+        def post(text: str) -> sticky.Upserted:
             start = gh.calls
             gh.pull(REPO, PR)
             r, meta = rendered(text)

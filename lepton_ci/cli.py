@@ -328,10 +328,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_card(args: argparse.Namespace) -> int:
     from lepton_ci.report import card
+    from lepton_ci.versions import evidence
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    rec = ctx.record(name, args.version or None)
+    rec = evidence.load(ctx, name, args.version or None)
     result = card.write(ctx, rec, Path(args.out) if args.out else None)
     ctx.rt.set_outputs({"card": str(result.path)})
     if args.print:

@@ -6,15 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lepton_ci.core import config as config_mod
 from lepton_ci.core.gha import Runtime
 from lepton_ci.core.git import Git
 from lepton_ci.core.paths import StatePaths
-
-if TYPE_CHECKING:
-    from lepton_ci.core.record import Record
 
 
 @dataclass
@@ -42,24 +38,6 @@ class Context:
 
     def record_path(self, model: str) -> Path:
         return self.paths.run_record(model)
-
-    def record(self, model: str, version: str | None = None) -> Record:
-        """The evidence record of a registered version (from its tag), else of the last run."""
-        from lepton_ci.core import record as record_mod
-        from lepton_ci.core.errors import RegistryError
-        from lepton_ci.versions.registry import Registry
-
-        if version is None:
-            return record_mod.load(self.record_path(model))
-        reg = Registry(self.git)
-        info = reg.read(model).find(model, version)
-        rec = reg.record(info.tag)
-        if rec is None:
-            raise RegistryError(
-                f"{info.tag} carries no evidence record",
-                hint="register versions with `lepton-ci register`",
-            )
-        return rec
 
     def run_url(self) -> str | None:
         e = self.env

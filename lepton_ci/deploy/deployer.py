@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from lepton_ci.core.config import DeployConfig, DeployEnvironment
-from lepton_ci.core.paths import StatePaths
 from lepton_ci.deploy import health, manifests
-from lepton_ci.deploy.podman import PodmanTarget, RolloutFailed
+from lepton_ci.deploy.contract import RolloutFailed, Store, Target
 from lepton_ci.deploy.releases import (
     HEALTHY,
     DeployError,
-    FileStore,
     Revision,
     current,
     next_number,
@@ -30,25 +26,8 @@ from lepton_ci.deploy.releases import (
 )
 
 
-class Target(Protocol):
-    """Where releases run: podman pods on one host, or a Kubernetes cluster."""
-
-    def apply(self, name: str, text: str) -> list[str]: ...
-    def wait(self, text: str, budget: float, ready_url: str | None) -> float: ...
-    def remove(self, name: str) -> None: ...
-    def scale_to_zero(self, name: str) -> None: ...
-
-
-class Store(Protocol):
-    """Where revisions are kept, and the one-deploy-at-a-time lock."""
-
-    def list(self) -> list[Revision]: ...
-    def save(self, rev: Revision) -> None: ...
-    def lock(self, timeout: float) -> AbstractContextManager[None]: ...
-
-
 @dataclass
-class Outcome:
+class DeployOutcome:
     revision: Revision
     reverted_to: Revision | None = None
     removed: bool = False
@@ -57,7 +36,7 @@ class Outcome:
 
 
 class Deployer:
-    """One environment of one model. Target and store are handed in (tests use their own)."""
+    """One environment of one model, on the target and store handed in."""
 
     def __init__(
         self,
@@ -66,8 +45,8 @@ class Deployer:
         deploy: DeployConfig,
         root: Path,
         *,
-        target: Target | None = None,
-        store: Store | None = None,
+        target: Target,
+        store: Store,
         checker: Callable[..., health.Report] = health.run,
         log: Callable[[str], None] = print,
     ) -> None:
@@ -78,9 +57,7 @@ class Deployer:
             )
         self.model, self.env_name, self.config, self.root = model, env_name, deploy, root
         self.env: DeployEnvironment = deploy.environments[env_name]
-        state = StatePaths(root).deploy_state(deploy.state_dir, model, env_name)
-        self.store: Store = store or FileStore(state)
-        self.target: Target = target or PodmanTarget(state)
+        self.store, self.target = store, target
         self.checker = checker
         self.log = log
         self.name = manifests.dns_name(model, env_name)
@@ -121,7 +98,7 @@ class Deployer:
             self.store.save(old)
 
     def _restore(
-        self, good: Revision, description: str, budget: float, outcome: Outcome
+        self, good: Revision, description: str, budget: float, outcome: DeployOutcome
     ) -> Revision:
         revs = self.store.list()
         again = good.model_copy(
@@ -149,11 +126,11 @@ class Deployer:
         self._finish(again, "deployed", why)
         return again
 
-    def _remove(self, outcome: Outcome) -> None:
+    def _remove(self, outcome: DeployOutcome) -> None:
         self.target.remove(self.name)
         outcome.removed = True
 
-    def repair(self, outcome: Outcome) -> Revision | None:
+    def repair(self, outcome: DeployOutcome) -> Revision | None:
         """A pending revision means a job died mid-way: fail it and restore the last good.
 
         Returns the revision that restored it, if one was made."""
@@ -186,9 +163,9 @@ class Deployer:
 
     # -- operations ----------------------------------------------------------------------
 
-    def deploy(self, release: manifests.Release, *, dry_run: bool = False) -> Outcome:
+    def deploy(self, release: manifests.Release, *, dry_run: bool = False) -> DeployOutcome:
         with self.store.lock(self.config.lock_timeout):
-            outcome = Outcome(revision=None)  # type: ignore[arg-type]
+            outcome = DeployOutcome(revision=None)  # type: ignore[arg-type]
             if not dry_run:
                 self.repair(outcome)
             revs = self.store.list()
@@ -249,9 +226,9 @@ class Deployer:
                 ),
             )
 
-    def rollback(self, to: int | None = None) -> Outcome:
+    def rollback(self, to: int | None = None) -> DeployOutcome:
         with self.store.lock(self.config.lock_timeout):
-            outcome = Outcome(revision=None)  # type: ignore[arg-type]
+            outcome = DeployOutcome(revision=None)  # type: ignore[arg-type]
             repaired = self.repair(outcome)
             if repaired is not None and to is None:
                 outcome.revision = repaired  # the interrupted release was already undone
@@ -292,7 +269,7 @@ class Deployer:
 class DeployFailed(DeployError):
     """The new release failed and the previous one was put back."""
 
-    def __init__(self, outcome: Outcome, message: str) -> None:
+    def __init__(self, outcome: DeployOutcome, message: str) -> None:
         env = outcome.revision.env if outcome.revision else "ENV"
         super().__init__(message, hint=f"see the failing probes in `lepton-ci history {env}`")
         self.outcome = outcome

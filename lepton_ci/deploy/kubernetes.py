@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from lepton_ci.deploy import manifests
-from lepton_ci.deploy.podman import RolloutFailed
+from lepton_ci.deploy.contract import RolloutFailed
 from lepton_ci.deploy.releases import DeployError, Revision, now
 
 SSA = "application/apply-patch+yaml"

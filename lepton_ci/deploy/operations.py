@@ -11,6 +11,8 @@ from lepton_ci.core.semver import image_tag
 from lepton_ci.deploy import manifests
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
+from lepton_ci.deploy.releases import FileStore
+from lepton_ci.versions import evidence
 
 
 def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) -> Deployer:
@@ -43,7 +45,9 @@ def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) ->
         )
     state = ctx.paths.deploy_state(cfg.deploy.state_dir, model, env_name)
     target = PodmanTarget(state, PodmanCLI(ctx.env))
-    return Deployer(model, env_name, cfg.deploy, ctx.cfg.root, target=target, log=log)
+    return Deployer(
+        model, env_name, cfg.deploy, ctx.cfg.root, target=target, store=FileStore(state), log=log
+    )
 
 
 def find_model_for_env(ctx: Context, env_name: str, model: str | None) -> str:
@@ -71,7 +75,7 @@ def release(
     ctx: Context, model: str, *, version: str | None, image: str | None, revision: int = 0
 ) -> manifests.Release:
     _, cfg = ctx.cfg.model(model)
-    rec = ctx.record(model, version)
+    rec = evidence.load(ctx, model, version)
     if not rec.candidate_version:
         raise LeptonError(f"the record of {model} has no version")
     if image is None:

@@ -19,12 +19,9 @@ import yaml
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.oci_client import Ref, is_loopback
 from lepton_ci.deploy import manifests
+from lepton_ci.deploy.contract import RolloutFailed
 
 SUPPORTED = {"Deployment", "Pod", "ConfigMap", "Secret", "PersistentVolumeClaim"}
-
-
-class RolloutFailed(LeptonError):
-    """The new pods did not come up within the rollout budget."""
 
 
 class PodmanCLI:

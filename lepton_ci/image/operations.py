@@ -13,6 +13,7 @@ from lepton_ci.core.oci_client import MANIFEST_OCI, ClientFactory, OCIError, Ref
 from lepton_ci.image import metadata as imagemeta
 from lepton_ci.image.build import BuildResult, DockerfileBuilder, LayersBuilder, image_config
 from lepton_ci.report import card
+from lepton_ci.versions import evidence
 
 
 def build(
@@ -26,7 +27,7 @@ def build(
 ) -> BuildResult:
     _, cfg = ctx.cfg.model(model)
     image = image_config(cfg)
-    rec = ctx.record(model, version)
+    rec = evidence.load(ctx, model, version)
     pr = (load_event(ctx.env).get("pull_request") or {}).get("number")
     tags = imagemeta.tags(rec, ctx.env, pr=pr if isinstance(pr, int) else None)
     card_text = card.render(ctx, rec)

@@ -45,7 +45,7 @@ def bundle_dir(root: Path, model: str) -> Path:
 @dataclass
 class Posted:
     rendered: report.Rendered
-    outcome: sticky.Outcome | None  # None: rendered locally, nothing posted
+    outcome: sticky.Upserted | None  # None: rendered locally, nothing posted
     path: Path | None
 
 

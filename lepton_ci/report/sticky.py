@@ -17,7 +17,7 @@ from lepton_ci.report.comment import BundleMeta, Rendered, marker, parse_meta
 
 
 @dataclass
-class Outcome:
+class Upserted:
     action: str  # created, updated, unchanged, stale
     comment_id: int | None
     url: str | None
@@ -41,7 +41,7 @@ def upsert(
     meta: BundleMeta,
     *,
     head_sha: str | None,
-) -> Outcome:
+) -> Upserted:
     start = client.calls
     mark = marker(meta.model, meta.workflow)
 
@@ -57,13 +57,13 @@ def upsert(
     if existing is not None:
         old = parse_meta(existing["body"])
         if old.get("digest") == rendered.digest and old.get("sha") == meta.head_sha:
-            return Outcome(
+            return Upserted(
                 "unchanged", existing["id"], existing.get("html_url"), client.calls - start
             )
         if _older(meta, old, head_sha):
-            return Outcome("stale", existing["id"], existing.get("html_url"), client.calls - start)
+            return Upserted("stale", existing["id"], existing.get("html_url"), client.calls - start)
         c = client.update_comment(repo, existing["id"], rendered.body)
-        return Outcome("updated", c["id"], c.get("html_url"), client.calls - start)
+        return Upserted("updated", c["id"], c.get("html_url"), client.calls - start)
 
     created = client.create_comment(repo, pr, rendered.body)
     found = ours()
@@ -74,5 +74,5 @@ def upsert(
         old = parse_meta(keep["body"])
         if old.get("digest") != rendered.digest and not _older(meta, old, head_sha):
             client.update_comment(repo, keep["id"], rendered.body)
-        return Outcome("updated", keep["id"], keep.get("html_url"), client.calls - start)
-    return Outcome("created", created["id"], created.get("html_url"), client.calls - start)
+        return Upserted("updated", keep["id"], keep.get("html_url"), client.calls - start)
+    return Upserted("created", created["id"], created.get("html_url"), client.calls - start)
