@@ -26,7 +26,7 @@ FORMATS = ("table", "markdown", "json")
 def _ctx(args: argparse.Namespace) -> Context:
     from lepton_ci.core.context import Context
 
-    return Context.load(args.config, Path(args.directory) if args.directory else None)
+    return Context.load(args.config)
 
 
 def _print(text: str) -> None:
@@ -165,7 +165,7 @@ def _registry_state(args: argparse.Namespace) -> Any:
     from lepton_ci.core.git import Git
     from lepton_ci.versions.registry import Registry
 
-    return Registry(Git(Path(args.directory or "."))).read(getattr(args, "model", None))
+    return Registry(Git(Path.cwd())).read(getattr(args, "model", None))
 
 
 def _when(ts: int) -> str:
@@ -298,7 +298,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from lepton_ci.versions.registry import Registry
 
     model, _, version = args.ref.partition("@")
-    reg = Registry(Git(Path(args.directory or ".")))
+    reg = Registry(Git(Path.cwd()))
     state = reg.read(model)
     info = state.find(model, version) if version else state.latest(model)
     if info is None:
@@ -771,7 +771,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     start_dir = Path.cwd()
     try:
         if args.directory:
-            os.chdir(args.directory)  # like `git -C`: every relative path is from DIR
+            # Like `git -C`: every relative path, DIR's own included, is from here on from DIR.
+            try:
+                os.chdir(args.directory)
+            except OSError as e:
+                raise LeptonError(
+                    f"-C {args.directory}: {e.strerror}", hint="give an existing directory"
+                ) from None
         return int(args.fn(args))
     except LeptonError as e:
         rt = Runtime(stream=sys.stderr)

@@ -116,3 +116,33 @@ def test_closed_pipe_exits_quietly(toy_repo):
     err = proc.stderr.read()
     assert "unexpected error" not in err
     assert proc.returncode == 141
+
+
+@pytest.mark.e2e
+def test_relative_and_absolute_dash_c_reach_the_same_repository(cli, toy_repo, monkeypatch, capsys):
+    cli("run")
+    cli("register")
+    monkeypatch.chdir(toy_repo.parent)
+    for directory in (toy_repo.name, str(toy_repo)):
+        for args in (["versions", "--json"], ["show", "toy", "--json"], ["history", "toy"]):
+            code = cli_mod.main(["-C", directory, *args])
+            out, err = capsys.readouterr()
+            assert code == 0, (directory, args, err)
+            assert "v0.1.0" in out, (directory, args, out)
+
+
+@pytest.mark.unit
+def test_missing_dash_c_directory_is_named_not_blamed_on_git(tmp_path, capsys):
+    code = cli_mod.main(["-C", str(tmp_path / "nope"), "versions"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "nope" in err and "git is not installed" not in err
+
+
+@pytest.mark.unit
+def test_git_in_a_vanished_directory_says_so(tmp_path):
+    from lepton_ci.core.errors import GitError
+    from lepton_ci.core.git import Git
+
+    with pytest.raises(GitError, match="no such directory"):
+        Git(tmp_path / "gone").run(["status"])

@@ -39,6 +39,12 @@ class Git:
                 check=False,
             )
         except FileNotFoundError as e:
+            # Popen reports a missing working directory and a missing program alike.
+            if not self.cwd.is_dir():
+                raise GitError(
+                    f"`git {' '.join(args[:2])}` cannot run in {self.cwd}: no such directory",
+                    hint="check the directory given with -C or working-directory",
+                ) from e
             raise GitError("git is not installed", hint="install git (apt-get install git)") from e
         except subprocess.TimeoutExpired as e:
             raise GitError(f"`git {' '.join(args[:2])}` timed out after {e.timeout:.0f}s") from e
