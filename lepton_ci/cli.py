@@ -7,17 +7,20 @@ them, so `lepton-ci --version` and `--help` start fast.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lepton_ci import __version__
+from lepton_ci.core.printer import echo, emit, to_json
 
 if TYPE_CHECKING:
     from lepton_ci.core.context import Context
+    from lepton_ci.core.git import Git
+    from lepton_ci.deploy.operations import EnvironmentOperation
 
 REPORT_URL = "https://github.com/lepton-ci/lepton-ci/issues"
 FORMATS = ("table", "markdown", "json")
@@ -29,556 +32,198 @@ def _ctx(args: argparse.Namespace) -> Context:
     return Context.load(args.config)
 
 
-def _print(text: str) -> None:
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+def _git() -> Git:
+    from lepton_ci.core.git import Git
+
+    return Git(Path.cwd())
 
 
-# -- commands ------------------------------------------------------------------------------
+# -- commands: parse, call one operation, print ---------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lepton_ci.report import bundle
     from lepton_ci.run import diffview
-    from lepton_ci.run import operation as runs
+    from lepton_ci.run.operation import RunOptions, raise_on_failure
 
     ctx = _ctx(args)
-    models = args.model or list(ctx.cfg.config.models)
-    for m in models:
-        ctx.cfg.model(m)
-    opts = runs.RunOptions(
-        use_cache=not args.no_cache,
-        baseline=args.baseline,
-        base_ref=args.base_ref,
-    )
-    from lepton_ci.report import comment as report
-    from lepton_ci.report import publish
-    from lepton_ci.versions.registry import Registry
-
-    records = runs.run(ctx, models, opts)
-    bundles = {}
-    for rec in records:
-        meta = publish.meta_from_env(ctx.env, rec, Registry(ctx.git))
-        bundles[rec.model] = report.write_bundle(
-            publish.bundle_dir(ctx.cfg.root, rec.model), rec, meta
-        )
-        _print(diffview.render(rec, args.format))
-        ctx.rt.summary(diffview.as_markdown(rec))
-        for g in rec.gates:
-            if g.verdict == "fail":
-                ctx.rt.error(f"{g.metric}: {'; '.join(g.reasons)}", title=f"{rec.model} gate")
-    if len(records) == 1:
-        rec = records[0]
-        ctx.rt.set_outputs(
-            {
-                "verdict": rec.verdict,
-                "record": str(ctx.record_path(rec.model)),
-                "cache-hit": str(rec.cache.hit).lower(),
-                "version": rec.candidate_version or "",
-                "baseline": rec.baseline.tag if rec.baseline else "",
-                "report": str(bundles[rec.model]),
-            }
-        )
-    else:
-        ctx.rt.set_output(
-            "verdict", "fail" if any(r.verdict == "fail" for r in records) else "pass"
-        )
-        ctx.rt.set_output("report", str(ctx.paths.reports))
+    opts = RunOptions(use_cache=not args.no_cache, baseline=args.baseline, base_ref=args.base_ref)
+    report = bundle.run_and_bundle(ctx, args.model or list(ctx.cfg.config.models), opts)
+    for rec in report.records:
+        echo(diffview.render(rec, args.format))
+    report.announce(ctx.rt)
     if not args.no_fail:
-        runs.raise_on_failure(records)
+        raise_on_failure(report.records)
     return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from lepton_ci.core import record as record_mod
-    from lepton_ci.run import diffview, gates
-    from lepton_ci.run.operation import RunOptions, resolve_baseline
+    from lepton_ci.run import diffview
+    from lepton_ci.run.operation import regate
 
-    ctx = _ctx(args)
-    name, cfg = ctx.cfg.model(args.model)
-    rec = record_mod.load(Path(args.record) if args.record else ctx.record_path(name))
-    if args.baseline:
-        base = resolve_baseline(ctx, name, RunOptions(baseline=args.baseline))
-        results = gates.evaluate(rec.metrics, base.metrics if base else None, cfg.gates)
-        rec = rec.model_copy(
-            update={"baseline": base, "gates": results, "verdict": gates.verdict(results)}
-        )
-    _print(diffview.render(rec, "json" if args.json else args.format))
+    record = Path(args.record) if args.record else None
+    rec = regate(_ctx(args), args.model, record_path=record, baseline=args.baseline)
+    echo(diffview.render(rec, "json" if args.json else args.format))
     return 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from lepton_ci.versions import operations as versioning
+    from lepton_ci.versions import operations
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    res = versioning.register(
+    res = operations.register(
         ctx, name, version=args.version, bump=args.bump, push=args.push, remote=args.remote
     )
-    ctx.rt.set_outputs({"version": str(res.version), "tag": res.tag, "sha": res.sha})
-    if args.json:
-        _print(
-            json.dumps(
-                {
-                    "model": name,
-                    "version": str(res.version),
-                    "tag": res.tag,
-                    "sha": res.sha,
-                    "pushed": res.pushed,
-                }
-            )
-        )
-    else:
-        _print(
-            f"registered {res.tag} at {res.sha[:12]} ({res.record.verdict})"
-            + (f", pushed to {args.remote}" if res.pushed else "")
-        )
+    res.outputs().write(ctx.rt)
+    emit(res, as_json=args.json, text=res.text(args.remote))
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from lepton_ci.versions import operations as versioning
+    from lepton_ci.versions import operations
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    res = versioning.promote(
+    res = operations.promote(
         ctx, name, args.version, args.stage, push=args.push, remote=args.remote, actor=args.actor
     )
-    ctx.rt.set_outputs({"tag": res.tag, "version": str(res.version), "sha": res.sha})
-    if args.json:
-        _print(
-            json.dumps(
-                {
-                    "model": name,
-                    "version": str(res.version),
-                    "stage": res.stage,
-                    "tag": res.tag,
-                    "sha": res.sha,
-                    "pushed": res.pushed,
-                }
-            )
-        )
-    else:
-        _print(f"promoted {name}@{res.version} to {res.stage} ({res.tag})")
+    res.outputs().write(ctx.rt)
+    emit(res, as_json=args.json, text=f"promoted {name}@{res.version} to {res.stage} ({res.tag})")
     return 0
 
 
-def _registry_state(args: argparse.Namespace) -> Any:
-    from lepton_ci.core.git import Git
-    from lepton_ci.versions.registry import Registry
-
-    return Registry(Git(Path.cwd())).read(getattr(args, "model", None))
-
-
-def _when(ts: int) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
-
-
-def _is_environment(args: argparse.Namespace) -> bool:
-    """`history NAME`: a deploy environment's releases, or else a model's registry events."""
-    from lepton_ci.core.errors import ConfigError
-
-    try:
-        ctx = _ctx(args)
-    except ConfigError:
-        return False
-    cfg = ctx.cfg.config
-    return args.model not in cfg.models and any(
-        m.deploy and args.model in m.deploy.environments for m in cfg.models.values()
-    )
-
-
 def cmd_accept_tag(args: argparse.Namespace) -> int:
-    from lepton_ci.versions import operations as versioning
+    from lepton_ci.core.outputs import AcceptTagOutputs
+    from lepton_ci.versions import operations
 
     ctx = _ctx(args)
     tag = args.tag or ctx.env.get("GITHUB_REF_NAME", "")
-    res = versioning.accept_pushed_tag(ctx, tag, remote=args.remote, actor=args.actor)
+    res = operations.accept_pushed_tag(ctx, tag, remote=args.remote, actor=args.actor)
     if res is None:
-        ctx.rt.set_outputs({"stage": "", "version": "", "model": ""})
-        _print(f"{tag}: not a stage assignment; nothing to promote")
+        AcceptTagOutputs(model="", version="", stage="").write(ctx.rt)
+        echo(f"{tag}: not a stage assignment; nothing to promote")
         return 0
-    ctx.rt.set_outputs({"stage": res.stage, "version": str(res.version), "model": res.model})
-    _print(f"{tag}: {res.model}@{res.version} accepted in {res.stage}")
+    res.accepted().write(ctx.rt)
+    echo(f"{tag}: {res.model}@{res.version} accepted in {res.stage}")
     return 0
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    state = _registry_state(args)
-    rows = []
-    for model in [args.model] if args.model else state.models():
-        for v in state.versions(model, include_deregistered=args.all):
-            rows.append(
-                {
-                    "model": model,
-                    "version": str(v.version),
-                    "tag": v.tag,
-                    "sha": v.sha,
-                    "stages": sorted(v.stages),
-                    "verdict": v.verdict,
-                    "author": v.who,
-                    "created_at": v.time,
-                    "deregistered": v.deregistered,
-                }
-            )
-    if args.json:
-        _print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        _print("no versions registered" + (f" for {args.model}" if args.model else ""))
-        return 0
-    header = ("model", "version", "stages", "gates", "created", "by", "commit")
-    table = [header] + [
-        (
-            r["model"],
-            r["version"] + (" (deregistered)" if r["deregistered"] else ""),
-            ",".join(r["stages"]) or "-",
-            r["verdict"] or "-",
-            _when(r["created_at"]),
-            r["author"],
-            r["sha"][:10],
-        )
-        for r in rows
-    ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    _print(
-        "\n".join(
-            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            for row in table
-        )
-    )
+    from lepton_ci.versions import queries
+
+    emit(queries.versions(_git(), args.model, include_all=args.all), as_json=args.json)
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    if args.model and _is_environment(args):
-        args.env, args.model = args.model, None
-        return _deploy_history(args)
-    state = _registry_state(args)
-    events = state.history(args.model)
-    if args.json:
-        _print(
-            json.dumps(
-                [
-                    {
-                        "tag": e.tag,
-                        "model": e.model,
-                        "action": e.action.value,
-                        "version": e.version,
-                        "stage": e.stage,
-                        "sha": e.sha,
-                        "who": e.who,
-                        "time": e.time,
-                    }
-                    for e in events
-                ],
-                indent=2,
-            )
-        )
+    from lepton_ci.core.config import names_environment
+    from lepton_ci.versions import queries
+
+    if args.model and names_environment(args.config, args.model):
+        from lepton_ci.deploy.releases import history_text
+
+        revs = _environment(args, env=args.model).history()
+        records = [r.model_dump(mode="json", exclude={"manifests"}) for r in revs]
+        emit(records, as_json=args.json, text=history_text(args.model, revs))
         return 0
-    by_sha = {
-        m: {v.sha: str(v.version) for v in state.versions(m, include_deregistered=True)}
-        for m in state.models()
-    }
-    for e in events:
-        what = e.version or by_sha.get(e.model, {}).get(e.sha, e.sha[:10])
-        where = f" -> {e.stage}" if e.stage else ""
-        _print(
-            f"{_when(e.time)}  {e.who:<20} {e.action.value:<10} {e.model} {what}{where}  [{e.tag}]"
-        )
-    if not events:
-        _print("no registry events")
+    table = queries.history(_git(), args.model)
+    emit(table, as_json=args.json, text=queries.history_text(table))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from lepton_ci.core.errors import RegistryError
-    from lepton_ci.core.git import Git
     from lepton_ci.run import diffview
-    from lepton_ci.versions.registry import Registry
+    from lepton_ci.versions import queries
 
-    model, _, version = args.ref.partition("@")
-    reg = Registry(Git(Path.cwd()))
-    state = reg.read(model)
-    info = state.find(model, version) if version else state.latest(model)
-    if info is None:
-        raise RegistryError(
-            f"{model} has no registered version", hint="register one with `lepton-ci register`"
-        )
-    rec = reg.record(info.tag)
+    shown = queries.show(_git(), args.ref)
     if args.json:
-        _print(rec.to_json() if rec else json.dumps({"tag": info.tag, "sha": info.sha}))
-        return 0
-    stages = (
-        ",".join(sorted(s for s, v in state.stages(model).items() if v.version == info.version))
-        or "-"
-    )
-    _print(
-        f"{info.tag}  commit {info.sha[:12]}  by {info.who}  {_when(info.time)}  stages: {stages}"
-    )
-    if rec is None:
-        _print("(no evidence record in this tag)")
-        return 0
-    _print(diffview.as_table(rec))
-    _print(f"inputs: code {rec.lineage.code_digest[:20]}…  data {rec.lineage.data_digest[:20]}…")
-    for path, entry in rec.outputs.items():
-        _print(f"artifact: {path} {entry.hash[:20]}… ({entry.size} bytes)")
+        echo(shown.record.to_json() if shown.record else to_json(shown))
+    else:
+        echo(diffview.version_text(shown))
     return 0
 
 
 def cmd_card(args: argparse.Namespace) -> int:
+    from lepton_ci.core.outputs import CardOutputs
     from lepton_ci.report import card
     from lepton_ci.versions import evidence
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    rec = evidence.load(ctx, name, args.version or None)
-    result = card.write(ctx, rec, Path(args.out) if args.out else None)
-    ctx.rt.set_outputs({"card": str(result.path)})
-    if args.print:
-        _print(result.text)
-    else:
-        _print(f"wrote {result.path}")
+    out = Path(args.out) if args.out else None
+    result = card.write(ctx, evidence.load(ctx, name, args.version or None), out)
+    CardOutputs(card=str(result.path)).write(ctx.rt)
+    echo(result.text if args.print else f"wrote {result.path}")
     return 0
 
 
 def cmd_comment(args: argparse.Namespace) -> int:
-    import os
-
-    from lepton_ci.core import record as record_mod
-    from lepton_ci.core.gha import Runtime
-    from lepton_ci.report import comment as report
     from lepton_ci.report import publish
-    from lepton_ci.versions.registry import Registry
 
-    env = dict(os.environ)
-    rt = Runtime(env)
-    if args.from_:
-        bundle = Path(args.from_)
-        rec, meta = report.read_bundle(bundle)
-        local_dir = bundle
-    else:
-        ctx = _ctx(args)
-        name, _ = ctx.cfg.model(args.model)
-        rec = record_mod.load(ctx.record_path(name))
-        meta = publish.meta_from_env(ctx.env, rec, Registry(ctx.git))
-        local_dir = publish.bundle_dir(ctx.cfg.root, name)
-    if args.workflow:
-        meta = meta.model_copy(update={"workflow": args.workflow})
-    posted = publish.comment(
-        env,
-        rt,
-        rec,
-        meta,
+    posted = publish.post(
+        dict(os.environ),
+        bundle=Path(args.from_) if args.from_ else None,
+        ctx=None if args.from_ else _ctx(args),
+        model=args.model,
         pr=args.pr,
         repo=args.repo,
-        local_dir=local_dir,
-        from_bundle=bool(args.from_),
+        workflow=args.workflow,
     )
-    rt.summary(posted.rendered.body)
-    if posted.outcome is None:
-        _print(posted.rendered.body)
-        return 0
-    o = posted.outcome
-    rt.set_outputs(
-        {"comment-id": str(o.comment_id or ""), "comment-url": o.url or "", "action": o.action}
-    )
-    _print(f"PR comment {o.action} ({o.calls} API calls)" + (f": {o.url}" if o.url else ""))
+    echo(posted.text())
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from lepton_ci.image import operations as imageops
+    from lepton_ci.image import operations
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    res = imageops.build(ctx, name, version=args.version, builder=args.builder)
-    ctx.rt.set_outputs(
-        {
-            "digest": res.digest,
-            "image": res.image,
-            "ref": res.ref,
-            "tags": ",".join(res.tags),
-            "uploaded-bytes": str(res.uploaded_bytes),
-        },
-        required=("digest",),
-    )
-    if args.json:
-        _print(
-            json.dumps(
-                {
-                    "image": res.image,
-                    "digest": res.digest,
-                    "tags": res.tags,
-                    "builder": res.builder,
-                    "uploaded_bytes": res.uploaded_bytes,
-                    "layers": res.layers,
-                },
-                indent=2,
-            )
-        )
-    else:
-        _print(
-            f"pushed {res.ref} as {', '.join(res.tags)} ({res.builder} builder, "
-            f"{res.uploaded_bytes / 1e6:.2f} MB uploaded)"
-        )
+    res = operations.build(ctx, name, version=args.version, builder=args.builder)
+    res.outputs().write(ctx.rt, required=("digest",))
+    emit(res, as_json=args.json, text=res.text())
     return 0
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from lepton_ci.image import operations as imageops
+    from lepton_ci.image import operations
 
     if args.image_command == "inspect":
-        info = imageops.inspect(args.ref)
+        info = operations.inspect(args.ref)
         if args.json:
-            _print(
-                json.dumps(
-                    {
-                        "ref": info.ref,
-                        "digest": info.digest,
-                        "labels": info.labels,
-                        "size": info.size,
-                    },
-                    indent=2,
-                    sort_keys=True,
-                )
-            )
+            echo(to_json(info, sort_keys=True))
         else:
-            _print(imageops.summary(info))
+            echo(operations.summary(info))
         return 0
-    digest = imageops.retag(args.ref, args.tags)
-    _print(f"tagged {digest} as {', '.join(args.tags)}")
+    digest = operations.retag(args.ref, args.tags)
+    echo(f"tagged {digest} as {', '.join(args.tags)}")
     return 0
 
 
-def _release_args(args: argparse.Namespace) -> tuple[Any, str, Any]:
-    from lepton_ci.deploy import operations as deployops
+def _environment(args: argparse.Namespace, env: str | None = None) -> EnvironmentOperation:
+    from lepton_ci.deploy.operations import EnvironmentOperation
 
-    ctx = _ctx(args)
-    model = deployops.find_model_for_env(ctx, args.env, args.model)
-    return ctx, model, deployops
+    if env is not None:  # `history ENV`: the model comes from the environment
+        return EnvironmentOperation(_ctx(args), env)
+    return EnvironmentOperation(_ctx(args), args.env, args.model)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    ctx, model, deployops = _release_args(args)
-    d = deployops.deployer(ctx, model, args.env)
-    rel = deployops.release(
-        ctx, model, version=args.version, image=args.image, revision=len(d.history()) + 1
-    )
-    _print(d.render(rel))
+    echo(_environment(args).render(args.version, args.image))
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    ctx, model, deployops = _release_args(args)
-    from lepton_ci.core.errors import LeptonError
-    from lepton_ci.deploy.deployer import DeployFailed
-    from lepton_ci.deploy.github_deployments import Recorder
-
-    d = deployops.deployer(ctx, model, args.env)
-    rel = deployops.release(ctx, model, version=args.version, image=args.image)
-    github = None if args.dry_run else Recorder.from_env(ctx.env)
-    if github is not None:
-        github.start(args.env, rel)
-    env_url = d.env.check_url()
-    try:
-        out = d.deploy(rel, dry_run=args.dry_run)
-    except DeployFailed as e:
-        r = e.outcome.reverted_to
-        ctx.rt.set_outputs(
-            {
-                "status": "reverted",
-                "revision": str(e.outcome.revision.number),
-                "serving-revision": str(r.number if r else ""),
-                "serving-version": r.version if r else "",
-            }
-        )
-        ctx.rt.summary(
-            f"**{args.env}: deploy of {rel.version} failed and was reverted**\n\n"
-            + _probe_table(e.outcome.revision)
-        )
-        if github is not None:
-            github.finish(
-                False,
-                f"{rel.version} failed; reverted to {r.version if r else 'nothing'}",
-                rel.run_url,
-                env_url,
-            )
-        raise
-    except LeptonError as e:
-        if github is not None:
-            github.finish(False, e.message, rel.run_url, env_url)
-        raise
-    if args.dry_run:
-        _print(out.revision.manifests)
-        _print(
-            f"dry run: would deploy {rel.version} ({rel.image}) to {args.env} as revision "
-            f"{out.revision.number}"
-        )
-        return 0
-    rev = out.revision
-    if github is not None:
-        github.finish(True, f"{rel.version} healthy (revision {rev.number})", rel.run_url, env_url)
-    ctx.rt.set_outputs(
-        {
-            "status": rev.status,
-            "revision": str(rev.number),
-            "serving-revision": str(rev.number),
-            "serving-version": rev.version,
-        }
-    )
-    ctx.rt.summary(
-        f"**{args.env}: {rel.version} deployed (revision {rev.number})**\n\n" + _probe_table(rev)
-    )
-    _print(
-        f"{args.env}: revision {rev.number} deployed {rev.version} ({rev.reason}"
-        + (f"; {'; '.join(out.notes)}" if out.notes else "")
-        + ")"
-    )
+    echo(_environment(args).deploy(args.version, args.image, dry_run=args.dry_run).text())
     return 0
-
-
-def _probe_table(rev: Any) -> str:
-    from lepton_ci.core.escape import md_cell
-
-    rows = ["| check | ok | detail |", "|---|---|---|"]
-    for p in rev.probes[-20:]:
-        rows.append(f"| {md_cell(p.check)} | {'✅' if p.ok else '❌'} | {md_cell(p.detail)} |")
-    return "\n".join(rows) + "\n"
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    ctx, model, deployops = _release_args(args)
-    out = deployops.deployer(ctx, model, args.env).rollback(args.to)
-    rev = out.revision
-    ctx.rt.set_outputs(
-        {"status": rev.status, "revision": str(rev.number), "serving-version": rev.version}
-    )
-    _print(f"{args.env}: revision {rev.number} ({rev.description}) serves {rev.version}")
-    return 0
-
-
-def _deploy_history(args: argparse.Namespace) -> int:
-    ctx, model, deployops = _release_args(args)
-    revs = deployops.deployer(ctx, model, args.env).history()
-    if args.json:
-        _print(
-            json.dumps([r.model_dump(mode="json", exclude={"manifests"}) for r in revs], indent=2)
-        )
-        return 0
-    for r in revs:
-        _print(
-            f"{r.number:>4}  {r.status:<11} {r.version:<10} {r.created_at}  {r.who:<12} "
-            f"{r.description}" + (f"  ({r.reason})" if r.reason else "")
-        )
-    if not revs:
-        _print(f"no revisions in {args.env}")
+    echo(_environment(args).rollback(args.to).text())
     return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    import os
-
     from lepton_ci.init import scaffold
 
     root = Path.cwd()
@@ -586,19 +231,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     for field in ("train", "evaluate", "metrics"):
         if getattr(args, field):
             setattr(answers, field, getattr(args, field))
-    interactive = sys.stdin.isatty() and not os.environ.get("CI") and not args.yes
-    if interactive:
+    if sys.stdin.isatty() and not os.environ.get("CI") and not args.yes:
         answers = scaffold.ask(answers, input)
-    written = scaffold.init(root, answers)
-    for p in written:
-        _print(f"wrote {p.relative_to(root)}")
-    _print("next: edit lepton.yaml (params, data, gates), then `lepton-ci run`")
+    for p in scaffold.init(root, answers):
+        echo(f"wrote {p.relative_to(root)}")
+    echo("next: edit lepton.yaml (params, data, gates), then `lepton-ci run`")
     return 0
 
 
 def cmd_gha(args: argparse.Namespace) -> int:
-    import os
-
     from lepton_ci.gha_entry import argv
 
     return main(argv(args.step, os.environ))
@@ -607,7 +248,7 @@ def cmd_gha(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from lepton_ci.core import record
 
-    _print(json.dumps(record.schema(), indent=2, sort_keys=True))
+    echo(to_json(record.schema(), sort_keys=True))
     return 0
 
 
@@ -766,8 +407,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lepton_ci.core.gha import Runtime, debug_enabled
 
     debug = args.debug or debug_enabled()
-    import os
-
     start_dir = Path.cwd()
     try:
         if args.directory:
@@ -790,8 +429,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away; stop quietly as Unix tools do.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as e:  # the last line of defence: say what happened and how to report it

@@ -359,6 +359,17 @@ def load_from(explicit: str | None = None, cwd: Path | None = None) -> LoadedCon
     return load(find_config(explicit, cwd))
 
 
+def names_environment(explicit: str | None, name: str) -> bool:
+    """`history NAME`: is NAME a deploy environment (and no model)? Without a config, no."""
+    try:
+        models = load_from(explicit).config.models
+    except ConfigError:
+        return False
+    return name not in models and any(
+        m.deploy and name in m.deploy.environments for m in models.values()
+    )
+
+
 # -- error messages ------------------------------------------------------------------------
 
 

@@ -1,17 +1,27 @@
-"""Operations behind `render`, `deploy`, `rollback` and `history ENV`."""
+"""Operations behind `render`, `deploy`, `rollback` and `history ENV`.
+
+`EnvironmentOperation` is one environment of one model, like Helm's `action.Upgrade` and
+`action.Rollback`: it builds the deployer on the configured target, keeps the GitHub Deployment
+bookkeeping and writes the step's outputs and summary, and returns what happened as data.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError
+from lepton_ci.core.escape import md_cell
 from lepton_ci.core.oci_client import Ref, client_factory
+from lepton_ci.core.outputs import DeployOutputs, RollbackOutputs
 from lepton_ci.core.semver import image_tag
 from lepton_ci.deploy import manifests
-from lepton_ci.deploy.deployer import Deployer
+from lepton_ci.deploy.deployer import Deployer, DeployFailed
+from lepton_ci.deploy.github_deployments import Recorder
+from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
-from lepton_ci.deploy.releases import FileStore
+from lepton_ci.deploy.releases import FileStore, Revision, next_number
 from lepton_ci.versions import evidence
 
 
@@ -110,3 +120,125 @@ def release(
 def _git_user(ctx: Context) -> str:
     proc = ctx.git.run(["config", "user.name"], check=False)
     return proc.stdout.strip()
+
+
+def _probe_table(rev: Revision) -> str:
+    rows = ["| check | ok | detail |", "|---|---|---|"]
+    for p in rev.probes[-20:]:
+        rows.append(f"| {md_cell(p.check)} | {'✅' if p.ok else '❌'} | {md_cell(p.detail)} |")
+    return "\n".join(rows) + "\n"
+
+
+@dataclass
+class Applied:
+    """A deploy or rollback that finished with a healthy revision serving (or a dry run)."""
+
+    env: str
+    revision: Revision
+    notes: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def text(self) -> str:
+        rev = self.revision
+        if self.dry_run:
+            return (
+                f"{rev.manifests.rstrip()}\ndry run: would deploy {rev.version} ({rev.image}) "
+                f"to {self.env} as revision {rev.number}"
+            )
+        if rev.rollback_of is not None:
+            return f"{self.env}: revision {rev.number} ({rev.description}) serves {rev.version}"
+        notes = f"; {'; '.join(self.notes)}" if self.notes else ""
+        return f"{self.env}: revision {rev.number} deployed {rev.version} ({rev.reason}{notes})"
+
+
+class EnvironmentOperation:
+    """Render, deploy, roll back and list the releases of one model in one environment."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        env_name: str,
+        model: str | None = None,
+        *,
+        api_client: Any = None,
+        github: Recorder | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.env_name = env_name
+        self.model = find_model_for_env(ctx, env_name, model)
+        self.deployer = deployer(ctx, self.model, env_name, api_client)
+        self._github = github
+
+    def release(self, version: str | None, image: str | None, revision: int = 0) -> Release:
+        return release(self.ctx, self.model, version=version, image=image, revision=revision)
+
+    def render(self, version: str | None = None, image: str | None = None) -> str:
+        """The manifests the next revision would apply; numbered from the history it has."""
+        number = next_number(self.deployer.history())
+        return self.deployer.render(self.release(version, image, number))
+
+    def history(self) -> list[Revision]:
+        return self.deployer.history()
+
+    def deploy(
+        self, version: str | None = None, image: str | None = None, *, dry_run: bool = False
+    ) -> Applied:
+        rel = self.release(version, image)
+        rt = self.ctx.rt
+        github = None if dry_run else (self._github or Recorder.from_env(self.ctx.env))
+        if github is not None:
+            github.start(self.env_name, rel)
+        env_url = self.deployer.env.check_url()
+        try:
+            out = self.deployer.deploy(rel, dry_run=dry_run)
+        except DeployFailed as e:
+            r = e.outcome.reverted_to
+            DeployOutputs(
+                status="reverted",
+                revision=str(e.outcome.revision.number),
+                serving_revision=str(r.number if r else ""),
+                serving_version=r.version if r else "",
+            ).write(rt)
+            rt.summary(
+                f"**{self.env_name}: deploy of {rel.version} failed and was reverted**\n\n"
+                + _probe_table(e.outcome.revision)
+            )
+            if github is not None:
+                where = r.version if r else "nothing"
+                github.finish(
+                    False, f"{rel.version} failed; reverted to {where}", rel.run_url, env_url
+                )
+            raise
+        except LeptonError as e:
+            if github is not None:
+                github.finish(False, e.message, rel.run_url, env_url)
+            raise
+        rev = out.revision
+        if dry_run:
+            return Applied(self.env_name, rev, out.notes, dry_run=True)
+        if github is not None:
+            github.finish(
+                True, f"{rel.version} healthy (revision {rev.number})", rel.run_url, env_url
+            )
+        DeployOutputs(
+            status=rev.status,
+            revision=str(rev.number),
+            serving_revision=str(rev.number),
+            serving_version=rev.version,
+        ).write(rt)
+        rt.summary(
+            f"**{self.env_name}: {rel.version} deployed (revision {rev.number})**\n\n"
+            + _probe_table(rev)
+        )
+        return Applied(self.env_name, rev, out.notes)
+
+    def rollback(self, to: int | None = None) -> Applied:
+        out = self.deployer.rollback(to)
+        rev = out.revision
+        RollbackOutputs(
+            status=rev.status,
+            revision=str(rev.number),
+            serving_revision=str(rev.number),
+            serving_version=rev.version,
+        ).write(self.ctx.rt)
+        return Applied(self.env_name, rev, out.notes)

@@ -118,3 +118,13 @@ def next_number(revs: list[Revision]) -> int:
 def current(revs: list[Revision]) -> Revision | None:
     deployed = [r for r in revs if r.status == "deployed"]
     return deployed[-1] if deployed else None
+
+
+def history_text(env_name: str, revs: list[Revision]) -> str:
+    if not revs:
+        return f"no revisions in {env_name}"
+    return "\n".join(
+        f"{r.number:>4}  {r.status:<11} {r.version:<10} {r.created_at}  {r.who:<12} "
+        f"{r.description}" + (f"  ({r.reason})" if r.reason else "")
+        for r in revs
+    )

@@ -20,6 +20,7 @@ from lepton_ci.core.errors import LeptonError, RecordError
 from lepton_ci.core.git import Git
 from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.oci_client import MANIFEST_OCI, ClientFactory, OCIError, Ref, sha256
+from lepton_ci.core.outputs import BuildOutputs
 from lepton_ci.core.record import Record
 from lepton_ci.image import layers as oci
 from lepton_ci.image import metadata as imagemeta
@@ -42,6 +43,31 @@ class BuildResult:
     @property
     def ref(self) -> str:
         return f"{self.image}@{self.digest}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "digest": self.digest,
+            "tags": self.tags,
+            "builder": self.builder,
+            "uploaded_bytes": self.uploaded_bytes,
+            "layers": self.layers,
+        }
+
+    def outputs(self) -> BuildOutputs:
+        return BuildOutputs(
+            digest=self.digest,
+            image=self.image,
+            ref=self.ref,
+            tags=",".join(self.tags),
+            uploaded_bytes=str(self.uploaded_bytes),
+        )
+
+    def text(self) -> str:
+        return (
+            f"pushed {self.ref} as {', '.join(self.tags)} ({self.builder} builder, "
+            f"{self.uploaded_bytes / 1e6:.2f} MB uploaded)"
+        )
 
 
 @dataclass

@@ -56,6 +56,9 @@ class Inspected:
     config: dict[str, Any]
     size: int
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"digest": self.digest, "labels": self.labels, "ref": self.ref, "size": self.size}
+
 
 def inspect(ref_text: str, clients: ClientFactory | None = None) -> Inspected:
     ref = Ref.parse(ref_text)

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lepton_ci.core import record as record_mod
+from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, RecordError
 from lepton_ci.core.gha import Runtime, load_event
 from lepton_ci.core.github import GitHubClient
-from lepton_ci.core.paths import StatePaths
+from lepton_ci.core.outputs import CommentOutputs
 from lepton_ci.core.record import Record
 from lepton_ci.report import comment as report
 from lepton_ci.report import sticky
@@ -38,15 +40,25 @@ def meta_from_env(
     )
 
 
-def bundle_dir(root: Path, model: str) -> Path:
-    return StatePaths(root).report_bundle(model)
-
-
 @dataclass
 class Posted:
     rendered: report.Rendered
     outcome: sticky.Upserted | None  # None: rendered locally, nothing posted
     path: Path | None
+
+    def outputs(self) -> CommentOutputs:
+        o = self.outcome
+        return CommentOutputs(
+            comment_id=str(o.comment_id or "") if o else "",
+            comment_url=(o.url or "") if o else "",
+            action=o.action if o else "rendered",
+        )
+
+    def text(self) -> str:
+        o = self.outcome
+        if o is None:
+            return self.rendered.body
+        return f"PR comment {o.action} ({o.calls} API calls)" + (f": {o.url}" if o.url else "")
 
 
 def _is_fork(event: dict[str, Any]) -> bool:
@@ -110,3 +122,36 @@ def comment(
         raise
     outcome.calls = gh.calls - start  # every call this comment cost, the PR read included
     return Posted(rendered, outcome, None)
+
+
+def post(
+    env: Mapping[str, str],
+    *,
+    bundle: Path | None = None,
+    ctx: Context | None = None,
+    model: str | None = None,
+    pr: int | None = None,
+    repo: str | None = None,
+    workflow: str | None = None,
+) -> Posted:
+    """`lepton-ci comment`: post a bundle written by `run` (the fork-safe job, which needs no
+    lepton.yaml), or the last run of `model` in `ctx`; write the step summary and outputs."""
+    rt = ctx.rt if ctx is not None else Runtime(env)
+    if bundle is not None:
+        rec, meta = report.read_bundle(bundle)
+        local_dir = bundle
+    else:
+        if ctx is None:
+            raise ValueError("post() needs a bundle or a context")
+        name, _ = ctx.cfg.model(model)
+        rec = record_mod.load(ctx.record_path(name))
+        meta = meta_from_env(ctx.env, rec, Registry(ctx.git))
+        local_dir = ctx.paths.report_bundle(name)
+    if workflow:
+        meta = meta.model_copy(update={"workflow": workflow})
+    posted = comment(
+        env, rt, rec, meta, pr=pr, repo=repo, local_dir=local_dir, from_bundle=bundle is not None
+    )
+    rt.summary(posted.rendered.body)
+    posted.outputs().write(rt)
+    return posted

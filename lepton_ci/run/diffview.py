@@ -8,6 +8,7 @@ from typing import Any
 from lepton_ci.core.escape import md_cell, md_code
 from lepton_ci.core.record import GateResult, Record
 from lepton_ci.run.gates import ParamChange, diff_params
+from lepton_ci.versions.queries import Shown, when
 
 STATUS = {
     "improved": "better",
@@ -107,3 +108,23 @@ def _v(x: Any) -> str:
 
 def render(rec: Record, fmt: str) -> str:
     return {"json": as_json, "markdown": as_markdown, "table": as_table}[fmt](rec)
+
+
+def version_text(shown: Shown) -> str:
+    """`lepton-ci show`: one registered version, its stages, metrics and lineage."""
+    info, rec = shown.info, shown.record
+    lines = [
+        f"{info.tag}  commit {info.sha[:12]}  by {info.who}  {when(info.time)}  "
+        f"stages: {','.join(shown.stages) or '-'}"
+    ]
+    if rec is None:
+        return "\n".join([*lines, "(no evidence record in this tag)"])
+    lines += [
+        as_table(rec).rstrip("\n"),
+        f"inputs: code {rec.lineage.code_digest[:20]}…  data {rec.lineage.data_digest[:20]}…",
+    ]
+    lines += [
+        f"artifact: {path} {entry.hash[:20]}… ({entry.size} bytes)"
+        for path, entry in rec.outputs.items()
+    ]
+    return "\n".join(lines)

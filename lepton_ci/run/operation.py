@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from lepton_ci.core import record as record_mod
 from lepton_ci.core.config import ModelConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import CommandFailed, GateFailed
@@ -229,3 +230,22 @@ def raise_on_failure(records: list[Record]) -> None:
             f"quality gate failed: {', '.join(failed)}",
             hint="improve the model, or change the gate in lepton.yaml if it is wrong",
         )
+
+
+def regate(
+    ctx: Context,
+    model: str | None,
+    *,
+    record_path: Path | None = None,
+    baseline: str | None = None,
+) -> Record:
+    """The last run's record (or `record_path`), compared again with another baseline if asked."""
+    name, cfg = ctx.cfg.model(model)
+    rec = record_mod.load(record_path or ctx.record_path(name))
+    if not baseline:
+        return rec
+    base = resolve_baseline(ctx, name, RunOptions(baseline=baseline))
+    results = gates.evaluate(rec.metrics, base.metrics if base else None, cfg.gates)
+    return rec.model_copy(
+        update={"baseline": base, "gates": results, "verdict": gates.verdict(results)}
+    )

@@ -8,6 +8,7 @@ from lepton_ci.core import record as record_mod
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import RecordError, RegistryError
 from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.outputs import AcceptTagOutputs, PromoteOutputs, RegisterOutputs
 from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
 from lepton_ci.versions import grammar as tags
@@ -23,6 +24,22 @@ class Registered:
     sha: str
     record: Record
     pushed: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "version": str(self.version),
+            "tag": self.tag,
+            "sha": self.sha,
+            "pushed": self.pushed,
+        }
+
+    def outputs(self) -> RegisterOutputs:
+        return RegisterOutputs(version=str(self.version), tag=self.tag, sha=self.sha)
+
+    def text(self, remote: str) -> str:
+        pushed = f", pushed to {remote}" if self.pushed else ""
+        return f"registered {self.tag} at {self.sha[:12]} ({self.record.verdict}){pushed}"
 
 
 def _summary_line(rec: Record) -> str:
@@ -93,6 +110,22 @@ class Promoted:
     tag: str
     sha: str
     pushed: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "version": str(self.version),
+            "stage": self.stage,
+            "tag": self.tag,
+            "sha": self.sha,
+            "pushed": self.pushed,
+        }
+
+    def outputs(self) -> PromoteOutputs:
+        return PromoteOutputs(tag=self.tag, version=str(self.version), sha=self.sha)
+
+    def accepted(self) -> AcceptTagOutputs:
+        return AcceptTagOutputs(model=self.model, version=str(self.version), stage=self.stage)
 
 
 def check_promotion(

@@ -1,0 +1,71 @@
+"""The one printer: operations return rows or objects, the CLI prints them as a table or JSON.
+
+Like GTO's `format_echo`: a query answers `Table(headers, rows)` once and both printers serve
+it, so the text table and `--json` cannot disagree about what a command found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+
+@dataclass
+class Table:
+    """Rows of plain values; `records` carries the full objects for `--json`."""
+
+    headers: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    records: Sequence[Any] = field(default_factory=list)
+    empty: str = "nothing to show"
+
+    def text(self) -> str:
+        if not self.rows:
+            return self.empty
+        table = [tuple(self.headers), *(tuple(str(c) for c in r) for r in self.rows)]
+        widths = [max(len(str(row[i])) for row in table) for i in range(len(self.headers))]
+        return "\n".join(
+            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in table
+        )
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, pydantic models, and anything with `as_dict()`, as plain JSON values."""
+    if hasattr(obj, "as_dict"):
+        return jsonable(obj.as_dict())
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)
+
+
+def to_json(obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    return json.dumps(jsonable(obj), indent=indent, sort_keys=sort_keys)
+
+
+def echo(text: str, stream: IO[str] | None = None) -> None:
+    out = stream or sys.stdout
+    out.write(text if text.endswith("\n") else text + "\n")
+
+
+def emit(result: Any, *, as_json: bool, text: str | None = None) -> None:
+    """Print `result` as JSON, or else as `text` (a Table prints itself)."""
+    if as_json:
+        records = result.records if isinstance(result, Table) else result
+        echo(to_json(records))
+    elif isinstance(result, Table):
+        echo(result.text() if text is None else text)
+    else:
+        echo(text if text is not None else str(result))
