@@ -1,4 +1,7 @@
+import mmap
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -55,3 +58,37 @@ def test_corrupt_stat_cache_is_ignored(tmp_path):
 def test_combine_is_order_independent():
     assert combine({"a": "1", "b": "2"}) == combine({"b": "2", "a": "1"})
     assert combine({"a": "1"}) != combine({"a": "2"})
+
+
+@pytest.mark.unit
+def test_windowed_hash_of_a_big_file_equals_the_hash_of_its_bytes(tmp_path, monkeypatch):
+    import blake3
+
+    from lepton_ci.core import hashing
+
+    monkeypatch.setattr(hashing, "_MMAP_FROM", 1 << 16)
+    monkeypatch.setattr(hashing, "_WINDOW", mmap.ALLOCATIONGRANULARITY)
+    data = os.urandom(5 * mmap.ALLOCATIONGRANULARITY + 12345)  # windows plus a partial one
+    f = tmp_path / "w.bin"
+    f.write_bytes(data)
+    assert hashing.hash_file(f) == "blake3:" + blake3.blake3(data).hexdigest()
+
+
+@pytest.mark.unit
+def test_hashing_a_big_file_keeps_memory_flat(tmp_path):
+    f = tmp_path / "big.bin"
+    with f.open("wb") as out:
+        for _ in range(6):
+            out.write(os.urandom(64 << 20))  # 384 MiB
+    code = (
+        "import resource, sys\nfrom pathlib import Path\n"
+        "from lepton_ci.core.hashing import hash_file\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "hash_file(Path(sys.argv[1]))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(f)], capture_output=True, text=True, check=True
+    )
+    grown_mb = int(out.stdout) / 1024
+    assert grown_mb < 150, f"hashing 384 MiB grew peak RSS by {grown_mb:.0f} MB"

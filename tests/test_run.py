@@ -182,3 +182,62 @@ def test_bad_config_exits_non_zero_with_fix(cli, toy_repo):
     code, _, err = cli("run")
     assert code == 1
     assert "`models.toy.gaets`: unknown key; did you mean `gates`?" in err
+
+
+def test_cache_stores_and_restores_artifacts_without_copying(cli, toy_repo):
+    code, out, _ = cli("run")
+    assert code == 0
+    assert "run-cache stored 1 artifact(s) by hardlink" in out or "by reflink" in out
+    assert "the cache holds 1 records, 1 artifacts" in out
+    model = toy_repo / "model.bin"
+    if "by hardlink" in out:
+        assert model.stat().st_nlink == 2  # one file on disk, in the work tree and the cache
+    model.unlink()
+    code, out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 1
+    assert "restored model.bin from the cache" in out
+
+
+def test_training_again_never_rewrites_a_cached_artifact_through_a_link(cli, toy_repo):
+    """The toy trainer truncates model.bin in place, as pickle/torch.save do."""
+    assert cli("run")[0] == 0
+    first = (toy_repo / "model.bin").read_bytes()
+    set_params(toy_repo, accuracy=0.91, lr=0.2)
+    code, out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 2
+    assert "model.bin is shared with the run-cache; removed it" in out
+    assert (toy_repo / "model.bin").read_bytes() != first
+    set_params(toy_repo, accuracy=0.9, lr=0.1)  # back to the first run's inputs
+    code, out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 2, out
+    assert (toy_repo / "model.bin").read_bytes() == first
+
+
+def test_a_cached_artifact_changed_after_it_was_stored_is_not_served(cli, toy_repo):
+    assert cli("run")[0] == 0
+    blob = next(p for p in (toy_repo / ".lepton/cache/blobs").glob("*/*") if p.suffix != ".stat")
+    (toy_repo / "model.bin").unlink()
+    with blob.open("r+b") as f:  # same size, other bytes, written after the store
+        f.write(b"X")
+    code, out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 2
+    assert "the cached model.bin was changed after it was stored" in out
+
+
+@pytest.mark.unit
+def test_place_uses_a_link_on_one_filesystem_and_copies_across(tmp_path):
+    from lepton_ci.run.cache import place
+
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"weights" * 1000)
+    assert place(src, tmp_path / "sub" / "b.bin") in ("reflink", "hardlink")
+    assert (tmp_path / "sub" / "b.bin").read_bytes() == src.read_bytes()
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem to copy across")
+    other = shm / f"lepton-test-{tmp_path.name}.bin"
+    try:
+        assert place(src, other) == "copy"
+        assert other.read_bytes() == src.read_bytes() and other.stat().st_nlink == 1
+    finally:
+        other.unlink(missing_ok=True)

@@ -3,11 +3,20 @@
 Records live under <cache>/records/<model>/<key>.json and artifacts under <cache>/blobs/ by
 content hash, so CI can persist the directory with actions/cache. A version tag's record is a
 second source: a commit that only re-tags or edits docs reuses the registered result.
+
+Artifacts move in and out of the cache by reflink (copy-on-write filesystems), else by hard
+link (same filesystem), else by copy: a 10 GB model costs no copy to store or restore. A hard
+link shares the file with the work tree, so before training writes again, the work tree's
+links into the cache are dropped (`detach`), and a blob whose size or mtime changed since it
+was stored (rewritten through a link) is never served.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +47,42 @@ def key(
     return hash_bytes(json.dumps(payload, sort_keys=True, default=str).encode())
 
 
+FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, bcachefs)
+
+
+def place(src: Path, dst: Path) -> str:
+    """Put src's bytes at dst atomically, as cheaply as the filesystem allows.
+
+    Returns how: "reflink", "hardlink" or "copy"."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.lepton-tmp")
+    tmp.unlink(missing_ok=True)
+    how = "copy"
+    try:
+        with src.open("rb") as s, tmp.open("wb") as d:
+            fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
+        how = "reflink"
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+            how = "hardlink"
+        except OSError:
+            shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+    return how
+
+
+@dataclass
+class Usage:
+    records: int
+    blobs: int
+    bytes: int  # on disk, each blob once (a hard-linked artifact is not counted twice)
+
+    def text(self) -> str:
+        return f"{self.records} records, {self.blobs} artifacts, {self.bytes / 1e6:.1f} MB"
+
+
 @dataclass
 class Hit:
     record: Record
@@ -60,15 +105,54 @@ class RunCache:
         p = self._record_path(model, cache_key)
         return load(p) if p.is_file() else None
 
-    def store(self, record: Record, root: Path) -> None:
+    def _stamp(self, blob: Path) -> Path:
+        return blob.with_name(blob.name + ".stat")
+
+    def _intact(self, blob: Path) -> bool:
+        """The blob is as stored: a hard link rewritten in place changes size or mtime."""
+        try:
+            st = blob.stat()
+            want = json.loads(self._stamp(blob).read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(want == [st.st_size, st.st_mtime_ns])
+
+    def store(self, record: Record, root: Path) -> list[str]:
+        """Keep the record and its artifacts. Returns how each new artifact was stored."""
+        how = []
         for rel, entry in record.outputs.items():
             blob = self._blob(entry.hash)
-            if not blob.exists():
-                blob.parent.mkdir(parents=True, exist_ok=True)
-                tmp = blob.with_suffix(".tmp")
-                shutil.copyfile(root / rel, tmp)
-                tmp.replace(blob)
+            if blob.exists() and self._intact(blob):
+                continue
+            how.append(place(root / rel, blob))
+            st = blob.stat()
+            self._stamp(blob).write_text(json.dumps([st.st_size, st.st_mtime_ns]))
         save(record, self._record_path(record.model, record.cache.key))
+        return how
+
+    def detach(self, paths: list[Path], stat: StatCache) -> list[Path]:
+        """Drop work-tree files that are hard links into the cache, so training writes new
+        files instead of rewriting the cached ones in place. Returns the files dropped."""
+        dropped: list[Path] = []
+        for p in paths:
+            with contextlib.suppress(OSError):
+                if p.stat().st_nlink > 1 and p.samefile(self._blob(stat.hash(p))):
+                    p.unlink()
+                    dropped.append(p)
+        return dropped
+
+    def usage(self) -> Usage:
+        records = len(list(self.dir.glob("records/*/*.json")))
+        seen, size, count = set(), 0, 0
+        for b in self.dir.glob("blobs/*/*"):
+            if b.name.endswith((".stat", ".tmp")) or not b.is_file():
+                continue
+            st = b.stat()
+            count += 1
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                size += st.st_blocks * 512
+        return Usage(records, count, size)
 
     def restore(self, record: Record, root: Path, stat: StatCache) -> tuple[list[str], str | None]:
         """Put the record's artifacts in place. Returns (restored paths, reason if impossible)."""
@@ -80,10 +164,10 @@ class RunCache:
             blob = self._blob(entry.hash)
             if not blob.is_file():
                 return [], f"artifact {rel} is neither in the work tree nor in the cache"
+            if not self._intact(blob):
+                blob.unlink(missing_ok=True)
+                return [], f"the cached {rel} was changed after it was stored"
             todo.append((blob, target))
         for blob, target in todo:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.lepton-tmp")
-            shutil.copyfile(blob, tmp)
-            tmp.replace(target)
+            place(blob, target)
         return [str(t.relative_to(root)) for _, t in todo], None

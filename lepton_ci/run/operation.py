@@ -126,6 +126,11 @@ def run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
         cache_info = CacheInfo(key=key, hit=True, source=hit.source, reason=reason)
     else:
         rt.notice(f"{name}: run-cache miss: {reason}")
+        for p in cache.detach(sorted(existing_outputs), stat):
+            rt.notice(
+                f"{name}: {p.relative_to(workdir)} is shared with the run-cache; removed "
+                "it so training writes a new file"
+            )
         steps = _run_steps(ctx, name, cfg, workdir)
         produced = lineage.expand(workdir, cfg.outputs, what="outputs", required=True)
         outputs = lineage.entries(workdir, produced, stat)
@@ -153,7 +158,12 @@ def run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
     )
     save(record, ctx.record_path(name))
     if not cache_info.hit:
-        cache.store(record, workdir)
+        how = cache.store(record, workdir)
+        if how:
+            rt.notice(
+                f"{name}: run-cache stored {len(how)} artifact(s) by {', '.join(sorted(set(how)))}"
+                f"; the cache holds {cache.usage().text()}"
+            )
     return record
 
 
