@@ -76,7 +76,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         ctx, name, version=args.version, bump=args.bump, push=args.push, remote=args.remote
     )
     res.outputs().write(ctx.rt)
-    emit(res, as_json=args.json, text=res.text(args.remote))
+    emit(res, as_json=args.json, text=res.text(args.remote), indent=None)
     return 0
 
 
@@ -89,7 +89,12 @@ def cmd_promote(args: argparse.Namespace) -> int:
         ctx, name, args.version, args.stage, push=args.push, remote=args.remote, actor=args.actor
     )
     res.outputs().write(ctx.rt)
-    emit(res, as_json=args.json, text=f"promoted {name}@{res.version} to {res.stage} ({res.tag})")
+    emit(
+        res,
+        as_json=args.json,
+        text=f"promoted {name}@{res.version} to {res.stage} ({res.tag})",
+        indent=None,
+    )
     return 0
 
 
@@ -138,7 +143,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     shown = queries.show(_git(), args.ref)
     if args.json:
-        echo(shown.record.to_json() if shown.record else to_json(shown))
+        echo(shown.record.to_json() if shown.record else to_json(shown, indent=None))
     else:
         echo(diffview.version_text(shown))
     return 0

@@ -60,11 +60,11 @@ def echo(text: str, stream: IO[str] | None = None) -> None:
     out.write(text if text.endswith("\n") else text + "\n")
 
 
-def emit(result: Any, *, as_json: bool, text: str | None = None) -> None:
+def emit(result: Any, *, as_json: bool, text: str | None = None, indent: int | None = 2) -> None:
     """Print `result` as JSON, or else as `text` (a Table prints itself)."""
     if as_json:
         records = result.records if isinstance(result, Table) else result
-        echo(to_json(records))
+        echo(to_json(records, indent=indent))
     elif isinstance(result, Table):
         echo(result.text() if text is None else text)
     else:
