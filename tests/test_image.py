@@ -269,26 +269,54 @@ def test_dockerfile_builder_through_podman_socket(digits, services, monkeypatch)
     assert cat.stdout.strip() == "{"
 
 
+def layer_bytes(layer):
+    out = bytearray()
+    layer.source.write(out.extend)
+    return bytes(out)
+
+
 @pytest.mark.unit
 def test_layer_bytes_are_deterministic(tmp_path):
     a = tmp_path / "a.txt"
     a.write_text("hello")
     entries = [oci.Entry("/app/b.txt", b"bee"), oci.Entry("/app/a.txt", a)]
-    l1 = oci.build_layer("code", entries, 1700000000, tmp_path / "w")
-    l2 = oci.build_layer("code", list(reversed(entries)), 1700000000, tmp_path / "w")
+    l1 = oci.build_layer("code", entries, 1700000000)
+    l2 = oci.build_layer("code", list(reversed(entries)), 1700000000)
     assert (l1.digest, l1.diff_id) == (l2.digest, l2.diff_id)
-    assert l1.file.read_bytes() == l2.file.read_bytes()
+    assert layer_bytes(l1) == layer_bytes(l2)
     a.touch()  # the file's own mtime must not leak into the layer
-    assert oci.build_layer("code", entries, 1700000000, tmp_path / "w").digest == l1.digest
-    assert oci.build_layer("code", entries, 1700000001, tmp_path / "w").digest != l1.digest
+    assert oci.build_layer("code", entries, 1700000000).digest == l1.digest
+    assert oci.build_layer("code", entries, 1700000001).digest != l1.digest
     import gzip
     import io
     import tarfile
 
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(l1.file.read_bytes()))) as t:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer_bytes(l1)))) as t:
         members = t.getmembers()
     assert [m.name for m in members] == ["app", "app/a.txt", "app/b.txt"]
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
+
+
+@pytest.mark.unit
+def test_incompressible_weights_become_a_plain_tar_layer(tmp_path):
+    import hashlib
+    import os
+    import tarfile
+
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(os.urandom(2_000_000))
+    code = tmp_path / "serve.py"
+    code.write_text("print('hello')\n" * 10_000)
+    model = [oci.Entry("/app/weights.bin", weights)]
+    assert oci.choose_compression(model) == "none"
+    assert oci.choose_compression([oci.Entry("/app/serve.py", code)]) == "gzip"
+    layer = oci.build_layer("model", model, 1700000000, oci.choose_compression(model))
+    data = layer_bytes(layer)
+    assert layer.media_type == "application/vnd.oci.image.layer.v1.tar"
+    assert layer.digest == layer.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert layer.size == len(data)
+    with tarfile.open(fileobj=__import__("io").BytesIO(data)) as t:
+        assert t.extractfile("app/weights.bin").read() == weights.read_bytes()
 
 
 @pytest.mark.unit

@@ -81,6 +81,11 @@ class ImageConfig(Strict):
     labels: dict[str, str] = {}
     source: str | None = Field(None, description="org.opencontainers.image.source URL")
     insecure: bool | None = Field(None, description="plain HTTP (default: only for localhost)")
+    compression: Literal["auto", "gzip", "none"] = Field(
+        "auto",
+        description="model layer: gzip, none (plain tar), or auto (none when gzip cannot "
+        "shrink the weights by 10%)",
+    )
 
     @property
     def kind(self) -> str:

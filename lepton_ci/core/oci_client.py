@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
 INDEX_OCI = "application/vnd.oci.image.index.v1+json"
 CONFIG_OCI = "application/vnd.oci.image.config.v1+json"
 LAYER_OCI = "application/vnd.oci.image.layer.v1.tar+gzip"
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"  # uncompressed
 MANIFEST_DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
 LIST_DOCKER = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (MANIFEST_OCI, MANIFEST_DOCKER, INDEX_OCI, LIST_DOCKER)
@@ -140,6 +141,7 @@ class OCIClient:
         self._tokens: dict[str, str] = {}
         self.uploaded_bytes = 0
         self.calls = 0
+        self.lock = threading.Lock()  # layers upload in parallel
 
     # -- transport -------------------------------------------------------------------------
 
@@ -243,54 +245,77 @@ class OCIClient:
         return location if location.startswith("http") else f"{self.base}{location}"
 
     def upload_blob(
-        self, repo: str, digest: str, source: Path | bytes, progress: ProgressFn | None = None
+        self,
+        repo: str,
+        digest: str,
+        source: Path | bytes | Producer,
+        progress: ProgressFn | None = None,
+        size: int = 0,
     ) -> int:
-        """Upload in chunks; a failure restarts with a new session. Returns bytes sent."""
-        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        """Upload in chunks (POST, PATCH..., PUT with the digest). Returns bytes sent.
+
+        `source` may be a producer that writes the blob's bytes to the function it is given,
+        so a layer streams from tar and compression straight into the upload, one chunk in
+        memory at a time. A chunk whose answer is lost is resumed from the offset the registry
+        reports; a session that cannot be resumed starts again from a new session (the
+        producer runs again: it must write the same bytes)."""
+        produce = _producer(source)
+        if not size:
+            size = len(source) if isinstance(source, bytes) else 0
+            size = source.stat().st_size if isinstance(source, Path) else size
         for attempt in range(self.max_retries + 1):
             r = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo)
             if r.status_code != 202:
                 raise self._fail(f"starting an upload to {repo}", r)
-            location = self._abs(r.headers["Location"])
-            sent = 0
+            session = _Session(self, repo, self._abs(r.headers["Location"]), progress, size)
             try:
-                stream = source.open("rb") if isinstance(source, Path) else io.BytesIO(source)
-                with stream as f:
-                    while True:
-                        chunk = f.read(CHUNK)
-                        if not chunk:
-                            break
-                        r = self.request(
-                            "PATCH",
-                            location,
-                            repo=repo,
-                            data=chunk,
-                            headers={
-                                "Content-Type": "application/octet-stream",
-                                "Content-Range": f"{sent}-{sent + len(chunk) - 1}",
-                            },
-                        )
-                        if r.status_code != 202:
-                            raise _UploadBroken(r)
-                        location = self._abs(r.headers.get("Location", location))
-                        sent += len(chunk)
-                        self.uploaded_bytes += len(chunk)
-                        if progress:
-                            progress(sent, size)
-                sep = "&" if "?" in location else "?"
+                produce(session.write)
+                session.flush()
+                sep = "&" if "?" in session.location else "?"
                 r = self.request(
                     "PUT",
-                    f"{location}{sep}digest={digest}",
+                    f"{session.location}{sep}digest={digest}",
                     repo=repo,
                     headers={"Content-Length": "0"},
                 )
                 if r.status_code != 201:
                     raise _UploadBroken(r)
-                return sent
+                return session.sent
             except _UploadBroken as e:
                 if attempt >= self.max_retries:
                     raise self._fail(f"upload of {digest[:19]} to {repo}", e.resp) from None
                 self.sleep(min(2**attempt, 30))
+        raise AssertionError("unreachable")
+
+    def _patch(self, session: _Session, chunk: bytes) -> None:
+        """Send one chunk at the session's offset; resume it once if the answer was lost."""
+        for resumed in (False, True):
+            start = session.sent
+            r = self.request(
+                "PATCH",
+                session.location,
+                repo=session.repo,
+                data=chunk,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{start}-{start + len(chunk) - 1}",
+                },
+            )
+            if r.status_code == 202:
+                session.location = self._abs(r.headers.get("Location", session.location))
+                return
+            if resumed:
+                raise _UploadBroken(r)
+            # Did the write land before the answer was lost? Ask where the upload stands.
+            status = self.request("GET", session.location, repo=session.repo)
+            have = _range_end(status.headers.get("Range", "")) if status.status_code == 204 else -1
+            if status.status_code != 204:
+                raise _UploadBroken(r)
+            session.location = self._abs(status.headers.get("Location", session.location))
+            if have == start + len(chunk) - 1:
+                return  # it did: go on with the next chunk
+            if have != start - 1:
+                raise _UploadBroken(r)  # the registry lost more than this chunk
         raise AssertionError("unreachable")
 
     # -- manifests -------------------------------------------------------------------------
@@ -353,6 +378,61 @@ class OCIClient:
 class _UploadBroken(Exception):
     def __init__(self, resp: requests.Response) -> None:
         self.resp = resp
+
+
+Producer = Callable[[Callable[[bytes], None]], object]
+
+
+def _producer(source: Path | bytes | Producer) -> Producer:
+    if isinstance(source, bytes):
+        return lambda write: write(source)
+    if isinstance(source, Path):
+        path = source
+
+        def from_file(write: Callable[[bytes], None]) -> None:
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    write(chunk)
+
+        return from_file
+    return source
+
+
+def _range_end(header: str) -> int:
+    """`Range: 0-1023` -> 1023; -1 when nothing was received."""
+    m = re.fullmatch(r"\s*(?:bytes=)?0-(\d+)\s*", header)
+    return int(m[1]) if m else -1
+
+
+class _Session:
+    """One upload session: buffers written bytes into CHUNK-sized PATCHes."""
+
+    def __init__(
+        self, client: OCIClient, repo: str, location: str, progress: ProgressFn | None, size: int
+    ) -> None:
+        self.client, self.repo, self.location = client, repo, location
+        self.progress, self.size = progress, size
+        self.buffer = bytearray()
+        self.sent = 0
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= CHUNK:
+            self._send(bytes(self.buffer[:CHUNK]))
+            del self.buffer[:CHUNK]
+
+    def flush(self) -> None:
+        if self.buffer:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+
+    def _send(self, chunk: bytes) -> None:
+        self.client._patch(self, chunk)
+        self.sent += len(chunk)
+        with self.client.lock:
+            self.client.uploaded_bytes += len(chunk)
+        if self.progress:
+            self.progress(self.sent, self.size)
 
 
 ClientFactory = Callable[[str], OCIClient]

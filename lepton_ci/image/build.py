@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.config import ImageConfig, ModelConfig
@@ -80,17 +81,62 @@ class Plan:
     manifest: bytes
 
 
+def _sorted(entries: list[oci.Entry]) -> tuple[oci.Entry, ...]:
+    return tuple(sorted(entries, key=lambda e: PurePosixPath(e.path).parts))
+
+
 def _entries(root: Path, files: list[Path], prefix: str) -> list[oci.Entry]:
     return [oci.Entry(f"{prefix.rstrip('/')}/{f.relative_to(root).as_posix()}", f) for f in files]
 
 
+class LayerIndex:
+    """Layer digests by content key, so an unchanged layer is not even tarred again.
+
+    Kept in the run-cache directory (CI persists it); a missing or corrupt index only costs
+    one pass over the layer's bytes to describe it."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, list[Any]] = {}
+        if path is not None and path.is_file():
+            try:
+                loaded = json.loads(path.read_text())
+                self.entries = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def layer(self, source: oci.LayerSource, stat: StatCache) -> oci.Layer:
+        key = source.key(stat.hash)
+        hit = self.entries.get(key)
+        if isinstance(hit, list) and len(hit) == 3:
+            return oci.Layer(source.name, str(hit[0]), str(hit[1]), int(hit[2]), source)
+        layer = oci.describe(source)
+        self.entries[key] = [layer.digest, layer.diff_id, layer.size]
+        return layer
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries, sort_keys=True))
+        tmp.replace(self.path)
+
+
 class LayersBuilder:
     def __init__(
-        self, clients: ClientFactory, *, workdir: Path, progress_stream: Any = None
+        self,
+        clients: ClientFactory,
+        *,
+        cache_dir: Path | None = None,
+        progress_stream: Any = None,
+        parallel: int = 3,
     ) -> None:
         self.clients = clients
-        self.workdir = workdir
+        self.stat = StatCache(cache_dir / "stat.json" if cache_dir else None)
+        self.index = LayerIndex(cache_dir / "layers.json" if cache_dir else None)
         self.progress_stream = progress_stream
+        self.parallel = parallel
 
     def prepare(
         self,
@@ -121,7 +167,7 @@ class LayersBuilder:
         )
         outputs = [model_dir / p for p in sorted(rec.outputs)]
         outputs_set = set(outputs)
-        stat = StatCache(None)
+        stat = self.stat
         for path in outputs:
             rel = path.relative_to(model_dir).as_posix()
             if not path.is_file() or stat.hash(path) != rec.outputs[rel].hash:
@@ -137,23 +183,27 @@ class LayersBuilder:
         code_rel = [f.relative_to(model_dir).as_posix() for f in code]
         code_time = _last_change(git, model_dir, code_rel, mtime)
         model_time = _last_change(git, model_dir, inputs, mtime)
-        layers = [
-            oci.build_layer(
-                "code", _entries(model_dir, code, image.workdir), code_time, self.workdir
-            ),
-            oci.build_layer(
-                "model", _entries(model_dir, outputs, image.workdir), model_time, self.workdir
-            ),
-            oci.build_layer(
+        model_entries = _entries(model_dir, outputs, image.workdir)
+        compression = image.compression
+        if compression == "auto":
+            compression = oci.choose_compression(model_entries)
+        sources = [
+            oci.LayerSource("code", _sorted(_entries(model_dir, code, image.workdir)), code_time),
+            oci.LayerSource("model", _sorted(model_entries), model_time, compression),
+            oci.LayerSource(
                 "metadata",
-                [
-                    oci.Entry(imagemeta.RECORD_PATH, rec.to_json().encode()),
-                    oci.Entry(imagemeta.CARD_PATH, card_text.encode()),
-                ],
+                _sorted(
+                    [
+                        oci.Entry(imagemeta.RECORD_PATH, rec.to_json().encode()),
+                        oci.Entry(imagemeta.CARD_PATH, card_text.encode()),
+                    ]
+                ),
                 mtime,
-                self.workdir,
             ),
         ]
+        layers = [self.index.layer(src, stat) for src in sources]
+        stat.save()
+        self.index.save()
         labels = imagemeta.labels(
             rec, image, description=cfg.card.description, license_=cfg.card.license
         )
@@ -197,19 +247,27 @@ class LayersBuilder:
                 continue
             data = self.clients(plan.base.registry).get_blob(plan.base.repository, desc["digest"])
             client.upload_blob(repo, desc["digest"], data)
+        missing = [layer for layer in plan.layers if not client.blob_exists(repo, layer.digest)]
+
+        def upload(layer: oci.Layer) -> int:
+            show = layer.size > 1_000_000  # progress for layers worth watching
+            return client.upload_blob(
+                repo,
+                layer.digest,
+                layer.source.write,
+                Progress(f"uploading {layer.name} layer", self.progress_stream) if show else None,
+                size=layer.size,
+            )
+
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            sent = dict(zip([x.name for x in missing], pool.map(upload, missing), strict=True))
         for layer in plan.layers:
-            sent = 0
-            if not client.blob_exists(repo, layer.digest):
-                show = layer.size > 1_000_000  # progress for layers worth watching
-                sent = client.upload_blob(
-                    repo,
-                    layer.digest,
-                    layer.file,
-                    Progress(f"uploading {layer.name} layer", self.progress_stream)
-                    if show
-                    else None,
-                )
-            report[layer.name] = {"digest": layer.digest, "size": layer.size, "uploaded": sent}
+            report[layer.name] = {
+                "digest": layer.digest,
+                "size": layer.size,
+                "uploaded": sent.get(layer.name, 0),
+                "media_type": layer.media_type,
+            }
         config_digest = sha256(plan.config)
         if not client.blob_exists(repo, config_digest):
             client.upload_blob(repo, config_digest, plan.config)
@@ -217,8 +275,6 @@ class LayersBuilder:
         for tag in tags:
             if client.manifest_digest(repo, tag) != digest:  # a tag already right is left alone
                 client.put_manifest(repo, tag, plan.manifest, MANIFEST_OCI)
-        for layer in plan.layers:
-            layer.file.unlink(missing_ok=True)
         return BuildResult(
             image=f"{plan.target.registry}/{repo}",
             digest=digest,

@@ -2,7 +2,7 @@
 
 Same files + same commit time = same bytes: entries sorted, owners 0:0 with no names, modes
 normalised, mtimes fixed to the commit time, gzip without a timestamp or a file name. Layers
-stream to a temporary file while both digests (compressed and uncompressed) are computed.
+are never staged: they stream (tar -> gzip or plain -> sha256) to whoever needs the bytes.
 """
 
 from __future__ import annotations
@@ -13,19 +13,22 @@ import io
 import json
 import stat
 import tarfile
-import tempfile
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any, Literal
 
 from lepton_ci.core.oci_client import (
     CONFIG_OCI,
     LAYER_OCI,
+    LAYER_TAR,
     MANIFEST_OCI,
     sha256,
 )
 
+LAYOUT_VERSION = 1  # bump when the tar layout changes, so cached layer digests are not reused
+_COPY = 1 << 20
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -38,21 +41,15 @@ class Entry:
     executable: bool = False
 
 
-@dataclass
-class Layer:
-    name: str
-    file: Path  # the gzipped tar
-    digest: str  # sha256 of the gzipped bytes
-    diff_id: str  # sha256 of the tar
-    size: int
-    media_type: str = LAYER_OCI
-
-    def descriptor(self) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+Compression = Literal["gzip", "none"]
+_MEDIA = {"gzip": LAYER_OCI, "none": LAYER_TAR}
+_SAMPLE = 1 << 20
 
 
 class _Hashing(io.RawIOBase):
-    def __init__(self, sink: IO[bytes]) -> None:
+    """A write-only stream that hashes and counts what passes, then hands it on."""
+
+    def __init__(self, sink: Callable[[bytes], object]) -> None:
         self.sink = sink
         self.h = hashlib.sha256()
         self.n = 0
@@ -64,54 +61,121 @@ class _Hashing(io.RawIOBase):
         data = bytes(b)
         self.h.update(data)
         self.n += len(data)
-        self.sink.write(data)
+        self.sink(data)
         return len(data)
 
 
-def build_layer(name: str, entries: Iterable[Entry], mtime: int, workdir: Path) -> Layer:
-    items = sorted(entries, key=lambda e: PurePosixPath(e.path).parts)
-    dirs = sorted(
-        {str(p) for e in items for p in PurePosixPath(e.path).parents if str(p) != "/"},
-        key=lambda d: PurePosixPath(d).parts,
-    )
-    workdir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".tar.gz", dir=workdir)
-    out = Path(tmp_name)
-    with open(fd, "wb") as raw:
-        compressed = _Hashing(raw)
-        with gzip.GzipFile(
-            filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=6
-        ) as gz:
-            plain = _Hashing(gz)  # type: ignore[arg-type]
-            with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for d in dirs:
-                    tar.addfile(_info(d.lstrip("/") + "/", tarfile.DIRTYPE, 0o755, 0, mtime))
-                for e in items:
-                    if isinstance(e.source, bytes):
-                        mode = 0o755 if e.executable else 0o644
-                        info = _info(
-                            e.path.lstrip("/"), tarfile.REGTYPE, mode, len(e.source), mtime
-                        )
-                        tar.addfile(info, io.BytesIO(e.source))
-                        continue
-                    st = e.source.stat()
-                    exe = e.executable or bool(st.st_mode & stat.S_IXUSR)
+@dataclass(frozen=True)
+class LayerSource:
+    """The deterministic bytes of one layer, written again whenever they are needed.
+
+    Nothing is staged on disk: describing a layer (its digests) and uploading it both stream
+    tar -> compression -> sha256 through one chunk at a time, so memory stays flat for a
+    10 GB model."""
+
+    name: str
+    entries: tuple[Entry, ...]
+    mtime: int
+    compression: Compression = "gzip"
+
+    @property
+    def media_type(self) -> str:
+        return _MEDIA[self.compression]
+
+    def key(self, file_hash: Callable[[Path], str]) -> str:
+        """What the layer's bytes depend on: paths, modes, contents, mtime, compression."""
+        parts: list[Any] = [LAYOUT_VERSION, self.name, self.mtime, self.compression]
+        for e in self.entries:
+            if isinstance(e.source, bytes):
+                parts.append([e.path, e.executable, hashlib.sha256(e.source).hexdigest()])
+            else:
+                st = e.source.stat()
+                exe = e.executable or bool(st.st_mode & stat.S_IXUSR)
+                parts.append([e.path, exe, st.st_size, file_hash(e.source)])
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+    def write(self, sink: Callable[[bytes], object]) -> tuple[str, str, int]:
+        """Write the layer to `sink`. Returns (digest, diff_id, size)."""
+        compressed = _Hashing(sink)
+        if self.compression == "gzip":
+            with gzip.GzipFile(
+                filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=6
+            ) as gz:
+                plain = _Hashing(gz.write)
+                self._tar(plain)
+        else:
+            plain = compressed
+            self._tar(plain)
+        return "sha256:" + compressed.h.hexdigest(), "sha256:" + plain.h.hexdigest(), compressed.n
+
+    def _tar(self, out: _Hashing) -> None:
+        dirs = sorted(
+            {str(p) for e in self.entries for p in PurePosixPath(e.path).parents if str(p) != "/"},
+            key=lambda d: PurePosixPath(d).parts,
+        )
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_COPY) as tar:
+            for d in dirs:
+                tar.addfile(_info(d.lstrip("/") + "/", tarfile.DIRTYPE, 0o755, 0, self.mtime))
+            for e in self.entries:
+                if isinstance(e.source, bytes):
+                    mode = 0o755 if e.executable else 0o644
                     info = _info(
-                        e.path.lstrip("/"),
-                        tarfile.REGTYPE,
-                        0o755 if exe else 0o644,
-                        st.st_size,
-                        mtime,
+                        e.path.lstrip("/"), tarfile.REGTYPE, mode, len(e.source), self.mtime
                     )
-                    with e.source.open("rb") as f:
-                        tar.addfile(info, f)
-    return Layer(
-        name,
-        out,
-        "sha256:" + compressed.h.hexdigest(),
-        "sha256:" + plain.h.hexdigest(),
-        compressed.n,
-    )
+                    tar.addfile(info, io.BytesIO(e.source))
+                    continue
+                st = e.source.stat()
+                exe = e.executable or bool(st.st_mode & stat.S_IXUSR)
+                mode = 0o755 if exe else 0o644
+                info = _info(e.path.lstrip("/"), tarfile.REGTYPE, mode, st.st_size, self.mtime)
+                with e.source.open("rb") as f:
+                    tar.addfile(info, f)
+
+
+def choose_compression(entries: Iterable[Entry]) -> Compression:
+    """gzip where it pays; none for weights, which are incompressible (gzip only costs time).
+
+    Judged on a sample of each file: if gzip cannot shrink the sample below 90%, the layer
+    is stored as a plain tar (every OCI runtime and registry accepts it)."""
+    raw = packed = 0
+    for e in entries:
+        if isinstance(e.source, bytes):
+            sample = e.source[:_SAMPLE]
+        else:
+            with e.source.open("rb") as f:
+                sample = f.read(_SAMPLE)
+        raw += len(sample)
+        packed += len(zlib.compress(sample, 1))
+    return "none" if raw >= 64 * 1024 and packed > 0.9 * raw else "gzip"
+
+
+@dataclass
+class Layer:
+    name: str
+    digest: str  # sha256 of the (compressed) layer bytes
+    diff_id: str  # sha256 of the tar
+    size: int
+    source: LayerSource
+
+    @property
+    def media_type(self) -> str:
+        return self.source.media_type
+
+    def descriptor(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+def describe(source: LayerSource) -> Layer:
+    """Digests and size, by writing the layer to nowhere."""
+    digest, diff_id, size = source.write(lambda _: None)
+    return Layer(source.name, digest, diff_id, size, source)
+
+
+def build_layer(
+    name: str, entries: Iterable[Entry], mtime: int, compression: Compression = "gzip"
+) -> Layer:
+    items = tuple(sorted(entries, key=lambda e: PurePosixPath(e.path).parts))
+    return describe(LayerSource(name, items, mtime, compression))
 
 
 def _info(name: str, kind: bytes, mode: int, size: int, mtime: int) -> tarfile.TarInfo:

@@ -43,8 +43,7 @@ def build(
                 timeout=300,
             )
         return DockerfileBuilder(docker_client, clients).build(model_dir, rec, cfg, card_text, tags)
-    work = ctx.paths.image_work
-    b = LayersBuilder(clients, workdir=work)
+    b = LayersBuilder(clients, cache_dir=ctx.cfg.cache_dir())
     return b.perform(b.prepare(model_dir, rec, cfg, card_text, ctx.git), tags)
 
 
