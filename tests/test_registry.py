@@ -32,8 +32,13 @@ def test_register_creates_annotated_tag_with_record(cli, toy_repo):
     msg = git(toy_repo, "tag", "-l", "--format=%(contents)", "toy@v0.1.0")
     subject, _, body = msg.partition("\n\n")
     assert subject == "Register toy@v0.1.0: gates: pass (accuracy=0.9)"
-    rec = json.loads(body)
+    record, _, trailer = body.rpartition("\n\n")
+    rec = json.loads(record)
     assert rec["candidate_version"] == "v0.1.0" and rec["metrics"]["accuracy"] == 0.9
+    # The run-cache key as a git trailer, readable without parsing the record.
+    assert trailer.strip() == f"Lepton-Cache-Key: {rec['cache']['key']}"
+    key = git(toy_repo, "tag", "-l", "--format=%(trailers:key=Lepton-Cache-Key,valueonly)")
+    assert key.strip() == rec["cache"]["key"]
     assert Registry(Git(toy_repo)).record("toy@v0.1.0").metrics["accuracy"] == 0.9
 
 
@@ -297,3 +302,89 @@ def test_push_without_the_remote_says_so_and_leaves_no_tag(cli, toy_repo):
     assert code == 1
     assert "this repository has no remote `origin`; the local tag was removed again" in err
     assert git(toy_repo, "tag") == ""
+
+
+def many_versions(cli, repo, n):
+    """One real registered version, then n more made from its record, each on its own commit
+    with its own cache key and accuracy: history without n slow training runs."""
+    registered(cli, repo)
+    msg = git(repo, "tag", "-l", "--format=%(contents)", "toy@v0.1.0")
+    record = json.loads(msg.partition("\n\n")[2].rpartition("\n\n")[0])
+    from lepton_ci.core.record import Record
+    from lepton_ci.versions.registry import version_message
+
+    for i in range(1, n + 1):
+        git(repo, "commit", "-q", "--allow-empty", "-m", f"chore: {i}")
+        rec = Record.model_validate(
+            {
+                **record,
+                "candidate_version": f"v0.1.{i}",
+                "metrics": {**record["metrics"], "accuracy": 0.8 + i / 1000},
+                "cache": {**record["cache"], "key": f"blake3:{i:064x}"},
+            }
+        )
+        name = f"toy@v0.1.{i}"
+        subprocess.run(
+            ["git", "tag", "-a", "--cleanup=verbatim", "-F", "-", name],
+            cwd=repo,
+            input=version_message(name, "gates: pass", rec),
+            text=True,
+            check=True,
+        )
+    return record
+
+
+def count_parses(monkeypatch):
+    from lepton_ci.core import record as record_mod
+
+    calls = []
+    real = record_mod.parse
+    monkeypatch.setattr(record_mod, "parse", lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+def test_the_chart_reads_only_the_records_it_shows(cli, toy_repo, monkeypatch):
+    from lepton_ci.core import record as record_mod
+    from lepton_ci.report import comment
+
+    many_versions(cli, toy_repo, 14)
+    rec = record_mod.load(toy_repo / ".lepton" / "runs" / "toy.json")
+    rec = rec.model_copy(update={"git": rec.git.model_copy(update={"sha": "0" * 40})})
+    parses = count_parses(monkeypatch)
+    points = comment.history(Registry(Git(toy_repo)), rec)
+    assert [p.label for p in points][-3:] == ["v0.1.13", "v0.1.14", "this PR"]
+    assert len(points) == comment.CHART_POINTS
+    assert len(parses) == comment.CHART_POINTS - 1  # not one per version
+
+
+def test_a_cache_hit_from_tags_parses_only_the_matching_record(cli, toy_repo, monkeypatch):
+    from lepton_ci.report.comment import CHART_POINTS
+
+    many_versions(cli, toy_repo, 16)
+    git(toy_repo, "checkout", "-q", "toy@v0.1.0")
+    (toy_repo / ".lepton" / "cache").rename(toy_repo / "old-cache")  # a fresh clone's state
+    parses = count_parses(monkeypatch)
+    code, out, _ = cli("run")
+    assert code == 0 and "run-cache hit" in out and "(tag toy@v0.1.0)" in out
+    tag_parses = [a for a in parses if "tag " in str(a[1:])]
+    # the hit's record and the chart's, not all 17 (parsing every record did both)
+    assert len(tag_parses) <= 1 + CHART_POINTS, len(tag_parses)
+
+
+def test_the_registry_is_read_once_per_command_until_refs_change(toy_repo):
+    g = Git(toy_repo)
+    calls = []
+    real = g.run
+
+    def counting(args, **kw):
+        calls.append(list(args))
+        return real(args, **kw)
+
+    g.run = counting
+    reg = Registry(g)
+    first = reg.read("toy")
+    assert Registry(g).read("toy") is first
+    assert sum(a[0] == "for-each-ref" for a in calls) == 1
+    reg.create_tag("toy@v9.9.9", git(toy_repo, "rev-parse", "HEAD"), "Register toy@v9.9.9\n")
+    assert [v.tag for v in Registry(g).read("toy").versions("toy")] == ["toy@v9.9.9"]
+    assert sum(a[0] == "for-each-ref" for a in calls) == 2

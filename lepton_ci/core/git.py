@@ -12,10 +12,32 @@ from lepton_ci.core.errors import GitError
 DEFAULT_TIMEOUT = 60.0
 
 
+# Commands after which what was read about refs may be stale (listing tags is not one).
+_WRITES = {
+    "tag",
+    "push",
+    "fetch",
+    "pull",
+    "update-ref",
+    "fast-import",
+    "commit",
+    "reset",
+    "checkout",
+    "switch",
+    "merge",
+    "rebase",
+    "pack-refs",
+    "gc",
+}
+
+
 class Git:
     def __init__(self, cwd: Path, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.cwd = Path(cwd)
         self.timeout = timeout
+        # What readers learned from refs (e.g. the tag registry), kept for one command and
+        # dropped by any git call that may change refs, so a command reads the tags once.
+        self.memo: dict[object, object] = {}
 
     def run(
         self,
@@ -26,6 +48,8 @@ class Git:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        if args and args[0] in _WRITES and not _lists_tags(args):
+            self.memo.clear()
         full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
         try:
             proc = subprocess.run(
@@ -108,3 +132,7 @@ class Git:
         """Commit subjects and bodies in a range, newest first, separated by NUL."""
         out = self.run(["log", "--format=%B%x00", rev_range]).stdout
         return [m.strip() for m in out.split("\0") if m.strip()]
+
+
+def _lists_tags(args: Sequence[str]) -> bool:
+    return args[0] == "tag" and any(a in ("-l", "--list", "--merged", "--contains") for a in args)

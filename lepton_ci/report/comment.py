@@ -72,15 +72,15 @@ def history(registry: Registry, rec: Record) -> list[Point]:
     )
     if key is None or key.candidate is None:
         return []
-    from lepton_ci.core.semver import Version
-
     points = []
-    records = registry.records(rec.model)
-    for tag in sorted(records, key=lambda t: Version.parse(t.split("@")[1]).sort_key()):
-        value = records[tag].metrics.get(key.metric)
-        if value is not None and records[tag].git.sha != rec.git.sha:
+    # Only the newest versions are charted, so only their records are read.
+    older = [v for v in registry.read(rec.model).versions(rec.model) if v.sha != rec.git.sha]
+    shown = [v.tag for v in reversed(older[: CHART_POINTS - 1])]
+    records = registry.records(shown)
+    for tag in shown:
+        value = records[tag].metrics.get(key.metric) if tag in records else None
+        if value is not None:
             points.append(Point(label=tag.split("@")[1], value=value))
-    points = points[-(CHART_POINTS - 1) :]
     points.append(Point(label="this PR", value=key.candidate))
     return points
 

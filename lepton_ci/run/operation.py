@@ -175,7 +175,10 @@ def _lookup(
     if local is not None:
         sources.append(("local cache", local))
     else:
-        for tag, rec in Registry(ctx.git).records(name).items():
+        registry = Registry(ctx.git)
+        # The key is a trailer of each version tag: only matching tags' records are parsed.
+        tagged = [e.tag for e in registry.read(name).history(name) if e.cache_key == key]
+        for tag, rec in registry.records(tagged).items():
             if rec.cache.key == key:
                 sources.append((f"tag {tag}", rec))
     if not sources:

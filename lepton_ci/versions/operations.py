@@ -13,7 +13,7 @@ from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions.policy import check as check_policy
-from lepton_ci.versions.registry import Registry, RegistryState, VersionInfo
+from lepton_ci.versions.registry import Registry, RegistryState, VersionInfo, version_message
 
 
 @dataclass
@@ -94,7 +94,7 @@ def register(
             )
     name = tags.version_tag(model, new)
     rec = rec.model_copy(update={"candidate_version": str(new)})
-    message = f"Register {name}: {_summary_line(rec)}\n\n{rec.to_json()}"
+    message = version_message(name, _summary_line(rec), rec)
     reg.create_tag(name, head, message)
     if push:
         reg.push_tag(name, remote)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.printer import Table
-from lepton_ci.core.record import Record
 from lepton_ci.versions.registry import Registry, VersionInfo
+
+if TYPE_CHECKING:
+    from lepton_ci.core.record import Record  # pydantic: only `show` parses a record
 
 
 def when(ts: int) -> str:

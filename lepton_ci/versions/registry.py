@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,8 @@ from lepton_ci.versions.grammar import Action
 if TYPE_CHECKING:
     from lepton_ci.core.record import Record
 
+CACHE_KEY_TRAILER = "Lepton-Cache-Key"  # the run-cache key, found without parsing records
+
 # %(creator) is the tagger of an annotated tag and the committer of a lightweight one, read
 # without peeling to the commit object: peeling 10,000 tags costs more than the rest together.
 _FMT = "%00".join(
@@ -25,8 +28,10 @@ _FMT = "%00".join(
         "%(*objectname)",
         "%(creator)",
         "%(contents:subject)",
+        f"%(trailers:key={CACHE_KEY_TRAILER},valueonly,separator=%x2C)",
     ]
 )
+
 _CREATOR = re.compile(r"^(?P<name>.*?) <[^>]*> (?P<ts>\d+) [+-]\d{4}$")
 _VERDICT = re.compile(r"\bgates: (pass|fail)\b")
 
@@ -43,6 +48,7 @@ class Event:
     version: str | None = None
     stage: str | None = None
     counter: int | None = None
+    cache_key: str | None = None
 
 
 @dataclass
@@ -144,6 +150,17 @@ class Registry:
         self.git = git
 
     def read(self, model: str | None = None) -> RegistryState:
+        """Names, objects, dates, subjects and cache keys of the tags, in one git call (read
+        once per command: the answer is kept until a git call changes refs). No record is
+        parsed here; `record(tag)` parses one when a command needs its evidence."""
+        memo_key = ("registry", model)
+        if (state := self.git.memo.get(memo_key)) is not None:
+            return state  # type: ignore[return-value]
+        state = self._read(model)
+        self.git.memo[memo_key] = state
+        return state
+
+    def _read(self, model: str | None) -> RegistryState:
         pattern = ["refs/tags"]
         if model is not None:
             pattern = [f"refs/tags/{model}@*", f"refs/tags/{model}#*"]
@@ -152,9 +169,9 @@ class Registry:
         tag_objects: set[str] = set()  # objects of annotated tags, to spot tags of tags
         for line in out.splitlines():
             parts = line.split("\0")
-            if len(parts) != 5:
+            if len(parts) != 6:
                 continue
-            name, obj, peeled, creator, subject = parts
+            name, obj, peeled, creator, subject, cache_key = parts
             if peeled:
                 tag_objects.add(obj)
             parsed = tags.parse(name)
@@ -173,6 +190,7 @@ class Registry:
                     version=parsed.version,
                     stage=parsed.stage,
                     counter=parsed.counter,
+                    cache_key=cache_key.split(",")[0] or None,
                 )
             )
         # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`) peels to the inner
@@ -192,13 +210,15 @@ class Registry:
             return None
         return record_from_message(proc.stdout.split("\n\n", 1)[-1], tag)
 
-    def records(self, model: str) -> dict[str, Record]:
-        """Every version tag's record of a model, with one git call."""
+    def records(self, tags: list[str]) -> dict[str, Record]:
+        """The records of the given tags (those that have one), with one git call."""
+        if not tags:
+            return {}
         out = self.git.run(
             [
                 "for-each-ref",
                 "--format=%(refname:strip=2)%00%(contents)%01",
-                f"refs/tags/{model}@v*",
+                *(f"refs/tags/{t}" for t in tags),
             ]
         ).stdout
         found = {}
@@ -259,7 +279,18 @@ def record_from_message(body: str, source: str) -> Record | None:
     # Signed tags append a PGP/SSH signature after the JSON.
     for marker in ("-----BEGIN PGP SIGNATURE-----", "-----BEGIN SSH SIGNATURE-----"):
         text = text.split(marker, 1)[0]
+    # Trailers (the run-cache key) follow the record: take the one JSON object, no more.
+    try:
+        _, end = json.JSONDecoder().raw_decode(text)
+        text = text[:end]
+    except ValueError:
+        pass  # let parse() say what is wrong with it
     return parse(text, f"tag {source}")
+
+
+def version_message(name: str, summary: str, rec: Record) -> str:
+    """A version tag's message: subject, the record, and the run-cache key as a trailer."""
+    return f"Register {name}: {summary}\n\n{rec.to_json()}\n{CACHE_KEY_TRAILER}: {rec.cache.key}\n"
 
 
 def _identity(git: Git) -> dict[str, str]:

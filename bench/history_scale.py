@@ -1,0 +1,132 @@
+"""10,000 (and 100,000) registered versions with real records: what each command costs.
+
+Issue #12's targets with 10,000 versions whose tags carry real evidence records (~2 KB):
+`run` overhead over the bare train + evaluate commands <= 0.3 s, a run-cache hit <= 0.3 s,
+`versions` / `history` / `show` <= 0.2 s, peak RSS <= 80 MB. 100,000 versions show the slope.
+Every version sits on its own commit; the records are copies of a real run's record with the
+version, commit and metrics changed. Usage: python bench/history_scale.py [N ...]
+"""
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _timing import best_of, lepton_cli, report
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = ROOT / "tests" / "fixtures" / "toy"
+GIT = ["git", "-c", "user.name=bench", "-c", "user.email=b@x"]
+
+
+def sh(cmd, cwd, env=None, stdin=None):
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, input=stdin, check=True, capture_output=True
+    ).stdout
+
+
+def make_repo(root: Path, n: int) -> None:
+    shutil.copytree(TOY, root)
+    (root / ".gitignore").write_text(".lepton/\nmodel.bin\nmetrics.json\ntrain_count.txt\n")
+    sh([*GIT, "init", "-q", "-b", "main"], root)
+    sh([*GIT, "add", "-A"], root)
+    sh([*GIT, "commit", "-q", "-m", "feat: toy"], root)
+    sh([*CLI, "run"], root)
+    sh([*CLI, "register"], root)  # one real record, the template for the others
+    body = sh(["git", "cat-file", "tag", "toy@v0.1.0"], root).decode().split("\n\n", 1)[1]
+    _subject, _, record = body.partition("\n\n")
+    template = json.loads(record[record.index("{") :])
+    sh(["git", "tag", "-d", "toy@v0.1.0"], root)
+    head = sh(["git", "rev-parse", "HEAD"], root).decode().strip()
+    # One fast-import stream: n commits on a side branch, each with its version tag, then main
+    # on top of them so every version is reachable (as after n registered pushes to main).
+    now = int(time.time()) - 10 * n
+    out = [f"reset refs/heads/main\nfrom {head}\n\n".encode()]
+    for i in range(n):
+        version = f"v0.{i // 1000}.{i % 1000}"
+        note = f"step {i}\n"
+        out.append(
+            f"commit refs/heads/main\nmark :{i + 1}\ncommitter bench <b@x> {now + 10 * i} +0000\n"
+            f"data {len(note)}\n{note}\n".encode()
+        )
+        rec = dict(template, candidate_version=version)
+        rec["git"] = dict(template["git"], commit_time=now + 10 * i)
+        rec["metrics"] = dict(template["metrics"], accuracy=0.8 + (i % 100) / 1000)
+        rec["cache"] = dict(template["cache"], key=f"blake3:{i:064x}")
+        msg = f"Register toy@{version}: gates: pass\n\n{json.dumps(rec, indent=2)}\n".encode()
+        out.append(
+            f"tag toy@{version}\nfrom :{i + 1}\ntagger bench <b@x> {now + 10 * i + 1} +0000\n"
+            f"data {len(msg)}\n".encode()
+            + msg
+        )
+    sh(["git", "fast-import", "--quiet", "--force"], root, stdin=b"".join(out))
+    sh(["git", "reset", "-q", "--hard", "main"], root)
+    sh([*GIT, "commit", "-q", "--allow-empty", "-m", "fix: on top"], root)
+    sh(["git", "pack-refs", "--all"], root)
+    sh(["git", "gc", "-q"], root)
+
+
+CLI = lepton_cli()
+
+
+def peak_rss_mb(cmd, cwd) -> float:
+    """Peak RSS of one child (this process's children's max, measured alone)."""
+    code = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run(sys.argv[2:], cwd=sys.argv[1], check=True, capture_output=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(cwd), *cmd], check=True, capture_output=True, text=True
+    )
+    return int(out.stdout) / 1024
+
+
+def measure(n: int) -> None:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
+        repo = Path(d) / "repo"
+        t0 = time.perf_counter()
+        make_repo(repo, n)
+        print(f"--- {n} versions with real records (made in {time.perf_counter() - t0:.1f} s)")
+        env = dict(os.environ)
+        bare = best_of(
+            3,
+            lambda: (
+                sh([sys.executable, "train.py"], repo, env),
+                sh([sys.executable, "evaluate.py"], repo, env),
+            ),
+        )
+        cold = best_of(3, lambda: sh([*CLI, "run", "--no-cache"], repo))
+        hit = best_of(3, lambda: sh([*CLI, "run"], repo))
+        # a fresh clone has no local cache: the hit comes from a version tag's record
+        shutil.rmtree(repo / ".lepton" / "cache", ignore_errors=True)
+        sh(["git", "checkout", "-q", "HEAD~1"], repo)
+        tag_hit = best_of(1, lambda: sh([*CLI, "run"], repo))
+        sh(["git", "checkout", "-q", "main"], repo)
+        print(f"bare train + evaluate: {bare:.3f} s; run --no-cache: {cold:.3f} s")
+        report(f"[{n}] run overhead over the bare commands", cold - bare, 0.3)
+        report(f"[{n}] run-cache hit (local cache)", hit, 0.3)
+        report(f"[{n}] run-cache hit from a version tag (fresh clone)", tag_hit, 0.3)
+        for args in (["versions", "toy"], ["history", "toy"], ["show", "toy"]):
+            t = best_of(3, lambda a=args: sh([*CLI, *a], repo))
+            report(f"[{n}] {' '.join(args)}", t, 0.2)
+        rss = max(
+            peak_rss_mb([*CLI, *a], repo)
+            for a in (["run", "--no-cache"], ["run"], ["versions", "toy"], ["history", "toy"])
+        )
+        report(f"[{n}] peak RSS of run/versions/history", rss, 80, unit="MB")
+
+
+def main() -> None:
+    for n in [int(a) for a in sys.argv[1:]] or [10_000, 100_000]:
+        measure(n)
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
+    main()
