@@ -19,6 +19,8 @@ from pathlib import Path
 
 from _timing import best_of, lepton_cli, report
 
+from lepton_ci.versions.registry import CACHE_KEY_TRAILER
+
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "tests" / "fixtures" / "toy"
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=b@x"]
@@ -40,7 +42,7 @@ def make_repo(root: Path, n: int) -> None:
     sh([*CLI, "register"], root)  # one real record, the template for the others
     body = sh(["git", "cat-file", "tag", "toy@v0.1.0"], root).decode().split("\n\n", 1)[1]
     _subject, _, record = body.partition("\n\n")
-    template = json.loads(record[record.index("{") :])
+    template, _ = json.JSONDecoder().raw_decode(record[record.index("{") :])
     sh(["git", "tag", "-d", "toy@v0.1.0"], root)
     head = sh(["git", "rev-parse", "HEAD"], root).decode().strip()
     # One fast-import stream: n commits on a side branch, each with its version tag, then main
@@ -58,7 +60,10 @@ def make_repo(root: Path, n: int) -> None:
         rec["git"] = dict(template["git"], commit_time=now + 10 * i)
         rec["metrics"] = dict(template["metrics"], accuracy=0.8 + (i % 100) / 1000)
         rec["cache"] = dict(template["cache"], key=f"blake3:{i:064x}")
-        msg = f"Register toy@{version}: gates: pass\n\n{json.dumps(rec, indent=2)}\n".encode()
+        msg = (
+            f"Register toy@{version}: gates: pass\n\n{json.dumps(rec, indent=2)}\n\n"
+            f"{CACHE_KEY_TRAILER}: {rec['cache']['key']}\n"
+        ).encode()
         out.append(
             f"tag toy@{version}\nfrom :{i + 1}\ntagger bench <b@x> {now + 10 * i + 1} +0000\n"
             f"data {len(msg)}\n".encode()

@@ -58,12 +58,8 @@ class Version:
     def plain(self) -> str:
         return str(self)[1:]
 
-    def sort_key(self) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
-        # A release sorts above its pre-releases; numeric identifiers below alphanumeric ones.
-        pre: tuple[tuple[int, int | str], ...] = tuple(
-            (0, int(p)) if p.isdigit() else (1, p) for p in self.pre.split(".") if self.pre
-        )
-        return (self.major, self.minor, self.patch, 0 if self.pre else 1, pre)
+    def sort_key(self) -> SortKey:
+        return _sort_key(self)
 
     def bump(self, part: Bump) -> Version:
         if part == "major":
@@ -77,6 +73,18 @@ class Version:
 def _parse(text: str) -> Version:
     # Versions are immutable, so a registry read that meets each tag twice parses it once.
     return Version._parse_uncached(text)
+
+
+SortKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
+
+
+@functools.lru_cache(maxsize=65536)
+def _sort_key(v: Version) -> SortKey:
+    # A release sorts above its pre-releases; numeric identifiers below alphanumeric ones.
+    pre: tuple[tuple[int, int | str], ...] = tuple(
+        (0, int(p)) if p.isdigit() else (1, p) for p in v.pre.split(".") if v.pre
+    )
+    return (v.major, v.minor, v.patch, 0 if v.pre else 1, pre)
 
 
 FIRST = Version(0, 1, 0)

@@ -65,14 +65,21 @@ class VersionInfo:
 
 
 class RegistryState:
+    """What the tags say. Answers are computed once per model and kept: a command asks the
+    same questions several times, and 10,000 versions make each answer cost."""
+
     def __init__(self, events: list[Event]) -> None:
         self.events = sorted(events, key=lambda e: (e.time, e.counter or 0, e.tag))
+        self._by_model: dict[str, list[Event]] = {}
+        for e in self.events:
+            self._by_model.setdefault(e.model, []).append(e)
+        self._versions: dict[str, list[VersionInfo]] = {}
 
     def models(self) -> list[str]:
-        return sorted({e.model for e in self.events})
+        return sorted(self._by_model)
 
     def history(self, model: str | None = None) -> list[Event]:
-        return [e for e in self.events if model is None or e.model == model]
+        return list(self.events) if model is None else list(self._by_model.get(model, []))
 
     def deprecated(self, model: str) -> bool:
         return any(e.action is Action.DEPRECATE for e in self.history(model))
@@ -96,15 +103,19 @@ class RegistryState:
         return out
 
     def versions(self, model: str, *, include_deregistered: bool = False) -> list[VersionInfo]:
-        registered = self._registered(model)
-        for stage, info in self._stages(model, registered).items():
-            registered[str(info.version)].stages.append(stage)
-        found = [v for v in registered.values() if include_deregistered or not v.deregistered]
-        return sorted(found, key=lambda v: v.version.sort_key(), reverse=True)
+        """Newest first, each with the stages it holds."""
+        if model not in self._versions:
+            registered = self._registered(model)
+            for stage, info in self._stages(model, registered).items():
+                registered[str(info.version)].stages.append(stage)
+            self._versions[model] = sorted(
+                registered.values(), key=lambda v: v.version.sort_key(), reverse=True
+            )
+        return [v for v in self._versions[model] if include_deregistered or not v.deregistered]
 
     def stages(self, model: str) -> dict[str, VersionInfo]:
         """Each stage's current version: the latest assignment not cancelled afterwards."""
-        return self._stages(model, self._registered(model))
+        return {s: v for v in self.versions(model, include_deregistered=True) for s in v.stages}
 
     def _stages(self, model: str, registered: dict[str, VersionInfo]) -> dict[str, VersionInfo]:
         by_sha: dict[str, VersionInfo] = {}
