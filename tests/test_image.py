@@ -350,3 +350,127 @@ def test_registry_client_unreachable_is_bounded():
     with pytest.raises(Exception, match="unreachable after 2 tries"):
         c.blob_exists("x", "sha256:" + "0" * 64)
     assert client_factory({}, None, None)("127.0.0.1:9").base == "http://127.0.0.1:9"
+
+
+def _blob(tmp_path, mib):
+    import hashlib
+    import os
+
+    data = os.urandom(mib << 20)
+    return data, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_a_streamed_upload_whose_answer_is_lost_asks_where_it_stands_then_completes(
+    services, tmp_path
+):
+    """The PATCH lands but its answer is lost. lepton-ci asks the registry where the upload
+    stands; the CNCF registry cannot say (its upload URL carries a state token that is now
+    stale: 404), so the blob goes up again in a new session, and arrives whole."""
+    from lepton_ci.core.oci_client import OCIClient
+
+    data, digest = _blob(tmp_path, 20)
+    proxy = FaultProxy(services["registry"].host)
+    try:
+        proxy.rules.append(Rule("PATCH", r"/v2/resume/blobs/uploads/", 502, forward=True))
+        client = OCIClient(proxy.host, sleep=lambda s: None)
+
+        def produce(write):
+            for i in range(0, len(data), 1 << 20):
+                write(data[i : i + (1 << 20)])
+
+        sent = client.upload_blob("resume", digest, produce)
+        calls = [(m, s) for m, p, s in proxy.log]
+        assert calls == [
+            ("POST", 202),
+            ("PATCH", 502),
+            ("GET", 404),
+            ("POST", 202),
+            ("PATCH", 202),
+            ("PUT", 201),
+        ]
+        assert sent == len(data) and client.uploaded_bytes == 2 * len(data)
+        assert OCIClient(services["registry"].host).get_blob("resume", digest) == data
+    finally:
+        proxy.close()
+
+
+def test_a_stream_broken_half_way_is_sent_again_whole(services, tmp_path):
+    """The connection drops mid-body; the blob still arrives whole, with its digest."""
+    from lepton_ci.core.oci_client import OCIClient
+
+    data, digest = _blob(tmp_path, 24)
+    client = OCIClient(services["registry"].host, sleep=lambda s: None)
+    broke = []
+
+    def produce(write):
+        for i in range(0, len(data), 1 << 20):
+            write(data[i : i + (1 << 20)])
+
+    import requests
+
+    real = client.session.request
+
+    def request(method, url, **kw):
+        if method == "PATCH" and not broke:
+            body = kw.pop("data")
+
+            def cut():
+                for n, piece in enumerate(body):
+                    if n == 12:
+                        broke.append(n)
+                        raise requests.ConnectionError("reset mid-body")
+                    yield piece
+
+            return real(method, url, data=cut(), **kw)
+        return real(method, url, **kw)
+
+    client.session.request = request
+    sent = client.upload_blob("halfway", digest, produce)
+    assert broke and sent >= len(data)
+    assert OCIClient(services["registry"].host).get_blob("halfway", digest) == data
+
+
+def test_building_a_big_model_keeps_memory_flat(services, tmp_path):
+    """A 320 MiB incompressible model builds and pushes under a fixed peak RSS."""
+    import os
+    import sys
+
+    repo = tmp_path / "big"
+    repo.mkdir()
+    (repo / "train.py").write_text(
+        "import os\nwith open('weights.bin', 'wb') as f:\n"
+        "    for _ in range(5):\n        f.write(os.urandom(64 << 20))\n"
+        "open('metrics.json', 'w').write('{\"loss\": 0.1}')\n"
+    )
+    base = services["bases"]["tiny"]
+    (repo / "lepton.yaml").write_text(
+        "models:\n  big:\n    train: python3 train.py\n    code: [train.py]\n"
+        "    outputs: [weights.bin]\n    metrics: [metrics.json]\n"
+        "    gates: {loss: {direction: lower}}\n"
+        f"    image: {{name: {services['registry'].host}/bigmodel, base: {base}}}\n"
+    )
+    (repo / ".gitignore").write_text("weights.bin\nmetrics.json\n.lepton/\n")
+    git(repo, "init", "-q")
+    commit_all(repo, "feat: big")
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}
+    lepton = [sys.executable, "-m", "lepton_ci", "-C", str(repo)]
+    subprocess.run([*lepton, "run"], check=True, capture_output=True, env=env)
+    code = (
+        "import resource, subprocess, sys\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "print(p.stdout or p.stderr)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *lepton, "build", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    status, rss_kb = out.split("\n", 1)[0].split()
+    assert status == "0", out
+    built = json.loads(out.split("\n", 1)[1])
+    assert built["layers"]["model"]["media_type"] == "application/vnd.oci.image.layer.v1.tar"
+    assert built["layers"]["model"]["size"] > 320 << 20
+    assert int(rss_kb) / 1024 < 150, f"peak RSS {int(rss_kb) / 1024:.0f} MB"

@@ -8,13 +8,15 @@ LEPTON_REGISTRY_USERNAME/PASSWORD or the docker config; credentials masked, neve
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
+import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -247,18 +249,19 @@ class OCIClient:
     def upload_blob(
         self,
         repo: str,
-        digest: str,
+        digest: str | Callable[[], str],
         source: Path | bytes | Producer,
         progress: ProgressFn | None = None,
         size: int = 0,
     ) -> int:
-        """Upload in chunks (POST, PATCH..., PUT with the digest). Returns bytes sent.
+        """Upload a blob: POST a session, stream the bytes in one PATCH, PUT the digest.
 
         `source` may be a producer that writes the blob's bytes to the function it is given,
-        so a layer streams from tar and compression straight into the upload, one chunk in
-        memory at a time. A chunk whose answer is lost is resumed from the offset the registry
-        reports; a session that cannot be resumed starts again from a new session (the
-        producer runs again: it must write the same bytes)."""
+        so a layer streams from tar and compression straight into the request, a few MiB in
+        memory whatever its size. A stream that breaks is resumed from the offset the
+        registry reports (the producer runs again and skips what landed); a session that
+        cannot be resumed starts again. `digest` may be a function asked once the bytes are
+        written: a producer that hashes as it writes saves a pass. Returns bytes sent."""
         produce = _producer(source)
         if not size:
             size = len(source) if isinstance(source, bytes) else 0
@@ -267,56 +270,101 @@ class OCIClient:
             r = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo)
             if r.status_code != 202:
                 raise self._fail(f"starting an upload to {repo}", r)
-            session = _Session(self, repo, self._abs(r.headers["Location"]), progress, size)
+            location, offset, sent = self._abs(r.headers["Location"]), 0, 0
             try:
-                produce(session.write)
-                session.flush()
-                sep = "&" if "?" in session.location else "?"
+                for resume in range(self.max_retries + 1):
+                    done, location, n = self._stream(
+                        repo, location, produce, offset, progress, size
+                    )
+                    sent += n
+                    if done:
+                        break
+                    offset, location = self._upload_status(repo, location)
+                    self.sleep(min(2**resume, 30))
+                else:
+                    raise _UploadBroken(None)
+                known = digest if isinstance(digest, str) else digest()
+                sep = "&" if "?" in location else "?"
                 r = self.request(
                     "PUT",
-                    f"{session.location}{sep}digest={digest}",
+                    f"{location}{sep}digest={known}",
                     repo=repo,
                     headers={"Content-Length": "0"},
                 )
                 if r.status_code != 201:
                     raise _UploadBroken(r)
-                return session.sent
+                return sent
             except _UploadBroken as e:
                 if attempt >= self.max_retries:
-                    raise self._fail(f"upload of {digest[:19]} to {repo}", e.resp) from None
+                    what = digest[:19] if isinstance(digest, str) else "a layer"
+                    if e.resp is None:
+                        raise OCIError(
+                            f"registry {self.registry}: upload of {what} to {repo} kept "
+                            f"breaking off ({self.max_retries + 1} tries)"
+                        ) from None
+                    raise self._fail(f"upload of {what} to {repo}", e.resp) from None
                 self.sleep(min(2**attempt, 30))
         raise AssertionError("unreachable")
 
-    def _patch(self, session: _Session, chunk: bytes) -> None:
-        """Send one chunk at the session's offset; resume it once if the answer was lost."""
-        for resumed in (False, True):
-            start = session.sent
-            r = self.request(
-                "PATCH",
-                session.location,
-                repo=session.repo,
-                data=chunk,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"{start}-{start + len(chunk) - 1}",
-                },
+    def _stream(
+        self,
+        repo: str,
+        location: str,
+        produce: Producer,
+        skip: int,
+        progress: ProgressFn | None,
+        size: int,
+    ) -> tuple[bool, str, int]:
+        """One streamed PATCH of everything after `skip` bytes. Returns (landed, location,
+        bytes sent). The request body is fed by the producer from a thread, a few pieces
+        ahead; the stream is sent once, never retried by the transport (it cannot rewind)."""
+        import requests
+
+        pipe = _Pipe(skip)
+        worker = threading.Thread(target=pipe.run, args=(produce,), daemon=True)
+        worker.start()
+        sent = 0
+
+        def body() -> Iterator[bytes]:
+            nonlocal sent
+            for piece in pipe.pieces():
+                sent += len(piece)
+                with self.lock:
+                    self.uploaded_bytes += len(piece)
+                if progress:
+                    progress(skip + sent, size)
+                yield piece
+
+        headers = {"Content-Type": "application/octet-stream"}
+        if repo in self._tokens:
+            headers["Authorization"] = self._tokens[repo]
+        with self.lock:
+            self.calls += 1
+        try:
+            r = self.session.request(
+                "PATCH", location, data=body(), headers=headers, timeout=self.timeout
             )
-            if r.status_code == 202:
-                session.location = self._abs(r.headers.get("Location", session.location))
-                return
-            if resumed:
+        except (requests.ConnectionError, requests.Timeout):
+            return False, location, sent
+        finally:
+            pipe.close()
+            worker.join()
+        if pipe.error is not None:
+            raise pipe.error  # the producer failed (a file vanished): not a network fault
+        if r.status_code != 202:
+            if r.status_code < 500 and r.status_code not in (408, 429):
                 raise _UploadBroken(r)
-            # Did the write land before the answer was lost? Ask where the upload stands.
-            status = self.request("GET", session.location, repo=session.repo)
-            have = _range_end(status.headers.get("Range", "")) if status.status_code == 204 else -1
-            if status.status_code != 204:
-                raise _UploadBroken(r)
-            session.location = self._abs(status.headers.get("Location", session.location))
-            if have == start + len(chunk) - 1:
-                return  # it did: go on with the next chunk
-            if have != start - 1:
-                raise _UploadBroken(r)  # the registry lost more than this chunk
-        raise AssertionError("unreachable")
+            return False, location, sent
+        return True, self._abs(r.headers.get("Location", location)), sent
+
+    def _upload_status(self, repo: str, location: str) -> tuple[int, str]:
+        """How many bytes of an upload session landed (the OCI upload-status request)."""
+        r = self.request("GET", location, repo=repo)
+        if r.status_code != 204:
+            raise _UploadBroken(r)
+        return _range_end(r.headers.get("Range", "")) + 1, self._abs(
+            r.headers.get("Location", location)
+        )
 
     # -- manifests -------------------------------------------------------------------------
 
@@ -376,7 +424,7 @@ class OCIClient:
 
 
 class _UploadBroken(Exception):
-    def __init__(self, resp: requests.Response) -> None:
+    def __init__(self, resp: requests.Response | None) -> None:
         self.resp = resp
 
 
@@ -404,35 +452,64 @@ def _range_end(header: str) -> int:
     return int(m[1]) if m else -1
 
 
-class _Session:
-    """One upload session: buffers written bytes into CHUNK-sized PATCHes."""
+class _Pipe:
+    """Hands a producer's writes to a request body, a few pieces ahead, after `skip` bytes."""
 
-    def __init__(
-        self, client: OCIClient, repo: str, location: str, progress: ProgressFn | None, size: int
-    ) -> None:
-        self.client, self.repo, self.location = client, repo, location
-        self.progress, self.size = progress, size
+    PIECE = 1 << 20
+    AHEAD = 4
+
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=self.AHEAD)
+        self.closed = threading.Event()
+        self.error: BaseException | None = None
         self.buffer = bytearray()
-        self.sent = 0
 
-    def write(self, data: bytes) -> None:
+    def run(self, produce: Producer) -> None:
+        try:
+            produce(self._write)
+            if self.buffer:
+                self._put(bytes(self.buffer))
+        except _Closed:
+            pass
+        except Exception as e:  # handed to the uploading thread, which raises it
+            self.error = e
+        finally:
+            self._put(None)
+
+    def _write(self, data: bytes) -> None:
+        if self.skip:
+            cut = min(self.skip, len(data))
+            self.skip -= cut
+            data = data[cut:]
         self.buffer += data
-        while len(self.buffer) >= CHUNK:
-            self._send(bytes(self.buffer[:CHUNK]))
-            del self.buffer[:CHUNK]
-
-    def flush(self) -> None:
-        if self.buffer:
-            self._send(bytes(self.buffer))
+        if len(self.buffer) >= self.PIECE:
+            self._put(bytes(self.buffer))
             self.buffer.clear()
 
-    def _send(self, chunk: bytes) -> None:
-        self.client._patch(self, chunk)
-        self.sent += len(chunk)
-        with self.client.lock:
-            self.client.uploaded_bytes += len(chunk)
-        if self.progress:
-            self.progress(self.sent, self.size)
+    def _put(self, item: bytes | None) -> None:
+        while not self.closed.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        if item is not None:
+            raise _Closed
+
+    def pieces(self) -> Iterator[bytes]:
+        while (item := self.queue.get()) is not None:
+            yield item
+
+    def close(self) -> None:
+        self.closed.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queue.get_nowait()
+
+
+class _Closed(Exception):
+    """The request stopped reading: the producer stops too."""
 
 
 ClientFactory = Callable[[str], OCIClient]

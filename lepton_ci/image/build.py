@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -76,9 +77,9 @@ class Plan:
     target: Ref
     base: Ref
     base_manifest: dict[str, Any]
-    layers: list[oci.Layer]
-    config: bytes
-    manifest: bytes
+    layers: list[oci.Layer | oci.LayerSource]  # a source: digest learnt while uploading
+    image_config: Callable[[list[oci.Layer]], bytes]
+    annotations: dict[str, str]
 
 
 def _sorted(entries: list[oci.Entry]) -> tuple[oci.Entry, ...]:
@@ -87,6 +88,9 @@ def _sorted(entries: list[oci.Entry]) -> tuple[oci.Entry, ...]:
 
 def _entries(root: Path, files: list[Path], prefix: str) -> list[oci.Entry]:
     return [oci.Entry(f"{prefix.rstrip('/')}/{f.relative_to(root).as_posix()}", f) for f in files]
+
+
+DESCRIBE_BELOW = 64 << 20  # smaller unknown layers are described before upload (cheap)
 
 
 class LayerIndex:
@@ -105,12 +109,18 @@ class LayerIndex:
             except (OSError, ValueError):
                 self.entries = {}
 
-    def layer(self, source: oci.LayerSource, stat: StatCache) -> oci.Layer:
+    def layer(self, source: oci.LayerSource, stat: StatCache) -> oci.Layer | oci.LayerSource:
+        """The layer with its digests, or its source when it is big and unknown: a big layer
+        is not read twice, its digest is learnt while it uploads (see `learn`)."""
         key = source.key(stat.hash)
         hit = self.entries.get(key)
         if isinstance(hit, list) and len(hit) == 3:
             return oci.Layer(source.name, str(hit[0]), str(hit[1]), int(hit[2]), source)
-        layer = oci.describe(source)
+        if source.raw_size() > DESCRIBE_BELOW:
+            return source
+        return self.learn(key, oci.describe(source))
+
+    def learn(self, key: str, layer: oci.Layer) -> oci.Layer:
         self.entries[key] = [layer.digest, layer.diff_id, layer.size]
         return layer
 
@@ -207,31 +217,28 @@ class LayersBuilder:
         labels = imagemeta.labels(
             rec, image, description=cfg.card.description, license_=cfg.card.license
         )
-        config = oci.canonical(
-            oci.image_config(
-                base_config,
-                layers,
-                created=imagemeta.created(rec),
-                labels=labels,
-                env={
-                    **image.env,
-                    "LEPTON_MODEL": rec.model,
-                    "MODEL_VERSION": rec.candidate_version or "",
-                },
-                entrypoint=image.entrypoint,
-                cmd=image.cmd,
-                workdir=image.workdir,
-                ports=image.ports,
+
+        def config(done: list[oci.Layer]) -> bytes:
+            return oci.canonical(
+                oci.image_config(
+                    base_config,
+                    done,
+                    created=imagemeta.created(rec),
+                    labels=labels,
+                    env={
+                        **image.env,
+                        "LEPTON_MODEL": rec.model,
+                        "MODEL_VERSION": rec.candidate_version or "",
+                    },
+                    entrypoint=image.entrypoint,
+                    cmd=image.cmd,
+                    workdir=image.workdir,
+                    ports=image.ports,
+                )
             )
-        )
-        manifest = oci.canonical(
-            oci.manifest(
-                config,
-                [*base_manifest["layers"], *(layer.descriptor() for layer in layers)],
-                {k: v for k, v in labels.items() if k.startswith("org.opencontainers")},
-            )
-        )
-        return Plan(target, base, base_manifest, layers, config, manifest)
+
+        annotations = {k: v for k, v in labels.items() if k.startswith("org.opencontainers")}
+        return Plan(target, base, base_manifest, layers, config, annotations)
 
     def perform(self, plan: Plan, tags: list[str]) -> BuildResult:
         client = self.clients(plan.target.registry)
@@ -247,34 +254,64 @@ class LayersBuilder:
                 continue
             data = self.clients(plan.base.registry).get_blob(plan.base.repository, desc["digest"])
             client.upload_blob(repo, desc["digest"], data)
-        missing = [layer for layer in plan.layers if not client.blob_exists(repo, layer.digest)]
+        todo = [
+            x
+            for x in plan.layers
+            if isinstance(x, oci.LayerSource) or not client.blob_exists(repo, x.digest)
+        ]
 
-        def upload(layer: oci.Layer) -> int:
-            show = layer.size > 1_000_000  # progress for layers worth watching
-            return client.upload_blob(
+        def upload(item: oci.Layer | oci.LayerSource) -> tuple[oci.Layer, int]:
+            source = item if isinstance(item, oci.LayerSource) else item.source
+            written: list[tuple[str, str, int]] = []
+
+            def produce(write: Callable[[bytes], None]) -> None:
+                written.append(source.write(write))
+
+            show = source.raw_size() > 1_000_000  # progress for layers worth watching
+            sent = client.upload_blob(
                 repo,
-                layer.digest,
-                layer.source.write,
-                Progress(f"uploading {layer.name} layer", self.progress_stream) if show else None,
-                size=layer.size,
+                item.digest if isinstance(item, oci.Layer) else (lambda: written[-1][0]),
+                produce,
+                Progress(f"uploading {source.name} layer", self.progress_stream) if show else None,
+                size=item.size if isinstance(item, oci.Layer) else source.raw_size(),
             )
+            if isinstance(item, oci.Layer):
+                return item, sent
+            digest, diff_id, size = written[-1]
+            layer = oci.Layer(source.name, digest, diff_id, size, source)
+            return self.index.learn(source.key(self.stat.hash), layer), sent
 
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            sent = dict(zip([x.name for x in missing], pool.map(upload, missing), strict=True))
-        for layer in plan.layers:
+            uploaded = {layer.name: (layer, sent) for layer, sent in pool.map(upload, todo)}
+        self.index.save()
+        layers: list[oci.Layer] = []
+        for x in plan.layers:
+            if x.name in uploaded:
+                layers.append(uploaded[x.name][0])
+            elif isinstance(x, oci.Layer):
+                layers.append(x)
+        for layer in layers:
             report[layer.name] = {
                 "digest": layer.digest,
                 "size": layer.size,
-                "uploaded": sent.get(layer.name, 0),
+                "uploaded": uploaded.get(layer.name, (layer, 0))[1],
                 "media_type": layer.media_type,
             }
-        config_digest = sha256(plan.config)
+        config = plan.image_config(layers)
+        manifest = oci.canonical(
+            oci.manifest(
+                config,
+                [*plan.base_manifest["layers"], *(layer.descriptor() for layer in layers)],
+                plan.annotations,
+            )
+        )
+        config_digest = sha256(config)
         if not client.blob_exists(repo, config_digest):
-            client.upload_blob(repo, config_digest, plan.config)
-        digest = sha256(plan.manifest)
+            client.upload_blob(repo, config_digest, config)
+        digest = sha256(manifest)
         for tag in tags:
             if client.manifest_digest(repo, tag) != digest:  # a tag already right is left alone
-                client.put_manifest(repo, tag, plan.manifest, MANIFEST_OCI)
+                client.put_manifest(repo, tag, manifest, MANIFEST_OCI)
         return BuildResult(
             image=f"{plan.target.registry}/{repo}",
             digest=digest,

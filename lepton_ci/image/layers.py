@@ -82,6 +82,13 @@ class LayerSource:
     def media_type(self) -> str:
         return _MEDIA[self.compression]
 
+    def raw_size(self) -> int:
+        """The bytes of the files it holds (before tar and compression)."""
+        return sum(
+            len(e.source) if isinstance(e.source, bytes) else e.source.stat().st_size
+            for e in self.entries
+        )
+
     def key(self, file_hash: Callable[[Path], str]) -> str:
         """What the layer's bytes depend on: paths, modes, contents, mtime, compression."""
         parts: list[Any] = [LAYOUT_VERSION, self.name, self.mtime, self.compression]

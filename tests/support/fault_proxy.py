@@ -16,6 +16,7 @@ class Rule:
     path: str
     status: int
     times: int = 1
+    forward: bool = False  # pass the request on first: the write lands, the answer is lost
 
 
 class FaultProxy:
@@ -38,16 +39,25 @@ class FaultProxy:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = _read_chunked(self.rfile)
                 proxy.received += len(body or b"")
+                hop = ("host", "transfer-encoding", "content-length", "connection")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
                 for r in proxy.rules:
                     if r.times > 0 and r.method == self.command and re.search(r.path, self.path):
                         r.times -= 1
+                        if r.forward:
+                            requests.request(
+                                self.command,
+                                f"http://{proxy.upstream}{self.path}",
+                                data=body,
+                                headers=headers,
+                                timeout=60,
+                                allow_redirects=False,
+                            )
                         proxy.log.append((self.command, self.path, r.status))
                         self.send_response(r.status)
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return
-                hop = ("host", "transfer-encoding", "content-length", "connection")
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
                 resp = requests.request(
                     self.command,
                     f"http://{proxy.upstream}{self.path}",
