@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
+
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def in_actions(env: Mapping[str, str] | None = None) -> bool:
@@ -35,6 +38,17 @@ def load_event(env: Mapping[str, str]) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def pr_head_sha(event: Mapping[str, Any]) -> str | None:
+    """The pull request's head commit from a pull_request event, or None.
+
+    On `pull_request` GitHub checks out refs/pull/N/merge: HEAD and GITHUB_SHA are a merge
+    commit of the head into the base, which neither the PR nor its workflow_run names."""
+    pr = event.get("pull_request")
+    head = (pr.get("head") or {}) if isinstance(pr, dict) else {}
+    sha = head.get("sha") if isinstance(head, dict) else None
+    return sha if isinstance(sha, str) and _SHA.fullmatch(sha) else None
 
 
 def escape_data(value: str) -> str:

@@ -31,6 +31,10 @@ class GitInfo(_Model):
     author: str = ""
     subject: str = ""
     base_ref: str | None = Field(None, description="the pull request's base branch, if any")
+    pr_head: str | None = Field(
+        None,
+        description="the pull request's head commit, when `sha` is GitHub's merge commit of it",
+    )
 
 
 class FileEntry(_Model):

@@ -124,7 +124,7 @@ def render(rec: Record, meta: BundleMeta, *, limit: int = LIMIT) -> Rendered:
         meta_line = (
             "<!-- lepton-ci:meta "
             + json.dumps(
-                {"sha": rec.git.sha, "run": meta.run_id, "digest": digest}, sort_keys=True
+                {"sha": meta.head_sha, "run": meta.run_id, "digest": digest}, sort_keys=True
             ).replace(">", "\\u003e")
             + " -->\n"
         )
@@ -175,6 +175,6 @@ def read_bundle(directory: Path) -> tuple[Record, BundleMeta]:
         raise RecordError(
             f"{directory}/meta.json: invalid: `{'.'.join(map(str, first['loc']))}`: {first['msg']}"
         ) from None
-    if meta.model != rec.model or meta.head_sha != rec.git.sha:
+    if meta.model != rec.model or meta.head_sha != (rec.git.pr_head or rec.git.sha):
         raise RecordError(f"{directory}: meta.json and record.json disagree")
     return rec, meta
