@@ -73,7 +73,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
     res = operations.register(
-        ctx, name, version=args.version, bump=args.bump, push=args.push, remote=args.remote
+        ctx,
+        name,
+        version=args.version,
+        bump=args.bump,
+        push=args.push,
+        remote=args.remote,
+        allow_failed=args.allow_failed,
     )
     res.outputs().write(ctx.rt)
     emit(res, as_json=args.json, text=res.text(args.remote))
@@ -298,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--version", help="exact version, e.g. 1.2.3")
     sp.add_argument("--push", action="store_true", help="push the tag (removed again if refused)")
+    sp.add_argument(
+        "--allow-failed",
+        action="store_true",
+        help="register a run whose gates failed (logged; such a version can never be promoted)",
+    )
     sp.add_argument("--remote", default="origin")
     sp.add_argument("--json", action="store_true")
 
@@ -305,7 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model")
     sp.add_argument("version")
     sp.add_argument("stage")
-    sp.add_argument("--actor", help="GitHub login promoting (default: GITHUB_ACTOR)")
+    sp.add_argument(
+        "--actor",
+        help="GitHub login promoting (default: GITHUB_ACTOR)",
+    )
     sp.add_argument("--push", action="store_true")
     sp.add_argument("--remote", default="origin")
     sp.add_argument("--json", action="store_true")
@@ -316,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check a pushed stage tag like a promotion; delete it again if refused",
     )
     sp.add_argument("tag", nargs="?", help="the tag (default: GITHUB_REF_NAME)")
-    sp.add_argument("--actor", help="who pushed it (default: GITHUB_ACTOR)")
+    sp.add_argument(
+        "--actor", help="who pushed it (default: GITHUB_ACTOR)"
+    )
     sp.add_argument("--remote", default="origin")
 
     sp = add("versions", cmd_versions, "list registered versions with their stages and verdicts")

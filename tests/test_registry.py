@@ -20,9 +20,23 @@ def registered(cli, repo, message="fix: change", **params):
         set_params(repo, **params)
         commit_all(repo, message)
     assert cli("run", "--no-fail")[0] == 0
-    code, out, err = cli("register")
+    code, out, err = cli("register", "--allow-failed")
     assert code == 0, err
     return out
+
+
+def test_a_failed_run_is_not_registered_unless_asked_and_then_logged(cli, toy_repo):
+    set_params(toy_repo, accuracy=0.4)
+    commit_all(toy_repo, "fix: worse")
+    assert cli("run", "--no-fail")[0] == 0
+    code, _, err = cli("register")
+    assert code == 1 and "failed its gates (accuracy); a failed run is not registered" in err
+    assert "--allow-failed" in err
+    assert git(toy_repo, "tag") == ""
+    code, out, err = cli("register", "--allow-failed")
+    assert code == 0 and "(fail)" in out
+    assert "registering toy although its gates failed (accuracy)" in out + err
+    assert git(toy_repo, "tag") == "toy@v0.1.0"
 
 
 def test_register_creates_annotated_tag_with_record(cli, toy_repo):

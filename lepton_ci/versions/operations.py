@@ -56,6 +56,7 @@ def register(
     bump: Bump | None = None,
     push: bool = False,
     remote: str = "origin",
+    allow_failed: bool = False,
 ) -> Registered:
     git = ctx.git
     head = git.head()
@@ -64,6 +65,20 @@ def register(
         raise RecordError(
             f"the last run of {model} was for {rec.git.sha[:12]}, but HEAD is {head[:12]}",
             hint=f"run `lepton-ci run --model {model}` on this commit first",
+        )
+    if rec.verdict != "pass":
+        failed = ", ".join(g.metric for g in rec.gates if g.verdict == "fail") or "gates"
+        if not allow_failed:
+            raise RegistryError(
+                f"the last run of {model} failed its gates ({failed}); a failed run is not "
+                "registered",
+                hint="fix the model and run again; to keep the evidence of a failed candidate "
+                "anyway, register it with --allow-failed (it can never be promoted)",
+            )
+        ctx.rt.warning(
+            f"registering {model} although its gates failed ({failed}): --allow-failed; "
+            "this version can never be promoted",
+            title="lepton-ci register",
         )
     if git.dirty() or rec.git.dirty:
         raise RegistryError(
