@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("stage")
     sp.add_argument(
         "--actor",
-        help="GitHub login promoting (default: GITHUB_ACTOR)",
+        help="GitHub login promoting (default: GITHUB_TRIGGERING_ACTOR, else GITHUB_ACTOR)",
     )
     sp.add_argument("--push", action="store_true")
     sp.add_argument("--remote", default="origin")
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("tag", nargs="?", help="the tag (default: GITHUB_REF_NAME)")
     sp.add_argument(
-        "--actor", help="who pushed it (default: GITHUB_ACTOR)"
+        "--actor", help="who pushed it (default: GITHUB_TRIGGERING_ACTOR, else GITHUB_ACTOR)"
     )
     sp.add_argument("--remote", default="origin")
 

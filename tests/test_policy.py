@@ -20,9 +20,10 @@ stages:
 
 @pytest.fixture
 def gh(monkeypatch):
+    """Teams need a token with organization Members: read (a PAT or App token), as on GitHub."""
     with GitHubServer() as srv:
         monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
-        monkeypatch.setenv("GITHUB_TOKEN", "test-token")
+        monkeypatch.setenv("GITHUB_TOKEN", "teams-token")
         monkeypatch.setenv("GITHUB_API_URL", srv.url)
         srv.state.permissions[(REPO, "dev")] = "write"
         srv.state.permissions[(REPO, "reader")] = "read"
@@ -81,6 +82,39 @@ def test_refused_prod_promotion_says_who_may_and_writes_nothing(gh, policy_repo,
         "acme/release-managers; anyone with admin permission or higher"
     ) in err
     assert tags(policy_repo) == ["toy#staging#1"]
+
+
+def test_the_workflow_token_cannot_read_teams_and_says_which_token_can(
+    gh, policy_repo, cli, monkeypatch
+):
+    monkeypatch.setenv("GITHUB_TOKEN", "test-token")  # GITHUB_TOKEN: no Members: read
+    assert cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")[0] == 0
+    # permission is read first, with the token the workflow has
+    code, out, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "boss")
+    assert code == 0 and "boss has admin permission" in out, err
+    git(policy_repo, "tag", "-d", "toy#prod#2")
+    code, _, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "rm")
+    assert code == 1
+    assert "cannot read team acme/release-managers to check rm's membership" in err
+    assert "GITHUB_TOKEN never has the organization permission Members: read" in err
+    assert "fine-grained PAT or a GitHub App installation token" in err
+    assert "may not promote" not in err  # "cannot tell" never reads as "not a member"
+
+
+@pytest.mark.parametrize(
+    ("role", "base", "admitted"),
+    [("release-manager", "maintain", True), ("auditor", "triage", False), ("maintain", "", True)],
+)
+def test_custom_repository_roles_rank_by_their_base_role(
+    gh, policy_repo, cli, role, base, admitted
+):
+    gh.state.permissions[(REPO, "carol")] = role
+    if base:
+        gh.state.custom_roles[role] = base
+    code, out, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "carol")
+    assert (code == 0) is admitted, out + err
+    if admitted:
+        assert "carol has write permission" in out or "carol has maintain permission" in out
 
 
 def test_policy_without_github_is_refused_not_skipped(policy_repo, cli, monkeypatch):
@@ -153,3 +187,16 @@ def test_pushed_tag_skipping_the_required_stage_is_deleted(gh, policy_repo, with
 def test_a_version_tag_is_not_a_promotion(gh, policy_repo, cli):
     code, out, _ = cli("accept-tag", "toy@v0.1.0")
     assert code == 0 and "not a stage assignment; nothing to promote" in out
+
+
+def test_a_rerun_is_authorised_for_who_pressed_rerun_not_the_first_actor(
+    gh, policy_repo, cli, monkeypatch
+):
+    # github.actor stays the first attempt's; github.triggering_actor is who re-ran it.
+    monkeypatch.setenv("GITHUB_ACTOR", "dev")
+    monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", "reader")
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging")
+    assert code == 1 and "reader may not promote to `staging`" in err
+    assert tags(policy_repo) == []
+    monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", "dev")
+    assert cli("promote", "toy", "v0.1.0", "staging")[0] == 0

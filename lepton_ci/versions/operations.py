@@ -192,9 +192,10 @@ def check_promotion(
         token = ctx.env.get("LEPTON_GITHUB_TOKEN") or ctx.env.get("GITHUB_TOKEN")
         if github is None and repo and token:
             github = GitHubClient.from_env(ctx.env, ctx.rt)
-        why = check_policy(
-            policy, actor or ctx.env.get("GITHUB_ACTOR"), stage, client=github, repo=repo
-        )
+        # A re-run keeps github.actor (who started the first attempt) but runs for whoever
+        # pressed re-run: authorise that person, github.triggering_actor.
+        who = actor or ctx.env.get("GITHUB_TRIGGERING_ACTOR") or ctx.env.get("GITHUB_ACTOR")
+        why = check_policy(policy, who, stage, client=github, repo=repo)
         ctx.rt.notice(f"promotion to {stage} allowed: {why}")
 
 
