@@ -436,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args))
     except LeptonError as e:
         rt = Runtime(stream=sys.stderr)
-        rt.error(str(e), title=f"lepton-ci {args.command}")
+        rt.error(str(e), title=f"lepton-ci {args.command}", file=e.file, line=e.line, col=e.col)
         rt.summary(f"**lepton-ci {args.command} failed**\n\n```\n{e}\n```")
         if debug:
             traceback.print_exc()
