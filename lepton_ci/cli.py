@@ -72,15 +72,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    res = operations.register(
-        ctx,
-        name,
-        version=args.version,
-        bump=args.bump,
-        push=args.push,
-        remote=args.remote,
-        allow_failed=args.allow_failed,
-    )
+    kw = {k: getattr(args, k) for k in ("version", "bump", "push", "remote", "allow_failed")}
+    res = operations.register(ctx, name, **kw)
     res.outputs().write(ctx.rt)
     emit(res, as_json=args.json, text=res.text(args.remote))
     return 0
@@ -91,9 +84,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    res = operations.promote(
-        ctx, name, args.version, args.stage, push=args.push, remote=args.remote, actor=args.actor
-    )
+    kw = {k: getattr(args, k) for k in ("push", "remote", "actor", "deployed_here")}
+    res = operations.promote(ctx, name, args.version, args.stage, **kw)
     res.outputs().write(ctx.rt)
     emit(res, as_json=args.json, text=f"promoted {name}@{res.version} to {res.stage} ({res.tag})")
     return 0
@@ -107,7 +99,7 @@ def cmd_accept_tag(args: argparse.Namespace) -> int:
     tag = args.tag or ctx.env.get("GITHUB_REF_NAME", "")
     res = operations.accept_pushed_tag(ctx, tag, remote=args.remote, actor=args.actor)
     if res is None:
-        AcceptTagOutputs(model="", version="", stage="").write(ctx.rt)
+        AcceptTagOutputs(model="", version="", stage="", deploy="false").write(ctx.rt)
         echo(f"{tag}: not a stage assignment; nothing to promote")
         return 0
     res.accepted().write(ctx.rt)
@@ -304,11 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--version", help="exact version, e.g. 1.2.3")
     sp.add_argument("--push", action="store_true", help="push the tag (removed again if refused)")
-    sp.add_argument(
-        "--allow-failed",
-        action="store_true",
-        help="register a run whose gates failed (logged; such a version can never be promoted)",
-    )
+    sp.add_argument("--allow-failed", action="store_true", help="register a failed run (logged)")
     sp.add_argument("--remote", default="origin")
     sp.add_argument("--json", action="store_true")
 
@@ -316,11 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model")
     sp.add_argument("version")
     sp.add_argument("stage")
-    sp.add_argument(
-        "--actor",
-        help="GitHub login promoting (default: GITHUB_TRIGGERING_ACTOR, else GITHUB_ACTOR)",
-    )
+    sp.add_argument("--actor", help="GitHub login promoting (default: GITHUB_TRIGGERING_ACTOR)")
     sp.add_argument("--push", action="store_true")
+    sp.add_argument("--deployed-here", action="store_true", help="the tag workflow must not deploy")
     sp.add_argument("--remote", default="origin")
     sp.add_argument("--json", action="store_true")
 
@@ -330,9 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check a pushed stage tag like a promotion; delete it again if refused",
     )
     sp.add_argument("tag", nargs="?", help="the tag (default: GITHUB_REF_NAME)")
-    sp.add_argument(
-        "--actor", help="who pushed it (default: GITHUB_TRIGGERING_ACTOR, else GITHUB_ACTOR)"
-    )
+    sp.add_argument("--actor", help="who pushed it (default: GITHUB_TRIGGERING_ACTOR)")
     sp.add_argument("--remote", default="origin")
 
     sp = add("versions", cmd_versions, "list registered versions with their stages and verdicts")

@@ -174,6 +174,7 @@ def test_a_pushed_stage_tag_from_someone_allowed_is_accepted(
     assert "toy@v0.1.0 accepted in staging" in out
     outputs = parse_outputs(gh_files["output"].read_text())
     assert (outputs["stage"], outputs["version"], outputs["model"]) == ("staging", "v0.1.0", "toy")
+    assert outputs["deploy"] == "true"
     assert git(with_remote, "tag", "-l", "toy#*") == "toy#staging#1"
 
 
@@ -200,3 +201,27 @@ def test_a_rerun_is_authorised_for_who_pressed_rerun_not_the_first_actor(
     assert tags(policy_repo) == []
     monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", "dev")
     assert cli("promote", "toy", "v0.1.0", "staging")[0] == 0
+
+
+def test_a_tag_the_promote_workflow_deployed_is_accepted_but_not_deployed_again(
+    gh, policy_repo, with_remote, cli, gh_files
+):
+    """With a PAT or App token, model-promote's tag push starts model-tag too: one deploys."""
+    from tests.conftest import parse_outputs
+
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev", "--push")
+    assert code == 0, err
+    assert cli("accept-tag", "toy#staging#1", "--actor", "dev")[0] == 0
+    assert parse_outputs(gh_files["output"].read_text())["deploy"] == "true"
+    git(policy_repo, "tag", "-d", "toy#staging#1")
+    git(with_remote, "tag", "-d", "toy#staging#1")
+    gh_files["output"].write_text("")
+    code, _, err = cli(
+        "promote", "toy", "v0.1.0", "staging", "--actor", "dev", "--push", "--deployed-here"
+    )
+    assert code == 0, err
+    code, out, err = cli("accept-tag", "toy#staging#1", "--actor", "dev")
+    assert code == 0, err
+    outputs = parse_outputs(gh_files["output"].read_text())
+    assert (outputs["stage"], outputs["deploy"]) == ("staging", "false")
+    assert "was deployed by the workflow that promoted it" in out + err

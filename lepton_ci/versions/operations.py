@@ -117,6 +117,12 @@ def register(
     return Registered(model, new, name, head, rec, push)
 
 
+# A stage tag whose message carries this trailer was deployed by the workflow that wrote
+# it (model-promote): the tag workflow, which a PAT- or App-pushed tag also starts, must not
+# deploy the same stage a second time.
+DEPLOYED_TRAILER = "Lepton-Deployed-By"
+
+
 @dataclass
 class Promoted:
     model: str
@@ -125,6 +131,7 @@ class Promoted:
     tag: str
     sha: str
     pushed: bool
+    deploy: bool = True  # does whoever accepts this tag still have to deploy it?
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -140,7 +147,12 @@ class Promoted:
         return PromoteOutputs(tag=self.tag, version=str(self.version), sha=self.sha)
 
     def accepted(self) -> AcceptTagOutputs:
-        return AcceptTagOutputs(model=self.model, version=str(self.version), stage=self.stage)
+        return AcceptTagOutputs(
+            model=self.model,
+            version=str(self.version),
+            stage=self.stage,
+            deploy=str(self.deploy).lower(),
+        )
 
 
 def check_promotion(
@@ -209,7 +221,10 @@ def promote(
     remote: str = "origin",
     actor: str | None = None,
     github: GitHubClient | None = None,
+    deployed_here: bool = False,
 ) -> Promoted:
+    """deployed_here: the calling workflow deploys the stage itself; the tag says so, so the
+    tag workflow does not deploy it again."""
     reg = Registry(ctx.git)
     state = reg.read(model)
     info = state.find(model, version)
@@ -218,10 +233,13 @@ def promote(
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
     name = tags.stage_tag(model, stage, state.next_counter(model))
-    reg.create_tag(name, info.sha, f"Promote {info.tag} to {stage}\n")
+    message = f"Promote {info.tag} to {stage}\n"
+    if deployed_here:
+        message += f"\n{DEPLOYED_TRAILER}: {ctx.run_url() or 'lepton-ci promote'}\n"
+    reg.create_tag(name, info.sha, message)
     if push:
         reg.push_tag(name, remote)
-    return Promoted(model, info.version, stage, name, info.sha, push)
+    return Promoted(model, info.version, stage, name, info.sha, push, deploy=not deployed_here)
 
 
 def accept_pushed_tag(
@@ -259,4 +277,17 @@ def accept_pushed_tag(
             ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)
         e.message += f"; the tag {tag} was deleted again"
         raise
-    return Promoted(parsed.model, info.version, parsed.stage, tag, info.sha, False)
+    body = ctx.git.run(["tag", "-l", "--format=%(contents)", tag]).stdout
+    by = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in body.splitlines()
+            if ln.startswith(DEPLOYED_TRAILER)
+        ),
+        None,
+    )
+    if by is not None:
+        ctx.rt.notice(f"{tag} was deployed by the workflow that promoted it ({by}); not again")
+    return Promoted(
+        parsed.model, info.version, parsed.stage, tag, info.sha, False, deploy=by is None
+    )
