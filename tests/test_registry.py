@@ -254,21 +254,9 @@ def test_runner_without_git_identity_tags_as_actions_actor(cli, toy_repo, monkey
 
 
 def test_monorepo_two_models_are_independent(tmp_path, capsys):
-    from tests.conftest import FIXTURES, Cli
+    from tests.conftest import Cli, two_model_repo
 
-    repo = tmp_path / "mono"
-    import shutil
-
-    for name in ("alpha", "beta"):
-        shutil.copytree(FIXTURES / "toy", repo / name)
-        (repo / name / "lepton.yaml").unlink()
-    cfg = (FIXTURES / "toy" / "lepton.yaml").read_text()
-    body = cfg.split("models:\n  toy:\n", 1)[1].split("stages:")[0]
-    models = "".join(f"  {n}:\n    path: {n}\n{body}" for n in ("alpha", "beta"))
-    (repo / "lepton.yaml").write_text("models:\n" + models + "stages: [staging]\n")
-    (repo / ".gitignore").write_text(".lepton/\nmodel.bin\nmetrics.json\ntrain_count.txt\n")
-    git(repo, "init", "-q")
-    commit_all(repo, "feat: two models")
+    repo = two_model_repo(tmp_path / "mono")
     c = Cli(repo, capsys)
     code, out, err = c("run")
     assert code == 0, err
