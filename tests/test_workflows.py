@@ -94,7 +94,8 @@ def test_training_never_runs_where_the_token_can_push():
 
 def test_tag_deploys_name_the_accepted_stage_environment():
     jobs = load(ROOT / "templates" / "workflows" / "model-tag.yml")["jobs"]
-    assert "environment" not in jobs["accept"] and "deployments" not in jobs["accept"]["permissions"]
+    accept = jobs["accept"]
+    assert "environment" not in accept and "deployments" not in accept["permissions"]
     deploy = jobs["deploy"]
     assert deploy["needs"] == "accept"
     assert deploy["environment"] == "${{ needs.accept.outputs.stage }}"
