@@ -255,13 +255,17 @@ class EnvironmentOperation:
         github = self._github or Recorder.from_env(self.ctx.env)
         if github is not None:
             # A rollback is a new deploy of an earlier release: on the Environments page too.
-            github.start(self.env_name, self._rolled_back(rev))
-            github.finish(
-                True,
-                f"rolled back to {rev.version} (revision {rev.number})",
-                self.ctx.run_url() or "",
-                self.deployer.env.check_url(),
-            )
+            # It has happened by now, so a failure to record it is a warning, not a failure.
+            try:
+                github.start(self.env_name, self._rolled_back(rev))
+                github.finish(
+                    True,
+                    f"rolled back to {rev.version} (revision {rev.number})",
+                    self.ctx.run_url() or "",
+                    self.deployer.env.check_url(),
+                )
+            except LeptonError as e:
+                self.ctx.rt.warning(f"rolled back, but not recorded as a GitHub Deployment: {e}")
         RollbackOutputs(
             status=rev.status,
             revision=str(rev.number),
