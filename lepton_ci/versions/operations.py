@@ -282,7 +282,7 @@ def accept_pushed_tag(
         (
             ln.split(":", 1)[1].strip()
             for ln in body.splitlines()
-            if ln.startswith(DEPLOYED_TRAILER)
+            if ln.startswith(f"{DEPLOYED_TRAILER}:")
         ),
         None,
     )
