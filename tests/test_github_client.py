@@ -191,3 +191,14 @@ def test_a_comment_answered_502_after_it_landed_heals_to_one(gh, monkeypatch, tm
     out = sticky.upsert(c, REPO, 5, rendered, meta, head_sha="e" * 40)
     (kept,) = gh.state.comments[(REPO, 5)]
     assert out.comment_id == kept["id"]
+
+
+def test_the_stand_in_reports_what_github_would_not_accept(gh):
+    """Its answers and the requests it gets are checked against GitHub's OpenAPI description."""
+    c, _ = client(gh)
+    c.json("POST", f"/repos/{REPO}/deployments", json={"environment": "prod"})  # no `ref`
+    with pytest.raises(GitHubError):
+        c.json("GET", f"/repos/{REPO}/deployment-plans")  # no such operation
+    found, gh.state.violations[:] = list(gh.state.violations), []
+    assert any("request POST /repos/acme/models/deployments" in v and "ref" in v for v in found)
+    assert any("no such operation in GitHub's REST API" in v for v in found)
