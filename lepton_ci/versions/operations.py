@@ -277,17 +277,29 @@ def accept_pushed_tag(
             ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)
         e.message += f"; the tag {tag} was deleted again"
         raise
-    body = ctx.git.run(["tag", "-l", "--format=%(contents)", tag]).stdout
-    by = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in body.splitlines()
-            if ln.startswith(f"{DEPLOYED_TRAILER}:")
-        ),
-        None,
-    )
+    by = _deployed_by(ctx, tag)
     if by is not None:
         ctx.rt.notice(f"{tag} was deployed by the workflow that promoted it ({by}); not again")
     return Promoted(
         parsed.model, info.version, parsed.stage, tag, info.sha, False, deploy=by is None
     )
+
+
+def _deployed_by(ctx: Context, tag: str) -> str | None:
+    """Who deployed the stage of `tag` already, from the trailer `promote --deployed-here`
+    writes, or None. Only an annotated tag's own message counts: for a lightweight tag git
+    shows the commit's message, which anyone whose commit was merged wrote."""
+    kind, _, trailers = (
+        ctx.git.run(
+            [
+                "for-each-ref",
+                f"--format=%(objecttype) %(trailers:key={DEPLOYED_TRAILER},valueonly)",
+                f"refs/tags/{tag}",
+            ]
+        )
+        .stdout.strip()
+        .partition(" ")
+    )
+    if kind != "tag":
+        return None
+    return next((v.strip() for v in trailers.splitlines() if v.strip()), None)
