@@ -320,6 +320,16 @@ def test_bundle_with_forged_pr_number_is_refused(gh, pr_env, cli, toy_repo, tmp_
     assert code == 1 and "meta.json: invalid: `head_sha`" in err
 
 
+@pytest.mark.parametrize("name", ["record.json", "meta.json"])
+def test_a_bundle_file_that_is_not_utf8_is_refused_clearly(cli, toy_repo, name):
+    """The bundle comes from an untrusted run: bad bytes are its fault, not an internal error."""
+    cli("run")
+    bundle = toy_repo / ".lepton" / "report" / "toy"
+    (bundle / name).write_bytes((bundle / name).read_bytes()[:-2] + b'\xff"}')
+    code, _, err = cli("comment", "--from", str(bundle))
+    assert code == 1 and f"{bundle / name}: not UTF-8" in err
+
+
 def test_local_run_renders_to_file_and_terminal(cli, toy_repo):
     cli("run")
     code, out, _ = cli("comment")
