@@ -404,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from lepton_ci.core.errors import LeptonError
+    from lepton_ci.core.escape import md_block
     from lepton_ci.core.gha import Runtime, debug_enabled
 
     debug = args.debug or debug_enabled()
@@ -421,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LeptonError as e:
         rt = Runtime(stream=sys.stderr)
         rt.error(str(e), title=f"lepton-ci {args.command}", file=e.file, line=e.line, col=e.col)
-        rt.summary(f"**lepton-ci {args.command} failed**\n\n```\n{e}\n```")
+        # The message can quote a hostile bundle or name: it must not close the block.
+        rt.summary(f"**lepton-ci {args.command} failed**\n\n{md_block(e)}")
         if debug:
             traceback.print_exc()
         return e.exit_code
