@@ -72,9 +72,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    res = operations.register(
-        ctx, name, version=args.version, bump=args.bump, push=args.push, remote=args.remote
-    )
+    kw = {k: getattr(args, k) for k in ("version", "bump", "push", "remote", "allow_failed")}
+    res = operations.register(ctx, name, **kw)
     res.outputs().write(ctx.rt)
     emit(res, as_json=args.json, text=res.text(args.remote), indent=None)
     return 0
@@ -85,9 +84,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    res = operations.promote(
-        ctx, name, args.version, args.stage, push=args.push, remote=args.remote, actor=args.actor
-    )
+    kw = {k: getattr(args, k) for k in ("push", "remote", "actor", "deployed_here")}
+    res = operations.promote(ctx, name, args.version, args.stage, **kw)
     res.outputs().write(ctx.rt)
     emit(
         res,
@@ -106,7 +104,7 @@ def cmd_accept_tag(args: argparse.Namespace) -> int:
     tag = args.tag or ctx.env.get("GITHUB_REF_NAME", "")
     res = operations.accept_pushed_tag(ctx, tag, remote=args.remote, actor=args.actor)
     if res is None:
-        AcceptTagOutputs(model="", version="", stage="").write(ctx.rt)
+        AcceptTagOutputs(model="", version="", stage="", deploy="false").write(ctx.rt)
         echo(f"{tag}: not a stage assignment; nothing to promote")
         return 0
     res.accepted().write(ctx.rt)
@@ -303,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--version", help="exact version, e.g. 1.2.3")
     sp.add_argument("--push", action="store_true", help="push the tag (removed again if refused)")
+    sp.add_argument("--allow-failed", action="store_true", help="register a failed run (logged)")
     sp.add_argument("--remote", default="origin")
     sp.add_argument("--json", action="store_true")
 
@@ -310,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model")
     sp.add_argument("version")
     sp.add_argument("stage")
-    sp.add_argument("--actor", help="GitHub login promoting (default: GITHUB_ACTOR)")
+    sp.add_argument("--actor", help="GitHub login promoting (default: GITHUB_TRIGGERING_ACTOR)")
     sp.add_argument("--push", action="store_true")
+    sp.add_argument("--deployed-here", action="store_true", help="the tag workflow must not deploy")
     sp.add_argument("--remote", default="origin")
     sp.add_argument("--json", action="store_true")
 
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check a pushed stage tag like a promotion; delete it again if refused",
     )
     sp.add_argument("tag", nargs="?", help="the tag (default: GITHUB_REF_NAME)")
-    sp.add_argument("--actor", help="who pushed it (default: GITHUB_ACTOR)")
+    sp.add_argument("--actor", help="who pushed it (default: GITHUB_TRIGGERING_ACTOR)")
     sp.add_argument("--remote", default="origin")
 
     sp = add("versions", cmd_versions, "list registered versions with their stages and verdicts")
@@ -409,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from lepton_ci.core.errors import LeptonError
+    from lepton_ci.core.escape import md_block
     from lepton_ci.core.gha import Runtime, debug_enabled
 
     debug = args.debug or debug_enabled()
@@ -425,8 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args))
     except LeptonError as e:
         rt = Runtime(stream=sys.stderr)
-        rt.error(str(e), title=f"lepton-ci {args.command}")
-        rt.summary(f"**lepton-ci {args.command} failed**\n\n```\n{e}\n```")
+        rt.error(str(e), title=f"lepton-ci {args.command}", file=e.file, line=e.line, col=e.col)
+        # The message can quote a hostile bundle or name: it must not close the block.
+        rt.summary(f"**lepton-ci {args.command} failed**\n\n{md_block(e)}")
         if debug:
             traceback.print_exc()
         return e.exit_code

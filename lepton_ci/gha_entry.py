@@ -52,6 +52,7 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("stage", None, "value"),
         ("actor", "--actor", "value"),
         ("push", "--push", "flag"),
+        ("deployed-here", "--deployed-here", "flag"),
     ],
     "rollback": [
         ("environment", None, "value"),

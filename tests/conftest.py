@@ -71,6 +71,21 @@ class Cli:
         return code, out, err
 
 
+def two_model_repo(repo: Path) -> Path:
+    """A monorepo with the toy model twice, as `alpha` and `beta`."""
+    for name in ("alpha", "beta"):
+        shutil.copytree(FIXTURES / "toy", repo / name)
+        (repo / name / "lepton.yaml").unlink()
+    cfg = (FIXTURES / "toy" / "lepton.yaml").read_text()
+    body = cfg.split("models:\n  toy:\n", 1)[1].split("stages:")[0]
+    models = "".join(f"  {n}:\n    path: {n}\n{body}" for n in ("alpha", "beta"))
+    (repo / "lepton.yaml").write_text("models:\n" + models + "stages: [staging]\n")
+    (repo / ".gitignore").write_text(".lepton/\nmodel.bin\nmetrics.json\ntrain_count.txt\n")
+    git(repo, "init", "-q")
+    commit_all(repo, "feat: two models")
+    return repo
+
+
 @pytest.fixture
 def toy_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"

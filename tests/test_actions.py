@@ -1,11 +1,17 @@
-"""The example workflows and the composite actions, run under act (host mode)."""
+"""The example workflows and the composite actions, run under act (host mode).
+
+The world is GitHub's: pull requests run on refs/pull/N/merge, every event is one of GitHub's
+own webhook payloads re-pointed at the test repository, and the GitHub API is the stand-in
+that checks itself against GitHub's OpenAPI description.
+"""
 
 import json
 from functools import partial
 
 import pytest
 
-from tests.support.act import act, action_repo, git, make_workspace
+from tests.support import github_events as events
+from tests.support.act import act, action_repo, git, make_workspace, open_pull
 from tests.support.github_server import GitHubServer
 
 pytestmark = pytest.mark.e2e
@@ -31,20 +37,11 @@ def home(tmp_path):
     return h
 
 
-def pr_payload(ws, number=7):
-    return {
-        "pull_request": {
-            "number": number,
-            "title": HOSTILE_TITLE,
-            "head": {
-                "sha": git(ws, "rev-parse", "HEAD"),
-                "ref": HOSTILE_REF,
-                "repo": {"full_name": "acme/models"},
-            },
-            "base": {"ref": "main", "repo": {"full_name": "acme/models"}},
-        },
-        "repository": {"full_name": "acme/models", "default_branch": "main"},
-    }
+def origin(tmp_path, ws):
+    remote = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(ws, "remote", "add", "origin", str(remote))
+    return remote
 
 
 def released(tmp_path, services, capsys, venv, workflow):
@@ -63,9 +60,7 @@ def released(tmp_path, services, capsys, venv, workflow):
         .replace("  staging: {}", "  staging: {allow: {permission: write}}")
     )
     git(ws, "commit", "-qam", "chore: policy and local registry")
-    remote = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(ws, "remote", "add", "origin", str(remote))
+    remote = origin(tmp_path, ws)
     cli = Cli(ws, capsys)
     for step in ("run", "register", "build"):
         assert cli(step)[0] == 0, step
@@ -80,38 +75,45 @@ def released(tmp_path, services, capsys, venv, workflow):
     return ws, port, remote, env
 
 
-def test_pull_request_then_workflow_run_comment(tmp_path, home, venv, action):
+def test_fork_pull_request_on_its_merge_commit_then_workflow_run_comment(
+    tmp_path, home, venv, action
+):
     from pathlib import Path
 
     for p in ("/tmp/lepton-pwned-ref", "/tmp/lepton-pwned-title"):
         Path(p).unlink(missing_ok=True)
     ws = make_workspace(tmp_path / "ws", ["model-pr.yml", "model-pr-comment.yml"])
+    remote = origin(tmp_path, ws)
     git(ws, "checkout", "-q", "-b", "feature")
     (ws / "params.yaml").write_text((ws / "params.yaml").read_text().replace("C: 1.0", "C: 0.8"))
     git(ws, "commit", "-qam", "fix: less regularisation")
+    head, base, merge = open_pull(ws, remote, 7, "feature")
     artifacts = tmp_path / "artifacts"
     env = {"LEPTON_VENV": str(venv), "LEPTON_TEST_ARTIFACTS": str(artifacts)}
-    proc = act(
-        ws, "pull_request", pr_payload(ws), "model-pr.yml", home=home, action=action, env=env
+    payload = events.pull_request(
+        7, head, base, fork=True, title=HOSTILE_TITLE, head_ref=HOSTILE_REF, sender="forker"
     )
+    proc = act(ws, "pull_request", payload, "model-pr.yml", home=home, action=action, env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     bundle = artifacts / "lepton-report"
     meta = json.loads((bundle / "meta.json").read_text())
     assert meta["pr"] == 7 and meta["workflow"] == "model-pr"
     record = json.loads((bundle / "record.json").read_text())
+    # built on GitHub's merge commit; the report speaks of the PR's head
+    assert (record["git"]["sha"], record["git"]["pr_head"], meta["head_sha"]) == (merge, head, head)
     assert record["git"]["branch"] == HOSTILE_REF  # carried as data, never run
     assert not Path("/tmp/lepton-pwned-ref").exists()
     assert not Path("/tmp/lepton-pwned-title").exists()
 
     with GitHubServer() as gh:
-        head = git(ws, "rev-parse", "HEAD")
         gh.state.add_pull("acme/models", 7, head, fork=True, title=HOSTILE_TITLE)
-        git(ws, "checkout", "-q", "main")
-        payload = {
-            "workflow_run": {"id": 99, "event": "pull_request", "head_sha": head},
-            "repository": {"full_name": "acme/models", "default_branch": "main"},
-        }
-        proc = act(
+        git(ws, "checkout", "-q", "main")  # the trusted job runs the default branch
+        # GitHub sends `pull_requests: []` for a fork's run: the PR comes from the bundle.
+        payload = events.workflow_run(
+            head, run_id=99, head_repo="forker/models", head_branch=HOSTILE_REF
+        )
+        run = partial(
+            act,
             ws,
             "workflow_run",
             payload,
@@ -121,25 +123,34 @@ def test_pull_request_then_workflow_run_comment(tmp_path, home, venv, action):
             env={**env, "GITHUB_API_URL": gh.url, "GITHUB_REPOSITORY": "acme/models"},
             secrets={"GITHUB_TOKEN": "test-token"},
         )
+        proc = run()
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         (comment,) = gh.state.comments[("acme/models", 7)]
         assert comment["body"].startswith(
             "<!-- lepton-ci:sticky model=digits workflow=model-pr -->"
         )
         assert "gates passed" in comment["body"]
+        # the same commit built from another repository does not speak for this PR
+        payload["workflow_run"]["head_repository"] = events.repository(
+            payload["workflow_run"]["head_repository"], "mallory/models", fork=True
+        )
+        proc = run()
+        assert proc.returncode != 0 and "built mallory/models; refusing to post" in proc.stdout
 
 
 def test_a_failing_gate_fails_the_pr_workflow(tmp_path, home, venv, action):
     ws = make_workspace(tmp_path / "ws", ["model-pr.yml"])
+    remote = origin(tmp_path, ws)
     git(ws, "checkout", "-q", "-b", "worse")
     p = ws / "params.yaml"
     p.write_text(p.read_text().replace("max_samples: null", "max_samples: 60"))
     git(ws, "commit", "-qam", "fix: faster")
+    head, base, _ = open_pull(ws, remote, 8, "worse")
     artifacts = tmp_path / "artifacts"
     proc = act(
         ws,
         "pull_request",
-        pr_payload(ws),
+        events.pull_request(8, head, base, action="opened", head_ref="worse"),
         "model-pr.yml",
         home=home,
         action=action,
@@ -163,23 +174,18 @@ def test_push_to_main_registers_builds_and_deploys(tmp_path, home, venv, action,
     cfg = ws / "lepton.yaml"
     cfg.write_text(cfg.read_text().replace("host_port: 18080", f"host_port: {port}"))
     git(ws, "commit", "-qam", "chore: local registry")
-    remote = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(ws, "remote", "add", "origin", str(remote))
+    remote = origin(tmp_path, ws)
     git(ws, "push", "-q", "origin", "main")
     podman = services["podman"]
     env = {
         "LEPTON_VENV": str(venv),
+        "LEPTON_TEST_ACTIONS_CACHE": str(tmp_path / "actions-cache"),
         **{
             k: podman.env[k]
             for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
         },
     }
-    payload = {
-        "ref": "refs/heads/main",
-        "after": git(ws, "rev-parse", "HEAD"),
-        "repository": {"full_name": "acme/models", "default_branch": "main"},
-    }
+    payload = events.push("refs/heads/main", git(ws, "rev-parse", "HEAD"))
     try:
         with GitHubServer() as gh:
             proc = act(
@@ -197,6 +203,14 @@ def test_push_to_main_registers_builds_and_deploys(tmp_path, home, venv, action,
                 },
             )
             assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+            # trained in the read-only job; the release job restored its run-cache
+            sha = payload["after"]
+            assert f"cache stand-in: saved .lepton/cache as key lepton-Linux-{sha}" in proc.stdout
+            release = [ln for ln in proc.stdout.splitlines() if "Register, build" in ln]
+            assert any(
+                f"restored .lepton/cache from key lepton-Linux-{sha}" in ln for ln in release
+            )
+            assert any("run-cache hit, training skipped" in ln for ln in release)
             (dep,) = gh.state.deployments["acme/models"]
             assert dep["environment"] == "staging"
             states = [s["state"] for s in gh.state.statuses[dep["id"]]]
@@ -210,7 +224,7 @@ def test_push_to_main_registers_builds_and_deploys(tmp_path, home, venv, action,
         proc = act(
             ws,
             "workflow_dispatch",
-            {"inputs": {"environment": "staging"}},
+            events.workflow_dispatch({"environment": "staging"}, "model-rollback.yml"),
             "model-rollback.yml",
             home=home,
             action=action,
@@ -227,10 +241,9 @@ def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
 ):
     ws, port, remote, env = released(tmp_path, services, capsys, venv, "model-promote.yml")
     podman = services["podman"]
-    inputs = {
-        "inputs": {"version": "v0.1.0", "stage": "staging"},
-        "repository": {"full_name": "acme/models", "default_branch": "main"},
-    }
+    inputs = events.workflow_dispatch(
+        {"version": "v0.1.0", "stage": "staging"}, "model-promote.yml"
+    )
     try:
         with GitHubServer() as gh:
             gh.state.permissions[("acme/models", "dev")] = "write"
@@ -252,11 +265,17 @@ def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
             assert "reader may not promote to `staging`" in proc.stdout
             assert "anyone with write permission or higher" in proc.stdout
             assert "lepton-ci deploy" not in proc.stdout.split("may not promote")[1]
+            # a re-run keeps github.actor; the reader who pressed re-run gets no dev rights
+            proc = run(actor="dev", triggering_actor="reader")
+            assert proc.returncode != 0 and "reader may not promote" in proc.stdout
             proc = run(actor="dev")
             assert proc.returncode == 0, proc.stdout[-5000:]
             assert "dev has write permission" in proc.stdout
             assert "staging: revision 1 deployed v0.1.0" in proc.stdout
         assert git(remote, "tag", "-l", "digits#*") == "digits#staging#1"
+        # marked, so model-tag (if a PAT or App token pushed it) does not deploy it again
+        message = git(remote, "tag", "-l", "--format=%(contents)", "digits#staging#1")
+        assert "Lepton-Deployed-By: " in message
         import requests
 
         assert (
@@ -273,10 +292,7 @@ def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action
     git(ws, "tag", "-a", "-m", "promote", "digits#staging#1", "digits@v0.1.0")
     git(ws, "push", "-q", "origin", "digits#staging#1")
     podman = services["podman"]
-    payload = {
-        "ref": "refs/tags/digits#staging#1",
-        "repository": {"full_name": "acme/models", "default_branch": "main"},
-    }
+    payload = events.push("refs/tags/digits#staging#1", git(ws, "rev-parse", "digits#staging#1"))
     try:
         with GitHubServer() as gh:
             gh.state.permissions[("acme/models", "dev")] = "write"
@@ -301,13 +317,17 @@ def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action
             assert proc.returncode != 0
             assert "intruder may not promote to `staging`" in proc.stdout
             assert "was deleted again" in proc.stdout
+            assert "Deploy the accepted stage" not in proc.stdout
             assert git(remote, "tag", "-l", "digits#*") == ""
             # the release manager pushes it again
             git(ws, "push", "-q", "origin", "digits#staging#1")
             proc = run(actor="dev")
             assert proc.returncode == 0, proc.stdout[-5000:]
             assert "digits@v0.1.0 accepted in staging" in proc.stdout
-            assert "staging: revision 1 deployed v0.1.0" in proc.stdout
+            deploy = [ln for ln in proc.stdout.splitlines() if "Deploy the accepted stage" in ln]
+            assert any("staging: revision 1 deployed v0.1.0" in ln for ln in deploy)
+            (dep,) = gh.state.deployments["acme/models"]
+            assert dep["environment"] == "staging"
         import requests
 
         assert (
@@ -361,10 +381,8 @@ def test_register_card_and_build_actions_and_their_outputs(tmp_path, home, venv,
     (ws / ".github" / "workflows" / "steps.yml").write_text(STEP_ACTIONS)
     git(ws, "add", "-A")
     git(ws, "commit", "-q", "-m", "ci: steps")
-    remote = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(ws, "remote", "add", "origin", str(remote))
-    payload = {"ref": "refs/heads/main", "repository": {"full_name": "acme/models"}}
+    remote = origin(tmp_path, ws)
+    payload = events.push("refs/heads/main", git(ws, "rev-parse", "HEAD"))
     proc = act(
         ws, "push", payload, "steps.yml", home=home, action=action, env={"LEPTON_VENV": str(venv)}
     )
@@ -374,3 +392,44 @@ def test_register_card_and_build_actions_and_their_outputs(tmp_path, home, venv,
     sha = git(ws, "rev-parse", "HEAD")
     assert f"tags=0.1.0,0.1,sha-{sha[:7]} digest=sha256:" in line
     assert git(remote, "tag") == "digits@v0.1.0"
+
+
+ALL_IN_ONE = """\
+name: all-in-one
+on: push
+permissions: {}
+jobs:
+  model:
+    runs-on: ubuntu-latest
+    timeout-minutes: 20
+    permissions: {contents: write}
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+      - id: lepton
+        uses: lepton-ci/lepton-ci@v1
+        with: {model: digits, fail-on-gate: "false", deploy-environment: staging}
+      - env:
+          VERDICT: ${{ steps.lepton.outputs.verdict }}
+          VERSION: ${{ steps.lepton.outputs.version }}
+          DIGEST: ${{ steps.lepton.outputs.digest }}
+        run: echo "outputs verdict=$VERDICT version=$VERSION digest=$DIGEST."
+"""
+
+
+def test_all_in_one_action_never_ships_a_failed_model(tmp_path, home, venv, action):
+    """fail-on-gate: false lets the job go on, but nothing is registered, built or deployed."""
+    ws = make_workspace(tmp_path / "ws", [])
+    p = ws / "params.yaml"
+    p.write_text(p.read_text().replace("max_samples: null", "max_samples: 60"))
+    (ws / ".github" / "workflows" / "all.yml").write_text(ALL_IN_ONE)
+    git(ws, "add", "-A")
+    git(ws, "commit", "-q", "-m", "fix: faster")
+    remote = origin(tmp_path, ws)
+    payload = events.push("refs/heads/main", git(ws, "rev-parse", "HEAD"))
+    proc = act(
+        ws, "push", payload, "all.yml", home=home, action=action, env={"LEPTON_VENV": str(venv)}
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    line = next(ln for ln in proc.stdout.splitlines() if "| outputs verdict=" in ln)
+    assert "verdict=fail version=v0.1.0 digest=." in line
+    assert git(remote, "tag") == "" and git(ws, "tag") == ""

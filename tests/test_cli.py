@@ -95,7 +95,7 @@ def test_error_in_actions_becomes_annotation_and_summary(cli, toy_repo, gh_files
     (toy_repo / "lepton.yaml").write_text("models: [1]\n")
     code, _, err = cli("run")
     assert code == 1
-    assert err.startswith("::error title=lepton-ci run::")
+    assert err.startswith(f"::error file={toy_repo / 'lepton.yaml'},line=1,title=lepton-ci run::")
     assert "%0A" in err or "models" in err
     assert "lepton-ci run failed" in gh_files["summary"].read_text()
 

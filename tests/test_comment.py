@@ -263,12 +263,19 @@ def test_body_over_the_limit_is_trimmed_and_says_so(gh, pr_env, cli, toy_repo):
 def test_two_phase_bundle_posted_from_workflow_run(
     gh, pr_env, cli, toy_repo, tmp_path, monkeypatch
 ):
-    code, _, _ = cli("run")
-    assert code == 0
+    # As on GitHub: the pull_request job checks out refs/pull/N/merge, a merge commit of the
+    # PR head into the base; the event, the PR and the workflow_run name the PR head.
+    head = git(toy_repo, "rev-parse", "HEAD")
+    git(toy_repo, "checkout", "-q", "--detach", "main")
+    git(toy_repo, "merge", "-q", "--no-ff", "-m", "Merge into main", head)
+    merge = git(toy_repo, "rev-parse", "HEAD")
+    code, _, err = cli("run")
+    assert code == 0, err
     bundle = toy_repo / ".lepton" / "report" / "toy"
     assert {p.name for p in bundle.iterdir()} == {"record.json", "meta.json", "comment.md"}
     meta = json.loads((bundle / "meta.json").read_text())
-    head = git(toy_repo, "rev-parse", "HEAD")
+    record = json.loads((bundle / "record.json").read_text())
+    assert record["git"]["sha"] == merge and record["git"]["pr_head"] == head
     assert meta["pr"] == PR and meta["head_sha"] == head and meta["workflow"] == "model-ci"
     assert [p["label"] for p in meta["history"]] == ["v0.1.0", "this PR"]
     # the trusted job: another checkout, the bundle downloaded as an artifact
@@ -276,20 +283,21 @@ def test_two_phase_bundle_posted_from_workflow_run(
     downloaded.mkdir()
     for f in bundle.iterdir():
         (downloaded / f.name).write_text(f.read_text())
-    pr_env(
-        head,
-        run_id=900,
-        event_name="workflow_run",
-        extra={"workflow_run": {"head_sha": head, "event": "pull_request"}},
-    )
-    monkeypatch.delenv("GITHUB_EVENT_PATH", raising=False)
-    event = tmp_path / "wr.json"
-    event.write_text(json.dumps({"workflow_run": {"head_sha": head}}))
-    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
     monkeypatch.chdir(tmp_path)
-    code, _, err = cli("comment", "--from", str(downloaded))
+
+    def workflow_run(head_repo):
+        run = {"head_sha": head, "event": "pull_request", "head_repository": head_repo}
+        pr_env(head, run_id=900, event_name="workflow_run", extra={"workflow_run": run})
+        return cli("comment", "--from", str(downloaded))
+
+    # same commit, but built from another repository (e.g. a fork that pushed it too)
+    code, _, err = workflow_run({"full_name": "forker/models"})
+    assert code == 1 and "built forker/models; refusing to post" in err
+    assert comments(gh) == []
+    code, _, err = workflow_run({"full_name": REPO})
     assert code == 0, err
     assert len(comments(gh)) == 1 and "toy@v0.1.0" in comments(gh)[0]["body"]
+    assert f'"sha": "{head}"' in comments(gh)[0]["body"]
 
 
 def test_bundle_with_forged_pr_number_is_refused(gh, pr_env, cli, toy_repo, tmp_path, monkeypatch):
@@ -310,6 +318,16 @@ def test_bundle_with_forged_pr_number_is_refused(gh, pr_env, cli, toy_repo, tmp_
     (bundle / "meta.json").write_text(json.dumps(meta))
     code, _, err = cli("comment", "--from", str(bundle))
     assert code == 1 and "meta.json: invalid: `head_sha`" in err
+
+
+@pytest.mark.parametrize("name", ["record.json", "meta.json"])
+def test_a_bundle_file_that_is_not_utf8_is_refused_clearly(cli, toy_repo, name):
+    """The bundle comes from an untrusted run: bad bytes are its fault, not an internal error."""
+    cli("run")
+    bundle = toy_repo / ".lepton" / "report" / "toy"
+    (bundle / name).write_bytes((bundle / name).read_bytes()[:-2] + b'\xff"}')
+    code, _, err = cli("comment", "--from", str(bundle))
+    assert code == 1 and f"{bundle / name}: not UTF-8" in err
 
 
 def test_local_run_renders_to_file_and_terminal(cli, toy_repo):

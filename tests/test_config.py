@@ -134,3 +134,21 @@ def test_example_config_is_valid():
     root = Path(__file__).parent.parent
     cfg = config.load(root / "examples" / "digits" / "lepton.yaml")
     assert "digits" in cfg.config.models
+
+
+def test_config_errors_are_annotated_on_their_file_and_line(tmp_path, monkeypatch, capsys):
+    from lepton_ci.cli import main
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "lepton.yaml").write_text(GOOD.replace("min: 0.9", "minimum: 0.9"))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(tmp_path))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    assert main(["-C", str(tmp_path), "run"]) == 1
+    line = capsys.readouterr().err.splitlines()[0]
+    assert line.startswith("::error file=lepton.yaml,line=7,title=lepton-ci run::"), line
+    assert "unknown key" in line
+    (tmp_path / "lepton.yaml").write_text("models:\n  a: [\n")
+    assert main(["-C", str(tmp_path), "run"]) == 1
+    line = capsys.readouterr().err.splitlines()[0]
+    assert line.startswith("::error file=lepton.yaml,line=3,col=1,title=lepton-ci run::"), line

@@ -25,12 +25,9 @@ def client(srv, token="test-token", **kw):
 
 def test_pagination_follows_link_headers(gh):
     c, _ = client(gh)
-    for i in range(250):
-        gh.state.comments.setdefault((REPO, 7), []).append(
-            {"id": i, "body": f"c{i}", "user": {"login": "x"}}
-        )
+    ids = [gh.state.new_comment(REPO, 7, f"c{i}")["id"] for i in range(250)]
     got = list(c.issue_comments(REPO, 7))
-    assert [x["id"] for x in got] == list(range(250))
+    assert [x["id"] for x in got] == ids
     assert gh.state.count("GET", "/issues/7/comments") == 3
 
 
@@ -144,3 +141,64 @@ def test_from_env_masks_token_and_reads_api_url(gh):
     c = GitHubClient.from_env({"GITHUB_TOKEN": "tok123", "GITHUB_API_URL": gh.url}, rt)
     assert c.base_url == gh.url
     assert out.getvalue() == "::add-mask::tok123\n"
+
+
+def release():
+    from lepton_ci.deploy.manifests import Release
+
+    return Release("digits", "v1.2.0", "r/digits@sha256:" + "a" * 64, "d" * 64, 3, commit="c" * 40)
+
+
+def test_a_deployment_answered_502_after_it_landed_is_not_made_twice(gh):
+    from lepton_ci.deploy.github_deployments import Recorder
+
+    # The write lands, then a proxy loses the answer. A blind retry would leave two
+    # Deployments and two in_progress statuses.
+    gh.state.faults += [
+        Fault("POST", r"/deployments$", 502, after=True),
+        Fault("POST", r"/statuses$", 502, after=True),
+    ]
+    c, sleeps = client(gh)
+    rec = Recorder(c, REPO)
+    rec.start("prod", release())
+    rec.finish(True, "v1.2.0 healthy", "https://run", "https://prod.example")
+    (dep,) = gh.state.deployments[REPO]
+    assert rec.deployment_id == dep["id"] and dep["payload"]["version"] == "v1.2.0"
+    assert [s["state"] for s in gh.state.statuses[dep["id"]]] == ["in_progress", "success"]
+    assert sleeps == [1, 1] and gh.state.count("POST", "/deployments") == 3  # one per write
+
+
+def test_a_deployment_that_did_not_land_is_posted_again(gh):
+    from lepton_ci.deploy.github_deployments import Recorder
+
+    gh.state.faults.append(Fault("POST", r"/deployments$", 503))  # refused before storing
+    c, _ = client(gh)
+    Recorder(c, REPO).start("staging", release())
+    (dep,) = gh.state.deployments[REPO]
+    assert dep["environment"] == "staging"
+    assert gh.state.count("POST", "/deployments") == 3  # 503, then the real one, then a status
+
+
+def test_a_comment_answered_502_after_it_landed_heals_to_one(gh, monkeypatch, tmp_path):
+    """The comment POST is retried blindly; the sticky upsert then keeps the oldest."""
+    from lepton_ci.report import comment as report
+    from lepton_ci.report import sticky
+
+    gh.state.faults.append(Fault("POST", r"/comments$", 502, after=True))
+    c, _ = client(gh)
+    meta = report.BundleMeta(model="digits", workflow="model-pr", head_sha="e" * 40, pr=5)
+    rendered = report.Rendered(report.marker("digits", "model-pr") + "\nbody\n", "x" * 64, [])
+    out = sticky.upsert(c, REPO, 5, rendered, meta, head_sha="e" * 40)
+    (kept,) = gh.state.comments[(REPO, 5)]
+    assert out.comment_id == kept["id"]
+
+
+def test_the_stand_in_reports_what_github_would_not_accept(gh):
+    """Its answers and the requests it gets are checked against GitHub's OpenAPI description."""
+    c, _ = client(gh)
+    c.json("POST", f"/repos/{REPO}/deployments", json={"environment": "prod"})  # no `ref`
+    with pytest.raises(GitHubError):
+        c.json("GET", f"/repos/{REPO}/deployment-plans")  # no such operation
+    found, gh.state.violations[:] = list(gh.state.violations), []
+    assert any("request POST /repos/acme/models/deployments" in v and "ref" in v for v in found)
+    assert any("no such operation in GitHub's REST API" in v for v in found)

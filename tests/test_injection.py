@@ -97,3 +97,24 @@ def test_terminal_table_keeps_names_verbatim(hostile, cli):
 
     names = {m["metric"] for m in json.loads(out)["metrics"]}
     assert set(CORPUS) <= names
+
+
+def test_an_error_quoting_hostile_text_cannot_close_the_summarys_code_block(
+    cli, toy_repo, gh_files
+):
+    """model-pr-comment's error can quote a key of a fork's bundle: it stays inside the block."""
+    import json
+
+    assert cli("run")[0] == 0
+    bundle = toy_repo / ".lepton" / "report" / "toy"
+    meta = json.loads((bundle / "meta.json").read_text())
+    meta["x\n```\n# PWNED [c](https://evil.example)\n````"] = 1
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    gh_files["summary"].write_text("")
+    assert cli("comment", "--from", str(bundle))[0] == 1
+    lines = gh_files["summary"].read_text().rstrip("\n").split("\n")
+    fence = lines[2]
+    assert lines[0] == "**lepton-ci comment failed**" and lines[-1] == fence
+    assert set(fence) == {"`"} and len(fence) > 4
+    assert "# PWNED [c](https://evil.example)" in lines[3:-1]
+    assert fence not in lines[3:-1]

@@ -278,7 +278,7 @@ def test_deploys_are_recorded_as_github_deployments(
     from tests.support.github_server import GitHubServer
 
     kube_repo(cluster, service, toy_repo, tmp_path, monkeypatch, "gh-env")
-    assert cli("run")[0] == 0
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
     with GitHubServer() as gh:
         monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
         monkeypatch.setenv("GITHUB_TOKEN", "test-token")
@@ -295,3 +295,12 @@ def test_deploys_are_recorded_as_github_deployments(
         assert states == [["in_progress", "success"], ["in_progress", "failure"]]
         assert "reverted to v0.1.0" in gh.state.statuses[deps[1]["id"]][-1]["description"]
         assert gh.state.statuses[deps[0]["id"]][-1]["environment_url"] == service
+        # a rollback is a deploy of an earlier release: recorded as a Deployment too
+        assert cli("deploy", "gh-env", "--image", GOOD2)[0] == 0
+        code, _, err = cli("rollback", "gh-env")
+        assert code == 0, err
+        rolled = gh.state.deployments["acme/models"][-1]
+        assert (rolled["payload"]["image"], rolled["ref"]) == (GOOD, deps[0]["ref"])
+        statuses = gh.state.statuses[rolled["id"]]
+        assert [s["state"] for s in statuses] == ["in_progress", "success"]
+        assert statuses[-1]["description"].startswith("rolled back to v0.1.0 (revision ")

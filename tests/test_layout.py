@@ -1,6 +1,8 @@
 """The house rules, checked: one folder per concern, imports pointing down, outputs declared."""
 
 import ast
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,49 @@ def test_step_outputs_match_the_action_that_runs_the_step(step):
 @pytest.mark.unit
 def test_every_outputs_object_belongs_to_a_step_or_a_workflow_command():
     assert set(BY_STEP) - set(STEPS) == {"accept-tag"}
+
+
+def _gha_steps(action: Path) -> dict[str, str]:
+    """step id -> the `lepton-ci gha STEP` it runs."""
+    steps = yaml.safe_load(action.read_text())["runs"]["steps"]
+    return {
+        s["id"]: s["run"].split()[-1]
+        for s in steps
+        if "id" in s and str(s.get("run", "")).startswith("lepton-ci gha ")
+    }
+
+
+ACTIONS = sorted([ROOT / "action.yml", *(ROOT / "actions").glob("*/action.yml")])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("action", ACTIONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_declared_output_is_one_a_step_writes(action):
+    """The all-in-one action included: an output read from a step that never writes it would
+    be empty on GitHub without any error."""
+    runs = _gha_steps(action)
+    for name, spec in (yaml.safe_load(action.read_text()).get("outputs") or {}).items():
+        refs = re.findall(r"steps\.([\w-]+)\.outputs\.([\w-]+)", spec["value"])
+        assert refs, f"{action}: output {name} reads no step"
+        for step_id, output in refs:
+            script = action.parent / "install.sh"
+            if step_id == "install":  # the setup action: its script writes the output
+                assert re.search(rf"\b{output}=.*GITHUB_OUTPUT", script.read_text()), name
+                continue
+            assert step_id in runs, f"{action}: output {name} reads step {step_id}"
+            assert output in BY_STEP[runs[step_id]].names(), f"{action}: {name} <- {output}"
+
+
+@pytest.mark.e2e
+def test_run_with_several_models_writes_every_declared_output(tmp_path, gh_files, capsys):
+    from tests.conftest import Cli, parse_outputs, two_model_repo
+
+    repo = two_model_repo(tmp_path / "mono")
+    code, _, err = Cli(repo, capsys)("gha", "run")
+    assert code == 0, err
+    outputs = parse_outputs(gh_files["output"].read_text())
+    assert set(outputs) == _declared(ROOT / "actions" / "run" / "action.yml")
+    assert outputs["verdict"] == "pass"
+    for name in ("record", "cache-hit", "version", "baseline"):
+        assert set(json.loads(outputs[name])) == {"alpha", "beta"}, name
+    assert json.loads(outputs["version"]) == {"alpha": "v0.1.0", "beta": "v0.1.0"}

@@ -20,9 +20,10 @@ stages:
 
 @pytest.fixture
 def gh(monkeypatch):
+    """Teams need a token with organization Members: read (a PAT or App token), as on GitHub."""
     with GitHubServer() as srv:
         monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
-        monkeypatch.setenv("GITHUB_TOKEN", "test-token")
+        monkeypatch.setenv("GITHUB_TOKEN", "teams-token")
         monkeypatch.setenv("GITHUB_API_URL", srv.url)
         srv.state.permissions[(REPO, "dev")] = "write"
         srv.state.permissions[(REPO, "reader")] = "read"
@@ -83,6 +84,39 @@ def test_refused_prod_promotion_says_who_may_and_writes_nothing(gh, policy_repo,
     assert tags(policy_repo) == ["toy#staging#1"]
 
 
+def test_the_workflow_token_cannot_read_teams_and_says_which_token_can(
+    gh, policy_repo, cli, monkeypatch
+):
+    monkeypatch.setenv("GITHUB_TOKEN", "test-token")  # GITHUB_TOKEN: no Members: read
+    assert cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")[0] == 0
+    # permission is read first, with the token the workflow has
+    code, out, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "boss")
+    assert code == 0 and "boss has admin permission" in out, err
+    git(policy_repo, "tag", "-d", "toy#prod#2")
+    code, _, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "rm")
+    assert code == 1
+    assert "cannot read team acme/release-managers to check rm's membership" in err
+    assert "GITHUB_TOKEN never has the organization permission Members: read" in err
+    assert "fine-grained PAT or a GitHub App installation token" in err
+    assert "may not promote" not in err  # "cannot tell" never reads as "not a member"
+
+
+@pytest.mark.parametrize(
+    ("role", "base", "admitted"),
+    [("release-manager", "maintain", True), ("auditor", "triage", False), ("maintain", "", True)],
+)
+def test_custom_repository_roles_rank_by_their_base_role(
+    gh, policy_repo, cli, role, base, admitted
+):
+    gh.state.permissions[(REPO, "carol")] = role
+    if base:
+        gh.state.custom_roles[role] = base
+    code, out, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "carol")
+    assert (code == 0) is admitted, out + err
+    if admitted:
+        assert "carol has write permission" in out or "carol has maintain permission" in out
+
+
 def test_policy_without_github_is_refused_not_skipped(policy_repo, cli, monkeypatch):
     code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")
     assert code == 1 and "without the GitHub API" in err
@@ -140,6 +174,7 @@ def test_a_pushed_stage_tag_from_someone_allowed_is_accepted(
     assert "toy@v0.1.0 accepted in staging" in out
     outputs = parse_outputs(gh_files["output"].read_text())
     assert (outputs["stage"], outputs["version"], outputs["model"]) == ("staging", "v0.1.0", "toy")
+    assert outputs["deploy"] == "true"
     assert git(with_remote, "tag", "-l", "toy#*") == "toy#staging#1"
 
 
@@ -153,3 +188,69 @@ def test_pushed_tag_skipping_the_required_stage_is_deleted(gh, policy_repo, with
 def test_a_version_tag_is_not_a_promotion(gh, policy_repo, cli):
     code, out, _ = cli("accept-tag", "toy@v0.1.0")
     assert code == 0 and "not a stage assignment; nothing to promote" in out
+
+
+def test_a_rerun_is_authorised_for_who_pressed_rerun_not_the_first_actor(
+    gh, policy_repo, cli, monkeypatch
+):
+    # github.actor stays the first attempt's; github.triggering_actor is who re-ran it.
+    monkeypatch.setenv("GITHUB_ACTOR", "dev")
+    monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", "reader")
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging")
+    assert code == 1 and "reader may not promote to `staging`" in err
+    assert tags(policy_repo) == []
+    monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", "dev")
+    assert cli("promote", "toy", "v0.1.0", "staging")[0] == 0
+
+
+def test_a_tag_the_promote_workflow_deployed_is_accepted_but_not_deployed_again(
+    gh, policy_repo, with_remote, cli, gh_files
+):
+    """With a PAT or App token, model-promote's tag push starts model-tag too: one deploys."""
+    from tests.conftest import parse_outputs
+
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev", "--push")
+    assert code == 0, err
+    assert cli("accept-tag", "toy#staging#1", "--actor", "dev")[0] == 0
+    assert parse_outputs(gh_files["output"].read_text())["deploy"] == "true"
+    git(policy_repo, "tag", "-d", "toy#staging#1")
+    git(with_remote, "tag", "-d", "toy#staging#1")
+    gh_files["output"].write_text("")
+    code, _, err = cli(
+        "promote", "toy", "v0.1.0", "staging", "--actor", "dev", "--push", "--deployed-here"
+    )
+    assert code == 0, err
+    code, out, err = cli("accept-tag", "toy#staging#1", "--actor", "dev")
+    assert code == 0, err
+    outputs = parse_outputs(gh_files["output"].read_text())
+    assert (outputs["stage"], outputs["deploy"]) == ("staging", "false")
+    assert "was deployed by the workflow that promoted it" in out + err
+
+
+def test_only_the_tags_own_message_marks_it_deployed_never_a_commit_message(
+    gh, policy_repo, cli, gh_files
+):
+    """git shows a lightweight tag's commit message as its contents: a merged commit whose
+    message carries the trailer must not stop model-tag from deploying the stage."""
+    from tests.conftest import commit_all, parse_outputs, set_params
+
+    set_params(policy_repo, lr=0.7)
+    commit_all(policy_repo, "fix: tweak\n\nLepton-Deployed-By: someone")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    git(policy_repo, "tag", "toy#staging#1", "toy@v0.1.1^{}")
+    code, _, err = cli("accept-tag", "toy#staging#1", "--actor", "dev")
+    assert code == 0, err
+    assert parse_outputs(gh_files["output"].read_text())["deploy"] == "true"
+    # In an annotated tag the key counts only as a trailer, not inside the message's text.
+    git(
+        policy_repo,
+        "tag",
+        "-a",
+        "toy#prod#2",
+        "toy@v0.1.1^{}",
+        "-m",
+        "x\n\nLepton-Deployed-By: a\nmore",
+    )
+    gh_files["output"].write_text("")
+    assert cli("accept-tag", "toy#prod#2", "--actor", "boss")[0] == 0
+    assert parse_outputs(gh_files["output"].read_text())["deploy"] == "true"

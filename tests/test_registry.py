@@ -20,9 +20,23 @@ def registered(cli, repo, message="fix: change", **params):
         set_params(repo, **params)
         commit_all(repo, message)
     assert cli("run", "--no-fail")[0] == 0
-    code, out, err = cli("register")
+    code, out, err = cli("register", "--allow-failed")
     assert code == 0, err
     return out
+
+
+def test_a_failed_run_is_not_registered_unless_asked_and_then_logged(cli, toy_repo):
+    set_params(toy_repo, accuracy=0.4)
+    commit_all(toy_repo, "fix: worse")
+    assert cli("run", "--no-fail")[0] == 0
+    code, _, err = cli("register")
+    assert code == 1 and "failed its gates (accuracy); a failed run is not registered" in err
+    assert "--allow-failed" in err
+    assert git(toy_repo, "tag") == ""
+    code, out, err = cli("register", "--allow-failed")
+    assert code == 0 and "(fail)" in out
+    assert "registering toy although its gates failed (accuracy)" in out + err
+    assert git(toy_repo, "tag") == "toy@v0.1.0"
 
 
 def test_register_creates_annotated_tag_with_record(cli, toy_repo):
@@ -245,21 +259,9 @@ def test_runner_without_git_identity_tags_as_actions_actor(cli, toy_repo, monkey
 
 
 def test_monorepo_two_models_are_independent(tmp_path, capsys):
-    from tests.conftest import FIXTURES, Cli
+    from tests.conftest import Cli, two_model_repo
 
-    repo = tmp_path / "mono"
-    import shutil
-
-    for name in ("alpha", "beta"):
-        shutil.copytree(FIXTURES / "toy", repo / name)
-        (repo / name / "lepton.yaml").unlink()
-    cfg = (FIXTURES / "toy" / "lepton.yaml").read_text()
-    body = cfg.split("models:\n  toy:\n", 1)[1].split("stages:")[0]
-    models = "".join(f"  {n}:\n    path: {n}\n{body}" for n in ("alpha", "beta"))
-    (repo / "lepton.yaml").write_text("models:\n" + models + "stages: [staging]\n")
-    (repo / ".gitignore").write_text(".lepton/\nmodel.bin\nmetrics.json\ntrain_count.txt\n")
-    git(repo, "init", "-q")
-    commit_all(repo, "feat: two models")
+    repo = two_model_repo(tmp_path / "mono")
     c = Cli(repo, capsys)
     code, out, err = c("run")
     assert code == 0, err

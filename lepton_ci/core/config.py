@@ -342,7 +342,11 @@ def load(path: Path) -> LoadedConfig:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(
-            f"{where}: not valid YAML: {problem}", hint="fix the YAML syntax at that line"
+            f"{where}: not valid YAML: {problem}",
+            hint="fix the YAML syntax at that line",
+            file=str(path),
+            line=mark.line + 1 if mark else None,
+            col=mark.column + 1 if mark else None,
         ) from e
     if not isinstance(data, dict):
         raise ConfigError(
@@ -356,6 +360,8 @@ def load(path: Path) -> LoadedConfig:
         raise ConfigError(
             "\n".join(_describe(path, err, lines) for err in e.errors()),
             hint="see the config reference in the README",
+            file=str(path),
+            line=_line_of(_loc(e.errors()[0]), lines),
         ) from None
     return LoadedConfig(cfg, path)
 
@@ -432,16 +438,24 @@ def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
     return []
 
 
-def _describe(path: Path, err: Any, lines: dict[tuple[str, ...], int]) -> str:
+def _loc(err: Any) -> tuple[str, ...]:
     loc = tuple(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     # pydantic puts union branch names (str, list[str]) into loc; they mean nothing to a user.
-    loc = tuple(p for p in loc if p not in ("str", "list[str]"))
-    key = ".".join(loc) or "(top level)"
-    line = None
+    return tuple(p for p in loc if p not in ("str", "list[str]"))
+
+
+def _line_of(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | None:
+    """The line of the deepest key of loc that the file has."""
     for n in range(len(loc), 0, -1):
         if loc[:n] in lines:
-            line = lines[loc[:n]]
-            break
+            return lines[loc[:n]]
+    return None
+
+
+def _describe(path: Path, err: Any, lines: dict[tuple[str, ...], int]) -> str:
+    loc = _loc(err)
+    key = ".".join(loc) or "(top level)"
+    line = _line_of(loc, lines)
     where = f"{path}:{line}" if line else str(path)
     typ = err["type"]
     if typ == "extra_forbidden":

@@ -8,11 +8,22 @@ class LeptonError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None, file: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+        col: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # Where in a user's file the problem is: the annotation points there on GitHub.
         self.file = file
+        self.line = line
+        self.col = col
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  fix: {self.hint}"

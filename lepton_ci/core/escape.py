@@ -42,6 +42,15 @@ def md_code(value: object) -> str:
     return f"{fence}{pad}{s}{pad}{fence}"
 
 
+def md_block(value: object) -> str:
+    """A fenced code block that no line of the value can close (its fence is longer than any
+    backtick run in it), so the value stays text, never Markdown or HTML."""
+    s = str(value)
+    longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{s}\n{fence}"
+
+
 def mermaid_label(value: object) -> str:
     """Text inside a quoted Mermaid label: only a safe alphabet survives, the rest becomes `_`.
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
+
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def in_actions(env: Mapping[str, str] | None = None) -> bool:
@@ -37,6 +40,17 @@ def load_event(env: Mapping[str, str]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def pr_head_sha(event: Mapping[str, Any]) -> str | None:
+    """The pull request's head commit from a pull_request event, or None.
+
+    On `pull_request` GitHub checks out refs/pull/N/merge: HEAD and GITHUB_SHA are a merge
+    commit of the head into the base, which neither the PR nor its workflow_run names."""
+    pr = event.get("pull_request")
+    head = (pr.get("head") or {}) if isinstance(pr, dict) else {}
+    sha = head.get("sha") if isinstance(head, dict) else None
+    return sha if isinstance(sha, str) and _SHA.fullmatch(sha) else None
+
+
 def escape_data(value: str) -> str:
     """Escape a workflow-command message so newlines and `%` cannot forge a second command."""
     return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
@@ -58,28 +72,51 @@ class Runtime:
         print(line, file=self.stream, flush=True)
 
     def annotate(
-        self, level: str, message: str, *, title: str | None = None, file: str | None = None
+        self,
+        level: str,
+        message: str,
+        *,
+        title: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+        col: int | None = None,
     ) -> None:
-        """level is error, warning or notice."""
+        """level is error, warning or notice. With `file` (and `line`), GitHub shows the
+        message on that line of the file in the run and the pull request."""
         if not self.actions:
-            prefix = f"{file}: " if file else ""
+            where = f"{file}:{line}" if file and line else file or ""
+            prefix = f"{where}: " if where and where not in message else ""
             self._print(f"{level}: {prefix}{message}")
             return
         props = []
         if file:
-            props.append(f"file={escape_property(file)}")
+            props.append(f"file={escape_property(self._relative(file))}")
+            if line:
+                props.append(f"line={line}")
+                if col:
+                    props.append(f"col={col}")
         if title:
             props.append(f"title={escape_property(title)}")
         sep = " " + ",".join(props) if props else ""
         self._print(f"::{level}{sep}::{escape_data(message)}")
 
-    def error(self, message: str, **kw: str | None) -> None:
+    def _relative(self, file: str) -> str:
+        """GitHub matches annotation files relative to the workspace."""
+        workspace = self.env.get("GITHUB_WORKSPACE")
+        if workspace:
+            try:
+                return str(Path(file).resolve().relative_to(Path(workspace).resolve()))
+            except ValueError:
+                pass
+        return file
+
+    def error(self, message: str, **kw: Any) -> None:
         self.annotate("error", message, **kw)
 
-    def warning(self, message: str, **kw: str | None) -> None:
+    def warning(self, message: str, **kw: Any) -> None:
         self.annotate("warning", message, **kw)
 
-    def notice(self, message: str, **kw: str | None) -> None:
+    def notice(self, message: str, **kw: Any) -> None:
         self.annotate("notice", message, **kw)
 
     def debug(self, message: str) -> None:

@@ -7,7 +7,6 @@ say the fix. The token is masked in Actions and never appears in messages.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -31,9 +30,18 @@ TWO_PHASE_HINT = (
 class GitHubError(LeptonError):
     """A GitHub API call failed for good."""
 
-    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        hint: str | None = None,
+        ambiguous: bool = False,
+    ):
         super().__init__(message, hint=hint)
         self.status = status
+        # A 5xx or a broken connection after the request was sent: a write may have landed.
+        self.ambiguous = ambiguous
 
 
 class GitHubClient:
@@ -98,7 +106,11 @@ class GitHubClient:
                 return float(60 * 2**attempt)
         return None
 
-    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+    def request(
+        self, method: str, path: str, *, retry_unsafe: bool = True, **kw: Any
+    ) -> requests.Response:
+        """retry_unsafe=False: a 5xx or a broken connection is not retried here but raised as
+        an ambiguous GitHubError, for a caller that first checks whether the write landed."""
         import requests
 
         url = path if path.startswith("http") else f"{self.base_url}{path}"
@@ -108,11 +120,12 @@ class GitHubClient:
             try:
                 resp = self.session.request(method, url, timeout=self.timeout, **kw)
             except (requests.ConnectionError, requests.Timeout) as e:
-                if attempt >= self.max_retries:
+                if attempt >= self.max_retries or not retry_unsafe:
                     raise GitHubError(
                         f"GitHub API unreachable at {self.base_url} after {attempt + 1} tries: "
                         f"{type(e).__name__}",
                         hint="check GITHUB_API_URL and the runner's network",
+                        ambiguous=True,
                     ) from None
                 self.sleep(min(2**attempt, 30))
                 attempt += 1
@@ -120,7 +133,11 @@ class GitHubClient:
             if resp.status_code < 400:
                 return resp
             wait = self._wait_for(resp, attempt)
-            if wait is None or attempt >= self.max_retries:
+            if (
+                wait is None
+                or attempt >= self.max_retries
+                or (resp.status_code >= 500 and not retry_unsafe)
+            ):
                 raise self._error(method, path, resp)
             if wait > self.max_wait:
                 raise GitHubError(
@@ -159,11 +176,33 @@ class GitHubClient:
             hint = "check the repository and number; a token without access also sees 404"
         elif status == 422 and "too long" in message.lower():
             hint = "the body is over GitHub's limit"
-        return GitHubError(what, status=status, hint=hint)
+        return GitHubError(what, status=status, hint=hint, ambiguous=status >= 500)
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         resp = self.request(method, path, **kw)
         return resp.json() if resp.content else None
+
+    def create(
+        self, path: str, body: Mapping[str, Any], *, landed: Callable[[], Any]
+    ) -> dict[str, Any]:
+        """POST a write that must not happen twice (a Deployment, a status).
+
+        A 5xx or a lost connection may come after GitHub stored the write, so a blind retry
+        could make two. Before each retry, `landed()` looks for the write (by a marker the
+        caller put in it) and returns it, or None to retry."""
+        attempt = 0
+        while True:
+            if attempt:
+                found = landed()
+                if found is not None:
+                    return dict(found)
+            try:
+                return dict(self.json("POST", path, json=body, retry_unsafe=False))
+            except GitHubError as e:
+                if not e.ambiguous or attempt >= self.max_retries:
+                    raise
+            self.sleep(min(2**attempt, 30))
+            attempt += 1
 
     def paginate(self, path: str, per_page: int = 100) -> Iterator[Any]:
         sep = "&" if "?" in path else "?"
@@ -184,9 +223,7 @@ class GitHubClient:
 
     def create_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
         return dict(
-            self.json(
-                "POST", f"/repos/{repo}/issues/{number}/comments", data=json.dumps({"body": body})
-            )
+            self.json("POST", f"/repos/{repo}/issues/{number}/comments", json={"body": body})
         )
 
     def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
@@ -194,7 +231,7 @@ class GitHubClient:
             self.json(
                 "PATCH",
                 f"/repos/{repo}/issues/comments/{comment_id}",
-                data=json.dumps({"body": body}),
+                json={"body": body},
             )
         )
 

@@ -109,6 +109,7 @@ class AcceptTagOutputs(StepOutputs):
     model: str
     version: str
     stage: str
+    deploy: str  # "true": the tag workflow deploys the stage; "false": already done, or none
 
 
 BY_STEP: dict[str, type[StepOutputs]] = {

@@ -31,6 +31,10 @@ class GitInfo(_Model):
     author: str = ""
     subject: str = ""
     base_ref: str | None = Field(None, description="the pull request's base branch, if any")
+    pr_head: str | None = Field(
+        None,
+        description="the pull request's head commit, when `sha` is GitHub's merge commit of it",
+    )
 
 
 class FileEntry(_Model):
@@ -140,9 +144,20 @@ def parse(text: str, source: str) -> Record:
         ) from None
 
 
+def read_text(path: Path) -> str:
+    """A JSON file lepton-ci wrote, or one an untrusted run handed over: bytes that are not
+    UTF-8 are a RecordError like any other invalid content."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecordError(
+            f"{path}: not UTF-8 (byte {e.start})", hint="re-create it with `lepton-ci run`"
+        ) from None
+
+
 def load(path: Path) -> Record:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise RecordError(
             f"{path}: no evidence record", hint="run `lepton-ci run` first to create one"

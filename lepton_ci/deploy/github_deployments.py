@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 from lepton_ci.core.github import GitHubClient
 from lepton_ci.deploy.manifests import Release
@@ -28,25 +30,36 @@ class Recorder:
         return cls(client or GitHubClient.from_env(env), repo)
 
     def start(self, env_name: str, release: Release) -> None:
-        d = self.client.json(
-            "POST",
-            f"/repos/{self.repo}/deployments",
-            data=json.dumps(
-                {
-                    "ref": release.commit or release.version,
-                    "environment": env_name,
-                    "description": f"{release.model} {release.version}"[:140],
-                    "auto_merge": False,
-                    "required_contexts": [],
-                    "production_environment": env_name in ("prod", "production"),
-                    "payload": {
-                        "model": release.model,
-                        "version": release.version,
-                        "image": release.image,
-                        "record_digest": release.record_digest,
-                    },
-                }
-            ),
+        # A marker of this very request, so a retry after a lost answer finds the Deployment
+        # GitHub already made instead of making a second one.
+        request_id = secrets.token_hex(8)
+        path = f"/repos/{self.repo}/deployments"
+
+        def landed() -> dict[str, Any] | None:
+            recent = self.client.json("GET", f"{path}?environment={quote(env_name)}&per_page=30")
+            return next(
+                (d for d in recent or [] if (d.get("payload") or {}).get("request") == request_id),
+                None,
+            )
+
+        d = self.client.create(
+            path,
+            {
+                "ref": release.commit or release.version,
+                "environment": env_name,
+                "description": f"{release.model} {release.version}"[:140],
+                "auto_merge": False,
+                "required_contexts": [],
+                "production_environment": env_name in ("prod", "production"),
+                "payload": {
+                    "model": release.model,
+                    "version": release.version,
+                    "image": release.image,
+                    "record_digest": release.record_digest,
+                    "request": request_id,
+                },
+            },
+            landed=landed,
         )
         self.deployment_id = int(d["id"])
         self._status("in_progress", f"deploying {release.version}", release.run_url, "")
@@ -56,15 +69,19 @@ class Recorder:
             self._status("success" if ok else "failure", description, run_url, env_url)
 
     def _status(self, state: str, description: str, log_url: str, env_url: str) -> None:
-        self.client.json(
-            "POST",
-            f"/repos/{self.repo}/deployments/{self.deployment_id}/statuses",
-            data=json.dumps(
-                {
-                    "state": state,
-                    "description": description[:140],
-                    "log_url": log_url,
-                    "environment_url": env_url,
-                }
-            ),
-        )
+        body = {
+            "state": state,
+            "description": description[:140],
+            "log_url": log_url,
+            "environment_url": env_url,
+        }
+        path = f"/repos/{self.repo}/deployments/{self.deployment_id}/statuses"
+
+        def landed() -> dict[str, Any] | None:
+            # Statuses of one deploy are posted one after another: if the newest one is the
+            # one being posted, it landed.
+            newest = next(iter(self.client.json("GET", f"{path}?per_page=1") or []), None)
+            same = newest and all(newest.get(k) == body[k] for k in ("state", "description"))
+            return newest if same else None
+
+        self.client.create(path, body, landed=landed)

@@ -15,7 +15,7 @@ from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.escape import md_cell
 from lepton_ci.core.oci_client import Ref, client_factory
 from lepton_ci.core.outputs import DeployOutputs, RollbackOutputs
-from lepton_ci.core.semver import image_tag
+from lepton_ci.core.semver import Version, image_tag
 from lepton_ci.deploy import manifests
 from lepton_ci.deploy.deployer import Deployer, DeployFailed
 from lepton_ci.deploy.github_deployments import Recorder
@@ -23,6 +23,8 @@ from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
 from lepton_ci.deploy.releases import FileStore, Revision, next_number
 from lepton_ci.versions import evidence
+from lepton_ci.versions.grammar import version_tag
+from lepton_ci.versions.registry import Registry
 
 
 def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) -> Deployer:
@@ -180,6 +182,21 @@ class EnvironmentOperation:
     def history(self) -> list[Revision]:
         return self.deployer.history()
 
+    def _rolled_back(self, rev: Revision) -> Release:
+        try:
+            commit = Registry(self.ctx.git).read(rev.model).find(rev.model, rev.version).sha
+        except LeptonError:  # a shallow clone without the tag: GitHub resolves the tag name
+            commit = version_tag(rev.model, Version.parse(rev.version))
+        return Release(
+            model=rev.model,
+            version=rev.version,
+            image=rev.image,
+            record_digest=rev.record_digest,
+            revision=rev.number,
+            run_url=self.ctx.run_url() or "",
+            commit=commit,
+        )
+
     def deploy(
         self, version: str | None = None, image: str | None = None, *, dry_run: bool = False
     ) -> Applied:
@@ -235,6 +252,20 @@ class EnvironmentOperation:
     def rollback(self, to: int | None = None) -> Applied:
         out = self.deployer.rollback(to)
         rev = out.revision
+        github = self._github or Recorder.from_env(self.ctx.env)
+        if github is not None:
+            # A rollback is a new deploy of an earlier release: on the Environments page too.
+            # It has happened by now, so a failure to record it is a warning, not a failure.
+            try:
+                github.start(self.env_name, self._rolled_back(rev))
+                github.finish(
+                    True,
+                    f"rolled back to {rev.version} (revision {rev.number})",
+                    self.ctx.run_url() or "",
+                    self.deployer.env.check_url(),
+                )
+            except LeptonError as e:
+                self.ctx.rt.warning(f"rolled back, but not recorded as a GitHub Deployment: {e}")
         RollbackOutputs(
             status=rev.status,
             revision=str(rev.number),

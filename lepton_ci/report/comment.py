@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lepton_ci.core import templating
 from lepton_ci.core.errors import RecordError
 from lepton_ci.core.hashing import hash_bytes
-from lepton_ci.core.record import Record, parse
+from lepton_ci.core.record import Record, parse, read_text
 from lepton_ci.run import changes
 from lepton_ci.versions.registry import Registry
 
@@ -124,7 +124,7 @@ def render(rec: Record, meta: BundleMeta, *, limit: int = LIMIT) -> Rendered:
         meta_line = (
             "<!-- lepton-ci:meta "
             + json.dumps(
-                {"sha": rec.git.sha, "run": meta.run_id, "digest": digest}, sort_keys=True
+                {"sha": meta.head_sha, "run": meta.run_id, "digest": digest}, sort_keys=True
             ).replace(">", "\\u003e")
             + " -->\n"
         )
@@ -167,14 +167,14 @@ def read_bundle(directory: Path) -> tuple[Record, BundleMeta]:
                 f"{directory}: not a report bundle (no {name})",
                 hint="download the artifact that `lepton-ci run` wrote (.lepton/report/<model>)",
             )
-    rec = parse((directory / "record.json").read_text(encoding="utf-8"), str(directory))
+    rec = parse(read_text(directory / "record.json"), str(directory))
     try:
-        meta = BundleMeta.model_validate_json((directory / "meta.json").read_text())
+        meta = BundleMeta.model_validate_json(read_text(directory / "meta.json"))
     except ValidationError as e:
         first = e.errors()[0]
         raise RecordError(
             f"{directory}/meta.json: invalid: `{'.'.join(map(str, first['loc']))}`: {first['msg']}"
         ) from None
-    if meta.model != rec.model or meta.head_sha != rec.git.sha:
+    if meta.model != rec.model or meta.head_sha != (rec.git.pr_head or rec.git.sha):
         raise RecordError(f"{directory}: meta.json and record.json disagree")
     return rec, meta

@@ -30,7 +30,9 @@ def meta_from_env(
     return report.BundleMeta(
         model=rec.model,
         workflow=env.get("GITHUB_WORKFLOW") or "local",
-        head_sha=rec.git.sha,
+        # A pull_request run built GitHub's merge commit; the PR, its workflow_run and the
+        # comment speak of the PR's head commit.
+        head_sha=rec.git.pr_head or rec.git.sha,
         pr=int(number) if isinstance(number, int) else None,
         # Informational here (the posting job uses its own GITHUB_REPOSITORY): an unusable
         # value is left out rather than failing the run.
@@ -103,7 +105,15 @@ def comment(
     head_sha = (pull.get("head") or {}).get("sha")
     if from_bundle and env.get("GITHUB_EVENT_NAME") == "workflow_run":
         # The bundle came from an untrusted run: it may only speak for its own commit and PR.
-        run_sha = (event.get("workflow_run") or {}).get("head_sha")
+        run = event.get("workflow_run") or {}
+        run_sha = run.get("head_sha")
+        run_repo = (run.get("head_repository") or {}).get("full_name")
+        pr_repo = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
+        if run_repo and pr_repo != run_repo:
+            raise RecordError(
+                f"the bundle names PR #{pr}, whose head is in {pr_repo or 'a deleted repository'}"
+                f", but the workflow run that uploaded it built {run_repo}; refusing to post",
+            )
         if run_sha and meta.head_sha != run_sha:
             raise RecordError(
                 f"the bundle is for commit {meta.head_sha[:12]}, but the workflow run that "

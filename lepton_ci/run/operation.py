@@ -10,6 +10,7 @@ from lepton_ci.core import record as record_mod
 from lepton_ci.core.config import ModelConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import CommandFailed, GateFailed
+from lepton_ci.core.gha import load_event, pr_head_sha
 from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.record import Baseline, CacheInfo, GitInfo, Record, Step, save
 from lepton_ci.core.semver import FIRST, Version, bump_from_commits
@@ -81,6 +82,7 @@ def _command_env(ctx: Context, model: str, cfg: ModelConfig, workdir: Path) -> d
 
 def _git_info(ctx: Context, base_ref: str | None) -> GitInfo:
     info = ctx.git.commit_info()
+    pr_head = pr_head_sha(load_event(ctx.env))
     return GitInfo(
         sha=info["sha"],
         branch=ctx.env.get("GITHUB_HEAD_REF") or ctx.git.branch(),
@@ -89,6 +91,7 @@ def _git_info(ctx: Context, base_ref: str | None) -> GitInfo:
         author=info["author"],
         subject=info["subject"],
         base_ref=base_ref,
+        pr_head=pr_head if pr_head != info["sha"] else None,
     )
 
 

@@ -56,6 +56,7 @@ def register(
     bump: Bump | None = None,
     push: bool = False,
     remote: str = "origin",
+    allow_failed: bool = False,
 ) -> Registered:
     git = ctx.git
     head = git.head()
@@ -64,6 +65,20 @@ def register(
         raise RecordError(
             f"the last run of {model} was for {rec.git.sha[:12]}, but HEAD is {head[:12]}",
             hint=f"run `lepton-ci run --model {model}` on this commit first",
+        )
+    if rec.verdict != "pass":
+        failed = ", ".join(g.metric for g in rec.gates if g.verdict == "fail") or "gates"
+        if not allow_failed:
+            raise RegistryError(
+                f"the last run of {model} failed its gates ({failed}); a failed run is not "
+                "registered",
+                hint="fix the model and run again; to keep the evidence of a failed candidate "
+                "anyway, register it with --allow-failed (it can never be promoted)",
+            )
+        ctx.rt.warning(
+            f"registering {model} although its gates failed ({failed}): --allow-failed; "
+            "this version can never be promoted",
+            title="lepton-ci register",
         )
     if git.dirty() or rec.git.dirty:
         raise RegistryError(
@@ -102,6 +117,12 @@ def register(
     return Registered(model, new, name, head, rec, push)
 
 
+# A stage tag whose message carries this trailer was deployed by the workflow that wrote
+# it (model-promote): the tag workflow, which a PAT- or App-pushed tag also starts, must not
+# deploy the same stage a second time.
+DEPLOYED_TRAILER = "Lepton-Deployed-By"
+
+
 @dataclass
 class Promoted:
     model: str
@@ -110,6 +131,7 @@ class Promoted:
     tag: str
     sha: str
     pushed: bool
+    deploy: bool = True  # does whoever accepts this tag still have to deploy it?
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -125,7 +147,12 @@ class Promoted:
         return PromoteOutputs(tag=self.tag, version=str(self.version), sha=self.sha)
 
     def accepted(self) -> AcceptTagOutputs:
-        return AcceptTagOutputs(model=self.model, version=str(self.version), stage=self.stage)
+        return AcceptTagOutputs(
+            model=self.model,
+            version=str(self.version),
+            stage=self.stage,
+            deploy=str(self.deploy).lower(),
+        )
 
 
 def check_promotion(
@@ -177,9 +204,10 @@ def check_promotion(
         token = ctx.env.get("LEPTON_GITHUB_TOKEN") or ctx.env.get("GITHUB_TOKEN")
         if github is None and repo and token:
             github = GitHubClient.from_env(ctx.env, ctx.rt)
-        why = check_policy(
-            policy, actor or ctx.env.get("GITHUB_ACTOR"), stage, client=github, repo=repo
-        )
+        # A re-run keeps github.actor (who started the first attempt) but runs for whoever
+        # pressed re-run: authorise that person, github.triggering_actor.
+        who = actor or ctx.env.get("GITHUB_TRIGGERING_ACTOR") or ctx.env.get("GITHUB_ACTOR")
+        why = check_policy(policy, who, stage, client=github, repo=repo)
         ctx.rt.notice(f"promotion to {stage} allowed: {why}")
 
 
@@ -193,7 +221,10 @@ def promote(
     remote: str = "origin",
     actor: str | None = None,
     github: GitHubClient | None = None,
+    deployed_here: bool = False,
 ) -> Promoted:
+    """deployed_here: the calling workflow deploys the stage itself; the tag says so, so the
+    tag workflow does not deploy it again."""
     reg = Registry(ctx.git)
     state = reg.read(model)
     info = state.find(model, version)
@@ -202,10 +233,13 @@ def promote(
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
     name = tags.stage_tag(model, stage, state.next_counter(model))
-    reg.create_tag(name, info.sha, f"Promote {info.tag} to {stage}\n")
+    message = f"Promote {info.tag} to {stage}\n"
+    if deployed_here:
+        message += f"\n{DEPLOYED_TRAILER}: {ctx.run_url() or 'lepton-ci promote'}\n"
+    reg.create_tag(name, info.sha, message)
     if push:
         reg.push_tag(name, remote)
-    return Promoted(model, info.version, stage, name, info.sha, push)
+    return Promoted(model, info.version, stage, name, info.sha, push, deploy=not deployed_here)
 
 
 def accept_pushed_tag(
@@ -243,4 +277,29 @@ def accept_pushed_tag(
             ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)
         e.message += f"; the tag {tag} was deleted again"
         raise
-    return Promoted(parsed.model, info.version, parsed.stage, tag, info.sha, False)
+    by = _deployed_by(ctx, tag)
+    if by is not None:
+        ctx.rt.notice(f"{tag} was deployed by the workflow that promoted it ({by}); not again")
+    return Promoted(
+        parsed.model, info.version, parsed.stage, tag, info.sha, False, deploy=by is None
+    )
+
+
+def _deployed_by(ctx: Context, tag: str) -> str | None:
+    """Who deployed the stage of `tag` already, from the trailer `promote --deployed-here`
+    writes, or None. Only an annotated tag's own message counts: for a lightweight tag git
+    shows the commit's message, which anyone whose commit was merged wrote."""
+    kind, _, trailers = (
+        ctx.git.run(
+            [
+                "for-each-ref",
+                f"--format=%(objecttype) %(trailers:key={DEPLOYED_TRAILER},valueonly)",
+                f"refs/tags/{tag}",
+            ]
+        )
+        .stdout.strip()
+        .partition(" ")
+    )
+    if kind != "tag":
+        return None
+    return next((v.strip() for v in trailers.splitlines() if v.strip()), None)

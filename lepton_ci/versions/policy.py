@@ -32,7 +32,7 @@ def check(
     if not actor:
         raise RegistryError(
             f"stage `{stage}` has a promotion policy, but who is promoting is unknown",
-            hint="run in GitHub Actions (GITHUB_ACTOR) or pass --actor LOGIN",
+            hint="run in GitHub Actions (GITHUB_TRIGGERING_ACTOR) or pass --actor LOGIN",
         )
     if actor in policy.users:
         return f"{actor} is listed for `{stage}`"
@@ -47,21 +47,55 @@ def check(
             f"cannot check {actor}'s teams or permission for `{stage}` without the GitHub API",
             hint="set GITHUB_REPOSITORY and GITHUB_TOKEN (a token that can read org teams)",
         )
-    for team in policy.teams:
-        org, slug = team.split("/")
-        try:
-            m = client.json("GET", f"/orgs/{org}/teams/{slug}/memberships/{actor}")
-        except GitHubError as e:
-            if e.status == 404:
-                continue
-            raise
-        if isinstance(m, dict) and m.get("state") == "active":
-            return f"{actor} is a member of {team}"
+    # Permission first: the workflow's own token can read it, while teams need a token with
+    # organization Members: read.
     if policy.permission:
         p = client.json("GET", f"/repos/{repo}/collaborators/{actor}/permission")
-        level = "none"
-        if isinstance(p, dict):
-            level = str(p.get("role_name") or p.get("permission") or "none")
-        if RANK.get(level, 0) >= RANK[policy.permission]:
+        level = _level(p)
+        if RANK[level] >= RANK[policy.permission]:
             return f"{actor} has {level} permission"
+    for team in policy.teams:
+        if _member(client, team, actor):
+            return f"{actor} is a member of {team}"
     raise refused
+
+
+def _level(answer: object) -> str:
+    """The permission level a collaborator-permission answer grants.
+
+    `role_name` is the repository role: a base role, or a custom role's own name (which says
+    nothing about its level). `permission` is always a base level, with maintain read as write
+    and triage as read, so a custom role ranks by the base it inherits, never higher."""
+    if not isinstance(answer, dict):
+        return "none"
+    role = str(answer.get("role_name") or "")
+    if role in RANK:
+        return role
+    permission = str(answer.get("permission") or "none")
+    return permission if permission in RANK else "none"
+
+
+def _member(client: GitHubClient, team: str, actor: str) -> bool:
+    org, slug = team.split("/")
+    try:
+        # A token that cannot read the team sees it as missing, and a non-member as missing
+        # too: read the team first so "cannot tell" never reads as "not a member".
+        client.json("GET", f"/orgs/{org}/teams/{slug}")
+    except GitHubError as e:
+        if e.status not in (403, 404):
+            raise
+        raise RegistryError(
+            f"cannot read team {team} to check {actor}'s membership: GitHub answered "
+            f"{e.status}. The workflow's GITHUB_TOKEN never has the organization permission "
+            "Members: read, so it cannot see teams (or the team does not exist)",
+            hint="pass `github-token:` a fine-grained PAT or a GitHub App installation token "
+            "with organization Members: read, e.g. `${{ secrets.LEPTON_TEAMS_TOKEN }}`; "
+            "or check the team slug in lepton.yaml",
+        ) from None
+    try:
+        m = client.json("GET", f"/orgs/{org}/teams/{slug}/memberships/{actor}")
+    except GitHubError as e:
+        if e.status == 404:
+            return False
+        raise
+    return isinstance(m, dict) and m.get("state") == "active"

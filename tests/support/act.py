@@ -4,6 +4,11 @@ The workflows run exactly as shipped in examples/workflows: act's --local-reposi
 `lepton-ci/lepton-ci@v1` to a clean copy of this repository, and the pinned artifact and
 cache actions to local stand-ins (GitHub's artifact and cache services cannot run here).
 act runs offline, no Docker.
+
+As on GitHub, a pull request runs on refs/pull/N/merge: `open_pull` publishes refs/pull/N/head
+and refs/pull/N/merge in the test's `origin` and checks the merge commit out, as
+actions/checkout does. act leaves `github.triggering_actor` empty: `act(triggering_actor=)`
+sets GITHUB_TRIGGERING_ACTOR, which GitHub's runner sets too.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STANDINS = Path(__file__).resolve().parent / "actions"
-PINNED = re.compile(r"(actions/(?:upload-artifact|download-artifact|cache))@([0-9a-f]{40})")
+PINNED = re.compile(
+    r"(actions/(?:upload-artifact|download-artifact|cache))(?:/[a-z]+)?@([0-9a-f]{40})"
+)
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -77,6 +84,23 @@ def make_workspace(dest: Path, workflows: list[str]) -> Path:
     return dest
 
 
+def open_pull(ws: Path, remote: Path, number: int, branch: str) -> tuple[str, str, str]:
+    """Push `branch` and publish it as PR `number` into main the way GitHub does; leave `ws`
+    on the merge commit. Returns (head, base, merge) shas."""
+    git(ws, "push", "-q", "origin", "main", branch)
+    head = git(ws, "rev-parse", branch)
+    base = git(ws, "rev-parse", "main")
+    tree = git(remote, "merge-tree", "--write-tree", base, head)
+    merge = git(
+        remote, "commit-tree", tree, "-p", base, "-p", head, "-m", f"Merge {head} into {base}"
+    )
+    git(remote, "update-ref", f"refs/pull/{number}/head", head)
+    git(remote, "update-ref", f"refs/pull/{number}/merge", merge)
+    git(ws, "fetch", "-q", "origin", f"+refs/pull/{number}/merge:refs/remotes/pull/{number}/merge")
+    git(ws, "checkout", "-q", "--detach", f"refs/remotes/pull/{number}/merge")
+    return head, base, merge
+
+
 def act(
     workspace: Path,
     event: str,
@@ -88,6 +112,7 @@ def act(
     env: dict[str, str] | None = None,
     secrets: dict[str, str] | None = None,
     actor: str | None = None,
+    triggering_actor: str | None = None,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
     event_file = home / f"event-{event}.json"
@@ -115,6 +140,8 @@ def act(
         cmd += ["--local-repository", f"{repo}@{sha}={STANDINS / repo.split('/')[1]}"]
     if actor:
         cmd += ["--actor", actor]
+    if triggering_actor or actor:
+        cmd += ["--env", f"GITHUB_TRIGGERING_ACTOR={triggering_actor or actor}"]
     for k, v in (env or {}).items():
         cmd += ["--env", f"{k}={v}"]
     for k, v in (secrets or {}).items():

@@ -1,8 +1,13 @@
-"""A local, stateful HTTP server speaking the GitHub REST shapes lepton-ci uses.
+"""A local, stateful HTTP server speaking the GitHub REST API lepton-ci uses.
 
 Real HTTP on loopback, so the real client (requests, retries, pagination) is exercised.
-State: issue comments, pull requests, deployments and statuses, collaborator permissions.
-Faults can be queued per method and path; every request is logged.
+State: issue comments, pull requests, deployments and statuses, collaborator permissions,
+teams. Answers are GitHub's own examples from its OpenAPI description (tests/support/openapi)
+with the state laid over them, and every request and response is checked against that
+description: a mismatch is recorded in `state.violations` and fails the test on exit.
+Faults can be queued per method and path, before the request is applied (the write never
+happened) or after it (the write landed, then the answer was lost: a 502 from a proxy);
+every request is logged.
 Run standalone for workflow tests: `python -m tests.support.github_server --port 0`.
 """
 
@@ -14,12 +19,18 @@ import json
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support import openapi
+
 BODY_LIMIT = 65536
+API = "https://api.github.com"
+# GitHub's `permission` field is the legacy level: maintain reads as write, triage as read.
+LEGACY = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read"}
 
 
 @dataclass
@@ -30,6 +41,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=lambda: {"message": "injected"})
     times: int = 1
+    after: bool = False  # apply the request, then answer with the fault
 
 
 @dataclass
@@ -37,6 +49,7 @@ class Token:
     login: str
     write: bool = True  # a fork PR's token is read-only
     user_type: str = "Bot"
+    members_read: bool = False  # GITHUB_TOKEN never may read org teams; a PAT/App token can
 
 
 class GitHubState:
@@ -47,11 +60,16 @@ class GitHubState:
         self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
         self.permissions: dict[tuple[str, str], str] = {}
         self.teams: dict[tuple[str, str], set[str]] = {}
+        self.custom_roles: dict[str, str] = {}  # custom repository role -> its base role
         self.deployments: dict[str, list[dict[str, Any]]] = {}
         self.statuses: dict[int, list[dict[str, Any]]] = {}
-        self.tokens: dict[str, Token] = {"test-token": Token("github-actions[bot]")}
+        self.tokens: dict[str, Token] = {
+            "test-token": Token("github-actions[bot]"),
+            "teams-token": Token("release-app[bot]", members_read=True),
+        }
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, int]] = []
+        self.violations: list[str] = []
 
     def add_pull(
         self,
@@ -64,17 +82,45 @@ class GitHubState:
         head_ref: str = "feature",
     ) -> None:
         head_repo = f"forker/{repo.split('/')[1]}" if fork else repo
-        self.pulls[(repo, number)] = {
-            "number": number,
-            "title": title,
-            "state": "open",
-            "head": {
-                "sha": head_sha,
-                "ref": head_ref,
-                "repo": {"full_name": head_repo, "fork": fork},
-            },
-            "base": {"sha": "0" * 40, "ref": "main", "repo": {"full_name": repo, "fork": False}},
-        }
+        pr = openapi.example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}")
+        # requested_teams: GitHub's own example lacks the `type` its schema now requires.
+        pr.update(
+            requested_teams=[],
+            number=number,
+            title=title,
+            state="open",
+            url=f"{API}/repos/{repo}/pulls/{number}",
+            html_url=f"https://github.com/{repo}/pull/{number}",
+        )
+        for side, full_name, ref, sha in (
+            ("head", head_repo, head_ref, head_sha),
+            ("base", repo, "main", "0" * 40),
+        ):
+            part = pr[side]
+            owner, name = full_name.split("/")
+            part.update(ref=ref, sha=sha, label=f"{owner}:{ref}")
+            part["repo"].update(full_name=full_name, name=name, fork=side == "head" and fork)
+            part["repo"]["owner"] = user(owner, "User")
+        self.pulls[(repo, number)] = pr
+
+    def new_comment(
+        self, repo: str, number: int, body: str, login: str = "octocat", kind: str = "User"
+    ) -> dict[str, Any]:
+        cid = next(self.ids)
+        c = openapi.example("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments", 201)
+        c.update(
+            id=cid,
+            node_id=f"IC_{cid}",
+            url=f"{API}/repos/{repo}/issues/comments/{cid}",
+            html_url=f"https://github.com/{repo}/pull/{number}#issuecomment-{cid}",
+            issue_url=f"{API}/repos/{repo}/issues/{number}",
+            body=body,
+            created_at=_now(),
+            updated_at=_now(),
+            user=user(login, kind),
+        )
+        self.comments.setdefault((repo, number), []).append(c)
+        return dict(c)
 
     def count(self, method: str | None = None, path: str = "") -> int:
         return sum(1 for m, p, _ in self.log if (method is None or m == method) and path in p)
@@ -93,31 +139,51 @@ def make_handler(state: GitHubState) -> type[BaseHTTPRequestHandler]:
 
         def _reply(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
             data = b"" if body is None else json.dumps(body).encode()
+            headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+            if body is None:
+                del headers["Content-Type"]
+            url = urlsplit(self.path)
+            state.violations.extend(
+                openapi.violations(
+                    self.command,
+                    url.path.removeprefix("/api/v3"),
+                    parse_qs(url.query),
+                    dict(self.headers.items()),
+                    self.raw,
+                    status,
+                    headers,
+                    data,
+                )
+            )
             state.log.append((self.command, self.path, status))  # before the client can read
             self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("x-ratelimit-limit", "5000")
-            for k, v in (headers or {}).items():
+            for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
 
         def _body(self) -> Any:
             n = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(n) if n else b""
-            return json.loads(raw) if raw else {}
+            self.raw = self.rfile.read(n) if n else b""
+            return json.loads(self.raw) if self.raw else {}
 
         def _handle(self) -> None:
             url = urlsplit(self.path)
             path, query = url.path.removeprefix("/api/v3"), parse_qs(url.query)
+            self.raw = b""
             body = self._body() if self.command in ("POST", "PATCH", "PUT") else {}
+            fault = None
             with state.lock:
                 for f in state.faults:
                     if f.times > 0 and f.method == self.command and re.search(f.path, path):
                         f.times -= 1
-                        self._reply(f.status, f.body, f.headers)
-                        return
+                        fault = f
+                        break
+            if fault is not None and not fault.after:
+                self._reply(fault.status, fault.body, fault.headers)
+                return
             auth = self.headers.get("Authorization", "")
             token = state.tokens.get(auth.removeprefix("Bearer ").removeprefix("token "))
             if token is None:
@@ -130,6 +196,9 @@ def make_handler(state: GitHubState) -> type[BaseHTTPRequestHandler]:
                 status, payload, headers = route(
                     state, self.command, path, query, body, token, self.headers.get("Host", "")
                 )
+            if fault is not None:  # the write landed; the answer is lost on the way back
+                self._reply(fault.status, fault.body, fault.headers)
+                return
             self._reply(status, payload, headers)
 
         do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
@@ -155,15 +224,7 @@ def route(
         if method == "POST":
             if len(body.get("body", "")) > BODY_LIMIT:
                 return 422, too_long(), {}
-            c = {
-                "id": next(state.ids),
-                "body": body["body"],
-                "created_at": _now(),
-                "updated_at": _now(),
-                "user": {"login": token.login, "type": token.user_type},
-                "html_url": f"https://github.test/{m[1]}/pull/{m[2]}#c",
-            }
-            items.append(c)
+            c = state.new_comment(m[1], int(m[2]), body["body"], token.login, token.user_type)
             return 201, c, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)", path)
     if m:
@@ -178,20 +239,34 @@ def route(
                     if method == "DELETE":
                         items.remove(c)
                         return 204, None, {}
-        return 404, {"message": "Not Found"}, {}
+        return 404, not_found(), {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)
     if m and method == "GET":
         pr = state.pulls.get((m[1], int(m[2])))
-        return (200, pr, {}) if pr else (404, {"message": "Not Found"}, {})
+        return (200, pr, {}) if pr else (404, not_found(), {})
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/collaborators/([^/]+)/permission", path)
     if m and method == "GET":
-        perm = state.permissions.get((m[1], m[2]), "read")
-        return 200, {"permission": perm, "role_name": perm, "user": {"login": m[2]}}, {}
+        role = state.permissions.get((m[1], m[2]), "read")
+        base = state.custom_roles.get(role, role)
+        collaborator = {**user(m[2]), "role_name": role}
+        return 200, {"permission": LEGACY[base], "role_name": role, "user": collaborator}, {}
+    m = re.fullmatch(r"/orgs/([^/]+)/teams/([^/]+)", path)
+    if m and method == "GET":
+        # A token without organization Members: read sees no team at all.
+        if not token.members_read or (m[1], m[2]) not in state.teams:
+            return 404, not_found(), {}
+        team = openapi.example("GET", "/orgs/{org}/teams/{team_slug}")
+        # GitHub's own example predates `type` and `organization.archived_at`.
+        team.update(slug=m[2], name=m[2], type="organization")
+        team["organization"].update(login=m[1], archived_at=None)
+        return 200, team, {}
     m = re.fullmatch(r"/orgs/([^/]+)/teams/([^/]+)/memberships/([^/]+)", path)
     if m and method == "GET":
-        if m[3] in state.teams.get((m[1], m[2]), set()):
-            return 200, {"state": "active", "role": "member"}, {}
-        return 404, {"message": "Not Found"}, {}
+        if token.members_read and m[3] in state.teams.get((m[1], m[2]), set()):
+            member = openapi.example("GET", "/orgs/{org}/teams/{team_slug}/memberships/{username}")
+            member.update(state="active", role="member")
+            return 200, member, {}
+        return 404, None, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/deployments", path)
     if m:
         items = state.deployments.setdefault(m[1], [])
@@ -201,16 +276,26 @@ def route(
                 [d for d in items if env in (None, d["environment"])][::-1], query, path, host
             )
         if method == "POST":
-            d = {
-                "id": next(state.ids),
-                "ref": body.get("ref"),
-                "sha": body.get("sha", ""),
-                "environment": body.get("environment", "production"),
-                "description": body.get("description"),
-                "payload": body.get("payload", {}),
-                "created_at": _now(),
-                "creator": {"login": token.login},
-            }
+            did = next(state.ids)
+            d = openapi.example("POST", "/repos/{owner}/{repo}/deployments", 201)
+            env = body.get("environment", "production")
+            d.update(
+                id=did,
+                node_id=f"DE_{did}",
+                url=f"{API}/repos/{m[1]}/deployments/{did}",
+                statuses_url=f"{API}/repos/{m[1]}/deployments/{did}/statuses",
+                repository_url=f"{API}/repos/{m[1]}",
+                ref=body.get("ref"),
+                sha=body.get("sha") or "0" * 40,
+                environment=env,
+                original_environment=env,
+                production_environment=bool(body.get("production_environment")),
+                description=body.get("description"),
+                payload=body.get("payload", {}),
+                created_at=_now(),
+                updated_at=_now(),
+                creator=user(token.login, token.user_type),
+            )
             items.append(d)
             return 201, d, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/deployments/(\d+)/statuses", path)
@@ -219,17 +304,40 @@ def route(
         if method == "GET":
             return paginate(items[::-1], query, path, host)
         if method == "POST":
-            s = {
-                "id": next(state.ids),
-                "state": body["state"],
-                "description": body.get("description", ""),
-                "environment_url": body.get("environment_url", ""),
-                "log_url": body.get("log_url", ""),
-                "created_at": _now(),
-            }
+            sid = next(state.ids)
+            s = openapi.example(
+                "POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses", 201
+            )
+            s.update(
+                id=sid,
+                node_id=f"DES_{sid}",
+                url=f"{API}/repos/{m[1]}/deployments/{m[2]}/statuses/{sid}",
+                deployment_url=f"{API}/repos/{m[1]}/deployments/{m[2]}",
+                repository_url=f"{API}/repos/{m[1]}",
+                state=body["state"],
+                description=body.get("description", ""),
+                environment_url=body.get("environment_url", ""),
+                log_url=body.get("log_url", ""),
+                target_url=body.get("log_url", ""),
+                created_at=_now(),
+                updated_at=_now(),
+                creator=user(token.login, token.user_type),
+            )
             items.append(s)
             return 201, s, {}
-    return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}, {}
+    return 404, not_found(), {}
+
+
+def not_found() -> dict[str, Any]:
+    return {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+
+
+def user(login: str, kind: str = "User") -> dict[str, Any]:
+    """A simple-user object as GitHub sends it, for `login`."""
+    u = openapi.example("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission")["user"]
+    u.update({k: v.replace("octocat", login) for k, v in u.items() if isinstance(v, str)})
+    u.update(id=zlib.crc32(login.encode()), node_id=f"U_{login}", gravatar_id="", type=kind)
+    return dict(u)
 
 
 def too_long() -> dict[str, Any]:
@@ -275,6 +383,11 @@ class GitHubServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if exc[0] is None and self.state.violations:
+            raise AssertionError(
+                "GitHub's OpenAPI description disagrees with this exchange:\n"
+                + "\n".join(dict.fromkeys(self.state.violations))
+            )
 
 
 def main() -> None:
