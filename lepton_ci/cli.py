@@ -404,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from lepton_ci.core.errors import LeptonError
+    from lepton_ci.core.escape import md_fence
     from lepton_ci.core.gha import Runtime, debug_enabled
 
     debug = args.debug or debug_enabled()
@@ -421,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LeptonError as e:
         rt = Runtime(stream=sys.stderr)
         rt.error(str(e), title=f"lepton-ci {args.command}")
-        rt.summary(f"**lepton-ci {args.command} failed**\n\n```\n{e}\n```")
+        rt.summary(f"**lepton-ci {args.command} failed**\n\n{md_fence(e)}")
         if debug:
             traceback.print_exc()
         return e.exit_code

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from lepton_ci.core.escape import clean, log_text
+
 
 def in_actions(env: Mapping[str, str] | None = None) -> bool:
     return (env if env is not None else os.environ).get("GITHUB_ACTIONS") == "true"
@@ -37,9 +39,14 @@ def load_event(env: Mapping[str, str]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def escape_data(value: str) -> str:
-    """Escape a workflow-command message so newlines and `%` cannot forge a second command."""
+def _escape_raw(value: str) -> str:
     return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_data(value: str) -> str:
+    """Escape a workflow-command message so newlines and `%` cannot forge a second command;
+    control characters and bidi overrides are dropped."""
+    return _escape_raw(clean(value))
 
 
 def escape_property(value: str) -> str:
@@ -63,7 +70,7 @@ class Runtime:
         """level is error, warning or notice."""
         if not self.actions:
             prefix = f"{file}: " if file else ""
-            self._print(f"{level}: {prefix}{message}")
+            self._print(f"{level}: {log_text(prefix + message)}")
             return
         props = []
         if file:
@@ -86,17 +93,17 @@ class Runtime:
         if self.actions:
             self._print(f"::debug::{escape_data(message)}")
         elif debug_enabled(self.env):
-            self._print(f"debug: {message}")
+            self._print(f"debug: {log_text(message)}")
 
     def mask(self, secret: str) -> None:
         if self.actions and secret:
             for line in secret.splitlines():
                 if line.strip():
-                    self._print(f"::add-mask::{escape_data(line)}")
+                    self._print(f"::add-mask::{_escape_raw(line)}")  # the secret as it is
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
-        self._print(f"::group::{escape_data(title)}" if self.actions else f"── {title}")
+        self._print(f"::group::{escape_data(title)}" if self.actions else f"── {log_text(title)}")
         try:
             yield
         finally:
