@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lepton_ci.core import paths
+from lepton_ci.core import paths, yamlfile
 from lepton_ci.core.errors import ConfigError
 
 CONFIG_NAME = "lepton.yaml"
@@ -270,6 +270,24 @@ class Config(Strict):
                 raise ValueError(
                     f"stage `{name}` requires `{stage.requires}`, which is not a declared stage"
                 )
+        for name in self.stages:
+            chain = [name]
+            while (nxt := self.stages[chain[-1]].requires) is not None:
+                if nxt in chain:
+                    cycle = " -> ".join([*chain[chain.index(nxt) :], nxt])
+                    raise ValueError(
+                        f"stages require each other in a cycle ({cycle}), so no version could "
+                        "ever be promoted; remove one `requires:`"
+                    )
+                chain.append(nxt)
+        by_slug: dict[str, str] = {}
+        for name in self.models:
+            other = by_slug.setdefault(paths.slug(name), name)
+            if other != name:
+                raise ValueError(
+                    f"models `{other}` and `{name}` would share one state file "
+                    f"(.lepton/runs/{paths.slug(name)}.json); rename one of them"
+                )
         return self
 
 
@@ -324,21 +342,12 @@ def find_config(explicit: str | None = None, cwd: Path | None = None) -> Path:
     )
 
 
+MAX_ERRORS = 20  # a file of 300,000 unknown keys gets 20 lines, not 33 MB
+
+
 def load(path: Path) -> LoadedConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(
-            f"{where}: not valid YAML: {problem}", hint="fix the YAML syntax at that line"
-        ) from e
+    text = yamlfile.read_text(path, "config", ConfigError)
+    data, node = yamlfile.load(text, str(path), "config", ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping at the top level, got {type(data).__name__}",
@@ -348,10 +357,11 @@ def load(path: Path) -> LoadedConfig:
         cfg = Config.model_validate(data)
     except ValidationError as e:
         lines = _line_map(node)
-        raise ConfigError(
-            "\n".join(_describe(path, err, lines) for err in e.errors()),
-            hint="see the config reference in the README",
-        ) from None
+        errors = e.errors()
+        shown = [_describe(path, err, lines) for err in errors[:MAX_ERRORS]]
+        if len(errors) > MAX_ERRORS:
+            shown.append(f"... and {len(errors) - MAX_ERRORS} more errors")
+        raise ConfigError("\n".join(shown), hint="see the config reference in the README") from None
     return LoadedConfig(cfg, path)
 
 
@@ -376,8 +386,12 @@ def names_environment(explicit: str | None, name: str) -> bool:
 def _line_map(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
     """Map each key path to its 1-based line so errors can point into the file."""
     out: dict[tuple[str, ...], int] = {}
+    seen: set[int] = set()
 
     def walk(n: yaml.Node, path: tuple[str, ...]) -> None:
+        if id(n) in seen:  # an alias points at a node already mapped: its lines are known
+            return
+        seen.add(id(n))
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 p = (*path, str(k.value))
