@@ -32,7 +32,9 @@ def test_register_creates_annotated_tag_with_record(cli, toy_repo):
     msg = git(toy_repo, "tag", "-l", "--format=%(contents)", "toy@v0.1.0")
     subject, _, body = msg.partition("\n\n")
     assert subject == "Register toy@v0.1.0: gates: pass (accuracy=0.9)"
-    rec = json.loads(body)
+    begin, *lines, end = body.strip("\n").split("\n")
+    assert (begin, end) == ("-----BEGIN LEPTON-CI RECORD-----", "-----END LEPTON-CI RECORD-----")
+    rec = json.loads("\n".join(lines))
     assert rec["candidate_version"] == "v0.1.0" and rec["metrics"]["accuracy"] == 0.9
     assert Registry(Git(toy_repo)).record("toy@v0.1.0").metrics["accuracy"] == 0.9
 

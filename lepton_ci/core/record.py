@@ -27,6 +27,9 @@ class GitInfo(_Model):
     sha: str
     branch: str | None = None
     dirty: bool = False
+    untracked: list[str] = Field(
+        default=[], description="inputs the run read that git does not track (they make it dirty)"
+    )
     commit_time: int = Field(description="commit time, seconds since the epoch")
     author: str = ""
     subject: str = ""
@@ -128,26 +131,28 @@ def shipped_schema_path() -> Path:
     return Path(__file__).parent.parent / "schemas" / f"record-v{SCHEMA_VERSION}.json"
 
 
-def parse(text: str, source: str) -> Record:
+def parse(text: str, source: str, *, hint: str = "re-create it with `lepton-ci run`") -> Record:
     try:
         return Record.model_validate_json(text)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
+        where = f"`{loc}`: " if loc else ""
         raise RecordError(
-            f"{source}: not a valid evidence record: `{loc}`: {first['msg']}",
-            hint="re-create it with `lepton-ci run`",
+            f"{source}: not a valid evidence record: {where}{first['msg']}", hint=hint
         ) from None
 
 
-def load(path: Path) -> Record:
+def load(path: Path, *, hint: str = "re-create it with `lepton-ci run`") -> Record:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecordError(
             f"{path}: no evidence record", hint="run `lepton-ci run` first to create one"
         ) from None
-    return parse(text, str(path))
+    except UnicodeDecodeError:
+        raise RecordError(f"{path}: not a valid evidence record: not UTF-8", hint=hint) from None
+    return parse(text, str(path), hint=hint)
 
 
 def save(record: Record, path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -11,9 +12,11 @@ from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.semver import Version
 from lepton_ci.versions import grammar as tags
+from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.grammar import Action
 
 if TYPE_CHECKING:
+    from lepton_ci.core.gha import Runtime
     from lepton_ci.core.record import Record
 
 # %(creator) is the tagger of an annotated tag and the committer of a lightweight one, read
@@ -137,11 +140,33 @@ class RegistryState:
         return max(counters, default=0) + 1
 
 
+# Tags already warned about, per repository: one command reads the same tags several times.
+_WARNED: set[tuple[str, str]] = set()
+
+
 class Registry:
     """Reads and writes the tag registry of one repository."""
 
-    def __init__(self, git: Git) -> None:
+    def __init__(self, git: Git, rt: Runtime | None = None) -> None:
         self.git = git
+        self.rt = rt
+
+    def _record_or_skip(self, message: str, tag: str) -> Record | None:
+        """A tag whose message is not a readable record is skipped with one warning."""
+        try:
+            return tag_message.extract(message, tag)
+        except tag_message.ForeignMessage as e:
+            key = (str(self.git.cwd.resolve()), tag)
+            if key not in _WARNED:
+                _WARNED.add(key)
+                from lepton_ci.core.gha import Runtime
+
+                rt = self.rt or Runtime(stream=sys.stderr)
+                rt.warning(
+                    f"{e.message}; the tag is skipped as not lepton-ci's (its record, if any, "
+                    "is not used for baselines, caching or promotion)"
+                )
+            return None
 
     def read(self, model: str | None = None) -> RegistryState:
         pattern = ["refs/tags"]
@@ -190,7 +215,8 @@ class Registry:
         proc = self.git.run(["cat-file", "tag", tag], check=False)
         if proc.returncode != 0:
             return None
-        return record_from_message(proc.stdout.split("\n\n", 1)[-1], tag)
+        # The tag object's header ends at its first blank line; the message follows.
+        return self._record_or_skip(proc.stdout.partition("\n\n")[2], tag)
 
     def records(self, model: str) -> dict[str, Record]:
         """Every version tag's record of a model, with one git call."""
@@ -204,7 +230,7 @@ class Registry:
         found = {}
         for chunk in out.split("\x01"):
             name, _, body = chunk.strip("\n").partition("\0")
-            if name and (rec := record_from_message(body, name)) is not None:
+            if name and (rec := self._record_or_skip(body, name)) is not None:
                 found[name] = rec
         return found
 
@@ -247,19 +273,6 @@ class Registry:
                 + (detail[-1] if detail else "no detail"),
                 hint="if another run took this version, `git fetch --tags` and run again",
             )
-
-
-def record_from_message(body: str, source: str) -> Record | None:
-    from lepton_ci.core.record import parse  # pydantic: only for commands that read records
-
-    start = body.find("{")
-    if start < 0:
-        return None
-    text = body[start:]
-    # Signed tags append a PGP/SSH signature after the JSON.
-    for marker in ("-----BEGIN PGP SIGNATURE-----", "-----BEGIN SSH SIGNATURE-----"):
-        text = text.split(marker, 1)[0]
-    return parse(text, f"tag {source}")
 
 
 def _identity(git: Git) -> dict[str, str]:
