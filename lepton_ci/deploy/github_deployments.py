@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.github import GitHubClient, GitHubError
 from lepton_ci.deploy.manifests import Release
 
 
@@ -28,7 +28,7 @@ class Recorder:
         return cls(client or GitHubClient.from_env(env), repo)
 
     def start(self, env_name: str, release: Release) -> None:
-        d = self.client.json(
+        d = self.client.object(
             "POST",
             f"/repos/{self.repo}/deployments",
             data=json.dumps(
@@ -48,7 +48,11 @@ class Recorder:
                 }
             ),
         )
-        self.deployment_id = int(d["id"])
+        if not isinstance(d.get("id"), int):
+            raise GitHubError(
+                f"GitHub API POST /repos/{self.repo}/deployments answered without a deployment id"
+            )
+        self.deployment_id = d["id"]
         self._status("in_progress", f"deploying {release.version}", release.run_url, "")
 
     def finish(self, ok: bool, description: str, run_url: str, env_url: str) -> None:
