@@ -144,3 +144,35 @@ def test_from_env_masks_token_and_reads_api_url(gh):
     c = GitHubClient.from_env({"GITHUB_TOKEN": "tok123", "GITHUB_API_URL": gh.url}, rt)
     assert c.base_url == gh.url
     assert out.getvalue() == "::add-mask::tok123\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        ([], "JSON that is not an object (list)"),
+        ("login page", "JSON that is not an object (str)"),
+        (b"<html>proxy login</html>", "a body that is not JSON"),
+    ],
+)
+def test_an_answer_that_is_not_a_json_object_is_a_clear_error(gh, body, what):
+    gh.state.faults.append(Fault("GET", r"/pulls/1$", 200, body=body))
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        c.pull(REPO, 1)
+    assert what in str(e.value) and "GITHUB_API_URL" in str(e.value)
+    gh.state.faults.append(Fault("GET", r"/comments$", 200, body={"not": "a list"}))
+    with pytest.raises(GitHubError, match="not a list"):
+        list(c.issue_comments(REPO, 1))
+
+
+def test_a_403_is_called_rate_limiting_only_when_it_is(gh):
+    gh.state.faults.append(Fault("GET", r"/pulls/1$", 403, body=[{"odd": "shape"}]))
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        c.pull(REPO, 1)
+    assert "rate limit" not in str(e.value) and "not allowed" in str(e.value)
+    gh.state.faults.append(
+        Fault("GET", r"/pulls/1$", 403, body={"message": "API rate limit exceeded for x"})
+    )
+    with pytest.raises(GitHubError, match="rate limited"):
+        c.pull(REPO, 1)

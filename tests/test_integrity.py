@@ -111,7 +111,9 @@ def test_models_whose_state_files_would_clash_are_a_config_error(tmp_path):
     from lepton_ci.core import config
 
     p = tmp_path / "lepton.yaml"
-    p.write_text("models:\n  a/b: {train: t, metrics: [m.json]}\n  a--b: {train: t, metrics: [m]}\n")
+    p.write_text(
+        "models:\n  a/b: {train: t, metrics: [m.json]}\n  a--b: {train: t, metrics: [m]}\n"
+    )
     with pytest.raises(ConfigError, match=r"models `a/b` and `a--b` would share one state file"):
         config.load(p)
 
@@ -160,7 +162,10 @@ def test_a_second_run_in_the_same_work_tree_is_refused_naming_the_holder(cli, to
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         code, _, err = cli("run")
         assert code == 1
-        assert f"another run of toy is using this work tree (lepton-ci run of toy, pid {holder.pid}" in err
+        assert (
+            f"another run of toy is using this work tree (lepton-ci run of toy, pid {holder.pid}"
+            in err
+        )
         assert not (toy_repo / RUN_RECORD).exists()
     finally:
         holder.kill()
@@ -240,7 +245,7 @@ def test_ctrl_c_stops_training_and_records_nothing(toy_repo):
     )
     _wait_for(toy_repo / "grandchild.pid")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     lines = [line for line in err.splitlines() if "SIGINT" in line]
     assert len(lines) == 1 and "stopped the train command" in lines[0]

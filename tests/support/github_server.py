@@ -28,7 +28,7 @@ class Fault:
     path: str  # regex on the path
     status: int
     headers: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] = field(default_factory=lambda: {"message": "injected"})
+    body: Any = field(default_factory=lambda: {"message": "injected"})  # bytes: sent as they are
     times: int = 1
 
 
@@ -92,7 +92,10 @@ def make_handler(state: GitHubState) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _reply(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
-            data = b"" if body is None else json.dumps(body).encode()
+            if isinstance(body, bytes):
+                data = body
+            else:
+                data = b"" if body is None else json.dumps(body).encode()
             state.log.append((self.command, self.path, status))  # before the client can read
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
