@@ -38,13 +38,16 @@ def load(
     text: str, source: str, what: str, error: type[LeptonError]
 ) -> tuple[Any, yaml.Node | None]:
     """(data, root node) of one YAML document; (None, None) for an empty one."""
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, None
-        _check(node, source, what, error)
-        return loader.construct_document(node), node
+        loader = yaml.SafeLoader(text)  # refuses unprintable characters already here
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, None
+            _check(node, source, what, error)
+            return loader.construct_document(node), node
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -60,8 +63,6 @@ def load(
             f"{source}: the {what} file is nested too deeply to read",
             hint="flatten its structure",
         ) from None
-    finally:
-        loader.dispose()
 
 
 def _check(root: yaml.Node, source: str, what: str, error: type[LeptonError]) -> None:
