@@ -32,14 +32,25 @@ def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
 @pytest.mark.parametrize("where", ["config", "params", "metrics"])
 def test_alias_bombs_are_refused_before_they_expand(tmp_path, where):
     if where == "config":
-        with pytest.raises(ConfigError, match="expands to more than 100,000 values"):
+        with pytest.raises(ConfigError, match="expand it by more than 100,000 values"):
             config.load(_write(tmp_path, "lepton.yaml", MODEL + BOMB))
     elif where == "params":
-        with pytest.raises(InputError, match="params file expands to more than"):
+        with pytest.raises(InputError, match="aliases in the params file expand it"):
             read_params([_write(tmp_path, "params.yaml", BOMB)])
     else:
-        with pytest.raises(InputError, match="metrics file expands to more than"):
+        with pytest.raises(InputError, match="aliases in the metrics file expand it"):
             read_metrics([_write(tmp_path, "metrics.yaml", BOMB)])
+
+
+def test_the_bound_is_on_what_aliases_add_not_on_what_the_file_spells_out(tmp_path, monkeypatch):
+    from lepton_ci.core import yamlfile
+
+    monkeypatch.setattr(yamlfile, "MAX_NODES", 50)
+    literal = "big: [" + ", ".join(["0"] * 200) + "]\n"
+    assert len(read_params([_write(tmp_path, "p.yaml", literal)])["big"]) == 200
+    aliased = "a: &a [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]\nb: [" + ", ".join(["*a"] * 6) + "]\n"
+    with pytest.raises(InputError, match="expand it by more than 50 values"):
+        read_params([_write(tmp_path, "q.yaml", aliased)])
 
 
 def test_many_aliases_and_recursive_ones_are_refused(tmp_path):
