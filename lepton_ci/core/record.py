@@ -11,7 +11,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from lepton_ci.core.errors import RecordError
 from lepton_ci.core.hashing import hash_bytes
@@ -34,6 +41,14 @@ class GitInfo(_Model):
     author: str = ""
     subject: str = ""
     base_ref: str | None = Field(None, description="the pull request's base branch, if any")
+
+    @model_serializer(mode="wrap")
+    def _omit_no_untracked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Records without untracked inputs serialise (and digest) as before the field existed.
+        data: dict[str, Any] = handler(self)
+        if not data.get("untracked"):
+            data.pop("untracked", None)
+        return data
 
 
 class FileEntry(_Model):
