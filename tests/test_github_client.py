@@ -163,6 +163,9 @@ def test_an_answer_that_is_not_a_json_object_is_a_clear_error(gh, body, what):
     gh.state.faults.append(Fault("GET", r"/comments$", 200, body={"not": "a list"}))
     with pytest.raises(GitHubError, match="not a list"):
         list(c.issue_comments(REPO, 1))
+    gh.state.faults.append(Fault("GET", r"/comments$", 200, body=[{"body": "no id"}]))
+    with pytest.raises(GitHubError, match="a comment without an id"):
+        list(c.issue_comments(REPO, 1))
 
 
 def test_a_403_is_called_rate_limiting_only_when_it_is(gh):

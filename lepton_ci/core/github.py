@@ -216,17 +216,31 @@ class GitHubClient:
         return self.object("GET", f"/repos/{repo}/pulls/{number}")
 
     def issue_comments(self, repo: str, number: int) -> Iterator[dict[str, Any]]:
-        return self.paginate(f"/repos/{repo}/issues/{number}/comments")
+        path = f"/repos/{repo}/issues/{number}/comments"
+        for c in self.paginate(path):
+            yield self._comment("GET", path, c)
 
     def create_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
-        return self.object(
-            "POST", f"/repos/{repo}/issues/{number}/comments", data=json.dumps({"body": body})
+        path = f"/repos/{repo}/issues/{number}/comments"
+        return self._comment(
+            "POST", path, self.object("POST", path, data=json.dumps({"body": body}))
         )
 
     def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
-        return self.object(
-            "PATCH", f"/repos/{repo}/issues/comments/{comment_id}", data=json.dumps({"body": body})
+        path = f"/repos/{repo}/issues/comments/{comment_id}"
+        return self._comment(
+            "PATCH", path, self.object("PATCH", path, data=json.dumps({"body": body}))
         )
+
+    def _comment(self, method: str, path: str, c: Any) -> dict[str, Any]:
+        """A comment as lepton-ci reads it: an object with an integer id and a text body."""
+        if not (
+            isinstance(c, dict)
+            and isinstance(c.get("id"), int)
+            and isinstance(c.get("body", ""), str)
+        ):
+            raise self._not_api(method, path, 200, "a comment without an id or a text body")
+        return c
 
     def delete_comment(self, repo: str, comment_id: int) -> None:
         self.request("DELETE", f"/repos/{repo}/issues/comments/{comment_id}")
