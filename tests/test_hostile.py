@@ -196,3 +196,17 @@ def test_json_output_stays_valid_with_hostile_names(cli, toy_repo):
     assert code == 0
     document = out[out.index("\n{\n") :]  # after the run's notices
     assert any(m["metric"] == EVIL for m in json.loads(document)["metrics"])
+
+
+@pytest.mark.e2e
+def test_a_tag_message_that_is_not_utf8_does_not_stop_anything(cli, toy_repo):
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    (toy_repo / "msg").write_bytes(b"caf\xe9 release by hand\n")
+    git(toy_repo, "tag", "-a", "-F", "msg", "toy@v0.2.0")  # git keeps tag messages as bytes
+    (toy_repo / "msg").unlink()
+    code, out, err = cli("versions", "toy")
+    assert code == 0 and "v0.2.0" in out, err
+    set_params(toy_repo, lr=0.3)
+    commit_all(toy_repo, "fix: next")
+    code, out, err = cli("run")
+    assert code == 0 and "toy@v0.2.0 carries no evidence record" in out + err

@@ -34,6 +34,8 @@ class Git:
                 input=input,
                 capture_output=True,
                 text=True,
+                encoding="utf-8",
+                errors="replace",  # a Latin-1 commit subject must not stop a run
                 env=full_env,
                 timeout=timeout or self.timeout,
                 check=False,
