@@ -256,6 +256,34 @@ class Config(Strict):
             return {name: {} for name in v}
         return v
 
+    @field_validator("stages")
+    @classmethod
+    def _no_cycle(cls, stages: dict[str, StageConfig]) -> dict[str, StageConfig]:
+        for name in stages:
+            chain = [name]
+            while (nxt := stages[chain[-1]].requires) in stages and nxt is not None:
+                if nxt in chain:
+                    cycle = " -> ".join([*chain[chain.index(nxt) :], nxt])
+                    raise ValueError(
+                        f"stages require each other in a cycle ({cycle}), so no version could "
+                        "ever be promoted; remove one `requires:`"
+                    )
+                chain.append(nxt)
+        return stages
+
+    @field_validator("models")
+    @classmethod
+    def _one_state_file_each(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        by_slug: dict[str, str] = {}
+        for name in models:
+            other = by_slug.setdefault(paths.slug(name), name)
+            if other != name:
+                raise ValueError(
+                    f"models `{other}` and `{name}` would share one state file "
+                    f"(.lepton/runs/{paths.slug(name)}.json); rename one of them"
+                )
+        return models
+
     @model_validator(mode="after")
     def _names(self) -> Config:
         for kind, names in (("model", self.models), ("stage", self.stages)):
@@ -269,24 +297,6 @@ class Config(Strict):
             if stage.requires is not None and stage.requires not in self.stages:
                 raise ValueError(
                     f"stage `{name}` requires `{stage.requires}`, which is not a declared stage"
-                )
-        for name in self.stages:
-            chain = [name]
-            while (nxt := self.stages[chain[-1]].requires) is not None:
-                if nxt in chain:
-                    cycle = " -> ".join([*chain[chain.index(nxt) :], nxt])
-                    raise ValueError(
-                        f"stages require each other in a cycle ({cycle}), so no version could "
-                        "ever be promoted; remove one `requires:`"
-                    )
-                chain.append(nxt)
-        by_slug: dict[str, str] = {}
-        for name in self.models:
-            other = by_slug.setdefault(paths.slug(name), name)
-            if other != name:
-                raise ValueError(
-                    f"models `{other}` and `{name}` would share one state file "
-                    f"(.lepton/runs/{paths.slug(name)}.json); rename one of them"
                 )
         return self
 
