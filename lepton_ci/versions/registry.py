@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import sys
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -16,7 +17,6 @@ from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.grammar import Action
 
 if TYPE_CHECKING:
-    from lepton_ci.core.gha import Runtime
     from lepton_ci.core.record import Record
 
 # %(creator) is the tagger of an annotated tag and the committer of a lightweight one, read
@@ -147,9 +147,8 @@ _WARNED: set[tuple[str, str]] = set()
 class Registry:
     """Reads and writes the tag registry of one repository."""
 
-    def __init__(self, git: Git, rt: Runtime | None = None) -> None:
+    def __init__(self, git: Git) -> None:
         self.git = git
-        self.rt = rt
 
     def _record_or_skip(self, message: str, tag: str) -> Record | None:
         """A tag whose message is not a readable record is skipped with one warning."""
@@ -161,8 +160,7 @@ class Registry:
                 _WARNED.add(key)
                 from lepton_ci.core.gha import Runtime
 
-                rt = self.rt or Runtime(stream=sys.stderr)
-                rt.warning(
+                Runtime(stream=sys.stderr).warning(
                     f"{e.message}; the tag is skipped as not lepton-ci's (its record, if any, "
                     "is not used for baselines, caching or promotion)"
                 )
@@ -220,15 +218,16 @@ class Registry:
 
     def records(self, model: str) -> dict[str, Record]:
         """Every version tag's record of a model, with one git call."""
+        token = f"end-{secrets.token_hex(8)}"  # a message cannot forge the separator
         out = self.git.run(
             [
                 "for-each-ref",
-                "--format=%(refname:strip=2)%00%(contents)%01",
+                f"--format=%(refname:strip=2)%00%(contents)%00{token}%00",
                 f"refs/tags/{model}@v*",
             ]
         ).stdout
         found = {}
-        for chunk in out.split("\x01"):
+        for chunk in out.split(f"\0{token}\0"):
             name, _, body = chunk.strip("\n").partition("\0")
             if name and (rec := self._record_or_skip(body, name)) is not None:
                 found[name] = rec
