@@ -427,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         return e.exit_code
     except KeyboardInterrupt:
+        Runtime(stream=sys.stderr).error(f"lepton-ci {args.command}: stopped by SIGINT (Ctrl-C)")
         return 130
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away; stop quietly as Unix tools do.

@@ -210,3 +210,14 @@ def test_a_tag_message_that_is_not_utf8_does_not_stop_anything(cli, toy_repo):
     commit_all(toy_repo, "fix: next")
     code, out, err = cli("run")
     assert code == 0 and "toy@v0.2.0 carries no evidence record" in out + err
+
+
+def test_ctrl_c_outside_a_command_says_what_stopped(monkeypatch, capsys):
+    import lepton_ci.cli as cli_mod
+
+    def interrupted(_args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mod, "cmd_versions", interrupted)
+    assert cli_mod.main(["versions"]) == 130
+    assert "lepton-ci versions: stopped by SIGINT (Ctrl-C)" in capsys.readouterr().err
