@@ -244,3 +244,14 @@ def test_reports_with_hostile_metric_names_stay_inert(metrics):
         assert "<script" not in body
     table = escape.log_text(diffview.as_table(rec))
     assert not any(line.lstrip().startswith("::") for line in table.split("\n"))
+
+
+@settings(FUZZ, max_examples=25)  # each example runs git
+@given(st.one_of(YAML_SOUP, TREE.map(_tree_text)))
+def test_the_command_line_never_exits_70_on_any_config(text):
+    from lepton_ci.cli import main
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / ".git").mkdir()  # the config search stops here; git itself finds no repo
+        (Path(d) / "lepton.yaml").write_text(text, encoding="utf-8", errors="surrogatepass")
+        assert main(["-C", d, "register"]) == 1
