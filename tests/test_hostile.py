@@ -118,6 +118,9 @@ def test_thousands_of_unknown_keys_print_twenty_errors_and_a_count(tmp_path):
         config.load(_write(tmp_path, "lepton.yaml", text))
     lines = str(e.value).splitlines()
     assert len(lines) <= 22 and "... and 29980 more errors" in str(e.value)
+    # 300,000 of them (4.6 MB) are refused by size before anything is parsed.
+    with pytest.raises(ConfigError, match=r"more than the 1,048,576 a config file may have"):
+        config.load(_write(tmp_path, "lepton.yaml", text * 10))
 
 
 # -- 14. stage cycles -----------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from lepton_ci.core import paths, yamlfile
 from lepton_ci.core.errors import ConfigError
 
 CONFIG_NAME = "lepton.yaml"
+MAX_ERRORS = 20  # a file of 300,000 unknown keys gets 20 lines, not 33 MB
+MAX_BYTES = 1 << 20  # the largest real configs are a few kB
 # GTO's artifact/stage name grammar, so our tags stay readable by GTO.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-/]*[a-z0-9]$")
 
@@ -352,11 +354,8 @@ def find_config(explicit: str | None = None, cwd: Path | None = None) -> Path:
     )
 
 
-MAX_ERRORS = 20  # a file of 300,000 unknown keys gets 20 lines, not 33 MB
-
-
 def load(path: Path) -> LoadedConfig:
-    text = yamlfile.read_text(path, "config", ConfigError)
+    text = yamlfile.read_text(path, "config", ConfigError, max_bytes=MAX_BYTES)
     data, node = yamlfile.load(text, str(path), "config", ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(
