@@ -232,6 +232,24 @@ def test_sigterm_is_forwarded_and_a_stubborn_group_killed_after_the_grace(tmp_pa
     assert not _alive(int(pidfile.read_text()))
 
 
+@pytest.mark.unit
+def test_a_second_signal_cuts_the_grace_short_as_a_cancelled_job_needs(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+
+    def cancel_like_github() -> None:
+        _wait_for(pidfile)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=cancel_like_github, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(Interrupted) as e:
+        run_command("train", STUBBORN, cwd=tmp_path, env=dict(os.environ), timeout_s=60, grace_s=60)
+    assert time.monotonic() - t0 < 10 and e.value.exit_code == 130
+    assert not _alive(int(pidfile.read_text()))
+
+
 def test_ctrl_c_stops_training_and_records_nothing(toy_repo):
     cfg = toy_repo / "lepton.yaml"
     cfg.write_text(cfg.read_text().replace("python3 train.py", "sh slow.sh"))

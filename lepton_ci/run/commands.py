@@ -1,8 +1,9 @@
 """Runs a user's train/evaluate command with its output streamed and its tail kept.
 
 The command runs in its own process group, so a stop reaches everything it started: on
-Ctrl-C or SIGTERM lepton-ci forwards the signal to the group, waits a grace period, kills what
-is left, and raises Interrupted (exit 130/143). A timeout stops the group the same way.
+Ctrl-C or SIGTERM lepton-ci forwards the signal to the group, waits a grace period (cut short by
+a second signal), kills what is left, and raises Interrupted (exit 130/143). A timeout stops the
+group the same way.
 """
 
 from __future__ import annotations
@@ -80,11 +81,20 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def _stop(proc: subprocess.Popen[str], signum: int, grace_s: float) -> None:
-    """Signal the group, give it `grace_s` to exit, then kill whatever is left of it."""
+def _stop(
+    proc: subprocess.Popen[str], signum: int, grace_s: float, received: list[int] | None = None
+) -> None:
+    """Signal the group, give it `grace_s` to exit, then kill whatever is left of it. A second
+    signal ends the grace at once: GitHub's cancel sends SIGINT, then SIGTERM 7.5 s later, then
+    kills lepton-ci itself, which would leave the command's group running on the runner."""
     _signal_group(proc.pid, signum)
-    with suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace_s)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and not (received and len(received) > 1):
+        try:
+            proc.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            continue
     _signal_group(proc.pid, signal.SIGKILL)  # children the leader left behind, too
     proc.wait()
 
@@ -159,7 +169,7 @@ def run_command(
                         hint="raise `timeout_minutes` for this model in lepton.yaml",
                     ) from None
         if received:
-            _stop(proc, received[0], grace_s)
+            _stop(proc, received[0], grace_s, received)
     reader.join(5)
     if received:
         raise Interrupted(
