@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _timing import best_of, lepton_cli, report
 
-from lepton_ci.versions.registry import CACHE_KEY_TRAILER
+from lepton_ci.versions.message import BEGIN, CACHE_KEY_TRAILER, END
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "tests" / "fixtures" / "toy"
@@ -40,9 +40,8 @@ def make_repo(root: Path, n: int) -> None:
     sh([*GIT, "commit", "-q", "-m", "feat: toy"], root)
     sh([*CLI, "run"], root)
     sh([*CLI, "register"], root)  # one real record, the template for the others
-    body = sh(["git", "cat-file", "tag", "toy@v0.1.0"], root).decode().split("\n\n", 1)[1]
-    _subject, _, record = body.partition("\n\n")
-    template, _ = json.JSONDecoder().raw_decode(record[record.index("{") :])
+    body = sh(["git", "cat-file", "tag", "toy@v0.1.0"], root).decode()
+    template = json.loads(body.split(BEGIN + "\n", 1)[1].split(END, 1)[0])
     sh(["git", "tag", "-d", "toy@v0.1.0"], root)
     head = sh(["git", "rev-parse", "HEAD"], root).decode().strip()
     # One fast-import stream: n commits on a side branch, each with its version tag, then main
@@ -61,8 +60,8 @@ def make_repo(root: Path, n: int) -> None:
         rec["metrics"] = dict(template["metrics"], accuracy=0.8 + (i % 100) / 1000)
         rec["cache"] = dict(template["cache"], key=f"blake3:{i:064x}")
         msg = (
-            f"Register toy@{version}: gates: pass\n\n{json.dumps(rec, indent=2)}\n\n"
-            f"{CACHE_KEY_TRAILER}: {rec['cache']['key']}\n"
+            f"Register toy@{version}: gates: pass\n\n{BEGIN}\n{json.dumps(rec, indent=2)}\n"
+            f"{END}\n\n{CACHE_KEY_TRAILER}: {rec['cache']['key']}\n"
         ).encode()
         out.append(
             f"tag toy@{version}\nfrom :{i + 1}\ntagger bench <b@x> {now + 10 * i + 1} +0000\n"

@@ -409,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from lepton_ci.core.errors import LeptonError
-    from lepton_ci.core.escape import md_block
+    from lepton_ci.core.escape import md_fence
     from lepton_ci.core.gha import Runtime, debug_enabled
 
     debug = args.debug or debug_enabled()
@@ -428,11 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rt = Runtime(stream=sys.stderr)
         rt.error(str(e), title=f"lepton-ci {args.command}", file=e.file, line=e.line, col=e.col)
         # The message can quote a hostile bundle or name: it must not close the block.
-        rt.summary(f"**lepton-ci {args.command} failed**\n\n{md_block(e)}")
+        rt.summary(f"**lepton-ci {args.command} failed**\n\n{md_fence(e)}")
         if debug:
             traceback.print_exc()
         return e.exit_code
     except KeyboardInterrupt:
+        Runtime(stream=sys.stderr).error(f"lepton-ci {args.command}: stopped by SIGINT (Ctrl-C)")
         return 130
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away; stop quietly as Unix tools do.

@@ -202,3 +202,40 @@ def test_the_stand_in_reports_what_github_would_not_accept(gh):
     found, gh.state.violations[:] = list(gh.state.violations), []
     assert any("request POST /repos/acme/models/deployments" in v and "ref" in v for v in found)
     assert any("no such operation in GitHub's REST API" in v for v in found)
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        ([], "JSON that is not an object (list)"),
+        ("login page", "JSON that is not an object (str)"),
+        (b"<html>proxy login</html>", "a body that is not JSON"),
+    ],
+)
+def test_an_answer_that_is_not_a_json_object_is_a_clear_error(gh, body, what):
+    gh.state.faults.append(Fault("GET", r"/pulls/1$", 200, body=body))
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        c.pull(REPO, 1)
+    assert what in str(e.value) and "GITHUB_API_URL" in str(e.value)
+    gh.state.faults.append(Fault("GET", r"/comments$", 200, body={"not": "a list"}))
+    with pytest.raises(GitHubError, match="not a list"):
+        list(c.issue_comments(REPO, 1))
+    gh.state.faults.append(Fault("GET", r"/comments$", 200, body=[{"body": "no id"}]))
+    with pytest.raises(GitHubError, match="a comment without an id"):
+        list(c.issue_comments(REPO, 1))
+    gh.state.violations.clear()  # these answers are not GitHub's on purpose
+
+
+def test_a_403_is_called_rate_limiting_only_when_it_is(gh):
+    gh.state.faults.append(Fault("GET", r"/pulls/1$", 403, body=[{"odd": "shape"}]))
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        c.pull(REPO, 1)
+    assert "rate limit" not in str(e.value) and "not allowed" in str(e.value)
+    gh.state.faults.append(
+        Fault("GET", r"/pulls/1$", 403, body={"message": "API rate limit exceeded for x"})
+    )
+    with pytest.raises(GitHubError, match="rate limited"):
+        c.pull(REPO, 1)
+    gh.state.violations.clear()  # the odd 403 body is not GitHub's on purpose

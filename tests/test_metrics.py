@@ -29,7 +29,7 @@ def test_nested_metrics_flatten_json_and_yaml(tmp_path):
         ('{"acc": true}', "True, not a number"),
         ('{"acc": null}', "None, not a number"),
         ("[1, 2]", "must be a mapping"),
-        ("{not json", "not valid JSON/YAML"),
+        ("{not json", "not valid JSON"),
     ],
 )
 def test_bad_metric_values_name_file_and_key(tmp_path, text, needle):

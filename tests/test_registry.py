@@ -46,8 +46,10 @@ def test_register_creates_annotated_tag_with_record(cli, toy_repo):
     msg = git(toy_repo, "tag", "-l", "--format=%(contents)", "toy@v0.1.0")
     subject, _, body = msg.partition("\n\n")
     assert subject == "Register toy@v0.1.0: gates: pass (accuracy=0.9)"
-    record, _, trailer = body.rpartition("\n\n")
-    rec = json.loads(record)
+    fenced, _, trailer = body.rpartition("\n\n")
+    begin, *lines, end = fenced.strip("\n").split("\n")
+    assert (begin, end) == ("-----BEGIN LEPTON-CI RECORD-----", "-----END LEPTON-CI RECORD-----")
+    rec = json.loads("\n".join(lines))
     assert rec["candidate_version"] == "v0.1.0" and rec["metrics"]["accuracy"] == 0.9
     # The run-cache key as a git trailer, readable without parsing the record.
     assert trailer.strip() == f"Lepton-Cache-Key: {rec['cache']['key']}"
@@ -311,9 +313,10 @@ def many_versions(cli, repo, n):
     with its own cache key and accuracy: history without n slow training runs."""
     registered(cli, repo)
     msg = git(repo, "tag", "-l", "--format=%(contents)", "toy@v0.1.0")
-    record = json.loads(msg.partition("\n\n")[2].rpartition("\n\n")[0])
+    fenced = msg.partition("\n\n")[2].rpartition("\n\n")[0]
+    record = json.loads("\n".join(fenced.strip("\n").split("\n")[1:-1]))
     from lepton_ci.core.record import Record
-    from lepton_ci.versions.registry import version_message
+    from lepton_ci.versions import message
 
     for i in range(1, n + 1):
         git(repo, "commit", "-q", "--allow-empty", "-m", f"chore: {i}")
@@ -329,7 +332,7 @@ def many_versions(cli, repo, n):
         subprocess.run(
             ["git", "tag", "-a", "--cleanup=verbatim", "-F", "-", name],
             cwd=repo,
-            input=version_message(name, "gates: pass", rec),
+            input=message.compose(f"Register {name}: gates: pass", rec),
             text=True,
             check=True,
         )

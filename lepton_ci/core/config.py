@@ -13,10 +13,12 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lepton_ci.core import paths
+from lepton_ci.core import paths, yamlfile
 from lepton_ci.core.errors import ConfigError
 
 CONFIG_NAME = "lepton.yaml"
+MAX_ERRORS = 20  # a file of 300,000 unknown keys gets 20 lines, not 33 MB
+MAX_BYTES = 1 << 20  # the largest real configs are a few kB
 # GTO's artifact/stage name grammar, so our tags stay readable by GTO.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-/]*[a-z0-9]$")
 
@@ -261,6 +263,34 @@ class Config(Strict):
             return {name: {} for name in v}
         return v
 
+    @field_validator("stages")
+    @classmethod
+    def _no_cycle(cls, stages: dict[str, StageConfig]) -> dict[str, StageConfig]:
+        for name in stages:
+            chain = [name]
+            while (nxt := stages[chain[-1]].requires) in stages and nxt is not None:
+                if nxt in chain:
+                    cycle = " -> ".join([*chain[chain.index(nxt) :], nxt])
+                    raise ValueError(
+                        f"stages require each other in a cycle ({cycle}), so no version could "
+                        "ever be promoted; remove one `requires:`"
+                    )
+                chain.append(nxt)
+        return stages
+
+    @field_validator("models")
+    @classmethod
+    def _one_state_file_each(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        by_slug: dict[str, str] = {}
+        for name in models:
+            other = by_slug.setdefault(paths.slug(name), name)
+            if other != name:
+                raise ValueError(
+                    f"models `{other}` and `{name}` would share one state file "
+                    f"(.lepton/runs/{paths.slug(name)}.json); rename one of them"
+                )
+        return models
+
     @model_validator(mode="after")
     def _names(self) -> Config:
         for kind, names in (("model", self.models), ("stage", self.stages)):
@@ -330,24 +360,8 @@ def find_config(explicit: str | None = None, cwd: Path | None = None) -> Path:
 
 
 def load(path: Path) -> LoadedConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(
-            f"{where}: not valid YAML: {problem}",
-            hint="fix the YAML syntax at that line",
-            file=str(path),
-            line=mark.line + 1 if mark else None,
-            col=mark.column + 1 if mark else None,
-        ) from e
+    text = yamlfile.read_text(path, "config", ConfigError, max_bytes=MAX_BYTES)
+    data, node = yamlfile.load(text, str(path), "config", ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping at the top level, got {type(data).__name__}",
@@ -357,11 +371,15 @@ def load(path: Path) -> LoadedConfig:
         cfg = Config.model_validate(data)
     except ValidationError as e:
         lines = _line_map(node)
+        errors = e.errors()
+        shown = [_describe(path, err, lines) for err in errors[:MAX_ERRORS]]
+        if len(errors) > MAX_ERRORS:
+            shown.append(f"... and {len(errors) - MAX_ERRORS} more errors")
         raise ConfigError(
-            "\n".join(_describe(path, err, lines) for err in e.errors()),
+            "\n".join(shown),
             hint="see the config reference in the README",
             file=str(path),
-            line=_line_of(_loc(e.errors()[0]), lines),
+            line=_line_of(_loc(errors[0]), lines),
         ) from None
     return LoadedConfig(cfg, path)
 
@@ -387,8 +405,12 @@ def names_environment(explicit: str | None, name: str) -> bool:
 def _line_map(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
     """Map each key path to its 1-based line so errors can point into the file."""
     out: dict[tuple[str, ...], int] = {}
+    seen: set[int] = set()
 
     def walk(n: yaml.Node, path: tuple[str, ...]) -> None:
+        if id(n) in seen:  # an alias points at a node already mapped: its lines are known
+            return
+        seen.add(id(n))
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 p = (*path, str(k.value))

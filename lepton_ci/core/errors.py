@@ -59,3 +59,11 @@ class GateFailed(LeptonError):
 
 class RecordError(LeptonError):
     """An evidence record is missing, unreadable or does not match the current checkout."""
+
+
+class Interrupted(LeptonError):
+    """lepton-ci was stopped by a signal (Ctrl-C, SIGTERM); what it had started was stopped."""
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as shells report

@@ -1,4 +1,8 @@
-"""Escaping user and PR data for where it lands: Markdown cells, Mermaid labels, HTML."""
+"""Escaping user and PR data for where it lands: log lines, Markdown cells, Mermaid labels, HTML.
+
+Every escaper first drops control characters and bidirectional overrides (U+202E makes a name
+read backwards): nothing a user named can reorder, hide or forge text where it is shown.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,35 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 _LINE_START = re.compile(r"(?:^|(?<=\n))([#>])|(?<=\n)([+-])")
 _ORDERED = re.compile(r"(?<=\n)(\d+)\.")
 ZWSP = "\u200b"
+# C0 (but tab and newline), DEL, C1, bidi embeddings/overrides/isolates and marks.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# The runner reads a workflow command from any line that starts with `::` after blanks, and
+# the legacy `##[command]` form anywhere in a line.
+_COMMAND_START = re.compile(r"^(\s*):(?=:)", re.MULTILINE)
+_LEGACY_COMMAND = re.compile(r"##\[")
+
+
+def clean(value: object) -> str:
+    """The text without control characters or bidi overrides; line breaks become `\n`."""
+    s = str(value).replace("\r\n", "\n").replace("\r", "\n")
+    s = s.replace("\u2028", "\n").replace("\u2029", "\n")
+    return _INVISIBLE.sub("", s)
+
+
+def clean_line(value: object) -> str:
+    """One line of clean text (a tag subject, a log line)."""
+    return " ".join(clean(value).split("\n"))
+
+
+def log_text(value: object) -> str:
+    """Text for a CI log: clean, and no line of it can be read as a workflow command."""
+    s = _COMMAND_START.sub(lambda m: m[1] + ":" + ZWSP, clean(value))
+    return _LEGACY_COMMAND.sub("##" + ZWSP + "[", s)
 
 
 def md_text(value: object) -> str:
     """Inline Markdown text: no formatting, links, HTML, @mentions or #references take effect."""
-    s = str(value).replace("\r\n", "\n").replace("\r", "\n")
-    s = html.escape(s, quote=False)
+    s = html.escape(clean(value), quote=False)
     s = _MD_SPECIAL.sub(r"\\\1", s)
     s = _LINE_START.sub(lambda m: "\\" + (m[1] or m[2]), s)  # no headings, quotes, lists
     s = _ORDERED.sub(r"\1\\.", s)
@@ -35,20 +62,11 @@ def md_cell(value: object) -> str:
 
 def md_code(value: object) -> str:
     """Inline code span that no backtick in the value can close early."""
-    s = str(value).replace("\n", " ")
+    s = clean_line(value)
     longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if s.startswith("`") or s.endswith("`") else ""
     return f"{fence}{pad}{s}{pad}{fence}"
-
-
-def md_block(value: object) -> str:
-    """A fenced code block that no line of the value can close (its fence is longer than any
-    backtick run in it), so the value stays text, never Markdown or HTML."""
-    s = str(value)
-    longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}\n{s}\n{fence}"
 
 
 def mermaid_label(value: object) -> str:
@@ -57,8 +75,16 @@ def mermaid_label(value: object) -> str:
     Mermaid's own escapes differ between diagram types, so a whitelist is the one rule that
     holds for all of them; it also keeps a value from closing the fenced block.
     """
-    return "".join(c if c.isalnum() or c in " .,:/%+-_=" else "_" for c in str(value))[:80]
+    return "".join(c if c.isalnum() or c in " .,:/%+-_=" else "_" for c in clean(value))[:80]
 
 
 def html_text(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(clean(value), quote=True)
+
+
+def md_fence(value: object, info: str = "") -> str:
+    """A fenced code block no backtick run inside the value can close."""
+    s = clean(value)
+    longest = max((len(m) for m in re.findall(r"`{3,}", s)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{s}\n{fence}"

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from lepton_ci.core.escape import clean, log_text
+
 _SHA = re.compile(r"[0-9a-f]{40}")
 
 
@@ -51,9 +53,14 @@ def pr_head_sha(event: Mapping[str, Any]) -> str | None:
     return sha if isinstance(sha, str) and _SHA.fullmatch(sha) else None
 
 
-def escape_data(value: str) -> str:
-    """Escape a workflow-command message so newlines and `%` cannot forge a second command."""
+def _escape_raw(value: str) -> str:
     return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_data(value: str) -> str:
+    """Escape a workflow-command message so newlines and `%` cannot forge a second command;
+    control characters and bidi overrides are dropped."""
+    return _escape_raw(clean(value))
 
 
 def escape_property(value: str) -> str:
@@ -86,7 +93,7 @@ class Runtime:
         if not self.actions:
             where = f"{file}:{line}" if file and line else file or ""
             prefix = f"{where}: " if where and where not in message else ""
-            self._print(f"{level}: {prefix}{message}")
+            self._print(f"{level}: {log_text(prefix + message)}")
             return
         props = []
         if file:
@@ -123,17 +130,17 @@ class Runtime:
         if self.actions:
             self._print(f"::debug::{escape_data(message)}")
         elif debug_enabled(self.env):
-            self._print(f"debug: {message}")
+            self._print(f"debug: {log_text(message)}")
 
     def mask(self, secret: str) -> None:
         if self.actions and secret:
             for line in secret.splitlines():
                 if line.strip():
-                    self._print(f"::add-mask::{escape_data(line)}")
+                    self._print(f"::add-mask::{_escape_raw(line)}")  # the secret as it is
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
-        self._print(f"::group::{escape_data(title)}" if self.actions else f"── {title}")
+        self._print(f"::group::{escape_data(title)}" if self.actions else f"── {log_text(title)}")
         try:
             yield
         finally:

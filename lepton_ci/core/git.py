@@ -58,6 +58,8 @@ class Git:
                 input=input,
                 capture_output=True,
                 text=True,
+                encoding="utf-8",
+                errors="replace",  # a Latin-1 commit subject must not stop a run
                 env=full_env,
                 timeout=timeout or self.timeout,
                 check=False,
@@ -73,6 +75,8 @@ class Git:
         except subprocess.TimeoutExpired as e:
             raise GitError(f"`git {' '.join(args[:2])}` timed out after {e.timeout:.0f}s") from e
         if check and proc.returncode != 0:
+            if "not a git repository" in proc.stderr:
+                raise self._not_a_repository()
             raise GitError(
                 f"`git {' '.join(args)}` failed ({proc.returncode}): {proc.stderr.strip()}"
             )
@@ -86,18 +90,22 @@ class Git:
 
     # -- facts about the checkout ------------------------------------------------------------
 
+    def _not_a_repository(self) -> GitError:
+        return GitError(
+            f"{self.cwd} is not inside a git repository",
+            hint="run `git init` and commit, or run lepton-ci inside your repository",
+        )
+
     def toplevel(self) -> Path:
         proc = self.run(["rev-parse", "--show-toplevel"], check=False)
         if proc.returncode != 0:
-            raise GitError(
-                f"{self.cwd} is not inside a git repository",
-                hint="run `git init` and commit, or run lepton-ci inside your repository",
-            )
+            raise self._not_a_repository()
         return Path(proc.stdout.strip())
 
     def head(self) -> str:
         proc = self.run(["rev-parse", "--verify", "-q", "HEAD^{commit}"], check=False)
         if proc.returncode != 0:
+            self.toplevel()  # not a repository at all says so, rather than "no commits"
             raise GitError("the repository has no commits yet", hint="commit your files first")
         return proc.stdout.strip()
 
@@ -109,6 +117,11 @@ class Git:
         """Tracked files modified or staged; untracked files do not count."""
         out = self.run(["status", "--porcelain", "--untracked-files=no", "--", *paths]).stdout
         return bool(out.strip())
+
+    def untracked(self, under: Path) -> set[Path]:
+        """Files under a directory that git neither tracks nor ignores."""
+        out = self.run(["ls-files", "--others", "--exclude-standard", "-z", "--", str(under)])
+        return {(self.cwd / p).resolve() for p in out.stdout.split("\0") if p}
 
     def commit_info(self, rev: str = "HEAD") -> dict[str, str]:
         fmt = "%H%x00%ct%x00%an%x00%ae%x00%s"

@@ -151,9 +151,10 @@ class GitHubClient:
 
     def _error(self, method: str, path: str, resp: requests.Response) -> GitHubError:
         try:
-            message = str(resp.json().get("message", ""))
+            body = resp.json()
         except ValueError:
-            message = resp.text[:200]
+            body = None
+        message = str(body.get("message", "")) if isinstance(body, dict) else resp.text[:200]
         if self._token:
             message = message.replace(self._token, "***")
         status = resp.status_code
@@ -170,8 +171,17 @@ class GitHubClient:
                     "(issues: write for issue comments)"
                 )
             )
-        elif status in (403, 429):
+        elif (
+            status == 429
+            or "rate limit" in message.lower()
+            or (resp.headers.get("x-ratelimit-remaining") == "0")
+        ):
             hint = "rate limited: run again later"
+        elif status == 403:
+            hint = (
+                "the token is not allowed to do this: check the job's `permissions:` and, for "
+                "a personal token, its scopes and the repository's access settings"
+            )
         elif status == 404:
             hint = "check the repository and number; a token without access also sees 404"
         elif status == 422 and "too long" in message.lower():
@@ -180,7 +190,27 @@ class GitHubClient:
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         resp = self.request(method, path, **kw)
-        return resp.json() if resp.content else None
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise self._not_api(method, path, resp.status_code, "a body that is not JSON") from None
+
+    def object(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        """A call whose answer must be one JSON object."""
+        data = self.json(method, path, **kw)
+        if not isinstance(data, dict):
+            raise self._not_api(method, path, 200, f"JSON that is not an object ({_kind(data)})")
+        return data
+
+    def _not_api(self, method: str, path: str, status: int, what: str) -> GitHubError:
+        return GitHubError(
+            f"GitHub API {method} {path} answered {status} with {what}",
+            status=status,
+            hint="check GITHUB_API_URL: it must be the REST API (https://HOST/api/v3 on GitHub "
+            "Enterprise Server), not the web site or a proxy page",
+        )
 
     def create(
         self, path: str, body: Mapping[str, Any], *, landed: Callable[[], Any]
@@ -197,7 +227,7 @@ class GitHubClient:
                 if found is not None:
                     return dict(found)
             try:
-                return dict(self.json("POST", path, json=body, retry_unsafe=False))
+                return self.object("POST", path, json=body, retry_unsafe=False)
             except GitHubError as e:
                 if not e.ambiguous or attempt >= self.max_retries:
                     raise
@@ -209,31 +239,47 @@ class GitHubClient:
         url: str | None = f"{path}{sep}per_page={per_page}"
         while url:
             resp = self.request("GET", url)
-            yield from resp.json()
+            try:
+                page = resp.json()
+            except ValueError:
+                page = None
+            if not isinstance(page, list):
+                raise self._not_api("GET", url, resp.status_code, "something that is not a list")
+            yield from page
             m = _LINK_NEXT.search(resp.headers.get("link", ""))
             url = m[1] if m else None
 
     # -- the endpoints lepton-ci uses -----------------------------------------------------------
 
     def pull(self, repo: str, number: int) -> dict[str, Any]:
-        return dict(self.json("GET", f"/repos/{repo}/pulls/{number}"))
+        return self.object("GET", f"/repos/{repo}/pulls/{number}")
 
     def issue_comments(self, repo: str, number: int) -> Iterator[dict[str, Any]]:
-        return self.paginate(f"/repos/{repo}/issues/{number}/comments")
+        path = f"/repos/{repo}/issues/{number}/comments"
+        for c in self.paginate(path):
+            yield self._comment("GET", path, c)
 
     def create_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
-        return dict(
-            self.json("POST", f"/repos/{repo}/issues/{number}/comments", json={"body": body})
-        )
+        path = f"/repos/{repo}/issues/{number}/comments"
+        return self._comment("POST", path, self.object("POST", path, json={"body": body}))
 
     def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
-        return dict(
-            self.json(
-                "PATCH",
-                f"/repos/{repo}/issues/comments/{comment_id}",
-                json={"body": body},
-            )
-        )
+        path = f"/repos/{repo}/issues/comments/{comment_id}"
+        return self._comment("PATCH", path, self.object("PATCH", path, json={"body": body}))
+
+    def _comment(self, method: str, path: str, c: Any) -> dict[str, Any]:
+        """A comment as lepton-ci reads it: an object with an integer id and a text body."""
+        if not (
+            isinstance(c, dict)
+            and isinstance(c.get("id"), int)
+            and isinstance(c.get("body", ""), str)
+        ):
+            raise self._not_api(method, path, 200, "a comment without an id or a text body")
+        return c
 
     def delete_comment(self, repo: str, comment_id: int) -> None:
         self.request("DELETE", f"/repos/{repo}/issues/comments/{comment_id}")
+
+
+def _kind(data: Any) -> str:
+    return "empty" if data is None else type(data).__name__

@@ -33,6 +33,10 @@ class StatePaths:
         """The evidence record of the model's last run."""
         return self.state / "runs" / f"{slug(model)}.json"
 
+    def run_lock(self, model: str) -> Path:
+        """Held while a run of the model uses the work tree."""
+        return self.state / "locks" / f"{slug(model)}.lock"
+
     @property
     def reports(self) -> Path:
         return self.state / "report"

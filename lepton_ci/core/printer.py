@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from lepton_ci.core.escape import log_text
+
 
 @dataclass
 class Table:
@@ -56,7 +58,10 @@ def to_json(obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str
 
 
 def echo(text: str, stream: IO[str] | None = None) -> None:
+    """Print for a person or a CI log: names from users cannot start a workflow command or
+    hide text with control characters (JSON escapes them itself, so it passes unchanged)."""
     out = stream or sys.stdout
+    text = log_text(text)
     out.write(text if text.endswith("\n") else text + "\n")
 
 
@@ -69,3 +74,10 @@ def emit(result: Any, *, as_json: bool, text: str | None = None, indent: int | N
         echo(result.text() if text is None else text)
     else:
         echo(text if text is not None else str(result))
+
+
+def some(items: Sequence[str], limit: int = 5, sep: str = ", ") -> str:
+    """The first `limit` items, and how many were left out."""
+    shown = sep.join(items[:limit])
+    left = len(items) - limit
+    return f"{shown}{sep}... and {left} more" if left > 0 else shown

@@ -11,7 +11,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from lepton_ci.core.errors import RecordError
 from lepton_ci.core.hashing import hash_bytes
@@ -27,6 +34,9 @@ class GitInfo(_Model):
     sha: str
     branch: str | None = None
     dirty: bool = False
+    untracked: list[str] = Field(
+        default=[], description="inputs the run read that git does not track (they make it dirty)"
+    )
     commit_time: int = Field(description="commit time, seconds since the epoch")
     author: str = ""
     subject: str = ""
@@ -35,6 +45,14 @@ class GitInfo(_Model):
         None,
         description="the pull request's head commit, when `sha` is GitHub's merge commit of it",
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_no_untracked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Records without untracked inputs serialise (and digest) as before the field existed.
+        data: dict[str, Any] = handler(self)
+        if not data.get("untracked"):
+            data.pop("untracked", None)
+        return data
 
 
 class FileEntry(_Model):
@@ -132,37 +150,37 @@ def shipped_schema_path() -> Path:
     return Path(__file__).parent.parent / "schemas" / f"record-v{SCHEMA_VERSION}.json"
 
 
-def parse(text: str, source: str) -> Record:
+def parse(text: str, source: str, *, hint: str = "re-create it with `lepton-ci run`") -> Record:
     try:
         return Record.model_validate_json(text)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
+        where = f"`{loc}`: " if loc else ""
         raise RecordError(
-            f"{source}: not a valid evidence record: `{loc}`: {first['msg']}",
-            hint="re-create it with `lepton-ci run`",
+            f"{source}: not a valid evidence record: {where}{first['msg']}", hint=hint
         ) from None
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, hint: str = "re-create it with `lepton-ci run`") -> str:
     """A JSON file lepton-ci wrote, or one an untrusted run handed over: bytes that are not
     UTF-8 are a RecordError like any other invalid content."""
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise RecordError(
-            f"{path}: not UTF-8 (byte {e.start})", hint="re-create it with `lepton-ci run`"
+            f"{path}: not a valid evidence record: not UTF-8 (byte {e.start})", hint=hint
         ) from None
 
 
-def load(path: Path) -> Record:
+def load(path: Path, *, hint: str = "re-create it with `lepton-ci run`") -> Record:
     try:
-        text = read_text(path)
+        text = read_text(path, hint)
     except FileNotFoundError:
         raise RecordError(
             f"{path}: no evidence record", hint="run `lepton-ci run` first to create one"
         ) from None
-    return parse(text, str(path))
+    return parse(text, str(path), hint=hint)
 
 
 def save(record: Record, path: Path) -> None:

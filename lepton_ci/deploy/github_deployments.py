@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.github import GitHubClient, GitHubError
 from lepton_ci.deploy.manifests import Release
 
 
@@ -61,7 +61,11 @@ class Recorder:
             },
             landed=landed,
         )
-        self.deployment_id = int(d["id"])
+        if not isinstance(d.get("id"), int):
+            raise GitHubError(
+                f"GitHub API POST /repos/{self.repo}/deployments answered without a deployment id"
+            )
+        self.deployment_id = d["id"]
         self._status("in_progress", f"deploying {release.version}", release.run_url, "")
 
     def finish(self, ok: bool, description: str, run_url: str, env_url: str) -> None:

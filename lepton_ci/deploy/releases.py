@@ -7,10 +7,7 @@ repaired by the next command), deployed, failed, superseded, rolled-back.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from lepton_ci.core.errors import LeptonError
+from lepton_ci.core.filelock import exclusive
 
 Status = Literal["pending", "deployed", "failed", "superseded", "rolled-back"]
 HEALTHY: tuple[str, ...] = ("deployed", "superseded", "rolled-back")
@@ -84,31 +82,14 @@ class FileStore:
 
     @contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / ".lock"
-        with path.open("a+") as f:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        f.seek(0)
-                        holder = f.read().strip() or "unknown"
-                        raise DeployError(
-                            f"another deploy of this environment is running ({holder})",
-                            hint="wait for it, or raise `deploy.lock_timeout`",
-                        ) from None
-                    time.sleep(0.2)
-            f.seek(0)
-            f.truncate()
-            f.write(json.dumps({"pid": os.getpid(), "since": now()}))
-            f.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        def busy(holder: str) -> DeployError:
+            return DeployError(
+                f"another deploy of this environment is running ({holder})",
+                hint="wait for it, or raise `deploy.lock_timeout`",
+            )
+
+        with exclusive(self.dir / ".lock", timeout=timeout, what="lepton-ci deploy", busy=busy):
+            yield
 
 
 def next_number(revs: list[Revision]) -> int:

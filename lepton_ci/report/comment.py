@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lepton_ci.core import templating
 from lepton_ci.core.errors import RecordError
 from lepton_ci.core.hashing import hash_bytes
-from lepton_ci.core.record import Record, parse, read_text
+from lepton_ci.core.record import Record, load
 from lepton_ci.run import changes
 from lepton_ci.versions.registry import Registry
 
@@ -167,9 +167,9 @@ def read_bundle(directory: Path) -> tuple[Record, BundleMeta]:
                 f"{directory}: not a report bundle (no {name})",
                 hint="download the artifact that `lepton-ci run` wrote (.lepton/report/<model>)",
             )
-    rec = parse(read_text(directory / "record.json"), str(directory))
-    try:
-        meta = BundleMeta.model_validate_json(read_text(directory / "meta.json"))
+    rec = load(directory / "record.json", hint="the bundle is damaged; re-run the PR's workflow")
+    try:  # bytes: pydantic reports text that is not UTF-8 as a validation error
+        meta = BundleMeta.model_validate_json((directory / "meta.json").read_bytes())
     except ValidationError as e:
         first = e.errors()[0]
         raise RecordError(

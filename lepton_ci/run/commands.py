@@ -1,4 +1,10 @@
-"""Runs a user's train/evaluate command with its output streamed and its tail kept."""
+"""Runs a user's train/evaluate command with its output streamed and its tail kept.
+
+The command runs in its own process group, so a stop reaches everything it started: on
+Ctrl-C or SIGTERM lepton-ci forwards the signal to the group, waits a grace period (cut short by
+a second signal), kills what is left, and raises Interrupted (exit 130/143). A timeout stops the
+group the same way.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import TextIO
 
-from lepton_ci.core.errors import CommandFailed
+from lepton_ci.core.errors import CommandFailed, Interrupted
 
 TAIL_LINES = 20
+TAIL_LINE_CHARS = 400  # one line of the tail; a progress bar without newlines can be megabytes
+READ_CHARS = 64 * 1024  # read at most this much per line, so memory stays bounded
+GRACE_S = 10.0  # between the forwarded signal and SIGKILL
 
 
 @dataclass
@@ -26,6 +37,66 @@ class Result:
     started_at: str
     duration_s: float
     tail: list[str]
+
+    def status(self) -> str:
+        """`exited with code 2`, or `was killed by signal 9 (SIGKILL)` (Popen's -9)."""
+        if self.exit_code >= 0:
+            return f"exited with code {self.exit_code}"
+        n = -self.exit_code
+        try:
+            name = signal.Signals(n).name
+        except ValueError:
+            name = "unknown signal"
+        return f"was killed by signal {n} ({name})"
+
+
+def _clip(line: str) -> str:
+    line = line.rstrip("\n")
+    if len(line) <= TAIL_LINE_CHARS:
+        return line
+    return f"{line[:TAIL_LINE_CHARS]}... ({len(line) - TAIL_LINE_CHARS} more characters)"
+
+
+@contextmanager
+def _forward_signals(received: list[int], pgid: int) -> Iterator[None]:
+    """While the command runs, SIGINT/SIGTERM go to its process group instead of killing us."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        _signal_group(pgid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with suppress(ProcessLookupError):  # already gone
+        os.killpg(pgid, signum)
+
+
+def _stop(
+    proc: subprocess.Popen[str], signum: int, grace_s: float, received: list[int] | None = None
+) -> None:
+    """Signal the group, give it `grace_s` to exit, then kill whatever is left of it. A second
+    signal ends the grace at once: GitHub's cancel sends SIGINT, then SIGTERM 7.5 s later, then
+    kills lepton-ci itself, which would leave the command's group running on the runner."""
+    _signal_group(proc.pid, signum)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and not (received and len(received) > 1):
+        try:
+            proc.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    _signal_group(proc.pid, signal.SIGKILL)  # children the leader left behind, too
+    proc.wait()
 
 
 def run_command(
@@ -36,6 +107,7 @@ def run_command(
     env: Mapping[str, str],
     timeout_s: float,
     stream: TextIO | None = None,
+    grace_s: float = GRACE_S,
 ) -> Result:
     """A string runs under `sh -c` like a workflow `run:`; a list runs as argv, no shell."""
     out = stream or sys.stdout
@@ -60,23 +132,49 @@ def run_command(
             f"{name} command could not start: {e}", hint=f"check `{name}:` in lepton.yaml"
         ) from e
 
+    stdout = proc.stdout
+    if stdout is None:  # cannot happen with stdout=PIPE; keeps the type checker honest
+        raise CommandFailed(f"{name} command: no output pipe")
+
     def pump() -> None:
-        for line in proc.stdout or ():
-            out.write(line)
+        pending = ""  # a line longer than READ_CHARS arrives in pieces; keep its start only
+        while chunk := stdout.readline(READ_CHARS):
+            out.write(chunk)
             out.flush()
-            tail.append(line.rstrip("\n"))
+            if not pending:
+                pending = chunk[: TAIL_LINE_CHARS + 1]
+            if chunk.endswith("\n"):
+                tail.append(_clip(pending))
+                pending = ""
+        if pending:
+            tail.append(_clip(pending))
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    try:
-        code = proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        reader.join(5)
-        raise CommandFailed(
-            f"{name} command timed out after {timeout_s:.0f}s",
-            hint="raise `timeout_minutes` for this model in lepton.yaml",
-        ) from None
+    received: list[int] = []
+    with _forward_signals(received, proc.pid):
+        deadline = t0 + timeout_s
+        while True:
+            try:
+                code = proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if received:
+                    break
+                if time.monotonic() >= deadline:
+                    _stop(proc, signal.SIGTERM, grace_s)
+                    reader.join(5)
+                    raise CommandFailed(
+                        f"{name} command timed out after {timeout_s:.0f}s and was stopped",
+                        hint="raise `timeout_minutes` for this model in lepton.yaml",
+                    ) from None
+        if received:
+            _stop(proc, received[0], grace_s, received)
     reader.join(5)
+    if received:
+        raise Interrupted(
+            f"{signal.Signals(received[0]).name} received: stopped the {name} command "
+            f"(pid {proc.pid}) and everything it started; nothing was recorded",
+            signum=received[0],
+        )
     return Result(code, started, round(time.monotonic() - t0, 3), list(tail))

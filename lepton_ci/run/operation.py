@@ -9,15 +9,17 @@ from pathlib import Path
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.config import ModelConfig
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import CommandFailed, GateFailed
+from lepton_ci.core.errors import CommandFailed, GateFailed, RecordError
 from lepton_ci.core.gha import load_event, pr_head_sha
 from lepton_ci.core.hashing import StatCache
-from lepton_ci.core.record import Baseline, CacheInfo, GitInfo, Record, Step, save
+from lepton_ci.core.printer import some
+from lepton_ci.core.record import Baseline, CacheInfo, GitInfo, Lineage, Record, Step, save
 from lepton_ci.core.semver import FIRST, Version, bump_from_commits
 from lepton_ci.run import baseline as baseline_mod
 from lepton_ci.run import cache as runcache
 from lepton_ci.run import gates, lineage
 from lepton_ci.run.commands import run_command
+from lepton_ci.run.lock import worktree_lock
 from lepton_ci.run.metrics import read_metrics, read_params
 from lepton_ci.versions.registry import Registry
 
@@ -80,13 +82,22 @@ def _command_env(ctx: Context, model: str, cfg: ModelConfig, workdir: Path) -> d
     }
 
 
-def _git_info(ctx: Context, base_ref: str | None) -> GitInfo:
+def _untracked_inputs(ctx: Context, workdir: Path, lin: Lineage) -> list[str]:
+    """Inputs the run hashed that a commit would not carry (paths relative to lepton.yaml)."""
+    inputs = {(workdir / p).resolve() for p in (*lin.code, *lin.data, *lin.params_files)}
+    found = inputs & ctx.git.untracked(workdir)
+    root = ctx.cfg.root.resolve()
+    return sorted(p.relative_to(root).as_posix() for p in found)
+
+
+def _git_info(ctx: Context, base_ref: str | None, untracked: list[str]) -> GitInfo:
     info = ctx.git.commit_info()
     pr_head = pr_head_sha(load_event(ctx.env))
     return GitInfo(
         sha=info["sha"],
         branch=ctx.env.get("GITHUB_HEAD_REF") or ctx.git.branch(),
-        dirty=ctx.git.dirty(),
+        dirty=bool(untracked) or ctx.git.dirty(),
+        untracked=untracked,
         commit_time=int(info["time"]),
         author=info["author"],
         subject=info["subject"],
@@ -96,6 +107,11 @@ def _git_info(ctx: Context, base_ref: str | None) -> GitInfo:
 
 
 def run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
+    with worktree_lock(ctx.paths.run_lock(name), name):
+        return _run_model(ctx, name, opts)
+
+
+def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
     cfg = ctx.cfg.config.models[name]
     workdir = ctx.cfg.model_dir(cfg)
     rt = ctx.rt
@@ -117,7 +133,13 @@ def run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
     key = runcache.key(name, cfg, lin, params, env)
     base_ref = opts.base_ref or baseline_mod.pr_base_ref(ctx.env)
     base = resolve_baseline(ctx, name, opts)
-    git_info = _git_info(ctx, base_ref)
+    untracked = _untracked_inputs(ctx, workdir, lin)
+    if untracked:
+        rt.warning(
+            f"{name}: inputs not tracked by git: {some(untracked)}; the record is marked dirty and "
+            "cannot be registered until they are committed or ignored"
+        )
+    git_info = _git_info(ctx, base_ref, untracked)
 
     hit, reason = None, "--no-cache was given"
     if opts.use_cache and ctx.cfg.config.cache.enabled:
@@ -174,7 +196,11 @@ def _lookup(
     ctx: Context, name: str, key: str, workdir: Path, cache: runcache.RunCache, stat: StatCache
 ) -> tuple[runcache.Hit | None, str]:
     sources: list[tuple[str, Record]] = []
-    local = cache.lookup_local(name, key)
+    try:
+        local = cache.lookup_local(name, key)
+    except RecordError as e:  # the cache is only a shortcut: a broken entry is a miss
+        ctx.rt.warning(f"{e.message}; ignored, and this run's result replaces it")
+        local = None
     if local is not None:
         sources.append(("local cache", local))
     else:
@@ -227,8 +253,7 @@ def _run_steps(ctx: Context, name: str, cfg: ModelConfig, workdir: Path) -> list
         if res.exit_code != 0:
             tail = "\n".join(f"    {line}" for line in res.tail[-10:]) or "    (no output)"
             raise CommandFailed(
-                f"{name}: {step_name} command exited with code {res.exit_code}; last lines:\n"
-                f"{tail}",
+                f"{name}: {step_name} command {res.status()}; last lines:\n{tail}",
                 hint=f"fix the {step_name} command or run it by hand in {workdir}",
             )
     return steps

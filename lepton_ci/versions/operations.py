@@ -9,11 +9,13 @@ from lepton_ci.core.context import Context
 from lepton_ci.core.errors import RecordError, RegistryError
 from lepton_ci.core.github import GitHubClient
 from lepton_ci.core.outputs import AcceptTagOutputs, PromoteOutputs, RegisterOutputs
+from lepton_ci.core.printer import some
 from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
 from lepton_ci.versions import grammar as tags
+from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.policy import check as check_policy
-from lepton_ci.versions.registry import Registry, RegistryState, VersionInfo, version_message
+from lepton_ci.versions.registry import Registry, RegistryState, VersionInfo
 
 
 @dataclass
@@ -61,6 +63,11 @@ def register(
     git = ctx.git
     head = git.head()
     rec = record_mod.load(ctx.record_path(model))
+    if rec.model != model:
+        raise RecordError(
+            f"{ctx.record_path(model)} is the record of model `{rec.model}`, not `{model}`",
+            hint=f"run `lepton-ci run --model {model}` first, then register",
+        )
     if rec.git.sha != head:
         raise RecordError(
             f"the last run of {model} was for {rec.git.sha[:12]}, but HEAD is {head[:12]}",
@@ -81,9 +88,12 @@ def register(
             title="lepton-ci register",
         )
     if git.dirty() or rec.git.dirty:
+        untracked = some(rec.git.untracked)
         raise RegistryError(
-            f"the work tree has uncommitted changes; a version of {model} must be a commit",
-            hint="commit or stash your changes, then run and register again",
+            f"the work tree has uncommitted changes; a version of {model} must be a commit"
+            + (f" (the run read untracked inputs: {untracked})" if untracked else ""),
+            hint="commit (or ignore) those files, or stash your changes; then run and register "
+            "again",
         )
     reg = Registry(git)
     state = reg.read(model)
@@ -96,6 +106,11 @@ def register(
     latest = state.latest(model)
     if version is not None:
         new = Version.parse(version)
+        if latest is not None and new.sort_key() < latest.version.sort_key():
+            raise RegistryError(
+                f"--version {new} is below the newest version of {model}, {latest.version}",
+                hint=f"choose a version above {latest.version}, or leave out --version",
+            )
     elif latest is None:
         new = FIRST
     else:
@@ -109,7 +124,7 @@ def register(
             )
     name = tags.version_tag(model, new)
     rec = rec.model_copy(update={"candidate_version": str(new)})
-    message = version_message(name, _summary_line(rec), rec)
+    message = tag_message.compose(f"Register {name}: {_summary_line(rec)}", rec)
     reg.create_tag(name, head, message)
     if push:
         reg.push_tag(name, remote)

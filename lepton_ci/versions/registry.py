@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import secrets
+import sys
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -12,12 +13,13 @@ from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.semver import Version
 from lepton_ci.versions import grammar as tags
+from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.grammar import Action
+from lepton_ci.versions.message import CACHE_KEY_TRAILER
 
 if TYPE_CHECKING:
     from lepton_ci.core.record import Record
 
-CACHE_KEY_TRAILER = "Lepton-Cache-Key"  # the run-cache key, found without parsing records
 
 # %(creator) is the tagger of an annotated tag and the committer of a lightweight one, read
 # without peeling to the commit object: peeling 10,000 tags costs more than the rest together.
@@ -154,11 +156,31 @@ class RegistryState:
         return max(counters, default=0) + 1
 
 
+# Tags already warned about, per repository: one command reads the same tags several times.
+_WARNED: set[tuple[str, str]] = set()
+
+
 class Registry:
     """Reads and writes the tag registry of one repository."""
 
     def __init__(self, git: Git) -> None:
         self.git = git
+
+    def _record_or_skip(self, message: str, tag: str) -> Record | None:
+        """A tag whose message is not a readable record is skipped with one warning."""
+        try:
+            return tag_message.extract(message, tag)
+        except tag_message.ForeignMessage as e:
+            key = (str(self.git.cwd.resolve()), tag)
+            if key not in _WARNED:
+                _WARNED.add(key)
+                from lepton_ci.core.gha import Runtime
+
+                Runtime(stream=sys.stderr).warning(
+                    f"{e.message}; the tag is skipped as not lepton-ci's (its record, if any, "
+                    "is not used for baselines, caching or promotion)"
+                )
+            return None
 
     def read(self, model: str | None = None) -> RegistryState:
         """Names, objects, dates, subjects and cache keys of the tags, in one git call (read
@@ -219,23 +241,25 @@ class Registry:
         proc = self.git.run(["cat-file", "tag", tag], check=False)
         if proc.returncode != 0:
             return None
-        return record_from_message(proc.stdout.split("\n\n", 1)[-1], tag)
+        # The tag object's header ends at its first blank line; the message follows.
+        return self._record_or_skip(proc.stdout.partition("\n\n")[2], tag)
 
     def records(self, tags: list[str]) -> dict[str, Record]:
         """The records of the given tags (those that have one), with one git call."""
         if not tags:
             return {}
+        token = f"end-{secrets.token_hex(8)}"  # a message cannot forge the separator
         out = self.git.run(
             [
                 "for-each-ref",
-                "--format=%(refname:strip=2)%00%(contents)%01",
+                f"--format=%(refname:strip=2)%00%(contents)%00{token}%00",
                 *(f"refs/tags/{t}" for t in tags),
             ]
         ).stdout
         found = {}
-        for chunk in out.split("\x01"):
+        for chunk in out.split(f"\0{token}\0"):
             name, _, body = chunk.strip("\n").partition("\0")
-            if name and (rec := record_from_message(body, name)) is not None:
+            if name and (rec := self._record_or_skip(body, name)) is not None:
                 found[name] = rec
         return found
 
@@ -278,30 +302,6 @@ class Registry:
                 + (detail[-1] if detail else "no detail"),
                 hint="if another run took this version, `git fetch --tags` and run again",
             )
-
-
-def record_from_message(body: str, source: str) -> Record | None:
-    from lepton_ci.core.record import parse  # pydantic: only for commands that read records
-
-    start = body.find("{")
-    if start < 0:
-        return None
-    text = body[start:]
-    # Signed tags append a PGP/SSH signature after the JSON.
-    for marker in ("-----BEGIN PGP SIGNATURE-----", "-----BEGIN SSH SIGNATURE-----"):
-        text = text.split(marker, 1)[0]
-    # Trailers (the run-cache key) follow the record: take the one JSON object, no more.
-    try:
-        _, end = json.JSONDecoder().raw_decode(text)
-        text = text[:end]
-    except ValueError:
-        pass  # let parse() say what is wrong with it
-    return parse(text, f"tag {source}")
-
-
-def version_message(name: str, summary: str, rec: Record) -> str:
-    """A version tag's message: subject, the record, and the run-cache key as a trailer."""
-    return f"Register {name}: {summary}\n\n{rec.to_json()}\n{CACHE_KEY_TRAILER}: {rec.cache.key}\n"
 
 
 def _identity(git: Git) -> dict[str, str]:

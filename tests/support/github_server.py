@@ -39,7 +39,7 @@ class Fault:
     path: str  # regex on the path
     status: int
     headers: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] = field(default_factory=lambda: {"message": "injected"})
+    body: Any = field(default_factory=lambda: {"message": "injected"})  # bytes: sent as they are
     times: int = 1
     after: bool = False  # apply the request, then answer with the fault
 
@@ -138,23 +138,25 @@ def make_handler(state: GitHubState) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _reply(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
-            data = b"" if body is None else json.dumps(body).encode()
+            raw = isinstance(body, bytes)  # an injected answer that is not GitHub's on purpose
+            data = body if raw else (b"" if body is None else json.dumps(body).encode())
             headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
             if body is None:
                 del headers["Content-Type"]
             url = urlsplit(self.path)
-            state.violations.extend(
-                openapi.violations(
-                    self.command,
-                    url.path.removeprefix("/api/v3"),
-                    parse_qs(url.query),
-                    dict(self.headers.items()),
-                    self.raw,
-                    status,
-                    headers,
-                    data,
+            if not raw:
+                state.violations.extend(
+                    openapi.violations(
+                        self.command,
+                        url.path.removeprefix("/api/v3"),
+                        parse_qs(url.query),
+                        dict(self.headers.items()),
+                        self.raw,
+                        status,
+                        headers,
+                        data,
+                    )
                 )
-            )
             state.log.append((self.command, self.path, status))  # before the client can read
             self.send_response(status)
             self.send_header("Content-Length", str(len(data)))

@@ -1,0 +1,53 @@
+"""An exclusive lock on a file that says who holds it, so the one who waits can be told."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lepton_ci.core.errors import LeptonError
+
+
+@contextmanager
+def exclusive(
+    path: Path, *, timeout: float, what: str, busy: Callable[[str], LeptonError]
+) -> Iterator[None]:
+    """Hold `path` locked; after `timeout` seconds raise `busy(holder)`, holder saying who has
+    it. The kernel drops the lock when its holder dies, so a killed run never leaves it stuck."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+", encoding="utf-8") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    f.seek(0)
+                    raise busy(_describe(f.read())) from None
+                time.sleep(0.2)
+        f.seek(0)
+        f.truncate()
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        f.write(json.dumps({"pid": os.getpid(), "since": since, "what": what}))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _describe(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"{info['what']}, pid {info['pid']}, since {info['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"

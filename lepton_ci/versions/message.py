@@ -1,0 +1,69 @@
+"""Where our evidence record sits in a version tag's message, found by delimiters, not by `{`.
+
+A tag message is `SUBJECT`, a blank line, then the record between two fence lines that JSON
+cannot produce (it escapes newlines inside strings). Anything may come before (a subject that
+names a metric `acc{split=test}`) or after (a PGP/SSH signature). Tags written by lepton-ci
+before the fences (subject, blank line, bare JSON) are still read. The tag name grammar is
+GTO's and unchanged; GTO reads the message only as free text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lepton_ci.core.errors import RecordError
+from lepton_ci.core.escape import clean_line
+
+if TYPE_CHECKING:
+    from lepton_ci.core.record import Record
+
+CACHE_KEY_TRAILER = "Lepton-Cache-Key"  # a git trailer: the run-cache key without the record
+BEGIN = "-----BEGIN LEPTON-CI RECORD-----"
+END = "-----END LEPTON-CI RECORD-----"
+_SIGNATURES = ("-----BEGIN PGP SIGNATURE-----", "-----BEGIN SSH SIGNATURE-----")
+
+
+class ForeignMessage(RecordError):
+    """A version tag's message looks like it holds a record but none can be read from it."""
+
+
+def compose(subject: str, record: Record) -> str:
+    """The message of a version tag; the subject is one line whatever the metric names hold.
+    The run-cache key ends it as a git trailer, which `for-each-ref` reads without the
+    record, so a cache lookup over 10,000 versions parses only the record that matches."""
+    return (
+        f"{clean_line(subject)}\n\n{BEGIN}\n{record.to_json()}{END}\n\n"
+        f"{CACHE_KEY_TRAILER}: {clean_line(record.cache.key)}\n"
+    )
+
+
+def extract(message: str, source: str) -> Record | None:
+    """The record in a tag message; None when the message carries none (a GTO tag, a note).
+
+    Raises ForeignMessage when the message claims a record (our fence, or the bare JSON body
+    of older lepton-ci tags) that does not parse: the caller skips that tag with a warning.
+    """
+    lines = message.split("\n")
+    # The LAST begin fence: a subject or body text before ours cannot shadow the real record.
+    begins = [i for i, line in enumerate(lines) if line.rstrip("\r") == BEGIN]
+    if begins:
+        start = begins[-1] + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].rstrip("\r") == END), None)
+        if end is None:
+            raise ForeignMessage(f"tag {source}: the record has no `{END}` line")
+        return _parse("\n".join(lines[start:end]), source)
+    _subject, sep, body = message.partition("\n\n")
+    if not sep or not body.lstrip().startswith("{"):
+        return None
+    for marker in _SIGNATURES:
+        body = body.split(marker, 1)[0]
+    return _parse(body, source)
+
+
+def _parse(text: str, source: str) -> Record:
+    from lepton_ci.core.record import parse  # pydantic: only for commands that read records
+
+    try:
+        return parse(text, f"tag {source}")
+    except RecordError as e:
+        raise ForeignMessage(e.message) from None
