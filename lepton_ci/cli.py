@@ -595,6 +595,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extras(args: argparse.Namespace) -> int:
+    from lepton_ci.core import extras
+
+    for name in extras.needed(_ctx(args).cfg, args.step, args.model, args.builder):
+        _print(name)
+    return 0
+
+
 def cmd_gha(args: argparse.Namespace) -> int:
     import os
 
@@ -749,6 +757,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--evaluate", help="evaluate command")
     sp.add_argument("--metrics", help="metrics file the evaluate command writes")
     sp.add_argument("--yes", action="store_true", help="ask nothing, take the defaults")
+
+    sp = add("extras", cmd_extras, "print the optional dependency sets a step needs here")
+    sp.add_argument("step", help="build, deploy or rollback (others need none)")
+    sp.add_argument("--model")
+    sp.add_argument("--builder", choices=("layers", "dockerfile"))
 
     sp = add("gha", cmd_gha, "run a step from GitHub Actions inputs (LEPTON_INPUT_* variables)")
     sp.add_argument("step")

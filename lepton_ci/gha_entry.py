@@ -53,6 +53,12 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("actor", "--actor", "value"),
         ("push", "--push", "flag"),
     ],
+    # the optional dependencies a step needs (the setup action asks before build and deploy)
+    "extras": [
+        ("step", None, "value"),
+        ("model", "--model", "value"),
+        ("builder", "--builder", "value"),
+    ],
     "rollback": [
         ("environment", None, "value"),
         ("model", "--model", "value"),
