@@ -108,10 +108,10 @@ def act(
         "--action-offline-mode",
         "--local-repository",
         f"lepton-ci/lepton-ci@v1={action}",
-        "--env",
-        f"LEPTON_PYTHON={sys.executable}",
     ]
-    for repo, sha in set(PINNED.findall(text)):
+    # the pinned actions the workflow uses, and those the composite actions use inside
+    actions_text = "".join(p.read_text() for p in action.glob("**/action.yml"))
+    for repo, sha in set(PINNED.findall(text + actions_text)):
         cmd += ["--local-repository", f"{repo}@{sha}={STANDINS / repo.split('/')[1]}"]
     if actor:
         cmd += ["--actor", actor]
@@ -119,7 +119,16 @@ def act(
         cmd += ["--env", f"{k}={v}"]
     for k, v in (secrets or {}).items():
         cmd += ["-s", f"{k}={v}"]
-    run_env = {**os.environ, "ACT_DISABLE_VERSION_CHECK": "1", "HOME": str(home)}
+    # The job's `python3` is the runner's, with the user's packages (scikit-learn for the
+    # example), as after `actions/setup-python` and `pip install`: lepton-ci's setup is handed
+    # no interpreter of its own, exactly as in a user's workflow.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    run_env = {
+        **os.environ,
+        "ACT_DISABLE_VERSION_CHECK": "1",
+        "HOME": str(home),
+        "PATH": path,
+    }
     return subprocess.run(
         cmd, cwd=workspace, capture_output=True, text=True, timeout=timeout, env=run_env
     )
