@@ -78,6 +78,8 @@ def main() -> None:
         restored = setup_step(env_for(moved, tmp / "cache-empty"))
         size, dists = venv_size(tmp / "cold0" / "lepton-ci-venv")
         cold = min(colds)
+        load = os.getloadavg()[0]
+        print(f"machine load average {load:.1f} on {os.cpu_count()} cores (shared)")
         print(
             f"cold setup: best {cold:.2f} s of {len(colds)} "
             f"({', '.join(f'{c:.2f}' for c in colds)}); venv {size:.0f} MB, {dists} "

@@ -19,7 +19,6 @@ lepton.yaml).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import platform
@@ -27,10 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -91,7 +87,7 @@ def source_files() -> list[Path]:
 
 class Setup:
     def __init__(self, env: dict[str, str]) -> None:
-        temp = env.get("RUNNER_TEMP") or tempfile.gettempdir()
+        temp = env.get("RUNNER_TEMP") or env.get("TMPDIR") or "/tmp"  # noqa: S108
         self.env = env
         self.venv = Path(env.get("LEPTON_VENV") or Path(temp) / "lepton-ci-venv").absolute()
         self.bin = Path(str(self.venv) + "-bin")
@@ -147,6 +143,9 @@ class Setup:
         if data is None or hashlib.sha256(data).hexdigest() != sha:
             annotate("warning", f"uv wheel from {url} missing or not matching its hash; using pip")
             return None
+        import io
+        import zipfile
+
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             (member,) = [n for n in z.namelist() if n.endswith(".data/scripts/uv")]
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +192,7 @@ class Setup:
                 "--python",
                 str(self.venv_python),
                 "--require-hashes",
+                "--compile-bytecode",  # the venv is cached: compile once, not in every job
                 "-r",
                 reqs,
             ]
@@ -217,6 +217,9 @@ class Setup:
             symlinks=False,
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
+        # compiled here, as the dependencies are: a runner with PYTHONDONTWRITEBYTECODE would
+        # otherwise compile lepton-ci again in every step
+        run([str(self.venv_python), "-m", "compileall", "-q", "-j0", str(target)])
         self.write_stamp(src=digest)
 
     def site(self) -> Path:
@@ -307,6 +310,8 @@ def append(path: str | None, line: str) -> None:
 
 
 def download(url: str) -> bytes | None:
+    import urllib.request  # only a cold setup downloads: keep the warm path's imports few
+
     for attempt in range(DOWNLOAD_TRIES):
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:  # noqa: S310

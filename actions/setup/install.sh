@@ -23,10 +23,12 @@ esac
 
 command -v -- "$py" >/dev/null 2>&1 ||
   fail "Python interpreter '$py' not found. Add actions/setup-python (python-version: '3.12') before this step, or set the action's python input to a Python 3.11+ interpreter."
-version="$("$py" -c 'import sys; print("%d.%d.%d" % tuple(sys.version_info[:3]))' 2>/dev/null)" ||
+version="$("$py" -S -c 'import sys; print("%d.%d.%d" % tuple(sys.version_info[:3]))' 2>/dev/null)" ||
   fail "'$py' did not run as a Python interpreter. Set the action's python input to a Python 3.11+ interpreter."
 case "$version" in
   3.1[1-9].* | 3.[2-9][0-9].* | [4-9].*) ;;
   *) fail "lepton-ci needs Python 3.11 or newer; '$py' is $version (ubuntu-22.04's python3 is 3.10). Add uses: actions/setup-python with python-version: '3.12' before this step, or set the action's python input to a 3.11+ interpreter." ;;
 esac
-exec "$py" "$here/bootstrap.py" "$@"
+# -S: the standard library is all bootstrap.py needs; the interpreter's site-packages
+# (slow .pth files, a user's packages) stay out of it.
+exec "$py" -S "$here/bootstrap.py" "$@"
