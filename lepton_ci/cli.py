@@ -581,17 +581,32 @@ def cmd_init(args: argparse.Namespace) -> int:
     from lepton_ci.init import scaffold
 
     root = Path.cwd()
-    answers = scaffold.Answers(model=args.model or scaffold.default_model(root))
-    for field in ("train", "evaluate", "metrics"):
-        if getattr(args, field):
-            setattr(answers, field, getattr(args, field))
     interactive = sys.stdin.isatty() and not os.environ.get("CI") and not args.yes
-    if interactive:
-        answers = scaffold.ask(answers, input)
-    written = scaffold.init(root, answers)
-    for p in written:
+    prompt = input if interactive else None
+    may_run = args.yes and not args.no_run
+    result = scaffold.init_repo(
+        root,
+        model=args.model,
+        overrides={k: v for k in ("train", "evaluate", "metrics") if (v := getattr(args, k))},
+        prompt=prompt,
+        may_run=may_run,
+        env=dict(os.environ),
+        log=_print,
+    )
+    for p in result.written:
         _print(f"wrote {p.relative_to(root)}")
-    _print("next: edit lepton.yaml (params, data, gates), then `lepton-ci run`")
+    if not result.ready:
+        _print("fill in, then `lepton-ci run`:")
+        for item in result.todo:
+            _print(f"  - {item}")
+        return 0
+    if not scaffold.has_commit(root):
+        _print("next: commit (git add -A && git commit), then `lepton-ci run`")
+        return 0
+    if may_run or (prompt and scaffold.confirm(prompt, "run `lepton-ci run` now?", default=True)):
+        _print("init: lepton-ci run")
+        return main(["run"])
+    _print("next: `lepton-ci run`")
     return 0
 
 
@@ -755,8 +770,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="model name (default: from the directory)")
     sp.add_argument("--train", help="train command")
     sp.add_argument("--evaluate", help="evaluate command")
-    sp.add_argument("--metrics", help="metrics file the evaluate command writes")
-    sp.add_argument("--yes", action="store_true", help="ask nothing, take the defaults")
+    sp.add_argument("--metrics", help="metrics file the train or evaluate command writes")
+    sp.add_argument(
+        "--yes",
+        action="store_true",
+        help="ask nothing, take the defaults (training once if no metrics file exists yet, "
+        "then `lepton-ci run`)",
+    )
+    sp.add_argument("--no-run", action="store_true", help="only write the files; run nothing")
 
     sp = add("extras", cmd_extras, "print the optional dependency sets a step needs here")
     sp.add_argument("step", help="build, deploy or rollback (others need none)")

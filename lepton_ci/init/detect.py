@@ -29,6 +29,7 @@ METRICS_FILES = (
 SKIP_DIRS = {"node_modules", "site-packages", "__pycache__", "venv", "env", "build", "dist"}
 SEARCH_DEPTH = 2  # a monorepo's models/<name>/train.py is found, deeper is not
 MAX_OUTPUTS = 5
+OUTPUT_PATTERNS = ("*.pkl", "*.joblib", "*.pt", "*.pth", "*.onnx", "*.safetensors", "*.h5")
 
 # metric name patterns -> direction; the first match wins (so `*_error_rate` is lower)
 LOWER = re.compile(
@@ -166,6 +167,12 @@ def snapshot(directory: Path) -> dict[str, float]:
             except OSError:
                 continue
     return out
+
+
+def existing_outputs(directory: Path) -> list[str]:
+    """Model files a training run left next to its script earlier, if any."""
+    found = {p.name for pattern in OUTPUT_PATTERNS for p in directory.glob(pattern)}
+    return sorted(n for n in found if not n.endswith((".py", ".sh", ".yaml", ".yml")))[:MAX_OUTPUTS]
 
 
 def written(before: dict[str, float], after: dict[str, float]) -> list[str]:
