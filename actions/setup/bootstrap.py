@@ -192,7 +192,6 @@ class Setup:
                 "--python",
                 str(self.venv_python),
                 "--require-hashes",
-                "--compile-bytecode",  # the venv is cached: compile once, not in every job
                 "-r",
                 reqs,
             ]
@@ -217,9 +216,6 @@ class Setup:
             symlinks=False,
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
-        # compiled here, as the dependencies are: a runner with PYTHONDONTWRITEBYTECODE would
-        # otherwise compile lepton-ci again in every step
-        run([str(self.venv_python), "-m", "compileall", "-q", "-j0", str(target)])
         self.write_stamp(src=digest)
 
     def site(self) -> Path:
