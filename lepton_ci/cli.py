@@ -595,19 +595,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     for p in result.written:
         _print(f"wrote {p.relative_to(root)}")
-    if not result.ready:
-        _print("fill in, then `lepton-ci run`:")
-        for item in result.todo:
-            _print(f"  - {item}")
-        return 0
-    if not scaffold.has_commit(root):
-        _print("next: commit (git add -A && git commit), then `lepton-ci run`")
-        return 0
-    if may_run or (prompt and scaffold.confirm(prompt, "run `lepton-ci run` now?", default=True)):
-        _print("init: lepton-ci run")
-        return main(["run"])
-    _print("next: `lepton-ci run`")
-    return 0
+    lines, run_now = scaffold.next_step(root, result, may_run=may_run, prompt=prompt)
+    for line in lines:
+        _print(line)
+    return main(["run"]) if run_now else 0
 
 
 def cmd_extras(args: argparse.Namespace) -> int:

@@ -136,6 +136,18 @@ def test_a_missing_interpreter_is_named(tmp_path):
     assert "'python3.99' not found" in proc.stderr
 
 
+@pytest.mark.unit
+def test_a_hostile_python_input_cannot_forge_a_workflow_command(tmp_path):
+    evil = "$(touch pwned)\n::warning::forged 100%"
+    proc = install_sh(
+        env={"LEPTON_INPUT_PYTHON": evil, "GITHUB_ACTIONS": "true", "RUNNER_TEMP": str(tmp_path)}
+    )
+    assert proc.returncode == 1
+    (line,) = proc.stdout.splitlines()
+    assert "'$(touch pwned)%0A::warning::forged 100%25' not found" in line
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
 # -- extras on demand ------------------------------------------------------------------------
 
 CONFIG = """\
@@ -203,6 +215,22 @@ def test_setup_adds_only_the_extras_the_step_needs(tmp_path):
     assert "adding the `deploy` dependencies for `deploy`" in proc.stdout
     assert json.loads((venv / ".lepton-setup.json").read_text())["extras"] == ["deploy"]
     assert (site / "kubernetes").is_dir() and not (site / "docker").exists()
+
+
+@pytest.mark.e2e
+def test_a_broken_uv_falls_back_to_pip_with_the_same_hashes(tmp_path):
+    proc = install_sh(env={"RUNNER_TEMP": str(tmp_path), "LEPTON_UV": "/bin/false"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "uv could not set lepton-ci up" in proc.stderr and "using pip instead" in proc.stderr
+    venv = tmp_path / "lepton-ci-venv"
+    assert json.loads((venv / ".lepton-setup.json").read_text())["installer"] == "pip"
+    version = subprocess.run(
+        [str(tmp_path / "lepton-ci-venv-bin" / "lepton-ci"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert version.stdout.startswith("lepton-ci ")
 
 
 # -- the action under act, with the runner's python3 -----------------------------------------

@@ -91,7 +91,6 @@ class Setup:
         self.env = env
         self.venv = Path(env.get("LEPTON_VENV") or Path(temp) / "lepton-ci-venv").absolute()
         self.bin = Path(str(self.venv) + "-bin")
-        self.python = Path(sys.executable)
 
     @property
     def venv_python(self) -> Path:
@@ -160,23 +159,18 @@ class Setup:
             shutil.rmtree(self.venv)
         if self.bin.exists():
             shutil.rmtree(self.bin)
-        uv = self.uv()
         reqs = str(HERE / "requirements.txt")
+        uv = self.uv()
         if uv is not None:
-            run(
-                [
-                    str(uv),
-                    "venv",
-                    "--quiet",
-                    "--no-config",
-                    "--relocatable",
-                    "--python",
-                    sys.executable,
-                    str(self.venv),
-                ]
-            )
-            self.uv_install(uv, reqs)
-        else:
+            try:
+                venv = [str(uv), "venv", "--quiet", "--no-config", "--relocatable"]
+                run([*venv, "--python", sys.executable, str(self.venv)])
+                self.uv_install(uv, reqs)
+            except SetupError as e:  # an old or broken uv on PATH must not stop the job
+                annotate("warning", f"uv could not set lepton-ci up ({e}); using pip instead")
+                shutil.rmtree(self.venv, ignore_errors=True)
+                uv = None
+        if uv is None:
             run([sys.executable, "-m", "venv", str(self.venv)])
             self.pip_install(reqs)
         self.write_stamp(deps=self.key(), extras=[], src="", installer="uv" if uv else "pip")
@@ -257,7 +251,8 @@ class Setup:
             if not reqs.is_file():
                 raise SetupError(f"no hash-pinned requirements for the `{extra}` extra: {reqs}")
             log(f"lepton-ci setup: adding the `{extra}` dependencies for `{step}`")
-            uv = self.uv()
+            # a venv made by uv has no pip: add to it the way it was made
+            uv = self.uv() if self.stamp().get("installer") == "uv" else None
             if uv is not None:
                 self.uv_install(uv, str(reqs))
             else:

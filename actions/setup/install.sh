@@ -9,7 +9,10 @@ py="${LEPTON_INPUT_PYTHON:-${LEPTON_PYTHON:-python3}}"
 
 fail() {
   if [ "${GITHUB_ACTIONS:-}" = "true" ]; then
-    echo "::error title=lepton-ci setup::$1"
+    # the message may quote the `python` input: a line break in it must not start a command
+    local msg="${1//%/%25}"
+    msg="${msg//$'\r'/%0D}"
+    echo "::error title=lepton-ci setup::${msg//$'\n'/%0A}"
   else
     echo "error: $1" >&2
   fi

@@ -297,6 +297,19 @@ def init_repo(
     return Result(written=written, models=models, todo=todos)
 
 
+def next_step(
+    root: Path, result: Result, *, may_run: bool, prompt: Prompt | None
+) -> tuple[list[str], bool]:
+    """What to tell the user last, and whether to run `lepton-ci run` now."""
+    if not result.ready:
+        return ["fill in, then `lepton-ci run`:", *(f"  - {t}" for t in result.todo)], False
+    if not has_commit(root):
+        return ["next: commit (git add -A && git commit), then `lepton-ci run`"], False
+    if may_run or (prompt and confirm(prompt, "run `lepton-ci run` now?", default=True)):
+        return ["init: lepton-ci run"], True
+    return ["next: `lepton-ci run`"], False
+
+
 def has_commit(root: Path) -> bool:
     """`lepton-ci run` records a commit: a repository without one cannot run yet."""
     import subprocess
