@@ -142,7 +142,7 @@ def train_once(root: Path, a: Answers, env: dict[str, str], log: Log) -> None:
         a.outputs = ", ".join(outputs)
 
 
-def todo(a: Answers) -> list[str]:
+def todo(root: Path, a: Answers) -> list[str]:
     """What the user must still fill in for `lepton-ci run` to pass, said exactly."""
     where = f"lepton.yaml: models.{a.model}"
     if not a.train:
@@ -151,9 +151,14 @@ def todo(a: Answers) -> list[str]:
             "that trains your model (and `evaluate:` if another command writes the metrics)"
         ]
     if not a.metric_names:
+        found = (
+            "has no numbers by name"
+            if (root / a.path / a.metrics).is_file()
+            else "is not there yet"
+        )
         return [
-            f"{where}.metrics: the file your training or evaluation writes ({a.metrics} is "
-            "not there yet), and under `gates:` one line per metric in it, e.g. "
+            f"{where}.metrics: the file your training or evaluation writes ({a.metrics} "
+            f"{found}), and under `gates:` one line per metric in it, e.g. "
             "`rmse: {direction: lower, key: true}`"
         ]
     if a.key_metric is None:
@@ -226,8 +231,7 @@ def workflow_text(name: str, model: str) -> str:
     )
 
 
-def write(root: Path, models: list[Answers]) -> list[Path]:
-    """lepton.yaml and the workflows; nothing is written when any of them exists."""
+def check_names(models: list[Answers]) -> None:
     names = [a.model for a in models]
     for name in names:
         if not NAME_RE.match(name):
@@ -240,6 +244,11 @@ def write(root: Path, models: list[Answers]) -> list[Path]:
             f"two models would be called the same: {', '.join(names)}",
             hint="pass --model for one, or rename a directory",
         )
+
+
+def write(root: Path, models: list[Answers]) -> list[Path]:
+    """lepton.yaml and the workflows; nothing is written when any of them exists."""
+    check_names(models)
     targets = {root / "lepton.yaml": config_text(models)}
     for name in WORKFLOWS:
         targets[root / ".github" / "workflows" / name] = workflow_text(name, models[0].model)
@@ -279,6 +288,8 @@ def init_repo(
             setattr(a, name, value)
         if prompt is not None:
             ask(a, prompt)
+    check_names(models)  # before anything runs
+    for a in models:
         if a.train and not a.metric_names:
             question = f"run `{a.train}` once now to find the metric names and outputs?"
             if may_run or (prompt is not None and confirm(prompt, question, default=True)):
@@ -287,7 +298,7 @@ def init_repo(
         if not a.metric_names and metrics_file.is_file():
             read_metrics(a, metrics_file)
     written = write(root, models)
-    todos = [t for a in models for t in todo(a)]
+    todos = [t for a in models for t in todo(root, a)]
     if len(models) > 1:
         log(
             f"init: the workflows name model `{models[0].model}`; for "
