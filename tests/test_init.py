@@ -27,8 +27,11 @@ pickle.load(open("model.pkl", "rb"))
 json.dump({"accuracy": 0.9, "f1": 0.85, "latency_ms": 2.0}, open("metrics.json", "w"))
 """
 TRAIN_NESTED = """\
-import json
+import json, os
 open("weights.pt", "w").write("w")
+os.makedirs("checkpoints", exist_ok=True)
+for i in range(3):
+    open(f"checkpoints/epoch{i}.pt", "w").write("w")
 json.dump({"eval": {"auc": 0.8, "loss": 0.3}, "custom": 4}, open("metrics.json", "w"))
 """
 
@@ -77,6 +80,13 @@ SHAPES = {
 }
 
 
+OUTPUTS = {
+    "train only": {"repo": ["model.pkl"]},
+    "train + evaluate": {"repo": ["model.pkl"]},
+    "monorepo": {"churn": ["model.pkl"], "fraud": ["checkpoints", "weights.pt"]},
+}
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_init_yes_then_run_passes(tmp_path, shape):
@@ -88,6 +98,8 @@ def test_init_yes_then_run_passes(tmp_path, shape):
     cfg = config.load(repo / "lepton.yaml").config
     gates = {name: g for m in cfg.models.values() for name, g in m.gates.items()}
     assert list(gates) == metrics
+    outputs = {name: m.outputs for name, m in cfg.models.items()}
+    assert outputs == OUTPUTS[shape]
     for m in cfg.models.values():
         assert isinstance(m.train, str) and m.train.startswith("python3 ")
         assert [g for g in m.gates.values() if g.key]  # every model has its key metric

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from lepton_ci.core import extras
 from lepton_ci.core.config import load
 from lepton_ci.gha_entry import argv, env_name
-from tests.support.act import act, action_repo, git, make_workspace
+from tests.support.act import act, action_repo, git, make_workspace, system_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "actions" / "setup"
@@ -47,9 +47,10 @@ NO_OLD_PYTHON = "no Python < 3.11 on this machine (pyenv 3.10 is expected here)"
 
 
 def install_sh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """install.sh with the machine's PATH: no uv from the test's virtualenv on it."""
     return subprocess.run(
         ["bash", str(SETUP / "install.sh"), *args],
-        env={**os.environ, **env},
+        env={**os.environ, "PATH": os.pathsep.join(system_path()), **env},
         capture_output=True,
         text=True,
         timeout=300,
@@ -204,6 +205,7 @@ def test_setup_adds_only_the_extras_the_step_needs(tmp_path):
     }
     proc = install_sh(env={**env, "LEPTON_SETUP_STEP": "build"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fetching uv-" in proc.stdout
     venv = tmp_path / "temp" / "lepton-ci-venv"
     stamp = json.loads((venv / ".lepton-setup.json").read_text())
     assert stamp["extras"] == []
@@ -300,7 +302,8 @@ def test_setup_action_cold_warm_and_from_the_cache(tmp_path, action):
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         runs.append(step_lines(proc.stdout))
     first, second = runs
-    # job 1: installed once, the second step of the job finds it ready
+    # job 1: uv from its pinned wheel, installed once, the job's second step finds it ready
+    assert any(ln.startswith("lepton-ci setup: fetching uv-") for ln in first)
     assert sum("installed in" in ln for ln in first) == 1
     assert sum(ln.startswith("lepton-ci 0.1.0 ready in") for ln in first) == 1
     assert any(ln.startswith("cache stand-in: saved lepton-ci-linux-") for ln in first)

@@ -138,6 +138,7 @@ class Setup:
         if platform_key() not in wheels:
             return None
         url, sha = wheels[platform_key()]
+        log(f"lepton-ci setup: fetching {url.rsplit('/', 1)[-1]} (sha256 {sha[:12]}...)")
         data = download(url)
         if data is None or hashlib.sha256(data).hexdigest() != sha:
             annotate("warning", f"uv wheel from {url} missing or not matching its hash; using pip")
@@ -309,14 +310,20 @@ def download(url: str) -> bytes | None:
                 return bytes(r.read())
         except OSError as e:
             log(f"lepton-ci setup: download {url} failed ({e}); attempt {attempt + 1}")
-            time.sleep(1 + attempt)
+            if attempt + 1 < DOWNLOAD_TRIES:
+                time.sleep(1 + attempt)
     return None
 
 
 def run(cmd: list[str], *, capture: bool = False) -> str:
-    proc = subprocess.run(
-        cmd, capture_output=capture, text=True, timeout=INSTALL_TIMEOUT, check=False
-    )
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=capture, text=True, timeout=INSTALL_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise SetupError(f"`{shlex.join(cmd)}` took over {INSTALL_TIMEOUT} s; stopped") from None
+    except OSError as e:
+        raise SetupError(f"`{shlex.join(cmd)}` could not start: {e}") from None
     if proc.returncode != 0:
         detail = (proc.stderr or "").strip()[-2000:] if capture else ""
         raise SetupError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}) {detail}".strip())

@@ -179,3 +179,8 @@ def written(before: dict[str, float], after: dict[str, float]) -> list[str]:
     """Files new or changed between two snapshots, sources left out."""
     changed = [p for p, t in after.items() if before.get(p) != t]
     return sorted(p for p in changed if not p.endswith((".py", ".pyc", ".sh")))
+
+
+def top_level(paths: list[str]) -> list[str]:
+    """Files, with those below a directory folded into the directory (`checkpoints`)."""
+    return sorted({p.split("/", 1)[0] for p in paths})

@@ -137,7 +137,7 @@ def train_once(root: Path, a: Answers, env: dict[str, str], log: Log) -> None:
     if metrics and detect.metric_names(workdir / metrics):
         a.metrics = metrics
         read_metrics(a, workdir / metrics)
-    outputs = [p for p in new if p != a.metrics][: detect.MAX_OUTPUTS]
+    outputs = detect.top_level([p for p in new if p != a.metrics])[: detect.MAX_OUTPUTS]
     if outputs:
         a.outputs = ", ".join(outputs)
 

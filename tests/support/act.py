@@ -77,6 +77,28 @@ def make_workspace(dest: Path, workflows: list[str]) -> Path:
     return dest
 
 
+def runner_bin(home: Path) -> Path:
+    """The job's `python3` is the runner's, with the user's packages (scikit-learn for the
+    example), as after `actions/setup-python` and `pip install`: lepton-ci's setup is handed
+    no interpreter of its own, exactly as in a user's workflow. Nothing else of the test's
+    virtualenv is on the job's PATH (no uv, no lepton-ci), as on a fresh runner."""
+    bin_dir = home / "runner-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("python3", "python"):
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        wrapper.chmod(0o755)
+    return bin_dir
+
+
+def system_path() -> list[str]:
+    """PATH without the test virtualenv's bin directory."""
+    own = Path(sys.prefix, "bin").resolve()
+    return [
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != own
+    ]
+
+
 def act(
     workspace: Path,
     event: str,
@@ -94,7 +116,7 @@ def act(
     event_file.write_text(json.dumps(payload))
     text = (workspace / ".github" / "workflows" / workflow).read_text()
     cmd = [
-        "act",
+        shutil.which("act") or "act",
         event,
         "-e",
         str(event_file),
@@ -119,10 +141,7 @@ def act(
         cmd += ["--env", f"{k}={v}"]
     for k, v in (secrets or {}).items():
         cmd += ["-s", f"{k}={v}"]
-    # The job's `python3` is the runner's, with the user's packages (scikit-learn for the
-    # example), as after `actions/setup-python` and `pip install`: lepton-ci's setup is handed
-    # no interpreter of its own, exactly as in a user's workflow.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    path = os.pathsep.join([str(runner_bin(home)), *system_path()])
     run_env = {
         **os.environ,
         "ACT_DISABLE_VERSION_CHECK": "1",
