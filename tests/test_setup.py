@@ -305,7 +305,7 @@ def test_setup_action_cold_warm_and_from_the_cache(tmp_path, action):
     # job 1: uv from its pinned wheel, installed once, the job's second step finds it ready
     assert any(ln.startswith("lepton-ci setup: fetching uv-") for ln in first)
     assert sum("installed in" in ln for ln in first) == 1
-    assert sum(ln.startswith("lepton-ci 0.1.0 ready in") for ln in first) == 1
+    assert sum(ln.startswith("lepton-ci ") and " ready in " in ln for ln in first) == 1
     assert any(ln.startswith("cache stand-in: saved lepton-ci-linux-") for ln in first)
     # job 2: restored from the cache, nothing installed
     assert any(ln.startswith("cache stand-in: restored lepton-ci-linux-") for ln in second)
