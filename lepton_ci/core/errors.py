@@ -48,3 +48,7 @@ class GateFailed(LeptonError):
 
 class RecordError(LeptonError):
     """An evidence record is missing, unreadable or does not match the current checkout."""
+
+
+class MissingExtra(LeptonError):
+    """An optional dependency that this configuration needs is not installed."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 
 from lepton_ci.core.config import LoadedConfig
-from lepton_ci.core.errors import LeptonError
+from lepton_ci.core.errors import MissingExtra
 
 # extra -> (module it brings, what needs it)
 EXTRAS = {
@@ -19,10 +19,6 @@ EXTRAS = {
 }
 # steps that reach the deploy target
 DEPLOY_STEPS = ("deploy", "rollback")
-
-
-class MissingExtra(LeptonError):
-    """An optional dependency that this configuration needs is not installed."""
 
 
 def needed(
