@@ -138,6 +138,21 @@ def test_a_missing_interpreter_is_named(tmp_path):
 
 
 @pytest.mark.unit
+def test_check_clears_a_stale_venv_before_the_cache_restores_one(tmp_path):
+    venv = tmp_path / "lepton-ci-venv"
+    (venv / "lib").mkdir(parents=True)
+    (venv / "lib" / "old-package.py").write_text("")
+    (venv / ".lepton-setup.json").write_text('{"deps": "lepton-ci-an-older-lock"}')
+    out = tmp_path / "output"
+    proc = install_sh("check", env={"RUNNER_TEMP": str(tmp_path), "GITHUB_OUTPUT": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    assert outputs["ready"] == "false" and outputs["venv"] == str(venv)
+    assert outputs["key"].startswith("lepton-ci-linux-")
+    assert not venv.exists()
+
+
+@pytest.mark.unit
 def test_a_hostile_python_input_cannot_forge_a_workflow_command(tmp_path):
     evil = "$(touch pwned)\n::warning::forged 100%"
     proc = install_sh(

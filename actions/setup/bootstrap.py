@@ -335,9 +335,14 @@ def main(argv: list[str]) -> int:
     setup = Setup(dict(os.environ))
     try:
         if mode == "check":
+            ready = setup.ready()
+            if not ready and setup.venv.exists():
+                # a stale venv (a runner that keeps its temp directory) would mix with the
+                # one actions/cache restores next
+                shutil.rmtree(setup.venv)
             output("venv", str(setup.venv))
             output("key", setup.key())
-            output("ready", "true" if setup.ready() else "false")
+            output("ready", "true" if ready else "false")
         elif mode == "install":
             setup.install()
         else:
