@@ -144,12 +144,17 @@ def test_a_failing_training_leaves_a_to_do_not_a_broken_config(tmp_path):
     config.load(repo / "lepton.yaml")
 
 
-def test_a_bad_model_name_is_refused_before_anything_runs(tmp_path):
+def test_a_bad_name_or_an_existing_file_is_refused_before_anything_runs(tmp_path):
     repo = repo_with(tmp_path, {"train.py": "open('ran', 'w').write('x')\n"})
     proc = lepton(repo, "init", "--model", "../Bad Name", "--yes")
     assert proc.returncode == 1
     assert "model name `../Bad Name` is not valid" in proc.stderr
     assert not (repo / "ran").exists() and not (repo / "lepton.yaml").exists()
+    (repo / "lepton.yaml").write_text("mine\n")
+    proc = lepton(repo, "init", "--yes")
+    assert proc.returncode == 1
+    assert "writes nothing over existing files: lepton.yaml" in proc.stderr
+    assert not (repo / "ran").exists() and (repo / "lepton.yaml").read_text() == "mine\n"
 
 
 def test_init_in_ci_asks_nothing_and_writes_a_valid_config(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -55,7 +55,6 @@ class Found:
     train: Path | None = None
     evaluate: Path | None = None
     metrics: Path | None = None
-    outputs: list[str] = field(default_factory=list)
 
 
 def interpreter() -> str:

@@ -9,6 +9,7 @@ implies, and the files training wrote as outputs. What it cannot see, it names a
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -246,19 +247,24 @@ def check_names(models: list[Answers]) -> None:
         )
 
 
-def write(root: Path, models: list[Answers]) -> list[Path]:
-    """lepton.yaml and the workflows; nothing is written when any of them exists."""
-    check_names(models)
-    targets = {root / "lepton.yaml": config_text(models)}
-    for name in WORKFLOWS:
-        targets[root / ".github" / "workflows" / name] = workflow_text(name, models[0].model)
-    existing = [p for p in targets if p.exists()]
+def refuse_existing(root: Path) -> None:
+    paths = [root / "lepton.yaml", *(root / ".github" / "workflows" / n for n in WORKFLOWS)]
+    existing = [p for p in paths if p.exists()]
     if existing:
         raise ConfigError(
             "lepton-ci init writes nothing over existing files: "
             + ", ".join(str(p.relative_to(root)) for p in existing),
             hint="move them aside, or merge the settings by hand (see the README)",
         )
+
+
+def write(root: Path, models: list[Answers]) -> list[Path]:
+    """lepton.yaml and the workflows; nothing is written when any of them exists."""
+    check_names(models)
+    refuse_existing(root)
+    targets = {root / "lepton.yaml": config_text(models)}
+    for name in WORKFLOWS:
+        targets[root / ".github" / "workflows" / name] = workflow_text(name, models[0].model)
     for path, text in targets.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -288,12 +294,13 @@ def init_repo(
             setattr(a, name, value)
         if prompt is not None:
             ask(a, prompt)
-    check_names(models)  # before anything runs
+    check_names(models)  # both before anything runs
+    refuse_existing(root)
     for a in models:
         if a.train and not a.metric_names:
             question = f"run `{a.train}` once now to find the metric names and outputs?"
             if may_run or (prompt is not None and confirm(prompt, question, default=True)):
-                train_once(root, a, dict(env or {}), log)
+                train_once(root, a, dict(os.environ if env is None else env), log)
         metrics_file = root / a.path / a.metrics
         if not a.metric_names and metrics_file.is_file():
             read_metrics(a, metrics_file)
