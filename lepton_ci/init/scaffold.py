@@ -293,6 +293,7 @@ def init_repo(
         for name, value in (overrides or {}).items():
             setattr(a, name, value)
         if prompt is not None:
+            log(f"init: the model in {a.path} (Enter keeps the value shown)")
             ask(a, prompt)
     check_names(models)  # both before anything runs
     refuse_existing(root)
