@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -83,6 +84,12 @@ def source_files() -> list[Path]:
         dirnames[:] = [d for d in dirnames if d != "__pycache__"]
         files += [Path(dirpath) / n for n in names if not n.endswith(".pyc")]
     return files
+
+
+def source_version() -> str:
+    text = (ROOT / "lepton_ci" / "__init__.py").read_text(encoding="utf-8")
+    m = re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE)
+    return m.group(1) if m else "?"
 
 
 class Setup:
@@ -287,7 +294,10 @@ class Setup:
         append(self.env.get("GITHUB_ENV"), f"LEPTON_PYTHON={sys.executable}")
         append(self.env.get("GITHUB_PATH"), str(self.bin))
         output("bin", str(self.bin))
-        version = run([str(script), "--version"], capture=True).strip()
+        if fresh:  # prove the new venv runs; a ready one did when it was made
+            version = run([str(script), "--version"], capture=True).strip()
+        else:
+            version = f"lepton-ci {source_version()}"
         how = "installed" if fresh else "ready"
         log(f"{version} {how} in {time.perf_counter() - t0:.2f} s ({self.venv})")
 
