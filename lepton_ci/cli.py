@@ -230,15 +230,31 @@ def cmd_init(args: argparse.Namespace) -> int:
     from lepton_ci.init import scaffold
 
     root = Path.cwd()
-    answers = scaffold.Answers(model=args.model or scaffold.default_model(root))
-    for field in ("train", "evaluate", "metrics"):
-        if getattr(args, field):
-            setattr(answers, field, getattr(args, field))
-    if sys.stdin.isatty() and not os.environ.get("CI") and not args.yes:
-        answers = scaffold.ask(answers, input)
-    for p in scaffold.init(root, answers):
+    interactive = sys.stdin.isatty() and not os.environ.get("CI") and not args.yes
+    prompt = input if interactive else None
+    may_run = args.yes and not args.no_run
+    result = scaffold.init_repo(
+        root,
+        model=args.model,
+        overrides={k: v for k in ("train", "evaluate", "metrics") if (v := getattr(args, k))},
+        prompt=prompt,
+        may_run=may_run,
+        env=dict(os.environ),
+        log=echo,
+    )
+    for p in result.written:
         echo(f"wrote {p.relative_to(root)}")
-    echo("next: edit lepton.yaml (params, data, gates), then `lepton-ci run`")
+    lines, run_now = scaffold.next_step(root, result, may_run=may_run, prompt=prompt)
+    for line in lines:
+        echo(line)
+    return main(["run"]) if run_now else 0
+
+
+def cmd_extras(args: argparse.Namespace) -> int:
+    from lepton_ci.core import extras
+
+    for name in extras.needed(_ctx(args).cfg, args.step, args.model, args.builder):
+        echo(name)
     return 0
 
 
@@ -394,8 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="model name (default: from the directory)")
     sp.add_argument("--train", help="train command")
     sp.add_argument("--evaluate", help="evaluate command")
-    sp.add_argument("--metrics", help="metrics file the evaluate command writes")
-    sp.add_argument("--yes", action="store_true", help="ask nothing, take the defaults")
+    sp.add_argument("--metrics", help="metrics file the train or evaluate command writes")
+    sp.add_argument(
+        "--yes",
+        action="store_true",
+        help="ask nothing, take the defaults (training once if no metrics file exists yet, "
+        "then `lepton-ci run`)",
+    )
+    sp.add_argument("--no-run", action="store_true", help="only write the files; run nothing")
+
+    sp = add("extras", cmd_extras, "print the optional dependency sets a step needs here")
+    sp.add_argument("step", help="build, deploy or rollback (others need none)")
+    sp.add_argument("--model")
+    sp.add_argument("--builder", choices=("layers", "dockerfile"))
 
     sp = add("gha", cmd_gha, "run a step from GitHub Actions inputs (LEPTON_INPUT_* variables)")
     sp.add_argument("step")

@@ -54,6 +54,12 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("push", "--push", "flag"),
         ("deployed-here", "--deployed-here", "flag"),
     ],
+    # the optional dependencies a step needs (the setup action asks before build and deploy)
+    "extras": [
+        ("step", None, "value"),
+        ("model", "--model", "value"),
+        ("builder", "--builder", "value"),
+    ],
     "rollback": [
         ("environment", None, "value"),
         ("model", "--model", "value"),

@@ -67,3 +67,7 @@ class Interrupted(LeptonError):
     def __init__(self, message: str, *, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as shells report
+
+
+class MissingExtra(LeptonError):
+    """An optional dependency that this configuration needs is not installed."""

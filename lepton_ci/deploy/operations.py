@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lepton_ci.core import extras
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.escape import md_cell
@@ -43,6 +44,8 @@ def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) ->
 
         env = cfg.deploy.environments.get(env_name)
         namespace = env.namespace if env else "default"
+        if api_client is None:
+            extras.require("deploy")
         api = api_client or k8s_target.api_client_from_env(dict(ctx.env))
         return Deployer(
             model,

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from lepton_ci.core import extras
 from lepton_ci.core.context import Context
 from lepton_ci.core.gha import load_event
 from lepton_ci.core.oci_client import MANIFEST_OCI, ClientFactory, OCIError, Ref, client_factory
@@ -36,6 +37,7 @@ def build(
     kind = builder or image.kind
     if kind == "dockerfile":
         if docker_client is None:
+            extras.require("image")
             import docker  # heavy: only the dockerfile builder imports it
 
             docker_client = docker.DockerClient(

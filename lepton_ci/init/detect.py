@@ -1,0 +1,185 @@
+"""What `lepton-ci init` can learn from a repository before asking anything.
+
+The scripts that exist (and the interpreter that runs them), an existing metrics file and the
+metric names in it, the files a training run produces, and a gate direction per metric name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+TRAIN_SCRIPTS = ("train.py", "train.sh")
+EVALUATE_SCRIPTS = ("evaluate.py", "eval.py", "evaluate.sh", "eval.sh")
+METRICS_FILES = (
+    "metrics.json",
+    "metrics.yaml",
+    "metrics.yml",
+    "eval.json",
+    "results.json",
+    "scores.json",
+)
+SKIP_DIRS = {"node_modules", "site-packages", "__pycache__", "venv", "env", "build", "dist"}
+SEARCH_DEPTH = 2  # a monorepo's models/<name>/train.py is found, deeper is not
+MAX_OUTPUTS = 5
+OUTPUT_PATTERNS = ("*.pkl", "*.joblib", "*.pt", "*.pth", "*.onnx", "*.safetensors", "*.h5")
+
+# metric name patterns -> direction; the first match wins (so `*_error_rate` is lower)
+LOWER = re.compile(
+    r"(^|[._-])(rmse|mse|mae|mape|loss|error|err|wer|cer|perplexity|ppl|nll|brier|"
+    r"log_?loss|ms|latency|seconds|secs|time|duration|size|bytes|mb)$",
+    re.IGNORECASE,
+)
+HIGHER = re.compile(
+    r"(^|[._-])(acc|accuracy|f1|f1_macro|f1_micro|auc|roc_auc|pr_auc|auroc|precision|recall|"
+    r"r2|map|ndcg|mrr|bleu|rouge\w*|iou|dice|score|top\d+|hit_rate|throughput)$",
+    re.IGNORECASE,
+)
+TIMING = re.compile(r"(^|[._-])(ms|latency|seconds|secs|time|duration)$", re.IGNORECASE)
+# preferred key metric, best first
+KEY_ORDER = ("accuracy", "acc", "f1", "auc", "roc_auc", "r2", "rmse", "mae", "loss")
+
+
+@dataclass
+class Found:
+    """One model's directory and what was found in it."""
+
+    path: Path
+    train: Path | None = None
+    evaluate: Path | None = None
+    metrics: Path | None = None
+
+
+def interpreter() -> str:
+    """The Python command that exists here: Debian and Ubuntu have `python3` only."""
+    if shutil.which("python3"):
+        return "python3"
+    return "python" if shutil.which("python") else "python3"
+
+
+def command_for(script: Path, python: str) -> str:
+    name = script.name
+    return f"bash {name}" if script.suffix == ".sh" else f"{python} {name}"
+
+
+def _first(directory: Path, names: tuple[str, ...]) -> Path | None:
+    return next((directory / n for n in names if (directory / n).is_file()), None)
+
+
+def _dirs(root: Path, depth: int) -> Iterator[Path]:
+    yield root
+    if depth == 0:
+        return
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return
+    for child in children:
+        if child.name.startswith(".") or child.name in SKIP_DIRS:
+            continue
+        if (child / "pyvenv.cfg").exists():
+            continue
+        yield from _dirs(child, depth - 1)
+
+
+def find_models(root: Path) -> list[Found]:
+    """The directory of every train script: the root alone if it has one, else each
+    directory below it (to SEARCH_DEPTH) that has one, as in a monorepo."""
+    at_root = _first(root, TRAIN_SCRIPTS)
+    dirs = [root] if at_root else [d for d in _dirs(root, SEARCH_DEPTH) if d != root]
+    found = []
+    for d in dirs:
+        train = _first(d, TRAIN_SCRIPTS)
+        if train is None:
+            continue
+        found.append(
+            Found(
+                path=d,
+                train=train,
+                evaluate=_first(d, EVALUATE_SCRIPTS),
+                metrics=_first(d, METRICS_FILES),
+            )
+        )
+    return found
+
+
+def metric_names(path: Path) -> list[str]:
+    """The numeric entries of a metrics file, flattened to dotted names as `run` reads them;
+    an unreadable file gives none (init then says what to fill in)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+    names: list[str] = []
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        elif isinstance(node, int | float) and not isinstance(node, bool) and prefix:
+            names.append(prefix[:-1])
+
+    walk(data, "")
+    return names
+
+
+def direction(name: str) -> str | None:
+    """`lower` or `higher` when the name says which is better, else None."""
+    if LOWER.search(name):
+        return "lower"
+    if HIGHER.search(name):
+        return "higher"
+    return None
+
+
+def is_timing(name: str) -> bool:
+    return bool(TIMING.search(name))
+
+
+def key_metric(names: list[str]) -> str | None:
+    """The metric a version is judged by: a known quality metric, not a timing."""
+    candidates = [n for n in names if direction(n) and not is_timing(n)]
+    for preferred in KEY_ORDER:
+        for n in candidates:
+            if re.search(rf"(^|[._-]){preferred}$", n, re.IGNORECASE):
+                return n
+    return candidates[0] if candidates else None
+
+
+def snapshot(directory: Path) -> dict[str, float]:
+    """Files below `directory` and their mtimes, to see what a training run wrote."""
+    out = {}
+    for dirpath, dirnames, names in os.walk(directory):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
+        for n in names:
+            p = Path(dirpath) / n
+            try:
+                out[str(p.relative_to(directory))] = p.stat().st_mtime
+            except OSError:
+                continue
+    return out
+
+
+def existing_outputs(directory: Path) -> list[str]:
+    """Model files a training run left next to its script earlier, if any."""
+    found = {p.name for pattern in OUTPUT_PATTERNS for p in directory.glob(pattern)}
+    return sorted(n for n in found if not n.endswith((".py", ".sh", ".yaml", ".yml")))[:MAX_OUTPUTS]
+
+
+def written(before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """Files new or changed between two snapshots, sources left out."""
+    changed = [p for p, t in after.items() if before.get(p) != t]
+    return sorted(p for p in changed if not p.endswith((".py", ".pyc", ".sh")))
+
+
+def top_level(paths: list[str]) -> list[str]:
+    """Files, with those below a directory folded into the directory (`checkpoints`)."""
+    return sorted({p.split("/", 1)[0] for p in paths})

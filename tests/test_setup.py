@@ -1,0 +1,378 @@
+"""The setup action: pinned requirements, refusals before any install, extras on demand,
+and the action run under act with the runner's own python3, cold, warm and from the cache."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from lepton_ci.core import extras
+from lepton_ci.core.config import load
+from lepton_ci.gha_entry import argv, env_name
+from tests.support.act import act, action_repo, git, make_workspace, system_path
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUP = ROOT / "actions" / "setup"
+
+
+def _lock_module():
+    spec = importlib.util.spec_from_file_location("lepton_setup_lock", SETUP / "lock.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+lock = _lock_module()
+
+
+def _old_python() -> str | None:
+    """A Python older than 3.11 on this machine (pyenv keeps 3.10 here), if any. Looked up at
+    import, before the autouse fixture swaps HOME."""
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found = sorted(glob.glob(f"{pyenv}/versions/3.10*/bin/python3.10"))
+    found += [p for p in ("/usr/bin/python3.10", "/usr/bin/python3.9") if Path(p).exists()]
+    return found[0] if found else None
+
+
+OLD_PYTHON = _old_python()
+NO_OLD_PYTHON = "no Python < 3.11 on this machine (pyenv 3.10 is expected here)"
+
+
+def install_sh(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """install.sh with the machine's PATH: no uv from the test's virtualenv on it."""
+    return subprocess.run(
+        ["bash", str(SETUP / "install.sh"), *args],
+        env={**os.environ, "PATH": os.pathsep.join(system_path()), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+# -- pinned requirements ---------------------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("extra", [None, *lock.EXTRAS])
+def test_requirements_match_pyproject(extra):
+    import tomllib
+
+    text = (SETUP / lock.requirements_name(extra)).read_text()
+    digest = next(ln for ln in text.splitlines() if ln.startswith(lock.DIGEST_LINE))
+    assert digest.removeprefix(lock.DIGEST_LINE) == lock.deps_digest(
+        ROOT / "pyproject.toml", extra
+    ), f"pyproject.toml changed: regenerate with `{lock.COMMAND}`"
+    pins = lock.parse_pins(text)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    if extra:
+        wanted += project["optional-dependencies"][extra]
+    for spec in map(Requirement, wanted):
+        name = spec.name.lower().replace("_", "-")
+        assert name in pins, f"{spec.name} is not pinned in {lock.requirements_name(extra)}"
+        assert spec.specifier.contains(pins[name], prereleases=True), (spec, pins[name])
+    # every pin carries hashes (pip/uv --require-hashes refuses the file otherwise)
+    blocks = [b for b in text.split("\n") if "==" in b]
+    assert len(blocks) == len(pins) and all(b.rstrip().endswith("\\") for b in blocks)
+    if extra:  # installing an extra on top of the core never moves a core pin
+        core = lock.parse_pins((SETUP / "requirements.txt").read_text())
+        assert {k: pins[k] for k in core} == core
+    else:
+        assert not {"kubernetes", "docker"} & set(pins)
+
+
+@pytest.mark.unit
+def test_the_digest_notices_a_changed_dependency(tmp_path):
+    text = (ROOT / "pyproject.toml").read_text()
+    changed = tmp_path / "pyproject.toml"
+    changed.write_text(text.replace('"requests>=2.31"', '"requests>=2.32"'))
+    assert lock.deps_digest(changed, None) != lock.deps_digest(ROOT / "pyproject.toml", None)
+    assert lock.deps_digest(changed, "deploy") != lock.deps_digest(
+        ROOT / "pyproject.toml", "deploy"
+    )
+
+
+# -- refusals, before anything is installed --------------------------------------------------
+
+
+@pytest.mark.unit
+def test_an_old_python_is_refused_in_one_line(tmp_path):
+    py = OLD_PYTHON
+    if py is None:
+        pytest.skip(NO_OLD_PYTHON)
+    proc = install_sh(env={"LEPTON_INPUT_PYTHON": py, "RUNNER_TEMP": str(tmp_path)})
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert "needs Python 3.11 or newer" in line and "is 3.10." in line
+    assert "actions/setup-python" in line
+    assert not list(tmp_path.iterdir())  # nothing created
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("runner_os", ["Windows", "MINGW64_NT-10.0"])
+def test_windows_is_refused_naming_the_supported_runners(tmp_path, runner_os):
+    proc = install_sh(
+        env={"RUNNER_OS": runner_os, "GITHUB_ACTIONS": "true", "RUNNER_TEMP": str(tmp_path)}
+    )
+    assert proc.returncode == 1
+    prefix = "::error title=lepton-ci setup::lepton-ci runs on Linux and macOS"
+    assert proc.stdout.startswith(prefix)
+    assert "ubuntu-latest" in proc.stdout
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.unit
+def test_a_missing_interpreter_is_named(tmp_path):
+    proc = install_sh(env={"LEPTON_INPUT_PYTHON": "python3.99", "RUNNER_TEMP": str(tmp_path)})
+    assert proc.returncode == 1
+    assert "'python3.99' not found" in proc.stderr
+
+
+@pytest.mark.unit
+def test_check_clears_a_stale_venv_before_the_cache_restores_one(tmp_path):
+    venv = tmp_path / "lepton-ci-venv"
+    (venv / "lib").mkdir(parents=True)
+    (venv / "lib" / "old-package.py").write_text("")
+    (venv / ".lepton-setup.json").write_text('{"deps": "lepton-ci-an-older-lock"}')
+    out = tmp_path / "output"
+    proc = install_sh("check", env={"RUNNER_TEMP": str(tmp_path), "GITHUB_OUTPUT": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    assert outputs["ready"] == "false" and outputs["venv"] == str(venv)
+    assert outputs["key"].startswith("lepton-ci-linux-")
+    assert not venv.exists()
+
+
+@pytest.mark.unit
+def test_a_hostile_python_input_cannot_forge_a_workflow_command(tmp_path):
+    evil = "$(touch pwned)\n::warning::forged 100%"
+    proc = install_sh(
+        env={"LEPTON_INPUT_PYTHON": evil, "GITHUB_ACTIONS": "true", "RUNNER_TEMP": str(tmp_path)}
+    )
+    assert proc.returncode == 1
+    (line,) = proc.stdout.splitlines()
+    assert "'$(touch pwned)%0A::warning::forged 100%25' not found" in line
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+# -- extras on demand ------------------------------------------------------------------------
+
+CONFIG = """\
+models:
+  ma:
+    train: python3 train.py
+    metrics: [m.json]
+    image: {name: 127.0.0.1:5000/a, base: 127.0.0.1:5000/py:1}
+    deploy: {target: kubernetes, environments: {staging: {url: "http://a"}}}
+  mb:
+    train: python3 train.py
+    metrics: [m.json]
+    image: {name: 127.0.0.1:5000/b}
+    deploy: {environments: {staging: {host_port: 18080}}}
+"""
+
+
+@pytest.mark.unit
+def test_extras_follow_the_config(tmp_path):
+    (tmp_path / "lepton.yaml").write_text(CONFIG)
+    cfg = load(tmp_path / "lepton.yaml")
+    assert extras.needed(cfg, "build", "ma") == []  # layers builder: no docker
+    assert extras.needed(cfg, "build", "ma", builder="dockerfile") == ["image"]
+    assert extras.needed(cfg, "build", "mb") == ["image"]  # no base: dockerfile
+    assert extras.needed(cfg, "deploy", "ma") == ["deploy"]
+    assert extras.needed(cfg, "deploy", "mb") == []  # podman
+    assert extras.needed(cfg, "rollback", None) == ["deploy"]
+    assert extras.needed(cfg, "run", None) == []
+    assert argv("extras", {env_name("step"): "build", env_name("model"): "ma"}) == [
+        "extras",
+        "build",
+        "--model",
+        "ma",
+    ]
+
+
+@pytest.mark.unit
+def test_a_missing_extra_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(extras.EXTRAS, "deploy", ("lepton_no_such_module", "the target"))
+    with pytest.raises(extras.MissingExtra, match=r"pip install 'lepton-ci\[deploy\]'"):
+        extras.require("deploy")
+    extras.require("image")  # docker is installed in the test environment
+
+
+@pytest.mark.e2e
+def test_setup_adds_only_the_extras_the_step_needs(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "lepton.yaml").write_text(CONFIG)
+    env = {
+        "RUNNER_TEMP": str(tmp_path / "temp"),
+        "LEPTON_INPUT_WORKING_DIRECTORY": str(repo),
+        "LEPTON_INPUT_MODEL": "ma",
+    }
+    proc = install_sh(env={**env, "LEPTON_SETUP_STEP": "build"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fetching uv-" in proc.stdout
+    venv = tmp_path / "temp" / "lepton-ci-venv"
+    stamp = json.loads((venv / ".lepton-setup.json").read_text())
+    assert stamp["extras"] == []
+    site = venv / stamp["site"]
+    assert (site / "lepton_ci" / "templates" / "workflows").is_dir()  # symlink copied as files
+    assert not (site / "kubernetes").exists() and not (site / "docker").exists()
+    proc = install_sh(env={**env, "LEPTON_SETUP_STEP": "build deploy"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "adding the `deploy` dependencies for `deploy`" in proc.stdout
+    assert json.loads((venv / ".lepton-setup.json").read_text())["extras"] == ["deploy"]
+    assert (site / "kubernetes").is_dir() and not (site / "docker").exists()
+
+
+@pytest.mark.e2e
+def test_a_broken_uv_falls_back_to_pip_with_the_same_hashes(tmp_path):
+    proc = install_sh(env={"RUNNER_TEMP": str(tmp_path), "LEPTON_UV": "/bin/false"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "uv could not set lepton-ci up" in proc.stderr and "using pip instead" in proc.stderr
+    venv = tmp_path / "lepton-ci-venv"
+    assert json.loads((venv / ".lepton-setup.json").read_text())["installer"] == "pip"
+    version = subprocess.run(
+        [str(tmp_path / "lepton-ci-venv-bin" / "lepton-ci"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert version.stdout.startswith("lepton-ci ")
+
+
+# -- the action under act, with the runner's python3 -----------------------------------------
+
+TWICE = """\
+name: setup
+on: push
+permissions: {}
+jobs:
+  job:
+    runs-on: ubuntu-latest
+    timeout-minutes: 10
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+      - uses: lepton-ci/lepton-ci/actions/setup@v1
+      - id: again
+        uses: lepton-ci/lepton-ci/actions/setup@v1
+      - env:
+          BIN: ${{ steps.again.outputs.bin }}
+        run: |
+          echo "lepton-ci at $(command -v lepton-ci), bin output $BIN"
+          echo "python3 is $(command -v python3)"
+          lepton-ci --version
+          cd "$RUNNER_TEMP"/lepton-ci-venv/lib/python*/site-packages
+          echo "venv has:" *
+          cd "$RUNNER_TEMP/../act/actions"
+          echo "action dirs:" $(find . -mindepth 2 -maxdepth 2 -name build) \
+            $(find . -name '*.egg-info' -o -name __pycache__)
+"""
+
+
+@pytest.fixture(scope="module")
+def action(tmp_path_factory):
+    return action_repo(tmp_path_factory.mktemp("action") / "lepton-ci")
+
+
+def setup_workspace(tmp_path: Path, workflow: str) -> Path:
+    ws = make_workspace(tmp_path / "ws", [])
+    (ws / ".github" / "workflows" / "setup.yml").write_text(workflow)
+    git(ws, "add", "-A")
+    git(ws, "commit", "-q", "-m", "ci: setup")
+    return ws
+
+
+def step_lines(stdout: str) -> list[str]:
+    return [ln.split("|", 1)[1].strip() for ln in stdout.splitlines() if "|" in ln]
+
+
+@pytest.mark.e2e
+def test_setup_action_cold_warm_and_from_the_cache(tmp_path, action):
+    ws = setup_workspace(tmp_path, TWICE)
+    before = sorted(str(p.relative_to(action)) for p in action.rglob("*"))
+    cache = tmp_path / "cache-service"
+    runs = []
+    for i in range(2):  # two jobs: the second starts with an empty RUNNER_TEMP
+        home = tmp_path / f"home{i}"
+        home.mkdir()
+        proc = act(
+            ws,
+            "push",
+            {"ref": "refs/heads/main"},
+            "setup.yml",
+            home=home,
+            action=action,
+            env={"LEPTON_TEST_CACHE": str(cache)},
+        )
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        runs.append(step_lines(proc.stdout))
+    first, second = runs
+    # job 1: uv from its pinned wheel, installed once, the job's second step finds it ready
+    assert any(ln.startswith("lepton-ci setup: fetching uv-") for ln in first)
+    assert sum("installed in" in ln for ln in first) == 1
+    assert sum(ln.startswith("lepton-ci ") and " ready in " in ln for ln in first) == 1
+    assert any(ln.startswith("cache stand-in: saved lepton-ci-linux-") for ln in first)
+    # job 2: restored from the cache, nothing installed
+    assert any(ln.startswith("cache stand-in: restored lepton-ci-linux-") for ln in second)
+    assert not any("installed in" in ln for ln in second)
+    # the job's own python3 stays first on PATH; lepton-ci comes from its own directory
+    py = next(ln for ln in second if ln.startswith("python3 is "))
+    assert "lepton-ci-venv" not in py
+    where = next(ln for ln in second if ln.startswith("lepton-ci at ")).split()
+    assert where[2] == where[5] + "/lepton-ci," and where[5].endswith("/lepton-ci-venv-bin")
+    # core only: no kubernetes, no docker
+    has = next(ln for ln in second if ln.startswith("venv has: ")).split()
+    assert "lepton_ci" in has and "pydantic" in has
+    assert "kubernetes" not in has and "docker" not in has
+    # nothing written into the action's directory (act's copy, nor the source)
+    assert next(ln for ln in second if ln.startswith("action dirs:")) == "action dirs:"
+    assert sorted(str(p.relative_to(action)) for p in action.rglob("*")) == before
+
+
+@pytest.mark.e2e
+def test_setup_action_refuses_an_old_python(tmp_path, action):
+    py = OLD_PYTHON
+    if py is None:
+        pytest.skip(NO_OLD_PYTHON)
+    workflow = TWICE.replace(
+        "      - uses: lepton-ci/lepton-ci/actions/setup@v1\n",
+        f"      - uses: lepton-ci/lepton-ci/actions/setup@v1\n        with: {{python: {py}}}\n",
+        1,
+    )
+    ws = setup_workspace(tmp_path, workflow)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = act(ws, "push", {"ref": "refs/heads/main"}, "setup.yml", home=home, action=action)
+    assert proc.returncode != 0
+    assert f"lepton-ci needs Python 3.11 or newer; '{py}' is 3.10." in proc.stdout
+    assert "actions/setup-python" in proc.stdout
+    assert "installed in" not in proc.stdout
+
+
+@pytest.mark.unit
+def test_every_action_sets_up_the_same_way():
+    """Each action checks, restores the cache, then installs; the extras steps say theirs."""
+    import yaml
+
+    files = [ROOT / "action.yml", *sorted((ROOT / "actions").glob("*/action.yml"))]
+    for f in files:
+        steps = yaml.safe_load(f.read_text())["runs"]["steps"]
+        ids = [s.get("id") for s in steps[:3]]
+        assert ids == ["setup-check", None, "setup"], f
+        assert steps[0]["run"].endswith('/install.sh" check'), f
+        assert steps[1]["uses"].startswith("actions/cache@"), f
+        assert steps[1]["with"]["key"] == "${{ steps.setup-check.outputs.key }}", f
+        assert steps[1]["if"] == "steps.setup-check.outputs.ready != 'true'", f
+        step = (steps[2].get("env") or {}).get("LEPTON_SETUP_STEP")
+        if f.parent.name in ("build", "deploy", "rollback"):
+            assert step == f.parent.name, f
