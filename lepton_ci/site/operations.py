@@ -1,0 +1,161 @@
+"""`lepton-ci site`: the versions view, a static site from the tag registry.
+
+The site is built in a scratch directory next to `--out` and swapped in at the end, so a
+failure leaves the previous site as it was. `--out` must be empty, missing, or a site this
+command wrote before (it holds a `.lepton-site` marker): nothing else is ever deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lepton_ci.core.config import LoadedConfig
+from lepton_ci.core.errors import ConfigError, InputError
+from lepton_ci.core.git import Git
+from lepton_ci.core.templating import template_dir
+from lepton_ci.site import data
+from lepton_ci.site.pages import Renderer, SiteInfo
+
+MARKER = ".lepton-site"
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_BASE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~%/-]*)?$")
+
+
+@dataclass
+class SiteResult:
+    out: Path
+    models: int
+    versions: int
+    pages: int
+    bytes: int
+    seconds: float
+    url: str | None
+
+
+def repo_url(repo: str | None, env: dict[str, str]) -> tuple[str | None, str]:
+    """The repository's web address, from `--repo` or the Actions environment."""
+    name = repo or env.get("GITHUB_REPOSITORY") or ""
+    if not name:
+        return None, ""
+    if not _REPO.match(name) or ".." in name:
+        raise InputError(
+            f"`{name}` is not a repository name",
+            hint="give it as OWNER/NAME, e.g. --repo acme/models",
+        )
+    server = env.get("GITHUB_SERVER_URL") or "https://github.com"
+    if not _BASE_URL.match(server):
+        raise InputError(f"GITHUB_SERVER_URL `{server}` is not an http(s) URL")
+    return f"{server.rstrip('/')}/{name}", name
+
+
+def check_base_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    if not _BASE_URL.match(url):
+        raise InputError(
+            f"--base-url `{url}` is not a plain http(s) URL",
+            hint="pass the Pages address, e.g. https://acme.github.io/models/",
+        )
+    return url if url.endswith("/") else url + "/"
+
+
+def _check_out(out: Path) -> None:
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists()):
+        raise InputError(
+            f"{out} exists and is not a site lepton-ci wrote (no {MARKER} in it); "
+            "nothing was written",
+            hint="choose another --out, or empty that directory",
+        )
+
+
+def build(
+    git: Git,
+    cfg: LoadedConfig | None,
+    out: Path,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    repo: str | None = None,
+    env: dict[str, str] | None = None,
+) -> SiteResult:
+    t0 = time.perf_counter()
+    env = dict(os.environ if env is None else env)
+    out = out.resolve()
+    _check_out(out)
+    url, name = repo_url(repo, env)
+    base = check_base_url(base_url)
+    models, graph = data.collect(git, cfg, model)
+    root = cfg.root if cfg is not None else git.toplevel()
+    site = SiteInfo(
+        title=f"{name} models" if name else "Model registry",
+        head=git.head(),
+        repo_url=url,
+        repo_name=name,
+        base_url=base,
+    )
+    r = Renderer(site, graph, root)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        count = _write(r, models, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return SiteResult(
+        out=out,
+        models=len(models),
+        versions=sum(len(m.versions) for m in models),
+        pages=count,
+        bytes=size,
+        seconds=time.perf_counter() - t0,
+        url=base,
+    )
+
+
+def _write(r: Renderer, models: list[data.Model], dest: Path) -> int:
+    assets = dest / "assets"
+    assets.mkdir(parents=True)
+    source = template_dir() / "site"
+    for name in ("site.css", "compare.js"):
+        shutil.copyfile(source / name, assets / name)
+    (dest / MARKER).write_text("written by `lepton-ci site`; replaced on each build\n")
+    (dest / ".nojekyll").write_text("")  # Pages serves the files as they are
+    pages = 1
+    (dest / "index.html").write_text(r.index(models), encoding="utf-8")
+    for m in models:
+        d = dest / "models" / m.slug
+        d.mkdir(parents=True)
+        for name, text in r.model_pages(m):
+            (d / name).write_text(text, encoding="utf-8")
+            pages += 1
+        for i, v in enumerate(m.versions):
+            newer = m.versions[i - 1] if i > 0 else None
+            (d / v.page).write_text(r.version_page(m, v, newer), encoding="utf-8")
+            pages += 1
+        page, js = r.compare(m)
+        (d / "compare.html").write_text(page, encoding="utf-8")
+        (d / "data.js").write_text(js, encoding="utf-8")
+        pages += 1
+    return pages
+
+
+def load_config(root: Path, explicit: str | None) -> LoadedConfig | None:
+    """lepton.yaml if there is one (a broken one is an error); without one the site is built
+    from the tags alone, with no gate bounds or card settings."""
+    from lepton_ci.core import config
+
+    try:
+        path = config.find_config(explicit, root)
+    except ConfigError:
+        if explicit:
+            raise
+        return None
+    return config.load(path)
