@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -283,3 +284,48 @@ def test_commit_subjects_match_git_log_with_merges(tmp_path: Path) -> None:
     assert graph.subjects(head, head) == []
     assert graph.subjects("0" * 40, head) == []  # an unknown base: no list, not all history
     assert "before fork" not in graph.subjects(base, head) and fork
+
+
+def test_pages_workflow_least_privilege_and_its_script_builds_the_site(
+    repo: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    from lepton_ci.init import scaffold
+
+    text = (Path(__file__).parent.parent / "templates" / "workflows" / "model-site.yml").read_text()
+    wf = yaml.safe_load(text)
+    on = wf[True]  # YAML 1.1 reads the key `on` as true
+    assert set(on) == {"push", "workflow_dispatch"} and "**#*" in on["push"]["tags"]
+    assert wf["permissions"] == {}
+    build, deploy = wf["jobs"]["build"], wf["jobs"]["deploy"]
+    assert build["permissions"] == {"contents": "read", "pages": "read"}
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert deploy["needs"] == "build" and all("timeout-minutes" in j for j in (build, deploy))
+    uses = [s["uses"] for j in (build, deploy) for s in j["steps"] if "uses" in s]
+    third_party = [u for u in uses if not u.startswith("lepton-ci/")]
+    assert {u.split("@")[0] for u in third_party} >= {
+        "actions/configure-pages",
+        "actions/upload-pages-artifact",
+        "actions/deploy-pages",
+    }
+    assert all(re.fullmatch(r"[\w./-]+@[0-9a-f]{40}", u) for u in third_party), third_party
+    step = next(s for s in build["steps"] if "run" in s)
+    assert "${{" not in step["run"]  # inputs reach the script only through env
+    # The step's own script, with what Actions would hand it.
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "GITHUB_REPOSITORY": "acme/models",
+        "LEPTON_BASE_URL": "https://acme.github.io/models/",
+    }
+    proc = subprocess.run(
+        ["bash", "-e", "-c", step["run"]], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    index = (repo / "_site" / "models" / "toy" / "v0.1.0.html").read_text()
+    assert "https://acme.github.io/models/models/toy/v0.1.0.html" in index
+    assert "https://github.com/acme/models/commit/" in index
+    # `lepton-ci init` adds it with the other workflows
+    written = scaffold.init(tmp_path / "new", scaffold.Answers(model="toy-model"))
+    assert tmp_path / "new" / ".github" / "workflows" / "model-site.yml" in written

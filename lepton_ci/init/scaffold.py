@@ -18,6 +18,7 @@ WORKFLOWS = (
     "model-promote.yml",
     "model-tag.yml",
     "model-rollback.yml",
+    "model-site.yml",
 )
 
 
