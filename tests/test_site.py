@@ -65,7 +65,7 @@ def site(repo: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[in
 def test_pages_links_and_escaping(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = site(repo, "--repo", "acme/models", capsys=capsys)
     assert code == 0, err
-    assert "2 models, 5 versions" in out
+    assert "3 models, 5 versions" in out
     out_dir = repo / "_site"
     toy = out_dir / "models" / "toy"
     expected = ["index.html", "v0.1.0.html", "v0.2.0.html", "v0.3.0.html", "v0.3.1.html"]
@@ -91,6 +91,11 @@ def test_pages_links_and_escaping(repo: Path, capsys: pytest.CaptureFixture[str]
     v2 = (toy / "v0.2.0.html").read_text()
     assert "&lt;img src=x onerror=alert(" in v2  # the hostile metric, shown as text
     assert "&lt;/script&gt;&lt;script&gt;alert(" in v2  # the hostile commit subject
+    assert "<dd>javascript:alert(1)</dd>" in v2  # a run URL that is not http(s): no link
+    v1 = (toy / "v0.1.0.html").read_text()
+    assert '<a href="https://github.com/acme/models/actions/runs/1">' in v1
+    lonely = (out_dir / "models" / "lonely" / "index.html").read_text()
+    assert "No versions registered" in lonely
     assert "Mallory &#34;&amp;&#39; @admin" in v2  # who registered it
     # data.js keeps the names as data: no `<` that could end a script element.
     assert "<" not in (toy / "data.js").read_text()
@@ -135,7 +140,7 @@ def test_without_repository_address_no_buttons_but_commands(
 ) -> None:
     assert site(repo, capsys=capsys)[0] == 0
     v1 = (repo / "_site" / "models" / "toy" / "v0.1.0.html").read_text()
-    assert "github.com" not in v1
+    assert "github.com/acme/models/commit" not in v1 and "model-promote.yml" not in v1
     assert "lepton-ci promote toy v0.1.0 STAGE" in v1 and "lepton-ci rollback staging --to 3" in v1
 
 
@@ -329,3 +334,33 @@ def test_pages_workflow_least_privilege_and_its_script_builds_the_site(
     # `lepton-ci init` adds it with the other workflows
     written = scaffold.init(tmp_path / "new", scaffold.Answers(model="toy-model"))
     assert tmp_path / "new" / ".github" / "workflows" / "model-site.yml" in written
+
+
+def files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_parallel_workers_write_the_same_site(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lepton_ci.site import operations
+
+    assert site(repo, "--out", "serial", capsys=capsys)[0] == 0
+    monkeypatch.setattr(operations, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(operations.os, "sched_getaffinity", lambda _: {0, 1, 2})
+    assert site(repo, "--out", "forked", capsys=capsys)[0] == 0
+    serial = {p.relative_to(repo / "serial"): p.read_bytes() for p in files(repo / "serial")}
+    forked = {p.relative_to(repo / "forked"): p.read_bytes() for p in files(repo / "forked")}
+    assert serial == forked and len(serial) > 10
+    # A failure in a worker is reported by the command, and nothing is swapped in.
+    original = pages.Renderer.version_page
+
+    def broken(self: pages.Renderer, m: object, v: pages.Version, newer: object) -> str:
+        if v.name == "v0.3.0":  # rendered by a worker: the parent takes every third page
+            raise ValueError("boom")
+        return original(self, m, v, newer)
+
+    monkeypatch.setattr(pages.Renderer, "version_page", broken)
+    code, _, err = site(repo, "--out", "forked", capsys=capsys)
+    assert code == 1 and "writing the version pages failed: ValueError: boom" in err
+    assert (repo / "forked" / "models" / "toy" / "v0.3.0.html").is_file()  # the old site stays

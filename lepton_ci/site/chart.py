@@ -12,7 +12,7 @@ from html import escape
 
 W, H = 640, 200
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 14, 28
-MARKERS_UP_TO = 120  # beyond this a marker per version is noise (and bytes): line only
+MARKERS_UP_TO = 50  # beyond this a marker per version is noise (and bytes): line only
 
 
 @dataclass(frozen=True)

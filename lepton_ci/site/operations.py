@@ -7,6 +7,7 @@ command wrote before (it holds a `.lepton-site` marker): nothing else is ever de
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lepton_ci.core.config import LoadedConfig
-from lepton_ci.core.errors import ConfigError, InputError
+from lepton_ci.core.errors import ConfigError, InputError, LeptonError
 from lepton_ci.core.git import Git
 from lepton_ci.core.templating import template_dir
 from lepton_ci.site import data
@@ -129,6 +130,7 @@ def _write(r: Renderer, models: list[data.Model], dest: Path) -> int:
     (dest / MARKER).write_text("written by `lepton-ci site`; replaced on each build\n")
     (dest / ".nojekyll").write_text("")  # Pages serves the files as they are
     pages = 1
+    jobs: list[tuple[data.Model, int, Path]] = []
     (dest / "index.html").write_text(r.index(models), encoding="utf-8")
     for m in models:
         d = dest / "models" / m.slug
@@ -136,15 +138,58 @@ def _write(r: Renderer, models: list[data.Model], dest: Path) -> int:
         for name, text in r.model_pages(m):
             (d / name).write_text(text, encoding="utf-8")
             pages += 1
-        for i, v in enumerate(m.versions):
-            newer = m.versions[i - 1] if i > 0 else None
-            (d / v.page).write_text(r.version_page(m, v, newer), encoding="utf-8")
-            pages += 1
+        jobs += [(m, i, d) for i in range(len(m.versions))]
         page, js = r.compare(m)
         (d / "compare.html").write_text(page, encoding="utf-8")
         (d / "data.js").write_text(js, encoding="utf-8")
         pages += 1
-    return pages
+    _version_pages(r, jobs, _workers(len(jobs)))
+    return pages + len(jobs)
+
+
+PARALLEL_FROM = 200  # version pages; below this a worker process costs more than it saves
+
+
+def _workers(pages: int) -> int:
+    if pages < PARALLEL_FROM or not hasattr(os, "fork"):
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+def _version_pages(r: Renderer, jobs: list[tuple[data.Model, int, Path]], workers: int) -> None:
+    """The bulk of the work: one page per version, split over forked workers when there are
+    many (each writes its own files; forking shares the collected data without pickling)."""
+
+    def write(part: int) -> None:
+        for m, i, d in jobs[part::workers]:
+            v = m.versions[i]
+            newer = m.versions[i - 1] if i > 0 else None
+            (d / v.page).write_text(r.version_page(m, v, newer), encoding="utf-8")
+
+    if workers == 1:
+        write(0)
+        return
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.SimpleQueue()
+
+    def child(part: int) -> None:
+        try:
+            write(part)
+        except Exception as e:  # handed to the parent, which raises it
+            errors.put(f"{type(e).__name__}: {e}")
+            raise SystemExit(1) from None
+
+    procs = [ctx.Process(target=child, args=(k,)) for k in range(1, workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        write(0)
+    finally:
+        for proc in procs:
+            proc.join()
+    if any(proc.exitcode != 0 for proc in procs):
+        detail = errors.get() if not errors.empty() else "a worker was killed"
+        raise LeptonError(f"writing the version pages failed: {detail}")
 
 
 def load_config(root: Path, explicit: str | None) -> LoadedConfig | None:

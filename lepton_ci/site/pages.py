@@ -1,6 +1,6 @@
-"""Render the site's pages: jinja2's sandbox with HTML autoescape, so every name, subject and
-message from a tag, record or revision file is text, never markup. Links are built here, from
-values checked to be what they claim (versions that have a page, http(s) URLs)."""
+"""Render the site's pages with jinja2's HTML autoescape, so every name, subject and message
+from a tag, record or revision file is text, never markup. Links are built here, from values
+checked to be what they claim (versions that have a page, http(s) URLs)."""
 
 from __future__ import annotations
 

@@ -86,6 +86,7 @@ def record(
     params: dict[str, object] | None = None,
     verdict: str = "pass",
     author: str = "Dev One",
+    run_url: str | None = None,
 ) -> Record:
     gates = []
     for name, value in metrics.items():
@@ -133,6 +134,7 @@ def record(
         else None,
         gates=gates,
         verdict="fail" if verdict == "fail" else "pass",
+        run_url=run_url,
     )
 
 
@@ -155,7 +157,13 @@ def make(repo: Path, *, deploys: bool = True) -> dict[str, str]:
     (repo / "lepton.yaml").write_text(CONFIG)
     (repo / ".gitignore").write_text(".lepton/\n_site/\n")
     shas = {"v0.1.0": commit(repo, "a.txt", "feat: first <b>model</b>")}
-    r1 = record("v0.1.0", shas["v0.1.0"], {"accuracy": 0.9, "loss": 0.1, "latency_ms": 12.0}, None)
+    r1 = record(
+        "v0.1.0",
+        shas["v0.1.0"],
+        {"accuracy": 0.9, "loss": 0.1, "latency_ms": 12.0},
+        None,
+        run_url="https://github.com/acme/models/actions/runs/1",
+    )
     register(repo, r1)
     shas["v0.2.0"] = commit(repo, "b.txt", HOSTILE_SUBJECT, who=HOSTILE_WHO)
     r2 = record(
@@ -165,6 +173,7 @@ def make(repo: Path, *, deploys: bool = True) -> dict[str, str]:
         r1,
         params={"lr": 0.2, HOSTILE_PARAM: "<b>x</b>"},
         author=HOSTILE_WHO,
+        run_url="javascript:alert(1)",
     )
     register(repo, r2, who=HOSTILE_WHO)
     shas["v0.3.0"] = commit(repo, "c.txt", "fix: worse")
@@ -179,6 +188,7 @@ def make(repo: Path, *, deploys: bool = True) -> dict[str, str]:
     # A model registered by hand (no record in the tag) whose name has a slash.
     tag(repo, "vision/resnet@v1.0.0", shas["v0.1.0"])
     tag(repo, "vision/resnet@deprecated#1", shas["v0.1.0"])
+    tag(repo, "lonely#prod#1", shas["v0.1.0"])  # a stage tag and no version at all
     if deploys:
         deploy_history(repo, shas)
     return shas
