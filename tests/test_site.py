@@ -65,7 +65,7 @@ def site(repo: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[in
 def test_pages_links_and_escaping(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = site(repo, "--repo", "acme/models", capsys=capsys)
     assert code == 0, err
-    assert "3 models, 5 versions" in out
+    assert "3 models, 6 versions" in out
     out_dir = repo / "_site"
     toy = out_dir / "models" / "toy"
     expected = ["index.html", "v0.1.0.html", "v0.2.0.html", "v0.3.0.html", "v0.3.1.html"]
@@ -133,6 +133,8 @@ def test_index_model_and_version_facts(repo: Path, capsys: pytest.CaptureFixture
     assert "<li>fix: worse</li>" in v3
     resnet = (out / "models" / "vision--resnet" / "v1.0.0.html").read_text()
     assert "carries no evidence record" in resnet
+    broken = (out / "models" / "toy" / "v0.0.1.html").read_text()
+    assert "not a valid evidence record (lepton-ci show toy@v0.0.1 says why)" in broken
 
 
 def test_without_repository_address_no_buttons_but_commands(
@@ -155,9 +157,10 @@ def test_pagination(
     ) == [
         "index.html",
         "page-2.html",
+        "page-3.html",
     ]
     second = (toy / "page-2.html").read_text()
-    assert "Versions 3 to 4 of 4" in second and 'aria-current="page">2<' in second
+    assert "Versions 3 to 4 of 5" in second and 'aria-current="page">2<' in second
     assert '<svg class="chart"' not in second  # charts and timeline once, on the first page
     assert not (repo / "_site" / "models" / "vision--resnet").exists()  # --model
 

@@ -2,7 +2,7 @@
 
 The card lists the commits since the previous version (`git log base..head`); one git call per
 version would cost seconds on a long registry, so the site reads the graph once and walks it
-the way git does: newest first from both ends, until only commits the base reaches are left.
+the way git does: newest first from both ends, until nothing left could change the answer.
 """
 
 from __future__ import annotations
@@ -52,12 +52,16 @@ class Graph:
         queue = [(-self.commits[head].time, head), (-self.commits[base].time, base)]
         heapq.heapify(queue)
         seen: set[str] = set()
-        # Stop once every commit still queued is reached from the base: nothing older can be
-        # new in head (commit times may be skewed; git's own walk makes the same bet).
-        while queue and any(flags[s] == head_only for _, s in queue):
+        floor = self.commits[head].time  # the oldest commit reached only from head so far
+        # Walk newest first while a queued commit is reached only from head, or is not older
+        # than `floor` (it could still turn out to reach one of those: a branch forked before
+        # the base). Equal times keep walking; only clock skew could fool it, as it can git.
+        while queue and (-queue[0][0] >= floor or any(flags[s] == head_only for _, s in queue)):
             _, sha = heapq.heappop(queue)
             flag = flags[sha]
             seen.add(sha)
+            if flag == head_only:
+                floor = min(floor, self.commits[sha].time)
             for p in self.commits[sha].parents:
                 if p in self.commits and flags.get(p, 0) | flag != flags.get(p, 0):
                     flags[p] = flags.get(p, 0) | flag

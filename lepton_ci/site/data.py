@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lepton_ci.core.config import CardConfig, Gate, LoadedConfig
-from lepton_ci.core.errors import InputError, RegistryError
+from lepton_ci.core.errors import InputError, RecordError, RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.record import GateResult, Record
 from lepton_ci.deploy.releases import Revision
@@ -33,6 +33,7 @@ def slug(model: str) -> str:
 class Version:
     info: VersionInfo
     record: Record | None
+    unreadable: bool = False  # the tag's message has JSON that is not a valid record
     previous: Version | None = None  # the next older registered version
     name: str = field(init=False)
     page: str = field(init=False)
@@ -41,11 +42,10 @@ class Version:
         self.name = str(self.info.version)
         self.page = f"{self.name}.html"
 
-    def key_gates(self, key: list[str]) -> list[GateResult]:
-        if self.record is None:
-            return []
-        by_name = {g.metric: g for g in self.record.gates}
-        return [by_name[k] for k in key if k in by_name]
+    def key_gates(self, key: list[str]) -> list[GateResult | None]:
+        """The gate result of each key metric, None where this version has none."""
+        by_name = {g.metric: g for g in self.record.gates} if self.record else {}
+        return [by_name.get(k) for k in key]
 
 
 @dataclass
@@ -148,6 +148,23 @@ def _environments(cfg: LoadedConfig | None, model: str) -> tuple[list[Environmen
     return out, image
 
 
+def _records(reg: Registry, model: str, tags: list[str]) -> tuple[dict[str, Record], set[str]]:
+    """Every version's record with one git call; if one tag holds a broken record (made by
+    hand, or by another tool), read them one by one so that only that version goes without."""
+    try:
+        return reg.records(model), set()
+    except RecordError:
+        found: dict[str, Record] = {}
+        broken: set[str] = set()
+        for tag in tags:
+            try:
+                if (rec := reg.record(tag)) is not None:
+                    found[tag] = rec
+            except RecordError:
+                broken.add(tag)
+        return found, broken
+
+
 def collect(
     git: Git, cfg: LoadedConfig | None, only: str | None = None
 ) -> tuple[list[Model], Graph]:
@@ -163,9 +180,9 @@ def collect(
     models = []
     heads: set[str] = set()
     for name in names:
-        records = reg.records(name)
         infos = state.versions(name, include_deregistered=True)
-        versions = [Version(i, records.get(i.tag)) for i in infos]
+        records, unreadable = _records(reg, name, [i.tag for i in infos])
+        versions = [Version(i, records.get(i.tag), i.tag in unreadable) for i in infos]
         for newer, older in itertools.pairwise(versions):
             newer.previous = older
         by_name = {v.name: v for v in versions}

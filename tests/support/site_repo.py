@@ -189,6 +189,15 @@ def make(repo: Path, *, deploys: bool = True) -> dict[str, str]:
     tag(repo, "vision/resnet@v1.0.0", shas["v0.1.0"])
     tag(repo, "vision/resnet@deprecated#1", shas["v0.1.0"])
     tag(repo, "lonely#prod#1", shas["v0.1.0"])  # a stage tag and no version at all
+    git(
+        repo,
+        "tag",
+        "-a",
+        "-m",
+        'Register by hand\n\n{"model": "<b>x</b>"}',
+        "toy@v0.0.1",
+        shas["v0.1.0"],
+    )
     if deploys:
         deploy_history(repo, shas)
     return shas
