@@ -174,6 +174,10 @@ def test_refuses_unsafe_input_and_leaves_nothing(
     code, _, err = site(repo, "--out", "notes", capsys=capsys)
     assert code == 1 and "is not a site lepton-ci wrote" in err
     assert (other / "keep.txt").read_text() == "mine"
+    code, _, err = site(repo, "--out", "notes/keep.txt", capsys=capsys)
+    assert code == 1 and "is a file, not a directory" in err
+    code, _, err = site(repo.parent, capsys=capsys)
+    assert code == 1 and "is not inside a git repository" in err
     code, _, err = site(repo, "--repo", "acme/models/../x", capsys=capsys)
     assert code == 1 and "not a repository name" in err and "OWNER/NAME" in err
     code, _, err = site(repo, "--base-url", "javascript:alert(1)", capsys=capsys)

@@ -66,7 +66,12 @@ def check_base_url(url: str | None) -> str | None:
 
 
 def _check_out(out: Path) -> None:
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists()):
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            f"--out {out} is a file, not a directory; nothing was written",
+            hint="choose a directory, e.g. --out _site",
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise InputError(
             f"{out} exists and is not a site lepton-ci wrote (no {MARKER} in it); "
             "nothing was written",
@@ -86,12 +91,13 @@ def build(
 ) -> SiteResult:
     t0 = time.perf_counter()
     env = dict(os.environ if env is None else env)
+    toplevel = git.toplevel()  # not a repository: say so before anything else
     out = out.resolve()
     _check_out(out)
     url, name = repo_url(repo, env)
     base = check_base_url(base_url)
     models, graph = data.collect(git, cfg, model)
-    root = cfg.root if cfg is not None else git.toplevel()
+    root = cfg.root if cfg is not None else toplevel
     site = SiteInfo(
         title=f"{name} models" if name else "Model registry",
         head=git.head(),
