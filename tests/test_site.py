@@ -124,6 +124,8 @@ def test_index_model_and_version_facts(repo: Path, capsys: pytest.CaptureFixture
     v1 = (out / "models" / "toy" / "v0.1.0.html").read_text()
     assert "https://github.com/acme/models/actions/workflows/model-promote.yml" in v1
     assert "Roll staging back to revision 3" in v1  # the newest healthy revision of v0.1.0
+    v2 = (out / "models" / "toy" / "v0.2.0.html").read_text()
+    assert "Roll staging back" not in v2  # v0.2.0 serves staging now
     assert "sha256:" + "1" * 64 in v1 and "(deployed: staging revision 3, staging revision 1)" in v1
     assert "<code>0.1.0</code>, <code>0.1</code>" in v1  # image tags
     v3 = (out / "models" / "toy" / "v0.3.0.html").read_text()

@@ -254,9 +254,13 @@ class Renderer:
         )
 
     def rollback_targets(self, m: Model, v: Version) -> list[tuple[str, int]]:
-        """Per environment, the newest healthy revision that ran this version."""
+        """Per environment, the newest healthy revision that ran this version, unless this
+        version is what the environment serves now (nothing to roll back to)."""
         out = []
         for env in m.environments:
+            serving = next((r for r in env.revisions if r.status == "deployed"), None)
+            if serving is not None and serving.version == v.name:
+                continue
             rev = next(
                 (r for r in env.revisions if r.version == v.name and r.status in HEALTHY), None
             )

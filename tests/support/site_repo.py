@@ -237,7 +237,7 @@ def deploy_history(repo: Path, shas: dict[str, str]) -> None:
             number=3,
             version="v0.1.0",
             image=f"127.0.0.1:5000/toy@{digest}",
-            status="deployed",
+            status="superseded",
             description="rollback to 1",
             rollback_of=1,
             who="lepton-ci",
@@ -253,6 +253,17 @@ def deploy_history(repo: Path, shas: dict[str, str]) -> None:
             status="failed",
             who="?",
             created_at="2026-11-03T10:00:00+00:00",
+            **base,
+        )
+    )
+    store.save(
+        Revision(
+            number=5,
+            version="v0.2.0",
+            image="127.0.0.1:5000/toy@sha256:" + "5" * 64,
+            status="deployed",
+            who="dev",
+            created_at="2026-11-04T10:00:00+00:00",
             **base,
         )
     )
