@@ -133,6 +133,13 @@ def test_index_model_and_version_facts(repo: Path, capsys: pytest.CaptureFixture
     assert "below min 0.5" in v3
     # the card's changelog comes from the commit graph: the subject of v0.3.0's own commit
     assert "<li>fix: worse</li>" in v3
+    # v0.3.1's baseline is v0.2.0: the page also compares it with v0.3.0, just before it
+    v4 = (out / "models" / "toy" / "v0.3.1.html").read_text()
+    assert "<caption>Against toy@v0.2.0</caption>" in v4
+    assert "Against the previous version, v0.3.0" in v4
+    assert '<tr><th>accuracy</th><td class="n">0.4</td><td class="n">0.91</td>' in v4
+    assert "<tr><th>lr</th><td>0.1</td><td>0.3</td></tr>" in v4
+    assert "<li>fix: again</li><li>fix: worse</li>" in v4  # commits since v0.2.0
     resnet = (out / "models" / "vision--resnet" / "v1.0.0.html").read_text()
     assert "carries no evidence record" in resnet
     broken = (out / "models" / "toy" / "v0.0.1.html").read_text()

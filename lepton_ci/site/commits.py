@@ -19,6 +19,7 @@ class Commit:
     time: int
     parents: tuple[str, ...]
     subject: str
+    order: int  # position in `git log --topo-order`
 
 
 class Graph:
@@ -31,14 +32,15 @@ class Graph:
         if not revs:
             return cls({})
         out = git.run(
-            ["log", "--format=%H%x00%ct%x00%P%x00%s", "--stdin"], input="\n".join(revs) + "\n"
+            ["log", "--topo-order", "--format=%H%x00%ct%x00%P%x00%s", "--stdin"],
+            input="\n".join(revs) + "\n",
         ).stdout
         commits = {}
         for line in out.splitlines():
             parts = line.split("\0")
             if len(parts) == 4:
                 sha, ts, parents, subject = parts
-                commits[sha] = Commit(int(ts), tuple(parents.split()), subject)
+                commits[sha] = Commit(int(ts), tuple(parents.split()), subject, len(commits))
         return cls(commits)
 
     def subjects(self, base: str, head: str) -> list[str]:
@@ -72,4 +74,5 @@ class Graph:
             for s in seen
             if flags[s] == head_only and len(self.commits[s].parents) < 2
         ]
-        return [c.subject for c in sorted(new, key=lambda c: -c.time) if c.subject.strip()]
+        # In `git log --topo-order` order: a commit before its parents, however the clocks say.
+        return [c.subject for c in sorted(new, key=lambda c: c.order) if c.subject.strip()]

@@ -180,7 +180,9 @@ def make(repo: Path, *, deploys: bool = True) -> dict[str, str]:
     r3 = record("v0.3.0", shas["v0.3.0"], {"accuracy": 0.4, "loss": 0.6}, r2, verdict="fail")
     register(repo, r3)
     shas["v0.3.1"] = commit(repo, "d.txt", "fix: again")
-    register(repo, record("v0.3.1", shas["v0.3.1"], {"accuracy": 0.91, "loss": 0.09}, r3))
+    # compared with the last version that passed, not with the failed one before it
+    r4 = record("v0.3.1", shas["v0.3.1"], {"accuracy": 0.91, "loss": 0.09}, r2, params={"lr": 0.3})
+    register(repo, r4)
     tag(repo, "toy#staging#1", shas["v0.1.0"])
     tag(repo, "toy#staging#2", shas["v0.2.0"], who=HOSTILE_WHO)
     tag(repo, "toy#prod#3", shas["v0.2.0"])
