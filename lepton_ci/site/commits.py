@@ -35,7 +35,7 @@ class Graph:
             ["log", "--topo-order", "--format=%H%x00%ct%x00%P%x00%s", "--stdin"],
             input="\n".join(revs) + "\n",
         ).stdout
-        commits = {}
+        commits: dict[str, Commit] = {}
         for line in out.splitlines():
             parts = line.split("\0")
             if len(parts) == 4:
