@@ -99,7 +99,7 @@ def build(
     models, graph = data.collect(git, cfg, model)
     root = cfg.root if cfg is not None else toplevel
     site = SiteInfo(
-        title=f"{name} models" if name else "Model registry",
+        title=f"Models of {name}" if name else "Model registry",
         head=git.head(),
         repo_url=url,
         repo_name=name,
