@@ -135,6 +135,10 @@ def test_index_model_and_version_facts(repo: Path, capsys: pytest.CaptureFixture
     assert "<li>fix: worse</li>" in v3
     # v0.3.1's baseline is v0.2.0: the page also compares it with v0.3.0, just before it
     v4 = (out / "models" / "toy" / "v0.3.1.html").read_text()
+    # input files with their hashes: what changed since the baseline, the rest counted
+    assert "<tr><td>code: train.py</td>" in v4 and "<td>modified</td>" in v4
+    assert "1 input files unchanged since <code>toy@v0.2.0</code>" in v4
+    assert "<td>first version</td>" in v1 and "unchanged since" not in v1
     assert "<caption>Against toy@v0.2.0</caption>" in v4
     assert "Against the previous version, v0.3.0" in v4
     assert '<tr><th>accuracy</th><td class="n">0.4</td><td class="n">0.91</td>' in v4

@@ -16,6 +16,7 @@ from markupsafe import Markup, escape
 
 from lepton_ci import __version__
 from lepton_ci.core import templating
+from lepton_ci.core.record import FileEntry, Record
 from lepton_ci.deploy.releases import HEALTHY, Revision
 from lepton_ci.image import metadata as imagemeta
 from lepton_ci.report import card as card_mod
@@ -234,6 +235,7 @@ class Renderer:
                 compare_previous = True
                 params = diff_params(rec.params, prev.record.params)
         rollback_to = self.rollback_targets(m, v)
+        diff = changes.between(rec) if rec is not None else None
         return self._render(
             "version.html.j2",
             title=f"{m.name} {v.name}",
@@ -245,7 +247,8 @@ class Renderer:
             newer=newer,
             card=card_html,
             changelog=log,
-            changes=changes.between(rec) if rec is not None else None,
+            changes=diff,
+            files=input_files(rec) if rec is not None else None,
             compare_previous=compare_previous,
             params_diff=params,
             buttons=self.buttons(m, v, rollback_to),
@@ -325,6 +328,40 @@ class Renderer:
             m=m,
         )
         return page, js + ";\n"
+
+
+@dataclass
+class InputFiles:
+    """The input files a version page lists with their hashes: every one for a first
+    version, else those added or modified since the baseline (the rest are counted)."""
+
+    base: str | None  # the baseline's tag, when it recorded its files
+    rows: list[tuple[str, str, FileEntry, str]]  # kind, path, entry, what happened
+    same: int
+    removed: list[str]
+
+
+def input_files(rec: Record) -> InputFiles:
+    old = rec.baseline.lineage if rec.baseline else None
+    kinds = (
+        ("code", rec.lineage.code, old.code if old else None),
+        ("data", rec.lineage.data, old.data if old else None),
+        ("params", rec.lineage.params_files, old.params_files if old else None),
+    )
+    rows, same, removed = [], 0, []
+    for kind, files, before in kinds:
+        for path, entry in sorted(files.items()):
+            if before is None:
+                rows.append((kind, path, entry, "first version"))
+            elif path not in before:
+                rows.append((kind, path, entry, "added"))
+            elif before[path].hash != entry.hash:
+                rows.append((kind, path, entry, "modified"))
+            else:
+                same += 1
+        removed += sorted(set(before or {}) - set(files))
+    base = rec.baseline.tag if rec.baseline and old else None
+    return InputFiles(base, rows, same, removed)
 
 
 def page_file(n: int) -> str:
