@@ -130,6 +130,7 @@ def test_index_model_and_version_facts(repo: Path, capsys: pytest.CaptureFixture
     assert "<code>0.1.0</code>, <code>0.1</code>" in v1  # image tags
     v3 = (out / "models" / "toy" / "v0.3.0.html").read_text()
     assert "model-promote.yml" not in v3  # a failed version has no promote button
+    assert "This version failed its gates: it cannot be promoted." in v3
     assert "below min 0.5" in v3
     # the card's changelog comes from the commit graph: the subject of v0.3.0's own commit
     assert "<li>fix: worse</li>" in v3

@@ -236,6 +236,7 @@ class Renderer:
                 params = diff_params(rec.params, prev.record.params)
         rollback_to = self.rollback_targets(m, v)
         diff = changes.between(rec) if rec is not None else None
+        promotable = v.info.verdict != "fail" and not v.info.deregistered
         return self._render(
             "version.html.j2",
             title=f"{m.name} {v.name}",
@@ -251,7 +252,8 @@ class Renderer:
             files=input_files(rec) if rec is not None else None,
             compare_previous=compare_previous,
             params_diff=params,
-            buttons=self.buttons(m, v, rollback_to),
+            promotable=promotable,
+            buttons=self.buttons(promotable, v, rollback_to),
             rollback_to=rollback_to,
             image=self.image(m, v),
         )
@@ -272,7 +274,7 @@ class Renderer:
         return out
 
     def buttons(
-        self, m: Model, v: Version, rollback_to: list[tuple[str, int]]
+        self, promotable: bool, v: Version, rollback_to: list[tuple[str, int]]
     ) -> list[dict[str, str]]:
         promote = self._repo("actions/workflows/model-promote.yml")
         rollback = self._repo("actions/workflows/model-rollback.yml")
@@ -280,7 +282,7 @@ class Renderer:
             return []
         out = []
         # GitHub cannot pre-fill a dispatch form: the label says what to enter.
-        if v.info.verdict != "fail" and not v.info.deregistered:
+        if promotable:
             out.append({"url": promote, "label": f"Promote {v.name} (run model-promote)…"})
         for env, number in rollback_to:
             out.append(
