@@ -385,3 +385,18 @@ def test_parallel_workers_write_the_same_site(
     code, _, err = site(repo, "--out", "forked", capsys=capsys)
     assert code == 1 and "writing the version pages failed: ValueError: boom" in err
     assert (repo / "forked" / "models" / "toy" / "v0.3.0.html").is_file()  # the old site stays
+
+
+def test_chart_of_values_that_are_not_finite_or_near_the_float_limits() -> None:
+    """A hand-made record can hold NaN, infinity or 1e308: the SVG must still be numbers (a
+    `nan` coordinate is an error in the browser and the line disappears)."""
+    pts = [chart.Point("v1", 0.5), chart.Point("v2", float("nan")), chart.Point("v3", 0.7)]
+    pts.append(chart.Point("v4", float("inf")))
+    svg = chart.svg("acc", pts, lower=0.6, chart_id="c1")
+    coords = re.findall(r'(?:points|x|y|y1|y2)="([^"]*)"', svg)
+    assert coords and not any("nan" in c or "inf" in c for c in coords)
+    assert svg.count('class="mark"') == 2 and "2 not a finite number, not drawn" in svg
+    huge = chart.svg("m", [chart.Point("a", 1e308), chart.Point("b", -1e308)], upper=1e308)
+    coords = re.findall(r'(?:points|x|y|y1|y2)="([^"]*)"', huge)
+    assert not any("nan" in c or "inf" in c for c in coords), huge
+    assert chart.svg("m", [chart.Point("a", float("nan"))]) == ""

@@ -7,6 +7,7 @@ description, so a screen reader gets the numbers in words.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from html import escape
 
@@ -34,12 +35,18 @@ def svg(
     upper: float | None = None,
     chart_id: str = "c",
 ) -> str:
-    """Points oldest first. Bounds are drawn even when no value comes near them."""
+    """Points oldest first. Bounds are drawn even when no value comes near them. A value that
+    is not a finite number (NaN, infinity in a hand-made record) has no place on an axis: it is
+    left out and the description says how many were."""
+    every = len(points)
+    points = [p for p in points if math.isfinite(p.value)]
     if not points:
         return ""
     values = [p.value for p in points]
-    lo = min([*values, *(b for b in (lower, upper) if b is not None)])
-    hi = max([*values, *(b for b in (lower, upper) if b is not None)])
+    lower, upper = (b if b is not None and math.isfinite(b) else None for b in (lower, upper))
+    # Scaled by 1/2: the span of two values near the float limits (1e308, -1e308) overflows.
+    lo = min([*values, *(b for b in (lower, upper) if b is not None)]) / 2
+    hi = max([*values, *(b for b in (lower, upper) if b is not None)]) / 2
     if hi == lo:
         hi, lo = hi + (abs(hi) * 0.05 or 1), lo - (abs(lo) * 0.05 or 1)
     pad = (hi - lo) * 0.08
@@ -51,7 +58,7 @@ def svg(
         return LEFT + (pw * i / (n - 1) if n > 1 else pw / 2)
 
     def y(v: float) -> float:
-        return TOP + ph * (hi - v) / (hi - lo)
+        return TOP + ph * ((hi - v / 2) / (hi - lo))
 
     name = escape(metric)
     first, last = points[0], points[-1]
@@ -64,6 +71,8 @@ def svg(
         desc += f"; gate minimum {_fmt(lower)}"
     if upper is not None:
         desc += f"; gate maximum {_fmt(upper)}"
+    if every > n:
+        desc += f"; {every - n} not a finite number, not drawn"
     parts = [
         f'<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
         f'aria-labelledby="{chart_id}-t {chart_id}-d" xmlns="http://www.w3.org/2000/svg">',
@@ -71,7 +80,7 @@ def svg(
         f'<desc id="{chart_id}-d">{desc}</desc>',
         f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" class="frame"/>',
     ]
-    for v in (hi - pad, lo + pad):
+    for v in (2 * (hi - pad), 2 * (lo + pad)):
         parts.append(
             f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" class="axis" text-anchor="end">'
             f"{_fmt(v)}</text>"

@@ -206,14 +206,14 @@ class Renderer:
                 for v in oldest_first
                 if v.record is not None and metric in v.record.metrics
             ]
-            if not points:
-                continue
             gate = m.gates.get(metric)
             lower, upper = (gate.min, gate.max) if gate else (None, None)
             bounds = ", ".join(
                 f"{w} {_num(b, 4)}" for w, b in (("min", lower), ("max", upper)) if b is not None
             )
             svg = chart.svg(metric, points, lower=lower, upper=upper, chart_id=f"chart{i}")
+            if not svg:  # no version has a finite value of it
+                continue
             # chart.svg escapes every text it writes
             out.append({"metric": metric, "svg": Markup(svg), "bounds": bounds})  # noqa: S704
         return out
