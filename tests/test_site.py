@@ -400,3 +400,18 @@ def test_chart_of_values_that_are_not_finite_or_near_the_float_limits() -> None:
     coords = re.findall(r'(?:points|x|y|y1|y2)="([^"]*)"', huge)
     assert not any("nan" in c or "inf" in c for c in coords), huge
     assert chart.svg("m", [chart.Point("a", float("nan"))]) == ""
+
+
+def test_a_tag_message_that_is_not_utf8_is_no_internal_error(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """git keeps a tag message's bytes as they were given; reading them must not crash."""
+    msg = b'Register toy@v9.0.0\n\n{"bad": "\xff\xfe"}\n'
+    subprocess.run(
+        ["git", "tag", "-a", "-F", "-", "odd-\xe9"], cwd=repo, input=b"x \xff", check=True
+    )
+    subprocess.run(["git", "tag", "-a", "-F", "-", "toy@v9.0.0"], cwd=repo, input=msg, check=True)
+    code, _, err = site(repo, capsys=capsys)
+    assert code == 0, err
+    page = (repo / "_site" / "models" / "toy" / "v9.0.0.html").read_text(encoding="utf-8")
+    assert "not a valid evidence record" in page

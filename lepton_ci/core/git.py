@@ -34,6 +34,8 @@ class Git:
                 input=input,
                 capture_output=True,
                 text=True,
+                encoding="utf-8",
+                errors="replace",  # a tag or commit message need not be UTF-8
                 env=full_env,
                 timeout=timeout or self.timeout,
                 check=False,
