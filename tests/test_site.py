@@ -70,7 +70,7 @@ def test_pages_links_and_escaping(repo: Path, capsys: pytest.CaptureFixture[str]
     toy = out_dir / "models" / "toy"
     expected = ["index.html", "v0.1.0.html", "v0.2.0.html", "v0.3.0.html", "v0.3.1.html"]
     assert all((toy / f).is_file() for f in [*expected, "compare.html", "data.js"])
-    assert (out_dir / "models" / "vision--resnet" / "v1.0.0.html").is_file()
+    assert (out_dir / "models" / "vision_resnet" / "v1.0.0.html").is_file()
     for page in out_dir.rglob("*.html"):
         p = parse(page)
         for link in p.links:
@@ -145,7 +145,7 @@ def test_index_model_and_version_facts(repo: Path, capsys: pytest.CaptureFixture
     assert '<tr><th>accuracy</th><td class="n">0.4</td><td class="n">0.91</td>' in v4
     assert "<tr><th>lr</th><td>0.1</td><td>0.3</td></tr>" in v4
     assert "<li>fix: again</li><li>fix: worse</li>" in v4  # commits since v0.2.0
-    resnet = (out / "models" / "vision--resnet" / "v1.0.0.html").read_text()
+    resnet = (out / "models" / "vision_resnet" / "v1.0.0.html").read_text()
     assert "carries no evidence record" in resnet
     broken = (out / "models" / "toy" / "v0.0.1.html").read_text()
     assert "not a valid evidence record (lepton-ci show toy@v0.0.1 says why)" in broken
@@ -176,7 +176,7 @@ def test_pagination(
     second = (toy / "page-2.html").read_text()
     assert "Versions 3 to 4 of 5" in second and 'aria-current="page">2<' in second
     assert '<svg class="chart"' not in second  # charts and timeline once, on the first page
-    assert not (repo / "_site" / "models" / "vision--resnet").exists()  # --model
+    assert not (repo / "_site" / "models" / "vision_resnet").exists()  # --model
 
 
 def test_refuses_unsafe_input_and_leaves_nothing(
@@ -415,3 +415,19 @@ def test_a_tag_message_that_is_not_utf8_is_no_internal_error(
     assert code == 0, err
     page = (repo / "_site" / "models" / "toy" / "v9.0.0.html").read_text(encoding="utf-8")
     assert "not a valid evidence record" in page
+
+
+def test_models_whose_names_differ_only_in_slash_or_dashes_get_their_own_folders(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`a/b` and `a--b` are both valid names; one folder for both was an internal error."""
+    site_repo.git(repo, "tag", "-a", "-m", "by hand", "vision--resnet@v2.0.0")
+    code, _, err = site(repo, capsys=capsys)
+    assert code == 0, err
+    models = repo / "_site" / "models"
+    assert (models / "vision_resnet" / "v1.0.0.html").is_file()
+    assert (models / "vision--resnet" / "v2.0.0.html").is_file()
+    index = parse(repo / "_site" / "index.html")
+    assert {"models/vision_resnet/index.html", "models/vision--resnet/index.html"} <= set(
+        index.links
+    )

@@ -25,7 +25,7 @@ from lepton_ci.versions.registry import Event, Registry, VersionInfo
 
 
 def slug(model: str) -> str:
-    """A model's folder name: `/` is allowed in model names, not in one path segment."""
+    """A model's folder in the deploy state directory, as the deployers name it."""
     return model.replace("/", "--")
 
 
@@ -77,7 +77,9 @@ class Model:
 
     @property
     def slug(self) -> str:
-        return slug(self.name)
+        """The model's folder in the site. Not `slug()`: that maps `a/b` and `a--b` (both valid
+        names) to one folder; `_` is outside the name alphabet, so this mapping is one-to-one."""
+        return self.name.replace("/", "_")
 
     @property
     def newest(self) -> Version | None:
