@@ -431,3 +431,32 @@ def test_models_whose_names_differ_only_in_slash_or_dashes_get_their_own_folders
     assert {"models/vision_resnet/index.html", "models/vision--resnet/index.html"} <= set(
         index.links
     )
+
+
+def test_swap_survives_another_build_finishing_at_the_same_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builds finishing together: the other one's site lands at `out` between our two
+    renames. Removing `out` by hand (rmtree then rename) failed there with exit 70."""
+    from lepton_ci.site import operations
+
+    out, mine = tmp_path / "_site", tmp_path / ".tmp-mine"
+    for d, text in ((out, "first"), (mine, "mine")):
+        d.mkdir()
+        (d / "index.html").write_text(text)
+    real = Path.rename
+    arrived = []
+
+    def rename(self: Path, target: Path) -> Path:
+        if self == mine and not arrived:  # the other build wins the race, once
+            arrived.append(True)
+            other = tmp_path / ".tmp-other"
+            other.mkdir()
+            (other / "index.html").write_text("other")
+            real(other, out)
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    operations._swap(mine, out)
+    assert arrived and (out / "index.html").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"]  # nothing left aside

@@ -7,6 +7,8 @@ command wrote before (it holds a `.lepton-site` marker): nothing else is ever de
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import multiprocessing
 import os
 import re
@@ -110,9 +112,7 @@ def build(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         count = _write(r, models, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _swap(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -125,6 +125,26 @@ def build(
         seconds=time.perf_counter() - t0,
         url=base,
     )
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """Put the new site in place of the old one. Two builds may finish at once (two tag pushes,
+    a user and a hook): each moves whatever is there aside, by its own name, and retries while
+    the other's site takes the place; the last one to finish wins, and neither fails."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    for _ in range(20):
+        shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            out.rename(old)
+        try:
+            tmp.rename(out)
+        except OSError as e:  # another build's site arrived between the two renames
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    raise LeptonError(f"could not put the site in place at {out}: other builds kept replacing it")
 
 
 def _write(r: Renderer, models: list[data.Model], dest: Path) -> int:
