@@ -460,3 +460,31 @@ def test_swap_survives_another_build_finishing_at_the_same_moment(
     operations._swap(mine, out)
     assert arrived and (out / "index.html").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"]  # nothing left aside
+
+
+def test_bidirectional_controls_are_shown_not_obeyed(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """U+202E and friends survive HTML escaping and reorder what follows on screen: an author,
+    subject, metric or param name could make a page read differently from what it holds."""
+    rlo, lri = "\u202e", "\u2066"
+    sha = site_repo.commit(repo, "b.txt", f"fix: {rlo}gnp.exe", who=f"Eve{rlo} 1.0 verified")
+    prev = site_repo.record("v0.4.0", sha, {"accuracy": 0.9}, None)
+    rec = site_repo.record(
+        "v0.5.0", sha, {"accuracy": 0.91, f"f1{lri}x": 0.8}, prev, params={f"p{rlo}": f"v{rlo}"}
+    )
+    site_repo.register(repo, rec, who=f"Eve{rlo} 1.0 verified")
+    code, _, err = site(repo, "--repo", "acme/models", capsys=capsys)
+    assert code == 0, err
+    out = repo / "_site"
+    for page in out.rglob("*"):
+        if page.is_file():
+            text = page.read_text(encoding="utf-8")
+            assert rlo not in text and lri not in text, page
+    v = (out / "models" / "toy" / "v0.5.0.html").read_text(encoding="utf-8")
+    assert "Eve&lt;U+202E&gt; 1.0 verified" in v
+    assert "p&lt;U+202E&gt;" in v and "f1&lt;U+2066&gt;x" in v
+    data = (out / "models" / "toy" / "data.js").read_text(encoding="utf-8")
+    assert "p\\u003cU+202E>" in data
+    svg = chart.svg(f"m{rlo}", [chart.Point(f"v{rlo}1", 1.0)])
+    assert rlo not in svg and "m&lt;U+202E&gt;" in svg

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from html import escape
+from html import escape as _escape
+
+from lepton_ci.core.escape import bidi_visible
 
 W, H = 640, 200
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 14, 28
 MARKERS_UP_TO = 50  # beyond this a marker per version is noise (and bytes): line only
+
+
+def escape(text: str) -> str:
+    return _escape(bidi_visible(text))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from markupsafe import Markup, escape
 
 from lepton_ci import __version__
 from lepton_ci.core import templating
+from lepton_ci.core.escape import bidi_visible
 from lepton_ci.core.record import FileEntry, Record
 from lepton_ci.deploy.releases import HEALTHY, Revision
 from lepton_ci.image import metadata as imagemeta
@@ -69,6 +70,24 @@ def _http(value: object) -> str:
     return str(templating.url(value))
 
 
+def _visible(value: Any) -> Any:
+    """Every printed text shows bidirectional controls as `<U+202E>` (escaping keeps them);
+    markup built here has had its own text passed through this already."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return bidi_visible(value)
+    return value
+
+
+def _visible_data(value: Any) -> Any:
+    if isinstance(value, str):
+        return bidi_visible(value)
+    if isinstance(value, dict):
+        return {_visible_data(k): _visible_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_visible_data(v) for v in value]
+    return value
+
+
 def _environment() -> Any:
     # Not the sandbox: these templates are ours (a user can replace the card, never these),
     # and the sandbox's attribute checks cost a third of a 1,000-version build. Every value
@@ -79,6 +98,7 @@ def _environment() -> Any:
         loader=FileSystemLoader(str(templating.template_dir() / "site")),
         undefined=StrictUndefined,
         autoescape=True,
+        finalize=_visible,
         auto_reload=False,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -228,7 +248,7 @@ class Renderer:
             log = self.graph.subjects(rec.baseline.sha, rec.git.sha) if rec.baseline else []
             if m.card.template:  # the user's own card: render it, then its Markdown as HTML
                 text = card_mod.render_with(rec, m.card, self.root, log, with_front_matter=False)
-                card_html = Markup(md.to_html(text))  # noqa: S704 (to_html escapes all text)
+                card_html = Markup(md.to_html(bidi_visible(text)))  # noqa: S704 (to_html escapes all text)
             prev = v.previous
             # The card already compares with the baseline; most often that IS the previous one.
             if prev and prev.record and (rec.baseline is None or rec.baseline.tag != prev.info.tag):
@@ -320,7 +340,8 @@ class Renderer:
             ],
         }
         # `<` as \u003c: the JSON can never close a script element, whatever a name holds.
-        js = "window.leptonVersions = " + json.dumps(data, sort_keys=True).replace("<", "\\u003c")
+        text = json.dumps(_visible_data(data), sort_keys=True).replace("<", "\\u003c")
+        js = "window.leptonVersions = " + text
         page = self._render(
             "compare.html.j2",
             title=f"Compare {m.name}",
