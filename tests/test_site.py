@@ -202,6 +202,10 @@ def test_refuses_unsafe_input_and_leaves_nothing(
     bad.write_text('{"number": "x"}')
     code, _, err = site(repo, capsys=capsys)
     assert code == 1 and "revision-00009.json: not a deploy revision" in err
+    bad.unlink()
+    bad.mkdir()  # not a file at all: a clear error, not exit 70
+    code, _, err = site(repo, capsys=capsys)
+    assert code == 1 and "revision-00009.json: not a deploy revision: Is a directory" in err
     assert not (repo / "_site").exists()  # nothing half-written
 
 

@@ -115,8 +115,11 @@ def read_revisions(directory: Path) -> list[Revision]:
     for p in sorted(directory.glob("revision-*.json")):
         try:
             revs.append(Revision.model_validate_json(p.read_text(encoding="utf-8")))
-        except (ValidationError, UnicodeDecodeError) as e:
-            detail = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+        except (ValidationError, UnicodeDecodeError, OSError) as e:
+            if isinstance(e, ValidationError):
+                detail = e.errors()[0]["msg"]
+            else:  # not UTF-8, or not a readable file (a directory, no permission)
+                detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise InputError(
                 f"{p}: not a deploy revision: {detail}",
                 hint="restore the file from the machine that deployed, or delete it",
