@@ -252,6 +252,9 @@ def test_user_card_template_goes_through_markdown(
     assert '<td class="right">0.93</td>' in v2
     assert "<td>&lt;img src=x onerror=alert(&quot;metric&quot;)&gt;</td>" in v2
     assert '<a href="https://example.com/docs">docs</a>' in v2
+    (repo / "card.md.j2").write_bytes(b"# caf\xe9 {{ record.model }}\n")  # Latin-1
+    code, _, err = site(repo, capsys=capsys)
+    assert code == 1 and "card.md.j2: not UTF-8 text" in err and "save the template" in err
 
 
 def test_markdown_subset_lets_no_html_through() -> None:

@@ -116,6 +116,12 @@ def render(
             f"{where}{':' + str(line) if line else ''}: template error: {e}",
             hint="fix the template; the values it may use are listed in the README",
         ) from e
+    except UnicodeDecodeError as e:  # raised while loading, before jinja2 sees the text
+        where = user_template or template_dir() / name
+        raise ConfigError(
+            f"{where}: not UTF-8 text (byte {e.start}: {e.reason})",
+            hint="save the template as UTF-8",
+        ) from None
 
 
 @functools.lru_cache(maxsize=16)
