@@ -190,6 +190,8 @@ def test_refuses_unsafe_input_and_leaves_nothing(
     assert (other / "keep.txt").read_text() == "mine"
     code, _, err = site(repo, "--out", "notes/keep.txt", capsys=capsys)
     assert code == 1 and "is a file, not a directory" in err
+    code, _, err = site(repo, "--out", "/proc/lepton-site", capsys=capsys)  # not writable
+    assert code == 1 and "cannot write the site to /proc/lepton-site" in err
     code, _, err = site(repo.parent, capsys=capsys)
     assert code == 1 and "is not inside a git repository" in err
     code, _, err = site(repo, "--repo", "acme/models/../x", capsys=capsys)

@@ -113,6 +113,11 @@ def build(
     try:
         count = _write(r, models, tmp)
         _swap(tmp, out)
+    except OSError as e:  # the place is not writable (read-only, full disk, /proc...)
+        raise InputError(
+            f"cannot write the site to {out}: {e.strerror or e} ({e.filename or tmp})",
+            hint="choose an --out in a directory you can write to",
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
