@@ -157,7 +157,9 @@ def test_without_repository_address_no_buttons_but_commands(
     assert site(repo, capsys=capsys)[0] == 0
     v1 = (repo / "_site" / "models" / "toy" / "v0.1.0.html").read_text()
     assert "github.com/acme/models/commit" not in v1 and "model-promote.yml" not in v1
-    assert "lepton-ci promote toy v0.1.0 STAGE" in v1 and "lepton-ci rollback staging --to 3" in v1
+    assert "lepton-ci promote toy v0.1.0 STAGE" in v1
+    # the model named: with two models in lepton.yaml, rollback without --model is refused
+    assert "lepton-ci rollback staging --model toy --to 3" in v1
 
 
 def test_pagination(
