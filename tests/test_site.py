@@ -235,6 +235,9 @@ def test_tags_alone_without_lepton_yaml(repo: Path, capsys: pytest.CaptureFixtur
     (repo / "lepton.yaml").write_text("models: [")
     code, _, err = site(repo, capsys=capsys)
     assert code == 1 and "lepton.yaml" in err  # a broken config is an error, not ignored
+    (repo / "lepton.yaml").write_bytes(b"models: {}\n# caf\xe9\n")  # Latin-1, not exit 70
+    code, _, err = site(repo, capsys=capsys)
+    assert code == 1 and "lepton.yaml:2: not UTF-8 text" in err
 
 
 def test_user_card_template_goes_through_markdown(
