@@ -502,3 +502,13 @@ def test_bidirectional_controls_are_shown_not_obeyed(
     assert "p\\u003cU+202E>" in data
     svg = chart.svg(f"m{rlo}", [chart.Point(f"v{rlo}1", 1.0)])
     assert rlo not in svg and "m&lt;U+202E&gt;" in svg
+
+
+def test_worker_count_without_sched_getaffinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS has fork but no sched_getaffinity: a large site must not fail there."""
+    from lepton_ci.site import operations
+
+    monkeypatch.delattr(operations.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(operations.os, "cpu_count", lambda: 3)
+    assert operations._workers(operations.PARALLEL_FROM) == 3
+    assert operations._workers(operations.PARALLEL_FROM - 1) == 1

@@ -184,7 +184,10 @@ PARALLEL_FROM = 200  # version pages; below this a worker process costs more tha
 def _workers(pages: int) -> int:
     if pages < PARALLEL_FROM or not hasattr(os, "fork"):
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    # sched_getaffinity is Linux only (macOS has fork but not this): there, every CPU counts.
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(getaffinity(0)) if getaffinity is not None else (os.cpu_count() or 1)
+    return max(1, min(cpus, 4))
 
 
 def _version_pages(r: Renderer, jobs: list[tuple[data.Model, int, Path]], workers: int) -> None:
