@@ -258,6 +258,27 @@ def cmd_extras(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    from lepton_ci.core.git import Git
+    from lepton_ci.site import operations as site
+
+    git = Git(Path.cwd())
+    result = site.build(
+        git,
+        site.load_config(Path.cwd(), args.config),
+        Path(args.out),
+        model=args.model,
+        base_url=args.base_url,
+        repo=args.repo,
+    )
+    echo(
+        f"wrote {result.out}: {result.models} models, {result.versions} versions, "
+        f"{result.pages} pages, {result.bytes / 1e6:.2f} MB in {result.seconds:.2f} s"
+        + (f"; published at {result.url}" if result.url else "")
+    )
+    return 0
+
+
 def cmd_gha(args: argparse.Namespace) -> int:
     from lepton_ci.gha_entry import argv
 
@@ -423,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("step", help="build, deploy or rollback (others need none)")
     sp.add_argument("--model")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))
+
+    sp = add("site", cmd_site, "build the versions view: a static site from the registry tags")
+    sp.add_argument("--out", default="_site", help="directory to write (default: _site)")
+    sp.add_argument("--model", help="only this model (default: every model with tags)")
+    sp.add_argument("--base-url", help="where the site is published (canonical links)")
+    sp.add_argument("--repo", help="OWNER/NAME for commit and workflow links (GITHUB_REPOSITORY)")
 
     sp = add("gha", cmd_gha, "run a step from GitHub Actions inputs (LEPTON_INPUT_* variables)")
     sp.add_argument("step")

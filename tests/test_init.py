@@ -176,7 +176,7 @@ def test_init_in_ci_asks_nothing_and_writes_a_valid_config(tmp_path, monkeypatch
     assert list(cfg.config.models) == ["fraud-model"]
     wf = (repo / ".github" / "workflows" / "model-main.yml").read_text()
     assert "model: fraud-model" in wf and "digits" not in wf
-    assert len(list((repo / ".github" / "workflows").glob("*.yml"))) == 6
+    assert len(list((repo / ".github" / "workflows").glob("*.yml"))) == 7  # model-site too
 
 
 def test_init_refuses_to_overwrite_and_writes_nothing(tmp_path):

@@ -78,6 +78,17 @@ def mermaid_label(value: object) -> str:
     return "".join(c if c.isalnum() or c in " .,:/%+-_=" else "_" for c in clean(value))[:80]
 
 
+# Bidirectional controls reorder the text that follows them on screen (CVE-2021-42574): a name
+# holding U+202E can make a page say what its source does not. Shown as their code point.
+_BIDI = {c: f"<U+{c:04X}>" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F))}
+_BIDI.update({c: f"<U+{c:04X}>" for c in range(0x2066, 0x206A)})
+
+
+def bidi_visible(value: str) -> str:
+    """The text with every bidirectional control replaced by a visible `<U+202E>`."""
+    return value.translate(_BIDI)
+
+
 def html_text(value: object) -> str:
     return html.escape(clean(value), quote=True)
 

@@ -59,7 +59,7 @@ class Git:
                 capture_output=True,
                 text=True,
                 encoding="utf-8",
-                errors="replace",  # a Latin-1 commit subject must not stop a run
+                errors="replace",  # a tag or commit message need not be UTF-8
                 env=full_env,
                 timeout=timeout or self.timeout,
                 check=False,

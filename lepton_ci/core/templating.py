@@ -7,6 +7,7 @@ name or commit subject can then never inject a link, a mention or an HTML tag by
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -92,8 +93,7 @@ def render(
     user_dir: Path | None = None,
     yaml_output: bool = False,
 ) -> str:
-    from jinja2 import FileSystemLoader, StrictUndefined, TemplateError
-    from jinja2.sandbox import SandboxedEnvironment
+    from jinja2 import TemplateError
 
     search = [str(template_dir())]
     if user_dir is not None:
@@ -106,8 +106,33 @@ def render(
             )
         search.insert(0, str(user_template.parent))
         name = user_template.name
+    env = _environment(tuple(search), yaml_output)
+    try:
+        return str(env.get_template(name).render(**context))
+    except TemplateError as e:
+        where = user_template or template_dir() / name
+        line = getattr(e, "lineno", None)
+        raise ConfigError(
+            f"{where}{':' + str(line) if line else ''}: template error: {e}",
+            hint="fix the template; the values it may use are listed in the README",
+        ) from e
+    except UnicodeDecodeError as e:  # raised while loading, before jinja2 sees the text
+        where = user_template or template_dir() / name
+        raise ConfigError(
+            f"{where}: not UTF-8 text (byte {e.start}: {e.reason})",
+            hint="save the template as UTF-8",
+        ) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(search: tuple[str, ...], yaml_output: bool) -> Any:
+    """One environment per search path: jinja2 then compiles each template once, not per call
+    (the site renders a card per version)."""
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
     env = SandboxedEnvironment(
-        loader=FileSystemLoader(search),
+        loader=FileSystemLoader(list(search)),
         undefined=StrictUndefined,
         finalize=_finalize_yaml if yaml_output else _finalize,
         keep_trailing_newline=True,
@@ -116,12 +141,4 @@ def render(
         autoescape=False,
     )
     env.filters.update(FILTERS)
-    try:
-        return env.get_template(name).render(**context)
-    except TemplateError as e:
-        where = user_template or template_dir() / name
-        line = getattr(e, "lineno", None)
-        raise ConfigError(
-            f"{where}{':' + str(line) if line else ''}: template error: {e}",
-            hint="fix the template; the values it may use are listed in the README",
-        ) from e
+    return env

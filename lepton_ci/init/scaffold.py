@@ -29,6 +29,7 @@ WORKFLOWS = (
     "model-promote.yml",
     "model-tag.yml",
     "model-rollback.yml",
+    "model-site.yml",
 )
 TRAIN_TIMEOUT_S = 3600.0
 

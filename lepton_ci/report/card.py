@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from lepton_ci.core import templating
-from lepton_ci.core.config import ModelConfig
+from lepton_ci.core.config import CardConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import RecordError
 from lepton_ci.core.git import Git
@@ -30,8 +30,7 @@ class Card:
     text: str
 
 
-def front_matter(rec: Record, cfg: ModelConfig) -> str:
-    card = cfg.card
+def front_matter(rec: Record, card: CardConfig, digest: str | None = None) -> str:
     metrics = [
         {"type": g.metric, "value": g.candidate, "name": g.metric}
         for g in rec.gates
@@ -60,7 +59,7 @@ def front_matter(rec: Record, cfg: ModelConfig) -> str:
         "version": rec.candidate_version,
         "commit": rec.git.sha,
         "verdict": rec.verdict,
-        "record-digest": rec.digest(),
+        "record-digest": digest or rec.digest(),
     }
     return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
 
@@ -76,18 +75,36 @@ def changelog(git: Git, rec: Record) -> list[str]:
 
 def render(ctx: Context, rec: Record) -> str:
     _, cfg = ctx.cfg.model(rec.model)
-    user = cfg.card.template
+    return render_with(rec, cfg.card, ctx.cfg.root, changelog(ctx.git, rec))
+
+
+def render_with(
+    rec: Record,
+    card_cfg: CardConfig,
+    root: Path,
+    log: list[str],
+    *,
+    with_front_matter: bool = True,
+) -> str:
+    """The card from facts already at hand. The site renders a user's card template for each
+    version: it reads the commit subjects of all of them in one git call, and leaves out the
+    front matter (metadata for the Hugging Face Hub, not for a reader)."""
+    digest = rec.digest()
     context = {
-        "front_matter": templating.Safe(front_matter(rec, cfg)),
+        "front_matter": templating.Safe(
+            front_matter(rec, card_cfg, digest) if with_front_matter else ""
+        ),
         "record": rec,
-        "card": cfg.card,
+        "record_digest": digest,
+        "card": card_cfg,
         "date": time.strftime("%Y-%m-%d", time.gmtime(rec.git.commit_time)),
         "changes": changes.between(rec),
-        "changelog": changelog(ctx.git, rec),
+        "changelog": log,
         "failed": [g for g in rec.gates if g.verdict == "fail"],
     }
+    user = card_cfg.template
     return templating.render(
-        "model_card.md.j2", context, user_template=ctx.cfg.root / user if user else None
+        "model_card.md.j2", context, user_template=root / user if user else None
     )
 
 

@@ -1,0 +1,240 @@
+"""`lepton-ci site`: the versions view, a static site from the tag registry.
+
+The site is built in a scratch directory next to `--out` and swapped in at the end, so a
+failure leaves the previous site as it was. `--out` must be empty, missing, or a site this
+command wrote before (it holds a `.lepton-site` marker): nothing else is ever deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lepton_ci.core.config import LoadedConfig
+from lepton_ci.core.errors import ConfigError, InputError, LeptonError
+from lepton_ci.core.git import Git
+from lepton_ci.core.templating import template_dir
+from lepton_ci.site import data
+from lepton_ci.site.pages import Renderer, SiteInfo
+
+MARKER = ".lepton-site"
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_BASE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~%/-]*)?$")
+
+
+@dataclass
+class SiteResult:
+    out: Path
+    models: int
+    versions: int
+    pages: int
+    bytes: int
+    seconds: float
+    url: str | None
+
+
+def repo_url(repo: str | None, env: dict[str, str]) -> tuple[str | None, str]:
+    """The repository's web address, from `--repo` or the Actions environment."""
+    name = repo or env.get("GITHUB_REPOSITORY") or ""
+    if not name:
+        return None, ""
+    if not _REPO.match(name) or ".." in name:
+        raise InputError(
+            f"`{name}` is not a repository name",
+            hint="give it as OWNER/NAME, e.g. --repo acme/models",
+        )
+    server = env.get("GITHUB_SERVER_URL") or "https://github.com"
+    if not _BASE_URL.match(server):
+        raise InputError(f"GITHUB_SERVER_URL `{server}` is not an http(s) URL")
+    return f"{server.rstrip('/')}/{name}", name
+
+
+def check_base_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    if not _BASE_URL.match(url):
+        raise InputError(
+            f"--base-url `{url}` is not a plain http(s) URL",
+            hint="pass the Pages address, e.g. https://acme.github.io/models/",
+        )
+    return url if url.endswith("/") else url + "/"
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            f"--out {out} is a file, not a directory; nothing was written",
+            hint="choose a directory, e.g. --out _site",
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise InputError(
+            f"{out} exists and is not a site lepton-ci wrote (no {MARKER} in it); "
+            "nothing was written",
+            hint="choose another --out, or empty that directory",
+        )
+
+
+def build(
+    git: Git,
+    cfg: LoadedConfig | None,
+    out: Path,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    repo: str | None = None,
+    env: dict[str, str] | None = None,
+) -> SiteResult:
+    t0 = time.perf_counter()
+    env = dict(os.environ if env is None else env)
+    toplevel = git.toplevel()  # not a repository: say so before anything else
+    out = out.resolve()
+    _check_out(out)
+    url, name = repo_url(repo, env)
+    base = check_base_url(base_url)
+    models, graph = data.collect(git, cfg, model)
+    root = cfg.root if cfg is not None else toplevel
+    site = SiteInfo(
+        title=f"Models of {name}" if name else "Model registry",
+        head=git.head(),
+        repo_url=url,
+        repo_name=name,
+        base_url=base,
+    )
+    r = Renderer(site, graph, root)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        count = _write(r, models, tmp)
+        _swap(tmp, out)
+    except OSError as e:  # the place is not writable (read-only, full disk, /proc...)
+        raise InputError(
+            f"cannot write the site to {out}: {e.strerror or e} ({e.filename or tmp})",
+            hint="choose an --out in a directory you can write to",
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return SiteResult(
+        out=out,
+        models=len(models),
+        versions=sum(len(m.versions) for m in models),
+        pages=count,
+        bytes=size,
+        seconds=time.perf_counter() - t0,
+        url=base,
+    )
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """Put the new site in place of the old one. Two builds may finish at once (two tag pushes,
+    a user and a hook): each moves whatever is there aside, by its own name, and retries while
+    the other's site takes the place; the last one to finish wins, and neither fails."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    for _ in range(20):
+        shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            out.rename(old)
+        try:
+            tmp.rename(out)
+        except OSError as e:  # another build's site arrived between the two renames
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    raise LeptonError(f"could not put the site in place at {out}: other builds kept replacing it")
+
+
+def _write(r: Renderer, models: list[data.Model], dest: Path) -> int:
+    assets = dest / "assets"
+    assets.mkdir(parents=True)
+    source = template_dir() / "site"
+    for name in ("site.css", "compare.js"):
+        shutil.copyfile(source / name, assets / name)
+    (dest / MARKER).write_text("written by `lepton-ci site`; replaced on each build\n")
+    (dest / ".nojekyll").write_text("")  # Pages serves the files as they are
+    pages = 1
+    jobs: list[tuple[data.Model, int, Path]] = []
+    (dest / "index.html").write_text(r.index(models), encoding="utf-8")
+    for m in models:
+        d = dest / "models" / m.slug
+        d.mkdir(parents=True)
+        for name, text in r.model_pages(m):
+            (d / name).write_text(text, encoding="utf-8")
+            pages += 1
+        jobs += [(m, i, d) for i in range(len(m.versions))]
+        page, js = r.compare(m)
+        (d / "compare.html").write_text(page, encoding="utf-8")
+        (d / "data.js").write_text(js, encoding="utf-8")
+        pages += 1
+    _version_pages(r, jobs, _workers(len(jobs)))
+    return pages + len(jobs)
+
+
+PARALLEL_FROM = 200  # version pages; below this a worker process costs more than it saves
+
+
+def _workers(pages: int) -> int:
+    if pages < PARALLEL_FROM or not hasattr(os, "fork"):
+        return 1
+    # sched_getaffinity is Linux only (macOS has fork but not this): there, every CPU counts.
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(getaffinity(0)) if getaffinity is not None else (os.cpu_count() or 1)
+    return max(1, min(cpus, 4))
+
+
+def _version_pages(r: Renderer, jobs: list[tuple[data.Model, int, Path]], workers: int) -> None:
+    """The bulk of the work: one page per version, split over forked workers when there are
+    many (each writes its own files; forking shares the collected data without pickling)."""
+
+    def write(part: int) -> None:
+        for m, i, d in jobs[part::workers]:
+            v = m.versions[i]
+            newer = m.versions[i - 1] if i > 0 else None
+            (d / v.page).write_text(r.version_page(m, v, newer), encoding="utf-8")
+
+    if workers == 1:
+        write(0)
+        return
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.SimpleQueue()
+
+    def child(part: int) -> None:
+        try:
+            write(part)
+        except Exception as e:  # handed to the parent, which raises it
+            errors.put(f"{type(e).__name__}: {e}")
+            raise SystemExit(1) from None
+
+    procs = [ctx.Process(target=child, args=(k,)) for k in range(1, workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        write(0)
+    finally:
+        for proc in procs:
+            proc.join()
+    if any(proc.exitcode != 0 for proc in procs):
+        detail = errors.get() if not errors.empty() else "a worker was killed"
+        raise LeptonError(f"writing the version pages failed: {detail}")
+
+
+def load_config(root: Path, explicit: str | None) -> LoadedConfig | None:
+    """lepton.yaml if there is one (a broken one is an error); without one the site is built
+    from the tags alone, with no gate bounds or card settings."""
+    from lepton_ci.core import config
+
+    try:
+        path = config.find_config(explicit, root)
+    except ConfigError:
+        if explicit:
+            raise
+        return None
+    return config.load(path)
