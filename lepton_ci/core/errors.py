@@ -48,3 +48,11 @@ class GateFailed(LeptonError):
 
 class RecordError(LeptonError):
     """An evidence record is missing, unreadable or does not match the current checkout."""
+
+
+class WatchError(LeptonError):
+    """An SLO could not be evaluated: Prometheus unreachable, a query refused, no data to judge."""
+
+
+class SLOBreached(LeptonError):
+    """A live SLO was breached; the breach was recorded (and the release reverted, if asked)."""

@@ -102,6 +102,18 @@ class RollbackOutputs(StepOutputs):
 
 
 @dataclass
+class WatchOutputs(StepOutputs):
+    """`status`: healthy, breached or unknown (Prometheus down or a query refused)."""
+
+    step: ClassVar[str] = "watch"
+    status: str
+    breached: str
+    action: str
+    serving_version: str
+    evidence: str
+
+
+@dataclass
 class AcceptTagOutputs(StepOutputs):
     """`accept-tag` has no action of its own; the tag workflow reads these."""
 
@@ -122,6 +134,7 @@ BY_STEP: dict[str, type[StepOutputs]] = {
         BuildOutputs,
         DeployOutputs,
         RollbackOutputs,
+        WatchOutputs,
         AcceptTagOutputs,
     )
 }

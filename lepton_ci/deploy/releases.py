@@ -37,6 +37,18 @@ class Probe(BaseModel):
     latency_ms: float | None = None
 
 
+class Breach(BaseModel):
+    """A live SLO found out of bounds while this revision served (`lepton-ci watch`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    slo: str
+    value: float | str | None
+    bound: str
+    at: str
+    action: Literal["rollback", "alert"]
+    detail: str = ""
+
+
 class Revision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     number: int
@@ -55,6 +67,7 @@ class Revision(BaseModel):
     created_at: str = ""
     finished_at: str | None = None
     probes: list[Probe] = []
+    breaches: list[Breach] = []
 
 
 def now() -> str:

@@ -1,0 +1,105 @@
+"""A small Prometheus HTTP API client: instant queries, with a timeout and bounded retries.
+
+An unreachable server and a refused query are told apart, because neither is a breach: the
+watcher reports them and never reverts on them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lepton_ci.core.errors import WatchError
+
+if TYPE_CHECKING:
+    import requests
+
+
+class PrometheusUnreachable(WatchError):
+    """Prometheus did not answer (connection refused, timeout, 5xx) after the retries."""
+
+
+class QueryFailed(WatchError):
+    """Prometheus answered, but refused or could not run the query."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: dict[str, str]
+    value: float
+
+
+class Prometheus:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 2,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        import requests
+
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.session = session or requests.Session()
+        self.sleep = sleep
+
+    def query(self, expr: str) -> list[Sample]:
+        """The instant vector (or scalar) `expr` evaluates to now; NaN (0/0, no data) is dropped."""
+        import requests
+
+        where = f"{self.url}/api/v1/query"
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self.session.get(where, params={"query": expr}, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                problem = type(e).__name__
+            else:
+                if resp.status_code < 500 or attempt == self.retries:
+                    return self._parse(expr, resp)
+                problem = f"HTTP {resp.status_code}"
+            if attempt < self.retries:
+                self.sleep(0.5 * 2**attempt)
+        raise PrometheusUnreachable(
+            f"Prometheus at {self.url} did not answer after {self.retries + 1} tries: {problem}",
+            hint="check `watch.prometheus` (or LEPTON_PROMETHEUS_URL) and that Prometheus runs",
+        )
+
+    def _parse(self, expr: str, resp: requests.Response) -> list[Sample]:
+        try:
+            body: Any = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = str(body.get("error", "")) if isinstance(body, dict) else resp.text[:200]
+            status = f"HTTP {resp.status_code}"
+            if resp.status_code >= 500:
+                raise PrometheusUnreachable(f"Prometheus at {self.url}: {status} {error}".rstrip())
+            raise QueryFailed(
+                f"Prometheus refused the query {expr!r}: {status} {error}".rstrip(),
+                hint="fix the query in `watch.slos` (try it in Prometheus's expression browser)",
+            )
+        data = body.get("data") or {}
+        kind, result = data.get("resultType"), data.get("result")
+        if kind == "scalar":
+            result = [{"metric": {}, "value": result}]
+        elif kind != "vector":
+            raise QueryFailed(
+                f"the query {expr!r} returned a {kind}, not an instant vector or scalar",
+                hint="aggregate it to one number, e.g. with sum(rate(...[5m]))",
+            )
+        out = []
+        for item in result or []:
+            try:
+                value = float(item["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            if not math.isnan(value):  # +Inf is real (a quantile past the last bucket)
+                out.append(Sample(dict(item.get("metric") or {}), value))
+        return out

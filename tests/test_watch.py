@@ -1,0 +1,290 @@
+"""SLO evaluation against a real Prometheus, the breach/act loop, PSI and the config's errors.
+
+The loop runs on the real deployer and file store with a target that only records what it is
+asked to apply (the podman target is exercised in test_watch_e2e.py).
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from lepton_ci.core.config import SLO
+from lepton_ci.core.context import Context
+from lepton_ci.core.errors import ConfigError, SLOBreached, WatchError
+from lepton_ci.core.printer import to_json
+from lepton_ci.deploy.deployer import Deployer
+from lepton_ci.deploy.health import Report
+from lepton_ci.deploy.manifests import Release
+from lepton_ci.deploy.releases import FileStore
+from lepton_ci.watch import slo
+from lepton_ci.watch.operation import WatchOperation
+from lepton_ci.watch.prometheus import Prometheus
+from tests.conftest import parse_outputs
+from tests.support.prometheus import PrometheusServer
+from tests.support.services import free_port
+
+CONFIG = """
+models:
+  digits:
+    evaluate: "true"
+    metrics: [metrics.json]
+    deploy:
+      environments:
+        staging:
+          host_port: 18080
+          watch:
+            for: {for_}
+            on_breach: {on_breach}
+            slos:
+{slos}
+"""
+ONE = "              - {name: a, query: up, max: 1}"
+
+
+# -- unit: PSI, references, config -----------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_psi_is_zero_for_the_same_distribution_and_grows_with_the_shift():
+    ref = {str(c): 0.1 for c in range(10)}
+    assert slo.psi(ref, {str(c): 50 for c in range(10)}) == pytest.approx(0.0)
+    shifted = {**{str(c): 40.0 for c in range(10)}, "7": 140.0}
+    # by hand: one class at 0.28 instead of 0.1, nine at 0.08
+    expected = (0.28 - 0.1) * math.log(2.8) + 9 * (0.08 - 0.1) * math.log(0.8)
+    assert slo.psi(ref, shifted) == pytest.approx(expected)
+    one_class = slo.psi(ref, {"7": 500})
+    assert math.isfinite(one_class) and one_class > 2
+    with pytest.raises(ValueError):
+        slo.psi(ref, {})
+
+
+@pytest.mark.unit
+def test_reference_shares_come_from_the_record_metrics_prefix():
+    metrics = {"accuracy": 0.97, "class_share.0": 0.2, "class_share.1": 0.8, "class_shares": 1}
+    assert slo.reference_shares(metrics, "class_share") == {"0": 0.2, "1": 0.8}
+
+
+def _write(tmp_path: Path, slos: str, for_: int = 2, on_breach: str = "rollback") -> Path:
+    cfg = tmp_path / "lepton.yaml"
+    cfg.write_text(CONFIG.format(slos=slos, for_=for_, on_breach=on_breach))
+    return cfg
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("slos", "needle"),
+    [
+        ("              - {name: a, query: up}", "`a` needs `max` or `min`"),
+        ("              - {name: a, max: 1}", "exactly one of `query` or `drift`"),
+        (
+            "              - {name: a, query: up, max: 1, drift: {metric: m, max_psi: 1}}",
+            "exactly one of",
+        ),
+        ("              - {name: a, drift: {metric: m, max_psi: 0}}", "greater than 0"),
+        ("              - {name: a, drift: {metric: m, label: 'a-b', max_psi: 1}}", "label name"),
+        (f"{ONE}\n{ONE}", "repeated: a"),
+        ("              - {name: 'a b', query: up, max: 1}", "SLO name `a b`"),
+        ("              - {name: a, query: up, maxx: 1}", "unknown key; did you mean `max`?"),
+    ],
+)
+def test_bad_slo_config_names_file_line_and_fix(tmp_path, slos, needle):
+    from lepton_ci.core import config
+
+    with pytest.raises(ConfigError) as e:
+        config.load(_write(tmp_path, slos))
+    assert needle in str(e.value) and "lepton.yaml:" in str(e.value)
+
+
+# -- against a real Prometheus ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory):
+    server = PrometheusServer(tmp_path_factory.mktemp("prom"), targets=[]).start()
+    yield server
+    server.stop()
+
+
+def _slo(**kw) -> SLO:
+    return SLO.model_validate({"name": "s", **kw})
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("query", "bounds", "status", "value"),
+    [
+        ("vector(0.5)", {"max": 0.1}, "breach", 0.5),
+        ("vector(0.05)", {"max": 0.1}, "ok", 0.05),
+        ("vector(0.05)", {"min": 0.1}, "breach", 0.05),
+        ("scalar(vector(2))", {"min": 1, "max": 3}, "ok", 2.0),
+        ("vector(0) / 0", {"max": 0.1}, "no-data", None),  # 0/0: no traffic yet
+        ("sum(no_such_metric)", {"max": 0.1}, "no-data", None),
+        ("rate(up)", {"max": 0.1}, "error", None),  # a refused query is not a breach
+        ("up[1m]", {"max": 0.1}, "error", None),  # a range vector is no single number
+    ],
+)
+def test_query_slo_states(prom, query, bounds, status, value):
+    ev = slo.evaluate(Prometheus(prom.url), _slo(query=query, **bounds))
+    assert (ev.status, ev.value) == (status, value), ev
+    if status == "error":
+        assert "refused" in ev.detail or "range vector" in ev.detail or "matrix" in ev.detail
+
+
+@pytest.mark.e2e
+def test_worst_series_speaks_for_the_slo(prom):
+    q = (
+        'label_replace(vector(0.01), "pod", "a", "", "") '
+        'or label_replace(vector(0.5), "pod", "b", "", "")'
+    )
+    ev = slo.evaluate(Prometheus(prom.url), _slo(query=q, max=0.1))
+    assert (ev.status, ev.value) == ("breach", 0.5)
+
+
+@pytest.mark.e2e
+def test_unreachable_prometheus_is_an_error_after_bounded_retries():
+    waits: list[float] = []
+    p = Prometheus(f"http://127.0.0.1:{free_port()}", timeout=1, retries=2, sleep=waits.append)
+    ev = slo.evaluate(p, _slo(query="vector(1)", max=0))
+    assert ev.status == "error" and "did not answer after 3 tries" in ev.detail
+    assert waits == [0.5, 1.0]
+
+
+class RecordingTarget:
+    """Stands in for pods: remembers what was applied; the deployer's logic is the real one."""
+
+    def __init__(self):
+        self.applied: list[str] = []
+
+    def apply(self, name, text):
+        self.applied.append(text)
+        return []
+
+    def wait(self, text, budget, ready_url):
+        return 0.0
+
+    def remove(self, name):
+        self.applied.append("removed")
+
+    def scale_to_zero(self, name):
+        self.remove(name)
+
+
+def _watcher(tmp_path, prom_url, slos, *, for_=2, on_breach="rollback", releases=2):
+    cfg_path = _write(tmp_path, slos, for_, on_breach)
+    ctx = Context.load(str(cfg_path), env={**os.environ, "LEPTON_PROMETHEUS_URL": prom_url})
+    _, model = ctx.cfg.model("digits")
+    target = RecordingTarget()
+    dep = Deployer(
+        "digits",
+        "staging",
+        model.deploy,
+        tmp_path,
+        target=target,
+        store=FileStore(tmp_path / "state"),
+        checker=lambda checks, url: Report(True, [], "ok"),
+        log=lambda m: None,
+    )
+    for n in range(1, releases + 1):
+        dep.deploy(Release("digits", f"v0.1.{n}", f"r/digits@sha256:{n:064x}", "d", 0))
+    sleeps: list[float] = []
+    op = WatchOperation(ctx, "staging", deployer=dep, sleep=sleeps.append)
+    return op, dep, target, sleeps
+
+
+@pytest.mark.e2e
+def test_breach_on_for_consecutive_evaluations_reverts_through_the_deployer(tmp_path, prom):
+    slos = (
+        "              - {name: errors, query: 'vector(0.5)', max: 0.01}\n"
+        "              - {name: fine, query: 'vector(0)', max: 0.01}"
+    )
+    op, dep, target, sleeps = _watcher(tmp_path, prom.url, slos, for_=3)
+    rounds = []
+    with pytest.raises(SLOBreached) as e:
+        op.run(report=rounds.append)
+    assert [r.status for r in rounds] == ["healthy", "healthy", "breached"]  # for: 3
+    assert [r.breached for r in rounds] == [[], [], ["errors"]]
+    assert sleeps == [30.0, 30.0]
+    assert "errors: breach 0.5 (bound <= 0.01)" in str(e.value)
+    assert "rolled back: revision 4 serves v0.1.1" not in str(e.value)  # 1 is the healthy one
+    revs = dep.history()
+    assert [(r.number, r.status, r.version) for r in revs] == [
+        (1, "superseded", "v0.1.1"),
+        (2, "failed", "v0.1.2"),
+        (3, "deployed", "v0.1.1"),
+    ]
+    assert revs[1].reason == "SLO breached after release: errors"
+    (b,) = revs[1].breaches
+    assert (b.slo, b.value, b.bound, b.action) == ("errors", 0.5, "<= 0.01", "rollback")
+    assert revs[2].rollback_of == 1 and revs[2].description == "rollback to 1 (watch)"
+    assert target.applied[-1] == revs[0].manifests  # the healthy revision's own manifests
+    assert "Rolled back: revision 3 serves v0.1.1 again" in str(e.value)
+
+
+@pytest.mark.e2e
+def test_alert_only_records_and_leaves_the_release(tmp_path, prom):
+    slos = "              - {name: errors, query: 'vector(0.5)', max: 0.01}"
+    op, dep, target, _ = _watcher(tmp_path, prom.url, slos, on_breach="alert")
+    applied = len(target.applied)
+    with pytest.raises(SLOBreached):
+        op.run(once=True)  # with --once one breaching evaluation is enough
+    revs = dep.history()
+    assert [r.status for r in revs] == ["superseded", "deployed"]
+    assert [b.slo for b in revs[1].breaches] == ["errors"]
+    assert len(target.applied) == applied
+
+
+@pytest.mark.e2e
+def test_errors_never_act_and_break_the_streak(tmp_path, prom):
+    slos = "              - {name: broken, query: 'rate(up)', max: 0.01}"
+    op, dep, _, _ = _watcher(tmp_path, prom.url, slos, for_=1)
+    rounds = []
+    assert op.run(count=3, report=rounds.append).status == "unknown"
+    assert [r.status for r in rounds] == ["unknown"] * 3
+    with pytest.raises(WatchError) as e:
+        op.run(once=True)
+    assert "this is not a breach" in str(e.value)
+    assert [r.status for r in dep.history()] == ["superseded", "deployed"]
+    assert not any(r.breaches for r in dep.history())
+
+
+@pytest.mark.e2e
+def test_drift_without_a_reference_is_an_error_not_a_breach(tmp_path, prom):
+    slos = "              - {name: drift, drift: {metric: up, label: job, max_psi: 0.2}}"
+    op, *_ = _watcher(tmp_path, prom.url, slos, for_=1)
+    r = op.run(count=1)
+    assert r.status == "unknown"
+    assert "no record of v0.1.2" in r.evaluations[0].detail
+
+
+@pytest.mark.e2e
+def test_json_lines_and_outputs_in_actions(tmp_path, prom, gh_files):
+    slos = "              - {name: 'p95.latency', query: 'vector(0.25)', max: 0.2}"
+    op, _, _, _ = _watcher(tmp_path, prom.url, slos, on_breach="alert")
+    lines = []
+    with pytest.raises(SLOBreached):
+        op.run(once=True, report=lambda r: lines.append(to_json(r, indent=None)))
+    (line,) = lines
+    data = json.loads(line)
+    assert data["status"] == "breached" and data["slos"][0]["value"] == 0.25
+    out = parse_outputs(gh_files["output"].read_text())
+    assert out["status"] == "breached" and out["breached"] == "p95.latency"
+    assert out["serving-version"] == "v0.1.2"
+    assert "| p95.latency | breach | 0.25 | &lt;= 0.2 |" in out["evidence"]  # md-escaped
+    assert "p95.latency" in gh_files["summary"].read_text()
+
+
+@pytest.mark.unit
+def test_watch_without_slos_or_prometheus_says_what_to_add(tmp_path):
+    cfg = tmp_path / "lepton.yaml"
+    cfg.write_text(CONFIG.split("          watch:")[0])
+    ctx = Context.load(str(cfg), env={})
+    with pytest.raises(WatchError, match="declares no SLOs") as e:
+        WatchOperation(ctx, "staging")
+    assert "deploy.environments.staging" in str(e.value)
+    _write(tmp_path, "              - {name: a, query: up, max: 1}")
+    with pytest.raises(WatchError, match="no Prometheus") as e:
+        WatchOperation(Context.load(str(cfg), env={}), "staging")
+    assert "LEPTON_PROMETHEUS_URL" in str(e.value)
