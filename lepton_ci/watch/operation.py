@@ -10,6 +10,7 @@ such and never acted on.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from lepton_ci.core.config import WatchConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, SLOBreached, WatchError
 from lepton_ci.core.escape import md_cell
+from lepton_ci.core.gha import Runtime
 from lepton_ci.core.outputs import WatchOutputs
 from lepton_ci.core.printer import to_json
 from lepton_ci.deploy.deployer import Deployer
@@ -112,6 +114,8 @@ class WatchOperation:
         self.ctx, self.env_name = ctx, env_name
         self.model = find_model_for_env(ctx, env_name, model)
         self.deployer = deployer or make_deployer(ctx, self.model, env_name)
+        # stdout carries the rounds (JSON lines with --json); what the revert says goes aside.
+        self.deployer.log = Runtime(ctx.env, stream=sys.stderr).notice
         cfg = self.deployer.env.watch
         if cfg is None:
             raise WatchError(
