@@ -288,3 +288,89 @@ def test_watch_without_slos_or_prometheus_says_what_to_add(tmp_path):
     with pytest.raises(WatchError, match="no Prometheus") as e:
         WatchOperation(Context.load(str(cfg), env={}), "staging")
     assert "LEPTON_PROMETHEUS_URL" in str(e.value)
+
+
+# -- render: alert rules and the dashboard from the same SLOs -----------------------------------
+
+
+def _rendered(tmp_path):
+    import shutil
+
+    import yaml
+
+    from lepton_ci.core import config
+    from lepton_ci.deploy import manifests
+
+    root = tmp_path / "digits"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("model.json", ".lepton"))
+    loaded = config.load(root / "lepton.yaml")
+    deploy = loaded.config.models["digits"].deploy
+    release = Release("digits", "v0.1.0", "r/digits@sha256:" + "1" * 64, "d", 3)
+    text = manifests.render("staging", deploy.environments["staging"], deploy, release, root)
+    return {d["kind"]: d for d in yaml.safe_load_all(text)}
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
+
+
+@pytest.mark.e2e
+def test_render_emits_rules_and_dashboard_that_prometheus_accepts(tmp_path, prom):
+    import subprocess
+
+    import requests
+    import yaml
+
+    docs = _rendered(tmp_path)
+    rule = docs["PrometheusRule"]
+    (group,) = rule["spec"]["groups"]
+    assert [r["alert"] for r in group["rules"]] == [
+        "DigitsStagingPredictErrors",
+        "DigitsStagingP95Latency",
+    ]  # drift is judged against the record, which PromQL cannot see
+    assert all(r["for"] == "60s" and r["labels"]["severity"] == "critical" for r in group["rules"])
+    rules_file = tmp_path / "rules.yml"
+    rules_file.write_text(yaml.safe_dump(rule["spec"]))
+    check = subprocess.run(["promtool", "check", "rules", str(rules_file)], capture_output=True)
+    assert check.returncode == 0, check.stderr
+
+    cm = docs["ConfigMap"]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["name"] == "digits-staging-dashboard"
+    board = json.loads(cm["data"]["digits-staging.json"])
+    titles = [p["title"] for p in board["panels"]]
+    for want in (
+        "Version serving",
+        "Requests by path and code",
+        "Errors (5xx share)",
+        "Latency percentiles",
+        "Predictions by class",
+        "CPU of the pods",
+        "Memory of the pods",
+        "SLO predict-errors",
+        "SLO p95-latency",
+    ):
+        assert want in titles, titles
+    annotations = [a["name"] for a in board["annotations"]["list"]]
+    assert annotations == ["deploys and reverts", "version serving"]
+    # Every query on the board parses and runs in a real Prometheus.
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    exprs += [a["expr"] for a in board["annotations"]["list"]]
+    for e in exprs:
+        r = requests.get(prom.url + "/api/v1/query", params={"query": e}, timeout=5)
+        assert r.status_code == 200, (e, r.text)
+    assert {p["gridPos"]["x"] for p in board["panels"]} <= {0, 12}
+
+
+@pytest.mark.unit
+def test_no_watch_renders_no_rules_or_dashboard(tmp_path):
+    import yaml
+
+    from lepton_ci.core import config
+    from lepton_ci.deploy import manifests
+
+    cfg = tmp_path / "lepton.yaml"
+    cfg.write_text(CONFIG.split("          watch:")[0])
+    deploy = config.load(cfg).config.models["digits"].deploy
+    release = Release("digits", "v0.1.0", "r/digits@sha256:" + "1" * 64, "d", 1)
+    text = manifests.render("staging", deploy.environments["staging"], deploy, release, tmp_path)
+    assert [d["kind"] for d in yaml.safe_load_all(text)] == ["Deployment", "Service"]
