@@ -1,6 +1,4 @@
-"""The `lepton-ci` command line: a thin layer over importable operations.
-
-Heavy modules (pydantic, docker, kubernetes) are imported inside the commands that use them."""
+"""The `lepton-ci` command line, thin over importable operations; heavy imports stay inside."""
 
 from __future__ import annotations
 
@@ -219,9 +217,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from lepton_ci.watch.operation import watch
+    from lepton_ci.watch.operation import WatchRequest, watch
 
-    return watch(_ctx(args), args.env, args.model, once=args.once, as_json=args.json, out=echo)
+    return watch(_ctx(args), WatchRequest(args.env, args.model, args.once, args.json, args.issue))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -382,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "watch":
             sp.add_argument("--once", action="store_true", help="evaluate once; a breach acts")
             sp.add_argument("--json", action="store_true", help="each evaluation as a JSON line")
+            sp.add_argument("--issue", action="store_true", help="keep one GitHub issue per env")
         elif name == "rollback":
             sp.add_argument("--to", type=int, help="revision number (default: the previous)")
         else:

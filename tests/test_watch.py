@@ -187,7 +187,7 @@ def _watcher(tmp_path, prom_url, slos, *, for_=2, on_breach="rollback", releases
         checker=lambda checks, url: Report(True, [], "ok"),
         log=lambda m: None,
     )
-    for n in range(1, releases + 1):
+    for n in range(len(dep.history()) + 1, len(dep.history()) + releases + 1):
         dep.deploy(Release("digits", f"v0.1.{n}", f"r/digits@sha256:{n:064x}", "d", 0))
     sleeps: list[float] = []
     op = WatchOperation(ctx, "staging", deployer=dep, sleep=sleeps.append)
@@ -374,3 +374,71 @@ def test_no_watch_renders_no_rules_or_dashboard(tmp_path):
     release = Release("digits", "v0.1.0", "r/digits@sha256:" + "1" * 64, "d", 1)
     text = manifests.render("staging", deploy.environments["staging"], deploy, release, tmp_path)
     assert [d["kind"] for d in yaml.safe_load_all(text)] == ["Deployment", "Service"]
+
+
+@pytest.mark.e2e
+def test_one_issue_per_environment_opened_updated_and_closed(tmp_path, prom):
+    from lepton_ci.core.github import GitHubClient
+    from lepton_ci.watch.issues import IssueKeeper
+    from tests.support.github_server import GitHubServer
+
+    bad = "              - {name: errors, query: 'vector(0.5)', max: 0.01}"
+    good = "              - {name: errors, query: 'vector(0)', max: 0.01}"
+    down = "              - {name: errors, query: 'rate(up)', max: 0.01}"
+    with GitHubServer() as gh:
+        keeper = IssueKeeper(GitHubClient("test-token", base_url=gh.url), "acme/shop")
+        gh.state.issues["acme/shop"] = [  # someone else's issue with the label stays alone
+            {
+                "number": 1,
+                "title": "x",
+                "body": "mine",
+                "state": "open",
+                "labels": [{"name": "lepton-ci-watch"}],
+                "html_url": "u1",
+            }
+        ]
+
+        def once(slos, releases=0):
+            op, *_ = _watcher(tmp_path, prom.url, slos, on_breach="alert", releases=releases)
+            op.issues = keeper
+            try:
+                return op.run(once=True).status
+            except (SLOBreached, WatchError) as e:
+                return type(e).__name__
+
+        assert once(bad, releases=2) == "SLOBreached"
+        assert once(bad) == "SLOBreached"
+        issues = gh.state.issues["acme/shop"]
+        assert len(issues) == 2  # one opened for digits/staging, the other untouched
+        mine = issues[1]
+        assert mine["title"] == "digits: SLO breach in staging" and mine["state"] == "open"
+        assert "<!-- lepton-ci:watch model=digits env=staging -->" in mine["body"]
+        assert "| errors | breach | 0.5 |" in mine["body"]
+        comments = gh.state.comments[("acme/shop", 2)]
+        assert len(comments) == 1 and "| errors | breach |" in comments[0]["body"]
+
+        assert once(down) == "WatchError"  # Prometheus cannot judge: the issue stays as it is
+        assert mine["state"] == "open" and len(gh.state.comments[("acme/shop", 2)]) == 1
+
+        assert once(good) == "healthy"
+        assert mine["state"] == "closed" and mine["state_reason"] == "completed"
+        assert gh.state.comments[("acme/shop", 2)][-1]["body"].startswith("Healthy again")
+        assert issues[0]["state"] == "open"
+        assert once(good) == "healthy"  # nothing open: nothing to do
+        assert len(gh.state.issues["acme/shop"]) == 2
+
+
+@pytest.mark.e2e
+def test_a_failing_issue_update_hides_no_breach(tmp_path, prom, gh_files):
+    from lepton_ci.core.github import GitHubClient
+    from lepton_ci.watch.issues import IssueKeeper
+    from tests.support.github_server import GitHubServer
+
+    slos = "              - {name: errors, query: 'vector(0.5)', max: 0.01}"
+    op, dep, *_ = _watcher(tmp_path, prom.url, slos, for_=1)
+    with GitHubServer() as gh:
+        op.issues = IssueKeeper(GitHubClient("wrong", base_url=gh.url, max_retries=0), "a/b")
+        with pytest.raises(SLOBreached):
+            op.run(once=True)
+    assert [r.status for r in dep.history()] == ["superseded", "failed", "deployed"]
+    assert parse_outputs(gh_files["output"].read_text())["issue"] == ""

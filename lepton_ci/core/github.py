@@ -200,3 +200,18 @@ class GitHubClient:
 
     def delete_comment(self, repo: str, comment_id: int) -> None:
         self.request("DELETE", f"/repos/{repo}/issues/comments/{comment_id}")
+
+    def issues(self, repo: str, label: str, state: str = "open") -> Iterator[dict[str, Any]]:
+        """Issues (not pull requests) carrying `label`."""
+        from urllib.parse import quote
+
+        items = self.paginate(f"/repos/{repo}/issues?state={state}&labels={quote(label)}")
+        return (i for i in items if "pull_request" not in i)
+
+    def create_issue(self, repo: str, title: str, body: str, labels: list[str]) -> dict[str, Any]:
+        payload = {"title": title, "body": body, "labels": labels}
+        return dict(self.json("POST", f"/repos/{repo}/issues", data=json.dumps(payload)))
+
+    def update_issue(self, repo: str, number: int, **fields: Any) -> dict[str, Any]:
+        path = f"/repos/{repo}/issues/{number}"
+        return dict(self.json("PATCH", path, data=json.dumps(fields)))

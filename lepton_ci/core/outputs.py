@@ -111,6 +111,7 @@ class WatchOutputs(StepOutputs):
     action: str
     serving_version: str
     evidence: str
+    issue: str
 
 
 @dataclass

@@ -22,13 +22,14 @@ from lepton_ci.core.errors import LeptonError, SLOBreached, WatchError
 from lepton_ci.core.escape import md_cell
 from lepton_ci.core.gha import Runtime
 from lepton_ci.core.outputs import WatchOutputs
-from lepton_ci.core.printer import to_json
+from lepton_ci.core.printer import echo, to_json
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.operations import deployer as make_deployer
 from lepton_ci.deploy.operations import find_model_for_env
 from lepton_ci.deploy.releases import Breach, Revision, current, now
 from lepton_ci.versions import evidence
 from lepton_ci.watch import slo as slo_mod
+from lepton_ci.watch.issues import IssueKeeper
 from lepton_ci.watch.prometheus import Prometheus
 
 PROMETHEUS_ENV = "LEPTON_PROMETHEUS_URL"
@@ -110,6 +111,7 @@ class WatchOperation:
         deployer: Deployer | None = None,
         prometheus: Prometheus | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        issues: IssueKeeper | None = None,
     ) -> None:
         self.ctx, self.env_name = ctx, env_name
         self.model = find_model_for_env(ctx, env_name, model)
@@ -132,6 +134,7 @@ class WatchOperation:
             )
         self.prometheus = prometheus or Prometheus(url, timeout=cfg.timeout)
         self.sleep = sleep
+        self.issues = issues
         self._references: dict[str, dict[str, float] | str] = {}
 
     # -- evaluating ------------------------------------------------------------------------
@@ -241,7 +244,7 @@ class WatchOperation:
                     failure = e
             report(r)
             if once or r.breached:
-                self._step_outputs(r)
+                self._step_outputs(r, self._sync_issue(r))
             if failure is not None:
                 raise failure
             if r.breached:
@@ -261,30 +264,44 @@ class WatchOperation:
                 return r
             self.sleep(self.cfg.interval)
 
-    def _step_outputs(self, r: Round) -> None:
+    def _sync_issue(self, r: Round) -> str:
+        """The environment's issue follows the round; failing to update it hides no breach."""
+        if self.issues is None:
+            return ""
+        try:
+            return self.issues.sync(r.model, r.env, r.status, r.markdown())
+        except LeptonError as e:
+            self.ctx.rt.warning(f"could not update the watch issue: {e.message}")
+            return ""
+
+    def _step_outputs(self, r: Round, issue: str) -> None:
         rt = self.ctx.rt
+        serving = current(self.deployer.history())
         WatchOutputs(
             status=r.status,
             breached=",".join(r.breached),
             action=r.action,
-            serving_version=(
-                r.version if not r.action.startswith("rolled back") else self._serving().version
-            ),
+            serving_version=serving.version if serving else "",
             evidence=r.markdown(),
+            issue=issue,
         ).write(rt)
         rt.summary(r.markdown())
 
 
-def watch(
-    ctx: Context,
-    env_name: str,
-    model: str | None,
-    *,
-    once: bool,
-    as_json: bool,
-    out: Callable[[str], None],
-) -> int:
+@dataclass(frozen=True)
+class WatchRequest:
+    env: str
+    model: str | None = None
+    once: bool = False
+    as_json: bool = False
+    issue: bool = False
+
+
+def watch(ctx: Context, req: WatchRequest, out: Callable[[str], None] = echo) -> int:
     """`lepton-ci watch`: the rounds are printed as they are made (a JSON line each, or text)."""
-    op = WatchOperation(ctx, env_name, model)
-    op.run(once=once, report=lambda r: out(to_json(r, indent=None) if as_json else r.text()))
+    issues = IssueKeeper.from_env(ctx.env, ctx.rt) if req.issue else None
+    op = WatchOperation(ctx, req.env, req.model, issues=issues)
+    op.run(
+        once=req.once, report=lambda r: out(to_json(r, indent=None) if req.as_json else r.text())
+    )
     return 0

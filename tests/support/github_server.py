@@ -1,7 +1,7 @@
 """A local, stateful HTTP server speaking the GitHub REST shapes lepton-ci uses.
 
 Real HTTP on loopback, so the real client (requests, retries, pagination) is exercised.
-State: issue comments, pull requests, deployments and statuses, collaborator permissions.
+State: issues and their comments, pull requests, deployments and statuses, permissions.
 Faults can be queued per method and path; every request is logged.
 Run standalone for workflow tests: `python -m tests.support.github_server --port 0`.
 """
@@ -49,6 +49,7 @@ class GitHubState:
         self.teams: dict[tuple[str, str], set[str]] = {}
         self.deployments: dict[str, list[dict[str, Any]]] = {}
         self.statuses: dict[int, list[dict[str, Any]]] = {}
+        self.issues: dict[str, list[dict[str, Any]]] = {}
         self.tokens: dict[str, Token] = {"test-token": Token("github-actions[bot]")}
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, int]] = []
@@ -179,6 +180,48 @@ def route(
                         items.remove(c)
                         return 204, None, {}
         return 404, {"message": "Not Found"}, {}
+    m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues", path)
+    if m:
+        items = state.issues.setdefault(m[1], [])
+        if method == "GET":
+            want = query.get("state", ["open"])[0]
+            labels = set(filter(None, query.get("labels", [""])[0].split(",")))
+            found = [
+                i
+                for i in items
+                if want in ("all", i["state"]) and labels <= {lb["name"] for lb in i["labels"]}
+            ]
+            return paginate(found[::-1], query, path, host)
+        if method == "POST":
+            if not body.get("title"):
+                return 422, {"message": "Validation Failed"}, {}
+            number = len(items) + 1
+            issue = {
+                "id": next(state.ids),
+                "number": number,
+                "title": body["title"],
+                "body": body.get("body"),
+                "state": "open",
+                "state_reason": None,
+                "labels": [{"name": n} for n in body.get("labels", [])],
+                "user": {"login": token.login, "type": token.user_type},
+                "html_url": f"https://github.test/{m[1]}/issues/{number}",
+                "created_at": _now(),
+                "updated_at": _now(),
+            }
+            items.append(issue)
+            return 201, issue, {}
+    m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/(\d+)", path)
+    if m and method in ("GET", "PATCH"):
+        issue = next((i for i in state.issues.get(m[1], []) if i["number"] == int(m[2])), None)
+        if issue is None:
+            return 404, {"message": "Not Found"}, {}
+        if method == "PATCH":
+            for k in ("title", "body", "state", "state_reason"):
+                if k in body:
+                    issue[k] = body[k]
+            issue["updated_at"] = _now()
+        return 200, issue, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)
     if m and method == "GET":
         pr = state.pulls.get((m[1], int(m[2])))
