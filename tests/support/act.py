@@ -89,6 +89,7 @@ def act(
     secrets: dict[str, str] | None = None,
     actor: str | None = None,
     timeout: float = 600,
+    variables: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     event_file = home / f"event-{event}.json"
     event_file.write_text(json.dumps(payload))
@@ -119,6 +120,8 @@ def act(
         cmd += ["--env", f"{k}={v}"]
     for k, v in (secrets or {}).items():
         cmd += ["-s", f"{k}={v}"]
+    for k, v in (variables or {}).items():
+        cmd += ["--var", f"{k}={v}"]
     run_env = {**os.environ, "ACT_DISABLE_VERSION_CHECK": "1", "HOME": str(home)}
     return subprocess.run(
         cmd, cwd=workspace, capture_output=True, text=True, timeout=timeout, env=run_env
