@@ -18,7 +18,7 @@ from lepton_ci.core.printer import to_json
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.health import Report
 from lepton_ci.deploy.manifests import Release
-from lepton_ci.deploy.releases import FileStore
+from lepton_ci.deploy.releases import FileStore, history_text
 from lepton_ci.watch import slo
 from lepton_ci.watch.operation import WatchOperation
 from lepton_ci.watch.prometheus import Prometheus
@@ -88,6 +88,10 @@ def _write(tmp_path: Path, slos: str, for_: int = 2, on_breach: str = "rollback"
         (f"{ONE}\n{ONE}", "repeated: a"),
         ("              - {name: 'a b', query: up, max: 1}", "SLO name `a b`"),
         ("              - {name: a, query: up, maxx: 1}", "unknown key; did you mean `max`?"),
+        (
+            "              - {name: a, drift: {metric: m, max_psi: 1, window: '5m]) or vector(1'}}",
+            "not a PromQL duration",
+        ),
     ],
 )
 def test_bad_slo_config_names_file_line_and_fix(tmp_path, slos, needle):
@@ -141,6 +145,17 @@ def test_worst_series_speaks_for_the_slo(prom):
     )
     ev = slo.evaluate(Prometheus(prom.url), _slo(query=q, max=0.1))
     assert (ev.status, ev.value) == ("breach", 0.5)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("url", ["prometheus:9090", "http://[::1", "ftp://x"])
+def test_a_malformed_prometheus_url_is_a_clear_error(url):
+    try:
+        ev = slo.evaluate(Prometheus(url, retries=0), _slo(query="vector(1)", max=0))
+    except WatchError as e:
+        assert "not an http(s) URL" in str(e)
+    else:
+        assert ev.status == "error" and "cannot ask Prometheus" in ev.detail
 
 
 @pytest.mark.e2e
@@ -219,6 +234,7 @@ def test_breach_on_for_consecutive_evaluations_reverts_through_the_deployer(tmp_
     (b,) = revs[1].breaches
     assert (b.slo, b.value, b.bound, b.action) == ("errors", 0.5, "<= 0.01", "rollback")
     assert revs[2].rollback_of == 1 and revs[2].description == "rollback to 1 (watch)"
+    assert "[SLO breached: errors]" in history_text("staging", revs).splitlines()[1]
     assert target.applied[-1] == revs[0].manifests  # the healthy revision's own manifests
     assert "Rolled back: revision 3 serves v0.1.1 again" in str(e.value)
 

@@ -150,6 +150,13 @@ class DriftSLO(Strict):
             raise ValueError(f"`{v}` is not a Prometheus label name")
         return v
 
+    @field_validator("window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", v):
+            raise ValueError(f"`{v}` is not a PromQL duration such as 5m or 1h30m")
+        return v
+
     @property
     def reference_prefix(self) -> str:
         return self.reference or f"{self.label}_share"

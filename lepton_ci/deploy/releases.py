@@ -138,6 +138,8 @@ def history_text(env_name: str, revs: list[Revision]) -> str:
         return f"no revisions in {env_name}"
     return "\n".join(
         f"{r.number:>4}  {r.status:<11} {r.version:<10} {r.created_at}  {r.who:<12} "
-        f"{r.description}" + (f"  ({r.reason})" if r.reason else "")
+        f"{r.description}"
+        + (f"  ({r.reason})" if r.reason else "")
+        + (f"  [SLO breached: {', '.join(b.slo for b in r.breaches)}]" if r.breaches else "")
         for r in revs
     )

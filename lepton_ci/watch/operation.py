@@ -240,7 +240,7 @@ class WatchOperation:
                 try:
                     self._act(r)
                 except LeptonError as e:
-                    r.action = f"revert failed: {e.message}"
+                    r.action = f"could not act on the breach: {e.message}"
                     failure = e
             report(r)
             if once or r.breached:

@@ -44,6 +44,11 @@ class Prometheus:
     ) -> None:
         import requests
 
+        if not url.startswith(("http://", "https://")):
+            raise WatchError(
+                f"Prometheus URL {url!r} is not an http(s) URL",
+                hint="set `watch.prometheus` (or LEPTON_PROMETHEUS_URL) to e.g. http://HOST:9090",
+            )
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
@@ -60,6 +65,11 @@ class Prometheus:
                 resp = self.session.get(where, params={"query": expr}, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as e:
                 problem = type(e).__name__
+            except requests.RequestException as e:  # a malformed URL: retrying cannot help
+                raise PrometheusUnreachable(
+                    f"cannot ask Prometheus at {self.url}: {type(e).__name__}: {e}",
+                    hint="fix `watch.prometheus` (or LEPTON_PROMETHEUS_URL)",
+                ) from None
             else:
                 if resp.status_code < 500 or attempt == self.retries:
                     return self._parse(expr, resp)
