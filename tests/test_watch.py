@@ -7,6 +7,8 @@ asked to apply (the podman target is exercised in test_watch_e2e.py).
 import json
 import math
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -153,7 +155,7 @@ def test_a_malformed_prometheus_url_is_a_clear_error(url):
     try:
         ev = slo.evaluate(Prometheus(url, retries=0), _slo(query="vector(1)", max=0))
     except WatchError as e:
-        assert "not an http(s) URL" in str(e)
+        assert "not an http(s) URL" in str(e) or "is malformed" in str(e)
     else:
         assert ev.status == "error" and "cannot ask Prometheus" in ev.detail
 
@@ -165,6 +167,62 @@ def test_unreachable_prometheus_is_an_error_after_bounded_retries():
     ev = slo.evaluate(p, _slo(query="vector(1)", max=0))
     assert ev.status == "error" and "did not answer after 3 tries" in ev.detail
     assert waits == [0.5, 1.0]
+
+
+class _Answer(BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def odd_prometheus():
+    """A server that answers 200 with whatever body a test sets: a proxy, a wrong port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"status": "success", "data": [1]}',
+        b'{"status": "success", "data": "x"}',
+        b'{"status": "success", "data": {"resultType": "vector", "result": {"a": 1}}}',
+        b'{"status": "success", "data": {"resultType": "vector", "result": [{"metric": [1, 2], '
+        b'"value": [0, "1"]}]}}',
+        b"\xff\xfe not JSON",
+    ],
+)
+def test_an_answer_not_in_prometheus_shape_is_an_error_or_no_data(odd_prometheus, body):
+    _Answer.body = body
+    url = f"http://127.0.0.1:{odd_prometheus.server_port}"
+    ev = slo.evaluate(Prometheus(url, retries=0), _slo(query="up", max=1))
+    assert ev.status in ("error", "no-data"), ev
+
+
+@pytest.mark.unit
+def test_a_password_in_the_prometheus_url_is_never_shown(odd_prometheus):
+    _Answer.body = b'{"status": "error", "error": "bad"}'
+    for url in (
+        f"http://watch:s3cret@127.0.0.1:{odd_prometheus.server_port}",  # refused query
+        f"http://watch:s3cret@127.0.0.1:{free_port()}",  # unreachable
+    ):
+        ev = slo.evaluate(Prometheus(url, retries=0, timeout=2), _slo(query="up", max=1))
+        assert ev.status == "error" and "s3cret" not in ev.detail, ev
+    with pytest.raises(WatchError) as e:
+        Prometheus("ftp://watch:s3cret@host")
+    assert "s3cret" not in str(e.value) and "***@host" in str(e.value)
 
 
 class RecordingTarget:

@@ -133,6 +133,7 @@ class WatchOperation:
                 hint=f"set `watch.prometheus: http://HOST:9090` or the env {PROMETHEUS_ENV}",
             )
         self.prometheus = prometheus or Prometheus(url, timeout=cfg.timeout)
+        ctx.rt.mask(self.prometheus.password)  # a URL's password stays out of the logs
         self.sleep = sleep
         self.issues = issues
         self._references: dict[str, dict[str, float] | str] = {}

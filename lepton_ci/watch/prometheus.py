@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from lepton_ci.core.errors import WatchError
 
@@ -46,10 +47,18 @@ class Prometheus:
 
         if not url.startswith(("http://", "https://")):
             raise WatchError(
-                f"Prometheus URL {url!r} is not an http(s) URL",
+                f"Prometheus URL {redact(url)!r} is not an http(s) URL",
                 hint="set `watch.prometheus` (or LEPTON_PROMETHEUS_URL) to e.g. http://HOST:9090",
             )
         self.url = url.rstrip("/")
+        try:
+            self.password = urlsplit(self.url).password or ""
+        except ValueError as e:
+            raise WatchError(
+                f"Prometheus URL {redact(self.url)!r} is malformed: {e}",
+                hint="set `watch.prometheus` (or LEPTON_PROMETHEUS_URL) to e.g. http://HOST:9090",
+            ) from None
+        self.shown = redact(self.url)  # what messages, records and issues may say
         self.timeout = timeout
         self.retries = retries
         self.session = session or requests.Session()
@@ -67,7 +76,8 @@ class Prometheus:
                 problem = type(e).__name__
             except requests.RequestException as e:  # a malformed URL: retrying cannot help
                 raise PrometheusUnreachable(
-                    f"cannot ask Prometheus at {self.url}: {type(e).__name__}: {e}",
+                    f"cannot ask Prometheus at {self.shown}: {type(e).__name__}: "
+                    + (str(e).replace(self.password, "***") if self.password else str(e)),
                     hint="fix `watch.prometheus` (or LEPTON_PROMETHEUS_URL)",
                 ) from None
             else:
@@ -77,7 +87,7 @@ class Prometheus:
             if attempt < self.retries:
                 self.sleep(0.5 * 2**attempt)
         raise PrometheusUnreachable(
-            f"Prometheus at {self.url} did not answer after {self.retries + 1} tries: {problem}",
+            f"Prometheus at {self.shown} did not answer after {self.retries + 1} tries: {problem}",
             hint="check `watch.prometheus` (or LEPTON_PROMETHEUS_URL) and that Prometheus runs",
         )
 
@@ -90,26 +100,41 @@ class Prometheus:
             error = str(body.get("error", "")) if isinstance(body, dict) else resp.text[:200]
             status = f"HTTP {resp.status_code}"
             if resp.status_code >= 500:
-                raise PrometheusUnreachable(f"Prometheus at {self.url}: {status} {error}".rstrip())
+                raise PrometheusUnreachable(
+                    f"Prometheus at {self.shown}: {status} {error}".rstrip()
+                )
             raise QueryFailed(
                 f"Prometheus refused the query {expr!r}: {status} {error}".rstrip(),
                 hint="fix the query in `watch.slos` (try it in Prometheus's expression browser)",
             )
-        data = body.get("data") or {}
-        kind, result = data.get("resultType"), data.get("result")
+        data = body.get("data")
+        kind, result = (
+            (data.get("resultType"), data.get("result")) if isinstance(data, dict) else (None, None)
+        )
         if kind == "scalar":
             result = [{"metric": {}, "value": result}]
-        elif kind != "vector":
+        elif kind != "vector" or not isinstance(result, list):
             raise QueryFailed(
                 f"the query {expr!r} returned a {kind}, not an instant vector or scalar",
                 hint="aggregate it to one number, e.g. with sum(rate(...[5m]))",
             )
         out = []
-        for item in result or []:
+        for item in result:
             try:
                 value = float(item["value"][1])
-            except (KeyError, IndexError, TypeError, ValueError):
-                continue
+                labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+                continue  # not a sample in Prometheus's shape: nothing to judge by
             if not math.isnan(value):  # +Inf is real (a quantile past the last bucket)
-                out.append(Sample(dict(item.get("metric") or {}), value))
+                out.append(Sample(labels, value))
         return out
+
+
+def redact(url: str) -> str:
+    """`url` without its user info (`http://user:secret@host` -> `http://***@host`), which
+    messages, the release history and issues would otherwise carry."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if not sep or "@" not in netloc:
+        return url
+    return f"{scheme}://***@{netloc.rpartition('@')[2]}{slash}{path}"
