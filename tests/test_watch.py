@@ -212,6 +212,24 @@ def test_an_answer_not_in_prometheus_shape_is_an_error_or_no_data(odd_prometheus
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize(
+    ("reference", "count"),
+    [({"0": 0.0, "1": 0.0}, "500"), ({"0": 0.5, "1": 0.5}, "+Inf")],
+)
+def test_drift_that_cannot_be_measured_is_an_error_not_a_breach(odd_prometheus, reference, count):
+    """All-zero recorded shares (an empty evaluation set) or an infinite live count have no
+    PSI: that must never crash the watcher nor revert a release."""
+    _Answer.body = (
+        b'{"status": "success", "data": {"resultType": "vector", "result": ['
+        b'{"metric": {"class": "0"}, "value": [0, "%s"]}]}}' % count.encode()
+    )
+    url = f"http://127.0.0.1:{odd_prometheus.server_port}"
+    drift = _slo(drift={"metric": "m", "max_psi": 0.2})
+    ev = slo.evaluate(Prometheus(url, retries=0), drift, reference)
+    assert ev.status == "error", ev
+
+
+@pytest.mark.unit
 def test_a_password_in_the_prometheus_url_is_never_shown(odd_prometheus):
     _Answer.body = b'{"status": "error", "error": "bad"}'
     for url in (

@@ -65,7 +65,11 @@ def psi(reference: Mapping[str, float], live: Mapping[str, float]) -> float:
 def reference_shares(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
     """The evaluated distribution from a record's metrics: `<prefix>.<class>` -> share."""
     head = prefix + "."
-    return {k[len(head) :]: v for k, v in metrics.items() if k.startswith(head) and v >= 0}
+    return {
+        k[len(head) :]: v
+        for k, v in metrics.items()
+        if k.startswith(head) and math.isfinite(v) and v >= 0
+    }
 
 
 def drift_query(d: DriftSLO) -> str:
@@ -108,13 +112,13 @@ def _drift(
     prom: Prometheus, name: str, d: DriftSLO, reference: Mapping[str, float] | None
 ) -> Evaluation:
     bound = f"PSI <= {d.max_psi:g}"
-    if not reference:
+    if not reference or not sum(reference.values()) > 0:
         return Evaluation(
             name,
             "error",
             bound=bound,
-            detail=f"the serving version's record has no `{d.reference_prefix}.<{d.label}>` "
-            "metrics to compare with: make the evaluation write them",
+            detail=f"the serving version's record has no positive `{d.reference_prefix}."
+            f"<{d.label}>` metrics to compare with: make the evaluation write them",
         )
     samples = prom.query(drift_query(d))
     live = {s.labels.get(d.label, ""): s.value for s in samples if s.value > 0}
@@ -128,6 +132,8 @@ def _drift(
             f"{total:.0f} predictions in {d.window}, fewer than {d.min_predictions} to judge",
         )
     value = psi(reference, live)
+    if not math.isfinite(value):  # an infinite count: no distribution to judge, never a breach
+        return Evaluation(name, "error", bound=bound, detail=f"live counts not finite: {live}")
     top = max(live, key=lambda c: live[c])
     detail = f"{total:.0f} predictions; most frequent {d.label} {top} ({live[top] / total:.0%})"
     return Evaluation(name, "ok" if value <= d.max_psi else "breach", value, bound, detail)
