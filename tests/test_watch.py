@@ -104,6 +104,27 @@ def test_bad_slo_config_names_file_line_and_fix(tmp_path, slos, needle):
     assert needle in str(e.value) and "lepton.yaml:" in str(e.value)
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("key", "value"), [("interval", "1e308"), ("timeout", "1e308"), ("for", "10000000")]
+)
+def test_huge_interval_timeout_or_for_is_a_config_error(tmp_path, key, value):
+    """time.sleep(1e308) and a 1e308 s socket timeout raise OverflowError (exit 70), and the
+    PrometheusRule's hold (for x interval) would overflow int()."""
+    from lepton_ci.core import config
+
+    text = (
+        _write(tmp_path, ONE)
+        .read_text()
+        .replace("            for: 2\n", f"            for: 2\n            {key}: {value}\n")
+        .replace("            for: 2\n            for:", "            for:")
+    )
+    (tmp_path / "lepton.yaml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        config.load(tmp_path / "lepton.yaml")
+    assert f"watch.{key}" in str(e.value) and "less than or equal" in str(e.value)
+
+
 # -- against a real Prometheus ---------------------------------------------------------------
 
 

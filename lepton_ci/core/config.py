@@ -192,10 +192,11 @@ class WatchConfig(Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     prometheus: str | None = Field(None, description="base URL (or env LEPTON_PROMETHEUS_URL)")
-    interval: Annotated[float, Field(gt=0)] = 30.0
-    for_: Annotated[int, Field(ge=1, alias="for")] = 2
+    # Upper bounds: a sleep or timeout past the platform's time_t is an OverflowError, not a wait.
+    interval: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    for_: Annotated[int, Field(ge=1, le=1000, alias="for")] = 2
     on_breach: Literal["rollback", "alert"] = "rollback"
-    timeout: Annotated[float, Field(gt=0)] = 10.0
+    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
     metrics_prefix: str | None = Field(
         None, description="prefix of the server's metrics in dashboards (default: model name)"
     )
