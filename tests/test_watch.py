@@ -251,6 +251,21 @@ def test_drift_that_cannot_be_measured_is_an_error_not_a_breach(odd_prometheus, 
 
 
 @pytest.mark.unit
+def test_label_values_cannot_forge_workflow_commands_or_reorder_the_text(odd_prometheus):
+    _Answer.body = (
+        b'{"status": "success", "data": {"resultType": "vector", "result": [{"metric": '
+        b'{"class": "7\\n::error::forged \\u202egnp.exe"}, "value": [0, "500"]}]}}'
+    )
+    url = f"http://127.0.0.1:{odd_prometheus.server_port}"
+    drift = _slo(drift={"metric": "m", "max_psi": 0.2})
+    ev = slo.evaluate(Prometheus(url, retries=0), drift, {"0": 1.0})
+    assert ev.status == "breach" and "\n" in ev.detail  # the data itself is kept as it came
+    line = ev.text()
+    assert "\n" not in line and "\u202e" not in line, line
+    assert "class 7\\n::error::forged \\u202egnp.exe" in line
+
+
+@pytest.mark.unit
 def test_a_password_in_the_prometheus_url_is_never_shown(odd_prometheus):
     _Answer.body = b'{"status": "error", "error": "bad"}'
     for url in (

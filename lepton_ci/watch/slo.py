@@ -43,8 +43,15 @@ class Evaluation:
 
     def text(self) -> str:
         value = "—" if self.value is None else f"{self.value:.6g}"
-        extra = f" ({self.detail})" if self.detail else ""
+        extra = f" ({one_line(self.detail)})" if self.detail else ""
         return f"{self.slo}: {self.status} {value} (bound {self.bound or '—'}){extra}"
+
+
+def one_line(text: str) -> str:
+    """`text` as one printable line: the detail carries label values and error text from
+    Prometheus, and a newline in it would start a line such as `::error::` (a workflow command)
+    on stdout; a bidi override (U+202E) would reorder what the terminal shows."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def psi(reference: Mapping[str, float], live: Mapping[str, float]) -> float:
