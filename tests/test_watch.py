@@ -94,6 +94,10 @@ def _write(tmp_path: Path, slos: str, for_: int = 2, on_breach: str = "rollback"
             "              - {name: a, drift: {metric: m, max_psi: 1, window: '5m]) or vector(1'}}",
             "not a PromQL duration",
         ),
+        (
+            "              - {name: a, drift: {metric: 'm) or vector(1', max_psi: 1}}",
+            "not a Prometheus metric name",
+        ),
     ],
 )
 def test_bad_slo_config_names_file_line_and_fix(tmp_path, slos, needle):
@@ -106,11 +110,18 @@ def test_bad_slo_config_names_file_line_and_fix(tmp_path, slos, needle):
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
-    ("key", "value"), [("interval", "1e308"), ("timeout", "1e308"), ("for", "10000000")]
+    ("key", "value", "needle"),
+    [
+        ("interval", "1e308", "less than or equal"),
+        ("timeout", "1e308", "less than or equal"),
+        ("for", "10000000", "less than or equal"),
+        ("metrics_prefix", "'x{a=\"b\"}'", "not a Prometheus metric name prefix"),
+    ],
 )
-def test_huge_interval_timeout_or_for_is_a_config_error(tmp_path, key, value):
-    """time.sleep(1e308) and a 1e308 s socket timeout raise OverflowError (exit 70), and the
-    PrometheusRule's hold (for x interval) would overflow int()."""
+def test_out_of_range_watch_settings_are_config_errors(tmp_path, key, value, needle):
+    """time.sleep(1e308) and a 1e308 s socket timeout raise OverflowError (exit 70), the
+    PrometheusRule's hold (for x interval) would overflow int(), and a prefix that is no metric
+    name would break every dashboard query."""
     from lepton_ci.core import config
 
     text = (
@@ -122,7 +133,7 @@ def test_huge_interval_timeout_or_for_is_a_config_error(tmp_path, key, value):
     (tmp_path / "lepton.yaml").write_text(text)
     with pytest.raises(ConfigError) as e:
         config.load(tmp_path / "lepton.yaml")
-    assert f"watch.{key}" in str(e.value) and "less than or equal" in str(e.value)
+    assert f"watch.{key}" in str(e.value) and needle in str(e.value)
 
 
 # -- against a real Prometheus ---------------------------------------------------------------

@@ -131,6 +131,9 @@ class ChecksConfig(Strict):
     prometheus: PrometheusCheck | None = None
 
 
+METRIC_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
 class DriftSLO(Strict):
     """Live predictions by class against the distribution the evaluation recorded (PSI)."""
 
@@ -148,6 +151,13 @@ class DriftSLO(Strict):
     def _label_name(cls, v: str) -> str:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v):
             raise ValueError(f"`{v}` is not a Prometheus label name")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_name(cls, v: str) -> str:
+        if not METRIC_NAME.fullmatch(v):
+            raise ValueError(f"`{v}` is not a Prometheus metric name (letters, digits, `_`, `:`)")
         return v
 
     @field_validator("window")
@@ -201,6 +211,13 @@ class WatchConfig(Strict):
         None, description="prefix of the server's metrics in dashboards (default: model name)"
     )
     slos: Annotated[list[SLO], Field(min_length=1)]
+
+    @field_validator("metrics_prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is not None and not METRIC_NAME.fullmatch(v):
+            raise ValueError(f"`{v}` is not a Prometheus metric name prefix (letters, digits, `_`)")
+        return v
 
     @model_validator(mode="after")
     def _unique(self) -> WatchConfig:
