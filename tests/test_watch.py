@@ -89,6 +89,11 @@ def _write(tmp_path: Path, slos: str, for_: int = 2, on_breach: str = "rollback"
         ("              - {name: a, drift: {metric: m, label: 'a-b', max_psi: 1}}", "label name"),
         (f"{ONE}\n{ONE}", "repeated: a"),
         ("              - {name: 'a b', query: up, max: 1}", "SLO name `a b`"),
+        ('              - {name: "a\\n", query: up, max: 1}', "SLO name `a\n`"),
+        (
+            '              - {name: a, drift: {metric: m, label: "class\\n", max_psi: 1}}',
+            "label name",
+        ),
         ("              - {name: a, query: up, maxx: 1}", "unknown key; did you mean `max`?"),
         (
             "              - {name: a, drift: {metric: m, max_psi: 1, window: '5m]) or vector(1'}}",

@@ -149,7 +149,7 @@ class DriftSLO(Strict):
     @field_validator("label")
     @classmethod
     def _label_name(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):  # `$` would let "class\n" through
             raise ValueError(f"`{v}` is not a Prometheus label name")
         return v
 
@@ -183,7 +183,7 @@ class SLO(Strict):
 
     @model_validator(mode="after")
     def _one_form(self) -> SLO:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", self.name):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", self.name):
             raise ValueError(f"SLO name `{self.name}` must be letters, digits, `-`, `_`, `.`")
         if (self.query is None) == (self.drift is None):
             raise ValueError(f"SLO `{self.name}` needs exactly one of `query` or `drift`")
