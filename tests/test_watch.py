@@ -381,6 +381,23 @@ def test_alert_only_records_and_leaves_the_release(tmp_path, prom):
 
 
 @pytest.mark.e2e
+def test_a_revision_put_back_does_not_inherit_the_breaches_of_the_one_it_copies(tmp_path, prom):
+    slos = "              - {name: errors, query: 'vector(0.5)', max: 0.01}"
+    op, dep, _, _ = _watcher(tmp_path, prom.url, slos, on_breach="alert")
+    with pytest.raises(SLOBreached):
+        op.run(once=True)  # alert: breach recorded on revision 2, which keeps serving
+    dep.deploy(Release("digits", "v0.1.3", f"r/digits@sha256:{3:064x}", "d", 0))
+    dep.rollback()  # back to revision 2's release, as revision 4
+    revs = dep.history()
+    assert [(r.number, r.version, len(r.breaches)) for r in revs[1:]] == [
+        (2, "v0.1.2", 1),
+        (3, "v0.1.3", 0),
+        (4, "v0.1.2", 0),
+    ]
+    assert "SLO breached" not in history_text("staging", revs).splitlines()[-1]
+
+
+@pytest.mark.e2e
 def test_errors_never_act_and_break_the_streak(tmp_path, prom):
     slos = "              - {name: broken, query: 'rate(up)', max: 0.01}"
     op, dep, _, _ = _watcher(tmp_path, prom.url, slos, for_=1)

@@ -111,6 +111,7 @@ class Deployer:
                 "created_at": now(),
                 "finished_at": None,
                 "probes": [],
+                "breaches": [],  # the SLOs it breaches are its own, not the copied revision's
             }
         )
         self.store.save(again)
