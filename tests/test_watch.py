@@ -22,7 +22,7 @@ from lepton_ci.deploy.health import Report
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.releases import FileStore, history_text
 from lepton_ci.watch import slo
-from lepton_ci.watch.operation import WatchOperation
+from lepton_ci.watch.operation import Round, WatchOperation
 from lepton_ci.watch.prometheus import Prometheus
 from tests.conftest import parse_outputs
 from tests.support.prometheus import PrometheusServer
@@ -435,6 +435,13 @@ def test_json_lines_and_outputs_in_actions(tmp_path, prom, gh_files):
     assert out["serving-version"] == "v0.1.2"
     assert "| p95.latency | breach | 0.25 | &lt;= 0.2 |" in out["evidence"]  # md-escaped
     assert "p95.latency" in gh_files["summary"].read_text()
+
+
+@pytest.mark.unit
+def test_the_evidence_table_shows_a_zero_as_zero_and_no_value_as_a_dash():
+    evals = [slo.Evaluation("errors", "ok", 0.0, "<= 0.01"), slo.Evaluation("p95", "no-data")]
+    table = Round("staging", "digits", 1, "t", 1, "v0.1.0", evals).markdown()
+    assert "| errors | ok | 0.0 | &lt;= 0.01 |" in table and "| p95 | no-data | — |" in table
 
 
 @pytest.mark.unit

@@ -84,7 +84,7 @@ class Round:
             "| SLO | status | value | bound | detail |",
             "|---|---|---|---|---|",
             *(
-                f"| {md_cell(e.slo)} | {e.status} | {md_cell(e.as_dict()['value'] or '—')} "
+                f"| {md_cell(e.slo)} | {e.status} | {md_cell(_shown(e.as_dict()['value']))} "
                 f"| {md_cell(e.bound)} | {md_cell(e.detail)} |"
                 for e in self.evaluations
             ),
@@ -97,6 +97,11 @@ class Round:
             + action
             + "\n"
         )
+
+
+def _shown(value: object) -> object:
+    """A value for the evidence table: 0 is a value (no errors at all), only None is none."""
+    return "—" if value is None else value
 
 
 class WatchOperation:
