@@ -530,6 +530,17 @@ def test_render_emits_rules_and_dashboard_that_prometheus_accepts(tmp_path, prom
 
 
 @pytest.mark.unit
+def test_alert_rules_fire_at_the_watcher_s_exact_bounds():
+    from lepton_ci.core.config import WatchConfig
+    from lepton_ci.deploy.observability import rule_groups
+
+    bounds = {"name": "a", "query": "up", "max": 1234567, "min": 0.000123456789}
+    (group,) = rule_groups("digits", "staging", WatchConfig.model_validate({"slos": [bounds]}))
+    (rule,) = group["rules"]
+    assert rule["expr"] == "(up) > 1234567.0 or (up) < 0.000123456789"
+
+
+@pytest.mark.unit
 def test_no_watch_renders_no_rules_or_dashboard(tmp_path):
     import yaml
 

@@ -34,11 +34,11 @@ def rule_groups(model: str, env_name: str, watch: WatchConfig) -> list[dict[str,
     for s in watch.slos:
         if s.query is None:
             continue
-        tests = []
+        tests = []  # the bound exactly as the watcher uses it (`:g` would round 1234567)
         if s.max is not None:
-            tests.append(f"({s.query}) > {s.max:g}")
+            tests.append(f"({s.query}) > {s.max!r}")
         if s.min is not None:
-            tests.append(f"({s.query}) < {s.min:g}")
+            tests.append(f"({s.query}) < {s.min!r}")
         bound = " and ".join(
             b
             for b in (
