@@ -187,7 +187,10 @@ def test_worst_series_speaks_for_the_slo(prom):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("url", ["prometheus:9090", "http://[::1", "ftp://x"])
+@pytest.mark.parametrize(
+    "url",
+    ["prometheus:9090", "http://[::1", "ftp://x", "http://host:99999", f"http://{'a' * 64}.io"],
+)
 def test_a_malformed_prometheus_url_is_a_clear_error(url):
     try:
         ev = slo.evaluate(Prometheus(url, retries=0), _slo(query="vector(1)", max=0))

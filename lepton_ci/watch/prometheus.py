@@ -74,7 +74,8 @@ class Prometheus:
                 resp = self.session.get(where, params={"query": expr}, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as e:
                 problem = type(e).__name__
-            except requests.RequestException as e:  # a malformed URL: retrying cannot help
+            except (requests.RequestException, ValueError) as e:  # a malformed URL: no retry
+                # (urllib3 raises a bare LocationParseError, a ValueError, for a long label)
                 raise PrometheusUnreachable(
                     f"cannot ask Prometheus at {self.shown}: {type(e).__name__}: "
                     + (str(e).replace(self.password, "***") if self.password else str(e)),
