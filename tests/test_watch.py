@@ -415,6 +415,22 @@ def test_errors_never_act_and_break_the_streak(tmp_path, prom):
 
 
 @pytest.mark.e2e
+def test_prometheus_down_costs_one_round_of_retries_per_evaluation_not_one_per_slo(tmp_path):
+    slos = "\n".join(f"              - {{name: s{i}, query: up, max: 1}}" for i in range(3))
+    op, *_ = _watcher(tmp_path, f"http://127.0.0.1:{free_port()}", slos, for_=1)
+    waits: list[float] = []
+    op.prometheus.sleep = waits.append
+    r = op.evaluate()
+    assert [e.status for e in r.evaluations] == ["error"] * 3
+    assert waits == [0.5, 1.0]  # the first SLO's retries only
+    assert "did not answer after 3 tries" in r.evaluations[0].detail
+    assert r.evaluations[2].detail.startswith("not asked: Prometheus at")
+    waits.clear()
+    op.evaluate()  # the next evaluation asks again
+    assert waits == [0.5, 1.0]
+
+
+@pytest.mark.e2e
 def test_drift_without_a_reference_is_an_error_not_a_breach(tmp_path, prom):
     slos = "              - {name: drift, drift: {metric: up, label: job, max_psi: 0.2}}"
     op, *_ = _watcher(tmp_path, prom.url, slos, for_=1)

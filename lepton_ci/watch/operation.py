@@ -173,7 +173,13 @@ class WatchOperation:
     def evaluate(self, number: int = 1) -> Round:
         rev = self._serving()
         evaluations = []
+        self.prometheus.unreachable = None
         for s in self.cfg.slos:
+            down = self.prometheus.unreachable
+            if down is not None:  # found down for an earlier SLO: no second round of retries
+                detail = f"not asked: {down.message}"
+                evaluations.append(slo_mod.Evaluation(s.name, "error", detail=detail))
+                continue
             ref = None
             if s.drift is not None:
                 found = self._reference(rev.version, s.drift.reference_prefix)

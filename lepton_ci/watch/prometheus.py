@@ -63,9 +63,19 @@ class Prometheus:
         self.retries = retries
         self.session = session or requests.Session()
         self.sleep = sleep
+        # Why the last query found no Prometheus (None once it answers): the watcher asks the
+        # next SLOs of the same evaluation nothing rather than wait out every one's retries.
+        self.unreachable: PrometheusUnreachable | None = None
 
     def query(self, expr: str) -> list[Sample]:
         """The instant vector (or scalar) `expr` evaluates to now; NaN (0/0, no data) is dropped."""
+        try:
+            return self._query(expr)
+        except PrometheusUnreachable as e:
+            self.unreachable = e
+            raise
+
+    def _query(self, expr: str) -> list[Sample]:
         import requests
 
         where = f"{self.url}/api/v1/query"
@@ -93,6 +103,7 @@ class Prometheus:
         )
 
     def _parse(self, expr: str, resp: requests.Response) -> list[Sample]:
+        self.unreachable = None
         try:
             body: Any = resp.json()
         except ValueError:
