@@ -583,6 +583,7 @@ def test_one_issue_per_environment_opened_updated_and_closed(tmp_path, prom):
     bad = "              - {name: errors, query: 'vector(0.5)', max: 0.01}"
     good = "              - {name: errors, query: 'vector(0)', max: 0.01}"
     down = "              - {name: errors, query: 'rate(up)', max: 0.01}"
+    idle = "              - {name: errors, query: 'vector(0) / 0', max: 0.01}"  # no traffic
     with GitHubServer() as gh:
         keeper = IssueKeeper(GitHubClient("test-token", base_url=gh.url), "acme/shop")
         gh.state.issues["acme/shop"] = [  # someone else's issue with the label stays alone
@@ -616,6 +617,8 @@ def test_one_issue_per_environment_opened_updated_and_closed(tmp_path, prom):
         assert len(comments) == 1 and "| errors | breach |" in comments[0]["body"]
 
         assert once(down) == "WatchError"  # Prometheus cannot judge: the issue stays as it is
+        assert mine["state"] == "open" and len(gh.state.comments[("acme/shop", 2)]) == 1
+        assert once(idle) == "healthy"  # nothing to judge by: not "healthy again" either
         assert mine["state"] == "open" and len(gh.state.comments[("acme/shop", 2)]) == 1
 
         assert once(good) == "healthy"

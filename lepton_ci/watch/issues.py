@@ -2,8 +2,8 @@
 
 A breach opens the issue (or comments the new evidence on the one already open); the next
 healthy evaluation comments that it is healthy again and closes it; an evaluation that could
-not judge (Prometheus down) leaves it as it is. The issue is found by a hidden marker, so a
-renamed title or extra labels do not make a second one.
+not judge (Prometheus down, or no SLO had data) leaves it as it is. The issue is found by a
+hidden marker, so a renamed title or extra labels do not make a second one.
 """
 
 from __future__ import annotations

@@ -280,8 +280,10 @@ class WatchOperation:
         """The environment's issue follows the round; failing to update it hides no breach."""
         if self.issues is None:
             return ""
+        # Healthy only for lack of data (no traffic, e.g. at night) is no reason to close it.
+        judged = r.status != "healthy" or any(e.status == "ok" for e in r.evaluations)
         try:
-            return self.issues.sync(r.model, r.env, r.status, r.markdown())
+            return self.issues.sync(r.model, r.env, r.status if judged else "unknown", r.markdown())
         except LeptonError as e:
             self.ctx.rt.warning(f"could not update the watch issue: {e.message}")
             return ""
