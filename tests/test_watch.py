@@ -462,6 +462,10 @@ def test_the_evidence_table_shows_a_zero_as_zero_and_no_value_as_a_dash():
     table = Round("staging", "digits", 1, "t", 1, "v0.1.0", evals).markdown()
     assert "| errors | ok | 0.0 | &lt;= 0.01 |" in table and "| p95 | no-data | — |" in table
 
+    hostile = slo.Evaluation("d", "breach", 1.0, "PSI <= 0.2", "class 7\u202e<b>x</b>\n| y")
+    table = Round("staging", "digits", 1, "t", 1, "v0.1.0", [hostile]).markdown()
+    assert "| class 7\\\\u202e&lt;b&gt;x&lt;/b&gt;\\\\n\\| y |" in table, table
+
 
 @pytest.mark.unit
 def test_watch_without_slos_or_prometheus_says_what_to_add(tmp_path):

@@ -85,7 +85,7 @@ class Round:
             "|---|---|---|---|---|",
             *(
                 f"| {md_cell(e.slo)} | {e.status} | {md_cell(_shown(e.as_dict()['value']))} "
-                f"| {md_cell(e.bound)} | {md_cell(e.detail)} |"
+                f"| {md_cell(e.bound)} | {md_cell(slo_mod.one_line(e.detail))} |"
                 for e in self.evaluations
             ),
         ]
