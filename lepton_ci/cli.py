@@ -1,8 +1,4 @@
-"""The `lepton-ci` command line: a thin layer over importable operations.
-
-Heavy modules (pydantic models, docker, kubernetes) are imported inside the commands that need
-them, so `lepton-ci --version` and `--help` start fast.
-"""
+"""The `lepton-ci` command line, thin over importable operations; heavy imports stay inside."""
 
 from __future__ import annotations
 
@@ -193,10 +189,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
     if args.image_command == "inspect":
         info = operations.inspect(args.ref)
-        if args.json:
-            echo(to_json(info, sort_keys=True))
-        else:
-            echo(operations.summary(info))
+        echo(to_json(info, sort_keys=True) if args.json else operations.summary(info))
         return 0
     digest = operations.retag(args.ref, args.tags)
     echo(f"tagged {digest} as {', '.join(args.tags)}")
@@ -224,6 +217,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     echo(_environment(args).rollback(args.to).text())
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from lepton_ci.watch.operation import WatchRequest, watch
+
+    return watch(_ctx(args), WatchRequest(args.env, args.model, args.once, args.json, args.issue))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -415,11 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("render", cmd_render, "print the Kubernetes manifests of a release without applying"),
         ("deploy", cmd_deploy, "deploy a release, check its health, revert by itself on failure"),
         ("rollback", cmd_rollback, "put an earlier healthy revision back (a new revision)"),
+        ("watch", cmd_watch, "judge what serves by its SLOs in Prometheus; revert on a breach"),
     ):
         sp = add(name, fn, help_)
         sp.add_argument("env", metavar="ENV")
         sp.add_argument("--model")
-        if name == "rollback":
+        if name == "watch":
+            sp.add_argument("--once", action="store_true", help="evaluate once; a breach acts")
+            sp.add_argument("--json", action="store_true", help="each evaluation as a JSON line")
+            sp.add_argument("--issue", action="store_true", help="keep one GitHub issue per env")
+        elif name == "rollback":
             sp.add_argument("--to", type=int, help="revision number (default: the previous)")
         else:
             sp.add_argument("--version", help="a registered version (default: the last run)")

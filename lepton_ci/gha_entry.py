@@ -65,6 +65,12 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("model", "--model", "value"),
         ("to", "--to", "value"),
     ],
+    "watch": [
+        ("environment", None, "value"),
+        ("model", "--model", "value"),
+        ("once", "--once", "flag"),
+        ("issue", "--issue", "flag"),
+    ],
 }
 
 

@@ -433,3 +433,76 @@ def test_all_in_one_action_never_ships_a_failed_model(tmp_path, home, venv, acti
     line = next(ln for ln in proc.stdout.splitlines() if "| outputs verdict=" in ln)
     assert "verdict=fail version=v0.1.0 digest=." in line
     assert git(remote, "tag") == "" and git(ws, "tag") == ""
+
+
+def test_watch_workflow_keeps_one_issue_per_environment(tmp_path, home, venv, action):
+    import yaml
+
+    from lepton_ci.deploy.releases import FileStore, Revision, now
+    from tests.support.prometheus import PrometheusServer
+
+    ws = make_workspace(tmp_path / "ws", ["model-watch.yml"])
+    wf = yaml.safe_load((ws / ".github" / "workflows" / "model-watch.yml").read_text())
+    assert wf["permissions"] == {}
+    assert wf["jobs"]["watch"]["permissions"] == {"contents": "read", "issues": "write"}
+    state = tmp_path / "state"  # the release history, outside the checkout act copies
+    cfg = ws / "lepton.yaml"
+    head, tail = cfg.read_text().split("            slos:\n")
+    slo = "            slos: [{name: errors, query: 'vector(VALUE)', max: 0.01}]\n"
+    rest = tail[tail.index("stages:") :]
+    head = head.replace("on_breach: rollback", "on_breach: alert").replace(
+        "      target: podman", f"      target: podman\n      state_dir: {state}"
+    )
+
+    def configure(value):
+        cfg.write_text(head + slo.replace("VALUE", value) + rest)
+        git(ws, "commit", "-qam", f"chore: errors at {value}")
+
+    FileStore(state / "digits" / "staging").save(
+        Revision(
+            number=1,
+            env="staging",
+            model="digits",
+            version="v0.1.0",
+            image="r/digits@sha256:" + "1" * 64,
+            record_digest="d",
+            manifests="",
+            status="deployed",
+            created_at=now(),
+        )
+    )
+    prom = PrometheusServer(tmp_path / "prom", targets=[]).start()
+    try:
+        with GitHubServer() as gh:
+            run = partial(
+                act,
+                ws,
+                "workflow_dispatch",
+                {},
+                "model-watch.yml",
+                home=home,
+                action=action,
+                env={
+                    "LEPTON_VENV": str(venv),
+                    "GITHUB_API_URL": gh.url,
+                    "GITHUB_REPOSITORY": "acme/models",
+                },
+                secrets={"GITHUB_TOKEN": "test-token"},
+                variables={"PROMETHEUS_URL": prom.url},
+            )
+            configure("0.5")
+            proc = run()
+            assert proc.returncode != 0, proc.stdout[-3000:]
+            assert "SLO breached by v0.1.0 (revision 1): errors: breach 0.5" in proc.stdout
+            (issue,) = gh.state.issues["acme/models"]
+            assert issue["title"] == "digits: SLO breach in staging" and issue["state"] == "open"
+            assert "| errors | breach | 0.5 |" in issue["body"]
+            assert run().returncode != 0  # still breaching: the same issue gets a comment
+            assert len(gh.state.issues["acme/models"]) == 1
+            assert len(gh.state.comments[("acme/models", 1)]) == 1
+            configure("0")
+            proc = run()
+            assert proc.returncode == 0, proc.stdout[-3000:]
+            assert issue["state"] == "closed"
+    finally:
+        prom.stop()

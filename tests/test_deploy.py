@@ -186,7 +186,8 @@ def test_render_and_dry_run_apply_nothing(site, services):
     code, out, _ = cli("render", "staging")
     assert code == 0
     docs = list(yaml.safe_load_all(out))
-    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    # the example watches staging: alert rules and a dashboard come with the release
+    assert [d["kind"] for d in docs] == ["Deployment", "Service", "PrometheusRule", "ConfigMap"]
     dep = docs[0]
     assert dep["metadata"]["annotations"]["dev.lepton-ci/version"] == "v0.1.0"
     assert "@sha256:" in dep["spec"]["template"]["spec"]["containers"][0]["image"]

@@ -30,6 +30,8 @@ def main() -> None:
         "accuracy": round(accuracy, 6),
         "f1_macro": round(sum(f1s) / len(f1s), 6),
         "latency_ms": round(per_sample_ms, 4),
+        # The share of each predicted class: what `watch` compares live predictions with (PSI).
+        "class_share": {str(c): round(pred.count(c) / len(pred), 6) for c in range(10)},
     }
     (HERE / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics))

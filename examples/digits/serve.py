@@ -3,7 +3,8 @@
 GET /healthz  process is alive
 GET /readyz   model is loaded and answers a self-check
 POST /predict {"instances": [[64 pixel values 0..16], ...]} -> {"predictions": [digit, ...]}
-GET /metrics  Prometheus text format
+GET /metrics  Prometheus text format: requests by path and code, a /predict latency histogram,
+              predictions by class, the version serving, process CPU, memory and start time
 Environment: PORT (8080), HOST (0.0.0.0), MODEL_PATH (model.json beside this file),
 MODEL_VERSION (shown in /metrics and responses).
 """
@@ -28,15 +29,18 @@ class Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = {}
-        self.predictions = 0
+        self.predictions: dict[int, int] = {}
         self.buckets = [0] * len(BUCKETS)
         self.count = 0
         self.total = 0.0
 
-    def observe(self, path: str, code: int, seconds: float, predictions: int = 0) -> None:
+    def observe(
+        self, path: str, code: int, seconds: float, predictions: list[int] | None = None
+    ) -> None:
         with self.lock:
             self.requests[(path, code)] = self.requests.get((path, code), 0) + 1
-            self.predictions += predictions
+            for c in predictions or []:
+                self.predictions[c] = self.predictions.get(c, 0) + 1
             if path == "/predict":
                 self.count += 1
                 self.total += seconds
@@ -53,9 +57,12 @@ class Stats:
             for (path, code), n in sorted(self.requests.items()):
                 lines.append(f'digits_requests_total{{path="{path}",code="{code}"}} {n}')
             lines += [
-                "# HELP digits_predictions_total Digits predicted.",
+                "# HELP digits_predictions_total Digits predicted, by class.",
                 "# TYPE digits_predictions_total counter",
-                f"digits_predictions_total {self.predictions}",
+                *(
+                    f'digits_predictions_total{{class="{c}"}} {n}'
+                    for c, n in sorted(self.predictions.items())
+                ),
                 "# HELP digits_predict_seconds Latency of /predict.",
                 "# TYPE digits_predict_seconds histogram",
             ]
@@ -65,10 +72,37 @@ class Stats:
                 f'digits_predict_seconds_bucket{{le="+Inf"}} {self.count}',
                 f"digits_predict_seconds_sum {self.total:.6f}",
                 f"digits_predict_seconds_count {self.count}",
+                "# HELP digits_model_info The version serving.",
                 "# TYPE digits_model_info gauge",
                 f'digits_model_info{{version="{version}"}} 1',
+                *_process_metrics(),
             ]
             return "\n".join(lines) + "\n"
+
+
+def _process_metrics() -> list[str]:
+    """CPU seconds, resident memory and start time of this process, from /proc (Linux)."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+    except (OSError, StopIteration, IndexError, ValueError):
+        return []
+    ticks = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    # proc(5) fields utime 14, stime 15, starttime 22, rss 24; index 0 here is field 3.
+    cpu = (int(stat[11]) + int(stat[12])) / ticks
+    return [
+        "# TYPE process_cpu_seconds_total counter",
+        f"process_cpu_seconds_total {cpu:.2f}",
+        "# TYPE process_resident_memory_bytes gauge",
+        f"process_resident_memory_bytes {int(stat[21]) * page}",
+        "# TYPE process_start_time_seconds gauge",
+        f"process_start_time_seconds {boot + int(stat[19]) / ticks:.2f}",
+    ]
 
 
 class App:
@@ -140,8 +174,8 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
             else:
                 code, body = app.predict(self.rfile.read(length))
             self._send(code, body)
-            n = len(body.get("predictions", [])) if code == 200 else 0
-            app.stats.observe("/predict", code, time.perf_counter() - t0, n)
+            preds = body.get("predictions", []) if code == 200 else []
+            app.stats.observe("/predict", code, time.perf_counter() - t0, preds)
 
     return Handler
 

@@ -138,6 +138,103 @@ class ChecksConfig(Strict):
     prometheus: PrometheusCheck | None = None
 
 
+METRIC_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+class DriftSLO(Strict):
+    """Live predictions by class against the distribution the evaluation recorded (PSI)."""
+
+    metric: str = Field(description="counter of predictions with one label per class")
+    label: str = "class"
+    max_psi: Annotated[float, Field(gt=0)]
+    window: str = Field("5m", description="PromQL range the live distribution is taken over")
+    min_predictions: Annotated[int, Field(ge=1)] = 100
+    reference: str | None = Field(
+        None, description="record metrics prefix of the evaluated shares (default: LABEL_share)"
+    )
+
+    @field_validator("label")
+    @classmethod
+    def _label_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):  # `$` would let "class\n" through
+            raise ValueError(f"`{v}` is not a Prometheus label name")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_name(cls, v: str) -> str:
+        if not METRIC_NAME.fullmatch(v):
+            raise ValueError(f"`{v}` is not a Prometheus metric name (letters, digits, `_`, `:`)")
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", v):
+            raise ValueError(f"`{v}` is not a PromQL duration such as 5m or 1h30m")
+        return v
+
+    @property
+    def reference_prefix(self) -> str:
+        return self.reference or f"{self.label}_share"
+
+
+class SLO(Strict):
+    """One objective: a PromQL query within `max`/`min`, or a `drift` bound."""
+
+    name: str
+    query: str | None = None
+    max: float | None = None
+    min: float | None = None
+    drift: DriftSLO | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SLO:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", self.name):
+            raise ValueError(f"SLO name `{self.name}` must be letters, digits, `-`, `_`, `.`")
+        if (self.query is None) == (self.drift is None):
+            raise ValueError(f"SLO `{self.name}` needs exactly one of `query` or `drift`")
+        if self.query is not None and self.max is None and self.min is None:
+            raise ValueError(f"SLO `{self.name}` needs `max` or `min` for its query")
+        if self.drift is not None and (self.max is not None or self.min is not None):
+            raise ValueError(f"SLO `{self.name}`: a drift SLO is bounded by `drift.max_psi`")
+        for bound in (self.max, self.min):
+            if bound is not None and not math.isfinite(bound):
+                raise ValueError(f"SLO `{self.name}`: bounds must be finite numbers")
+        return self
+
+
+class WatchConfig(Strict):
+    """SLOs on live traffic, evaluated against Prometheus by `lepton-ci watch`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    prometheus: str | None = Field(None, description="base URL (or env LEPTON_PROMETHEUS_URL)")
+    # Upper bounds: a sleep or timeout past the platform's time_t is an OverflowError, not a wait.
+    interval: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    for_: Annotated[int, Field(ge=1, le=1000, alias="for")] = 2
+    on_breach: Literal["rollback", "alert"] = "rollback"
+    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    metrics_prefix: str | None = Field(
+        None, description="prefix of the server's metrics in dashboards (default: model name)"
+    )
+    slos: Annotated[list[SLO], Field(min_length=1)]
+
+    @field_validator("metrics_prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is not None and not METRIC_NAME.fullmatch(v):
+            raise ValueError(f"`{v}` is not a Prometheus metric name prefix (letters, digits, `_`)")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> WatchConfig:
+        names = [s.name for s in self.slos]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"SLO names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+
 class DeployEnvironment(Strict):
     namespace: str = "default"
     replicas: Annotated[int, Field(ge=0)] = 1
@@ -155,6 +252,7 @@ class DeployEnvironment(Strict):
     rollback_timeout: Annotated[float, Field(gt=0)] = 120.0
     on_first_failure: Literal["remove", "scale-to-zero"] = "remove"
     checks: ChecksConfig = ChecksConfig()
+    watch: WatchConfig | None = None
 
     def check_url(self) -> str:
         if self.url:
@@ -450,13 +548,13 @@ def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
         if field is None:
             return []
         ann = _unwrap(field.annotation)
-        if typing.get_origin(ann) is dict:
-            ann = _unwrap(typing.get_args(ann)[1])
-            i += 1  # skip the user's key (model name, metric name, ...)
+        if typing.get_origin(ann) in (dict, list):
+            ann = _unwrap(typing.get_args(ann)[-1])
+            i += 1  # skip the user's key (model name, metric name, ...) or the list index
         cls = ann
         i += 1
     if isinstance(cls, type) and issubclass(cls, BaseModel):
-        return list(cls.model_fields)
+        return [f.alias or name for name, f in cls.model_fields.items()]
     return []
 
 

@@ -71,3 +71,11 @@ class Interrupted(LeptonError):
 
 class MissingExtra(LeptonError):
     """An optional dependency that this configuration needs is not installed."""
+
+
+class WatchError(LeptonError):
+    """An SLO could not be evaluated: Prometheus unreachable, a query refused, no data to judge."""
+
+
+class SLOBreached(LeptonError):
+    """A live SLO was breached; the breach was recorded (and the release reverted, if asked)."""

@@ -280,6 +280,21 @@ class GitHubClient:
     def delete_comment(self, repo: str, comment_id: int) -> None:
         self.request("DELETE", f"/repos/{repo}/issues/comments/{comment_id}")
 
+    def issues(self, repo: str, label: str, state: str = "open") -> Iterator[dict[str, Any]]:
+        """Issues (not pull requests) carrying `label`."""
+        from urllib.parse import quote
+
+        items = self.paginate(f"/repos/{repo}/issues?state={state}&labels={quote(label)}")
+        return (i for i in items if "pull_request" not in i)
+
+    def create_issue(self, repo: str, title: str, body: str, labels: list[str]) -> dict[str, Any]:
+        payload = {"title": title, "body": body, "labels": labels}
+        return self.object("POST", f"/repos/{repo}/issues", json=payload)
+
+    def update_issue(self, repo: str, number: int, **fields: Any) -> dict[str, Any]:
+        path = f"/repos/{repo}/issues/{number}"
+        return self.object("PATCH", path, json=fields)
+
 
 def _kind(data: Any) -> str:
     return "empty" if data is None else type(data).__name__

@@ -102,6 +102,19 @@ class RollbackOutputs(StepOutputs):
 
 
 @dataclass
+class WatchOutputs(StepOutputs):
+    """`status`: healthy, breached or unknown (Prometheus down or a query refused)."""
+
+    step: ClassVar[str] = "watch"
+    status: str
+    breached: str
+    action: str
+    serving_version: str
+    evidence: str
+    issue: str
+
+
+@dataclass
 class AcceptTagOutputs(StepOutputs):
     """`accept-tag` has no action of its own; the tag workflow reads these."""
 
@@ -123,6 +136,7 @@ BY_STEP: dict[str, type[StepOutputs]] = {
         BuildOutputs,
         DeployOutputs,
         RollbackOutputs,
+        WatchOutputs,
         AcceptTagOutputs,
     )
 }

@@ -111,6 +111,7 @@ class Deployer:
                 "created_at": now(),
                 "finished_at": None,
                 "probes": [],
+                "breaches": [],  # the SLOs it breaches are its own, not the copied revision's
             }
         )
         self.store.save(again)
@@ -244,23 +245,51 @@ class Deployer:
                         f"{self.env_name}`",
                     )
             else:
-                # The newest healthy revision before the current one that serves another image.
-                serving = now_serving.image if now_serving else None
-                older = [
-                    r
-                    for r in revs
-                    if r.status in HEALTHY
-                    and r.image != serving
-                    and (now_serving is None or r.number < now_serving.number)
-                ]
-                if not older:
-                    raise DeployError(f"{self.env_name}: no earlier healthy revision")
-                target = older[-1]
+                target = self._previous_healthy(revs, now_serving)
             self._supersede(now_serving, "rolled-back")
             outcome.revision = self._restore(
                 target, f"rollback to {target.number}", self.env.rollout_timeout, outcome
             )
             return outcome
+
+    def revert(self, serving: int, reason: str) -> DeployOutcome:
+        """Revision `serving` went bad after its health window (a watched SLO): mark it failed
+        and put the previous healthy revision back the way a failed deploy is reverted, under
+        the rollback budget, waited for and checked."""
+        with self.store.lock(self.config.lock_timeout):
+            outcome = DeployOutcome(revision=None)  # type: ignore[arg-type]
+            revs = self.store.list()
+            bad = current(revs)
+            if bad is None or bad.number != serving:
+                now_serving = f"revision {bad.number}" if bad else "nothing"
+                raise DeployError(
+                    f"{self.env_name}: revision {serving} no longer serves ({now_serving} does); "
+                    "not reverting a release that changed while it was judged",
+                    hint=f"watch again: `lepton-ci watch {self.env_name} --once`",
+                )
+            good = self._previous_healthy(revs, bad)
+            self._finish(bad, "failed", reason)
+            t0 = time.monotonic()
+            outcome.revision = self._restore(
+                good, f"rollback to {good.number} (watch)", self.env.rollback_timeout, outcome
+            )
+            outcome.reverted_to = outcome.revision
+            outcome.timings["verdict_to_healthy_s"] = time.monotonic() - t0
+            return outcome
+
+    def _previous_healthy(self, revs: list[Revision], now_serving: Revision | None) -> Revision:
+        """The newest healthy revision before the current one that serves another image."""
+        serving = now_serving.image if now_serving else None
+        older = [
+            r
+            for r in revs
+            if r.status in HEALTHY
+            and r.image != serving
+            and (now_serving is None or r.number < now_serving.number)
+        ]
+        if not older:
+            raise DeployError(f"{self.env_name}: no earlier healthy revision")
+        return older[-1]
 
     def history(self) -> list[Revision]:
         return self.store.list()

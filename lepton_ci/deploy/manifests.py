@@ -16,8 +16,16 @@ import yaml
 from lepton_ci.core import templating
 from lepton_ci.core.config import DeployConfig, DeployEnvironment
 from lepton_ci.core.errors import ConfigError
+from lepton_ci.deploy import observability
 
-TEMPLATES = ("deployment.yaml.j2", "service.yaml.j2", "servicemonitor.yaml.j2", "hpa.yaml.j2")
+TEMPLATES = (
+    "deployment.yaml.j2",
+    "service.yaml.j2",
+    "servicemonitor.yaml.j2",
+    "hpa.yaml.j2",
+    "prometheusrule.yaml.j2",
+    "dashboard.yaml.j2",
+)
 PREFIX = "dev.lepton-ci"
 
 
@@ -91,6 +99,7 @@ def render(
         "container_env": container_env,
         "progress_deadline": int(env.rollout_timeout),
         "values": env.values,
+        **_observability(release.model, env_name, name, env),
     }
     user_dir = (root / deploy.templates) if deploy.templates else None
     names = list(TEMPLATES)
@@ -119,6 +128,18 @@ def render(
             raise ConfigError(f"template {t} did not render a Kubernetes object")
         docs.append(yaml.safe_dump(doc, sort_keys=False))
     return "---\n".join(docs)
+
+
+def _observability(model: str, env_name: str, name: str, env: DeployEnvironment) -> dict[str, Any]:
+    """The alert rules and dashboard of an environment that declares `watch:` SLOs."""
+    if env.watch is None:
+        return {"rule_groups": [], "dashboard_json": ""}
+    return {
+        "rule_groups": observability.rule_groups(model, env_name, env.watch),
+        "dashboard_json": observability.dashboard_json(
+            model, env_name, name, env.namespace, env.watch
+        ),
+    }
 
 
 def objects(text: str) -> list[dict[str, Any]]:

@@ -35,6 +35,18 @@ class Probe(BaseModel):
     latency_ms: float | None = None
 
 
+class Breach(BaseModel):
+    """A live SLO found out of bounds while this revision served (`lepton-ci watch`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    slo: str
+    value: float | str | None
+    bound: str
+    at: str
+    action: Literal["rollback", "alert"]
+    detail: str = ""
+
+
 class Revision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     number: int
@@ -53,6 +65,7 @@ class Revision(BaseModel):
     created_at: str = ""
     finished_at: str | None = None
     probes: list[Probe] = []
+    breaches: list[Breach] = []
 
 
 def now() -> str:
@@ -106,6 +119,8 @@ def history_text(env_name: str, revs: list[Revision]) -> str:
         return f"no revisions in {env_name}"
     return "\n".join(
         f"{r.number:>4}  {r.status:<11} {r.version:<10} {r.created_at}  {r.who:<12} "
-        f"{r.description}" + (f"  ({r.reason})" if r.reason else "")
+        f"{r.description}"
+        + (f"  ({r.reason})" if r.reason else "")
+        + (f"  [SLO breached: {', '.join(b.slo for b in r.breaches)}]" if r.breaches else "")
         for r in revs
     )

@@ -142,6 +142,7 @@ def act(
     actor: str | None = None,
     triggering_actor: str | None = None,
     timeout: float = 600,
+    variables: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     event_file = home / f"event-{event}.json"
     event_file.write_text(json.dumps(payload))
@@ -174,6 +175,8 @@ def act(
         cmd += ["--env", f"{k}={v}"]
     for k, v in (secrets or {}).items():
         cmd += ["-s", f"{k}={v}"]
+    for k, v in (variables or {}).items():
+        cmd += ["--var", f"{k}={v}"]
     path = os.pathsep.join([str(runner_bin(home)), *system_path()])
     run_env = {
         **os.environ,

@@ -1,7 +1,7 @@
 """A local, stateful HTTP server speaking the GitHub REST API lepton-ci uses.
 
 Real HTTP on loopback, so the real client (requests, retries, pagination) is exercised.
-State: issue comments, pull requests, deployments and statuses, collaborator permissions,
+State: issues and their comments, pull requests, deployments and statuses, collaborator permissions,
 teams. Answers are GitHub's own examples from its OpenAPI description (tests/support/openapi)
 with the state laid over them, and every request and response is checked against that
 description: a mismatch is recorded in `state.violations` and fails the test on exit.
@@ -63,6 +63,7 @@ class GitHubState:
         self.custom_roles: dict[str, str] = {}  # custom repository role -> its base role
         self.deployments: dict[str, list[dict[str, Any]]] = {}
         self.statuses: dict[int, list[dict[str, Any]]] = {}
+        self.issues: dict[str, list[dict[str, Any]]] = {}
         self.tokens: dict[str, Token] = {
             "test-token": Token("github-actions[bot]"),
             "teams-token": Token("release-app[bot]", members_read=True),
@@ -242,6 +243,55 @@ def route(
                         items.remove(c)
                         return 204, None, {}
         return 404, not_found(), {}
+    m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues", path)
+    if m:
+        items = state.issues.setdefault(m[1], [])
+        if method == "GET":
+            want = query.get("state", ["open"])[0]
+            labels = set(filter(None, query.get("labels", [""])[0].split(",")))
+            found = [
+                i
+                for i in items
+                if want in ("all", i["state"]) and labels <= {lb["name"] for lb in i["labels"]}
+            ]
+            return paginate(found[::-1], query, path, host)
+        if method == "POST":
+            if not body.get("title"):
+                return 422, {"message": "Validation Failed"}, {}
+            number = len(items) + 1
+            issue = openapi.example("POST", "/repos/{owner}/{repo}/issues", 201)
+            label = openapi.example("POST", "/repos/{owner}/{repo}/issues", 201)["labels"][0]
+            iid = next(state.ids)
+            issue.update(
+                id=iid,
+                node_id=f"I_{iid}",
+                number=number,
+                title=body["title"],
+                body=body.get("body"),
+                state="open",
+                state_reason=None,
+                labels=[{**label, "name": n} for n in body.get("labels", [])],
+                user=user(token.login, token.user_type),
+                url=f"{API}/repos/{m[1]}/issues/{number}",
+                html_url=f"https://github.com/{m[1]}/issues/{number}",
+                created_at=_now(),
+                updated_at=_now(),
+                pull_request=None,
+            )
+            issue.pop("pull_request")
+            items.append(issue)
+            return 201, issue, {}
+    m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/(\d+)", path)
+    if m and method in ("GET", "PATCH"):
+        issue = next((i for i in state.issues.get(m[1], []) if i["number"] == int(m[2])), None)
+        if issue is None:
+            return 404, not_found(), {}
+        if method == "PATCH":
+            for k in ("title", "body", "state", "state_reason"):
+                if k in body:
+                    issue[k] = body[k]
+            issue["updated_at"] = _now()
+        return 200, issue, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)
     if m and method == "GET":
         pr = state.pulls.get((m[1], int(m[2])))

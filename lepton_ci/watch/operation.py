@@ -1,0 +1,321 @@
+"""`lepton-ci watch ENV`: judge what serves against its SLOs on live traffic, and act.
+
+Every `interval` seconds each SLO of the environment is evaluated against Prometheus. An SLO
+that breaches on `for` consecutive evaluations (one with `--once`) is recorded on the serving
+revision (which SLO, value, bound, when); with `on_breach: rollback` the last healthy revision
+is put back through the deployer's own revert (its own budget, waited for and checked) and the
+bad one is marked failed. Prometheus being down, a refused query or no traffic is reported as
+such and never acted on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lepton_ci.core.config import WatchConfig
+from lepton_ci.core.context import Context
+from lepton_ci.core.errors import LeptonError, SLOBreached, WatchError
+from lepton_ci.core.escape import md_cell
+from lepton_ci.core.gha import Runtime
+from lepton_ci.core.outputs import WatchOutputs
+from lepton_ci.core.printer import echo, to_json
+from lepton_ci.deploy.deployer import Deployer
+from lepton_ci.deploy.operations import deployer as make_deployer
+from lepton_ci.deploy.operations import find_model_for_env
+from lepton_ci.deploy.releases import Breach, Revision, current, now
+from lepton_ci.versions import evidence
+from lepton_ci.watch import slo as slo_mod
+from lepton_ci.watch.issues import IssueKeeper
+from lepton_ci.watch.prometheus import Prometheus
+
+PROMETHEUS_ENV = "LEPTON_PROMETHEUS_URL"
+
+
+@dataclass
+class Round:
+    """One evaluation of every SLO of an environment, and what was done about it."""
+
+    env: str
+    model: str
+    number: int
+    at: str
+    revision: int
+    version: str
+    evaluations: list[slo_mod.Evaluation]
+    breached: list[str] = field(default_factory=list)  # SLOs that reached `for`: acted on
+    action: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.breached:
+            return "breached"
+        if any(e.status == "error" for e in self.evaluations):
+            return "unknown"
+        return "healthy"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "model": self.model,
+            "evaluation": self.number,
+            "at": self.at,
+            "revision": self.revision,
+            "version": self.version,
+            "status": self.status,
+            "breached": self.breached,
+            "action": self.action,
+            "slos": [e.as_dict() for e in self.evaluations],
+        }
+
+    def text(self) -> str:
+        head = (
+            f"{self.at} {self.env}: {self.model} {self.version} (revision {self.revision}) "
+            f"evaluation {self.number}: {self.status}" + (f"; {self.action}" if self.action else "")
+        )
+        return "\n".join([head, *(f"  {e.text()}" for e in self.evaluations)])
+
+    def markdown(self) -> str:
+        """The evidence for a step summary or an issue; SLO names and details are escaped."""
+        rows = [
+            "| SLO | status | value | bound | detail |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {md_cell(e.slo)} | {e.status} | {md_cell(_shown(e.as_dict()['value']))} "
+                f"| {md_cell(e.bound)} | {md_cell(slo_mod.one_line(e.detail))} |"
+                for e in self.evaluations
+            ),
+        ]
+        action = f"\n\n**Action:** {md_cell(self.action)}" if self.action else ""
+        return (
+            f"**{md_cell(self.model)} in {md_cell(self.env)}: {self.status}** "
+            f"(version {md_cell(self.version)}, revision {self.revision}, {self.at})\n\n"
+            + "\n".join(rows)
+            + action
+            + "\n"
+        )
+
+
+def _shown(value: object) -> object:
+    """A value for the evidence table: 0 is a value (no errors at all), only None is none."""
+    return "—" if value is None else value
+
+
+class WatchOperation:
+    """The SLO watcher of one model in one environment."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        env_name: str,
+        model: str | None = None,
+        *,
+        deployer: Deployer | None = None,
+        prometheus: Prometheus | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        issues: IssueKeeper | None = None,
+    ) -> None:
+        self.ctx, self.env_name = ctx, env_name
+        self.model = find_model_for_env(ctx, env_name, model)
+        self.deployer = deployer or make_deployer(ctx, self.model, env_name)
+        # stdout carries the rounds (JSON lines with --json); what the revert says goes aside.
+        self.deployer.log = Runtime(ctx.env, stream=sys.stderr).notice
+        cfg = self.deployer.env.watch
+        if cfg is None:
+            raise WatchError(
+                f"environment `{env_name}` of {self.model} declares no SLOs to watch",
+                hint=f"add `watch: {{slos: [...]}}` under deploy.environments.{env_name} "
+                "(see the README, 'Watch what serves')",
+            )
+        self.cfg: WatchConfig = cfg
+        url = ctx.env.get(PROMETHEUS_ENV) or cfg.prometheus
+        if not url:
+            raise WatchError(
+                f"no Prometheus to ask for `{env_name}`",
+                hint=f"set `watch.prometheus: http://HOST:9090` or the env {PROMETHEUS_ENV}",
+            )
+        self.prometheus = prometheus or Prometheus(url, timeout=cfg.timeout)
+        ctx.rt.mask(self.prometheus.password)  # a URL's password stays out of the logs
+        self.sleep = sleep
+        self.issues = issues
+        self._references: dict[str, dict[str, float] | str] = {}
+
+    # -- evaluating ------------------------------------------------------------------------
+
+    def _serving(self) -> Revision:
+        rev = current(self.deployer.history())
+        if rev is None:
+            raise WatchError(
+                f"nothing serves in `{self.env_name}`: no deployed revision to watch",
+                hint=f"deploy first: `lepton-ci deploy {self.env_name}`",
+            )
+        return rev
+
+    def _reference(self, version: str, prefix: str) -> dict[str, float] | str:
+        """The evaluated distribution from the version's record, or why there is none."""
+        key = f"{version}\0{prefix}"
+        if key not in self._references:
+            try:
+                rec = evidence.load(self.ctx, self.model, version)
+            except LeptonError as e:
+                self._references[key] = f"no record of {version} to compare with: {e.message}"
+            else:
+                shares = slo_mod.reference_shares(rec.metrics, prefix)
+                self._references[key] = shares or (
+                    f"the record of {version} has no `{prefix}.<class>` metrics: make the "
+                    "evaluation write the share of each predicted class"
+                )
+        return self._references[key]
+
+    def evaluate(self, number: int = 1) -> Round:
+        rev = self._serving()
+        evaluations = []
+        self.prometheus.unreachable = None
+        for s in self.cfg.slos:
+            down = self.prometheus.unreachable
+            if down is not None:  # found down for an earlier SLO: no second round of retries
+                detail = f"not asked: {down.message}"
+                evaluations.append(slo_mod.Evaluation(s.name, "error", detail=detail))
+                continue
+            ref = None
+            if s.drift is not None:
+                found = self._reference(rev.version, s.drift.reference_prefix)
+                if isinstance(found, str):
+                    evaluations.append(slo_mod.Evaluation(s.name, "error", detail=found))
+                    continue
+                ref = found
+            evaluations.append(slo_mod.evaluate(self.prometheus, s, ref))
+        return Round(self.env_name, self.model, number, now(), rev.number, rev.version, evaluations)
+
+    # -- acting ------------------------------------------------------------------------------
+
+    def _record(self, r: Round) -> None:
+        store = self.deployer.store
+        with store.lock(self.deployer.config.lock_timeout):
+            rev = next((x for x in store.list() if x.number == r.revision), None)
+            if rev is None:
+                return
+            for e in r.evaluations:
+                if e.slo in r.breached:
+                    value = e.as_dict()["value"]
+                    rev.breaches.append(
+                        Breach(
+                            slo=e.slo,
+                            value=value,
+                            bound=e.bound,
+                            at=r.at,
+                            action=self.cfg.on_breach,
+                            detail=e.detail,
+                        )
+                    )
+            store.save(rev)
+
+    def _act(self, r: Round) -> None:
+        self._record(r)
+        which = ", ".join(r.breached)
+        if self.cfg.on_breach == "alert":
+            r.action = f"alert only: recorded the breach of {which} on revision {r.revision}"
+            return
+        reason = f"SLO breached after release: {which}"
+        out = self.deployer.revert(r.revision, reason)
+        back = out.revision
+        r.action = (
+            f"rolled back: revision {back.number} serves {back.version} again "
+            f"(revision {r.revision} marked failed)"
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        once: bool = False,
+        count: int | None = None,
+        report: Callable[[Round], None] = lambda r: None,
+    ) -> Round:
+        """Evaluate until a breach is acted on (raises SLOBreached), `count` evaluations were
+        made, or once. Each round goes to `report` as it is made."""
+        need = 1 if once else self.cfg.for_
+        streak = {s.name: 0 for s in self.cfg.slos}
+        number = 0
+        while True:
+            number += 1
+            r = self.evaluate(number)
+            for e in r.evaluations:
+                streak[e.slo] = streak[e.slo] + 1 if e.status == "breach" else 0
+            r.breached = [e.slo for e in r.evaluations if streak[e.slo] >= need]
+            failure: LeptonError | None = None
+            if r.breached:
+                try:
+                    self._act(r)
+                except LeptonError as e:
+                    r.action = f"could not act on the breach: {e.message}"
+                    failure = e
+            report(r)
+            if once or r.breached:
+                self._step_outputs(r, self._sync_issue(r))
+            if failure is not None:
+                raise failure
+            if r.breached:
+                raise SLOBreached(
+                    f"{self.env_name}: SLO breached by {r.version} (revision {r.revision}): "
+                    + "; ".join(e.text() for e in r.evaluations if e.slo in r.breached)
+                    + f". {r.action[:1].upper()}{r.action[1:]}.",
+                    hint=f"see `lepton-ci history {self.env_name} --json` for the evidence",
+                )
+            if once and r.status == "unknown":
+                raise WatchError(
+                    f"{self.env_name}: could not judge every SLO, so nothing was done: "
+                    + "; ".join(e.text() for e in r.evaluations if e.status == "error"),
+                    hint="this is not a breach; fix Prometheus or the query and watch again",
+                )
+            if once or (count is not None and number >= count):
+                return r
+            self.sleep(self.cfg.interval)
+
+    def _sync_issue(self, r: Round) -> str:
+        """The environment's issue follows the round; failing to update it hides no breach."""
+        if self.issues is None:
+            return ""
+        # Healthy only for lack of data (no traffic, e.g. at night) is no reason to close it.
+        judged = r.status != "healthy" or any(e.status == "ok" for e in r.evaluations)
+        try:
+            return self.issues.sync(r.model, r.env, r.status if judged else "unknown", r.markdown())
+        except LeptonError as e:
+            self.ctx.rt.warning(f"could not update the watch issue: {e.message}")
+            return ""
+
+    def _step_outputs(self, r: Round, issue: str) -> None:
+        rt = self.ctx.rt
+        serving = current(self.deployer.history())
+        WatchOutputs(
+            status=r.status,
+            breached=",".join(r.breached),
+            action=r.action,
+            serving_version=serving.version if serving else "",
+            evidence=r.markdown(),
+            issue=issue,
+        ).write(rt)
+        rt.summary(r.markdown())
+
+
+@dataclass(frozen=True)
+class WatchRequest:
+    env: str
+    model: str | None = None
+    once: bool = False
+    as_json: bool = False
+    issue: bool = False
+
+
+def watch(ctx: Context, req: WatchRequest, out: Callable[[str], None] = echo) -> int:
+    """`lepton-ci watch`: the rounds are printed as they are made (a JSON line each, or text)."""
+    issues = IssueKeeper.from_env(ctx.env, ctx.rt) if req.issue else None
+    op = WatchOperation(ctx, req.env, req.model, issues=issues)
+    op.run(
+        once=req.once, report=lambda r: out(to_json(r, indent=None) if req.as_json else r.text())
+    )
+    return 0
