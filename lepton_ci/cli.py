@@ -93,18 +93,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_accept_tag(args: argparse.Namespace) -> int:
-    from lepton_ci.core.outputs import AcceptTagOutputs
     from lepton_ci.versions import operations
 
     ctx = _ctx(args)
     tag = args.tag or ctx.env.get("GITHUB_REF_NAME", "")
-    res = operations.accept_pushed_tag(ctx, tag, remote=args.remote, actor=args.actor)
-    if res is None:
-        AcceptTagOutputs(model="", version="", stage="", deploy="false").write(ctx.rt)
-        echo(f"{tag}: not a stage assignment; nothing to promote")
-        return 0
-    res.accepted().write(ctx.rt)
-    echo(f"{tag}: {res.model}@{res.version} accepted in {res.stage}")
+    echo(operations.accept_tag_step(ctx, tag, remote=args.remote, actor=args.actor))
     return 0
 
 
@@ -120,11 +113,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from lepton_ci.versions import queries
 
     if args.model and names_environment(args.config, args.model):
-        from lepton_ci.deploy.releases import history_text
-
-        revs = _environment(args, env=args.model).history()
-        records = [r.model_dump(mode="json", exclude={"manifests"}) for r in revs]
-        emit(records, as_json=args.json, text=history_text(args.model, revs))
+        records, text = _environment(args, env=args.model).history_view()
+        emit(records, as_json=args.json, text=text)
         return 0
     table = queries.history(_git(), args.model)
     emit(table, as_json=args.json, text=queries.history_text(table))
@@ -144,15 +134,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from lepton_ci.core.outputs import CardOutputs
     from lepton_ci.report import card
-    from lepton_ci.versions import evidence
 
-    ctx = _ctx(args)
-    name, _ = ctx.cfg.model(args.model)
     out = Path(args.out) if args.out else None
-    result = card.write(ctx, evidence.load(ctx, name, args.version or None), out)
-    CardOutputs(card=str(result.path)).write(ctx.rt)
+    result = card.write_step(_ctx(args), args.model, args.version or None, out)
     echo(result.text if args.print else f"wrote {result.path}")
     return 0
 
@@ -228,24 +213,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     from lepton_ci.init import scaffold
 
-    root = Path.cwd()
-    interactive = sys.stdin.isatty() and not os.environ.get("CI") and not args.yes
-    prompt = input if interactive else None
-    may_run = args.yes and not args.no_run
-    result = scaffold.init_repo(
-        root,
+    run_now = scaffold.command(
+        Path.cwd(),
         model=args.model,
         overrides={k: v for k in ("train", "evaluate", "metrics") if (v := getattr(args, k))},
-        prompt=prompt,
-        may_run=may_run,
+        interactive=sys.stdin.isatty() and not os.environ.get("CI") and not args.yes,
+        yes=args.yes,
+        no_run=args.no_run,
         env=dict(os.environ),
         log=echo,
     )
-    for p in result.written:
-        echo(f"wrote {p.relative_to(root)}")
-    lines, run_now = scaffold.next_step(root, result, may_run=may_run, prompt=prompt)
-    for line in lines:
-        echo(line)
     return main(["run"]) if run_now else 0
 
 
@@ -258,23 +235,11 @@ def cmd_extras(args: argparse.Namespace) -> int:
 
 
 def cmd_site(args: argparse.Namespace) -> int:
-    from lepton_ci.core.git import Git
     from lepton_ci.site import operations as site
 
-    git = Git(Path.cwd())
-    result = site.build(
-        git,
-        site.load_config(Path.cwd(), args.config),
-        Path(args.out),
-        model=args.model,
-        base_url=args.base_url,
-        repo=args.repo,
-    )
-    echo(
-        f"wrote {result.out}: {result.models} models, {result.versions} versions, "
-        f"{result.pages} pages, {result.bytes / 1e6:.2f} MB in {result.seconds:.2f} s"
-        + (f"; published at {result.url}" if result.url else "")
-    )
+    cfg = site.load_config(Path.cwd(), args.config)
+    out, git = Path(args.out), _git()
+    echo(site.build(git, cfg, out, model=args.model, base_url=args.base_url, repo=args.repo).text())
     return 0
 
 
@@ -294,6 +259,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 Handler = Callable[[argparse.Namespace], int]
+COMMON: dict[str, tuple[str, dict[str, object]]] = {
+    "model": ("--model", {}),
+    "json": ("--json", {"action": "store_true"}),
+    "remote": ("--remote", {"default": "origin"}),
+    "version": ("--version", {"help": "a registered version (default: the last run)"}),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,9 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, fn: Handler, help_: str) -> argparse.ArgumentParser:
+    def add(name: str, fn: Handler, help_: str, *common: str) -> argparse.ArgumentParser:
+        """A command, with the options several commands share (COMMON) named in `common`."""
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(fn=fn)
+        for option in common:
+            flag, kwargs = COMMON[option]
+            sp.add_argument(flag, **kwargs)  # type: ignore[arg-type]
         return sp
 
     sp = add("run", cmd_run, "train and evaluate, record the evidence, compare and gate")
@@ -320,86 +295,54 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=FORMATS, default="table")
     sp.add_argument("--no-fail", action="store_true", help="exit 0 even when a gate fails")
 
-    sp = add("diff", cmd_diff, "show the metrics and params diff of the last run vs its baseline")
-    sp.add_argument("--model")
+    sp = add("diff", cmd_diff, "metrics and params diff of the last run vs its baseline", "model")
     sp.add_argument("--record", help="record file (default: the model's last run)")
     sp.add_argument("--baseline", help="compare with this version instead")
     sp.add_argument("--format", choices=FORMATS, default="table")
     sp.add_argument("--json", action="store_true", help="same as --format json")
 
-    sp = add("register", cmd_register, "register the last run as a version tag <model>@vX.Y.Z")
-    sp.add_argument("--model")
+    sp = add("register", cmd_register, "tag the last run as a version", "model", "remote", "json")
     g = sp.add_mutually_exclusive_group()
-    g.add_argument(
-        "--bump",
-        choices=("major", "minor", "patch"),
-        help="part to bump (default: from conventional commits, else patch)",
-    )
+    bumps = ("major", "minor", "patch")
+    g.add_argument("--bump", choices=bumps, help="default: from conventional commits, else patch")
     g.add_argument("--version", help="exact version, e.g. 1.2.3")
     sp.add_argument("--push", action="store_true", help="push the tag (removed again if refused)")
     sp.add_argument("--allow-failed", action="store_true", help="register a failed run (logged)")
-    sp.add_argument("--remote", default="origin")
-    sp.add_argument("--json", action="store_true")
 
-    sp = add("promote", cmd_promote, "assign a version to a stage with a tag <model>#<stage>#N")
+    sp = add("promote", cmd_promote, "assign a version to a stage", "remote", "json")
     sp.add_argument("model")
     sp.add_argument("version")
     sp.add_argument("stage")
     sp.add_argument("--actor", help="GitHub login promoting (default: GITHUB_TRIGGERING_ACTOR)")
     sp.add_argument("--push", action="store_true")
     sp.add_argument("--deployed-here", action="store_true", help="the tag workflow must not deploy")
-    sp.add_argument("--remote", default="origin")
-    sp.add_argument("--json", action="store_true")
 
-    sp = add(
-        "accept-tag",
-        cmd_accept_tag,
-        "check a pushed stage tag like a promotion; delete it again if refused",
-    )
+    sp = add("accept-tag", cmd_accept_tag, "check a pushed stage tag like a promotion", "remote")
     sp.add_argument("tag", nargs="?", help="the tag (default: GITHUB_REF_NAME)")
     sp.add_argument("--actor", help="who pushed it (default: GITHUB_TRIGGERING_ACTOR)")
-    sp.add_argument("--remote", default="origin")
 
-    sp = add("versions", cmd_versions, "list registered versions with their stages and verdicts")
+    sp = add("versions", cmd_versions, "registered versions, their stages and verdicts", "json")
     sp.add_argument("model", nargs="?")
     sp.add_argument("--all", action="store_true", help="include deregistered versions")
-    sp.add_argument("--json", action="store_true")
 
-    sp = add("show", cmd_show, "show one version (MODEL or MODEL@vX.Y.Z) and its evidence")
+    sp = add("show", cmd_show, "show one version (MODEL or MODEL@vX.Y.Z) and its evidence", "json")
     sp.add_argument("ref")
-    sp.add_argument("--json", action="store_true")
 
-    sp = add(
-        "history",
-        cmd_history,
-        "registry events of MODEL, or the release history of a deploy environment",
-    )
+    sp = add("history", cmd_history, "registry events of MODEL, or releases of ENV", "json")
     sp.add_argument("model", nargs="?", metavar="MODEL|ENV")
-    sp.add_argument("--json", action="store_true")
 
-    sp = add("card", cmd_card, "write the model card of the last run or of a registered version")
-    sp.add_argument("--model")
-    sp.add_argument("--version", help="a registered version (default: the last run)")
+    sp = add("card", cmd_card, "write the model card", "model", "version")
     sp.add_argument("--out", help="file to write (default: card.path in lepton.yaml)")
     sp.add_argument("--print", action="store_true", help="also print the card")
 
-    sp = add("comment", cmd_comment, "keep one sticky metrics comment on the pull request")
-    sp.add_argument("--model")
-    sp.add_argument(
-        "--from",
-        dest="from_",
-        metavar="BUNDLE",
-        help="post a report bundle written by `run` (fork-safe workflow_run job)",
-    )
+    sp = add("comment", cmd_comment, "keep one sticky PR comment", "model")
+    sp.add_argument("--from", dest="from_", metavar="BUNDLE", help="post a bundle `run` wrote")
     sp.add_argument("--pr", type=int, help="pull request number (default: from the event)")
     sp.add_argument("--repo", help="owner/name (default: GITHUB_REPOSITORY)")
     sp.add_argument("--workflow", help="name that keeps comments apart (default: GITHUB_WORKFLOW)")
 
-    sp = add("build", cmd_build, "build and push the model image, tagged and labelled")
-    sp.add_argument("--model")
-    sp.add_argument("--version", help="a registered version (default: the last run)")
+    sp = add("build", cmd_build, "build and push the model image", "model", "version", "json")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))
-    sp.add_argument("--json", action="store_true")
 
     sp = add("image", cmd_image, "inspect an image's labels, or re-tag an existing digest")
     isub = sp.add_subparsers(dest="image_command", required=True, metavar="ACTION")
@@ -416,9 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("rollback", cmd_rollback, "put an earlier healthy revision back (a new revision)"),
         ("watch", cmd_watch, "judge what serves by its SLOs in Prometheus; revert on a breach"),
     ):
-        sp = add(name, fn, help_)
+        sp = add(name, fn, help_, "model")
         sp.add_argument("env", metavar="ENV")
-        sp.add_argument("--model")
         if name == "watch":
             sp.add_argument("--once", action="store_true", help="evaluate once; a breach acts")
             sp.add_argument("--json", action="store_true", help="each evaluation as a JSON line")
@@ -426,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "rollback":
             sp.add_argument("--to", type=int, help="revision number (default: the previous)")
         else:
-            sp.add_argument("--version", help="a registered version (default: the last run)")
+            sp.add_argument(*COMMON["version"][:1], **COMMON["version"][1])  # type: ignore[arg-type]
             sp.add_argument("--image", help="REF@sha256:... (default: the version's image tag)")
         if name == "deploy":
             sp.add_argument("--dry-run", action="store_true", help="render and plan only")
@@ -436,17 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--train", help="train command")
     sp.add_argument("--evaluate", help="evaluate command")
     sp.add_argument("--metrics", help="metrics file the train or evaluate command writes")
-    sp.add_argument(
-        "--yes",
-        action="store_true",
-        help="ask nothing, take the defaults (training once if no metrics file exists yet, "
-        "then `lepton-ci run`)",
-    )
+    sp.add_argument("--yes", action="store_true", help="ask nothing; may train once, then run")
     sp.add_argument("--no-run", action="store_true", help="only write the files; run nothing")
 
-    sp = add("extras", cmd_extras, "print the optional dependency sets a step needs here")
+    sp = add("extras", cmd_extras, "print the optional dependency sets a step needs", "model")
     sp.add_argument("step", help="build, deploy or rollback (others need none)")
-    sp.add_argument("--model")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))
 
     sp = add("site", cmd_site, "build the versions view: a static site from the registry tags")

@@ -22,7 +22,7 @@ from lepton_ci.deploy.deployer import Deployer, DeployFailed
 from lepton_ci.deploy.github_deployments import Recorder
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
-from lepton_ci.deploy.releases import FileStore, Revision, next_number
+from lepton_ci.deploy.releases import FileStore, Revision, history_text, next_number
 from lepton_ci.versions import evidence
 from lepton_ci.versions.grammar import version_tag
 from lepton_ci.versions.registry import Registry
@@ -184,6 +184,12 @@ class EnvironmentOperation:
 
     def history(self) -> list[Revision]:
         return self.deployer.history()
+
+    def history_view(self) -> tuple[list[dict[str, Any]], str]:
+        """`history ENV`: the revisions as JSON records (without manifests) and as text."""
+        revs = self.history()
+        records = [r.model_dump(mode="json", exclude={"manifests"}) for r in revs]
+        return records, history_text(self.env_name, revs)
 
     def _rolled_back(self, rev: Revision) -> Release:
         try:

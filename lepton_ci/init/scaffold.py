@@ -342,3 +342,28 @@ def has_commit(root: Path) -> bool:
         check=False,
     )
     return proc.returncode == 0
+
+
+def command(
+    root: Path,
+    *,
+    model: str | None,
+    overrides: dict[str, str],
+    interactive: bool,
+    yes: bool,
+    no_run: bool,
+    env: dict[str, str],
+    log: Log,
+) -> bool:
+    """`lepton-ci init`: propose, write, say what comes next. True: run `lepton-ci run` now."""
+    prompt = input if interactive else None
+    may_run = yes and not no_run
+    result = init_repo(
+        root, model=model, overrides=overrides, prompt=prompt, may_run=may_run, env=env, log=log
+    )
+    for p in result.written:
+        log(f"wrote {p.relative_to(root)}")
+    lines, run_now = next_step(root, result, may_run=may_run, prompt=prompt)
+    for line in lines:
+        log(line)
+    return run_now

@@ -124,3 +124,15 @@ def write(ctx: Context, rec: Record, out: Path | None = None) -> Card:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return Card(path, text)
+
+
+def write_step(ctx: Context, model: str | None, version: str | None, out: Path | None) -> Card:
+    """`lepton-ci card`: the card of the last run or of a registered version, with the
+    step's output."""
+    from lepton_ci.core.outputs import CardOutputs
+    from lepton_ci.versions import evidence
+
+    name, _ = ctx.cfg.model(model)
+    result = write(ctx, evidence.load(ctx, name, version), out)
+    CardOutputs(card=str(result.path)).write(ctx.rt)
+    return result

@@ -39,6 +39,13 @@ class SiteResult:
     seconds: float
     url: str | None
 
+    def text(self) -> str:
+        return (
+            f"wrote {self.out}: {self.models} models, {self.versions} versions, "
+            f"{self.pages} pages, {self.bytes / 1e6:.2f} MB in {self.seconds:.2f} s"
+            + (f"; published at {self.url}" if self.url else "")
+        )
+
 
 def repo_url(repo: str | None, env: dict[str, str]) -> tuple[str | None, str]:
     """The repository's web address, from `--repo` or the Actions environment."""

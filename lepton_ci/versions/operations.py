@@ -318,3 +318,20 @@ def _deployed_by(ctx: Context, tag: str) -> str | None:
     if kind != "tag":
         return None
     return next((v.strip() for v in trailers.splitlines() if v.strip()), None)
+
+
+def accept_tag_step(
+    ctx: Context,
+    tag: str,
+    *,
+    remote: str = "origin",
+    actor: str | None = None,
+    github: GitHubClient | None = None,
+) -> str:
+    """`accept-tag` as a step: check the tag, write the step's outputs, say what happened."""
+    res = accept_pushed_tag(ctx, tag, remote=remote, actor=actor, github=github)
+    if res is None:
+        AcceptTagOutputs(model="", version="", stage="", deploy="false").write(ctx.rt)
+        return f"{tag}: not a stage assignment; nothing to promote"
+    res.accepted().write(ctx.rt)
+    return f"{tag}: {res.model}@{res.version} accepted in {res.stage}"
