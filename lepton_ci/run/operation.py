@@ -51,7 +51,9 @@ def resolve_baseline(ctx: Context, model: str, opts: RunOptions) -> Baseline | N
         tag, sha, version = info.tag, info.sha, str(info.version)
     else:
         base_ref = opts.base_ref or baseline_mod.pr_base_ref(ctx.env)
-        found = baseline_mod.resolve(ctx.git, model, base_ref=base_ref)
+        found = baseline_mod.resolve(
+            ctx.git, model, base_ref=base_ref, on_skip=lambda why: ctx.rt.warning(f"{model}: {why}")
+        )
         if found is None:
             return None
         tag, sha, version = found.tag, found.sha, str(found.version)
