@@ -146,7 +146,7 @@ def test_a_registered_failure_never_becomes_the_baseline(cli, toy_repo):
     hand_tag_with_record(toy_repo, "toy@v0.1.1")
     set_params(toy_repo, accuracy=0.78)  # only -0.02 from the failed v0.1.1
     commit_all(toy_repo, "fix: a bit worse again")
-    code, out, err = cli("run")
+    code, out, _ = cli("run")
     assert code == 1, out
     assert "vs  toy@v0.1.0" in out
     assert "toy@v0.1.1 failed its gates (accuracy, loss), so it is not the baseline" in out
