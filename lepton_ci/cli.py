@@ -321,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("versions", cmd_versions, "list registered versions with their stages and verdicts")
     sp.add_argument("model", nargs="?")
-    sp.add_argument("--all", action="store_true", help="include deregistered versions")
+    sp.add_argument(
+        "--all", action="store_true", help="include deregistered versions and deprecated models"
+    )
     sp.add_argument("--json", action="store_true")
 
     sp = add("show", cmd_show, "show one version (MODEL or MODEL@vX.Y.Z) and its evidence")

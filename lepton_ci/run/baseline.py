@@ -15,7 +15,6 @@ from lepton_ci.core.errors import BaselineError
 from lepton_ci.core.git import Git
 from lepton_ci.core.semver import Version
 from lepton_ci.versions import grammar as tags
-from lepton_ci.versions.grammar import Action
 from lepton_ci.versions.registry import Registry
 
 
@@ -73,21 +72,17 @@ def resolve(
     version passed over for failing its gates is told to `on_skip`."""
     target, how = _target(git, base_ref)
     head = git.head()
-    merged = git.run(["tag", "--merged", target, "--list", f"{model}@v*"]).stdout.split()
+    merged = set(
+        git.run(["tag", "--merged", target, "--list", tags.version_glob(model)]).stdout.split()
+    )
     reg = Registry(git)
     state = reg.read(model)
-    deregistered = {e.version for e in state.history(model) if e.action is Action.DEREGISTER}
     sha_of = {e.tag: e.sha for e in state.history(model)}
-    candidates = []
-    for name in merged:
-        parsed = tags.parse(name)
-        if parsed is None or parsed.action is not Action.REGISTER or parsed.model != model:
-            continue
-        if parsed.version in deregistered:
-            continue
-        if not base_ref and sha_of.get(name) == head:
-            continue  # a tag on HEAD is this very version, not its baseline
-        candidates.append((Version.parse(parsed.version or ""), name))
+    candidates = [
+        (v.version, v.tag)
+        for v in state.versions(model)  # registered, not deregistered, annotated tags only
+        if v.tag in merged and (base_ref or v.sha != head)  # a tag on HEAD is this very version
+    ]
     best = None
     for version, name in sorted(candidates, key=lambda c: c[0].sort_key(), reverse=True):
         failed = _failed_gates(reg, name)
@@ -135,12 +130,12 @@ def _check_remote_tags(git: Git, model: str) -> None:
     if "origin" not in git.remotes():
         return
     proc = git.run(
-        ["ls-remote", "--tags", "--refs", "origin", f"refs/tags/{model}@v*"],
+        ["ls-remote", "--tags", "--refs", "origin", f"refs/tags/{tags.version_glob(model)}"],
         check=False,
         timeout=30,
     )
     remote = {line.split("refs/tags/", 1)[-1] for line in proc.stdout.splitlines() if line.strip()}
-    local = set(git.run(["tag", "--list", f"{model}@v*"]).stdout.split())
+    local = set(git.run(["tag", "--list", tags.version_glob(model)]).stdout.split())
     missing = sorted(remote - local) if proc.returncode == 0 else []
     if missing:
         n = len(missing)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lepton_ci.core import record as record_mod
@@ -13,7 +14,14 @@ from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions.policy import check as check_policy
-from lepton_ci.versions.registry import Registry, RegistryState, VersionInfo
+from lepton_ci.versions.registry import PROMOTED_BY, Registry, RegistryState, VersionInfo
+
+# A GitHub login (bots end in `[bot]`): all that may go into a stage tag's message.
+_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$")
+
+
+class Unjudged(RegistryError):
+    """A promotion lepton-ci cannot judge: the version carries no evidence record."""
 
 
 @dataclass
@@ -95,7 +103,7 @@ def register(
     name = tags.version_tag(model, new)
     rec = rec.model_copy(update={"candidate_version": str(new)})
     message = f"Register {name}: {_summary_line(rec)}\n\n{rec.to_json()}"
-    reg.create_tag(name, head, message)
+    reg.create_tag(name, head, message, after=state.last_time(model))
     if push:
         reg.push_tag(name, remote)
     record_mod.save(rec, ctx.record_path(model))
@@ -149,12 +157,16 @@ def check_promotion(
             hint=f"add it under `stages:` in {ctx.cfg.path.name}, e.g. `stages: [{stage}]`",
         )
     rec = Registry(ctx.git).record(info.tag)
-    if rec is None:
-        raise RegistryError(
-            f"{info.tag} carries no evidence record, so lepton-ci cannot show it passed its gates",
-            hint="register versions with `lepton-ci register`",
+    if rec is None and not stages[stage].allow_unrecorded:
+        raise Unjudged(
+            f"{info.tag} carries no evidence record (registered by GTO or by hand), so "
+            "lepton-ci cannot show it passed its gates",
+            hint=f"set `stages.{stage}.allow_unrecorded: true` in {ctx.cfg.path.name} to promote "
+            "such versions anyway, or register a new version with `lepton-ci register`",
         )
-    if rec.verdict != "pass":
+    if rec is None:
+        ctx.rt.notice(f"{info.tag} carries no record; promoted to {stage} by allow_unrecorded")
+    elif rec.verdict != "pass":
         failed = ", ".join(g.metric for g in rec.gates if g.verdict == "fail")
         raise RegistryError(
             f"{info.tag} failed its gates ({failed}); it cannot be promoted",
@@ -202,10 +214,23 @@ def promote(
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
     name = tags.stage_tag(model, stage, state.next_counter(model))
-    reg.create_tag(name, info.sha, f"Promote {info.tag} to {stage}\n")
+    message = _promote_message(ctx, info.tag, stage, actor)
+    reg.create_tag(name, info.sha, message, after=state.last_time(model))
     if push:
         reg.push_tag(name, remote)
     return Promoted(model, info.version, stage, name, info.sha, push)
+
+
+def _promote_message(ctx: Context, tag: str, stage: str, actor: str | None) -> str:
+    """GTO's tagger is the runner's git identity; the person who promoted goes in a trailer."""
+    who = actor or ctx.env.get("GITHUB_TRIGGERING_ACTOR") or ctx.env.get("GITHUB_ACTOR")
+    if not who:
+        return f"Promote {tag} to {stage}\n"
+    if not _LOGIN.match(who):
+        raise RegistryError(
+            f"actor {who!r} is not a GitHub login", hint="pass --actor with a GitHub login"
+        )
+    return f"Promote {tag} to {stage}\n\n{PROMOTED_BY}: {who}\n"
 
 
 def accept_pushed_tag(
@@ -217,7 +242,8 @@ def accept_pushed_tag(
     github: GitHubClient | None = None,
 ) -> Promoted | None:
     """A stage tag someone pushed: check it like a promotion. A refused tag is deleted again,
-    here and on the remote, so the registry never shows a promotion the policy forbade.
+    here and on the remote, so the registry never shows a promotion the policy forbade. A tag
+    that cannot be judged (no record, no registered version: GTO's) is refused but left alone.
     Returns None for a tag that is not a stage assignment (nothing to deploy)."""
     parsed = tags.parse(tag)
     if parsed is None or parsed.action is not tags.Action.ASSIGN or parsed.stage is None:
@@ -230,13 +256,17 @@ def accept_pushed_tag(
     info = next((v for v in state.versions(parsed.model) if v.sha == pushed.sha), None)
     try:
         if info is None:
-            raise RegistryError(
+            raise Unjudged(
                 f"{tag} points at {pushed.sha[:12]}, which is no registered "
-                f"version of {parsed.model}"
+                f"version of {parsed.model}",
+                hint="register that commit first (`lepton-ci register`), then assign again",
             )
         check_promotion(
             ctx, parsed.model, info, parsed.stage, state, actor=actor, github=github, ignore_tag=tag
         )
+    except Unjudged as e:
+        e.message += f"; the tag {tag} was left in place (nothing is deployed)"
+        raise
     except RegistryError as e:
         ctx.git.run(["tag", "-d", tag], check=False)
         if remote in ctx.git.remotes():

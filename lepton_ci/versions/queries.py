@@ -13,7 +13,8 @@ from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.printer import Table
 from lepton_ci.core.record import Record
-from lepton_ci.versions.registry import Registry, VersionInfo
+from lepton_ci.versions.grammar import Action, shortcut
+from lepton_ci.versions.registry import Assignment, Registry, VersionInfo
 
 
 def when(ts: int) -> str:
@@ -21,62 +22,92 @@ def when(ts: int) -> str:
 
 
 def versions(git: Git, model: str | None = None, *, include_all: bool = False) -> Table:
+    """Registered versions with their stages, as `gto show` lists them: a stage assigned to a
+    commit never registered shows as that commit; deprecated models only with `include_all`
+    (which also lists deregistered versions)."""
     state = Registry(git).read(model)
-    found = [
-        (m, v)
-        for m in ([model] if model else state.models())
-        for v in state.versions(m, include_deregistered=include_all)
-    ]
-    records = [
-        {
-            "model": m,
-            "version": str(v.version),
-            "tag": v.tag,
-            "sha": v.sha,
-            "stages": sorted(v.stages),
-            "verdict": v.verdict,
-            "author": v.who,
-            "created_at": v.time,
-            "deregistered": v.deregistered,
-        }
-        for m, v in found
-    ]
-    rows = [
-        (
-            m,
-            str(v.version) + (" (deregistered)" if v.deregistered else ""),
-            ",".join(sorted(v.stages)) or "-",
-            v.verdict or "-",
-            when(v.time),
-            v.who,
-            v.sha[:10],
-        )
-        for m, v in found
-    ]
+    models = [model] if model else state.models(include_deprecated=include_all)
+    records: list[dict[str, object]] = []
+    rows: list[tuple[str, ...]] = []
+    hidden = [m for m in models if state.deprecated(m) and not include_all]
+    for m in (m for m in models if m not in hidden):
+        name = m + (" (deprecated)" if state.deprecated(m) else "")
+        for v in state.versions(m, include_deregistered=include_all):
+            records.append(
+                {
+                    "model": m,
+                    "version": str(v.version),
+                    "tag": v.tag,
+                    "sha": v.sha,
+                    "stages": sorted(v.stages),
+                    "verdict": v.verdict,
+                    "author": v.who,
+                    "created_at": v.time,
+                    "deregistered": v.deregistered,
+                    "registered": True,
+                    "deprecated": state.deprecated(m),
+                }
+            )
+            rows.append(
+                (
+                    name,
+                    str(v.version) + (" (deregistered)" if v.deregistered else ""),
+                    ",".join(sorted(v.stages)) or "-",
+                    v.verdict or "-",
+                    when(v.time),
+                    v.who,
+                    v.sha[:10],
+                )
+            )
+        bare: dict[str, list[Assignment]] = {}
+        for a in state.assignments(m).values():
+            if a.version is None:
+                bare.setdefault(a.sha, []).append(a)
+        for sha, held in bare.items():
+            stages = sorted(a.stage for a in held)
+            e = held[0].event
+            by = e.actor or e.who
+            records.append(
+                {
+                    "model": m,
+                    "version": sha,
+                    "tag": None,
+                    "sha": sha,
+                    "stages": stages,
+                    "verdict": None,
+                    "author": by,
+                    "created_at": e.time,
+                    "deregistered": False,
+                    "registered": False,
+                    "deprecated": state.deprecated(m),
+                }
+            )
+            row = (name, f"{sha[:10]} (unregistered)", ",".join(stages), "-")
+            rows.append((*row, when(e.time), by, sha[:10]))
+    empty = "no versions registered" + (f" for {model}" if model else "")
+    if hidden and model:
+        empty = f"{model} is deprecated; list it with --all"
     return Table(
-        ("model", "version", "stages", "gates", "created", "by", "commit"),
-        list(rows),
-        records,
-        empty="no versions registered" + (f" for {model}" if model else ""),
+        ("model", "version", "stages", "gates", "created", "by", "commit"), rows, records, empty
     )
 
 
 def history(git: Git, model: str | None = None) -> Table:
+    """Every registry event, oldest first; a stage event names the version on its commit (or
+    the commit itself, as GTO does), and who promoted when the tag says so."""
     state = Registry(git).read(model)
     events = state.history(model)
-    by_sha = {
-        m: {v.sha: str(v.version) for v in state.versions(m, include_deregistered=True)}
-        for m in state.models()
-    }
+    version = {e.tag: e.version or state.version_at(e.model, e.sha) or e.sha for e in events}
     records = [
         {
             "tag": e.tag,
             "model": e.model,
             "action": e.action.value,
-            "version": e.version,
+            "version": version[e.tag] if e.action is not Action.DEPRECATE else None,
             "stage": e.stage,
             "sha": e.sha,
-            "who": e.who,
+            "who": e.actor or e.who,
+            "tagger": e.who,
             "time": e.time,
         }
         for e in events
@@ -84,10 +115,10 @@ def history(git: Git, model: str | None = None) -> Table:
     rows = [
         (
             when(e.time),
-            e.who,
+            e.actor or e.who,
             e.action.value,
             e.model,
-            (e.version or by_sha.get(e.model, {}).get(e.sha, e.sha[:10]))
+            (version[e.tag] if e.action is not Action.DEPRECATE else "")
             + (f" -> {e.stage}" if e.stage else ""),
             e.tag,
         )
@@ -120,11 +151,35 @@ class Shown:
 
 
 def show(git: Git, ref: str) -> Shown:
-    """One version, `MODEL` (the latest) or `MODEL@vX.Y.Z`, with its record when it has one."""
-    model, _, version = ref.partition("@")
+    """One version, by GTO's shortcuts: `MODEL` (the greatest), `MODEL@vX.Y.Z`, `MODEL@latest`
+    (the newest registered), `MODEL@greatest`, `MODEL#STAGE` (the stage's current version)."""
+    wanted = shortcut(ref)
+    if wanted is None:
+        raise RegistryError(
+            f"`{ref}` is not a version reference",
+            hint="write MODEL, MODEL@vX.Y.Z, MODEL@latest, MODEL@greatest or MODEL#STAGE",
+        )
+    model = wanted.model
     reg = Registry(git)
     state = reg.read(model)
-    info = state.find(model, version) if version else state.latest(model)
+    info: VersionInfo | None
+    if wanted.version:
+        info = state.find(model, wanted.version)
+    elif wanted.stage:
+        a = state.assignments(model).get(wanted.stage)
+        if a is not None and a.version is None:
+            raise RegistryError(
+                f"{model}#{wanted.stage} is commit {a.sha[:12]}, which is no registered version",
+                hint=f"register it, or see `lepton-ci versions {model}`",
+            )
+        info = a.version if a else None
+        if info is None:
+            raise RegistryError(
+                f"no version of {model} is in stage `{wanted.stage}`",
+                hint=f"see `lepton-ci versions {model}`",
+            )
+    else:
+        info = state.newest(model) if wanted.latest else state.latest(model)
     if info is None:
         raise RegistryError(
             f"{model} has no registered version", hint="register one with `lepton-ci register`"
