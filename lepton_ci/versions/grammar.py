@@ -69,13 +69,11 @@ def version_glob(model: str) -> str:
 
 @dataclass(frozen=True)
 class Shortcut:
-    """GTO's shortcuts: `m` (latest), `m@v1.2.3`, `m@latest`, `m@greatest`, `m#stage`."""
+    """GTO's shortcuts: `m@v1.2.3`, `m#stage`; `m`, `m@latest`, `m@greatest` (neither set)."""
 
     model: str
     version: str | None = None
     stage: str | None = None
-    latest: bool = False
-    greatest: bool = False
 
 
 _SHORTCUT_RE = re.compile(
@@ -92,6 +90,4 @@ def shortcut(ref: str) -> Shortcut | None:
         m["model"],
         version=v if v not in (None, "latest", "greatest") else None,
         stage=m["stage"],
-        latest=v == "latest",
-        greatest=v == "greatest" or (v is None and m["stage"] is None),  # `show m`: as before
     )

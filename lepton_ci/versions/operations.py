@@ -209,12 +209,12 @@ def promote(
     reg = Registry(ctx.git)
     state = reg.read(model)
     info = state.find(model, version)
+    message = _promote_message(ctx, info.tag, stage, actor)
     check_promotion(ctx, model, info, stage, state, actor=actor, github=github)
     current = state.stages(model).get(stage)
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
     name = tags.stage_tag(model, stage, state.next_counter(model))
-    message = _promote_message(ctx, info.tag, stage, actor)
     reg.create_tag(name, info.sha, message, after=state.last_time(model))
     if push:
         reg.push_tag(name, remote)

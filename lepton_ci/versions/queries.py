@@ -151,8 +151,8 @@ class Shown:
 
 
 def show(git: Git, ref: str) -> Shown:
-    """One version, by GTO's shortcuts: `MODEL` (the greatest), `MODEL@vX.Y.Z`, `MODEL@latest`
-    (the newest registered), `MODEL@greatest`, `MODEL#STAGE` (the stage's current version)."""
+    """One version, by GTO's shortcuts: `MODEL`, `MODEL@latest` and `MODEL@greatest` (all the
+    greatest by semver, as in `gto show`), `MODEL@vX.Y.Z`, `MODEL#STAGE` (its current version)."""
     wanted = shortcut(ref)
     if wanted is None:
         raise RegistryError(
@@ -179,7 +179,7 @@ def show(git: Git, ref: str) -> Shown:
                 hint=f"see `lepton-ci versions {model}`",
             )
     else:
-        info = state.newest(model) if wanted.latest else state.latest(model)
+        info = state.latest(model)
     if info is None:
         raise RegistryError(
             f"{model} has no registered version", hint="register one with `lepton-ci register`"

@@ -170,14 +170,9 @@ class RegistryState:
         )
 
     def latest(self, model: str) -> VersionInfo | None:
-        """The greatest version by semver (GTO's `gto latest`)."""
+        """The greatest version by semver (`gto latest`, and `gto show m@latest`)."""
         vs = self.versions(model)
         return vs[0] if vs else None
-
-    def newest(self, model: str) -> VersionInfo | None:
-        """The most recently registered version (`gto show m@latest`)."""
-        vs = self.versions(model)
-        return max(vs, key=lambda v: v.time) if vs else None
 
     def stage_history(self, model: str, stage: str) -> list[Event]:
         return [e for e in self.history(model) if e.stage == stage]
