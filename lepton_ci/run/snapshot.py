@@ -93,7 +93,9 @@ def at(ctx: Context, model: str, cfg: ModelConfig, ref: str) -> Snapshot:
         return from_files(ctx, model, cfg, None, WORKSPACE)
     bare = ref.removeprefix(f"{model}@")
     if bare.startswith("v") and not ctx.git.rev_exists(ref):
-        return at_version(ctx, model, cfg, bare)
+        snap = at_version(ctx, model, cfg, bare)
+        snap.label = ref
+        return snap
     if not ctx.git.rev_exists(ref):
         raise InputError(
             f"`{ref}` is neither a version of {model} nor a git revision",
