@@ -61,6 +61,7 @@ class CardConfig(Strict):
     datasets: list[str] = []
     tags: list[str] = []
     task: str = Field("other", description="Hugging Face task type, e.g. image-classification")
+    library_name: str | None = Field(None, description="Hub library, e.g. scikit-learn")
     template: str | None = None
     path: str = "model_cards/{model}/{version}.md"
 
