@@ -115,8 +115,8 @@ def test_front_matter_is_hugging_face_metadata(carded, cli):
     assert data.metrics == ["accuracy", "loss"]  # the informational speed.p95_ms is no claim
     assert data.model_name == "toy"
     results = {(r.metric_type, r.metric_name): r for r in data.eval_results}
-    assert set(results) == {("accuracy", "Accuracy"), ("loss", "Loss")}
-    acc = results["accuracy", "Accuracy"]
+    assert set(results) == {("accuracy", "accuracy"), ("loss", "loss")}
+    acc = results["accuracy", "accuracy"]
     assert (acc.metric_value, acc.task_type, acc.dataset_name) == (
         0.95,
         "tabular-classification",

@@ -37,15 +37,9 @@ def metric_id(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "metric"
 
 
-def readable(name: str) -> str:
-    """A metric's display name on the Hub (`name`): `speed.p95_ms` -> `Speed p95 ms`."""
-    words = re.sub(r"[._]+", " ", name).strip() or name
-    return words[:1].upper() + words[1:]
-
-
 def front_matter(rec: Record, cfg: ModelConfig) -> str:
     """Model-card metadata as the Hub writes it: only gated metrics are results (informational
-    ones are not claims), each with an id and a readable name; no dataset is invented, so a
+    ones are not claims), each with an id and its name as written; no dataset is invented, so a
     card without `datasets:` has `results: []`."""
     card = cfg.card
     ids: dict[str, str] = {}
@@ -54,7 +48,7 @@ def front_matter(rec: Record, cfg: ModelConfig) -> str:
             mid = metric_id(g.metric)
             ids[g.metric] = mid if mid not in ids.values() else f"{mid}_{len(ids) + 1}"
     metrics = [
-        {"type": ids[g.metric], "value": g.candidate, "name": readable(g.metric)}
+        {"type": ids[g.metric], "value": g.candidate, "name": g.metric}
         for g in rec.gates
         if g.metric in ids
     ]
