@@ -89,3 +89,16 @@ def test_diff_refuses_what_it_cannot_read(two_revisions, cli):
     code, _, err = cli("diff", "v0.1.0", "HEAD")
     assert code == 1 and "metrics.json: metric `accuracy` is 'high', not a number" in err
     assert "(in the files at" in err and "/tmp" not in err.split("fix:")[0]
+
+
+def test_hostile_names_stay_inert_in_the_diff(two_revisions, cli):
+    evil = {"x\n::add-mask::secret": 1.0, "rtl\u202egnp.exe": 2.0, "accuracy": 0.8, "loss": 0.2}
+    (two_revisions / "metrics.json").write_text(json.dumps(evil))
+    commit_all(two_revisions, "hostile metric names")
+    for fmt in ("table", "markdown"):
+        code, out, err = cli("diff", "v0.1.0", "HEAD", "--format", fmt)
+        assert code == 0, err
+        assert not any(line.startswith("::") for line in out.splitlines())
+        assert "\u202e" not in out and "\\u202e" in out  # shown as an escape, not acted on
+    code, _, err = cli("diff", "v0.1.0", "HEAD\n::error::x")
+    assert code == 1 and not any(line.startswith("::error::x") for line in err.splitlines())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,13 @@ from lepton_ci.run.gates import evaluate_metric
 from lepton_ci.run.snapshot import Snapshot
 
 WORDS = {"improved": "better", "regressed": "worse"}
+# Control and format characters (newlines that would start a `::command::` line, U+202E):
+# shown as escapes in the text table, never acted on by a terminal or the Actions log.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def _inline(text: str) -> str:
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 class _Absent:
@@ -137,21 +145,23 @@ def render(c: Comparison, fmt: str, *, precision: int = 5, show_all: bool = Fals
             for kind in ("metrics", "params"):
                 data[kind] = [r for r in data[kind] if r["status"] != "unchanged"]
         return json.dumps(data, indent=2)
-    head = f"{c.model}: {c.a.label} ({c.a.source})  ->  {c.b.label} ({c.b.source})"
+    head = _inline(f"{c.model}: {c.a.label} ({c.a.source})  ->  {c.b.label} ({c.b.source})")
     if fmt == "markdown":
         return _markdown(c, rows, precision)
     if not rows:
         return f"{head}\nno changes" + ("" if show_all else " (--all shows unchanged rows)")
-    table = [("", c.a.label, c.b.label, "change")]
+    table: list[tuple[str, str, str, str]] = [
+        ("", _inline(c.a.label), _inline(c.b.label), "change")
+    ]
     for kind in ("metric", "param"):
         group = [r for r in rows if r.kind == kind]
         if group:
             table.append((f"{kind}s:", "", "", ""))
         for r in group:
-            cells = (value(r.a, precision), value(r.b, precision), _change(r, precision))
-            table.append((f"  {r.name}", *cells))
+            a, b = _inline(value(r.a, precision)), _inline(value(r.b, precision))
+            table.append((f"  {_inline(r.name)}", a, b, _change(r, precision)))
     widths = [max(len(t[i]) for t in table) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)).rstrip() for t in table]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(t, widths, strict=True)).rstrip() for t in table]
     return "\n".join([head, *lines])
 
 
@@ -164,7 +174,8 @@ def _markdown(c: Comparison, rows: list[Row], precision: int) -> str:
     ]
     for r in rows:
         cells = [value(r.a, precision), value(r.b, precision), _change(r, precision)]
-        out.append(f"| {md_cell(r.name)} | " + " | ".join(md_cell(x) for x in cells) + " |")
+        cells = [md_cell(_inline(x)) for x in (r.name, *cells)]
+        out.append("| " + " | ".join(cells) + " |")
     if not rows:
         out.append("| no changes | | | |")
     return "\n".join(out) + "\n"

@@ -52,6 +52,9 @@ def from_files(ctx: Context, model: str, cfg: ModelConfig, sha: str | None, labe
                     else:
                         snap.missing.append(name)
                     continue
+                if not path.is_relative_to(top):
+                    snap.missing.append(f"{name} (outside the repository)")
+                    continue
                 blob = ctx.git.blob(sha, path.relative_to(top).as_posix())
                 if blob is None:
                     snap.missing.append(name)
@@ -87,8 +90,8 @@ def at_version(ctx: Context, model: str, cfg: ModelConfig, version: str) -> Snap
 
 def at(ctx: Context, model: str, cfg: ModelConfig, ref: str) -> Snapshot:
     """`ref` is a version (`v1.2.0`, `MODEL@v1.2.0`), any git revision, or `workspace`."""
-    if ref.startswith("-"):
-        raise InputError(f"`{ref}` looks like an option, not a revision", hint="name a revision")
+    if ref.startswith("-") or not ref.isprintable():
+        raise InputError(f"{ref!a} is not a revision", hint="name a version or a revision")
     if ref == WORKSPACE:
         return from_files(ctx, model, cfg, None, WORKSPACE)
     bare = ref.removeprefix(f"{model}@")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from lepton_ci.core import record as record_mod
@@ -14,10 +13,13 @@ from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions.policy import check as check_policy
-from lepton_ci.versions.registry import PROMOTED_BY, Registry, RegistryState, VersionInfo
-
-# A GitHub login (bots end in `[bot]`): all that may go into a stage tag's message.
-_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$")
+from lepton_ci.versions.registry import (
+    LOGIN,
+    PROMOTED_BY,
+    Registry,
+    RegistryState,
+    VersionInfo,
+)
 
 
 class Unjudged(RegistryError):
@@ -226,7 +228,7 @@ def _promote_message(ctx: Context, tag: str, stage: str, actor: str | None) -> s
     who = actor or ctx.env.get("GITHUB_TRIGGERING_ACTOR") or ctx.env.get("GITHUB_ACTOR")
     if not who:
         return f"Promote {tag} to {stage}\n"
-    if not _LOGIN.match(who):
+    if not LOGIN.match(who):
         raise RegistryError(
             f"actor {who!r} is not a GitHub login", hint="pass --actor with a GitHub login"
         )

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 # peeling 10,000 tags costs more than the rest together. A lightweight tag has no
 # %(*objectname); GTO does not read those, and neither do we.
 PROMOTED_BY = "Promoted-by"  # the trailer that names who promoted (the tagger is the runner)
+# A GitHub login (bots end in `[bot]`): all a Promoted-by trailer may hold.
+LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$")
 _FMT = "%00".join(
     [
         "%(refname:strip=2)",
@@ -225,7 +227,7 @@ class Registry:
                     version=parsed.version,
                     stage=parsed.stage,
                     counter=parsed.counter,
-                    actor=actor.strip() or None,
+                    actor=actor.strip() if LOGIN.match(actor.strip()) else None,
                 )
             )
         # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`) peels to the inner
