@@ -96,3 +96,18 @@ def test_promoting_a_gto_version_needs_an_explicit_policy(gto_repo, cli):
     # prod has no such policy: still refused
     code, _, err = cli("promote", "toy", "v0.1.0", "prod")
     assert code == 1 and "carries no evidence record" in err
+
+
+def test_a_refused_actor_is_refused_first_even_on_a_gto_version(gto_repo, remote, cli):
+    """Only the missing record is unjudgeable: who pushed can be judged, and a refusal deletes."""
+    cfg = gto_repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("  staging: {}", "  staging: {allow: {users: [dev]}}"))
+    commit_all(gto_repo, "only dev promotes to staging")
+    for target in ("toy@v0.1.0", "HEAD"):  # a GTO version, then a commit never registered
+        git(gto_repo, "tag", "-a", "-m", "by hand", "toy#staging#9", target)
+        git(gto_repo, "push", "-q", "origin", "toy#staging#9")
+        code, _, err = cli("accept-tag", "toy#staging#9", "--actor", "intruder")
+        assert code == 1 and "intruder may not promote to `staging`" in err, err
+        assert "was deleted again" in err
+        assert git(remote, "tag", "-l", "toy#*") == ""
+        assert git(gto_repo, "tag", "-l", "toy#*") == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lepton_ci.core import record as record_mod
+from lepton_ci.core.config import StageConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import RecordError, RegistryError
 from lepton_ci.core.github import GitHubClient
@@ -149,15 +150,22 @@ def check_promotion(
     github: GitHubClient | None,
     ignore_tag: str | None = None,
 ) -> None:
-    """Everything a promotion must satisfy: declared stage, gates passed, the required stage
-    first, and the promotion policy for the actor. Raises RegistryError saying what is wrong."""
-    stages = ctx.cfg.config.stages
-    if stage not in stages:
-        declared = ", ".join(stages) or "none"
-        raise RegistryError(
-            f"stage `{stage}` is not declared in {ctx.cfg.path} (declared: {declared})",
-            hint=f"add it under `stages:` in {ctx.cfg.path.name}, e.g. `stages: [{stage}]`",
+    """Everything a promotion must satisfy: declared stage, the required stage first, the
+    promotion policy for the actor, and gates passed. Raises RegistryError saying what is wrong;
+    Unjudged (checked last, so a refused actor is refused first) when there is no record."""
+    stages = _declared(ctx, stage)
+    required = stages[stage].requires
+    if required is not None:
+        was_there = any(
+            e.action is tags.Action.ASSIGN and e.sha == info.sha and e.tag != ignore_tag
+            for e in state.stage_history(model, required)
         )
+        if not was_there:
+            raise RegistryError(
+                f"{info.tag} must be in stage `{required}` before `{stage}`",
+                hint=f"run `lepton-ci promote {model} {info.version} {required}` first",
+            )
+    _check_actor(ctx, stage, actor, github)
     rec = Registry(ctx.git).record(info.tag)
     if rec is None and not stages[stage].allow_unrecorded:
         raise Unjudged(
@@ -174,18 +182,21 @@ def check_promotion(
             f"{info.tag} failed its gates ({failed}); it cannot be promoted",
             hint="promote a version that passed, or register a fixed one",
         )
-    required = stages[stage].requires
-    if required is not None:
-        was_there = any(
-            e.action is tags.Action.ASSIGN and e.sha == info.sha and e.tag != ignore_tag
-            for e in state.stage_history(model, required)
+
+
+def _declared(ctx: Context, stage: str) -> dict[str, StageConfig]:
+    stages = ctx.cfg.config.stages
+    if stage not in stages:
+        declared = ", ".join(stages) or "none"
+        raise RegistryError(
+            f"stage `{stage}` is not declared in {ctx.cfg.path} (declared: {declared})",
+            hint=f"add it under `stages:` in {ctx.cfg.path.name}, e.g. `stages: [{stage}]`",
         )
-        if not was_there:
-            raise RegistryError(
-                f"{info.tag} must be in stage `{required}` before `{stage}`",
-                hint=f"run `lepton-ci promote {model} {info.version} {required}` first",
-            )
-    policy = stages[stage].allow
+    return stages
+
+
+def _check_actor(ctx: Context, stage: str, actor: str | None, github: GitHubClient | None) -> None:
+    policy = ctx.cfg.config.stages[stage].allow
     if policy is not None:
         repo = ctx.env.get("GITHUB_REPOSITORY")
         token = ctx.env.get("LEPTON_GITHUB_TOKEN") or ctx.env.get("GITHUB_TOKEN")
@@ -258,6 +269,8 @@ def accept_pushed_tag(
     info = next((v for v in state.versions(parsed.model) if v.sha == pushed.sha), None)
     try:
         if info is None:
+            _declared(ctx, parsed.stage)
+            _check_actor(ctx, parsed.stage, actor, github)  # a refused actor's tag still goes
             raise Unjudged(
                 f"{tag} points at {pushed.sha[:12]}, which is no registered "
                 f"version of {parsed.model}",
