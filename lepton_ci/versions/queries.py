@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
@@ -27,15 +28,14 @@ def versions(git: Git, model: str | None = None, *, include_all: bool = False) -
     (which also lists deregistered versions)."""
     state = Registry(git).read(model)
     models = [model] if model else state.models(include_deprecated=include_all)
-    records: list[dict[str, object]] = []
-    rows: list[tuple[str, ...]] = []
     hidden = [m for m in models if state.deprecated(m) and not include_all]
+    records: list[dict[str, Any]] = []
     for m in (m for m in models if m not in hidden):
-        name = m + (" (deprecated)" if state.deprecated(m) else "")
+        common = {"model": m, "deprecated": state.deprecated(m)}
         for v in state.versions(m, include_deregistered=include_all):
             records.append(
                 {
-                    "model": m,
+                    **common,
                     "version": str(v.version),
                     "tag": v.tag,
                     "sha": v.sha,
@@ -45,45 +45,41 @@ def versions(git: Git, model: str | None = None, *, include_all: bool = False) -
                     "created_at": v.time,
                     "deregistered": v.deregistered,
                     "registered": True,
-                    "deprecated": state.deprecated(m),
                 }
-            )
-            rows.append(
-                (
-                    name,
-                    str(v.version) + (" (deregistered)" if v.deregistered else ""),
-                    ",".join(sorted(v.stages)) or "-",
-                    v.verdict or "-",
-                    when(v.time),
-                    v.who,
-                    v.sha[:10],
-                )
             )
         bare: dict[str, list[Assignment]] = {}
         for a in state.assignments(m).values():
             if a.version is None:
                 bare.setdefault(a.sha, []).append(a)
         for sha, held in bare.items():
-            stages = sorted(a.stage for a in held)
             e = held[0].event
-            by = e.actor or e.who
             records.append(
                 {
-                    "model": m,
+                    **common,
                     "version": sha,
                     "tag": None,
                     "sha": sha,
-                    "stages": stages,
+                    "stages": sorted(a.stage for a in held),
                     "verdict": None,
-                    "author": by,
+                    "author": e.actor or e.who,
                     "created_at": e.time,
                     "deregistered": False,
                     "registered": False,
-                    "deprecated": state.deprecated(m),
                 }
             )
-            row = (name, f"{sha[:10]} (unregistered)", ",".join(stages), "-")
-            rows.append((*row, when(e.time), by, sha[:10]))
+    rows = [
+        (
+            r["model"] + (" (deprecated)" if r["deprecated"] else ""),
+            (r["version"] if r["registered"] else f"{r['sha'][:10]} (unregistered)")
+            + (" (deregistered)" if r["deregistered"] else ""),
+            ",".join(r["stages"]) or "-",
+            r["verdict"] or "-",
+            when(r["created_at"]),
+            r["author"],
+            r["sha"][:10],
+        )
+        for r in records
+    ]
     empty = "no versions registered" + (f" for {model}" if model else "")
     if hidden and model:
         empty = f"{model} is deprecated; list it with --all"
