@@ -166,16 +166,15 @@ def render(c: Comparison, fmt: str, *, precision: int = 5, show_all: bool = Fals
 
 
 def _markdown(c: Comparison, rows: list[Row], precision: int) -> str:
-    out = [
-        f"**{md_cell(c.model)}**: {md_code(c.a.label)} → {md_code(c.b.label)}",
-        "",
-        f"| | {md_cell(c.a.label)} | {md_cell(c.b.label)} | change |",
-        "|---|---:|---:|---|",
-    ]
-    for r in rows:
-        cells = [value(r.a, precision), value(r.b, precision), _change(r, precision)]
-        cells = [md_cell(_inline(x)) for x in (r.name, *cells)]
-        out.append("| " + " | ".join(cells) + " |")
+    a, b = md_cell(_inline(c.a.label)), md_cell(_inline(c.b.label))
+    out = [f"**{md_cell(c.model)}**: {md_code(_inline(c.a.label))} → {md_code(_inline(c.b.label))}"]
+    for kind in ("metric", "param"):
+        group = [r for r in rows if r.kind == kind]
+        if group:
+            out += ["", f"| {kind} | {a} | {b} | change |", "|---|---:|---:|---|"]
+        for r in group:
+            cells = [r.name, value(r.a, precision), value(r.b, precision), _change(r, precision)]
+            out.append("| " + " | ".join(md_cell(_inline(x)) for x in cells) + " |")
     if not rows:
-        out.append("| no changes | | | |")
+        out += ["", "no changes"]
     return "\n".join(out) + "\n"
