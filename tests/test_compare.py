@@ -82,6 +82,8 @@ def test_diff_refuses_what_it_cannot_read(two_revisions, cli):
     assert code == 1 and "`nope` is neither a version of toy nor a git revision" in err
     code, _, err = cli("diff", "v9.0.0", "HEAD")
     assert code == 1 and "toy@v9.0.0 is not registered" in err
+    code, _, err = cli("diff", "v0.1.0", "HEAD", "--precision", "-2")
+    assert code == 1 and "--precision -2: give 0 to 20 decimals" in err
     code, _, err = cli("diff", "a", "b", "c")
     assert code == 1 and "diff takes one or two revisions, got 3" in err
     (two_revisions / "metrics.json").write_text('{"accuracy": "high"}')

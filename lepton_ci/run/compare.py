@@ -138,6 +138,8 @@ def _change(r: Row, precision: int) -> str:
 
 
 def render(c: Comparison, fmt: str, *, precision: int = 5, show_all: bool = False) -> str:
+    if not 0 <= precision <= 20:
+        raise InputError(f"--precision {precision}: give 0 to 20 decimals", hint="e.g. 5")
     rows = [r for r in c.rows if show_all or r.status != "unchanged"]
     if fmt == "json":
         data = c.as_dict()
