@@ -88,13 +88,18 @@ class RegistryState:
 
     def __init__(self, events: list[Event]) -> None:
         self.events = sorted(events, key=lambda e: (e.time, e.counter or 0, e.tag))
+        self._by_model: dict[str, list[Event]] = {}
+        for e in self.events:
+            self._by_model.setdefault(e.model, []).append(e)
+        # Per model: its versions (with their stages) and each stage's assignment, read once.
+        self._views: dict[str, tuple[dict[str, VersionInfo], dict[str, Assignment]]] = {}
 
     def models(self, *, include_deprecated: bool = True) -> list[str]:
-        found = sorted({e.model for e in self.events})
+        found = sorted(self._by_model)
         return [m for m in found if include_deprecated or not self.deprecated(m)]
 
     def history(self, model: str | None = None) -> list[Event]:
-        return [e for e in self.events if model is None or e.model == model]
+        return list(self.events if model is None else self._by_model.get(model, []))
 
     def deprecated(self, model: str) -> bool:
         """GTO: deprecated until any later event (a new version, a stage) revives the model."""
@@ -119,11 +124,18 @@ class RegistryState:
                 out[e.version].deregistered = True
         return out
 
+    def _view(self, model: str) -> tuple[dict[str, VersionInfo], dict[str, Assignment]]:
+        if model not in self._views:
+            registered = self._registered(model)
+            assigned = self._assignments(model, registered)
+            for a in assigned.values():
+                if a.version is not None:
+                    a.version.stages.append(a.stage)
+            self._views[model] = (registered, assigned)
+        return self._views[model]
+
     def versions(self, model: str, *, include_deregistered: bool = False) -> list[VersionInfo]:
-        registered = self._registered(model)
-        for a in self._assignments(model, registered).values():
-            if a.version is not None:
-                a.version.stages.append(a.stage)
+        registered = self._view(model)[0]
         found = [v for v in registered.values() if include_deregistered or not v.deregistered]
         return sorted(found, key=lambda v: v.version.sort_key(), reverse=True)
 
@@ -133,7 +145,7 @@ class RegistryState:
 
     def assignments(self, model: str) -> dict[str, Assignment]:
         """Each stage's current assignment, registered version or bare commit."""
-        return self._assignments(model, self._registered(model))
+        return dict(self._view(model)[1])
 
     def _assignments(self, model: str, registered: dict[str, VersionInfo]) -> dict[str, Assignment]:
         by_sha: dict[str, VersionInfo] = {}
@@ -155,7 +167,7 @@ class RegistryState:
 
     def version_at(self, model: str, sha: str) -> str | None:
         """The version registered on a commit (the newest), as GTO names stage events."""
-        on = [v for v in self._registered(model).values() if v.sha == sha]
+        on = [v for v in self._view(model)[0].values() if v.sha == sha]
         return str(max(on, key=lambda v: v.version.sort_key()).version) if on else None
 
     def find(self, model: str, version: str) -> VersionInfo:
