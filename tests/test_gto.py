@@ -11,7 +11,7 @@ from lepton_ci.core.git import Git
 from lepton_ci.run.baseline import resolve
 from lepton_ci.versions import queries
 from lepton_ci.versions.registry import Registry
-from tests.conftest import commit_all, git
+from tests.conftest import Cli, commit_all, git
 
 pytestmark = pytest.mark.e2e
 
@@ -188,3 +188,21 @@ def test_show_takes_gto_shortcuts(cli, toy_repo):
     assert code == 1 and "no version of toy is in stage `staging`" in err
     code, _, err = cli("show", "toy@v1")
     assert code == 1 and "is not a version reference" in err
+
+
+def test_a_model_named_dir_colon_name_is_written_as_gto_writes_it(toy_repo, capsys):
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("  toy:", "  models:toy:", 1))
+    commit_all(toy_repo, "GTO-style model name")
+    cli = Cli(toy_repo, capsys)
+    assert cli("run")[0] == 0
+    code, out, err = cli("register")
+    assert code == 0, err
+    assert "registered models=toy@v0.1.0" in out
+    assert cli("promote", "models:toy", "v0.1.0", "staging")[0] == 0
+    assert gto.show(str(toy_repo))["models:toy"]["stage"]["staging"] == "v0.1.0"
+    code, out, _ = cli("show", "models:toy#staging", "--json")
+    assert code == 0 and json.loads(out)["candidate_version"] == "v0.1.0"
+    commit(toy_repo, "fix: next")
+    code, out, _ = cli("run")
+    assert code == 0 and "vs  models=toy@v0.1.0" in out
