@@ -59,7 +59,7 @@ def resolve_baseline(ctx: Context, model: str, opts: RunOptions) -> Baseline | N
         tag, sha, version = found.tag, found.sha, str(found.version)
     rec = reg.record(tag)
     if rec is None:  # a GTO version: compare with the files committed at it
-        snap = snapshot.from_files(ctx, model, ctx.cfg.config.models[model], sha, tag)
+        snap = snapshot.from_files(ctx, ctx.cfg.config.models[model], sha, tag)
         gone = f"; not there: {', '.join(snap.missing)}" if snap.missing else ""
         ctx.rt.notice(f"{tag} carries no evidence record; compared with {snap.source}{gone}")
         if not snap.metrics:

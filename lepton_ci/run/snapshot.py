@@ -34,7 +34,7 @@ class Snapshot:
     missing: list[str] = field(default_factory=list)  # files absent at that revision
 
 
-def from_files(ctx: Context, model: str, cfg: ModelConfig, sha: str | None, label: str) -> Snapshot:
+def from_files(ctx: Context, cfg: ModelConfig, sha: str | None, label: str) -> Snapshot:
     """The metrics and params files at commit `sha` (or in the work tree when None)."""
     workdir = ctx.cfg.model_dir(cfg)
     top = ctx.git.toplevel().resolve()
@@ -82,7 +82,7 @@ def at_version(ctx: Context, model: str, cfg: ModelConfig, version: str) -> Snap
     info = reg.read(model).find(model, version.rpartition("@")[2])
     rec = reg.record(info.tag)
     if rec is None:
-        return from_files(ctx, model, cfg, info.sha, info.tag)
+        return from_files(ctx, cfg, info.sha, info.tag)
     return Snapshot(
         info.tag, info.sha, f"the record in tag {info.tag}", rec.metrics, rec.params, rec
     )
@@ -93,7 +93,7 @@ def at(ctx: Context, model: str, cfg: ModelConfig, ref: str) -> Snapshot:
     if ref.startswith("-") or not ref.isprintable():
         raise InputError(f"{ref!a} is not a revision", hint="name a version or a revision")
     if ref == WORKSPACE:
-        return from_files(ctx, model, cfg, None, WORKSPACE)
+        return from_files(ctx, cfg, None, WORKSPACE)
     bare = ref.removeprefix(f"{model}@")
     if bare.startswith("v") and not ctx.git.rev_exists(ref):
         snap = at_version(ctx, model, cfg, bare)
@@ -112,4 +112,4 @@ def at(ctx: Context, model: str, cfg: ModelConfig, ref: str) -> Snapshot:
         snap = at_version(ctx, model, cfg, str(on_commit[0].version))
         snap.label = ref
         return snap
-    return from_files(ctx, model, cfg, sha, ref)
+    return from_files(ctx, cfg, sha, ref)
