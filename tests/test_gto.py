@@ -206,3 +206,13 @@ def test_a_model_named_dir_colon_name_is_written_as_gto_writes_it(toy_repo, caps
     commit(toy_repo, "fix: next")
     code, out, _ = cli("run")
     assert code == 0 and "vs  models=toy@v0.1.0" in out
+
+
+def test_a_promoted_by_trailer_that_is_no_login_is_ignored(toy_repo):
+    tag = Tagger(toy_repo)
+    tag("toy@v0.1.0")
+    message = "Promote\n\nPromoted-by: \u202eevil ::error::x\n"
+    env = {"GIT_COMMITTER_DATE": f"{tag.t + 1} +0000"}
+    git(toy_repo, "tag", "-a", "--cleanup=verbatim", "-m", message, "toy#prod#1", env=env)
+    (event,) = [r for r in queries.history(Git(toy_repo), "toy").records if r["stage"]]
+    assert event["who"] == "Test User"
