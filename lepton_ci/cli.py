@@ -55,11 +55,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from lepton_ci.run import diffview
+    from lepton_ci.run.compare import compare
     from lepton_ci.run.operation import regate
 
+    fmt = "json" if args.json else args.format
+    if args.revs:  # A [B]: any two versions or revisions
+        echo(compare(_ctx(args), args.model, args.revs).render(fmt, args.precision, args.all))
+        return 0
     record = Path(args.record) if args.record else None
     rec = regate(_ctx(args), args.model, record_path=record, baseline=args.baseline)
-    echo(diffview.render(rec, "json" if args.json else args.format))
+    echo(diffview.render(rec, fmt))
     return 0
 
 
@@ -126,10 +131,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from lepton_ci.versions import queries
 
     shown = queries.show(_git(), args.ref)
-    if args.json:
-        echo(shown.record.to_json() if shown.record else to_json(shown, indent=None))
-    else:
-        echo(diffview.version_text(shown))
+    json_text = shown.record.to_json() if shown.record else to_json(shown, indent=None)
+    echo(json_text if args.json else diffview.version_text(shown))
     return 0
 
 
@@ -295,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=FORMATS, default="table")
     sp.add_argument("--no-fail", action="store_true", help="exit 0 even when a gate fails")
 
-    sp = add("diff", cmd_diff, "metrics and params diff of the last run vs its baseline", "model")
+    sp = add("diff", cmd_diff, "metrics and params diff: last run vs baseline, or A vs B", "model")
+    sp.add_argument("revs", nargs="*", metavar="A [B]", help="versions or revisions (B: work tree)")
+    sp.add_argument("--precision", type=int, default=5, help="decimals (A B; default 5)")
+    sp.add_argument("--all", action="store_true", help="show unchanged rows too (A B)")
     sp.add_argument("--record", help="record file (default: the model's last run)")
     sp.add_argument("--baseline", help="compare with this version instead")
     sp.add_argument("--format", choices=FORMATS, default="table")
@@ -323,9 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("versions", cmd_versions, "registered versions, their stages and verdicts", "json")
     sp.add_argument("model", nargs="?")
-    sp.add_argument("--all", action="store_true", help="include deregistered versions")
+    sp.add_argument("--all", action="store_true", help="also deregistered, deprecated")
 
-    sp = add("show", cmd_show, "show one version (MODEL or MODEL@vX.Y.Z) and its evidence", "json")
+    sp = add("show", cmd_show, "one version (MODEL[@vX.Y.Z|@latest|#STAGE]), its evidence", "json")
     sp.add_argument("ref")
 
     sp = add("history", cmd_history, "registry events of MODEL, or releases of ENV", "json")
@@ -405,18 +411,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lepton_ci.core.errors import LeptonError
     from lepton_ci.core.escape import md_fence
     from lepton_ci.core.gha import Runtime, debug_enabled
+    from lepton_ci.core.paths import enter
 
     debug = args.debug or debug_enabled()
     start_dir = Path.cwd()
     try:
         if args.directory:
-            # Like `git -C`: every relative path, DIR's own included, is from here on from DIR.
-            try:
-                os.chdir(args.directory)
-            except OSError as e:
-                raise LeptonError(
-                    f"-C {args.directory}: {e.strerror}", hint="give an existing directory"
-                ) from None
+            enter(args.directory)  # like `git -C`: relative paths, DIR's own too, are from DIR
         return int(args.fn(args))
     except LeptonError as e:
         rt = Runtime(stream=sys.stderr)

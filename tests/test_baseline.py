@@ -5,7 +5,7 @@ import pytest
 from lepton_ci.core.errors import BaselineError
 from lepton_ci.core.git import Git
 from lepton_ci.run.baseline import resolve
-from tests.conftest import commit_all, git
+from tests.conftest import Cli, commit_all, git, set_params
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +128,45 @@ def test_shallow_clone_deep_enough_works_once_tags_are_fetched(tmp_path, toy_rep
     git(clone, "fetch", "-q", "--tags", "origin")
     assert git(clone, "rev-parse", "--is-shallow-repository") == "true"
     assert resolve(Git(clone), "toy").tag == "toy@v0.1.0"
+
+
+def hand_tag_with_record(repo, name):
+    """Tag HEAD with the last run's record, as anyone could (no `lepton-ci register`)."""
+    rec = (repo / ".lepton" / "runs" / "toy.json").read_text()
+    git(repo, "tag", "-a", "--cleanup=verbatim", "-m", f"Register {name}\n\n{rec}", name)
+
+
+def test_a_registered_failure_never_becomes_the_baseline(cli, toy_repo):
+    """The ratchet: a regression must not pass in two small steps via a failed version."""
+    assert cli("run")[0] == 0
+    assert cli("register")[0] == 0  # toy@v0.1.0, accuracy 0.9
+    set_params(toy_repo, accuracy=0.8)  # -0.1: more than max_regression 0.05
+    commit_all(toy_repo, "fix: worse")
+    assert cli("run", "--no-fail")[0] == 0
+    hand_tag_with_record(toy_repo, "toy@v0.1.1")
+    set_params(toy_repo, accuracy=0.78)  # only -0.02 from the failed v0.1.1
+    commit_all(toy_repo, "fix: a bit worse again")
+    code, out, _ = cli("run")
+    assert code == 1, out
+    assert "vs  toy@v0.1.0" in out
+    assert "toy@v0.1.1 failed its gates (accuracy, loss), so it is not the baseline" in out
+    got = resolve(Git(toy_repo), "toy")
+    assert got.tag == "toy@v0.1.0" and "passed its gates" in got.why
+
+
+def test_fresh_clone_of_a_registered_commit_runs(tmp_path, toy_repo, capsys):
+    """A clone of a commit that already carries its version tag has fetched that tag."""
+    tag(toy_repo, "toy@v0.1.0")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(toy_repo), str(remote))
+    clone = tmp_path / "fresh"
+    git(tmp_path, "clone", "-q", f"file://{remote}", str(clone))
+    assert resolve(Git(clone), "toy") is None  # its own tag is no baseline, and not missing
+    code, out, err = Cli(clone, capsys)("run")
+    assert code == 0, err
+    assert "no baseline (first version)" in out
+    # a tag the clone really lacks is still reported
+    git(toy_repo, "tag", "-a", "-m", "x", "toy@v0.0.9", "HEAD")
+    git(toy_repo, "push", "-q", str(remote), "toy@v0.0.9")
+    with pytest.raises(BaselineError, match="origin has 1 version tag"):
+        resolve(Git(clone), "toy")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 
 from lepton_ci.core import record as record_mod
 from tests.conftest import commit_all, git, set_params
@@ -57,6 +58,7 @@ def carded(toy_repo, cli, monkeypatch):
       datasets: [toy-data]
       tags: [tabular-classification]
       task: tabular-classification
+      library_name: scikit-learn
 environment:
   lock: [requirements.lock]
 stages:""",
@@ -94,22 +96,53 @@ def test_card_is_deterministic(carded, cli):
     assert (carded / "a.md").read_bytes() == (carded / "b.md").read_bytes()
 
 
+def hub_card(text):
+    """The card as huggingface_hub reads it, and the metadata it would write back."""
+    card = ModelCard(text)
+    return card.data, card.data.to_dict()
+
+
 def test_front_matter_is_hugging_face_metadata(carded, cli):
     cli("card")
     text = (carded / "model_cards" / "toy" / "v0.2.0.md").read_text()
     assert text.startswith("---\n")
     meta = yaml.safe_load(text.split("---\n")[1])
-    assert meta["license"] == "mit"
-    assert meta["datasets"] == ["toy-data"]
-    assert meta["tags"] == ["tabular-classification", "lepton-ci"]
-    (entry,) = meta["model-index"]
-    assert entry["name"] == "toy"
-    (result,) = entry["results"]
-    assert result["task"] == {"type": "tabular-classification"}
-    assert result["dataset"] == {"name": "toy-data", "type": "toy-data"}
-    metrics = {m["type"]: m["value"] for m in result["metrics"]}
-    assert metrics == {"accuracy": 0.95, "loss": 0.05, "speed.p95_ms": 12.5}
+    data, written = hub_card(text)
+    assert written == meta  # exactly what the Hub library writes for the same data
+    assert (data.license, data.datasets) == ("mit", ["toy-data"])
+    assert (data.pipeline_tag, data.library_name) == ("tabular-classification", "scikit-learn")
+    assert data.tags == ["tabular-classification", "lepton-ci"]
+    assert data.metrics == ["accuracy", "loss"]  # the informational speed.p95_ms is no claim
+    assert data.model_name == "toy"
+    results = {(r.metric_type, r.metric_name): r for r in data.eval_results}
+    assert set(results) == {("accuracy", "accuracy"), ("loss", "loss")}
+    acc = results["accuracy", "accuracy"]
+    assert (acc.metric_value, acc.task_type, acc.dataset_name) == (
+        0.95,
+        "tabular-classification",
+        "toy-data",
+    )
     assert meta["lepton-ci"]["version"] == "v0.2.0"
+
+
+def test_no_dataset_is_invented_and_metric_ids_are_ids(carded, cli):
+    cfg = carded / "lepton.yaml"
+    text = cfg.read_text().replace("      datasets: [toy-data]\n", "")
+    text = text.replace("      library_name: scikit-learn\n", "")
+    cfg.write_text(
+        text.replace(
+            "speed.p95_ms: {direction: lower, informational: true}",
+            "speed.p95_ms: {direction: lower}",
+        )
+    )
+    assert cli("run")[0] == 0
+    code, out, err = cli("card", "--print")
+    assert code == 0, err
+    data, written = hub_card(out)
+    assert data.eval_results is None or data.eval_results == []
+    assert written["model-index"] == [{"name": "toy", "results": []}]
+    assert "datasets" not in written and "library_name" not in written
+    assert data.metrics == ["accuracy", "loss", "speed_p95_ms"]
 
 
 def test_card_sections(carded, cli):

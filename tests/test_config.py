@@ -93,8 +93,9 @@ def test_empty_command_rejected(tmp_path):
 
 
 def test_invalid_model_name(tmp_path):
-    msg = error_of(tmp_path, GOOD.replace("digits:", "Digits_Model:"))
-    assert "model name `Digits_Model` is not valid" in msg
+    msg = error_of(tmp_path, GOOD.replace("digits:", "digits_:"))
+    assert "model name `digits_` is not valid" in msg
+    assert "GTO's name grammar" in msg
 
 
 def test_stage_requires_undeclared(tmp_path):

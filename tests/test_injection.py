@@ -36,6 +36,11 @@ def hostile(toy_repo, cli):
             "      '[click](https://evil.example)': {key: true, informational: true}",
         )
     )
+    # gated (so they are model-index results of the card) and a dataset to report them on
+    config = yaml.safe_load(cfg.read_text())
+    config["models"]["toy"]["gates"].update({name: {"direction": "higher"} for name in CORPUS})
+    config["models"]["toy"]["card"] = {"datasets": ["toy-data"]}
+    cfg.write_text(yaml.safe_dump(config))
     metrics = {name: float(i) for i, name in enumerate(CORPUS)}
     set_params(toy_repo, metrics_override={**metrics, "accuracy": 0.9, "loss": 0.1})
     commit_all(toy_repo, "feat: hostile names")
@@ -82,8 +87,9 @@ def test_card_escapes_every_field_and_front_matter_round_trips(hostile, cli):
     front, body = out.split("---\n")[1], out.split("---\n", 2)[2]
     check_markdown(body)
     meta = yaml.safe_load(front)
-    names = {m["type"] for m in meta["model-index"][0]["results"][0]["metrics"]}
-    assert set(CORPUS) <= names  # YAML carries the names exactly, safely quoted
+    results = meta["model-index"][0]["results"][0]["metrics"]
+    assert set(CORPUS) <= {m["name"] for m in results}  # YAML carries names exactly, quoted
+    assert all(re.fullmatch(r"[a-z0-9_]+", m["type"]) for m in results)  # ids are ids
     assert (
         "feat: @\u200boctocat &lt;img src=x onerror=alert(1)&gt; \\[x\\](https://e.example)"
         " #\u200b12" in body

@@ -202,7 +202,8 @@ def test_reads_gto_cancellations_and_deprecation(cli, toy_repo):
     ]
     assert state.stages("toy") == {}
     assert state.next_counter("toy") == 4
-    git(toy_repo, "tag", "-a", "-m", "deprecate", "toy@deprecated#4", "HEAD")
+    after = {"GIT_COMMITTER_DATE": f"{state.last_time('toy') + 1} +0000"}
+    git(toy_repo, "tag", "-a", "-m", "deprecate", "toy@deprecated#4", "HEAD", env=after)
     state = Registry(Git(toy_repo)).read("toy")
     assert state.deprecated("toy")
     actions = [e.action for e in state.history("toy")]
@@ -213,12 +214,13 @@ def test_reads_gto_cancellations_and_deprecation(cli, toy_repo):
     assert code == 1 and "was deregistered" in err
 
 
-def test_foreign_tags_are_ignored_and_lightweight_tags_read(cli, toy_repo):
+def test_foreign_tags_and_lightweight_tags_are_ignored(cli, toy_repo):
     git(toy_repo, "tag", "v1.0.0")
     git(toy_repo, "tag", "release-candidate")
-    git(toy_repo, "tag", "toy@v3.0.0")  # lightweight, as some people write by hand
+    git(toy_repo, "tag", "-a", "-m", "hand-made", "toy@v0.5.0")
+    git(toy_repo, "tag", "toy@v3.0.0")  # lightweight: GTO skips it, so do we
     state = Registry(Git(toy_repo)).read()
-    assert [str(v.version) for v in state.versions("toy")] == ["v3.0.0"]
+    assert [str(v.version) for v in state.versions("toy")] == ["v0.5.0"]
     assert state.versions("toy")[0].who == "Test User"
 
 

@@ -28,7 +28,7 @@ def test_gto_tag_forms(name, action, version, stage, counter):
 
 @pytest.mark.parametrize(
     "name",
-    ["v1.0.0", "digits@1.2.3", "Digits@v1.0.0", "digits@v1.2", "digits#prod#x", "release-2024"],
+    ["v1.0.0", "digits@1.2.3", "_digits@v1.0.0", "digits@v1.2", "digits#prod#x", "release-2024"],
 )
 def test_foreign_tags_are_ignored(name):
     assert tags.parse(name) is None

@@ -15,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lepton_ci.core import paths, yamlfile
 from lepton_ci.core.errors import ConfigError
+from lepton_ci.core.names import MODEL_RE, STAGE_RE
 
 CONFIG_NAME = "lepton.yaml"
 MAX_ERRORS = 20  # a file of 300,000 unknown keys gets 20 lines, not 33 MB
 MAX_BYTES = 1 << 20  # the largest real configs are a few kB
-# GTO's artifact/stage name grammar, so our tags stay readable by GTO.
+# Deploy environment names (they become Kubernetes names): lowercase, digits, `-`, `/`.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-/]*[a-z0-9]$")
 
 Command = str | list[str]
@@ -62,6 +63,7 @@ class CardConfig(Strict):
     datasets: list[str] = []
     tags: list[str] = []
     task: str = Field("other", description="Hugging Face task type, e.g. image-classification")
+    library_name: str | None = Field(None, description="Hub library, e.g. scikit-learn")
     template: str | None = None
     path: str = "model_cards/{model}/{version}.md"
 
@@ -334,6 +336,11 @@ class StageConfig(Strict):
     requires: str | None = None
     description: str = ""
     allow: PromotionPolicy | None = None
+    allow_unrecorded: bool = Field(
+        False,
+        description="promote versions whose tag carries no record (registered by GTO or by "
+        "hand): their gates cannot be checked",
+    )
 
 
 class CacheConfig(Strict):
@@ -391,12 +398,16 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _names(self) -> Config:
-        for kind, names in (("model", self.models), ("stage", self.stages)):
+        for kind, names, rule in (
+            ("model", self.models, (MODEL_RE, "optionally prefixed by `DIR:`")),
+            ("stage", self.stages, (STAGE_RE, "")),
+        ):
             for name in names:
-                if not NAME_RE.match(name):
+                if not rule[0].match(name):
                     raise ValueError(
-                        f"{kind} name `{name}` is not valid: use lowercase letters, digits, `-`"
-                        " and `/`, starting with a letter (GTO's tag grammar)"
+                        f"{kind} name `{name}` is not valid: use letters, digits, `-`, `_` and "
+                        f"`/`, starting and ending with a letter or digit{', ' if rule[1] else ''}"
+                        f"{rule[1]} (GTO's name grammar)"
                     )
         for name, stage in self.stages.items():
             if stage.requires is not None and stage.requires not in self.stages:

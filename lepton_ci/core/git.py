@@ -141,6 +141,20 @@ class Git:
     def remotes(self) -> list[str]:
         return self.out("remote").split()
 
+    def blob(self, rev: str, path: str) -> bytes | None:
+        """A file's bytes as committed at `rev` (repository-relative path); None if absent."""
+        try:
+            proc = subprocess.run(
+                ["git", "cat-file", "blob", f"{rev}:{path}"],
+                cwd=self.cwd,
+                capture_output=True,
+                timeout=self.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise GitError(f"`git cat-file` of {path} timed out after {e.timeout:.0f}s") from e
+        return proc.stdout if proc.returncode == 0 else None
+
     def subjects(self, rev_range: str) -> list[str]:
         """Commit subjects and bodies in a range, newest first, separated by NUL."""
         out = self.run(["log", "--format=%B%x00", rev_range]).stdout

@@ -6,6 +6,7 @@ image build scratch, deploy state, run-cache); model names with `/` become one p
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,3 +52,15 @@ class StatePaths:
 
     def deploy_state(self, state_dir: str, model: str, env_name: str) -> Path:
         return self.root / state_dir / slug(model) / env_name
+
+
+def enter(directory: str) -> None:
+    """`-C DIR`: work from DIR from here on, or say plainly that it cannot be entered."""
+    from lepton_ci.core.errors import LeptonError
+
+    try:
+        os.chdir(directory)
+    except OSError as e:
+        raise LeptonError(
+            f"-C {directory}: {e.strerror}", hint="give an existing directory"
+        ) from None

@@ -1,13 +1,15 @@
 """`lepton-ci card`: a versioned model card from the evidence record.
 
-The YAML front matter follows the Hugging Face model-card metadata (`model-index`, `datasets`,
-`license`, `tags`), dumped by PyYAML so every value is a correctly quoted scalar. The body comes
+The YAML front matter follows the Hugging Face model-card metadata (`model-index`, `metrics`,
+`datasets`, `license`, `library_name`, `pipeline_tag`, `tags`; checked with huggingface_hub in
+the tests), dumped by PyYAML so every value is a correctly quoted scalar. The body comes
 from templates/model_card.md.j2 or the user's own template. Same record, same bytes: the date is
 the commit's, never the clock's.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,31 +32,42 @@ class Card:
     text: str
 
 
+def metric_id(name: str) -> str:
+    """A Hub metric id (`type`): lowercase words joined by `_` (`speed.p95_ms` -> speed_p95_ms)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "metric"
+
+
 def front_matter(rec: Record, card: CardConfig, digest: str | None = None) -> str:
+    """Model-card metadata as the Hub writes it: only gated metrics are results (informational
+    ones are not claims), each with an id and its name as written; no dataset is invented, so a
+    card without `datasets:` has `results: []`."""
+    ids: dict[str, str] = {}
+    for g in rec.gates:
+        if g.candidate is not None and g.verdict != "info":
+            mid = metric_id(g.metric)
+            ids[g.metric] = mid if mid not in ids.values() else f"{mid}_{len(ids) + 1}"
     metrics = [
-        {"type": g.metric, "value": g.candidate, "name": g.metric}
+        {"type": ids[g.metric], "value": g.candidate, "name": g.metric}
         for g in rec.gates
-        if g.candidate is not None
+        if g.metric in ids
     ]
-    dataset = card.datasets[0] if card.datasets else rec.model
     meta: dict[str, Any] = {}
     if card.license:
         meta["license"] = card.license
+    if card.library_name:
+        meta["library_name"] = card.library_name
+    if card.task != "other":
+        meta["pipeline_tag"] = card.task
     if card.datasets:
         meta["datasets"] = list(card.datasets)
     meta["tags"] = [*card.tags, "lepton-ci"]
-    meta["model-index"] = [
-        {
-            "name": rec.model,
-            "results": [
-                {
-                    "task": {"type": card.task},
-                    "dataset": {"name": dataset, "type": dataset},
-                    "metrics": metrics,
-                }
-            ],
-        }
-    ]
+    if ids:
+        meta["metrics"] = list(ids.values())
+    results = []
+    if card.datasets and metrics:
+        dataset = {"name": card.datasets[0], "type": card.datasets[0]}
+        results.append({"task": {"type": card.task}, "dataset": dataset, "metrics": metrics})
+    meta["model-index"] = [{"name": rec.model, "results": results}]
     meta["lepton-ci"] = {
         "version": rec.candidate_version,
         "commit": rec.git.sha,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lepton_ci.core import templating
 from lepton_ci.core.errors import RecordError
 from lepton_ci.core.hashing import hash_bytes
+from lepton_ci.core.names import MODEL_RE
 from lepton_ci.core.record import Record, load
 from lepton_ci.run import changes
 from lepton_ci.versions.registry import Registry
@@ -41,7 +42,7 @@ class BundleMeta(BaseModel):
     """Facts about the run that produced a bundle; validated before a trusted job uses them."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(pattern=r"^[a-z][a-z0-9-/]*[a-z0-9]$")
+    model: str = Field(pattern=MODEL_RE.pattern, max_length=200)  # GTO's grammar
     workflow: str = Field(max_length=200)
     head_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
     pr: int | None = None

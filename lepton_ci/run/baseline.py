@@ -2,18 +2,19 @@
 
 In a pull request: the newest version of the model reachable from the merge-base with the base
 branch. On a branch: the newest version reachable from HEAD, other than one on HEAD itself.
+Either way only a version that passed its gates: a registered failure must never become the bar
+the next run is held to (that would let a regression in by two small steps).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from lepton_ci.core.errors import BaselineError
 from lepton_ci.core.git import Git
 from lepton_ci.core.semver import Version
 from lepton_ci.versions import grammar as tags
-from lepton_ci.versions.grammar import Action
 from lepton_ci.versions.registry import Registry
 
 
@@ -60,26 +61,36 @@ def _target(git: Git, base_ref: str | None) -> tuple[str, str]:
 
 
 def resolve(
-    git: Git, model: str, *, base_ref: str | None = None, remote_check: bool = True
+    git: Git,
+    model: str,
+    *,
+    base_ref: str | None = None,
+    remote_check: bool = True,
+    on_skip: Callable[[str], None] | None = None,
 ) -> Resolved | None:
-    """None means the model has no version yet: a first version, not an error."""
+    """None means the model has no version yet: a first version, not an error. Each newer
+    version passed over for failing its gates is told to `on_skip`."""
     target, how = _target(git, base_ref)
     head = git.head()
-    merged = git.run(["tag", "--merged", target, "--list", f"{model}@v*"]).stdout.split()
-    state = Registry(git).read(model)
-    deregistered = {e.version for e in state.history(model) if e.action is Action.DEREGISTER}
+    merged = set(
+        git.run(["tag", "--merged", target, "--list", tags.version_glob(model)]).stdout.split()
+    )
+    reg = Registry(git)
+    state = reg.read(model)
     sha_of = {e.tag: e.sha for e in state.history(model)}
-    candidates = []
-    for name in merged:
-        parsed = tags.parse(name)
-        if parsed is None or parsed.action is not Action.REGISTER or parsed.model != model:
-            continue
-        if parsed.version in deregistered:
-            continue
-        if not base_ref and sha_of.get(name) == head:
-            continue  # a tag on HEAD is this very version, not its baseline
-        candidates.append((Version.parse(parsed.version or ""), name))
-    best = max(candidates, key=lambda c: c[0].sort_key()) if candidates else None
+    candidates = [
+        (v.version, v.tag)
+        for v in state.versions(model)  # registered, not deregistered, annotated tags only
+        if v.tag in merged and (base_ref or v.sha != head)  # a tag on HEAD is this very version
+    ]
+    best = None
+    for version, name in sorted(candidates, key=lambda c: c[0].sort_key(), reverse=True):
+        failed = _failed_gates(reg, name)
+        if failed is None:
+            best = (version, name)
+            break
+        if on_skip is not None:
+            on_skip(f"{name} failed its gates ({failed}), so it is not the baseline")
 
     all_versions = [v for v in state.versions(model) if v.sha != head or base_ref]
     if git.is_shallow():
@@ -95,27 +106,39 @@ def resolve(
                 f"is an ancestor of {how}",
                 hint=_fetch_hint(git, "the history is cut short"),
             )
-    if best is None and not all_versions and remote_check:
+    if best is None and remote_check:
         _check_remote_tags(git, model)
     if best is None:
         return None
     version, name = best
-    return Resolved(
-        name, version, sha_of[name], target, f"newest {model} version reachable from {how}"
-    )
+    why = f"newest {model} version that passed its gates, reachable from {how}"
+    return Resolved(name, version, sha_of[name], target, why)
+
+
+def _failed_gates(reg: Registry, tag: str) -> str | None:
+    """The failed gates of a registered version, from its record (whoever wrote the tag);
+    None when it passed or carries no record to say otherwise (a GTO version)."""
+    rec = reg.record(tag)
+    if rec is None or rec.verdict != "fail":
+        return None
+    return ", ".join(g.metric for g in rec.gates if g.verdict == "fail") or "verdict: fail"
 
 
 def _check_remote_tags(git: Git, model: str) -> None:
-    """No local tags: make sure that is not just a clone that never fetched them."""
+    """No baseline: make sure that is not just a clone that never fetched the tags. Tag names
+    are compared, so a fresh clone of a registered commit (its own tag fetched) passes."""
     if "origin" not in git.remotes():
         return
     proc = git.run(
-        ["ls-remote", "--tags", "--refs", "origin", f"refs/tags/{model}@v*"],
+        ["ls-remote", "--tags", "--refs", "origin", f"refs/tags/{tags.version_glob(model)}"],
         check=False,
         timeout=30,
     )
-    if proc.returncode == 0 and proc.stdout.strip():
-        n = len(proc.stdout.strip().splitlines())
+    remote = {line.split("refs/tags/", 1)[-1] for line in proc.stdout.splitlines() if line.strip()}
+    local = set(git.run(["tag", "--list", tags.version_glob(model)]).stdout.split())
+    missing = sorted(remote - local) if proc.returncode == 0 else []
+    if missing:
+        n = len(missing)
         raise BaselineError(
             f"origin has {n} version tag(s) of {model} that this clone has not fetched",
             hint=_fetch_hint(git, "tags are missing"),

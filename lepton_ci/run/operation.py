@@ -17,7 +17,7 @@ from lepton_ci.core.record import Baseline, CacheInfo, GitInfo, Lineage, Record,
 from lepton_ci.core.semver import FIRST, Version, bump_from_commits
 from lepton_ci.run import baseline as baseline_mod
 from lepton_ci.run import cache as runcache
-from lepton_ci.run import gates, lineage
+from lepton_ci.run import gates, lineage, snapshot
 from lepton_ci.run.commands import run_command
 from lepton_ci.run.lock import worktree_lock
 from lepton_ci.run.metrics import read_metrics, read_params
@@ -54,14 +54,20 @@ def resolve_baseline(ctx: Context, model: str, opts: RunOptions) -> Baseline | N
         tag, sha, version = info.tag, info.sha, str(info.version)
     else:
         base_ref = opts.base_ref or baseline_mod.pr_base_ref(ctx.env)
-        found = baseline_mod.resolve(ctx.git, model, base_ref=base_ref)
+        found = baseline_mod.resolve(
+            ctx.git, model, base_ref=base_ref, on_skip=lambda why: ctx.rt.warning(f"{model}: {why}")
+        )
         if found is None:
             return None
         tag, sha, version = found.tag, found.sha, str(found.version)
     rec = reg.record(tag)
-    if rec is None:
-        ctx.rt.warning(f"{tag} carries no evidence record; metrics cannot be compared")
-        return Baseline(version=version, tag=tag, sha=sha)
+    if rec is None:  # a GTO version: compare with the files committed at it
+        snap = snapshot.from_files(ctx, ctx.cfg.config.models[model], sha, tag)
+        gone = f"; not there: {', '.join(snap.missing)}" if snap.missing else ""
+        ctx.rt.notice(f"{tag} carries no evidence record; compared with {snap.source}{gone}")
+        if not snap.metrics:
+            ctx.rt.warning(f"{tag}: no metrics found at {sha[:12]}; metrics cannot be compared")
+        return Baseline(version=version, tag=tag, sha=sha, metrics=snap.metrics, params=snap.params)
     return Baseline(
         version=version,
         tag=tag,

@@ -6,12 +6,12 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from lepton_ci.core.names import MODEL, MODEL_IN_TAG, NAME, from_tag, in_tag
 from lepton_ci.core.semver import SEMVER_PATTERN, Version
 
-_NAME = r"[a-z][a-z0-9-/]*[a-z0-9]"
 TAG_RE = re.compile(
-    rf"^(?P<artifact>{_NAME})"
-    rf"(((#(?P<stage>{_NAME})|@(?P<version>v{SEMVER_PATTERN}))(?P<cancel>!?))"
+    rf"^(?P<artifact>{MODEL_IN_TAG})"
+    rf"(((#(?P<stage>{NAME})|@(?P<version>v{SEMVER_PATTERN}))(?P<cancel>!?))"
     r"|@((?P<deprecated>deprecated)|(?P<created>created)))"
     r"(#(?P<counter>[0-9]+))?$"
 )
@@ -42,20 +42,52 @@ def parse(name: str) -> TagName | None:
         return None
     counter = int(m["counter"]) if m["counter"] else None
     cancel = bool(m["cancel"])
+    model = from_tag(m["artifact"])
     if m["version"]:
         v = m["version"]
         action = Action.DEREGISTER if cancel else Action.REGISTER
-        return TagName(m["artifact"], action, version=v, counter=counter)
+        return TagName(model, action, version=v, counter=counter)
     if m["stage"]:
         action = Action.UNASSIGN if cancel else Action.ASSIGN
-        return TagName(m["artifact"], action, stage=m["stage"], counter=counter)
+        return TagName(model, action, stage=m["stage"], counter=counter)
     action = Action.DEPRECATE if m["deprecated"] else Action.CREATE
-    return TagName(m["artifact"], action, counter=counter)
+    return TagName(model, action, counter=counter)
 
 
 def version_tag(model: str, version: Version) -> str:
-    return f"{model}@{version}"
+    return f"{in_tag(model)}@{version}"
 
 
 def stage_tag(model: str, stage: str, counter: int) -> str:
-    return f"{model}#{stage}#{counter}"
+    return f"{in_tag(model)}#{stage}#{counter}"
+
+
+def version_glob(model: str) -> str:
+    """`git tag --list` pattern of the model's version tags."""
+    return f"{in_tag(model)}@v*"
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """GTO's shortcuts: `m@v1.2.3`, `m#stage`; `m`, `m@latest`, `m@greatest` (neither set)."""
+
+    model: str
+    version: str | None = None
+    stage: str | None = None
+
+
+_SHORTCUT_RE = re.compile(
+    rf"^(?P<model>{MODEL})(?:#(?P<stage>{NAME})|@(?P<version>latest|greatest|v{SEMVER_PATTERN}))?$"
+)
+
+
+def shortcut(ref: str) -> Shortcut | None:
+    m = _SHORTCUT_RE.match(ref)
+    if not m:
+        return None
+    v = m["version"]
+    return Shortcut(
+        m["model"],
+        version=v if v not in (None, "latest", "greatest") else None,
+        stage=m["stage"],
+    )

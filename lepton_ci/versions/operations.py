@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lepton_ci.core import record as record_mod
+from lepton_ci.core.config import StageConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import RecordError, RegistryError
 from lepton_ci.core.github import GitHubClient
@@ -15,7 +16,17 @@ from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.policy import check as check_policy
-from lepton_ci.versions.registry import Registry, RegistryState, VersionInfo
+from lepton_ci.versions.registry import (
+    LOGIN,
+    PROMOTED_BY,
+    Registry,
+    RegistryState,
+    VersionInfo,
+)
+
+
+class Unjudged(RegistryError):
+    """A promotion lepton-ci cannot judge: the version carries no evidence record."""
 
 
 @dataclass
@@ -125,7 +136,7 @@ def register(
     name = tags.version_tag(model, new)
     rec = rec.model_copy(update={"candidate_version": str(new)})
     message = tag_message.compose(f"Register {name}: {_summary_line(rec)}", rec)
-    reg.create_tag(name, head, message)
+    reg.create_tag(name, head, message, after=state.last_time(model))
     if push:
         reg.push_tag(name, remote)
     record_mod.save(rec, ctx.record_path(model))
@@ -181,27 +192,10 @@ def check_promotion(
     github: GitHubClient | None,
     ignore_tag: str | None = None,
 ) -> None:
-    """Everything a promotion must satisfy: declared stage, gates passed, the required stage
-    first, and the promotion policy for the actor. Raises RegistryError saying what is wrong."""
-    stages = ctx.cfg.config.stages
-    if stage not in stages:
-        declared = ", ".join(stages) or "none"
-        raise RegistryError(
-            f"stage `{stage}` is not declared in {ctx.cfg.path} (declared: {declared})",
-            hint=f"add it under `stages:` in {ctx.cfg.path.name}, e.g. `stages: [{stage}]`",
-        )
-    rec = Registry(ctx.git).record(info.tag)
-    if rec is None:
-        raise RegistryError(
-            f"{info.tag} carries no evidence record, so lepton-ci cannot show it passed its gates",
-            hint="register versions with `lepton-ci register`",
-        )
-    if rec.verdict != "pass":
-        failed = ", ".join(g.metric for g in rec.gates if g.verdict == "fail")
-        raise RegistryError(
-            f"{info.tag} failed its gates ({failed}); it cannot be promoted",
-            hint="promote a version that passed, or register a fixed one",
-        )
+    """Everything a promotion must satisfy: declared stage, the required stage first, the
+    promotion policy for the actor, and gates passed. Raises RegistryError saying what is wrong;
+    Unjudged (checked last, so a refused actor is refused first) when there is no record."""
+    stages = _declared(ctx, stage)
     required = stages[stage].requires
     if required is not None:
         was_there = any(
@@ -213,7 +207,38 @@ def check_promotion(
                 f"{info.tag} must be in stage `{required}` before `{stage}`",
                 hint=f"run `lepton-ci promote {model} {info.version} {required}` first",
             )
-    policy = stages[stage].allow
+    _check_actor(ctx, stage, actor, github)
+    rec = Registry(ctx.git).record(info.tag)
+    if rec is None and not stages[stage].allow_unrecorded:
+        raise Unjudged(
+            f"{info.tag} carries no evidence record (registered by GTO or by hand), so "
+            "lepton-ci cannot show it passed its gates",
+            hint=f"set `stages.{stage}.allow_unrecorded: true` in {ctx.cfg.path.name} to promote "
+            "such versions anyway, or register a new version with `lepton-ci register`",
+        )
+    if rec is None:
+        ctx.rt.notice(f"{info.tag} carries no record; promoted to {stage} by allow_unrecorded")
+    elif rec.verdict != "pass":
+        failed = ", ".join(g.metric for g in rec.gates if g.verdict == "fail")
+        raise RegistryError(
+            f"{info.tag} failed its gates ({failed}); it cannot be promoted",
+            hint="promote a version that passed, or register a fixed one",
+        )
+
+
+def _declared(ctx: Context, stage: str) -> dict[str, StageConfig]:
+    stages = ctx.cfg.config.stages
+    if stage not in stages:
+        declared = ", ".join(stages) or "none"
+        raise RegistryError(
+            f"stage `{stage}` is not declared in {ctx.cfg.path} (declared: {declared})",
+            hint=f"add it under `stages:` in {ctx.cfg.path.name}, e.g. `stages: [{stage}]`",
+        )
+    return stages
+
+
+def _check_actor(ctx: Context, stage: str, actor: str | None, github: GitHubClient | None) -> None:
+    policy = ctx.cfg.config.stages[stage].allow
     if policy is not None:
         repo = ctx.env.get("GITHUB_REPOSITORY")
         token = ctx.env.get("LEPTON_GITHUB_TOKEN") or ctx.env.get("GITHUB_TOKEN")
@@ -243,18 +268,35 @@ def promote(
     reg = Registry(ctx.git)
     state = reg.read(model)
     info = state.find(model, version)
+    message = _promote_message(ctx, info.tag, stage, actor, deployed_here=deployed_here)
     check_promotion(ctx, model, info, stage, state, actor=actor, github=github)
     current = state.stages(model).get(stage)
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
     name = tags.stage_tag(model, stage, state.next_counter(model))
-    message = f"Promote {info.tag} to {stage}\n"
-    if deployed_here:
-        message += f"\n{DEPLOYED_TRAILER}: {ctx.run_url() or 'lepton-ci promote'}\n"
-    reg.create_tag(name, info.sha, message)
+    reg.create_tag(name, info.sha, message, after=state.last_time(model))
     if push:
         reg.push_tag(name, remote)
     return Promoted(model, info.version, stage, name, info.sha, push, deploy=not deployed_here)
+
+
+def _promote_message(
+    ctx: Context, tag: str, stage: str, actor: str | None, *, deployed_here: bool = False
+) -> str:
+    """GTO's tagger is the runner's git identity; the person who promoted goes in a trailer,
+    and so does the run that deploys the stage itself (the tag workflow then does not)."""
+    who = actor or ctx.env.get("GITHUB_TRIGGERING_ACTOR") or ctx.env.get("GITHUB_ACTOR")
+    trailers = []
+    if who:
+        if not LOGIN.match(who):
+            raise RegistryError(
+                f"actor {who!r} is not a GitHub login", hint="pass --actor with a GitHub login"
+            )
+        trailers.append(f"{PROMOTED_BY}: {who}")
+    if deployed_here:
+        trailers.append(f"{DEPLOYED_TRAILER}: {ctx.run_url() or 'lepton-ci promote'}")
+    body = "".join(f"{t}\n" for t in trailers)
+    return f"Promote {tag} to {stage}\n" + (f"\n{body}" if body else "")
 
 
 def accept_pushed_tag(
@@ -266,7 +308,8 @@ def accept_pushed_tag(
     github: GitHubClient | None = None,
 ) -> Promoted | None:
     """A stage tag someone pushed: check it like a promotion. A refused tag is deleted again,
-    here and on the remote, so the registry never shows a promotion the policy forbade.
+    here and on the remote, so the registry never shows a promotion the policy forbade. A tag
+    that cannot be judged (no record, no registered version: GTO's) is refused but left alone.
     Returns None for a tag that is not a stage assignment (nothing to deploy)."""
     parsed = tags.parse(tag)
     if parsed is None or parsed.action is not tags.Action.ASSIGN or parsed.stage is None:
@@ -279,13 +322,19 @@ def accept_pushed_tag(
     info = next((v for v in state.versions(parsed.model) if v.sha == pushed.sha), None)
     try:
         if info is None:
-            raise RegistryError(
+            _declared(ctx, parsed.stage)
+            _check_actor(ctx, parsed.stage, actor, github)  # a refused actor's tag still goes
+            raise Unjudged(
                 f"{tag} points at {pushed.sha[:12]}, which is no registered "
-                f"version of {parsed.model}"
+                f"version of {parsed.model}",
+                hint="register that commit first (`lepton-ci register`), then assign again",
             )
         check_promotion(
             ctx, parsed.model, info, parsed.stage, state, actor=actor, github=github, ignore_tag=tag
         )
+    except Unjudged as e:
+        e.message += f"; the tag {tag} was left in place (nothing is deployed)"
+        raise
     except RegistryError as e:
         ctx.git.run(["tag", "-d", tag], check=False)
         if remote in ctx.git.remotes():

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.printer import Table
-from lepton_ci.versions.registry import Registry, VersionInfo
+from lepton_ci.versions.grammar import Action, shortcut
+from lepton_ci.versions.registry import Assignment, Registry, VersionInfo
 
 if TYPE_CHECKING:
     from lepton_ci.core.record import Record  # pydantic: only `show` parses a record
@@ -24,62 +25,87 @@ def when(ts: int) -> str:
 
 
 def versions(git: Git, model: str | None = None, *, include_all: bool = False) -> Table:
+    """Registered versions with their stages, as `gto show` lists them: a stage assigned to a
+    commit never registered shows as that commit; deprecated models only with `include_all`
+    (which also lists deregistered versions)."""
     state = Registry(git).read(model)
-    found = [
-        (m, v)
-        for m in ([model] if model else state.models())
-        for v in state.versions(m, include_deregistered=include_all)
-    ]
-    records = [
-        {
-            "model": m,
-            "version": str(v.version),
-            "tag": v.tag,
-            "sha": v.sha,
-            "stages": sorted(v.stages),
-            "verdict": v.verdict,
-            "author": v.who,
-            "created_at": v.time,
-            "deregistered": v.deregistered,
-        }
-        for m, v in found
-    ]
+    models = [model] if model else state.models(include_deprecated=include_all)
+    hidden = [m for m in models if state.deprecated(m) and not include_all]
+    records: list[dict[str, Any]] = []
+    for m in (m for m in models if m not in hidden):
+        common = {"model": m, "deprecated": state.deprecated(m)}
+        for v in state.versions(m, include_deregistered=include_all):
+            records.append(
+                {
+                    **common,
+                    "version": str(v.version),
+                    "tag": v.tag,
+                    "sha": v.sha,
+                    "stages": sorted(v.stages),
+                    "verdict": v.verdict,
+                    "author": v.who,
+                    "created_at": v.time,
+                    "deregistered": v.deregistered,
+                    "registered": True,
+                }
+            )
+        bare: dict[str, list[Assignment]] = {}
+        for a in state.assignments(m).values():
+            if a.version is None:
+                bare.setdefault(a.sha, []).append(a)
+        for sha, held in bare.items():
+            e = held[0].event
+            records.append(
+                {
+                    **common,
+                    "version": sha,
+                    "tag": None,
+                    "sha": sha,
+                    "stages": sorted(a.stage for a in held),
+                    "verdict": None,
+                    "author": e.actor or e.who,
+                    "created_at": e.time,
+                    "deregistered": False,
+                    "registered": False,
+                }
+            )
     rows = [
         (
-            m,
-            str(v.version) + (" (deregistered)" if v.deregistered else ""),
-            ",".join(sorted(v.stages)) or "-",
-            v.verdict or "-",
-            when(v.time),
-            v.who,
-            v.sha[:10],
+            r["model"] + (" (deprecated)" if r["deprecated"] else ""),
+            (r["version"] if r["registered"] else f"{r['sha'][:10]} (unregistered)")
+            + (" (deregistered)" if r["deregistered"] else ""),
+            ",".join(r["stages"]) or "-",
+            r["verdict"] or "-",
+            when(r["created_at"]),
+            r["author"],
+            r["sha"][:10],
         )
-        for m, v in found
+        for r in records
     ]
+    empty = "no versions registered" + (f" for {model}" if model else "")
+    if hidden and model:
+        empty = f"{model} is deprecated; list it with --all"
     return Table(
-        ("model", "version", "stages", "gates", "created", "by", "commit"),
-        list(rows),
-        records,
-        empty="no versions registered" + (f" for {model}" if model else ""),
+        ("model", "version", "stages", "gates", "created", "by", "commit"), rows, records, empty
     )
 
 
 def history(git: Git, model: str | None = None) -> Table:
+    """Every registry event, oldest first; a stage event names the version on its commit (or
+    the commit itself, as GTO does), and who promoted when the tag says so."""
     state = Registry(git).read(model)
     events = state.history(model)
-    by_sha = {
-        m: {v.sha: str(v.version) for v in state.versions(m, include_deregistered=True)}
-        for m in state.models()
-    }
+    version = {e.tag: e.version or state.version_at(e.model, e.sha) or e.sha for e in events}
     records = [
         {
             "tag": e.tag,
             "model": e.model,
             "action": e.action.value,
-            "version": e.version,
+            "version": version[e.tag] if e.action is not Action.DEPRECATE else None,
             "stage": e.stage,
             "sha": e.sha,
-            "who": e.who,
+            "who": e.actor or e.who,
+            "tagger": e.who,
             "time": e.time,
         }
         for e in events
@@ -87,10 +113,10 @@ def history(git: Git, model: str | None = None) -> Table:
     rows = [
         (
             when(e.time),
-            e.who,
+            e.actor or e.who,
             e.action.value,
             e.model,
-            (e.version or by_sha.get(e.model, {}).get(e.sha, e.sha[:10]))
+            (version[e.tag] if e.action is not Action.DEPRECATE else "")
             + (f" -> {e.stage}" if e.stage else ""),
             e.tag,
         )
@@ -123,11 +149,35 @@ class Shown:
 
 
 def show(git: Git, ref: str) -> Shown:
-    """One version, `MODEL` (the latest) or `MODEL@vX.Y.Z`, with its record when it has one."""
-    model, _, version = ref.partition("@")
+    """One version, by GTO's shortcuts: `MODEL`, `MODEL@latest` and `MODEL@greatest` (all the
+    greatest by semver, as in `gto show`), `MODEL@vX.Y.Z`, `MODEL#STAGE` (its current version)."""
+    wanted = shortcut(ref)
+    if wanted is None:
+        raise RegistryError(
+            f"`{ref}` is not a version reference",
+            hint="write MODEL, MODEL@vX.Y.Z, MODEL@latest, MODEL@greatest or MODEL#STAGE",
+        )
+    model = wanted.model
     reg = Registry(git)
     state = reg.read(model)
-    info = state.find(model, version) if version else state.latest(model)
+    info: VersionInfo | None
+    if wanted.version:
+        info = state.find(model, wanted.version)
+    elif wanted.stage:
+        a = state.assignments(model).get(wanted.stage)
+        if a is not None and a.version is None:
+            raise RegistryError(
+                f"{model}#{wanted.stage} is commit {a.sha[:12]}, which is no registered version",
+                hint=f"register it, or see `lepton-ci versions {model}`",
+            )
+        info = a.version if a else None
+        if info is None:
+            raise RegistryError(
+                f"no version of {model} is in stage `{wanted.stage}`",
+                hint=f"see `lepton-ci versions {model}`",
+            )
+    else:
+        info = state.latest(model)
     if info is None:
         raise RegistryError(
             f"{model} has no registered version", hint="register one with `lepton-ci register`"

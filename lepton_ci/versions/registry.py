@@ -6,11 +6,13 @@ import os
 import re
 import secrets
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
+from lepton_ci.core.names import in_tag
 from lepton_ci.core.semver import Version
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
@@ -20,9 +22,12 @@ from lepton_ci.versions.message import CACHE_KEY_TRAILER
 if TYPE_CHECKING:
     from lepton_ci.core.record import Record
 
-
-# %(creator) is the tagger of an annotated tag and the committer of a lightweight one, read
-# without peeling to the commit object: peeling 10,000 tags costs more than the rest together.
+# %(creator) is the tagger of an annotated tag, read without peeling to the commit object:
+# peeling 10,000 tags costs more than the rest together. A lightweight tag has no
+# %(*objectname); GTO does not read those, and neither do we.
+PROMOTED_BY = "Promoted-by"  # the trailer that names who promoted (the tagger is the runner)
+# A GitHub login (bots end in `[bot]`): all a Promoted-by trailer may hold.
+LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$")
 _FMT = "%00".join(
     [
         "%(refname:strip=2)",
@@ -31,6 +36,7 @@ _FMT = "%00".join(
         "%(creator)",
         "%(contents:subject)",
         f"%(trailers:key={CACHE_KEY_TRAILER},valueonly,separator=%x2C)",
+        f"%(trailers:key={PROMOTED_BY},valueonly,separator=%x2C)",
     ]
 )
 
@@ -51,6 +57,7 @@ class Event:
     stage: str | None = None
     counter: int | None = None
     cache_key: str | None = None
+    actor: str | None = None  # who promoted, from the tag's Promoted-by trailer
 
 
 @dataclass
@@ -66,25 +73,46 @@ class VersionInfo:
     stages: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """What a stage points at. GTO lets a stage be assigned to a commit never registered: then
+    `version` is None and the commit stands for it, as in `gto show`."""
+
+    stage: str
+    sha: str
+    version: VersionInfo | None
+    event: Event  # the assignment that made it current
+
+    @property
+    def label(self) -> str:
+        return str(self.version.version) if self.version else self.sha
+
+
 class RegistryState:
-    """What the tags say. Answers are computed once per model and kept: a command asks the
-    same questions several times, and 10,000 versions make each answer cost."""
+    """The registry as GTO reads it: events in tag-time order; a deregistration cancels one
+    version, an unassignment one version's stage; a stage points at the version whose active
+    assignment is newest; a model whose last event is a deprecation is hidden."""
 
     def __init__(self, events: list[Event]) -> None:
         self.events = sorted(events, key=lambda e: (e.time, e.counter or 0, e.tag))
         self._by_model: dict[str, list[Event]] = {}
         for e in self.events:
             self._by_model.setdefault(e.model, []).append(e)
-        self._versions: dict[str, list[VersionInfo]] = {}
+        # Per model: its versions (with their stages) and each stage's assignment, read once.
+        self._views: dict[str, tuple[dict[str, VersionInfo], dict[str, Assignment]]] = {}
+        self._sorted: dict[str, list[VersionInfo]] = {}  # newest first, sorted once
 
-    def models(self) -> list[str]:
-        return sorted(self._by_model)
+    def models(self, *, include_deprecated: bool = True) -> list[str]:
+        found = sorted(self._by_model)
+        return [m for m in found if include_deprecated or not self.deprecated(m)]
 
     def history(self, model: str | None = None) -> list[Event]:
-        return list(self.events) if model is None else list(self._by_model.get(model, []))
+        return list(self.events if model is None else self._by_model.get(model, []))
 
     def deprecated(self, model: str) -> bool:
-        return any(e.action is Action.DEPRECATE for e in self.history(model))
+        """GTO: deprecated until any later event (a new version, a stage) revives the model."""
+        events = self.history(model)
+        return bool(events) and events[-1].action is Action.DEPRECATE
 
     def _registered(self, model: str) -> dict[str, VersionInfo]:
         out: dict[str, VersionInfo] = {}
@@ -104,32 +132,55 @@ class RegistryState:
                 out[e.version].deregistered = True
         return out
 
+    def _view(self, model: str) -> tuple[dict[str, VersionInfo], dict[str, Assignment]]:
+        if model not in self._views:
+            registered = self._registered(model)
+            assigned = self._assignments(model, registered)
+            for a in assigned.values():
+                if a.version is not None:
+                    a.version.stages.append(a.stage)
+            self._views[model] = (registered, assigned)
+        return self._views[model]
+
     def versions(self, model: str, *, include_deregistered: bool = False) -> list[VersionInfo]:
         """Newest first, each with the stages it holds."""
-        if model not in self._versions:
-            registered = self._registered(model)
-            for stage, info in self._stages(model, registered).items():
-                registered[str(info.version)].stages.append(stage)
-            self._versions[model] = sorted(
+        if model not in self._sorted:
+            registered = self._view(model)[0]
+            self._sorted[model] = sorted(
                 registered.values(), key=lambda v: v.version.sort_key(), reverse=True
             )
-        return [v for v in self._versions[model] if include_deregistered or not v.deregistered]
+        return [v for v in self._sorted[model] if include_deregistered or not v.deregistered]
 
     def stages(self, model: str) -> dict[str, VersionInfo]:
-        """Each stage's current version: the latest assignment not cancelled afterwards."""
-        return {s: v for v in self.versions(model, include_deregistered=True) for s in v.stages}
+        """Each stage's current registered version (see `assignments` for the rest)."""
+        return {s: a.version for s, a in self.assignments(model).items() if a.version is not None}
 
-    def _stages(self, model: str, registered: dict[str, VersionInfo]) -> dict[str, VersionInfo]:
+    def assignments(self, model: str) -> dict[str, Assignment]:
+        """Each stage's current assignment, registered version or bare commit."""
+        return dict(self._view(model)[1])
+
+    def _assignments(self, model: str, registered: dict[str, VersionInfo]) -> dict[str, Assignment]:
         by_sha: dict[str, VersionInfo] = {}
         for v in sorted(registered.values(), key=lambda v: v.version.sort_key()):
-            by_sha[v.sha] = v  # the newest version on a commit wins, as in GTO
-        current: dict[str, VersionInfo | None] = {}
-        for e in self.history(model):
-            if e.action is Action.ASSIGN and e.stage:
-                current[e.stage] = by_sha.get(e.sha)
-            elif e.action is Action.UNASSIGN and e.stage:
-                current[e.stage] = None
-        return {s: v for s, v in current.items() if v is not None}
+            by_sha[v.sha] = v  # the newest version on a commit takes its stages
+        # The last assign/unassign of each (version or commit, stage) decides whether that
+        # assignment is active; unassigning one version leaves older assignments standing.
+        last: dict[tuple[str, str], tuple[int, Event]] = {}
+        for i, e in enumerate(self.history(model)):
+            if e.action in (Action.ASSIGN, Action.UNASSIGN) and e.stage:
+                on = by_sha.get(e.sha)
+                last[(str(on.version) if on else e.sha, e.stage)] = (i, e)
+        current: dict[str, Assignment] = {}
+        for _, e in sorted(last.values(), key=lambda p: p[0]):  # a later assignment wins
+            on = by_sha.get(e.sha)
+            if e.action is Action.ASSIGN and e.stage and not (on and on.deregistered):
+                current[e.stage] = Assignment(e.stage, e.sha, on, e)
+        return current
+
+    def version_at(self, model: str, sha: str) -> str | None:
+        """The version registered on a commit (the newest), as GTO names stage events."""
+        on = [v for v in self._view(model)[0].values() if v.sha == sha]
+        return str(max(on, key=lambda v: v.version.sort_key()).version) if on else None
 
     def find(self, model: str, version: str) -> VersionInfo:
         want = Version.parse(version)
@@ -145,6 +196,7 @@ class RegistryState:
         )
 
     def latest(self, model: str) -> VersionInfo | None:
+        """The greatest version by semver (`gto latest`, and `gto show m@latest`)."""
         vs = self.versions(model)
         return vs[0] if vs else None
 
@@ -154,6 +206,12 @@ class RegistryState:
     def next_counter(self, model: str) -> int:
         counters = [e.counter for e in self.history(model) if e.counter is not None]
         return max(counters, default=0) + 1
+
+    def last_time(self, model: str) -> int | None:
+        """When the model's last event happened: a new tag is dated after it, so GTO (which
+        orders by time, to the second) and lepton-ci read the same order."""
+        events = self.history(model)
+        return events[-1].time if events else None
 
 
 # Tags already warned about, per repository: one command reads the same tags several times.
@@ -196,17 +254,18 @@ class Registry:
     def _read(self, model: str | None) -> RegistryState:
         pattern = ["refs/tags"]
         if model is not None:
-            pattern = [f"refs/tags/{model}@*", f"refs/tags/{model}#*"]
+            pattern = [f"refs/tags/{in_tag(model)}@*", f"refs/tags/{in_tag(model)}#*"]
         out = self.git.run(["for-each-ref", f"--format={_FMT}", *pattern]).stdout
         events = []
         tag_objects: set[str] = set()  # objects of annotated tags, to spot tags of tags
         for line in out.splitlines():
             parts = line.split("\0")
-            if len(parts) != 6:
+            if len(parts) != 7:
                 continue
-            name, obj, peeled, creator, subject, cache_key = parts
-            if peeled:
-                tag_objects.add(obj)
+            name, obj, peeled, creator, subject, cache_key, actor = parts
+            if not peeled:
+                continue  # a lightweight tag: no tagger, no time of its own; GTO skips it
+            tag_objects.add(obj)
             parsed = tags.parse(name)
             if parsed is None or (model is not None and parsed.model != model):
                 continue
@@ -216,7 +275,7 @@ class Registry:
                     tag=name,
                     model=parsed.model,
                     action=parsed.action,
-                    sha=peeled or obj,
+                    sha=peeled,
                     time=int(m["ts"]) if m else 0,
                     who=m["name"] if m else "",
                     subject=subject,
@@ -224,6 +283,7 @@ class Registry:
                     stage=parsed.stage,
                     counter=parsed.counter,
                     cache_key=cache_key.split(",")[0] or None,
+                    actor=actor.strip() if LOGIN.match(actor.strip()) else None,
                 )
             )
         # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`) peels to the inner
@@ -263,13 +323,17 @@ class Registry:
                 found[name] = rec
         return found
 
-    def create_tag(self, name: str, sha: str, message: str) -> None:
-        """Create an annotated tag; git's ref lock makes it atomic, so one racer loses cleanly."""
+    def create_tag(self, name: str, sha: str, message: str, *, after: int | None = None) -> None:
+        """Create an annotated tag; git's ref lock makes it atomic, so one racer loses cleanly.
+        `after`: the model's last event time; the new tag is dated later, even in that second."""
+        env = _identity(self.git)
+        if after is not None and time.time() < after + 1:
+            env = {**env, "GIT_COMMITTER_DATE": f"{after + 1} +0000"}
         proc = self.git.run(
             ["tag", "-a", "--cleanup=verbatim", "-F", "-", name, sha],
             input=message,
             check=False,
-            env=_identity(self.git),
+            env=env,
         )
         if proc.returncode != 0:
             err = proc.stderr.strip()
