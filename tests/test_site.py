@@ -512,3 +512,25 @@ def test_worker_count_without_sched_getaffinity(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(operations.os, "cpu_count", lambda: 3)
     assert operations._workers(operations.PARALLEL_FROM) == 3
     assert operations._workers(operations.PARALLEL_FROM - 1) == 1
+
+
+def test_swap_that_fails_puts_the_earlier_site_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lepton_ci.site import operations
+
+    out, mine = tmp_path / "_site", tmp_path / ".tmp-mine"
+    for d in (out, mine):
+        d.mkdir()
+        (d / "index.html").write_text(d.name)
+    real = Path.rename
+
+    def rename(self: Path, target: Path) -> Path:
+        if self == mine:
+            raise PermissionError(1, "Operation not permitted")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(PermissionError):
+        operations._swap(mine, out)
+    assert (out / "index.html").read_text() == "_site"  # the earlier site, where it was
