@@ -488,6 +488,10 @@ def test_bidirectional_controls_are_shown_not_obeyed(
         "v0.5.0", sha, {"accuracy": 0.91, f"f1{lri}x": 0.8}, prev, params={f"p{rlo}": f"v{rlo}"}
     )
     site_repo.register(repo, rec, who=f"Eve{rlo} 1.0 verified")
+    revision = next((repo / ".lepton" / "deploy" / "toy" / "staging").glob("revision-*.json"))
+    revision.write_text(
+        re.sub(r'"version": ?"[^"]*"', f'"version": "v9{rlo}"', revision.read_text())
+    )
     code, _, err = site(repo, "--repo", "acme/models", capsys=capsys)
     assert code == 0, err
     out = repo / "_site"
