@@ -488,6 +488,10 @@ def test_bidirectional_controls_are_shown_not_obeyed(
         "v0.5.0", sha, {"accuracy": 0.91, f"f1{lri}x": 0.8}, prev, params={f"p{rlo}": f"v{rlo}"}
     )
     site_repo.register(repo, rec, who=f"Eve{rlo} 1.0 verified")
+    revision = next((repo / ".lepton" / "deploy" / "toy" / "staging").glob("revision-*.json"))
+    revision.write_text(
+        re.sub(r'"version": ?"[^"]*"', f'"version": "v9{rlo}"', revision.read_text())
+    )
     code, _, err = site(repo, "--repo", "acme/models", capsys=capsys)
     assert code == 0, err
     out = repo / "_site"
@@ -512,3 +516,25 @@ def test_worker_count_without_sched_getaffinity(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(operations.os, "cpu_count", lambda: 3)
     assert operations._workers(operations.PARALLEL_FROM) == 3
     assert operations._workers(operations.PARALLEL_FROM - 1) == 1
+
+
+def test_swap_that_fails_puts_the_earlier_site_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lepton_ci.site import operations
+
+    out, mine = tmp_path / "_site", tmp_path / ".tmp-mine"
+    for d in (out, mine):
+        d.mkdir()
+        (d / "index.html").write_text(d.name)
+    real = Path.rename
+
+    def rename(self: Path, target: Path) -> Path:
+        if self == mine:
+            raise PermissionError(1, "Operation not permitted")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(PermissionError):
+        operations._swap(mine, out)
+    assert (out / "index.html").read_text() == "_site"  # the earlier site, where it was

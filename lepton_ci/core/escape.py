@@ -86,7 +86,7 @@ _BIDI.update({c: f"<U+{c:04X}>" for c in range(0x2066, 0x206A)})
 
 def bidi_visible(value: str) -> str:
     """The text with every bidirectional control replaced by a visible `<U+202E>`."""
-    return value.translate(_BIDI)
+    return value if value.isascii() else value.translate(_BIDI)
 
 
 def html_text(value: object) -> str:

@@ -152,6 +152,8 @@ def _swap(tmp: Path, out: Path) -> None:
             tmp.rename(out)
         except OSError as e:  # another build's site arrived between the two renames
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                with contextlib.suppress(OSError):
+                    old.rename(out)  # put the earlier site back: never leave no site at all
                 raise
             continue
         shutil.rmtree(old, ignore_errors=True)

@@ -190,7 +190,7 @@ class Renderer:
         def version_link(name: str) -> Markup:
             """A link only to a page that exists: a revision file's `version` is just text."""
             if name not in have:
-                return escape(name)
+                return escape(bidi_visible(name))
             return Markup('<a href="{}.html">{}</a>').format(name, name)
 
         for n in range(1, pages + 1):
