@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from lepton_ci.core.errors import LeptonError
+    from lepton_ci.core.errors import LeptonError, MissingExtra
     from lepton_ci.core.gha import Runtime, debug_enabled
 
     debug = args.debug or debug_enabled()
@@ -417,7 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise LeptonError(
                     f"-C {args.directory}: {e.strerror}", hint="give an existing directory"
                 ) from None
-        return int(args.fn(args))
+        try:
+            return int(args.fn(args))
+        except ModuleNotFoundError as e:  # an optional extra missing: say which to install
+            raise (MissingExtra.of(e) or e) from None
     except LeptonError as e:
         rt = Runtime(stream=sys.stderr)
         rt.error(str(e), title=f"lepton-ci {args.command}")

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -442,3 +443,36 @@ def test_deploys_are_recorded_as_github_deployments(cluster, toy_repo, cli, tmp_
         assert states == [["in_progress", "success"], ["in_progress", "failure"]]
         assert "reverted to v0.1.0" in gh.state.statuses[deps[1]["id"]][-1]["description"]
         assert gh.state.statuses[deps[0]["id"]][-1]["environment_url"] == service
+
+
+def test_render_is_offline_and_numbers_from_the_cluster_when_there(
+    cluster, toy_repo, cli, tmp_path, monkeypatch
+):
+    kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "render-env")
+    assert cli("run")[0] == 0
+    assert cli("deploy", "render-env", "--image", GOOD)[0] == 0
+    code, out, _ = cli("render", "render-env", "--image", GOOD2)
+    assert code == 0 and "dev.lepton-ci/revision: '2'" in out
+    monkeypatch.delenv("KUBECONFIG")  # like `helm template`: no cluster, no kubernetes package
+    monkeypatch.setitem(sys.modules, "kubernetes", None)
+    code, out, err = cli("render", "render-env", "--image", GOOD2)
+    assert code == 0, err
+    assert "kind: Deployment" in out and "dev.lepton-ci/revision: '1'" in out
+    assert "rendered as revision 1" in err and "rendered" not in out
+
+
+def test_unreachable_api_server_and_missing_package_are_clear_errors(
+    cluster, toy_repo, cli, tmp_path, monkeypatch
+):
+    with socket.socket() as dead:  # bound, never listening: connections are refused
+        dead.bind(("127.0.0.1", 0))
+        server = f"http://127.0.0.1:{dead.getsockname()[1]}"
+        kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "dead-env", server=server)
+        code, _, err = cli("history", "dead-env")
+    assert code == 1, err
+    assert f"Kubernetes API server {server} unreachable" in err
+    monkeypatch.setitem(sys.modules, "kubernetes", None)
+    code, _, err = cli("history", "dead-env")
+    assert code == 1, err
+    assert "needs the Python package `kubernetes`" in err
+    assert "pip install 'lepton-ci[deploy]'" in err

@@ -48,3 +48,21 @@ class GateFailed(LeptonError):
 
 class RecordError(LeptonError):
     """An evidence record is missing, unreadable or does not match the current checkout."""
+
+
+# Optional extras: the top-level package a command imports late -> the extra that installs it.
+EXTRAS = {"kubernetes": "deploy", "docker": "image"}
+
+
+class MissingExtra(LeptonError):
+    """A command needs a package of an optional extra that is not installed."""
+
+    @classmethod
+    def of(cls, e: ModuleNotFoundError) -> MissingExtra | None:
+        top = (e.name or "").split(".")[0]
+        if top not in EXTRAS:
+            return None
+        return cls(
+            f"this command needs the Python package `{top}`, which is not installed",
+            hint=f"pip install 'lepton-ci[{EXTRAS[top]}]'",
+        )
