@@ -273,7 +273,9 @@ class OCIClient:
     def upload_blob(
         self, repo: str, digest: str, source: Path | bytes, progress: ProgressFn | None = None
     ) -> int:
-        """Upload in chunks; a failure restarts with a new session. Returns bytes sent."""
+        """Upload in chunks. A chunk whose answer was lost is resumed from the offset the
+        registry reports (it answers 416 to a chunk it already has); any other failure
+        starts a new upload session. Returns bytes sent."""
         size = len(source) if isinstance(source, bytes) else source.stat().st_size
         for attempt in range(self.max_retries + 1):
             r = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo)
@@ -284,10 +286,9 @@ class OCIClient:
             try:
                 stream = source.open("rb") if isinstance(source, Path) else io.BytesIO(source)
                 with stream as f:
-                    while True:
+                    while sent < size:
+                        f.seek(sent)
                         chunk = f.read(CHUNK)
-                        if not chunk:
-                            break
                         r = self.request(
                             "PATCH",
                             location,
@@ -298,6 +299,9 @@ class OCIClient:
                                 "Content-Range": f"{sent}-{sent + len(chunk) - 1}",
                             },
                         )
+                        if r.status_code == 416:  # it has this chunk: our answer was lost
+                            location, sent = self._upload_offset(location, repo, r)
+                            continue
                         if r.status_code != 202:
                             raise _UploadBroken(r)
                         location = self._abs(r.headers.get("Location", location))
@@ -316,10 +320,27 @@ class OCIClient:
                     raise _UploadBroken(r)
                 return sent
             except _UploadBroken as e:
+                if self.blob_exists(repo, digest):  # the PUT landed; only its answer was lost
+                    return sent
                 if attempt >= self.max_retries:
                     raise self._fail(f"upload of {digest[:19]} to {repo}", e.resp) from None
                 self.sleep(min(2**attempt, 30))
         raise AssertionError("unreachable")
+
+    def _upload_offset(
+        self, location: str, repo: str, refused: requests.Response
+    ) -> tuple[str, int]:
+        """Where an upload session stands: (its location, the bytes it holds), from the 416's
+        own Range and Location when it has them, else from the session's status."""
+        st = refused
+        if not (refused.headers.get("Range") and refused.headers.get("Location")):
+            st = self.request("GET", location, repo=repo)
+            if st.status_code != 204:
+                raise _UploadBroken(refused)
+        held = re.fullmatch(r"0-(\d+)", st.headers.get("Range", ""))
+        if held is None:
+            raise _UploadBroken(refused)
+        return self._abs(st.headers.get("Location", location)), int(held.group(1)) + 1
 
     # -- manifests -------------------------------------------------------------------------
 
