@@ -1,6 +1,7 @@
 """Deploys with the podman target: real pods from the rendered manifests, checked over HTTP."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -163,12 +164,13 @@ def test_killed_deploy_is_repaired_by_the_next_command(site):
         [sys.executable, "-m", "lepton_ci", "-C", str(repo), "deploy", "staging"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill reaches `podman kube play`
     )
     deadline = time.monotonic() + 30
     while not (state / "revision-00002.json").exists():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and everything it started, as a runner does
     proc.wait(10)
     assert json.loads((state / "revision-00002.json").read_text())["status"] == "pending"
     code, out, err = cli("rollback", "staging")
