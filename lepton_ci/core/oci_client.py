@@ -282,7 +282,7 @@ class OCIClient:
             if r.status_code != 202:
                 raise self._fail(f"starting an upload to {repo}", r)
             location = self._abs(r.headers["Location"])
-            sent = 0
+            sent, resumes = 0, 0
             try:
                 stream = source.open("rb") if isinstance(source, Path) else io.BytesIO(source)
                 with stream as f:
@@ -299,8 +299,10 @@ class OCIClient:
                                 "Content-Range": f"{sent}-{sent + len(chunk) - 1}",
                             },
                         )
-                        if r.status_code == 416:  # it has this chunk: our answer was lost
+                        if r.status_code == 416 and resumes < self.max_retries:
+                            # it has this chunk: our answer was lost; go on from its offset
                             location, sent = self._upload_offset(location, repo, r)
+                            resumes += 1
                             continue
                         if r.status_code != 202:
                             raise _UploadBroken(r)

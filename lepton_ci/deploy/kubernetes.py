@@ -446,10 +446,18 @@ class ConfigMapStore:
 
         while not stop.wait(self.lease_seconds / 3):
             try:
+                held = coord.read_namespaced_lease(
+                    name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+                )
+                if held.spec.holder_identity != me:
+                    return  # taken over (we stalled past expiry): never renew another's Lease
                 coord.patch_namespaced_lease(
                     name,
                     self.namespace,
-                    {"spec": {"renewTime": _micro(datetime.now(UTC))}},
+                    {
+                        "metadata": {"resourceVersion": held.metadata.resource_version},
+                        "spec": {"renewTime": _micro(datetime.now(UTC))},
+                    },
                     _request_timeout=REQUEST_TIMEOUT,
                 )
             except (ApiException, urllib3.exceptions.HTTPError):
