@@ -477,3 +477,25 @@ def test_unreachable_api_server_and_missing_package_are_clear_errors(
     assert code == 1, err
     assert "needs the Python package `kubernetes`" in err
     assert "pip install 'lepton-ci[deploy]'" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (": not yaml [", "while parsing"),
+        ("clusters: [{name: k, cluster: {server: 'http://[bad'}}]", "Invalid IPv6 URL"),
+        ("clusters: [{name: k, cluster: {server: 'http://127.0.0.1:99999'}}]", "Port out of"),
+    ],
+)
+def test_a_broken_kubeconfig_is_a_clear_error(tmp_path, text, said):
+    from lepton_ci.deploy.kubernetes import api_client_from_env
+
+    kc = tmp_path / "kubeconfig"
+    if text.startswith("clusters"):
+        text = (
+            f"apiVersion: v1\nkind: Config\n{text}\nusers: [{{name: u, user: {{token: t}}}}]\n"
+            "contexts: [{name: c, context: {cluster: k, user: u}}]\ncurrent-context: c\n"
+        )
+    kc.write_text(text)
+    with pytest.raises(DeployError, match=f"kubeconfig {kc} is not usable: {said}"):
+        api_client_from_env({"KUBECONFIG": str(kc)})

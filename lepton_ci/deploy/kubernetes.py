@@ -471,8 +471,12 @@ def _micro(t: datetime | None) -> str:
 
 def api_client_from_env(env: dict[str, str]) -> Any:
     """kubeconfig (KUBECONFIG or ~/.kube/config), or the in-cluster service account."""
+    from urllib.parse import urlsplit
+
+    import yaml
     from kubernetes import client, config
 
+    where = env.get("KUBECONFIG") or "~/.kube/config"
     try:
         if env.get("KUBERNETES_SERVICE_HOST") and not env.get("KUBECONFIG"):
             config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -482,9 +486,17 @@ def api_client_from_env(env: dict[str, str]) -> Any:
             config_file=env.get("KUBECONFIG"), client_configuration=cfg
         )
         cfg.retries = 3
+        server = urlsplit(cfg.host)
+        if server.scheme not in ("http", "https") or not server.hostname or server.port == 0:
+            raise ValueError(f"server {cfg.host!r} is not an http(s) URL")
         return client.ApiClient(cfg)
     except (config.ConfigException, FileNotFoundError) as e:
         raise DeployError(
             f"no Kubernetes credentials: {e}",
             hint="set KUBECONFIG, or run in a cluster with a service account",
+        ) from None
+    except (yaml.YAMLError, ValueError) as e:
+        raise DeployError(
+            f"kubeconfig {where} is not usable: {str(e).splitlines()[0]}",
+            hint="check it with `kubectl config view`, or point KUBECONFIG at another file",
         ) from None
