@@ -124,3 +124,18 @@ def test_multi_arch_index_picks_the_runner_platform(tmp_path, monkeypatch):
             c.image_manifest("python", "3.12")
     finally:
         registry.stop()
+
+
+def test_a_challenge_without_a_usable_realm_is_a_clear_error():
+    import requests
+
+    class Session(requests.Session):
+        def request(self, method, url, **kw):  # a server that is not a registry
+            r = requests.Response()
+            r.status_code, r.url = 401, url
+            r.headers["WWW-Authenticate"] = 'Bearer realm="",service="x"'
+            return r
+
+    c = OCIClient("127.0.0.1:9", session=Session(), sleep=lambda s: None)
+    with pytest.raises(OCIError, match="asked for a token from '', not an http"):
+        c.blob_exists("acme/base", "sha256:" + "0" * 64)

@@ -167,9 +167,14 @@ class OCIClient:
         query += [("scope", one) for k, v in params if k == "scope" for one in v.split()]
         if self.auth is not None:
             query.append(("account", self.auth[0]))
+        if not realm.startswith(("https://", "http://")):
+            raise OCIError(
+                f"registry {self.registry} asked for a token from {realm!r}, not an http(s) URL",
+                hint="is this really a container registry?",
+            )
         try:
             tr = self.session.get(realm, params=query, auth=self.auth, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as e:
+        except requests.RequestException as e:
             raise OCIError(
                 f"registry {self.registry}: its token server {realm} did not answer "
                 f"({type(e).__name__})",
