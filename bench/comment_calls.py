@@ -1,12 +1,15 @@
 """GitHub API calls per sticky-comment update (target <= 3), and edits when unchanged (0).
 
-Runs the real client and the real upsert against the local GitHub test server.
+Runs the real client, the real renderer (a full record with gates, lineage and a history
+chart) and the real upsert against the local GitHub test server.
 """
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _records import record
 
 from lepton_ci.core.github import GitHubClient
 from lepton_ci.report import comment as report
@@ -16,14 +19,13 @@ from tests.support.github_server import GitHubServer
 REPO, PR, SHA = "acme/models", 1, "a" * 40
 
 
-def rendered(text: str) -> tuple[report.Rendered, report.BundleMeta]:
+def rendered(run: int) -> tuple[report.Rendered, report.BundleMeta]:
+    history = [report.Point(label=f"v0.{i}.0", value=0.9 + i / 100) for i in range(8)]
     meta = report.BundleMeta(
-        model="digits", workflow="ci", head_sha=SHA, pr=PR, repo=REPO, run_id=1
-    )
-    body = report.marker("digits", "ci") + "\n" + text + "\n"
-    digest = report.hash_bytes(text.encode())
-    body += f'<!-- lepton-ci:meta {{"digest": "{digest}", "run": 1, "sha": "{SHA}"}} -->\n'
-    return report.Rendered(body, digest, []), meta
+        model="digits", workflow="ci", head_sha=SHA, pr=PR, repo=REPO, run_id=run,
+        history=history,
+    )  # fmt: skip
+    return report.render(record(run, "v0.9.0", "v0.8.0", SHA), meta), meta
 
 
 def measure(before: int, after: int) -> None:
@@ -45,19 +47,19 @@ def measure(before: int, after: int) -> None:
         discuss(before)
         gh = GitHubClient("test-token", base_url=srv.url, sleep=lambda s: None)
 
-        def post(text: str) -> sticky.Upserted:
+        def post(run: int) -> sticky.Upserted:
             start = gh.calls
             gh.pull(REPO, PR)
-            r, meta = rendered(text)
+            r, meta = rendered(run)
             out = sticky.upsert(gh, REPO, PR, r, meta, head_sha=SHA)
             out.calls = gh.calls - start
             return out
 
-        post("first report")
+        post(1)
         discuss(after)
         patches = srv.state.count("PATCH")
-        update = post("second report")
-        unchanged = post("second report")
+        update = post(2)
+        unchanged = post(2)
         edits = srv.state.count("PATCH") - patches
         print(
             f"PR with {before} comments before ours, {after} after: update {update.calls} calls "

@@ -1,8 +1,11 @@
-"""From the failing verdict to the previous version passing its health check again (podman).
+"""From the bad release's apply to the previous version serving again, detection included.
 
-Deploys the digits example v0.1.0, then v0.1.1 whose /predict is wrong; the golden check fails
-and lepton-ci reverts. Prints the measured time next to Helm --atomic's default wait (5 min)
-and the Kubernetes progress deadline default (600 s). Target: <= 10 s.
+Deploys the digits example v0.1.0, then v0.1.1 whose /predict answers wrong (its pods start and
+are ready); the golden check fails and lepton-ci reverts. The clock starts when the deploy of
+the bad release begins (lock, apply, rollout wait, the whole health window) and stops when
+v0.1.0 has passed its checks again. The configured windows are printed with it. Compared like
+with like: `helm upgrade --atomic` and a Deployment's progressDeadlineSeconds judge readiness
+only, and these pods are ready, so neither ever reverts this release. Target: <= 10 s.
 """
 
 import os
@@ -10,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,24 +73,31 @@ def main() -> None:
         for step in ("run", "register", "build"):
             sh(*cli, step)
         ctx = Context.load(None, repo)
-        times = []
+        times, detect = [], []
         for _ in range(RUNS):
             d_ = deployer(ctx, "digits", "staging")
+            rel = release(ctx, "digits", version=None, image=None)
+            t0 = time.monotonic()
             try:
-                d_.deploy(release(ctx, "digits", version=None, image=None))
+                d_.deploy(rel)
                 raise RuntimeError("the broken release was not caught")
             except DeployFailed as e:
-                times.append(e.outcome.timings["verdict_to_healthy_s"])
-        best, worst = min(times), max(times)
+                times.append(time.monotonic() - t0)
+                detect.append(e.outcome.timings["rollout_s"])
+        env = d_.env
         print(
-            f"failing verdict -> previous version healthy again: best {best:.2f} s, "
-            f"worst {worst:.2f} s over {RUNS} runs (target <= 10 s -> ratio "
-            f"{worst / 10:.2f})"
+            f"configured: rollout_timeout {env.rollout_timeout:.0f} s, health window "
+            f"{env.checks.count} samples {env.checks.interval} s apart, rollback_timeout "
+            f"{env.rollback_timeout:.0f} s"
         )
         print(
-            f"for comparison: Helm --atomic waits up to 300 s by default "
-            f"({300 / worst:.0f}x longer); Kubernetes' progressDeadlineSeconds default is "
-            f"600 s ({600 / worst:.0f}x)"
+            f"bad release applied -> v0.1.0 serving and healthy again: best {min(times):.2f} s, "
+            f"worst {max(times):.2f} s over {RUNS} runs (of which apply -> failing verdict: "
+            f"worst {max(detect):.2f} s); target <= 10 s -> ratio {max(times) / 10:.2f}"
+        )
+        print(
+            "same release under helm upgrade --atomic or progressDeadlineSeconds: never "
+            "reverted (its pods are ready; only the answers are wrong)"
         )
 
 

@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from lepton_ci.core.errors import LeptonError
+    from lepton_ci.core.errors import LeptonError, MissingExtra
     from lepton_ci.core.escape import md_fence
     from lepton_ci.core.gha import Runtime, debug_enabled
     from lepton_ci.core.paths import enter
@@ -418,7 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.directory:
             enter(args.directory)  # like `git -C`: relative paths, DIR's own too, are from DIR
-        return int(args.fn(args))
+        try:
+            return int(args.fn(args))
+        except ModuleNotFoundError as e:  # an optional extra missing: say which to install
+            raise (MissingExtra.of(e) or e) from None
     except LeptonError as e:
         rt = Runtime(stream=sys.stderr)
         rt.error(str(e), title=f"lepton-ci {args.command}", file=e.file, line=e.line, col=e.col)

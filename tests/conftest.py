@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,10 +155,16 @@ def point_image_at(repo: Path, old: str, new: str) -> None:
     cfg.write_text(cfg.read_text().replace(f"name: {old}", f"name: {new}"))
 
 
-def use_registry(repo: Path, registry: str, base: str) -> None:
+def use_registry(repo: Path, registry: str, base: str) -> str:
+    """Point lepton.yaml at the test registry, the image in a repository namespace of its own
+    (the registry is shared by the session: no test sees another's tags or blobs). Returns
+    REGISTRY/NAMESPACE, the prefix of the image name."""
+    prefix = f"{registry}/t{uuid.uuid4().hex[:10]}"
     cfg = repo / "lepton.yaml"
     cfg.write_text(
         cfg.read_text()
         .replace("127.0.0.1:5000/pybase:bookworm", base)
+        .replace("name: 127.0.0.1:5000/", f"name: {prefix}/")
         .replace("127.0.0.1:5000", registry)
     )
+    return prefix

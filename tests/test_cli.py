@@ -146,3 +146,11 @@ def test_git_in_a_vanished_directory_says_so(tmp_path):
 
     with pytest.raises(GitError, match="no such directory"):
         Git(tmp_path / "gone").run(["status"])
+
+
+def test_a_missing_optional_extra_names_its_install_command():
+    from lepton_ci.core.errors import MissingExtra
+
+    err = MissingExtra.of(ModuleNotFoundError("No module named 'docker'", name="docker.errors"))
+    assert err is not None and err.hint == "pip install 'lepton-ci[image]'"
+    assert MissingExtra.of(ModuleNotFoundError("x", name="yaml")) is None  # a real bug: exit 70

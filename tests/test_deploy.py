@@ -1,6 +1,7 @@
 """Deploys with the podman target: real pods from the rendered manifests, checked over HTTP."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -163,12 +164,13 @@ def test_killed_deploy_is_repaired_by_the_next_command(site):
         [sys.executable, "-m", "lepton_ci", "-C", str(repo), "deploy", "staging"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill reaches `podman kube play`
     )
     deadline = time.monotonic() + 30
     while not (state / "revision-00002.json").exists():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and everything it started, as a runner does
     proc.wait(10)
     assert json.loads((state / "revision-00002.json").read_text())["status"] == "pending"
     code, out, err = cli("rollback", "staging")
@@ -264,3 +266,29 @@ def test_tls_is_skipped_only_for_images_on_this_machine(tmp_path):
     target.apply("remote", pod("ghcr.io/acme/digits@sha256:" + "0" * 64))
     assert "--tls-verify=false" in calls[0]
     assert "--tls-verify=false" not in calls[1]
+
+
+def test_podman_says_it_runs_one_pod_of_several_replicas(tmp_path):
+    """podman kube play caps a Deployment at one pod ("Limiting replica count to 1"): the
+    deploy must say so rather than report three replicas checked."""
+    from lepton_ci.deploy.podman import PodmanTarget
+
+    class Podman:
+        def __call__(self, *args, check=True):
+            return subprocess.CompletedProcess(args, 0, "", "")
+
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "digits-prod"},
+        "spec": {
+            "replicas": 3,
+            "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}},
+        },
+    }
+    notes = PodmanTarget(tmp_path, Podman()).apply("digits-prod", yaml.safe_dump(dep))
+    assert notes == [
+        "Deployment/digits-prod replicas 3 (podman runs one pod; the health checks probe that one)"
+    ]
+    dep["spec"]["replicas"] = 1
+    assert PodmanTarget(tmp_path, Podman()).apply("digits-prod", yaml.safe_dump(dep)) == []

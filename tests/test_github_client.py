@@ -1,7 +1,5 @@
 """The GitHub client against a real local HTTP server speaking GitHub's REST shapes."""
 
-import time
-
 import pytest
 
 from lepton_ci.core.github import GitHubClient, GitHubError
@@ -48,8 +46,11 @@ def test_5xx_retries_are_bounded(gh):
     assert len(sleeps) == 3 and gh.state.count("GET", "/pulls/") == 4
 
 
+NOW = 1_800_000_000.0  # the client's clock, fixed: no test depends on the wall clock
+
+
 def test_primary_rate_limit_waits_until_reset(gh):
-    reset = int(time.time()) + 3
+    reset = int(NOW) + 3
     gh.state.faults.append(
         Fault(
             "GET",
@@ -59,9 +60,9 @@ def test_primary_rate_limit_waits_until_reset(gh):
             {"message": "API rate limit exceeded for installation ID 1."},
         )
     )
-    c, sleeps = client(gh)
+    c, sleeps = client(gh, clock=lambda: NOW)
     assert list(c.issue_comments(REPO, 1)) == []
-    assert len(sleeps) == 1 and 2.0 <= sleeps[0] <= 4.5
+    assert sleeps == [4.0]  # until the reset, plus a second
 
 
 def test_secondary_rate_limit_honours_retry_after(gh):
@@ -86,11 +87,11 @@ def test_rate_limit_reset_too_far_fails_clearly(gh):
             "GET",
             r"/pulls/",
             403,
-            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 3600)},
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 3600)},
             {"message": "API rate limit exceeded"},
         )
     )
-    c, sleeps = client(gh)
+    c, sleeps = client(gh, clock=lambda: NOW)
     with pytest.raises(GitHubError) as e:
         c.pull(REPO, 1)
     assert "longer than lepton-ci waits" in str(e.value) and sleeps == []

@@ -2,6 +2,7 @@ import mmap
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,8 @@ def test_stat_cache_serves_unchanged_and_catches_changes(tmp_path):
     c = StatCache(cache_path)
     h1 = c.hash(f)
     c.save()
+    later = f.stat().st_ctime_ns + 10**9  # written down after the file settled (not racy)
+    os.utime(cache_path, ns=(later, later))
     c2 = StatCache(cache_path)
     assert c2.hash(f) == h1
     assert (c2.hits, c2.misses) == (1, 0)
@@ -92,3 +95,35 @@ def test_hashing_a_big_file_keeps_memory_flat(tmp_path):
     )
     grown_mb = int(out.stdout) / 1024
     assert grown_mb < 150, f"hashing 384 MiB grew peak RSS by {grown_mb:.0f} MB"
+
+
+def test_racily_clean_entry_is_not_trusted(tmp_path):
+    """Timestamps as a filesystem with one-second granularity records them: a same-size
+    rewrite within the second the hash was written keeps (size, mtime, inode, ctime); it
+    must be hashed again, as git does for racily clean index entries."""
+    f = (tmp_path / "data.csv").resolve()
+    cache_path = (tmp_path / "stat.json").resolve()
+    stamps = {}
+    second = 1_700_000_000 * 10**9
+
+    def stat(p):
+        st, t = os.stat(p), stamps[Path(p)]
+        return os.stat_result(
+            (*list(st)[:7], t // 10**9, t // 10**9, t // 10**9),
+            {"st_atime_ns": t, "st_mtime_ns": t, "st_ctime_ns": t},
+        )
+
+    f.write_text("1,2\n")
+    stamps[f] = second
+    c = StatCache(cache_path, stat=stat)
+    h1 = c.hash(f)
+    c.save()
+    stamps[cache_path] = second  # the hashes were written down in the same second
+    f.write_text("3,4\n")  # same size, same second: every stat field as cached
+    c2 = StatCache(cache_path, stat=stat)
+    h2 = c2.hash(f)
+    assert h2 != h1 and (c2.hits, c2.misses) == (0, 1)
+    c2.save()
+    stamps[cache_path] = second + 10**9  # written a second later: now the entry has settled
+    c3 = StatCache(cache_path, stat=stat)
+    assert c3.hash(f) == h2 and (c3.hits, c3.misses) == (1, 0)

@@ -26,10 +26,11 @@ def digits(tmp_path, services, capsys):
     shutil.copytree(
         EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
     )
-    use_registry(repo, services["registry"].host, services["bases"]["python"])
+    prefix = use_registry(repo, services["registry"].host, services["bases"]["python"])
     git(repo, "init", "-q")
     commit_all(repo, "feat: digits")
     cli = Cli(repo, capsys)
+    cli.reg = prefix  # REGISTRY/NAMESPACE: this test's own repositories
     assert cli("run")[0] == 0
     assert cli("register")[0] == 0
     return repo, cli
@@ -48,7 +49,7 @@ def skopeo(*args):
 
 def test_layers_build_tags_labels_and_record_inside(digits, services):
     repo, cli = digits
-    reg = services["registry"].host
+    reg = cli.reg
     code, out, err = cli("build", "--json")
     assert code == 0, err
     res = json.loads(out)
@@ -82,7 +83,8 @@ def test_same_inputs_same_digest_and_nothing_uploaded(digits, services):
     repo, cli = digits
     proxy = FaultProxy(services["registry"].host)
     try:
-        point_image_at(repo, f"{services['registry'].host}/digits", f"{proxy.host}/digits")
+        ns = cli.reg.split("/", 1)[1]
+        point_image_at(repo, f"{cli.reg}/digits", f"{proxy.host}/{ns}/digits")
         first = json.loads(cli("build", "--json")[1])
         before, sent = len(proxy.log), proxy.received
         second = json.loads(cli("build", "--json")[1])
@@ -163,7 +165,7 @@ def test_built_image_serves_predictions(digits, services):
 
 def test_retag_points_at_the_same_digest(digits, services):
     _, cli = digits
-    reg = services["registry"].host
+    reg = cli.reg
     res = json.loads(cli("build", "--json")[1])
     code, out, _ = cli("image", "retag", f"{reg}/digits@{res['digest']}", "prod", "stable")
     assert code == 0 and out.strip() == f"tagged {res['digest']} as prod, stable"
@@ -175,16 +177,14 @@ def test_500_on_a_blob_upload_is_retried(digits, services):
     repo, cli = digits
     proxy = FaultProxy(services["registry"].host)
     try:
-        point_image_at(repo, f"{services['registry'].host}/digits", f"{proxy.host}/flaky")
-        proxy.rules.append(Rule("PUT", r"/v2/flaky/blobs/uploads/", 500))
+        ns = cli.reg.split("/", 1)[1]
+        point_image_at(repo, f"{cli.reg}/digits", f"{proxy.host}/{ns}/flaky")
+        proxy.rules.append(Rule("PUT", r"/flaky/blobs/uploads/", 500))
         code, out, err = cli("build", "--json")
         assert code == 0, err
         assert ("PUT", next(p for m, p, s in proxy.log if s == 500), 500) in proxy.log
         digest = json.loads(out)["digest"]
-        assert (
-            skopeo("inspect", f"docker://{services['registry'].host}/flaky:0.1.0")["Digest"]
-            == digest
-        )
+        assert skopeo("inspect", f"docker://{cli.reg}/flaky:0.1.0")["Digest"] == digest
     finally:
         proxy.close()
 
@@ -209,7 +209,7 @@ def test_wrong_credentials_are_a_clear_error(digits, services, tmp_path, monkeyp
     )
     secured = Registry(tmp_path / "secured", htpasswd=htpasswd)
     try:
-        point_image_at(repo, f"{services['registry'].host}/digits", f"{secured.host}/digits")
+        point_image_at(repo, f"{cli.reg}/digits", f"{secured.host}/digits")
         monkeypatch.setenv("LEPTON_REGISTRY_USERNAME", "alice")
         monkeypatch.setenv("LEPTON_REGISTRY_PASSWORD", "wrong-password")
         code, out, err = cli("build")
@@ -246,7 +246,7 @@ def test_docker_config_credentials(tmp_path):
 
 def test_dockerfile_builder_through_podman_socket(digits, services, monkeypatch):
     repo, cli = digits
-    reg = services["registry"].host
+    reg = cli.reg
     (repo / "Dockerfile").write_text(
         f"FROM {services['bases']['python']}\nWORKDIR /app\n"
         "COPY serve.py digits_model.py model.json /app/\n"
@@ -371,7 +371,7 @@ def test_a_streamed_upload_whose_answer_is_lost_asks_where_it_stands_then_comple
     data, digest = _blob(tmp_path, 20)
     proxy = FaultProxy(services["registry"].host)
     try:
-        proxy.rules.append(Rule("PATCH", r"/v2/resume/blobs/uploads/", 502, forward=True))
+        proxy.rules.append(Rule("PATCH", r"/v2/resume/blobs/uploads/", 502, mode="after"))
         client = OCIClient(proxy.host, sleep=lambda s: None)
 
         def produce(write):

@@ -1,8 +1,12 @@
 """The kubernetes target against the kmock emulator with a test controller."""
 
-import threading
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime
 
 import pytest
 from kubernetes import client
@@ -10,10 +14,11 @@ from kubernetes import client
 from lepton_ci.core import config
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.deploy import manifests
+from lepton_ci.deploy.contract import RolloutFailed
 from lepton_ci.deploy.deployer import Deployer, DeployFailed
-from lepton_ci.deploy.kubernetes import ConfigMapStore, KubernetesTarget
-from lepton_ci.deploy.releases import Revision
-from tests.support.kube import Cluster
+from lepton_ci.deploy.kubernetes import ConfigMapStore, KubernetesTarget, rollout_pending
+from lepton_ci.deploy.releases import DeployError, Revision
+from tests.support.kube import Cluster, Fault
 
 pytestmark = pytest.mark.e2e
 GOOD = "registry.test/digits@sha256:" + "1" * 64
@@ -22,48 +27,40 @@ BROKEN = "registry.test/digits@sha256:" + "b" * 64
 STUCK = "registry.test/digits@sha256:" + "5" * 64
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster():
+    """One emulated cluster per test: kmock scans every stored object on each call, so a
+    shared one slows down as tests add objects, and no test may see another's."""
     c = Cluster()
     yield c
     c.close()
-
-
-@pytest.fixture(scope="module")
-def service():
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 _counter = iter(range(1000))
 
 
 @pytest.fixture
-def setup(cluster, service, tmp_path):
-    """A fresh namespace-sized world per test: its own environment name."""
-    env = f"env{next(_counter)}"
+def ns():
+    """A namespace of its own per test: lists stay small and no test sees another's objects."""
+    return f"t{next(_counter)}"
 
-    def make(**env_extra):
+
+@pytest.fixture
+def setup(cluster, ns, tmp_path):
+    """A fresh namespace-sized world per test: its own environment name, health checks through
+    the service in front of whichever pods the controller has available."""
+    env = f"env{next(_counter)}"
+    name = manifests.dns_name("digits", env)
+
+    def make(lease_seconds=60, **env_extra):
         deploy = config.DeployConfig.model_validate(
             {
                 "target": "kubernetes",
                 "lock_timeout": 0.5,
                 "environments": {
                     env: {
-                        "namespace": "staging",
-                        "url": service,
+                        "namespace": ns,
+                        "url": cluster.service_url(ns, name),
                         "rollout_timeout": 3,
                         "rollback_timeout": 3,
                         "checks": {"count": 2, "interval": 0, "http": [{"path": "/healthz"}]},
@@ -72,9 +69,14 @@ def setup(cluster, service, tmp_path):
                 },
             }
         )
-        name = manifests.dns_name("digits", env)
-        target = KubernetesTarget(cluster.api, "staging", sleep=lambda s: time.sleep(0.05))
-        store = ConfigMapStore(cluster.api, "staging", name, sleep=lambda s: time.sleep(0.05))
+        target = KubernetesTarget(cluster.api, ns, sleep=lambda s: time.sleep(0.05))
+        store = ConfigMapStore(
+            cluster.api,
+            ns,
+            name,
+            sleep=lambda s: time.sleep(0.05),
+            lease_seconds=lease_seconds,
+        )
         return Deployer(
             "digits", env, deploy, tmp_path, target=target, store=store, log=lambda m: None
         ), name
@@ -86,40 +88,40 @@ def release(image, version):
     return manifests.Release("digits", version, image, "blake3:" + "0" * 64, 0, "run", "ci")
 
 
-def deployment(cluster, name):
-    return client.AppsV1Api(cluster.api).read_namespaced_deployment(name, "staging")
+def deployment(cluster, name, ns):
+    return client.AppsV1Api(cluster.api).read_namespaced_deployment(name, ns)
 
 
-def test_apply_wait_and_history_in_configmaps(cluster, setup):
+def test_apply_wait_and_history_in_configmaps(cluster, ns, setup):
     d, name = setup()
     out = d.deploy(release(GOOD, "v1.0.0"))
     assert out.revision.status == "deployed"
-    dep = deployment(cluster, name)
+    dep = deployment(cluster, name, ns)
     assert dep.spec.template.spec.containers[0].image == GOOD
     assert dep.metadata.labels["app.kubernetes.io/managed-by"] == "lepton-ci"
     assert dep.metadata.annotations["dev.lepton-ci/version"] == "v1.0.0"
-    svc = client.CoreV1Api(cluster.api).read_namespaced_service(name, "staging")
+    svc = client.CoreV1Api(cluster.api).read_namespaced_service(name, ns)
     assert svc.spec.selector["app.kubernetes.io/instance"] == name
-    cms = client.CoreV1Api(cluster.api).list_namespaced_config_map("staging").items
+    cms = client.CoreV1Api(cluster.api).list_namespaced_config_map(ns).items
     mine = [c for c in cms if (c.metadata.labels or {}).get("dev.lepton-ci/release") == name]
     assert len(mine) == 1 and '"status":"deployed"' in mine[0].data["revision.json"]
     assert [r.status for r in d.history()] == ["deployed"]
 
 
-def test_prune_removes_objects_the_new_render_drops(cluster, setup):
+def test_prune_removes_objects_the_new_render_drops(cluster, ns, setup):
     d, name = setup(hpa={"max": 4})
     d.deploy(release(GOOD, "v1.0.0"))
     hpa = client.AutoscalingV2Api(cluster.api)
-    assert hpa.read_namespaced_horizontal_pod_autoscaler(name, "staging").spec.max_replicas == 4
+    assert hpa.read_namespaced_horizontal_pod_autoscaler(name, ns).spec.max_replicas == 4
     d.env = d.env.model_copy(update={"hpa": None})
     d.deploy(release(GOOD2, "v1.0.1"))
     with pytest.raises(client.ApiException) as e:
-        hpa.read_namespaced_horizontal_pod_autoscaler(name, "staging")
+        hpa.read_namespaced_horizontal_pod_autoscaler(name, ns)
     assert e.value.status == 404
-    assert deployment(cluster, name).spec.template.spec.containers[0].image == GOOD2
+    assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD2
 
 
-def test_progress_deadline_exceeded_reverts_to_previous(cluster, setup):
+def test_progress_deadline_exceeded_reverts_to_previous(cluster, ns, setup):
     cluster.broken.add(BROKEN)
     d, name = setup()
     d.deploy(release(GOOD, "v1.0.0"))
@@ -127,7 +129,7 @@ def test_progress_deadline_exceeded_reverts_to_previous(cluster, setup):
         d.deploy(release(BROKEN, "v1.1.0"))
     assert "ProgressDeadlineExceeded" in str(e.value)
     assert "revision 3 serves v1.0.0 again" in str(e.value)
-    assert deployment(cluster, name).spec.template.spec.containers[0].image == GOOD
+    assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD
     assert [(r.number, r.status, r.description) for r in d.history()] == [
         (1, "superseded", "deploy v1.0.0"),
         (2, "failed", "deploy v1.1.0"),
@@ -135,31 +137,32 @@ def test_progress_deadline_exceeded_reverts_to_previous(cluster, setup):
     ]
 
 
-def test_rollout_budget_and_separate_rollback_budget(cluster, setup):
+def test_rollout_budget_and_separate_rollback_budget(cluster, ns, setup):
     cluster.stuck.add(STUCK)
-    d, name = setup(rollout_timeout=0.5, rollback_timeout=5)
-    d.deploy(release(GOOD, "v1.0.0"))
+    d, name = setup(rollout_timeout=30, rollback_timeout=30)
+    d.deploy(release(GOOD, "v1.0.0"))  # a generous budget: a loaded runner is slow
+    d.env = d.env.model_copy(update={"rollout_timeout": 1})  # stuck never finishes anyway
     with pytest.raises(DeployFailed) as e:
         d.deploy(release(STUCK, "v1.2.0"))
-    assert "not rolled out after 0s" in str(e.value) or "not rolled out after 1s" in str(e.value)
+    assert "not rolled out after 1s" in str(e.value)
     assert e.value.outcome.reverted_to is not None
-    assert deployment(cluster, name).spec.template.spec.containers[0].image == GOOD
+    assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD
 
 
-def test_first_release_failing_is_removed_or_scaled_to_zero(cluster, setup):
+def test_first_release_failing_is_removed_or_scaled_to_zero(cluster, ns, setup):
     cluster.broken.add(BROKEN)
     d, name = setup()
     with pytest.raises(LeptonError, match="it was removed"):
         d.deploy(release(BROKEN, "v0.1.0"))
     with pytest.raises(client.ApiException):
-        deployment(cluster, name)
+        deployment(cluster, name, ns)
     d2, name2 = setup(on_first_failure="scale-to-zero")
     with pytest.raises(LeptonError, match="scaled to zero"):
         d2.deploy(release(BROKEN, "v0.1.0"))
-    assert deployment(cluster, name2).spec.replicas == 0
+    assert deployment(cluster, name2, ns).spec.replicas == 0
 
 
-def test_lease_allows_one_deploy_at_a_time(cluster, setup):
+def test_lease_allows_one_deploy_at_a_time(cluster, ns, setup):
     d, _name = setup()
     busy = pytest.raises(LeptonError, match="another deploy of this environment is running")
     with d.store.lock(1), busy:
@@ -167,7 +170,7 @@ def test_lease_allows_one_deploy_at_a_time(cluster, setup):
     d.deploy(release(GOOD, "v1.0.0"))  # released again afterwards
 
 
-def test_revision_left_pending_is_repaired(cluster, setup):
+def test_revision_left_pending_is_repaired(cluster, ns, setup):
     d, name = setup()
     d.deploy(release(GOOD, "v1.0.0"))
     first = d.history()[0]
@@ -187,42 +190,187 @@ def test_revision_left_pending_is_repaired(cluster, setup):
     assert out.revision.description == "rollback to 1 (repair)"
     revs = d.history()
     assert revs[1].status == "failed" and revs[1].reason.startswith("interrupted")
-    assert deployment(cluster, name).spec.template.spec.containers[0].image == GOOD
+    assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD
 
 
-def test_manual_rollback_to_a_revision(cluster, setup):
+def test_manual_rollback_to_a_revision(cluster, ns, setup):
     d, name = setup()
     d.deploy(release(GOOD, "v1.0.0"))
     d.deploy(release(GOOD2, "v1.0.1"))
     out = d.rollback(to=1)
     assert out.revision.number == 3 and out.revision.version == "v1.0.0"
-    assert deployment(cluster, name).spec.template.spec.containers[0].image == GOOD
+    assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD
     assert [r.status for r in d.history()] == ["superseded", "rolled-back", "deployed"]
 
 
-def test_apply_conflicts_are_retried(cluster, setup, monkeypatch):
-    d, _name = setup()
-    calls = {"n": 0}
-    real = client.AppsV1Api.patch_namespaced_deployment
-
-    def flaky(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise client.ApiException(status=409, reason="Conflict")
-        return real(self, *a, **kw)
-
-    monkeypatch.setattr(client.AppsV1Api, "patch_namespaced_deployment", flaky)
+def test_apply_conflicts_as_the_api_server_reports_them(cluster, ns, setup):
+    d, name = setup()
     d.deploy(release(GOOD, "v1.0.0"))
-    assert calls["n"] >= 2
+    # the object changed between our read and our write, once: retried, and it lands
+    cluster.emulator.faults.append(Fault("deployments", name, times=1))
+    d.deploy(release(GOOD2, "v1.0.1"))
+    assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD2
+    # it keeps changing: the apply fails with the server's own words, the previous one serves
+    cluster.emulator.faults.append(Fault("deployments", name, times=4))  # 1 try + 3 retries
+    with pytest.raises(DeployFailed) as e:
+        d.deploy(release(GOOD, "v1.0.2"))
+    assert f'apply failed: 409 Conflict: Operation cannot be fulfilled on deployments "{name}"' in (
+        str(e.value)
+    )
+    assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD2
 
 
-def test_dry_run_applies_nothing(cluster, setup):
+def test_mid_rollout_is_not_done(cluster, ns, setup):
+    """A rollout passes through 'updated 1, available 1' while the available pod is the OLD
+    one; a release whose new pods fail their checks must be caught, not the old pod probed."""
+    sick = "registry.test/digits@sha256:" + "5ec" * 21 + "5"
+    cluster.sick.add(sick)
+    d, name = setup()
+    d.deploy(release(GOOD, "v1.0.0"))
+    with pytest.raises(DeployFailed) as e:
+        d.deploy(release(sick, "v1.1.0"))
+    assert "health check failed" in str(e.value)
+    assert "revision 3 serves v1.0.0 again" in str(e.value)
+    walked = cluster.rollouts[(ns, name)].history
+    surged = [
+        st
+        for st in walked
+        if st["replicas"] > st["updatedReplicas"] and st["availableReplicas"] >= 1
+    ]
+    assert surged, "the controller must pass through a surge with the old pod available"
+
+
+def test_rollout_pending_as_kubectl_decides():
+    def dep(gen, observed, want, replicas, updated, available, reason="ReplicaSetUpdated"):
+        return client.V1Deployment(
+            metadata=client.V1ObjectMeta(generation=gen),
+            spec=client.V1DeploymentSpec(replicas=want, selector={}, template={}),
+            status=client.V1DeploymentStatus(
+                observed_generation=observed,
+                replicas=replicas,
+                updated_replicas=updated,
+                available_replicas=available,
+                conditions=[
+                    client.V1DeploymentCondition(type="Progressing", status="True", reason=reason)
+                ],
+            ),
+        )
+
+    assert "observe generation 2" in rollout_pending("d", dep(2, 1, 1, 1, 1, 1))
+    assert "1 old replicas pending termination" in rollout_pending("d", dep(2, 2, 1, 2, 1, 1))
+    assert "1 of 2 new replicas updated" in rollout_pending("d", dep(2, 2, 2, 3, 1, 2))
+    assert "0 of 1 updated replicas available" in rollout_pending("d", dep(2, 2, 1, 1, 1, 0))
+    assert rollout_pending("d", dep(2, 2, 2, 2, 2, 2)) == ""
+    with pytest.raises(RolloutFailed, match="ProgressDeadlineExceeded"):
+        rollout_pending("d", dep(2, 2, 1, 2, 1, 1, reason="ProgressDeadlineExceeded"))
+
+
+def test_failing_health_check_reverts(cluster, ns, setup):
+    sick = "registry.test/digits@sha256:" + "51c" * 21 + "0"
+    cluster.sick.add(sick)
+    d, name = setup()
+    d.deploy(release(GOOD, "v1.0.0"))
+    with pytest.raises(DeployFailed) as e:
+        d.deploy(release(sick, "v1.1.0"))
+    assert "health check failed" in str(e.value)
+    assert e.value.outcome.reverted_to.number == 3
+    assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD
+    assert [r.status for r in d.history()] == ["superseded", "failed", "deployed"]
+
+
+def test_revert_that_fails_too_says_nothing_healthy_serves(cluster, ns, setup):
+    was_good = "registry.test/digits@sha256:" + "9a" * 32
+    d, _name = setup()
+    d.deploy(release(was_good, "v1.0.0"))
+    cluster.sick.add(was_good)  # what served before broke meanwhile (a dependency went away)
+    cluster.broken.add(BROKEN)
+    with pytest.raises(DeployError) as e:
+        d.deploy(release(BROKEN, "v1.1.0"))
+    assert not isinstance(e.value, DeployFailed)
+    assert "also failed: health check failed" in str(e.value)
+    assert "Nothing healthy is serving" in str(e.value)
+    assert [r.status for r in d.history()][1:] == ["failed", "failed"]
+
+
+def test_repair_when_nothing_healthy_came_before(cluster, ns, setup):
+    d, name = setup()
+    # the very first deploy was killed after applying: revision 1 pending, nothing before it
+    out = d.deploy(release(GOOD, "v1.0.0"), dry_run=True)
+    killed = out.revision.model_copy(update={"status": "pending"})
+    d.store.save(killed)
+    d.target.apply(d.name, killed.manifests)
+    with pytest.raises(DeployError, match="no earlier healthy revision"):
+        d.rollback()
+    with pytest.raises(client.ApiException):
+        deployment(cluster, name, ns)  # the half-applied release was removed
+    d.deploy(release(GOOD2, "v1.0.1"))
+    assert [(r.number, r.status) for r in d.history()] == [(1, "failed"), (2, "deployed")]
+
+
+def test_lease_renewed_while_held_and_taken_over_after_sigkill(cluster, ns, setup, tmp_path):
+    """A deploy killed with SIGKILL cannot release its Lease: the next one takes it over once
+    it expires, while a live holder keeps renewing it past its duration."""
+    d, name = setup(lease_seconds=1)
+    script = tmp_path / "holder.py"
+    script.write_text(
+        "import sys, time\n"
+        "from kubernetes import client\n"
+        "from lepton_ci.deploy.kubernetes import ConfigMapStore\n"
+        "cfg = client.Configuration(); cfg.host = sys.argv[1]\n"
+        "store = ConfigMapStore(client.ApiClient(cfg), sys.argv[3], sys.argv[2], lease_seconds=1)\n"
+        "with store.lock(10):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, str(script), cluster.url, name, ns],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(2)  # twice the lease duration: only renewals keep it held
+        with pytest.raises(LeptonError, match="another deploy of this environment is running"):
+            d.deploy(release(GOOD, "v1.0.0"))
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    d.config = d.config.model_copy(update={"lock_timeout": 10})
+    out = d.deploy(release(GOOD, "v1.0.0"))  # the dead holder's Lease expires and is taken
+    assert out.revision.status == "deployed"
+    lease = client.CoordinationV1Api(cluster.api)
+    with pytest.raises(client.ApiException):  # released after the deploy
+        lease.read_namespaced_lease(manifests.dns_name("lepton", name, "lock"), ns)
+
+
+def test_lease_expiry_read_from_renew_time(cluster, ns, setup):
+    """Controlled timestamps: a Lease renewed long ago is taken over, a fresh one is not."""
+    d, name = setup()
+    lease_name = manifests.dns_name("lepton", name, "lock")
+    coord = client.CoordinationV1Api(cluster.api)
+
+    def held_by(holder, renewed):
+        spec = {"holderIdentity": holder, "leaseDurationSeconds": 60, "renewTime": renewed}
+        coord.create_namespaced_lease(ns, {"metadata": {"name": lease_name}, "spec": spec})
+
+    held_by("runner-alive", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    with pytest.raises(LeptonError, match="held by runner-alive"), d.store.lock(0.2):
+        pass
+    coord.delete_namespaced_lease(lease_name, ns)
+    held_by("runner-gone", "2020-01-01T00:00:00.000000Z")
+    with d.store.lock(0.2):
+        spec = coord.read_namespaced_lease(lease_name, ns).spec
+        assert spec.holder_identity != "runner-gone" and spec.lease_transitions == 1
+
+
+def test_dry_run_applies_nothing(cluster, ns, setup):
     d, name = setup()
     out = d.deploy(release(GOOD, "v1.0.0"), dry_run=True)
     assert "kind: Deployment" in out.revision.manifests
     assert d.history() == []
     with pytest.raises(client.ApiException):
-        deployment(cluster, name)
+        deployment(cluster, name, ns)
 
 
 def test_revision_model_round_trips():
@@ -232,16 +380,17 @@ def test_revision_model_round_trips():
     assert Revision.model_validate_json(r.model_dump_json()) == r
 
 
-def kube_repo(cluster, service, repo, tmp_path, monkeypatch, env_name):
-    """The toy repo deploying to the emulator through a kubeconfig, run once."""
+def kube_repo(cluster, repo, tmp_path, monkeypatch, env_name, server=None):
+    """The toy repo deploying to the emulator through a kubeconfig (or to `server`)."""
     from tests.conftest import commit_all
 
+    service = cluster.service_url(env_name, f"toy-{env_name}")
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\n"
-        f"clusters: [{{name: k, cluster: {{server: '{cluster.url}'}}}}]\n"
+        f"clusters: [{{name: k, cluster: {{server: '{server or cluster.url}'}}}}]\n"
         "users: [{name: u, user: {token: not-a-secret}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u, namespace: staging}}]\n"
+        f"contexts: [{{name: c, context: {{cluster: k, user: u, namespace: {env_name}}}}}]\n"
         "current-context: c\n"
     )
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
@@ -251,33 +400,33 @@ def kube_repo(cluster, service, repo, tmp_path, monkeypatch, env_name):
             "stages:",
             (
                 "    deploy:\n      target: kubernetes\n      environments:\n"
-                f"        {env_name}: {{namespace: staging, url: '{service}', rollout_timeout: 5,\n"
+                f"        {env_name}: {{namespace: {env_name}, url: '{service}',\n"
+                "                  rollout_timeout: 5,\n"
                 "                  checks: {count: 1, http: [{path: /healthz}]}}\nstages:"
             ),
         )
     )
     commit_all(repo, "feat: deploy to kubernetes")
+    return service
 
 
-def test_cli_deploys_through_kubeconfig(cluster, service, toy_repo, cli, tmp_path, monkeypatch):
-    kube_repo(cluster, service, toy_repo, tmp_path, monkeypatch, "cli-env")
+def test_cli_deploys_through_kubeconfig(cluster, toy_repo, cli, tmp_path, monkeypatch):
+    kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "cli-env")
     assert cli("run")[0] == 0
     code, out, err = cli("deploy", "cli-env", "--image", GOOD)
     assert code == 0, err
     assert "cli-env: revision 1 deployed v0.1.0" in out
-    dep = deployment(cluster, "toy-cli-env")
+    dep = deployment(cluster, "toy-cli-env", "cli-env")
     assert dep.metadata.annotations["dev.lepton-ci/image"] == GOOD
     code, out, _ = cli("history", "cli-env")
     assert code == 0 and "deployed" in out and "v0.1.0" in out
 
 
-def test_deploys_are_recorded_as_github_deployments(
-    cluster, service, toy_repo, cli, tmp_path, monkeypatch
-):
+def test_deploys_are_recorded_as_github_deployments(cluster, toy_repo, cli, tmp_path, monkeypatch):
     from tests.conftest import git
     from tests.support.github_server import GitHubServer
 
-    kube_repo(cluster, service, toy_repo, tmp_path, monkeypatch, "gh-env")
+    service = kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "gh-env")
     assert cli("run")[0] == 0 and cli("register")[0] == 0
     with GitHubServer() as gh:
         monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
@@ -304,3 +453,58 @@ def test_deploys_are_recorded_as_github_deployments(
         statuses = gh.state.statuses[rolled["id"]]
         assert [s["state"] for s in statuses] == ["in_progress", "success"]
         assert statuses[-1]["description"].startswith("rolled back to v0.1.0 (revision ")
+
+
+def test_render_is_offline_and_numbers_from_the_cluster_when_there(
+    cluster, toy_repo, cli, tmp_path, monkeypatch
+):
+    kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "render-env")
+    assert cli("run")[0] == 0
+    assert cli("deploy", "render-env", "--image", GOOD)[0] == 0
+    code, out, _ = cli("render", "render-env", "--image", GOOD2)
+    assert code == 0 and "dev.lepton-ci/revision: '2'" in out
+    monkeypatch.delenv("KUBECONFIG")  # like `helm template`: no cluster, no kubernetes package
+    monkeypatch.setitem(sys.modules, "kubernetes", None)
+    code, out, err = cli("render", "render-env", "--image", GOOD2)
+    assert code == 0, err
+    assert "kind: Deployment" in out and "dev.lepton-ci/revision: '1'" in out
+    assert "rendered as revision 1" in err and "rendered" not in out
+
+
+def test_unreachable_api_server_and_missing_package_are_clear_errors(
+    cluster, toy_repo, cli, tmp_path, monkeypatch
+):
+    with socket.socket() as dead:  # bound, never listening: connections are refused
+        dead.bind(("127.0.0.1", 0))
+        server = f"http://127.0.0.1:{dead.getsockname()[1]}"
+        kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "dead-env", server=server)
+        code, _, err = cli("history", "dead-env")
+    assert code == 1, err
+    assert f"Kubernetes API server {server} unreachable" in err
+    monkeypatch.setitem(sys.modules, "kubernetes", None)
+    code, _, err = cli("history", "dead-env")
+    assert code == 1, err
+    assert "needs the Python package `kubernetes`" in err
+    assert "pip install 'lepton-ci[deploy]'" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (": not yaml [", "while parsing"),
+        ("clusters: [{name: k, cluster: {server: 'http://[bad'}}]", "Invalid IPv6 URL"),
+        ("clusters: [{name: k, cluster: {server: 'http://127.0.0.1:99999'}}]", "Port out of"),
+    ],
+)
+def test_a_broken_kubeconfig_is_a_clear_error(tmp_path, text, said):
+    from lepton_ci.deploy.kubernetes import api_client_from_env
+
+    kc = tmp_path / "kubeconfig"
+    if text.startswith("clusters"):
+        text = (
+            f"apiVersion: v1\nkind: Config\n{text}\nusers: [{{name: u, user: {{token: t}}}}]\n"
+            "contexts: [{name: c, context: {cluster: k, user: u}}]\ncurrent-context: c\n"
+        )
+    kc.write_text(text)
+    with pytest.raises(DeployError, match=f"kubeconfig {kc} is not usable: {said}"):
+        api_client_from_env({"KUBECONFIG": str(kc)})

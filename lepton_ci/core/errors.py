@@ -61,6 +61,10 @@ class RecordError(LeptonError):
     """An evidence record is missing, unreadable or does not match the current checkout."""
 
 
+# Optional extras: the top-level package a command imports late -> the extra that installs it.
+EXTRAS = {"kubernetes": "deploy", "docker": "image"}
+
+
 class Interrupted(LeptonError):
     """lepton-ci was stopped by a signal (Ctrl-C, SIGTERM); what it had started was stopped."""
 
@@ -70,7 +74,17 @@ class Interrupted(LeptonError):
 
 
 class MissingExtra(LeptonError):
-    """An optional dependency that this configuration needs is not installed."""
+    """A command needs a package of an optional extra that is not installed."""
+
+    @classmethod
+    def of(cls, e: ModuleNotFoundError) -> MissingExtra | None:
+        top = (e.name or "").split(".")[0]
+        if top not in EXTRAS:
+            return None
+        return cls(
+            f"this command needs the Python package `{top}`, which is not installed",
+            hint=f"pip install 'lepton-ci[{EXTRAS[top]}]'",
+        )
 
 
 class WatchError(LeptonError):

@@ -55,6 +55,7 @@ class GitHubClient:
         max_retries: int = 4,
         max_wait: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
         fork: bool = False,
     ) -> None:
         import requests  # only commands that talk to GitHub pay for it
@@ -75,6 +76,7 @@ class GitHubClient:
         self.max_retries = max_retries
         self.max_wait = max_wait
         self.sleep = sleep
+        self.clock = clock  # epoch seconds, to read x-ratelimit-reset; tests hand in their own
         self.fork = fork
         self.calls = 0
 
@@ -101,7 +103,7 @@ class GitHubClient:
                     return 60.0
             if h.get("x-ratelimit-remaining") == "0" and h.get("x-ratelimit-reset"):
                 reset = float(h["x-ratelimit-reset"])
-                return max(0.0, reset - time.time()) + 1.0
+                return max(0.0, reset - self.clock()) + 1.0
             if "secondary rate limit" in resp.text.lower():
                 return float(60 * 2**attempt)
         return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ALGO = "blake3"
@@ -51,12 +51,20 @@ def hash_bytes(data: bytes) -> str:
 class StatCache:
     """Remembers (size, mtime, inode, ctime) -> hash per absolute path, in one JSON file.
 
-    A changed file is caught by its mtime or ctime; a replaced file by its inode.
+    A changed file is caught by its mtime or ctime; a replaced file by its inode. Timestamps
+    have a granularity, so a same-size rewrite soon after hashing can keep them all: like
+    git's racily clean index entries, an entry is trusted only when its file's mtime and
+    ctime are older than the cache file's own mtime (when the hashes were written down).
+    Entries hashed in this run are not trusted until saved.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(
+        self, path: Path | None, *, stat: Callable[[Path], os.stat_result] = os.stat
+    ) -> None:
         self.path = path
+        self._stat = stat  # tests hand in controlled timestamps
         self._entries: dict[str, list[int | str]] = {}
+        self._written_ns: int | None = None
         self._dirty = False
         self.hits = 0
         self.misses = 0
@@ -65,6 +73,7 @@ class StatCache:
                 loaded = json.loads(path.read_text(encoding="utf-8"))
                 if isinstance(loaded, dict):
                     self._entries = loaded
+                    self._written_ns = stat(path).st_mtime_ns
             except (OSError, ValueError):
                 self._entries = {}  # a corrupt cache is only a slower run, never an error
 
@@ -74,10 +83,12 @@ class StatCache:
 
     def hash(self, path: Path) -> str:
         p = path.resolve()
-        st = p.stat()
+        st = self._stat(p)
         key = self._key(st)
         entry = self._entries.get(str(p))
-        if entry is not None and entry[:4] == key:
+        written = self._written_ns
+        settled = written is not None and max(st.st_mtime_ns, st.st_ctime_ns) < written
+        if entry is not None and entry[:4] == key and settled:
             self.hits += 1
             return str(entry[4])
         self.misses += 1

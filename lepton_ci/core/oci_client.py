@@ -140,10 +140,11 @@ class OCIClient:
         self.timeout = timeout
         self.max_retries = max_retries
         self.sleep = sleep
-        self._tokens: dict[str, str] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}  # repo -> (Authorization, expiry)
         self.uploaded_bytes = 0
         self.calls = 0
         self.lock = threading.Lock()  # layers upload in parallel
+        self.platform_note = ""  # which platform of an index image_manifest picked
 
     # -- transport -------------------------------------------------------------------------
 
@@ -153,18 +154,49 @@ class OCIClient:
             if self.auth is None:
                 return False
             token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
-            self._tokens[scope_key] = f"Basic {token}"
+            self._tokens[scope_key] = (f"Basic {token}", float("inf"))
             return True
         if challenge.lower().startswith("bearer"):
-            params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-            realm = params.pop("realm", "")
-            tr = self.session.get(realm, params=params, auth=self.auth, timeout=self.timeout)
-            if tr.status_code != 200:
-                return False
-            body = tr.json()
-            self._tokens[scope_key] = f"Bearer {body.get('token') or body.get('access_token')}"
-            return True
+            return self._fetch_token(challenge, scope_key)
         return False
+
+    def _fetch_token(self, challenge: str, scope_key: str) -> bool:
+        """The token flow of the distribution spec (GHCR, Docker Hub, `auth: token`): scopes
+        may come space-separated in one challenge; each is sent as its own `scope=`."""
+        import requests
+
+        params = re.findall(r'(\w+)="([^"]*)"', challenge)
+        realm = next((v for k, v in params if k == "realm"), "")
+        query: list[tuple[str, str]] = [(k, v) for k, v in params if k == "service"]
+        query += [("scope", one) for k, v in params if k == "scope" for one in v.split()]
+        if self.auth is not None:
+            query.append(("account", self.auth[0]))
+        if not realm.startswith(("https://", "http://")):
+            raise OCIError(
+                f"registry {self.registry} asked for a token from {realm!r}, not an http(s) URL",
+                hint="is this really a container registry?",
+            )
+        try:
+            tr = self.session.get(realm, params=query, auth=self.auth, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise OCIError(
+                f"registry {self.registry}: its token server {realm} did not answer "
+                f"({type(e).__name__})",
+                hint="retry later; if it persists, check the registry's status page",
+            ) from None
+        if tr.status_code != 200:
+            return False
+        try:
+            body = tr.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token = None
+        if not token:
+            raise OCIError(f"registry {self.registry}: its token server {realm} sent no token")
+        # Refreshed a little before it expires; 60 s is the spec's default lifetime.
+        expires = time.monotonic() + max(float(body.get("expires_in") or 60) - 10, 1)
+        self._tokens[scope_key] = (f"Bearer {token}", expires)
+        return True
 
     def request(
         self,
@@ -182,8 +214,9 @@ class OCIClient:
         attempt, authed = 0, False
         while True:
             h = dict(headers or {})
-            if repo in self._tokens:
-                h["Authorization"] = self._tokens[repo]
+            held = self._tokens.get(repo)
+            if held is not None and time.monotonic() < held[1]:
+                h["Authorization"] = held[0]
             self.calls += 1
             try:
                 resp = self.session.request(method, full, headers=h, timeout=self.timeout, **kw)
@@ -197,7 +230,7 @@ class OCIClient:
                 self.sleep(min(2**attempt, 30))
                 attempt += 1
                 continue
-            if resp.status_code == 401 and not authed:
+            if resp.status_code == 401 and not authed:  # no token, or it expired mid-upload
                 authed = True
                 if self._authorize(resp, repo):
                     continue
@@ -295,6 +328,9 @@ class OCIClient:
                     raise _UploadBroken(r)
                 return sent
             except _UploadBroken as e:
+                landed = digest if isinstance(digest, str) else _digest_so_far(digest)
+                if landed and self.blob_exists(repo, landed):  # the PUT landed, its answer lost
+                    return sent
                 if attempt >= self.max_retries:
                     what = digest[:19] if isinstance(digest, str) else "a layer"
                     if e.resp is None:
@@ -336,8 +372,9 @@ class OCIClient:
                 yield piece
 
         headers = {"Content-Type": "application/octet-stream"}
-        if repo in self._tokens:
-            headers["Authorization"] = self._tokens[repo]
+        held = self._tokens.get(repo)
+        if held is not None and time.monotonic() < held[1]:
+            headers["Authorization"] = held[0]
         with self.lock:
             self.calls += 1
         try:
@@ -351,6 +388,8 @@ class OCIClient:
             worker.join()
         if pipe.error is not None:
             raise pipe.error  # the producer failed (a file vanished): not a network fault
+        if r.status_code == 401 and self._authorize(r, repo):
+            return False, location, sent  # the token expired mid-upload: renewed, resume
         if r.status_code != 202:
             if r.status_code < 500 and r.status_code not in (408, 429):
                 raise _UploadBroken(r)
@@ -414,13 +453,41 @@ class OCIClient:
         body, media, digest = self.get_manifest(repo, reference)
         doc = json.loads(body)
         if media in (INDEX_OCI, LIST_DOCKER) or "manifests" in doc:
-            arch = os.environ.get("LEPTON_PLATFORM_ARCH", "amd64")
-            for m in doc["manifests"]:
-                p = m.get("platform", {})
-                if p.get("os") == "linux" and p.get("architecture") == arch:
+            arch, variant = runner_platform()
+            offered = [m.get("platform", {}) for m in doc["manifests"]]
+            for m, p in zip(doc["manifests"], offered, strict=True):
+                if (
+                    p.get("os") == "linux"
+                    and p.get("architecture") == arch
+                    and (variant is None or p.get("variant") in (None, variant))
+                ):
+                    self.platform_note = (
+                        f"{repo}:{reference} is a multi-platform index: using linux/{arch} "
+                        f"({m['digest'][:19]}), the runner's platform"
+                    )
                     return self.image_manifest(repo, m["digest"])
-            raise OCIError(f"{repo}:{reference} has no linux/{arch} image")
+            names = ", ".join(
+                "/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
+                for p in offered
+            )
+            raise OCIError(
+                f"{repo}:{reference} has no linux/{arch} image (it offers: {names})",
+                hint="pick a base built for this runner, or set LEPTON_PLATFORM_ARCH",
+            )
         return doc, digest
+
+
+ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def runner_platform() -> tuple[str, str | None]:
+    """The (architecture, variant) of this machine in OCI terms; LEPTON_PLATFORM_ARCH wins."""
+    import platform
+
+    arch = os.environ.get("LEPTON_PLATFORM_ARCH") or ARCH.get(
+        platform.machine().lower(), platform.machine().lower()
+    )
+    return arch, ("v8" if arch == "arm64" else None)
 
 
 class _UploadBroken(Exception):
@@ -446,10 +513,19 @@ def _producer(source: Path | bytes | Producer) -> Producer:
     return source
 
 
+def _digest_so_far(digest: Callable[[], str]) -> str | None:
+    """The digest a producer learnt, or None when it never finished writing."""
+    try:
+        return digest()
+    except (IndexError, LookupError):
+        return None
+
+
 def _range_end(header: str) -> int:
-    """`Range: 0-1023` -> 1023; -1 when nothing was received."""
+    """`Range: 0-1023` -> 1023; -1 when nothing was received. The CNCF registry says `0-0`
+    for an empty session too: it is read as nothing (resending one byte costs nothing)."""
     m = re.fullmatch(r"\s*(?:bytes=)?0-(\d+)\s*", header)
-    return int(m[1]) if m else -1
+    return int(m[1]) if m and int(m[1]) > 0 else -1
 
 
 class _Pipe:

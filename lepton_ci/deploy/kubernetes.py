@@ -1,23 +1,26 @@
 """The `kubernetes` deploy target, through the official client handed in as an ApiClient.
 
 Server-side apply with lepton-ci's field manager (objects are created when absent), conflicts
-retried, objects of the release that a new render no longer has pruned. Rollout: generation
-observed, updated and available replicas; ProgressDeadlineExceeded is a failure. Revisions are
-ConfigMaps (one per revision, like Helm's release Secrets); the lock is a Lease.
+retried, objects of the release that a new render no longer has pruned. Rollout: done as
+`kubectl rollout status` decides (see `rollout_pending`); ProgressDeadlineExceeded is a
+failure. Revisions are ConfigMaps (one per revision, like Helm's release Secrets); the lock is
+a Lease, renewed while a deploy runs and taken over once expired (a killed job's lock).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from lepton_ci.deploy import manifests
 from lepton_ci.deploy.contract import RolloutFailed
-from lepton_ci.deploy.releases import DeployError, Revision, now
+from lepton_ci.deploy.releases import DeployError, Revision
 
 SSA = "application/apply-patch+yaml"
 INSTANCE = "app.kubernetes.io/instance"
@@ -36,6 +39,60 @@ def _api(api_client: Any, name: str) -> Any:
     from kubernetes import client
 
     return getattr(client, name)(api_client)
+
+
+REQUEST_TIMEOUT = 30.0
+
+
+def call(
+    fn: Callable[..., Any],
+    *args: Any,
+    sleep: Callable[[float], None],
+    retries: int = 3,
+    **kw: Any,
+) -> Any:
+    """One API call with a timeout, retried a bounded number of times when the object changed
+    under us (409 "the object has been modified"), on 5xx and on a broken connection. An
+    unreachable API server becomes a DeployError naming it."""
+    import urllib3
+    from kubernetes.client import ApiException
+
+    kw.setdefault("_request_timeout", REQUEST_TIMEOUT)
+    for attempt in range(retries + 1):
+        try:
+            return fn(*args, **kw)
+        except ApiException as e:
+            retry = e.status in (500, 502, 503, 504) or (
+                e.status == 409 and "has been modified" in str(e.body)
+            )
+            if retry and attempt < retries:
+                sleep(0.5 * 2**attempt)
+                continue
+            raise
+        except urllib3.exceptions.HTTPError as e:
+            if attempt < retries:
+                sleep(0.5 * 2**attempt)
+                continue
+            host = getattr(getattr(fn, "__self__", None), "api_client", None)
+            where = host.configuration.host if host is not None else "the API server"
+            raise DeployError(
+                f"Kubernetes API server {where} unreachable after {retries + 1} tries "
+                f"({type(e).__name__})",
+                hint="check the cluster is up and KUBECONFIG's server address and credentials",
+            ) from None
+    raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+def status_message(e: Any) -> str:
+    """What the API server said in its Status answer (message and conflicting fields)."""
+    import json
+
+    try:
+        body = json.loads(e.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    msg = body.get("message") if isinstance(body, dict) else None
+    return f"{e.status} {e.reason}" + (f": {msg}" if msg else "")
 
 
 def _labels(obj: Any) -> dict[str, str]:
@@ -63,18 +120,7 @@ class KubernetesTarget:
     # -- one object ----------------------------------------------------------------------
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """Retry conflicts (409) and server errors a bounded number of times."""
-        from kubernetes.client import ApiException
-
-        for attempt in range(self.retries + 1):
-            try:
-                return fn(*args, **kw)
-            except ApiException as e:
-                if e.status in (409, 500, 502, 503, 504) and attempt < self.retries:
-                    self.sleep(0.5 * 2**attempt)
-                    continue
-                raise
-        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+        return call(fn, *args, sleep=self.sleep, retries=self.retries, **kw)
 
     def _apply_one(self, obj: dict[str, Any]) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
@@ -83,15 +129,16 @@ class KubernetesTarget:
             api = _api(self.api, "CustomObjectsApi")
             where = (*CUSTOM[kind][:2], ns, CUSTOM[kind][2])  # group, version, ns, plural
             self._server_side_apply(
-                lambda: api.patch_namespaced_custom_object(
+                lambda **kw: api.patch_namespaced_custom_object(
                     *where,
                     name,
                     obj,
                     field_manager=self.field_manager,
                     force=True,
                     _content_type=SSA,
+                    **kw,
                 ),
-                lambda: api.create_namespaced_custom_object(*where, obj),
+                lambda **kw: api.create_namespaced_custom_object(*where, obj, **kw),
             )
             return
         if kind not in KINDS:
@@ -102,13 +149,13 @@ class KubernetesTarget:
         cls, suffix = KINDS[kind]
         api = _api(self.api, cls)
         self._server_side_apply(
-            lambda: getattr(api, f"patch_namespaced_{suffix}")(
-                name, ns, obj, field_manager=self.field_manager, force=True, _content_type=SSA
+            lambda **kw: getattr(api, f"patch_namespaced_{suffix}")(
+                name, ns, obj, field_manager=self.field_manager, force=True, _content_type=SSA, **kw
             ),
-            lambda: getattr(api, f"create_namespaced_{suffix}")(ns, obj),
+            lambda **kw: getattr(api, f"create_namespaced_{suffix}")(ns, obj, **kw),
         )
 
-    def _server_side_apply(self, patch: Callable[[], Any], create: Callable[[], Any]) -> None:
+    def _server_side_apply(self, patch: Callable[..., Any], create: Callable[..., Any]) -> None:
         """Apply server-side; create when the object is absent (a server that does not create
         on apply answers 404)."""
         from kubernetes.client import ApiException
@@ -165,7 +212,7 @@ class KubernetesTarget:
                 if (kind, obj_name) not in wanted:
                     self._delete(kind, obj_name)  # pruned: the new render no longer has it
         except ApiException as e:
-            raise RolloutFailed(f"apply failed: {e.status} {e.reason}") from None
+            raise RolloutFailed(f"apply failed: {status_message(e)}") from None
         return []
 
     def wait(self, text: str, budget: float, ready_url: str | None) -> float:
@@ -177,33 +224,11 @@ class KubernetesTarget:
         while True:
             pending = []
             for n in names:
-                d = self._call(apps.read_namespaced_deployment, n, self.namespace)
-                st = d.status
-                generation = d.metadata.generation or 0
-                observed = (st.observed_generation if st else 0) or 0
-                if observed >= generation:  # conditions describe this spec, not an older one
-                    for c in (st.conditions if st else None) or []:
-                        if c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded":
-                            raise RolloutFailed(
-                                f"deployment {n}: ProgressDeadlineExceeded: "
-                                f"{c.message or ''}".rstrip(": ")
-                            )
-                want = d.spec.replicas if d.spec.replicas is not None else 1
-                ready = (
-                    (
-                        observed >= generation
-                        and (st.updated_replicas or 0) >= want
-                        and (st.available_replicas or 0) >= want
-                    )
-                    if st
-                    else want == 0
+                waiting = rollout_pending(
+                    n, self._call(apps.read_namespaced_deployment, n, self.namespace)
                 )
-                if not ready:
-                    pending.append(
-                        f"{n} (observed {observed}/{generation}, updated "
-                        f"{(st.updated_replicas or 0) if st else 0}/{want}, available "
-                        f"{(st.available_replicas or 0) if st else 0}/{want})"
-                    )
+                if waiting:
+                    pending.append(waiting)
             if not pending:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > budget:
@@ -226,6 +251,33 @@ class KubernetesTarget:
                 )
 
 
+def rollout_pending(name: str, d: Any) -> str:
+    """What a Deployment still waits for ("" when rolled out), as `kubectl rollout status`
+    decides: the spec observed, every replica updated, no old replica left, every updated
+    replica available. Until then an available pod may be an OLD one, still serving the
+    previous version. ProgressDeadlineExceeded raises RolloutFailed."""
+    st = d.status
+    generation = d.metadata.generation or 0
+    observed = (st.observed_generation if st else 0) or 0
+    if st is None or observed < generation:
+        return f"{name} (waiting for the controller to observe generation {generation})"
+    for c in st.conditions or []:
+        if c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded":
+            raise RolloutFailed(
+                f"deployment {name}: ProgressDeadlineExceeded: {c.message or ''}".rstrip(": ")
+            )
+    want = d.spec.replicas if d.spec.replicas is not None else 1
+    replicas, updated = st.replicas or 0, st.updated_replicas or 0
+    available = st.available_replicas or 0
+    if updated < want:
+        return f"{name} ({updated} of {want} new replicas updated)"
+    if replicas > updated:
+        return f"{name} ({replicas - updated} old replicas pending termination)"
+    if available < updated:
+        return f"{name} ({available} of {updated} updated replicas available)"
+    return ""
+
+
 class ConfigMapStore:
     """Revisions as ConfigMaps in the cluster; one Lease per environment is the lock."""
 
@@ -235,19 +287,26 @@ class ConfigMapStore:
         namespace: str,
         release: str,
         sleep: Callable[[float], None] = time.sleep,
+        lease_seconds: int = 60,
     ) -> None:
         self.api = api_client
         self.namespace = namespace
         self.release = release
         self.sleep = sleep
+        self.lease_seconds = lease_seconds
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return call(fn, *args, sleep=self.sleep, **kw)
 
     def _name(self, number: int) -> str:
         return manifests.dns_name("lepton", self.release, f"r{number}")
 
     def list(self) -> list[Revision]:
         core = _api(self.api, "CoreV1Api")
-        items = core.list_namespaced_config_map(
-            self.namespace, label_selector=f"dev.lepton-ci/release={self.release}"
+        items = self._call(
+            core.list_namespaced_config_map,
+            self.namespace,
+            label_selector=f"dev.lepton-ci/release={self.release}",
         ).items
         revs = [
             Revision.model_validate_json(i.data["revision.json"])
@@ -277,7 +336,8 @@ class ConfigMapStore:
             "data": {"revision.json": rev.model_dump_json()},
         }
         try:
-            core.patch_namespaced_config_map(
+            self._call(
+                core.patch_namespaced_config_map,
                 self._name(rev.number),
                 self.namespace,
                 body,
@@ -288,55 +348,135 @@ class ConfigMapStore:
         except ApiException as e:
             if e.status != 404:
                 raise
-            core.create_namespaced_config_map(self.namespace, body)
+            self._call(core.create_namespaced_config_map, self.namespace, body)
 
     @contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
+        """One deploy per environment: a Lease, renewed while held, taken over once expired.
+
+        A job killed mid-deploy cannot release its Lease; it stops renewing it, so the next
+        deploy takes it over after `lease_seconds` (and then repairs the pending revision)."""
         from kubernetes.client import ApiException
 
         coord = _api(self.api, "CoordinationV1Api")
         name = manifests.dns_name("lepton", self.release, "lock")
-        me = f"{socket.gethostname()}-{os.getpid()}"
-        lease = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "holderIdentity": me,
-                "leaseDurationSeconds": 900,
-                "acquireTime": now().replace("+00:00", ".000000Z"),
-            },
-        }
+        me = f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                coord.create_namespaced_lease(self.namespace, lease)
-                break
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                if time.monotonic() >= deadline:
-                    held = coord.read_namespaced_lease(name, self.namespace)
-                    raise DeployError(
-                        f"another deploy of this environment is running (Lease {name} held by "
-                        f"{held.spec.holder_identity})",
-                        hint="wait for it, or delete the Lease if that job is gone",
-                    ) from None
-                self.sleep(0.5)
+        while not self._acquire(coord, name, me):
+            if time.monotonic() >= deadline:
+                held = self._call(coord.read_namespaced_lease, name, self.namespace).spec
+                raise DeployError(
+                    f"another deploy of this environment is running (Lease {name} held by "
+                    f"{held.holder_identity}, renewed {_micro(held.renew_time)}; it expires "
+                    f"{held.lease_duration_seconds}s after its last renewal)",
+                    hint="wait for it; a killed job's Lease is taken over once it expires",
+                )
+            self.sleep(0.5)
+        stop = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew, args=(coord, name, me, stop), name="lease-renew", daemon=True
+        )
+        renewer.start()
         try:
             yield
         finally:
+            stop.set()
+            renewer.join()
             try:
-                coord.delete_namespaced_lease(name, self.namespace)
+                held = self._call(coord.read_namespaced_lease, name, self.namespace)
+                if held.spec.holder_identity == me:  # never delete a Lease taken over from us
+                    self._call(coord.delete_namespaced_lease, name, self.namespace)
             except ApiException as e:
                 if e.status != 404:
                     raise
 
+    def _spec(self, me: str) -> dict[str, Any]:
+        stamp = _micro(datetime.now(UTC))
+        return {
+            "holderIdentity": me,
+            "leaseDurationSeconds": self.lease_seconds,
+            "acquireTime": stamp,
+            "renewTime": stamp,
+        }
+
+    def _acquire(self, coord: Any, name: str, me: str) -> bool:
+        from kubernetes.client import ApiException
+
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": self._spec(me),
+        }
+        try:
+            self._call(coord.create_namespaced_lease, self.namespace, lease)
+            return True
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        try:
+            held = self._call(coord.read_namespaced_lease, name, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return False  # released meanwhile: try to create it again
+            raise
+        spec = held.spec
+        last = spec.renew_time or spec.acquire_time
+        duration = spec.lease_duration_seconds or self.lease_seconds
+        if last is not None and (datetime.now(UTC) - last).total_seconds() < duration:
+            return False
+        # Expired: take it over. resourceVersion makes the API server refuse (409) a second
+        # taker that read the same expired Lease; reading back covers servers without it.
+        take = {
+            "metadata": {"resourceVersion": held.metadata.resource_version},
+            "spec": {**self._spec(me), "leaseTransitions": (spec.lease_transitions or 0) + 1},
+        }
+        try:
+            self._call(coord.patch_namespaced_lease, name, self.namespace, take, retries=0)
+        except ApiException as e:
+            if e.status in (404, 409):
+                return False
+            raise
+        held = self._call(coord.read_namespaced_lease, name, self.namespace)
+        return bool(held.spec.holder_identity == me)
+
+    def _renew(self, coord: Any, name: str, me: str, stop: threading.Event) -> None:
+        import urllib3
+        from kubernetes.client import ApiException
+
+        while not stop.wait(self.lease_seconds / 3):
+            try:
+                held = coord.read_namespaced_lease(
+                    name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+                )
+                if held.spec.holder_identity != me:
+                    return  # taken over (we stalled past expiry): never renew another's Lease
+                coord.patch_namespaced_lease(
+                    name,
+                    self.namespace,
+                    {
+                        "metadata": {"resourceVersion": held.metadata.resource_version},
+                        "spec": {"renewTime": _micro(datetime.now(UTC))},
+                    },
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            except (ApiException, urllib3.exceptions.HTTPError):
+                continue  # a missed renewal is retried; the Lease outlives two of them
+
+
+def _micro(t: datetime | None) -> str:
+    """A Kubernetes MicroTime."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if t else "never"
+
 
 def api_client_from_env(env: dict[str, str]) -> Any:
     """kubeconfig (KUBECONFIG or ~/.kube/config), or the in-cluster service account."""
+    from urllib.parse import urlsplit
+
+    import yaml
     from kubernetes import client, config
 
+    where = env.get("KUBECONFIG") or "~/.kube/config"
     try:
         if env.get("KUBERNETES_SERVICE_HOST") and not env.get("KUBECONFIG"):
             config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -346,9 +486,17 @@ def api_client_from_env(env: dict[str, str]) -> Any:
             config_file=env.get("KUBECONFIG"), client_configuration=cfg
         )
         cfg.retries = 3
+        server = urlsplit(cfg.host)
+        if server.scheme not in ("http", "https") or not server.hostname or server.port == 0:
+            raise ValueError(f"server {cfg.host!r} is not an http(s) URL")
         return client.ApiClient(cfg)
     except (config.ConfigException, FileNotFoundError) as e:
         raise DeployError(
             f"no Kubernetes credentials: {e}",
             hint="set KUBECONFIG, or run in a cluster with a service account",
+        ) from None
+    except (yaml.YAMLError, ValueError) as e:
+        raise DeployError(
+            f"kubeconfig {where} is not usable: {str(e).splitlines()[0]}",
+            hint="check it with `kubectl config view`, or point KUBECONFIG at another file",
         ) from None

@@ -7,13 +7,16 @@ bookkeeping and writes the step's outputs and summary, and returns what happened
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from lepton_ci.core import extras
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.escape import md_cell
+from lepton_ci.core.gha import Runtime
 from lepton_ci.core.oci_client import Ref, client_factory
 from lepton_ci.core.outputs import DeployOutputs, RollbackOutputs
 from lepton_ci.core.semver import Version, image_tag
@@ -22,7 +25,7 @@ from lepton_ci.deploy.deployer import Deployer, DeployFailed
 from lepton_ci.deploy.github_deployments import Recorder
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
-from lepton_ci.deploy.releases import FileStore, Revision, history_text, next_number
+from lepton_ci.deploy.releases import DeployError, FileStore, Revision, history_text, next_number
 from lepton_ci.versions import evidence
 from lepton_ci.versions.grammar import version_tag
 from lepton_ci.versions.registry import Registry
@@ -171,16 +174,34 @@ class EnvironmentOperation:
         self.ctx = ctx
         self.env_name = env_name
         self.model = find_model_for_env(ctx, env_name, model)
-        self.deployer = deployer(ctx, self.model, env_name, api_client)
+        self._api_client = api_client
         self._github = github
+
+    @cached_property
+    def deployer(self) -> Deployer:
+        """Built on first use: `render` works with no cluster (and no kubernetes package)."""
+        return deployer(self.ctx, self.model, self.env_name, self._api_client)
 
     def release(self, version: str | None, image: str | None, revision: int = 0) -> Release:
         return release(self.ctx, self.model, version=version, image=image, revision=revision)
 
     def render(self, version: str | None = None, image: str | None = None) -> str:
-        """The manifests the next revision would apply; numbered from the history it has."""
-        number = next_number(self.deployer.history())
-        return self.deployer.render(self.release(version, image, number))
+        """The manifests the next revision would apply. Offline, like `helm template`: the
+        revision is numbered from the target's history only when it can be read."""
+        try:
+            number = next_number(self.deployer.history())
+        except (DeployError, ImportError) as e:
+            number = 1
+            why = e.message if isinstance(e, DeployError) else f"{e.name} is not installed"
+            Runtime(self.ctx.env, stream=sys.stderr).notice(
+                f"rendered as revision 1: the history of {self.env_name} was not read ({why})"
+            )
+        _, cfg = self.ctx.cfg.model(self.model)
+        if cfg.deploy is None:  # pragma: no cover - find_model_for_env found it there
+            raise LeptonError(f"model {self.model} has no `deploy:` section in lepton.yaml")
+        rel = self.release(version, image, number)
+        env = cfg.deploy.environments[self.env_name]
+        return manifests.render(self.env_name, env, cfg.deploy, rel, self.ctx.cfg.root)
 
     def history(self) -> list[Revision]:
         return self.deployer.history()

@@ -10,6 +10,7 @@ the Docker Engine API (Docker or podman's compatible socket), then the same meta
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -163,6 +164,8 @@ class LayersBuilder:
         base_client = self.clients(base.registry)
         try:
             base_manifest, _ = base_client.image_manifest(base.repository, base.reference)
+            if base_client.platform_note:  # say which image of a multi-platform base
+                print(base_client.platform_note, file=self.progress_stream or sys.stderr)
         except OCIError as e:
             raise OCIError(
                 f"base image {image.base} is not available: {e.message}",

@@ -28,9 +28,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 20.0, auth: tuple[str, str] | None = None) -> None:
+def wait_http(
+    url: str,
+    timeout: float = 20.0,
+    auth: tuple[str, str] | None = None,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited ({proc.returncode})")
         try:
             if requests.get(url, timeout=2, auth=auth).status_code in (200, 401):
                 return
@@ -43,12 +50,24 @@ def wait_http(url: str, timeout: float = 20.0, auth: tuple[str, str] | None = No
 class Registry:
     """docker-registry (Debian's CNCF distribution) on a free loopback port."""
 
-    def __init__(self, root: Path, htpasswd: Path | None = None) -> None:
+    def __init__(self, root: Path, htpasswd: Path | None = None, auth: str = "") -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        if htpasswd:
+            auth = f"auth:\n  htpasswd: {{realm: lepton-test, path: {htpasswd}}}\n"
+        # docker-registry cannot report a port it chose: a port another process took between
+        # free_port() and the bind makes it exit, and then another port is tried.
+        for attempt in range(5):
+            try:
+                self._start(root, auth)
+                return
+            except RuntimeError:
+                if attempt == 4:
+                    raise
+
+    def _start(self, root: Path, auth: str) -> None:
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        root.mkdir(parents=True, exist_ok=True)
-        auth = f"auth:\n  htpasswd: {{realm: lepton-test, path: {htpasswd}}}\n" if htpasswd else ""
         (root / "registry.yml").write_text(
             "version: 0.1\n"
             f"storage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n"
@@ -63,7 +82,7 @@ class Registry:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_http(f"http://{self.host}/v2/")
+        wait_http(f"http://{self.host}/v2/", proc=self.proc)
 
     def stop(self) -> None:
         self.proc.terminate()

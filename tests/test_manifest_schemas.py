@@ -1,0 +1,63 @@
+"""Rendered manifests (ours and a user's overrides) against the Kubernetes API schemas of the
+oldest and newest version we support, offline (kubernetes-validate ships them)."""
+
+import pytest
+
+from lepton_ci.core import config
+from lepton_ci.deploy import manifests
+
+pytestmark = pytest.mark.unit
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+OLDEST, NEWEST = "1.25", "1.37"  # the range README.md states
+
+
+def render(tmp_path, user_templates=None, **env):
+    deploy = {"target": "kubernetes", "environments": {"prod": {"url": "http://x", **env}}}
+    if user_templates:
+        (tmp_path / "k8s").mkdir(parents=True)
+        for name, text in user_templates.items():
+            (tmp_path / "k8s" / name).write_text(text)
+        deploy["templates"] = "k8s"
+    cfg = config.DeployConfig.model_validate(deploy)
+    rel = manifests.Release(
+        "digits", "v1.2.3", "registry.test/digits@sha256:" + "1" * 64, "blake3:" + "0" * 64,
+        4, "https://ci/run/1", "ci",
+    )  # fmt: skip
+    return manifests.objects(manifests.render("prod", cfg.environments["prod"], cfg, rel, tmp_path))
+
+
+def check(objs):
+    kinds = []
+    for obj in objs:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # a CRD: its schema is not in kubernetes-validate
+        for version in (OLDEST, NEWEST):
+            # strict: an unknown field (a typo in a template) is an error too
+            kubernetes_validate.validate(obj, version, strict=True)
+        kinds.append(obj["kind"])
+    return kinds
+
+
+def test_our_manifests_are_valid_in_the_oldest_and_newest_kubernetes(tmp_path):
+    objs = render(
+        tmp_path,
+        replicas=3,
+        hpa={"min": 2, "max": 5},
+        service_monitor=True,
+        env={"LOG_LEVEL": "debug", "QUOTED": "a: b # c"},
+        resources={"limits": {"cpu": "500m", "memory": "256Mi"}},
+    )
+    assert check(objs) == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+
+
+def test_user_overrides_are_validated_and_a_wrong_field_is_caught(tmp_path):
+    extra = (
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\n"
+        "metadata: {name: {{ name }}, namespace: {{ env.namespace }}}\n"
+        "spec: {minAvailable: 1, selector: {matchLabels: {{ selector }}}}\n"
+    )
+    assert "PodDisruptionBudget" in check(render(tmp_path, {"pdb.yaml.j2": extra}))
+    typo = extra.replace("minAvailable", "minAvailble")
+    objs = render(tmp_path / "typo", {"pdb.yaml.j2": typo})
+    with pytest.raises(kubernetes_validate.ValidationError, match="minAvailble"):
+        check(objs)

@@ -1,0 +1,86 @@
+"""Upload faults as they happen, between the OCI client and a real CNCF registry.
+
+A blob goes up as one streamed PATCH (chunked transfer) between POST and PUT. When the stream
+breaks or its answer is lost, the client asks the registry where the session stands (the
+spec's upload status) and resumes from there; the CNCF registry cannot say (its upload URLs
+carry a state token that is stale by then: 404), so there a new session starts. The proxy's
+`answer_416` mode plays the registries that do answer the status."""
+
+import os
+
+import pytest
+
+from lepton_ci.core.oci_client import OCIClient, sha256
+from tests.support.fault_proxy import FaultProxy, Rule
+from tests.support.services import Registry
+
+pytestmark = pytest.mark.e2e
+UPLOAD = r"/v2/faulty/blobs/uploads/."
+
+
+@pytest.fixture(scope="module")
+def blob():
+    return os.urandom(9 * 1024 * 1024)
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    registry = Registry(tmp_path / "registry")
+    p = FaultProxy(registry.host)
+    yield p
+    p.close()
+    registry.stop()
+
+
+def upload(proxy, blob):
+    c = OCIClient(proxy.host, sleep=lambda s: None)
+    c.upload_blob("faulty", sha256(blob), blob)
+    assert c.get_blob("faulty", sha256(blob)) == blob
+    return [(m, s) for m, _, s in proxy.log]
+
+
+def test_stream_landed_but_a_5xx_came_back_starts_a_new_session(proxy, blob):
+    proxy.rules.append(Rule("PATCH", UPLOAD, 502, mode="after"))
+    calls = upload(proxy, blob)
+    # the status cannot be read with the now stale location (404): a new session completes
+    assert calls[:4] == [("POST", 202), ("PATCH", 502), ("GET", 404), ("POST", 202)]
+    assert calls[-2:] == [("PATCH", 202), ("PUT", 201)]
+
+
+def test_stream_landed_but_a_5xx_came_back_resumes_where_the_status_is_spoken(proxy, blob):
+    proxy.answer_416 = True
+    proxy.rules.append(Rule("PATCH", UPLOAD, 502, mode="after"))
+    calls = upload(proxy, blob)
+    # the registry says it holds every byte: nothing is sent again, the PUT completes
+    assert calls == [("POST", 202), ("PATCH", 502), ("GET", 204), ("PATCH", 202), ("PUT", 201)]
+    assert proxy.received == len(blob)
+
+
+def test_answer_lost_resumes_where_the_status_is_spoken(proxy, blob):
+    proxy.answer_416 = True
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="lost"))
+    calls = upload(proxy, blob)
+    assert ("PATCH", -202) in calls and ("GET", 204) in calls
+    assert calls.count(("POST", 202)) == 1 and proxy.received == len(blob)
+
+
+def test_reset_mid_body_sends_the_blob_again(proxy, blob):
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="reset"))
+    calls = upload(proxy, blob)
+    assert ("PATCH", -1) in calls and calls[-2:] == [("PATCH", 202), ("PUT", 201)]
+
+
+def test_final_put_landed_but_its_answer_was_lost(proxy, blob):
+    proxy.rules.append(Rule("PUT", UPLOAD, mode="lost"))
+    calls = upload(proxy, blob)
+    assert ("PUT", -201) in calls and calls.count(("POST", 202)) == 1
+
+
+def test_session_that_cannot_be_resumed_starts_a_new_one(proxy, blob):
+    proxy.answer_416 = True
+    # the stream lands, its answer is lost, and the session's status cannot be read either
+    proxy.rules.append(Rule("PATCH", UPLOAD, 500, mode="after"))
+    proxy.rules.append(Rule("GET", UPLOAD, 500, times=10, mode="reject"))
+    calls = upload(proxy, blob)
+    assert ("GET", 500) in calls
+    assert calls.count(("POST", 202)) == 2  # a new upload session, which completes
