@@ -83,6 +83,13 @@ def _command_env(ctx: Context, model: str, cfg: ModelConfig, workdir: Path) -> d
 def _git_info(ctx: Context, base_ref: str | None) -> GitInfo:
     info = ctx.git.commit_info()
     pr_head = pr_head_sha(load_event(ctx.env))
+    if pr_head is not None and pr_head != info["sha"]:
+        # Only GitHub's merge commit of the PR head speaks for that head; another checkout
+        # (pull_request_target's base, a ref of the workflow's own) built something else.
+        # The raw commit names its parents even in a shallow clone, where HEAD^2 is unknown.
+        raw = ctx.git.out("cat-file", "commit", info["sha"]).partition("\n\n")[0]
+        if f"parent {pr_head}" not in raw.splitlines():
+            pr_head = None
     return GitInfo(
         sha=info["sha"],
         branch=ctx.env.get("GITHUB_HEAD_REF") or ctx.git.branch(),
