@@ -17,6 +17,7 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
     "run": [
         ("model", "--model", "value"),
         ("no-cache", "--no-cache", "flag"),
+        ("cached-only", "--cached-only", "flag"),
         ("baseline", "--baseline", "value"),
         ("base-ref", "--base-ref", "value"),
         ("fail-on-gate", "--no-fail", "noflag"),

@@ -9,7 +9,7 @@ from pathlib import Path
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.config import ModelConfig
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import CommandFailed, GateFailed
+from lepton_ci.core.errors import CommandFailed, GateFailed, RunCacheMiss
 from lepton_ci.core.gha import load_event, pr_head_sha
 from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.record import Baseline, CacheInfo, GitInfo, Record, Step, save
@@ -27,6 +27,7 @@ class RunOptions:
     use_cache: bool = True
     baseline: str | None = None  # a version to compare with, or "none"
     base_ref: str | None = None  # act as a pull request against this branch
+    cached_only: bool = False  # a run-cache miss is an error: this job must not train
 
 
 def candidate_version(ctx: Context, model: str) -> Version:
@@ -134,6 +135,12 @@ def run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
         steps = [s.model_copy(update={"skipped": True}) for s in hit.record.steps]
         metrics, outputs = hit.record.metrics, hit.record.outputs
         cache_info = CacheInfo(key=key, hit=True, source=hit.source, reason=reason)
+    elif opts.cached_only:
+        raise RunCacheMiss(
+            f"{name}: run-cache miss ({reason}), and --cached-only forbids training here",
+            hint="run `lepton-ci run` where the token cannot write first and restore its "
+            "run-cache (model-main.yml: the `run` job saves it, `release` restores it)",
+        )
     else:
         rt.notice(f"{name}: run-cache miss: {reason}")
         steps = _run_steps(ctx, name, cfg, workdir)
