@@ -95,6 +95,10 @@ def test_empty_command_rejected(tmp_path):
 def test_invalid_model_name(tmp_path):
     msg = error_of(tmp_path, GOOD.replace("digits:", "Digits_Model:"))
     assert "model name `Digits_Model` is not valid" in msg
+    # a one-letter name starts with a letter: the message must say what else is required
+    msg = error_of(tmp_path, GOOD.replace("digits:", "m:"))
+    assert "model name `m` is not valid: use two or more" in msg
+    assert "ending with a letter or digit" in msg
 
 
 def test_stage_requires_undeclared(tmp_path):

@@ -266,8 +266,9 @@ class Config(Strict):
             for name in names:
                 if not NAME_RE.match(name):
                     raise ValueError(
-                        f"{kind} name `{name}` is not valid: use lowercase letters, digits, `-`"
-                        " and `/`, starting with a letter (GTO's tag grammar)"
+                        f"{kind} name `{name}` is not valid: use two or more lowercase letters,"
+                        " digits, `-` and `/`, starting with a letter and ending with a letter"
+                        " or digit (GTO's tag grammar)"
                     )
         for name, stage in self.stages.items():
             if stage.requires is not None and stage.requires not in self.stages:
