@@ -15,6 +15,13 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 _LINE_START = re.compile(r"(?:^|(?<=\n))([#>])|(?<=\n)([+-])")
 _ORDERED = re.compile(r"(?<=\n)(\d+)\.")
 ZWSP = "\u200b"
+# Bidirectional controls reorder what a reader sees (a metric named "acc\u202e..." can show
+# as another name or value): they are shown as their code point instead.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible_bidi(s: str) -> str:
+    return _BIDI.sub(lambda m: f"(U+{ord(m[0]):04X})", s)
 
 
 def md_text(value: object) -> str:
@@ -25,7 +32,7 @@ def md_text(value: object) -> str:
     s = _LINE_START.sub(lambda m: "\\" + (m[1] or m[2]), s)  # no headings, quotes, lists
     s = _ORDERED.sub(r"\1\\.", s)
     s = _MENTION.sub("@" + ZWSP, s)
-    return _ISSUE_REF.sub("#" + ZWSP, s)
+    return _visible_bidi(_ISSUE_REF.sub("#" + ZWSP, s))
 
 
 def md_cell(value: object) -> str:
@@ -35,7 +42,7 @@ def md_cell(value: object) -> str:
 
 def md_code(value: object) -> str:
     """Inline code span that no backtick in the value can close early."""
-    s = str(value).replace("\n", " ")
+    s = _visible_bidi(str(value).replace("\n", " "))
     longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if s.startswith("`") or s.endswith("`") else ""
@@ -61,4 +68,4 @@ def mermaid_label(value: object) -> str:
 
 
 def html_text(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return _visible_bidi(html.escape(str(value), quote=True))
