@@ -15,8 +15,8 @@ from lepton_ci.core.errors import InputError
 def _load(path: Path, what: str, produced_by: str) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: {what} file not found", hint=produced_by)
-    text = path.read_text(encoding="utf-8")
     try:
+        text = path.read_text(encoding="utf-8")  # not UTF-8: a ValueError too
         if path.suffix == ".json":
             return json.loads(text)
         return yaml.safe_load(text)
