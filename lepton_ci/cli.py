@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lepton_ci.run.operation import RunOptions, raise_on_failure
 
     ctx = _ctx(args)
-    opts = RunOptions(use_cache=not args.no_cache, baseline=args.baseline, base_ref=args.base_ref)
+    opts = RunOptions(not args.no_cache, args.baseline, args.base_ref, args.cached_only)
     report = bundle.run_and_bundle(ctx, args.model or list(ctx.cfg.config.models), opts)
     for rec in report.records:
         echo(diffview.render(rec, args.format))
@@ -175,12 +175,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_image(args: argparse.Namespace) -> int:
     from lepton_ci.image import operations
 
-    if args.image_command == "inspect":
+    if args.image_command == "retag":
+        echo(f"tagged {operations.retag(args.ref, args.tags)} as {', '.join(args.tags)}")
+    else:
         info = operations.inspect(args.ref)
         echo(to_json(info, sort_keys=True) if args.json else operations.summary(info))
-        return 0
-    digest = operations.retag(args.ref, args.tags)
-    echo(f"tagged {digest} as {', '.join(args.tags)}")
     return 0
 
 
@@ -293,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("run", cmd_run, "train and evaluate, record the evidence, compare and gate")
     sp.add_argument("--model", action="append", help="model to run (repeatable; default: all)")
     sp.add_argument("--no-cache", action="store_true", help="train even on a run-cache hit")
+    sp.add_argument("--cached-only", action="store_true", help="never train: a miss is an error")
     sp.add_argument("--baseline", help="version to compare with (default: resolved; `none`)")
     sp.add_argument("--base-ref", help="compare as a pull request into this branch")
     sp.add_argument("--format", choices=FORMATS, default="table")

@@ -17,6 +17,7 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
     "run": [
         ("model", "--model", "value"),
         ("no-cache", "--no-cache", "flag"),
+        ("cached-only", "--cached-only", "flag"),
         ("baseline", "--baseline", "value"),
         ("base-ref", "--base-ref", "value"),
         ("fail-on-gate", "--no-fail", "noflag"),
@@ -91,6 +92,12 @@ def argv(step: str, env: Mapping[str, str]) -> list[str]:
     out.append(step)
     for name, option, kind in STEPS[step]:
         value = env.get(env_name(name), "").strip()
+        if kind in ("flag", "noflag") and value not in ("", "true", "false"):
+            # `yes` or `True` read as false would, e.g., let `cached-only: yes` train.
+            raise ConfigError(
+                f"the `{step}` action's input `{name}` is `{value}`; it takes `true` or `false`",
+                hint=f"write `{name}: true` or `{name}: false`",
+            )
         if kind == "flag":
             if value == "true":
                 out.append(str(option))

@@ -352,3 +352,25 @@ def test_an_odd_github_repository_does_not_fail_the_run(cli, toy_repo, monkeypat
     assert code == 0, err
     meta = json.loads((toy_repo / ".lepton" / "report" / "toy" / "meta.json").read_text())
     assert meta["repo"] is None
+
+
+def test_the_pr_head_is_recorded_only_for_a_checkout_of_its_merge_commit(
+    pr_env, cli, toy_repo, tmp_path
+):
+    """pull_request_target checks out the base by default: that run speaks for the base, not
+    for the PR head its event names. A shallow clone of the merge commit still knows its head."""
+    from lepton_ci.cli import main
+
+    head = git(toy_repo, "rev-parse", "HEAD")
+    git(toy_repo, "checkout", "-q", "--detach", "main")
+    base = git(toy_repo, "rev-parse", "HEAD")
+    assert cli("run", "--no-fail")[0] == 0
+    record = load(toy_repo / ".lepton" / "runs" / "toy.json")
+    assert (record.git.sha, record.git.pr_head) == (base, None)
+    git(toy_repo, "merge", "-q", "--no-ff", "-m", "Merge into main", head)
+    git(toy_repo, "branch", "merge")
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", "-b", "merge", f"file://{toy_repo}", "shallow")
+    assert main(["-C", str(shallow), "run", "--no-fail", "--baseline", "none"]) == 0
+    record = load(shallow / ".lepton" / "runs" / "toy.json")
+    assert record.git.pr_head == head

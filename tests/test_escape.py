@@ -1,6 +1,6 @@
 import pytest
 
-from lepton_ci.core.escape import ZWSP, md_cell, md_code, md_text, mermaid_label
+from lepton_ci.core.escape import ZWSP, html_text, md_cell, md_code, md_text, mermaid_label
 from lepton_ci.core.templating import url
 
 pytestmark = pytest.mark.unit
@@ -45,3 +45,13 @@ def test_url_filter_only_passes_plain_http_links():
     assert url("javascript:alert(1)") == ""
     assert url("https://e.example/x) [y](https://evil") == ""
     assert url(None) == ""
+
+
+def test_bidi_controls_cannot_reorder_what_a_reader_sees():
+    """ "acc\u202e5.0=ssol" would show as "acc" then "loss=0.5" reversed in a PR comment:
+    the controls are dropped wherever a name is rendered (issue 11: strip them)."""
+    raw = "acc\u202e5.0=ssol\u2066x\u2069"
+    want = "acc5.0=ssolx"
+    assert md_text(raw) == want and md_cell(raw) == want and html_text(raw) == want
+    assert md_code(raw) == f"`{want}`"
+    assert "\u202e" not in mermaid_label(raw)

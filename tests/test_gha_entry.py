@@ -25,6 +25,15 @@ def test_inputs_become_the_cli_argv():
     assert argv("run", {}) == ["run"]
 
 
+@pytest.mark.parametrize(("name", "value"), [("cached-only", "yes"), ("fail-on-gate", "False")])
+def test_a_switch_takes_only_true_or_false(name, value):
+    with pytest.raises(ConfigError, match=f"input `{name}` is `{value}`; it takes `true` or"):
+        argv("run", {env_name(name): value})
+    assert argv("run", {env_name(name): "false"}) == ["run"] + (
+        ["--no-fail"] if name == "fail-on-gate" else []
+    )
+
+
 def test_positionals_are_required_and_say_how():
     with pytest.raises(ConfigError, match="needs the input `stage`"):
         argv("promote", {env_name("model"): "m", env_name("version"): "v1.0.0"})

@@ -40,6 +40,13 @@ def test_bad_metric_values_name_file_and_key(tmp_path, text, needle):
     assert needle in str(e.value)
 
 
+def test_a_metrics_file_that_is_not_utf8_is_an_input_error(tmp_path):
+    p = tmp_path / "metrics.json"
+    p.write_bytes(b'{"acc": "\xff"}')
+    with pytest.raises(InputError, match="metrics file is not valid JSON/YAML: 'utf-8' codec"):
+        read_metrics([p])
+
+
 def test_missing_metrics_file_says_fix(tmp_path):
     with pytest.raises(InputError) as e:
         read_metrics([tmp_path / "nope.json"])

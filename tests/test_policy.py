@@ -137,6 +137,18 @@ def test_team_syntax_is_validated(tmp_path):
     )
     with pytest.raises(ConfigError, match="must be written as ORG/TEAM-SLUG"):
         config.load(p)
+    # `acme/..` would make the membership URL ask about the whole organization
+    p.write_text(p.read_text().replace("justaname", "acme/.."))
+    with pytest.raises(ConfigError, match="must be written as ORG/TEAM-SLUG"):
+        config.load(p)
+
+
+def test_an_actor_that_is_not_a_login_is_refused_before_any_api_call(gh, policy_repo, cli):
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev/../../orgs/acme")
+    assert code == 1 and "`dev/../../orgs/acme` is not a GitHub login" in err
+    assert gh.state.log == [] and tags(policy_repo) == []
+    assert cli("promote", "toy", "v0.1.0", "staging", "--actor", "dependabot[bot]")[0] == 1
+    assert gh.state.count("GET", "/collaborators/dependabot") == 1
 
 
 @pytest.fixture

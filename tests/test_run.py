@@ -62,6 +62,18 @@ def test_cache_hit_skips_training_and_says_why(cli, toy_repo):
     assert "--no-cache was given" in out
 
 
+def test_cached_only_never_trains_and_says_where_to(cli, toy_repo):
+    """A job whose token can push runs --cached-only: a miss is an error, nothing trains."""
+    code, _, err = cli("run", "--cached-only")
+    assert code == 1 and "toy: run-cache miss" in err and "--cached-only forbids training" in err
+    assert not (toy_repo / "train_count.txt").exists()
+    assert not (toy_repo / ".lepton" / "runs" / "toy.json").exists()
+    assert cli("run")[0] == 0 and train_count(toy_repo) == 1
+    code, _, err = cli("run", "--cached-only")
+    assert code == 0, err
+    assert train_count(toy_repo) == 1
+
+
 @pytest.mark.parametrize(
     ("change", "what"),
     [

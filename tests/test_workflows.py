@@ -85,6 +85,9 @@ def test_training_never_runs_where_the_token_can_push():
     restore = next(s for s in jobs["release"]["steps"] if "cache/restore@" in s.get("uses", ""))
     assert restore["with"]["fail-on-cache-miss"] is True
     assert restore["with"]["key"] == "lepton-${{ runner.os }}-${{ github.sha }}"
+    # a run-cache miss (e.g. another platform's key) fails there rather than training
+    ship = next(s for s in jobs["release"]["steps"] if s.get("uses", "").startswith("lepton-ci/"))
+    assert ship["with"]["cached-only"] == "true"
     save = next(s for s in jobs["run"]["steps"] if "cache/save@" in s.get("uses", ""))
     assert save["with"]["key"] == restore["with"]["key"]
     pr = load(ROOT / "templates" / "workflows" / "model-pr.yml")["jobs"]["run"]

@@ -315,6 +315,9 @@ class ModelConfig(Strict):
         return self
 
 
+_TEAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 class PromotionPolicy(Strict):
     """Who may promote to a stage: any listed user, a member of a listed team (`org/slug`), or
     anyone with at least `permission` on the repository."""
@@ -327,7 +330,8 @@ class PromotionPolicy(Strict):
     @classmethod
     def _team_form(cls, v: list[str]) -> list[str]:
         for t in v:
-            if t.count("/") != 1 or not all(t.split("/")):
+            # The parts go into API paths: `acme/..` would ask about the whole organization.
+            if not _TEAM.fullmatch(t):
                 raise ValueError(f"team `{t}` must be written as ORG/TEAM-SLUG")
         return v
 

@@ -57,6 +57,10 @@ class GateFailed(LeptonError):
     """At least one quality gate failed."""
 
 
+class RunCacheMiss(LeptonError):
+    """`run --cached-only` found no run-cache entry: it must not train."""
+
+
 class RecordError(LeptonError):
     """An evidence record is missing, unreadable or does not match the current checkout."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.config import ModelConfig
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import CommandFailed, GateFailed, RecordError
+from lepton_ci.core.errors import CommandFailed, GateFailed, RecordError, RunCacheMiss
 from lepton_ci.core.gha import load_event, pr_head_sha
 from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.printer import some
@@ -29,6 +29,7 @@ class RunOptions:
     use_cache: bool = True
     baseline: str | None = None  # a version to compare with, or "none"
     base_ref: str | None = None  # act as a pull request against this branch
+    cached_only: bool = False  # a run-cache miss is an error: this job must not train
 
 
 def candidate_version(ctx: Context, model: str) -> Version:
@@ -99,6 +100,13 @@ def _untracked_inputs(ctx: Context, workdir: Path, lin: Lineage) -> list[str]:
 def _git_info(ctx: Context, base_ref: str | None, untracked: list[str]) -> GitInfo:
     info = ctx.git.commit_info()
     pr_head = pr_head_sha(load_event(ctx.env))
+    if pr_head is not None and pr_head != info["sha"]:
+        # Only GitHub's merge commit of the PR head speaks for that head; another checkout
+        # (pull_request_target's base, a ref of the workflow's own) built something else.
+        # The raw commit names its parents even in a shallow clone, where HEAD^2 is unknown.
+        raw = ctx.git.out("cat-file", "commit", info["sha"]).partition("\n\n")[0]
+        if f"parent {pr_head}" not in raw.splitlines():
+            pr_head = None
     return GitInfo(
         sha=info["sha"],
         branch=ctx.env.get("GITHUB_HEAD_REF") or ctx.git.branch(),
@@ -155,6 +163,12 @@ def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
         steps = [s.model_copy(update={"skipped": True}) for s in hit.record.steps]
         metrics, outputs = hit.record.metrics, hit.record.outputs
         cache_info = CacheInfo(key=key, hit=True, source=hit.source, reason=reason)
+    elif opts.cached_only:
+        raise RunCacheMiss(
+            f"{name}: run-cache miss ({reason}), and --cached-only forbids training here",
+            hint="run `lepton-ci run` where the token cannot write first and restore its "
+            "run-cache (model-main.yml: the `run` job saves it, `release` restores it)",
+        )
     else:
         rt.notice(f"{name}: run-cache miss: {reason}")
         for p in cache.detach(sorted(existing_outputs), stat):

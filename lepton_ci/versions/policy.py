@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from lepton_ci.core.config import PromotionPolicy
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.github import GitHubClient, GitHubError
 
+LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(\[bot\])?")
 RANK = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 
 
@@ -33,6 +36,11 @@ def check(
         raise RegistryError(
             f"stage `{stage}` has a promotion policy, but who is promoting is unknown",
             hint="run in GitHub Actions (GITHUB_TRIGGERING_ACTOR) or pass --actor LOGIN",
+        )
+    if not LOGIN.fullmatch(actor):
+        # It goes into API paths: `x/../..` must not ask GitHub about something else.
+        raise RegistryError(
+            f"`{actor}` is not a GitHub login", hint="pass --actor the login of who promotes"
         )
     if actor in policy.users:
         return f"{actor} is listed for `{stage}`"
