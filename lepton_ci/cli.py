@@ -34,9 +34,6 @@ def _git() -> Git:
     return Git(Path.cwd())
 
 
-# -- commands: parse, call one operation, print ---------------------------------------------
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from lepton_ci.report import bundle
     from lepton_ci.run import diffview
