@@ -242,6 +242,7 @@ def odd_prometheus():
         b'{"status": "success", "data": {"resultType": "vector", "result": [{"metric": [1, 2], '
         b'"value": [0, "1"]}]}}',
         b"\xff\xfe not JSON",
+        b'{"status": "error", "error": "%s"}' % (b"x" * 100_000),
     ],
 )
 def test_an_answer_not_in_prometheus_shape_is_an_error_or_no_data(odd_prometheus, body):
@@ -249,6 +250,7 @@ def test_an_answer_not_in_prometheus_shape_is_an_error_or_no_data(odd_prometheus
     url = f"http://127.0.0.1:{odd_prometheus.server_port}"
     ev = slo.evaluate(Prometheus(url, retries=0), _slo(query="up", max=1))
     assert ev.status in ("error", "no-data"), ev
+    assert len(ev.detail) < 1000  # it is recorded and posted: a huge error stays short
 
 
 @pytest.mark.unit
