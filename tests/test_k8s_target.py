@@ -121,6 +121,20 @@ def test_prune_removes_objects_the_new_render_drops(cluster, ns, setup):
     assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD2
 
 
+def test_watched_environment_deploys_its_alert_rules_and_dashboard(cluster, ns, setup):
+    """`watch:` SLOs render a PrometheusRule (prometheus-operator's CRD) and a dashboard
+    ConfigMap; the kubernetes target applies both instead of refusing the deploy."""
+    slos = [{"name": "errors", "query": "vector(0)", "max": 0.01}]
+    d, name = setup(watch={"slos": slos})
+    assert d.deploy(release(GOOD, "v1.0.0")).revision.status == "deployed"
+    rule = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", ns, "prometheusrules", name
+    )
+    assert rule["spec"]["groups"][0]["rules"][0]["expr"] == "(vector(0)) > 0.01"
+    board = client.CoreV1Api(cluster.api).read_namespaced_config_map(f"{name}-dashboard", ns)
+    assert board.metadata.labels["grafana_dashboard"] == "1"
+
+
 def test_progress_deadline_exceeded_reverts_to_previous(cluster, ns, setup):
     cluster.broken.add(BROKEN)
     d, name = setup()

@@ -242,6 +242,7 @@ def odd_prometheus():
         b'{"status": "success", "data": {"resultType": "vector", "result": [{"metric": [1, 2], '
         b'"value": [0, "1"]}]}}',
         b"\xff\xfe not JSON",
+        b'{"status": "error", "error": "%s"}' % (b"x" * 100_000),
     ],
 )
 def test_an_answer_not_in_prometheus_shape_is_an_error_or_no_data(odd_prometheus, body):
@@ -249,6 +250,7 @@ def test_an_answer_not_in_prometheus_shape_is_an_error_or_no_data(odd_prometheus
     url = f"http://127.0.0.1:{odd_prometheus.server_port}"
     ev = slo.evaluate(Prometheus(url, retries=0), _slo(query="up", max=1))
     assert ev.status in ("error", "no-data"), ev
+    assert len(ev.detail) < 1000  # it is recorded and posted: a huge error stays short
 
 
 @pytest.mark.unit
@@ -398,6 +400,34 @@ def test_a_revision_put_back_does_not_inherit_the_breaches_of_the_one_it_copies(
         (4, "v0.1.2", 0),
     ]
     assert "SLO breached" not in history_text("staging", revs).splitlines()[-1]
+
+
+@pytest.mark.unit
+def test_lookback_is_the_longest_range_a_query_reads():
+    q = "sum(rate(a[5m])) / sum(rate(b[1h30m:1m])) + max_over_time(c[90s])"
+    assert slo.lookback(_slo(query=q, max=1)) == (5400, "1h30m")
+    assert slo.lookback(_slo(query="up", max=1)) == (0, "")
+    assert slo.lookback(_slo(drift={"metric": "m", "max_psi": 1, "window": "2m"})) == (120, "2m")
+
+
+@pytest.mark.e2e
+def test_a_release_younger_than_the_query_window_is_not_judged_by_the_one_before(tmp_path, prom):
+    """Right after a deploy or a rollback (the example workflow watches then), a 5m window
+    still holds the previous release's errors: judging the new one by them would revert a
+    good release. Its SLOs are no-data until it has served for the window."""
+    slos = "              - {name: errors, query: 'max_over_time(vector(0.5)[5m:1m])', max: 0.01}"
+    op, dep, _, _ = _watcher(tmp_path, prom.url, slos, for_=1)
+    r = op.run(once=True)
+    (ev,) = r.evaluations
+    assert (r.status, ev.status) == ("healthy", "no-data")
+    assert "less than the 5m the query reads: it would be judged by the release" in ev.detail
+    assert [x.status for x in dep.history()] == ["superseded", "deployed"]
+    rev = dep.history()[-1]
+    rev.finished_at = "2020-01-01T00:00:00+00:00"  # served long enough
+    dep.store.save(rev)
+    with pytest.raises(SLOBreached):
+        op.run(once=True)
+    assert [x.status for x in dep.history()] == ["superseded", "failed", "deployed"]
 
 
 @pytest.mark.e2e

@@ -26,10 +26,12 @@ BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 
 
 class Stats:
-    def __init__(self) -> None:
+    def __init__(self, classes: list[int]) -> None:
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = {}
-        self.predictions: dict[int, int] = {}
+        # Every class from the start, at 0: a series born at its first prediction is missed by
+        # increase() until it has two samples, and a drift check would read the class as absent.
+        self.predictions: dict[int, int] = dict.fromkeys(classes, 0)
         self.buckets = [0] * len(BUCKETS)
         self.count = 0
         self.total = 0.0
@@ -109,7 +111,7 @@ class App:
     def __init__(self, model: Model, version: str) -> None:
         self.model = model
         self.version = version
-        self.stats = Stats()
+        self.stats = Stats(list(model.classes))
 
     def predict(self, body: bytes) -> tuple[int, dict]:
         try:

@@ -32,7 +32,10 @@ KINDS = {
     "Secret": ("CoreV1Api", "secret"),
     "HorizontalPodAutoscaler": ("AutoscalingV2Api", "horizontal_pod_autoscaler"),
 }
-CUSTOM = {"ServiceMonitor": ("monitoring.coreos.com", "v1", "servicemonitors")}
+CUSTOM = {  # prometheus-operator's kinds
+    "ServiceMonitor": ("monitoring.coreos.com", "v1", "servicemonitors"),
+    "PrometheusRule": ("monitoring.coreos.com", "v1", "prometheusrules"),  # from `watch:`
+}
 
 
 def _api(api_client: Any, name: str) -> Any:

@@ -10,10 +10,12 @@ such and never acted on.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from lepton_ci.core.config import WatchConfig
@@ -99,6 +101,17 @@ class Round:
         )
 
 
+def _age(finished_at: str | None) -> float:
+    """Seconds since a revision went live (infinite if unknown: judge it as before)."""
+    try:
+        when = datetime.fromisoformat(finished_at or "")
+    except ValueError:
+        return math.inf
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - when).total_seconds()
+
+
 def _shown(value: object) -> object:
     """A value for the evidence table: 0 is a value (no errors at all), only None is none."""
     return "—" if value is None else value
@@ -174,6 +187,7 @@ class WatchOperation:
         rev = self._serving()
         evaluations = []
         self.prometheus.unreachable = None
+        age = _age(rev.finished_at)
         for s in self.cfg.slos:
             down = self.prometheus.unreachable
             if down is not None:  # found down for an earlier SLO: no second round of retries
@@ -187,6 +201,14 @@ class WatchOperation:
                     evaluations.append(slo_mod.Evaluation(s.name, "error", detail=found))
                     continue
                 ref = found
+            back, written = slo_mod.lookback(s)
+            if age < back:  # the window still holds the traffic of what served before
+                detail = (
+                    f"revision {rev.number} has served {age:.0f} s, less than the {written} "
+                    "the query reads: it would be judged by the release before it"
+                )
+                evaluations.append(slo_mod.Evaluation(s.name, "no-data", detail=detail))
+                continue
             evaluations.append(slo_mod.evaluate(self.prometheus, s, ref))
         return Round(self.env_name, self.model, number, now(), rev.number, rev.version, evaluations)
 

@@ -109,7 +109,8 @@ class Prometheus:
         except ValueError:
             body = None
         if not isinstance(body, dict) or body.get("status") != "success":
-            error = str(body.get("error", "")) if isinstance(body, dict) else resp.text[:200]
+            error = str(body.get("error", "")) if isinstance(body, dict) else resp.text
+            error = error[:500]  # it lands in the history, outputs and the issue (64 KiB max)
             status = f"HTTP {resp.status_code}"
             if resp.status_code >= 500:
                 raise PrometheusUnreachable(

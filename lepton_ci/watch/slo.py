@@ -8,6 +8,7 @@ distribution) are reported as what they are and never count as a breach.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -77,6 +78,21 @@ def reference_shares(metrics: Mapping[str, float], prefix: str) -> dict[str, flo
         for k, v in metrics.items()
         if k.startswith(head) and math.isfinite(v) and v >= 0
     }
+
+
+_RANGE = re.compile(r"\[((?:\d+(?:ms|s|m|h|d|w|y))+)(?::[^\]]*)?\]")  # [5m], [1h:1m]
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def seconds(duration: str) -> float:
+    """A PromQL duration (`5m`, `1h30m`) in seconds."""
+    return sum(int(n) * _UNIT[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration))
+
+
+def lookback(slo: SLO) -> tuple[float, str]:
+    """How far back the SLO's query reads (its longest range), in seconds and as written."""
+    ranges = [slo.drift.window] if slo.drift is not None else _RANGE.findall(slo.query or "")
+    return max(((seconds(r), r) for r in ranges), default=(0.0, ""))
 
 
 def drift_query(d: DriftSLO) -> str:
