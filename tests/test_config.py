@@ -83,7 +83,7 @@ def test_a_config_that_is_not_utf8_names_its_line(tmp_path):
     p.write_bytes(b'models:\n  digits:\n    train: "\xff"\n')
     with pytest.raises(ConfigError) as e:
         config.load(p)
-    assert str(e.value).startswith(f"{p}:3: not UTF-8 (byte 0xff)") and e.value.line == 3
+    assert str(e.value).startswith(f"{p}:3: not UTF-8 text (byte 0xff") and e.value.line == 3
 
 
 def test_top_level_must_be_mapping(tmp_path):

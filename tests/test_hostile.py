@@ -94,7 +94,7 @@ def test_duplicate_keys_in_params_and_metrics_files(tmp_path):
 def test_non_utf8_files_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xff at offset 9\)"):
         config.load(_write(tmp_path, "lepton.yaml", b"models:\n \xff"))
-    with pytest.raises(InputError, match="metrics file is not UTF-8"):
+    with pytest.raises(InputError, match=r"not UTF-8 text .* the metrics file must be UTF-8"):
         read_metrics([_write(tmp_path, "m.json", b'{"acc": "\xe9"}')])
 
 

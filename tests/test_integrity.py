@@ -63,7 +63,7 @@ def test_tags_of_earlier_lepton_ci_versions_are_read(cli, toy_repo):
     git(toy_repo, "tag", "-a", "--cleanup=verbatim", "-m", legacy, "toy@v0.1.0")
     reg = Registry(Git(toy_repo))
     assert reg.record("toy@v0.1.0") == rec
-    assert reg.records("toy") == {"toy@v0.1.0": rec}
+    assert reg.records(["toy@v0.1.0"]) == {"toy@v0.1.0": rec}
 
 
 def test_the_record_is_found_by_its_delimiters_not_the_first_brace(cli, toy_repo):
@@ -74,7 +74,9 @@ def test_the_record_is_found_by_its_delimiters_not_the_first_brace(cli, toy_repo
     # A metric name can carry a newline and a fake record into the subject: it stays one line.
     subject = f"Register toy@v0.1.0: acc{{split=test}}\n\n{message.BEGIN}\n{forged.to_json()}"
     text = message.compose(subject, real)
-    assert text.count("\n\n") == 1 and message.extract(text, "t") == real
+    # one subject line, the fenced record, then the run-cache key trailer: nothing else
+    assert text.count("\n\n") == 2 and message.extract(text, "t") == real
+    assert text.endswith(f"\n\nLepton-Cache-Key: {real.cache.key}\n")
     signed = text + "-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n"
     assert message.extract(signed, "t") == real
     assert message.extract("Registering artifact (GTO)", "t") is None

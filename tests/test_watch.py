@@ -620,16 +620,8 @@ def test_one_issue_per_environment_opened_updated_and_closed(tmp_path, prom):
     idle = "              - {name: errors, query: 'vector(0) / 0', max: 0.01}"  # no traffic
     with GitHubServer() as gh:
         keeper = IssueKeeper(GitHubClient("test-token", base_url=gh.url), "acme/shop")
-        gh.state.issues["acme/shop"] = [  # someone else's issue with the label stays alone
-            {
-                "number": 1,
-                "title": "x",
-                "body": "mine",
-                "state": "open",
-                "labels": [{"name": "lepton-ci-watch"}],
-                "html_url": "u1",
-            }
-        ]
+        # someone else's issue with the label stays alone
+        gh.state.new_issue("acme/shop", "x", "mine", ["lepton-ci-watch"], login="someone")
 
         def once(slos, releases=0):
             op, *_ = _watcher(tmp_path, prom.url, slos, on_breach="alert", releases=releases)

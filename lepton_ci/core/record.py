@@ -169,7 +169,7 @@ def read_text(path: Path, hint: str = "re-create it with `lepton-ci run`") -> st
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise RecordError(
-            f"{path}: not a valid evidence record: not UTF-8 (byte {e.start})", hint=hint
+            f"{path}: not UTF-8 (byte {e.start}), so not a valid evidence record", hint=hint
         ) from None
 
 

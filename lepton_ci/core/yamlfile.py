@@ -37,10 +37,13 @@ def read_text(
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
         raise error(
-            f"{path}: the {what} file is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
-            f"{e.start})",
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): "
+            f"the {what} file must be UTF-8",
             hint="save it as UTF-8",
+            file=str(path),
+            line=line,
         ) from None
 
 

@@ -20,7 +20,7 @@ from lepton_ci.core import templating
 from lepton_ci.core.errors import RecordError
 from lepton_ci.core.hashing import hash_bytes
 from lepton_ci.core.names import MODEL_RE
-from lepton_ci.core.record import Record, load
+from lepton_ci.core.record import Record, load, read_text
 from lepton_ci.run import changes
 from lepton_ci.versions.registry import Registry
 
@@ -168,9 +168,11 @@ def read_bundle(directory: Path) -> tuple[Record, BundleMeta]:
                 f"{directory}: not a report bundle (no {name})",
                 hint="download the artifact that `lepton-ci run` wrote (.lepton/report/<model>)",
             )
-    rec = load(directory / "record.json", hint="the bundle is damaged; re-run the PR's workflow")
-    try:  # bytes: pydantic reports text that is not UTF-8 as a validation error
-        meta = BundleMeta.model_validate_json((directory / "meta.json").read_bytes())
+    damaged = "the bundle is damaged; re-run the PR's workflow"
+    rec = load(directory / "record.json", hint=damaged)
+    meta_text = read_text(directory / "meta.json", damaged)  # not UTF-8: a clear error
+    try:
+        meta = BundleMeta.model_validate_json(meta_text)
     except ValidationError as e:
         first = e.errors()[0]
         raise RecordError(

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lepton_ci.core.config import CardConfig, Gate, LoadedConfig
-from lepton_ci.core.errors import InputError, RecordError, RegistryError
+from lepton_ci.core.errors import InputError, RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.record import GateResult, Record
 from lepton_ci.deploy.releases import Revision
@@ -154,20 +154,10 @@ def _environments(cfg: LoadedConfig | None, model: str) -> tuple[list[Environmen
 
 
 def _records(reg: Registry, model: str, tags: list[str]) -> tuple[dict[str, Record], set[str]]:
-    """Every version's record with one git call; if one tag holds a broken record (made by
-    hand, or by another tool), read them one by one so that only that version goes without."""
-    try:
-        return reg.records(tags), set()
-    except RecordError:
-        found: dict[str, Record] = {}
-        broken: set[str] = set()
-        for tag in tags:
-            try:
-                if (rec := reg.record(tag)) is not None:
-                    found[tag] = rec
-            except RecordError:
-                broken.add(tag)
-        return found, broken
+    """Every version's record with one git call, and the tags whose record is broken (made by
+    hand, or by another tool): those versions go without, the rest are read as usual."""
+    found = reg.records(tags)
+    return found, reg.skipped & set(tags)
 
 
 def collect(

@@ -223,12 +223,14 @@ class Registry:
 
     def __init__(self, git: Git) -> None:
         self.git = git
+        self.skipped: set[str] = set()  # version tags whose message holds no readable record
 
     def _record_or_skip(self, message: str, tag: str) -> Record | None:
         """A tag whose message is not a readable record is skipped with one warning."""
         try:
             return tag_message.extract(message, tag)
         except tag_message.ForeignMessage as e:
+            self.skipped.add(tag)
             key = (str(self.git.cwd.resolve()), tag)
             if key not in _WARNED:
                 _WARNED.add(key)

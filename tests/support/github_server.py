@@ -123,6 +123,34 @@ class GitHubState:
         self.comments.setdefault((repo, number), []).append(c)
         return dict(c)
 
+    def new_issue(
+        self, repo: str, title: str, body: str | None, labels: list[str], login: str = "octocat"
+    ) -> dict[str, Any]:
+        """An issue as GitHub's own example has it, with this repository's state over it."""
+        items = self.issues.setdefault(repo, [])
+        number = len(items) + 1
+        issue = openapi.example("POST", "/repos/{owner}/{repo}/issues", 201)
+        label = issue["labels"][0]
+        iid = next(self.ids)
+        issue.update(
+            id=iid,
+            node_id=f"I_{iid}",
+            number=number,
+            title=title,
+            body=body,
+            state="open",
+            labels=[{**label, "name": n} for n in labels],
+            user=user(login, "Bot" if login.endswith("[bot]") else "User"),
+            url=f"{API}/repos/{repo}/issues/{number}",
+            html_url=f"https://github.com/{repo}/issues/{number}",
+            created_at=_now(),
+            updated_at=_now(),
+        )
+        for key in ("state_reason", "pull_request", "closed_at"):
+            issue.pop(key, None) if key != "closed_at" else issue.update(closed_at=None)
+        items.append(issue)
+        return issue
+
     def count(self, method: str | None = None, path: str = "") -> int:
         return sum(1 for m, p, _ in self.log if (method is None or m == method) and path in p)
 
@@ -258,28 +286,9 @@ def route(
         if method == "POST":
             if not body.get("title"):
                 return 422, {"message": "Validation Failed"}, {}
-            number = len(items) + 1
-            issue = openapi.example("POST", "/repos/{owner}/{repo}/issues", 201)
-            label = openapi.example("POST", "/repos/{owner}/{repo}/issues", 201)["labels"][0]
-            iid = next(state.ids)
-            issue.update(
-                id=iid,
-                node_id=f"I_{iid}",
-                number=number,
-                title=body["title"],
-                body=body.get("body"),
-                state="open",
-                state_reason=None,
-                labels=[{**label, "name": n} for n in body.get("labels", [])],
-                user=user(token.login, token.user_type),
-                url=f"{API}/repos/{m[1]}/issues/{number}",
-                html_url=f"https://github.com/{m[1]}/issues/{number}",
-                created_at=_now(),
-                updated_at=_now(),
-                pull_request=None,
+            issue = state.new_issue(
+                m[1], body["title"], body.get("body"), body.get("labels", []), token.login
             )
-            issue.pop("pull_request")
-            items.append(issue)
             return 201, issue, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/(\d+)", path)
     if m and method in ("GET", "PATCH"):
@@ -290,6 +299,8 @@ def route(
             for k in ("title", "body", "state", "state_reason"):
                 if k in body:
                     issue[k] = body[k]
+            if issue.get("state_reason") is None:  # nullable; openapi-core's enum check says no
+                issue.pop("state_reason", None)
             issue["updated_at"] = _now()
         return 200, issue, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)

@@ -29,6 +29,8 @@ PATHS = [
     "/orgs/{org}/teams/{team_slug}/memberships/{username}",
     "/repos/{owner}/{repo}/deployments",
     "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
+    "/repos/{owner}/{repo}/issues",
+    "/repos/{owner}/{repo}/issues/{issue_number}",
 ]
 
 
