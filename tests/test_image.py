@@ -384,6 +384,7 @@ def test_a_streamed_upload_whose_answer_is_lost_asks_where_it_stands_then_comple
             ("POST", 202),
             ("PATCH", 502),
             ("GET", 404),
+            ("HEAD", 404),  # is the blob there after all? not yet
             ("POST", 202),
             ("PATCH", 202),
             ("PUT", 201),

@@ -35,15 +35,17 @@ def proxy(tmp_path):
 def upload(proxy, blob):
     c = OCIClient(proxy.host, sleep=lambda s: None)
     c.upload_blob("faulty", sha256(blob), blob)
+    calls = [(m, s) for m, _, s in proxy.log]
     assert c.get_blob("faulty", sha256(blob)) == blob
-    return [(m, s) for m, _, s in proxy.log]
+    return calls
 
 
 def test_stream_landed_but_a_5xx_came_back_starts_a_new_session(proxy, blob):
     proxy.rules.append(Rule("PATCH", UPLOAD, 502, mode="after"))
     calls = upload(proxy, blob)
-    # the status cannot be read with the now stale location (404): a new session completes
-    assert calls[:4] == [("POST", 202), ("PATCH", 502), ("GET", 404), ("POST", 202)]
+    # the status cannot be read with the now stale location (404), the blob is not there
+    # yet (HEAD 404): a new session completes
+    assert calls[:5] == [("POST", 202), ("PATCH", 502), ("GET", 404), ("HEAD", 404), ("POST", 202)]
     assert calls[-2:] == [("PATCH", 202), ("PUT", 201)]
 
 

@@ -243,7 +243,8 @@ def test_only_the_tags_own_message_marks_it_deployed_never_a_commit_message(
     gh, policy_repo, cli, gh_files
 ):
     """git shows a lightweight tag's commit message as its contents: a merged commit whose
-    message carries the trailer must not stop model-tag from deploying the stage."""
+    message carries the trailer must not decide anything. A lightweight tag is no stage
+    assignment at all (GTO reads only annotated tags): refused, said plainly, not deployed."""
     from tests.conftest import commit_all, parse_outputs, set_params
 
     set_params(policy_repo, lr=0.7)
@@ -251,18 +252,18 @@ def test_only_the_tags_own_message_marks_it_deployed_never_a_commit_message(
     assert cli("run")[0] == 0 and cli("register")[0] == 0
     git(policy_repo, "tag", "toy#staging#1", "toy@v0.1.1^{}")
     code, _, err = cli("accept-tag", "toy#staging#1", "--actor", "dev")
-    assert code == 0, err
-    assert parse_outputs(gh_files["output"].read_text())["deploy"] == "true"
+    assert code == 1 and "toy#staging#1 is a lightweight tag" in err
+    assert "deploy" not in parse_outputs(gh_files["output"].read_text())
     # In an annotated tag the key counts only as a trailer, not inside the message's text.
     git(
         policy_repo,
         "tag",
         "-a",
-        "toy#prod#2",
+        "toy#staging#2",
         "toy@v0.1.1^{}",
         "-m",
         "x\n\nLepton-Deployed-By: a\nmore",
     )
     gh_files["output"].write_text("")
-    assert cli("accept-tag", "toy#prod#2", "--actor", "boss")[0] == 0
+    assert cli("accept-tag", "toy#staging#2", "--actor", "dev")[0] == 0
     assert parse_outputs(gh_files["output"].read_text())["deploy"] == "true"

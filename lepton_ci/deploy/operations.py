@@ -14,7 +14,7 @@ from typing import Any
 
 from lepton_ci.core import extras
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import LeptonError
+from lepton_ci.core.errors import LeptonError, MissingExtra
 from lepton_ci.core.escape import md_cell
 from lepton_ci.core.gha import Runtime
 from lepton_ci.core.oci_client import Ref, client_factory
@@ -190,9 +190,9 @@ class EnvironmentOperation:
         revision is numbered from the target's history only when it can be read."""
         try:
             number = next_number(self.deployer.history())
-        except (DeployError, ImportError) as e:
+        except (DeployError, MissingExtra, ImportError) as e:
             number = 1
-            why = e.message if isinstance(e, DeployError) else f"{e.name} is not installed"
+            why = e.message if isinstance(e, LeptonError) else f"{e.name} is not installed"
             Runtime(self.ctx.env, stream=sys.stderr).notice(
                 f"rendered as revision 1: the history of {self.env_name} was not read ({why})"
             )

@@ -290,7 +290,7 @@ def _promote_message(
     if who:
         if not LOGIN.match(who):
             raise RegistryError(
-                f"actor {who!r} is not a GitHub login", hint="pass --actor with a GitHub login"
+                f"actor `{who}` is not a GitHub login", hint="pass --actor with a GitHub login"
             )
         trailers.append(f"{PROMOTED_BY}: {who}")
     if deployed_here:
@@ -318,6 +318,13 @@ def accept_pushed_tag(
     state = reg.read(parsed.model)
     pushed = next((e for e in state.history(parsed.model) if e.tag == tag), None)
     if pushed is None:
+        if ctx.git.run(["cat-file", "-t", tag], check=False).stdout.strip() == "commit":
+            raise RegistryError(
+                f"{tag} is a lightweight tag: a stage assignment is an annotated tag, and GTO "
+                "and lepton-ci read no other, so nothing is promoted or deployed",
+                hint=f"delete it and push `git tag -a {tag} -m 'Promote' <commit>`, or run "
+                "`lepton-ci promote`",
+            )
         raise RegistryError(f"tag {tag} is not in this clone", hint="fetch tags first")
     info = next((v for v in state.versions(parsed.model) if v.sha == pushed.sha), None)
     try:
