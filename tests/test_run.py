@@ -253,3 +253,17 @@ def test_place_uses_a_link_on_one_filesystem_and_copies_across(tmp_path):
         assert other.read_bytes() == src.read_bytes() and other.stat().st_nlink == 1
     finally:
         other.unlink(missing_ok=True)
+
+
+def test_a_cache_restored_from_a_tarball_is_still_served(cli, toy_repo):
+    """actions/cache restores mtimes only to the second: same bytes, other stat, still a hit."""
+    import os
+
+    assert cli("run")[0] == 0
+    blob = next(p for p in (toy_repo / ".lepton/cache/blobs").glob("*/*") if p.suffix != ".stat")
+    (toy_repo / "model.bin").unlink()
+    st = blob.stat()
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns // 10**9 * 10**9 - 10**9))
+    code, out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 1, out
+    assert "restored model.bin from the cache" in out

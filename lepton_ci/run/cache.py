@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lepton_ci.core.config import ModelConfig
-from lepton_ci.core.hashing import StatCache, hash_bytes
+from lepton_ci.core.hashing import StatCache, hash_bytes, hash_file
 from lepton_ci.core.record import Environment, Lineage, Record, load, save
 
 
@@ -108,21 +108,29 @@ class RunCache:
     def _stamp(self, blob: Path) -> Path:
         return blob.with_name(blob.name + ".stat")
 
-    def _intact(self, blob: Path) -> bool:
-        """The blob is as stored: a hard link rewritten in place changes size or mtime."""
+    def _intact(self, blob: Path, digest: str) -> bool:
+        """The blob still holds `digest`. Its (size, mtime) as stored vouch for that cheaply;
+        when they differ (a hard link rewritten in place, or a cache restored from a tarball,
+        which keeps mtimes only to the second) the blob is hashed again to decide."""
         try:
             st = blob.stat()
-            want = json.loads(self._stamp(blob).read_text())
+            stamp = self._stamp(blob)
+            want = json.loads(stamp.read_text()) if stamp.is_file() else None
         except (OSError, ValueError):
             return False
-        return bool(want == [st.st_size, st.st_mtime_ns])
+        if want == [st.st_size, st.st_mtime_ns]:
+            return True
+        if hash_file(blob) != digest:
+            return False
+        stamp.write_text(json.dumps([st.st_size, st.st_mtime_ns]))
+        return True
 
     def store(self, record: Record, root: Path) -> list[str]:
         """Keep the record and its artifacts. Returns how each new artifact was stored."""
         how = []
         for rel, entry in record.outputs.items():
             blob = self._blob(entry.hash)
-            if blob.exists() and self._intact(blob):
+            if blob.exists() and self._intact(blob, entry.hash):
                 continue
             how.append(place(root / rel, blob))
             st = blob.stat()
@@ -164,7 +172,7 @@ class RunCache:
             blob = self._blob(entry.hash)
             if not blob.is_file():
                 return [], f"artifact {rel} is neither in the work tree nor in the cache"
-            if not self._intact(blob):
+            if not self._intact(blob, entry.hash):
                 blob.unlink(missing_ok=True)
                 return [], f"the cached {rel} was changed after it was stored"
             todo.append((blob, target))
