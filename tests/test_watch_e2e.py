@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -93,6 +93,10 @@ def test_release_that_degrades_after_its_health_window_is_caught_and_reverted(se
     assert serving(url) == "v0.1.1"  # it passed its deploy-time health window
     with Traffic(url) as traffic:
         prom.wait_for('sum(rate(digits_requests_total{code="500"}[5s])) > 0')
+        # An SLO is judged once the release has served its query window (5 s here); before
+        # that the window still holds the previous release's traffic and the answer is no-data.
+        served_at = datetime.fromisoformat(history(repo)[-1]["finished_at"])
+        time.sleep(max(0.0, 6 - (datetime.now(UTC) - served_at).total_seconds()))
 
         # Prometheus down while the release is really bad: reported, never acted on.
         prom.stop()
