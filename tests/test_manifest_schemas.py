@@ -1,10 +1,13 @@
 """Rendered manifests (ours and a user's overrides) against the Kubernetes API schemas of the
-oldest and newest version we support, offline (kubernetes-validate ships them)."""
+oldest and newest version we support, offline (kubernetes-validate ships them), and the
+custom resources we emit (ServiceMonitor, PrometheusRule) against prometheus-operator's
+published CRD schemas."""
 
 import pytest
 
 from lepton_ci.core import config
 from lepton_ci.deploy import manifests
+from tests.support import crd
 
 pytestmark = pytest.mark.unit
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -61,3 +64,20 @@ def test_user_overrides_are_validated_and_a_wrong_field_is_caught(tmp_path):
     objs = render(tmp_path / "typo", {"pdb.yaml.j2": typo})
     with pytest.raises(kubernetes_validate.ValidationError, match="minAvailble"):
         check(objs)
+
+
+def test_our_custom_resources_are_valid_by_their_published_crd_schemas(tmp_path):
+    if not crd.available():
+        pytest.fail("the CRD schemas are missing: run `bash .ci/setup` (it installs them)")
+    slos = [
+        {"name": "errors", "query": "sum(rate(x_total[5m]))", "max": 0.01},
+        {"name": "p95", "query": "histogram_quantile(0.95, sum by (le) (rate(y[5m])))", "max": 0.2},
+    ]
+    objs = render(tmp_path, service_monitor=True, watch={"slos": slos})
+    custom = [o for o in objs if o["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert sorted(o["kind"] for o in custom) == ["PrometheusRule", "ServiceMonitor"]
+    for obj in custom:
+        assert crd.violations(obj) == [], obj["kind"]
+    rule = next(o for o in custom if o["kind"] == "PrometheusRule")
+    broken = {**rule, "spec": {"groups": [{"name": "g", "rules": "not a list"}]}}
+    assert any(v["instancePath"] == "/spec/groups/0/rules" for v in crd.violations(broken))
