@@ -191,9 +191,13 @@ def test_reads_gto_cancellations_and_deprecation(cli, toy_repo):
     registered(cli, toy_repo)
     registered(cli, toy_repo, "fix: b", lr=0.3)
     cli("promote", "toy", "v0.1.1", "staging")
-    # GTO writes these forms; lepton-ci must read them.
-    git(toy_repo, "tag", "-a", "-m", "deregister", "toy@v0.1.1!#2", "toy@v0.1.1")
-    git(toy_repo, "tag", "-a", "-m", "unassign", "toy#staging!#3", "toy@v0.1.1")
+    # GTO writes these forms; lepton-ci must read them. Events are ordered by tag time, and
+    # lepton-ci dates a new tag after the model's last event (several in one second can be a
+    # second or two ahead of the clock): these hand-made tags come after it, as GTO's would.
+    last = Registry(Git(toy_repo)).read("toy").last_time("toy")
+    after = {"GIT_COMMITTER_DATE": f"{last + 1} +0000"}
+    git(toy_repo, "tag", "-a", "-m", "deregister", "toy@v0.1.1!#2", "toy@v0.1.1", env=after)
+    git(toy_repo, "tag", "-a", "-m", "unassign", "toy#staging!#3", "toy@v0.1.1", env=after)
     state = Registry(Git(toy_repo)).read()
     assert [str(v.version) for v in state.versions("toy")] == ["v0.1.0"]
     assert [str(v.version) for v in state.versions("toy", include_deregistered=True)] == [
