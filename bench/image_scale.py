@@ -100,6 +100,11 @@ def scenario(gib: int, registry: str, podman, base: str, tmp: Path) -> None:
     ).stdout.split("\n", 2)
     t_ours, rss_ours, built = float(res[0]), int(res[1]) / 1024, json.loads(res[2])
 
+    print(
+        f"\n== {gib} GiB: lepton-ci build + push {t_ours:.2f} s, peak RSS {rss_ours:.0f} MB; "
+        f"floor {t_cat + t_upload:.2f} s (podman next)",
+        flush=True,
+    )
     (repo / "Containerfile").write_text(f"FROM {base}\nCOPY weights.bin /app/weights.bin\n")
     ref = f"{registry}/big-{gib}-podman:1"
     t0 = time.perf_counter()
