@@ -1,7 +1,7 @@
 """Where lepton-ci keeps its working state: one table of `.lepton/` paths and one slug.
 
 Everything lepton-ci writes into a repository lives under `.lepton/` (runs, report bundles,
-image build scratch, deploy state, run-cache); model names with `/` become one path segment.
+deploy state, run-cache, layer index); model names with `/` become one path segment.
 """
 
 from __future__ import annotations
@@ -45,10 +45,6 @@ class StatePaths:
     def report_bundle(self, model: str) -> Path:
         """The report bundle `run` writes for the PR comment (fork-safe upload)."""
         return self.reports / slug(model)
-
-    @property
-    def image_work(self) -> Path:
-        return self.state / "image"
 
     def deploy_state(self, state_dir: str, model: str, env_name: str) -> Path:
         return self.root / state_dir / slug(model) / env_name
