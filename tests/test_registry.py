@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lepton_ci.core.git import Git
+from lepton_ci.core.semver import Version
 from lepton_ci.versions.grammar import Action
 from lepton_ci.versions.registry import Registry
 from tests.conftest import commit_all, git, set_params
@@ -253,7 +254,59 @@ def test_registry_reads_all_tags_with_one_git_call(toy_repo, monkeypatch):
         git(toy_repo, "tag", "-a", "-m", "x", f"toy@v0.0.{i}")
     state = Registry(g).read()
     assert len(state.versions("toy")) == 30
-    assert len(calls) == 1 and calls[0][0] == "for-each-ref"
+    reads = [c for c in calls if c[0] == "for-each-ref"]
+    assert len(reads) == 2  # names and objects, then what the tag objects say (none known)
+
+
+def _reads(repo, monkeypatch):
+    """A fresh Git (as a new command has) whose for-each-ref calls are recorded."""
+    g = Git(repo)
+    calls: list[list[str]] = []
+    real = g.run
+    monkeypatch.setattr(g, "run", lambda args, **kw: (calls.append(args), real(args, **kw))[1])
+    return g, calls
+
+
+def test_tag_index_asks_git_only_about_tag_objects_it_has_not_seen(toy_repo, monkeypatch):
+    for i in range(30):
+        git(toy_repo, "tag", "-a", "-m", f"Register toy@v0.0.{i}: gates: pass", f"toy@v0.0.{i}")
+    Registry(Git(toy_repo)).read()  # a first command builds the index
+    g, calls = _reads(toy_repo, monkeypatch)
+    assert len(Registry(g).read().versions("toy")) == 30
+    assert [c[1] for c in calls if c[0] == "for-each-ref"] == [
+        "--format=%(objectname) %(refname:strip=2)"  # the listing only: no tag object opened
+    ]
+    # a new tag, and a tag deleted and made again under the same name (a new object)
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.1.0: gates: pass", "toy@v0.1.0")
+    git(toy_repo, "tag", "-d", "toy@v0.0.3")
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.3: gates: fail", "toy@v0.0.3")
+    g, calls = _reads(toy_repo, monkeypatch)
+    state = Registry(g).read()
+    detail = [c for c in calls if c[0] == "for-each-ref"][1]
+    assert sorted(detail[2:]) == ["refs/tags/toy@v0.0.3", "refs/tags/toy@v0.1.0"]
+    assert state.find("toy", "v0.0.3").verdict == "fail"
+    assert state.latest("toy").version == Version.parse("v0.1.0")
+
+
+def test_tag_index_that_is_damaged_or_lies_about_its_shape_is_rebuilt(toy_repo):
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
+    Registry(Git(toy_repo)).read()
+    index = toy_repo / ".git" / "lepton-ci" / "tags.json"
+    assert index.is_file()
+    for damage in ("{not json", '{"version": 1, "fields": 5, "tags": []}', '{"tags": {"x": 1}}'):
+        index.write_text(damage)
+        assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
+    # an entry with the wrong number of fields is asked of git again, not trusted
+    data = json.loads(index.read_text())
+    obj = next(iter(data["tags"]))
+    data["tags"][obj] = "only\0three\0fields"
+    index.write_text(json.dumps(data))
+    assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
+    # an index that cannot be written (here its directory is a file) does not stop a read
+    index.unlink()
+    index.parent.rmdir()
+    index.parent.write_text("in the way")
+    assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
 
 
 def test_runner_without_git_identity_tags_as_actions_actor(cli, toy_repo, monkeypatch, tmp_path):
@@ -395,7 +448,8 @@ def test_the_registry_is_read_once_per_command_until_refs_change(toy_repo):
     reg = Registry(g)
     first = reg.read("toy")
     assert Registry(g).read("toy") is first
-    assert sum(a[0] == "for-each-ref" for a in calls) == 1
+    listings = lambda: sum(a[0] == "for-each-ref" and "%(objectname) " in a[1] for a in calls)  # noqa: E731
+    assert listings() == 1
     reg.create_tag("toy@v9.9.9", git(toy_repo, "rev-parse", "HEAD"), "Register toy@v9.9.9\n")
     assert [v.tag for v in Registry(g).read("toy").versions("toy")] == ["toy@v9.9.9"]
-    assert sum(a[0] == "for-each-ref" for a in calls) == 2
+    assert listings() == 2

@@ -38,6 +38,7 @@ class Git:
         # What readers learned from refs (e.g. the tag registry), kept for one command and
         # dropped by any git call that may change refs, so a command reads the tags once.
         self.memo: dict[object, object] = {}
+        self.sticky: dict[object, object] = {}  # facts no git call changes (the git dir)
 
     def run(
         self,

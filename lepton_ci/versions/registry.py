@@ -18,6 +18,7 @@ from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.grammar import Action
 from lepton_ci.versions.message import CACHE_KEY_TRAILER
+from lepton_ci.versions.tag_index import TagIndex
 
 if TYPE_CHECKING:
     from lepton_ci.core.record import Record
@@ -44,7 +45,9 @@ _CREATOR = re.compile(r"^(?P<name>.*?) <[^>]*> (?P<ts>\d+) [+-]\d{4}$")
 _VERDICT = re.compile(r"\bgates: (pass|fail)\b")
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field, and a registry read makes
+# one Event per tag (10,000 of them in a big registry). Treat them as values all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Event:
     tag: str
     model: str
@@ -257,14 +260,11 @@ class Registry:
         pattern = ["refs/tags"]
         if model is not None:
             pattern = [f"refs/tags/{in_tag(model)}@*", f"refs/tags/{in_tag(model)}#*"]
-        out = self.git.run(["for-each-ref", f"--format={_FMT}", *pattern]).stdout
         events = []
         tag_objects: set[str] = set()  # objects of annotated tags, to spot tags of tags
-        for line in out.splitlines():
-            parts = line.split("\0")
-            if len(parts) != 7:
-                continue
-            name, obj, peeled, creator, subject, cache_key, actor = parts
+        for name, obj, peeled, creator, subject, cache_key, actor in TagIndex(self.git, 5).rows(
+            pattern, self._rows
+        ):
             if not peeled:
                 continue  # a lightweight tag: no tagger, no time of its own; GTO skips it
             tag_objects.add(obj)
@@ -297,6 +297,10 @@ class Registry:
             for e in events
         ]
         return RegistryState(events)
+
+    def _rows(self, refs: list[str]) -> list[tuple[str, ...]]:
+        out = self.git.run(["for-each-ref", f"--format={_FMT}", *refs]).stdout
+        return [tuple(p) for p in (line.split("\0") for line in out.splitlines()) if len(p) == 7]
 
     def record(self, tag: str) -> Record | None:
         """The evidence record stored in a version tag's message, if it has one."""
