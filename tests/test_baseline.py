@@ -42,6 +42,26 @@ def test_branch_takes_newest_reachable_not_on_head(toy_repo):
     assert resolve(Git(toy_repo), "toy").tag == "toy@v0.2.0"
 
 
+def test_many_newer_versions_off_the_branch_fall_back_to_one_ancestry_query(toy_repo, monkeypatch):
+    from lepton_ci.run import baseline
+
+    tag(toy_repo, "toy@v0.1.0")
+    step(toy_repo, "c2")
+    git(toy_repo, "checkout", "-q", "-b", "side")
+    for i in range(baseline._Reachable.PROBES + 3):  # more than are asked about one by one
+        step(toy_repo, f"side {i}")
+        tag(toy_repo, f"toy@v1.0.{i}")
+    git(toy_repo, "checkout", "-q", "main")
+    g = Git(toy_repo)
+    calls = []
+    real = g.run
+    monkeypatch.setattr(g, "run", lambda args, **kw: (calls.append(args), real(args, **kw))[1])
+    assert resolve(g, "toy").tag == "toy@v0.1.0"
+    asked = [c for c in calls if list(c[:2]) == ["merge-base", "--is-ancestor"]]
+    assert len(asked) == baseline._Reachable.PROBES
+    assert sum(list(c[:2]) == ["tag", "--merged"] for c in calls) == 1
+
+
 def test_semver_order_not_date_order(toy_repo):
     tag(toy_repo, "toy@v0.10.0")
     step(toy_repo, "c2")

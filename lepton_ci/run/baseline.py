@@ -72,33 +72,31 @@ def resolve(
     version passed over for failing its gates is told to `on_skip`."""
     target, how = _target(git, base_ref)
     head = git.head()
-    merged = set(
-        git.run(["tag", "--merged", target, "--list", tags.version_glob(model)]).stdout.split()
-    )
     reg = Registry(git)
     state = reg.read(model)
     sha_of = {e.tag: e.sha for e in state.history(model)}
-    candidates = [
-        (v.version, v.tag)
-        for v in state.versions(model)  # registered, not deregistered, annotated tags only
-        if v.tag in merged and (base_ref or v.sha != head)  # a tag on HEAD is this very version
-    ]
+    # registered, not deregistered, annotated tags only; a tag on HEAD is this very version
+    newest_first = [v for v in state.versions(model) if base_ref or v.sha != head]
+    shallow = git.is_shallow()
+    reachable = _Reachable(git, target, model, every=shallow)
     best = None
-    for version, name in sorted(candidates, key=lambda c: c[0].sort_key(), reverse=True):
-        failed = _failed_gates(reg, name)
+    for v in newest_first:
+        if not reachable(v.tag, v.sha):
+            continue
+        failed = _failed_gates(reg, v.tag)
         if failed is None:
-            best = (version, name)
+            best = (v.version, v.tag)
             break
         if on_skip is not None:
-            on_skip(f"{name} failed its gates ({failed}), so it is not the baseline")
+            on_skip(f"{v.tag} failed its gates ({failed}), so it is not the baseline")
 
-    all_versions = [v for v in state.versions(model) if v.sha != head or base_ref]
-    if git.is_shallow():
+    if shallow:
         # Past the shallow boundary git cannot tell ancestry; answer only when certain.
         unknown = [
             v
-            for v in all_versions
-            if v.tag not in merged and (best is None or v.version.sort_key() > best[0].sort_key())
+            for v in newest_first
+            if not reachable(v.tag, v.sha)
+            and (best is None or v.version.sort_key() > best[0].sort_key())
         ]
         if unknown:
             raise BaselineError(
@@ -113,6 +111,32 @@ def resolve(
     version, name = best
     why = f"newest {model} version that passed its gates, reachable from {how}"
     return Resolved(name, version, sha_of[name], target, why)
+
+
+class _Reachable:
+    """Is a version's commit an ancestor of the target? The newest versions usually are, so the
+    first few are asked one by one (a few ms each); past that, or in a shallow clone (where the
+    answer needs the whole list), one `git tag --merged` answers for every tag at once."""
+
+    PROBES = 8
+
+    def __init__(self, git: Git, target: str, model: str, *, every: bool) -> None:
+        self.git, self.target, self.model = git, target, model
+        self.asked = 0
+        self.merged: set[str] | None = self._merged() if every else None
+
+    def _merged(self) -> set[str]:
+        glob = tags.version_glob(self.model)
+        out = self.git.run(["tag", "--merged", self.target, "--list", glob]).stdout
+        return set(out.split())
+
+    def __call__(self, tag: str, sha: str) -> bool:
+        if self.merged is None and self.asked < self.PROBES:
+            self.asked += 1
+            return self.git.ok("merge-base", "--is-ancestor", sha, self.target)
+        if self.merged is None:
+            self.merged = self._merged()
+        return tag in self.merged
 
 
 def _failed_gates(reg: Registry, tag: str) -> str | None:
