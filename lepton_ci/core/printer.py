@@ -28,12 +28,10 @@ class Table:
     def text(self) -> str:
         if not self.rows:
             return self.empty
-        table = [tuple(self.headers), *(tuple(str(c) for c in r) for r in self.rows)]
-        widths = [max(len(str(row[i])) for row in table) for i in range(len(self.headers))]
-        return "\n".join(
-            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            for row in table
-        )
+        table = [list(map(str, self.headers)), *(list(map(str, r)) for r in self.rows)]
+        widths = [max(map(len, column)) for column in zip(*table, strict=True)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)  # one format for all rows: 10,000 fast
+        return "\n".join(fmt.format(*row).rstrip() for row in table)
 
 
 def jsonable(obj: Any) -> Any:

@@ -59,7 +59,13 @@ class Version:
         return str(self)[1:]
 
     def sort_key(self) -> SortKey:
-        return _sort_key(self)
+        # Kept on the instance (not a field: equality and hash ignore it); hashing a Version
+        # for a cache lookup costs more than the key itself.
+        try:
+            return self.__dict__["_sort_key"]  # type: ignore[no-any-return]
+        except KeyError:
+            key = self.__dict__["_sort_key"] = _sort_key(self)
+            return key
 
     def bump(self, part: Bump) -> Version:
         if part == "major":
@@ -78,7 +84,6 @@ def _parse(text: str) -> Version:
 SortKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
 
 
-@functools.lru_cache(maxsize=65536)
 def _sort_key(v: Version) -> SortKey:
     # A release sorts above its pre-releases; numeric identifiers below alphanumeric ones.
     pre: tuple[tuple[int, int | str], ...] = tuple(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -78,15 +80,38 @@ def environment(root: Path, lock_files: list[str]) -> Environment:
             parts.append(f"{name}\0{hash_bytes(p.read_bytes())}")
         pkg_digest, source = hash_bytes("\n".join(parts).encode()), ",".join(lock_files)
     else:
-        from importlib import metadata
-
-        names = sorted(
-            f"{(d.metadata['Name'] or '').lower()}=={d.version}" for d in metadata.distributions()
-        )
-        pkg_digest, source = hash_bytes("\n".join(names).encode()), "installed"
+        pkg_digest, source = hash_bytes("\n".join(installed()).encode()), "installed"
     return Environment(
         python=platform.python_version(),
         platform=f"{sys.platform}-{platform.machine()}",
         packages_digest=pkg_digest,
         packages_source=source,
     )
+
+
+def installed() -> list[str]:
+    """`name==version` of every distribution on sys.path. A wheel's metadata directory is
+    named `name-version.dist-info` (the packaging spec), so its name says both; opening each
+    METADATA (importlib.metadata's way) costs 100 ms for a hundred packages on every run."""
+    found = []
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")  # noqa: PTH208 (names only: no Path per entry)
+        except OSError:
+            continue
+        for name in names:
+            stem, dot, kind = name.rpartition(".")
+            dist, _, version = stem.partition("-")
+            if dot and kind == "dist-info" and dist and version:
+                found.append(f"{_normal(dist)}=={version}")
+            elif dot and kind == "egg-info":  # setup.py develop and old sdists: read it
+                from importlib import metadata
+
+                d = metadata.PathDistribution(Path(entry or ".") / name)
+                found.append(f"{_normal(d.metadata['Name'] or dist)}=={d.version}")
+    return sorted(found)
+
+
+def _normal(name: str) -> str:
+    """A distribution name as PEP 503 compares them (`Ruamel.YAML` is `ruamel-yaml`)."""
+    return re.sub(r"[-_.]+", "-", name).lower()

@@ -26,7 +26,7 @@ class Action(StrEnum):
     CREATE = "create"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # one per tag read: not frozen, for speed
 class TagName:
     model: str
     action: Action
