@@ -293,15 +293,21 @@ def test_tag_index_that_is_damaged_or_lies_about_its_shape_is_rebuilt(toy_repo):
     Registry(Git(toy_repo)).read()
     index = toy_repo / ".git" / "lepton-ci" / "tags.json"
     assert index.is_file()
-    for damage in ("{not json", '{"version": 1, "fields": 5, "tags": []}', '{"tags": {"x": 1}}'):
+    data = json.loads(index.read_text())
+    for damage in ("{not json", '{"version": 2, "tags": []}', '{"tags": {"x": 1}}'):
         index.write_text(damage)
         assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
-    # an entry with the wrong number of fields is asked of git again, not trusted
-    data = json.loads(index.read_text())
-    obj = next(iter(data["tags"]))
-    data["tags"][obj] = "only\0three\0fields"
-    index.write_text(json.dumps(data))
-    assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
+    # entries that do not make sense (another shape, an unknown action, too many fields):
+    # the index is dropped and the tags are read again, not trusted
+    (obj, (name, (annotated, fields))) = next(iter(data["tags"].items()))
+    for entry in (
+        "only a string",
+        [name, [annotated, ["toy", "no-such-action", *fields[2:]]]],
+        [name, [annotated, [*fields, "one too many"]]],
+        [name, [annotated, 42]],
+    ):
+        index.write_text(json.dumps({**data, "tags": {obj: entry}}))
+        assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
     # an index that cannot be written (here its directory is a file) does not stop a read
     index.unlink()
     index.parent.rmdir()

@@ -8,7 +8,7 @@ import secrets
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
@@ -260,34 +260,22 @@ class Registry:
         pattern = ["refs/tags"]
         if model is not None:
             pattern = [f"refs/tags/{in_tag(model)}@*", f"refs/tags/{in_tag(model)}#*"]
+        index = TagIndex(self.git, self._describe)
+        try:
+            return self._state(index.entries(pattern), model)
+        except (TypeError, ValueError):  # an index written by hand or by another version
+            index.drop()
+            return self._state(index.entries(pattern), model)
+
+    def _state(self, entries: list[tuple[str, str, list[Any]]], model: str | None) -> RegistryState:
         events = []
         tag_objects: set[str] = set()  # objects of annotated tags, to spot tags of tags
-        for name, obj, peeled, creator, subject, cache_key, actor in TagIndex(self.git, 5).rows(
-            pattern, self._rows
-        ):
-            if not peeled:
-                continue  # a lightweight tag: no tagger, no time of its own; GTO skips it
-            tag_objects.add(obj)
-            parsed = tags.parse(name)
-            if parsed is None or (model is not None and parsed.model != model):
+        for name, obj, (annotated, fields) in entries:
+            if annotated:
+                tag_objects.add(obj)
+            if fields is None or (model is not None and fields[0] != model):
                 continue
-            m = _CREATOR.match(creator)
-            events.append(
-                Event(
-                    tag=name,
-                    model=parsed.model,
-                    action=parsed.action,
-                    sha=peeled,
-                    time=int(m["ts"]) if m else 0,
-                    who=m["name"] if m else "",
-                    subject=subject,
-                    version=parsed.version,
-                    stage=parsed.stage,
-                    counter=parsed.counter,
-                    cache_key=cache_key.split(",")[0] or None,
-                    actor=actor.strip() if LOGIN.match(actor.strip()) else None,
-                )
-            )
+            events.append(Event(name, fields[0], Action(fields[1]), *fields[2:]))
         # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`) peels to the inner
         # tag object, which is itself one of the tag objects read above: peel those to commits.
         events = [
@@ -298,9 +286,33 @@ class Registry:
         ]
         return RegistryState(events)
 
-    def _rows(self, refs: list[str]) -> list[tuple[str, ...]]:
+    def _describe(self, refs: list[str]) -> dict[str, tuple[str, list[Any]]]:
+        """Open the tag objects of `refs`: per tag, whether it is annotated and, when it is one
+        of GTO's events, the Event's fields after its name (kept in the tag index)."""
         out = self.git.run(["for-each-ref", f"--format={_FMT}", *refs]).stdout
-        return [tuple(p) for p in (line.split("\0") for line in out.splitlines()) if len(p) == 7]
+        found: dict[str, tuple[str, list[Any]]] = {}
+        for line in out.splitlines():
+            parts = line.split("\0")
+            if len(parts) != 7:
+                continue
+            name, obj, peeled, creator, subject, cache_key, actor = parts
+            parsed = tags.parse(name) if peeled else None  # lightweight: GTO skips it
+            m = _CREATOR.match(creator)
+            fields = parsed and [
+                parsed.model,
+                parsed.action.value,
+                peeled,
+                int(m["ts"]) if m else 0,
+                m["name"] if m else "",
+                subject,
+                parsed.version,
+                parsed.stage,
+                parsed.counter,
+                cache_key.split(",")[0] or None,
+                actor.strip() if LOGIN.match(actor.strip()) else None,
+            ]
+            found[name] = (obj, [bool(peeled), fields])
+        return found
 
     def record(self, tag: str) -> Record | None:
         """The evidence record stored in a version tag's message, if it has one."""

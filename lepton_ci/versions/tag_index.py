@@ -16,71 +16,80 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lepton_ci.core.git import Git
 
-VERSION = 1
+VERSION = 2
 # Beyond this many unseen tags one read of the whole pattern is cheaper than naming each ref.
 _BY_NAME_MAX = 500
 
-# (name, object, then the fields git printed for it: peeled, creator, subject, trailers ...)
-Row = tuple[str, ...]
+# What a caller derives from one tag object (kept as JSON), by tag name: fetch(refs) answers
+# {name: (object, entry)} for refs or ref patterns, opening the tag objects.
+Entry = list[Any]
+Fetch = Callable[[list[str]], dict[str, tuple[str, Entry]]]
 
 
 class TagIndex:
-    def __init__(self, git: Git, fields: int) -> None:
+    def __init__(self, git: Git, fetch: Fetch) -> None:
         self.git = git
-        self.fields = fields  # how many fields follow name and object in a row
+        self.fetch = fetch
         self.path = _index_path(git)
 
-    def rows(self, patterns: list[str], fetch: Callable[[list[str]], list[Row]]) -> list[Row]:
-        """One row per tag under `patterns`; `fetch(refs)` asks git for full rows of the
-        given refs (or patterns) and is called only for tag objects the index lacks."""
+    def entries(self, patterns: list[str]) -> list[tuple[str, str, Entry]]:
+        """(name, object, entry) of every tag under `patterns`; only tag objects the index
+        has not seen are opened."""
         listing = self.git.run(
             ["for-each-ref", "--format=%(objectname) %(refname:strip=2)", *patterns]
         ).stdout.split("\n")
         known = self._load()
-        rows: list[Row] = []
+        found: list[tuple[str, str, Entry]] = []
         missing: list[str] = []
         for line in listing:
             obj, _, name = line.partition(" ")
             if not name:
                 continue
-            if (kept := known.get(obj)) is not None and len(
-                fields := kept.split("\0")
-            ) == self.fields:
-                rows.append((name, obj, *fields))
+            kept = known.get(obj)
+            if kept is not None and kept[0] == name:  # the same object may carry two names
+                found.append((name, obj, kept[1]))
             else:
                 missing.append(name)
         if not missing:
-            return rows
+            return found
         if len(missing) > _BY_NAME_MAX:
-            rows, fetched = [], fetch(patterns)
+            found, fetched = [], self.fetch(patterns)
         else:
-            fetched = fetch([f"refs/tags/{n}" for n in missing])
-        rows += fetched
-        known.update({r[1]: "\0".join(r[2:]) for r in fetched if len(r) == 2 + self.fields})
-        live = {r[1]: known[r[1]] for r in rows if r[1] in known}
+            fetched = self.fetch([f"refs/tags/{n}" for n in missing])
+        for name, (obj, entry) in fetched.items():
+            found.append((name, obj, entry))
+            known[obj] = [name, entry]
+        live = {obj for _, obj, _ in found}
         # A read of every tag drops the objects of deleted tags; a narrower one keeps the rest.
-        self._save(live if patterns == ["refs/tags"] else {**known, **live})
-        return rows
+        everything = patterns == ["refs/tags"]
+        self._save({k: v for k, v in known.items() if not everything or k in live})
+        return found
 
-    def _load(self) -> dict[str, str]:
+    def drop(self) -> None:
+        """Forget the index (its entries did not make sense to the caller)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+    def _load(self) -> dict[str, list[Any]]:
         if self.path is None:
             return {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             tags = data["tags"] if data.get("version") == VERSION else {}
-            if data.get("fields") != self.fields or not isinstance(tags, dict):
+            if not isinstance(tags, dict):
                 return {}
-            return {k: v for k, v in tags.items() if isinstance(v, str)}
+            return {k: v for k, v in tags.items() if isinstance(v, list) and len(v) == 2}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {}  # no index yet, or one we cannot trust: rebuilt from the tags
 
-    def _save(self, tags: dict[str, str]) -> None:
+    def _save(self, tags: dict[str, list[Any]]) -> None:
         if self.path is None:
             return
-        data = {"version": VERSION, "fields": self.fields, "tags": tags}
+        data = {"version": VERSION, "tags": tags}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tags-")
