@@ -9,21 +9,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from lepton_ci.core.escape import log_text
 
 
-@dataclass
 class Table:
-    """Rows of plain values; `records` carries the full objects for `--json`."""
+    """Rows of plain values; `records` carries the full objects for `--json`. Records may be
+    given as a function: a listing of 10,000 versions printed as text never builds them."""
 
-    headers: Sequence[str]
-    rows: Sequence[Sequence[Any]]
-    records: Sequence[Any] = field(default_factory=list)
-    empty: str = "nothing to show"
+    def __init__(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        records: Sequence[Any] | Callable[[], Sequence[Any]] = (),
+        empty: str = "nothing to show",
+    ) -> None:
+        self.headers, self.rows, self.empty = headers, rows, empty
+        self._records = records
+
+    @property
+    def records(self) -> Sequence[Any]:
+        if callable(self._records):
+            self._records = self._records()
+        return self._records
 
     def text(self) -> str:
         if not self.rows:

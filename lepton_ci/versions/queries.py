@@ -31,63 +31,71 @@ def versions(git: Git, model: str | None = None, *, include_all: bool = False) -
     state = Registry(git).read(model)
     models = [model] if model else state.models(include_deprecated=include_all)
     hidden = [m for m in models if state.deprecated(m) and not include_all]
-    records: list[dict[str, Any]] = []
+    listed: list[tuple[str, bool, VersionInfo | list[Assignment]]] = []
     for m in (m for m in models if m not in hidden):
-        common = {"model": m, "deprecated": state.deprecated(m)}
-        for v in state.versions(m, include_deregistered=include_all):
-            records.append(
-                {
-                    **common,
-                    "version": str(v.version),
-                    "tag": v.tag,
-                    "sha": v.sha,
-                    "stages": sorted(v.stages),
-                    "verdict": v.verdict,
-                    "author": v.who,
-                    "created_at": v.time,
-                    "deregistered": v.deregistered,
-                    "registered": True,
-                }
-            )
+        deprecated = state.deprecated(m)
+        listed += [(m, deprecated, v) for v in state.versions(m, include_deregistered=include_all)]
         bare: dict[str, list[Assignment]] = {}
         for a in state.assignments(m).values():
             if a.version is None:
                 bare.setdefault(a.sha, []).append(a)
-        for sha, held in bare.items():
-            e = held[0].event
-            records.append(
-                {
-                    **common,
-                    "version": sha,
-                    "tag": None,
-                    "sha": sha,
-                    "stages": sorted(a.stage for a in held),
-                    "verdict": None,
-                    "author": e.actor or e.who,
-                    "created_at": e.time,
-                    "deregistered": False,
-                    "registered": False,
-                }
-            )
-    rows = [
-        (
-            r["model"] + (" (deprecated)" if r["deprecated"] else ""),
-            (r["version"] if r["registered"] else f"{r['sha'][:10]} (unregistered)")
-            + (" (deregistered)" if r["deregistered"] else ""),
-            ",".join(r["stages"]) or "-",
-            r["verdict"] or "-",
-            when(r["created_at"]),
-            r["author"],
-            r["sha"][:10],
-        )
-        for r in records
-    ]
+        listed += [(m, deprecated, held) for held in bare.values()]
+    rows = [_version_row(m, deprecated, item) for m, deprecated, item in listed]
     empty = "no versions registered" + (f" for {model}" if model else "")
     if hidden and model:
         empty = f"{model} is deprecated; list it with --all"
     return Table(
-        ("model", "version", "stages", "gates", "created", "by", "commit"), rows, records, empty
+        ("model", "version", "stages", "gates", "created", "by", "commit"),
+        rows,
+        lambda: [_version_record(*item) for item in listed],
+        empty,
     )
+
+
+def _version_record(
+    model: str, deprecated: bool, item: VersionInfo | list[Assignment]
+) -> dict[str, Any]:
+    """A registered version, or the stages assigned to one commit never registered."""
+    common = {"model": model, "deprecated": deprecated}
+    if isinstance(item, VersionInfo):
+        return {
+            **common,
+            "version": str(item.version),
+            "tag": item.tag,
+            "sha": item.sha,
+            "stages": sorted(item.stages),
+            "verdict": item.verdict,
+            "author": item.who,
+            "created_at": item.time,
+            "deregistered": item.deregistered,
+            "registered": True,
+        }
+    e, sha = item[0].event, item[0].sha
+    return {
+        **common,
+        "version": sha,
+        "tag": None,
+        "sha": sha,
+        "stages": sorted(a.stage for a in item),
+        "verdict": None,
+        "author": e.actor or e.who,
+        "created_at": e.time,
+        "deregistered": False,
+        "registered": False,
+    }
+
+
+def _version_row(
+    model: str, deprecated: bool, item: VersionInfo | list[Assignment]
+) -> tuple[str, ...]:
+    name = model + (" (deprecated)" if deprecated else "")
+    if isinstance(item, VersionInfo):
+        version = str(item.version) + (" (deregistered)" if item.deregistered else "")
+        stages = ",".join(sorted(item.stages)) if item.stages else "-"
+        return name, version, stages, item.verdict or "-", when(item.time), item.who, item.sha[:10]
+    e, sha = item[0].event, item[0].sha
+    stages = ",".join(sorted(a.stage for a in item))
+    return name, f"{sha[:10]} (unregistered)", stages, "-", when(e.time), e.actor or e.who, sha[:10]
 
 
 def history(git: Git, model: str | None = None) -> Table:
@@ -96,7 +104,7 @@ def history(git: Git, model: str | None = None) -> Table:
     state = Registry(git).read(model)
     events = state.history(model)
     version = {e.tag: e.version or state.version_at(e.model, e.sha) or e.sha for e in events}
-    records = [
+    records = lambda: [  # noqa: E731 (built only for --json)
         {
             "tag": e.tag,
             "model": e.model,

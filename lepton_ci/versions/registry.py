@@ -63,7 +63,7 @@ class Event:
     actor: str | None = None  # who promoted, from the tag's Promoted-by trailer
 
 
-@dataclass
+@dataclass(slots=True)
 class VersionInfo:
     model: str
     version: Version
