@@ -4,7 +4,9 @@ Issue #12's targets with 10,000 versions whose tags carry real evidence records 
 `run` overhead over the bare train + evaluate commands <= 0.3 s, a run-cache hit <= 0.3 s,
 `versions` / `history` / `show` <= 0.2 s, peak RSS <= 80 MB. 100,000 versions show the slope.
 Every version sits on its own commit; the records are copies of a real run's record with the
-version, commit and metrics changed. Usage: python bench/history_scale.py [N ...]
+version, commit and metrics changed; every tenth version was promoted to staging and every
+fiftieth to prod (stage tags `toy#staging#N`, as a team promoting from main would have).
+Usage: python bench/history_scale.py [N ...]
 """
 
 import json
@@ -68,6 +70,15 @@ def make_repo(root: Path, n: int) -> None:
             f"data {len(msg)}\n".encode()
             + msg
         )
+        if i % 10 == 9:  # every tenth version promoted to staging, every fiftieth to prod
+            for stage in ("staging", "prod") if i % 50 == 49 else ("staging",):
+                counter = i // 10 + 1 if stage == "staging" else i // 50 + 1
+                note = f"Promote toy@{version} to {stage}\n"
+                out.append(
+                    f"tag toy#{stage}#{counter}\nfrom :{i + 1}\n"
+                    f"tagger bench <b@x> {now + 10 * i + 2} +0000\n"
+                    f"data {len(note)}\n{note}".encode()
+                )
     sh(["git", "fast-import", "--quiet", "--force"], root, stdin=b"".join(out))
     sh(["git", "reset", "-q", "--hard", "main"], root)
     sh([*GIT, "commit", "-q", "--allow-empty", "-m", "fix: on top"], root)

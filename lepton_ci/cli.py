@@ -111,7 +111,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from lepton_ci.core.config import names_environment
+    from lepton_ci.core.config_glance import names_environment
     from lepton_ci.versions import queries
 
     if args.model and names_environment(args.config, args.model):

@@ -154,3 +154,21 @@ def test_a_missing_optional_extra_names_its_install_command():
     err = MissingExtra.of(ModuleNotFoundError("No module named 'docker'", name="docker.errors"))
     assert err is not None and err.hint == "pip install 'lepton-ci[image]'"
     assert MissingExtra.of(ModuleNotFoundError("x", name="yaml")) is None  # a real bug: exit 70
+
+
+@pytest.mark.e2e
+def test_registry_listings_do_not_import_pydantic(cli, toy_repo):
+    """`versions` and `history MODEL` answer from tags: validating lepton.yaml (pydantic,
+    0.1-0.15 s to import) is left to commands that need it."""
+    cli("run")
+    cli("register")
+    code = (
+        "import sys\nfrom lepton_ci.cli import main\n"
+        "for args in (['versions', 'toy'], ['history', 'toy'], ['history']):\n"
+        "    assert main(args) == 0\n"
+        "print('PYDANTIC=' + str('pydantic' in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=toy_repo, capture_output=True, text=True, check=True
+    )
+    assert "toy@v0.1.0" in out.stdout and "PYDANTIC=False" in out.stdout, out.stdout

@@ -161,3 +161,27 @@ def test_config_errors_are_annotated_on_their_file_and_line(tmp_path, monkeypatc
     assert main(["-C", str(tmp_path), "run"]) == 1
     line = capsys.readouterr().err.splitlines()[0]
     assert line.startswith("::error file=lepton.yaml,line=3,col=1,title=lepton-ci run::"), line
+
+
+def test_names_environment_at_a_glance_and_confirmed_by_the_validated_config(tmp_path):
+    from lepton_ci.core.config_glance import names_environment
+
+    deploy = GOOD.replace(
+        "stages: [staging, prod]",
+        "    deploy:\n      environments:\n        staging: {host_port: 8081}\n"
+        "stages: [staging, prod]",
+    )
+    (tmp_path / ".git").mkdir()
+    path = tmp_path / "lepton.yaml"
+    path.write_text(deploy)
+    load_text(tmp_path, deploy)  # the file is valid as written
+    assert names_environment(str(path), "staging")
+    assert not names_environment(str(path), "digits")  # a model, not an environment
+    assert not names_environment(str(path), "nowhere")
+    # the glance says "environment", the validated config says the file is broken: no
+    path.write_text(deploy.replace("train: python train.py", "train: 3"))
+    assert not names_environment(str(path), "staging")
+    # no config, or not YAML at all: no
+    assert not names_environment(str(tmp_path / "missing.yaml"), "staging")
+    path.write_text("models: [")
+    assert not names_environment(str(path), "staging")

@@ -14,12 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lepton_ci.core import paths, yamlfile
+from lepton_ci.core.config_file import MAX_BYTES
+from lepton_ci.core.config_file import find_config as find_config  # re-exported
 from lepton_ci.core.errors import ConfigError
 from lepton_ci.core.names import MODEL_RE, STAGE_RE
 
-CONFIG_NAME = "lepton.yaml"
 MAX_ERRORS = 20  # a file of 300,000 unknown keys gets 20 lines, not 33 MB
-MAX_BYTES = 1 << 20  # the largest real configs are a few kB
 # Deploy environment names (they become Kubernetes names): lowercase, digits, `-`, `/`.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-/]*[a-z0-9]$")
 
@@ -453,25 +453,6 @@ class LoadedConfig:
         return (self.root / self.config.cache.dir).resolve()
 
 
-def find_config(explicit: str | None = None, cwd: Path | None = None) -> Path:
-    if explicit:
-        p = Path(explicit)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found", hint="check the --config path")
-        return p.resolve()
-    start = (cwd or Path.cwd()).resolve()
-    for d in (start, *start.parents):
-        p = d / CONFIG_NAME
-        if p.is_file():
-            return p
-        if (d / ".git").exists():
-            break
-    raise ConfigError(
-        f"no {CONFIG_NAME} in {start} or its parents up to the repository root",
-        hint=f"create {CONFIG_NAME} (see the README's config reference) or pass --config PATH",
-    )
-
-
 def load(path: Path) -> LoadedConfig:
     text = yamlfile.read_text(path, "config", ConfigError, max_bytes=MAX_BYTES)
     data, node = yamlfile.load(text, str(path), "config", ConfigError)
@@ -499,17 +480,6 @@ def load(path: Path) -> LoadedConfig:
 
 def load_from(explicit: str | None = None, cwd: Path | None = None) -> LoadedConfig:
     return load(find_config(explicit, cwd))
-
-
-def names_environment(explicit: str | None, name: str) -> bool:
-    """`history NAME`: is NAME a deploy environment (and no model)? Without a config, no."""
-    try:
-        models = load_from(explicit).config.models
-    except ConfigError:
-        return False
-    return name not in models and any(
-        m.deploy and name in m.deploy.environments for m in models.values()
-    )
 
 
 # -- error messages ------------------------------------------------------------------------

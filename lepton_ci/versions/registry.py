@@ -104,6 +104,8 @@ class RegistryState:
         # Per model: its versions (with their stages) and each stage's assignment, read once.
         self._views: dict[str, tuple[dict[str, VersionInfo], dict[str, Assignment]]] = {}
         self._sorted: dict[str, list[VersionInfo]] = {}  # newest first, sorted once
+        self._registered_by_model: dict[str, dict[str, VersionInfo]] = {}
+        self._on_sha: dict[str, dict[str, VersionInfo]] = {}
 
     def models(self, *, include_deprecated: bool = True) -> list[str]:
         found = sorted(self._by_model)
@@ -135,10 +137,15 @@ class RegistryState:
                 out[e.version].deregistered = True
         return out
 
+    def _registered_view(self, model: str) -> dict[str, VersionInfo]:
+        if model not in self._registered_by_model:
+            self._registered_by_model[model] = self._registered(model)
+        return self._registered_by_model[model]
+
     def _view(self, model: str) -> tuple[dict[str, VersionInfo], dict[str, Assignment]]:
         if model not in self._views:
-            registered = self._registered(model)
-            assigned = self._assignments(model, registered)
+            registered = self._registered_view(model)
+            assigned = self._assignments(model)
             for a in assigned.values():
                 if a.version is not None:
                     a.version.stages.append(a.stage)
@@ -162,10 +169,20 @@ class RegistryState:
         """Each stage's current assignment, registered version or bare commit."""
         return dict(self._view(model)[1])
 
-    def _assignments(self, model: str, registered: dict[str, VersionInfo]) -> dict[str, Assignment]:
-        by_sha: dict[str, VersionInfo] = {}
-        for v in sorted(registered.values(), key=lambda v: v.version.sort_key()):
-            by_sha[v.sha] = v  # the newest version on a commit takes its stages
+    def _newest_on(self, model: str) -> dict[str, VersionInfo]:
+        """Per commit, the newest version registered on it (deregistered included): it takes
+        the commit's stages and names its stage events. One pass, no sort."""
+        if model not in self._on_sha:
+            by_sha: dict[str, VersionInfo] = {}
+            for v in self._registered_view(model).values():
+                cur = by_sha.get(v.sha)
+                if cur is None or v.version.sort_key() >= cur.version.sort_key():
+                    by_sha[v.sha] = v
+            self._on_sha[model] = by_sha
+        return self._on_sha[model]
+
+    def _assignments(self, model: str) -> dict[str, Assignment]:
+        by_sha = self._newest_on(model)
         # The last assign/unassign of each (version or commit, stage) decides whether that
         # assignment is active; unassigning one version leaves older assignments standing.
         last: dict[tuple[str, str], tuple[int, Event]] = {}
@@ -182,8 +199,9 @@ class RegistryState:
 
     def version_at(self, model: str, sha: str) -> str | None:
         """The version registered on a commit (the newest), as GTO names stage events."""
-        on = [v for v in self._view(model)[0].values() if v.sha == sha]
-        return str(max(on, key=lambda v: v.version.sort_key()).version) if on else None
+        self._view(model)
+        on = self._newest_on(model).get(sha)
+        return str(on.version) if on else None
 
     def find(self, model: str, version: str) -> VersionInfo:
         want = Version.parse(version)
