@@ -206,6 +206,8 @@ def test_push_to_main_registers_builds_and_deploys(tmp_path, home, venv, action,
             # trained in the read-only job; the release job restored its run-cache
             sha = payload["after"]
             assert f"cache stand-in: saved .lepton/cache as key lepton-Linux-{sha}" in proc.stdout
+            # the tag index is carried too, once there are tags to index (none before this push)
+            assert "cache stand-in: .git/lepton-ci does not exist, skipped" in proc.stdout
             release = [ln for ln in proc.stdout.splitlines() if "Register, build" in ln]
             assert any(
                 f"restored .lepton/cache from key lepton-Linux-{sha}" in ln for ln in release
