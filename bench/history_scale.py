@@ -130,6 +130,14 @@ def measure(n: int) -> None:
         for args in (["versions", "toy"], ["history", "toy"], ["show", "toy"]):
             t = best_of(3, lambda a=args: sh([*CLI, *a], repo))
             report(f"[{n}] {' '.join(args)}", t, 0.2)
+        # A clone without the tag index (.git/lepton-ci; the workflows carry it in actions/cache)
+        # opens every tag object once, to build it.
+        index = repo / ".git" / "lepton-ci"
+        cold = best_of(
+            3,
+            lambda: (shutil.rmtree(index, ignore_errors=True), sh([*CLI, "versions", "toy"], repo)),
+        )
+        print(f"[{n}] versions with no tag index yet (a fresh clone, first command): {cold:.3f} s")
         rss = max(
             peak_rss_mb([*CLI, *a], repo)
             for a in (["run", "--no-cache"], ["run"], ["versions", "toy"], ["history", "toy"])
