@@ -1,17 +1,20 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import yaml
 
 from lepton_ci.cli import main
 
+T = TypeVar("T")
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 
@@ -168,3 +171,25 @@ def use_registry(repo: Path, registry: str, base: str) -> str:
         .replace("127.0.0.1:5000", registry)
     )
     return prefix
+
+
+def set_host_port(repo: Path, port: int) -> None:
+    """Publish the podman target on PORT: every `host_port:` in lepton.yaml."""
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(re.sub(r"host_port: \d+", f"host_port: {port}", cfg.read_text()))
+
+
+def first_deploy_on_free_port(repo: Path, deploy: Callable[[], T]) -> tuple[int, T]:
+    """The first podman deploy, the one that binds host_port: on a free port, committed to
+    lepton.yaml. If another process took the port before podman bound it, `deploy` raises
+    PortTaken (see check_port); the failed revision is forgotten and another port is tried.
+    Returns the port and what `deploy` returned."""
+    from tests.support.services import on_free_port
+
+    def attempt(port: int) -> tuple[int, T]:
+        shutil.rmtree(repo / ".lepton" / "deploy", ignore_errors=True)
+        set_host_port(repo, port)
+        commit_all(repo, f"test: serve on port {port}")
+        return port, deploy()
+
+    return on_free_port(attempt)

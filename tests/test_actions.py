@@ -13,6 +13,7 @@ import pytest
 from tests.support import github_events as events
 from tests.support.act import act, action_repo, git, make_workspace, open_pull
 from tests.support.github_server import GitHubServer
+from tests.support.services import check_port, on_free_port
 
 pytestmark = pytest.mark.e2e
 HOSTILE_REF = "feat/$(touch /tmp/lepton-pwned-ref)"
@@ -44,15 +45,27 @@ def origin(tmp_path, ws):
     return remote
 
 
-def released(tmp_path, services, capsys, venv, workflow):
+def on_a_free_port(tmp_path, scenario):
+    """`scenario(directory, port)`, a workflow that deploys to staging on host_port `port`.
+
+    podman binds the port only when the workflow deploys: if another process took it by then
+    (check_port on act's output raises PortTaken), the whole scenario runs again from scratch,
+    in a directory of its own, on another port."""
+
+    def attempt(port):
+        (tmp_path / f"port-{port}").mkdir()
+        return scenario(tmp_path / f"port-{port}", port)
+
+    return on_free_port(attempt)
+
+
+def released(tmp_path, services, capsys, venv, workflow, port):
     """A user's repository with v0.1.0 run, registered and built into the local registry,
     a staging policy (write permission), a bare `origin`, and podman's env for act."""
     from tests.conftest import Cli, use_registry
-    from tests.support.services import free_port
 
     ws = make_workspace(tmp_path / "ws", [workflow])
     use_registry(ws, services["registry"].host, services["bases"]["python"])
-    port = free_port()
     cfg = ws / "lepton.yaml"
     cfg.write_text(
         cfg.read_text()
@@ -72,7 +85,7 @@ def released(tmp_path, services, capsys, venv, workflow):
             for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
         },
     }
-    return ws, port, remote, env
+    return ws, remote, env
 
 
 def test_fork_pull_request_on_its_merge_commit_then_workflow_run_comment(
@@ -165,12 +178,16 @@ def test_a_failing_gate_fails_the_pr_workflow(tmp_path, home, venv, action):
 
 
 def test_push_to_main_registers_builds_and_deploys(tmp_path, home, venv, action, services):
+    on_a_free_port(
+        tmp_path, partial(push_to_main, home=home, venv=venv, action=action, services=services)
+    )
+
+
+def push_to_main(tmp_path, port, *, home, venv, action, services):
     from tests.conftest import use_registry
-    from tests.support.services import free_port
 
     ws = make_workspace(tmp_path / "ws", ["model-main.yml", "model-rollback.yml"])
     use_registry(ws, services["registry"].host, services["bases"]["python"])
-    port = free_port()
     cfg = ws / "lepton.yaml"
     cfg.write_text(cfg.read_text().replace("host_port: 18080", f"host_port: {port}"))
     git(ws, "commit", "-qam", "chore: local registry")
@@ -202,6 +219,7 @@ def test_push_to_main_registers_builds_and_deploys(tmp_path, home, venv, action,
                     "REGISTRY_PASSWORD": "",
                 },
             )
+            check_port(proc.stdout)
             assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
             # trained in the read-only job; the release job restored its run-cache
             sha = payload["after"]
@@ -241,7 +259,14 @@ def test_push_to_main_registers_builds_and_deploys(tmp_path, home, venv, action,
 def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
     tmp_path, home, venv, action, services, capsys
 ):
-    ws, port, remote, env = released(tmp_path, services, capsys, venv, "model-promote.yml")
+    on_a_free_port(
+        tmp_path,
+        partial(promote, home=home, venv=venv, action=action, services=services, capsys=capsys),
+    )
+
+
+def promote(tmp_path, port, *, home, venv, action, services, capsys):
+    ws, remote, env = released(tmp_path, services, capsys, venv, "model-promote.yml", port)
     podman = services["podman"]
     inputs = events.workflow_dispatch(
         {"version": "v0.1.0", "stage": "staging"}, "model-promote.yml"
@@ -271,6 +296,7 @@ def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
             proc = run(actor="dev", triggering_actor="reader")
             assert proc.returncode != 0 and "reader may not promote" in proc.stdout
             proc = run(actor="dev")
+            check_port(proc.stdout)
             assert proc.returncode == 0, proc.stdout[-5000:]
             assert "dev has write permission" in proc.stdout
             assert "staging: revision 1 deployed v0.1.0" in proc.stdout
@@ -289,7 +315,14 @@ def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
 
 
 def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action, services, capsys):
-    ws, port, remote, env = released(tmp_path, services, capsys, venv, "model-tag.yml")
+    on_a_free_port(
+        tmp_path,
+        partial(stage_tag, home=home, venv=venv, action=action, services=services, capsys=capsys),
+    )
+
+
+def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
+    ws, remote, env = released(tmp_path, services, capsys, venv, "model-tag.yml", port)
     git(ws, "push", "-q", "origin", "main", "--tags")
     git(ws, "tag", "-a", "-m", "promote", "digits#staging#1", "digits@v0.1.0")
     git(ws, "push", "-q", "origin", "digits#staging#1")
@@ -324,6 +357,7 @@ def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action
             # the release manager pushes it again
             git(ws, "push", "-q", "origin", "digits#staging#1")
             proc = run(actor="dev")
+            check_port(proc.stdout)
             assert proc.returncode == 0, proc.stdout[-5000:]
             assert "digits@v0.1.0 accepted in staging" in proc.stdout
             deploy = [ln for ln in proc.stdout.splitlines() if "Deploy the accepted stage" in ln]

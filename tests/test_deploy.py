@@ -14,8 +14,8 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import Cli, commit_all, git, use_registry
-from tests.support.services import free_port
+from tests.conftest import Cli, commit_all, first_deploy_on_free_port, git, use_registry
+from tests.support.services import check_port
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
@@ -29,6 +29,28 @@ BROKEN_HEALTH = (
 )
 
 
+class Site:
+    """The digits example in a git repo, deploying to staging with the podman target."""
+
+    def __init__(self, repo: Path, cli: Cli) -> None:
+        self.repo, self.cli, self.port = repo, cli, 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def first_deploy(self) -> tuple[int, str, str]:
+        """`deploy staging` on a free host_port (another one if the port was taken)."""
+
+        def deploy() -> tuple[int, str, str]:
+            code, out, err = self.cli("deploy", "staging")
+            check_port(err)
+            return code, out, err
+
+        self.port, result = first_deploy_on_free_port(self.repo, deploy)
+        return result
+
+
 @pytest.fixture
 def site(tmp_path, services, monkeypatch, capsys):
     podman = services["podman"]
@@ -39,13 +61,9 @@ def site(tmp_path, services, monkeypatch, capsys):
         EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
     )
     use_registry(repo, services["registry"].host, services["bases"]["python"])
-    port = free_port()
-    cfg = repo / "lepton.yaml"
-    cfg.write_text(cfg.read_text().replace("host_port: 18080", f"host_port: {port}"))
     git(repo, "init", "-q")
     commit_all(repo, "feat: digits")
-    cli = Cli(repo, capsys)
-    yield repo, cli, f"http://127.0.0.1:{port}"
+    yield Site(repo, Cli(repo, capsys))
     podman("pod", "rm", "-af", "-t", "0", check=False)
 
 
@@ -76,12 +94,12 @@ def history(cli):
 
 
 def test_good_version_deploys_and_is_recorded(site):
-    repo, cli, url = site
+    repo, cli = site.repo, site.cli
     release(repo, cli)
-    code, out, err = cli("deploy", "staging")
+    code, out, err = site.first_deploy()
     assert code == 0, err
     assert "staging: revision 1 deployed v0.1.0" in out
-    assert predict(url) == {"predictions": [0, 1], "model_version": "v0.1.0"}
+    assert predict(site.url) == {"predictions": [0, 1], "model_version": "v0.1.0"}
     (rev,) = history(cli)
     assert rev["status"] == "deployed" and rev["version"] == "v0.1.0"
     assert "@sha256:" in rev["image"]
@@ -94,9 +112,9 @@ def test_good_version_deploys_and_is_recorded(site):
 
 
 def test_wrong_predictions_are_reverted_and_previous_serves_again(site):
-    repo, cli, url = site
+    repo, cli = site.repo, site.cli
     release(repo, cli)
-    assert cli("deploy", "staging")[0] == 0
+    assert site.first_deploy()[0] == 0
     release(repo, cli, WRONG, "perf: faster response path")
     code, out, err = cli("deploy", "staging")
     assert code == 1
@@ -104,7 +122,7 @@ def test_wrong_predictions_are_reverted_and_previous_serves_again(site):
     assert "revision 2 (v0.1.1) failed: health check failed" in err
     assert "golden /predict: expected {'predictions': [0, 1]}, got {'predictions': [1, 2]}" in err
     assert "Reverted automatically: revision 3 serves v0.1.0 again" in err
-    assert predict(url) == {"predictions": [0, 1], "model_version": "v0.1.0"}
+    assert predict(site.url) == {"predictions": [0, 1], "model_version": "v0.1.0"}
     revs = history(cli)
     assert [(r["number"], r["status"], r["version"]) for r in revs] == [
         (1, "superseded", "v0.1.0"),
@@ -116,20 +134,20 @@ def test_wrong_predictions_are_reverted_and_previous_serves_again(site):
 
 
 def test_broken_healthz_is_reverted(site):
-    repo, cli, url = site
+    repo, cli = site.repo, site.cli
     release(repo, cli)
-    assert cli("deploy", "staging")[0] == 0
+    assert site.first_deploy()[0] == 0
     release(repo, cli, BROKEN_HEALTH, "fix: health endpoint")
     code, _, err = cli("deploy", "staging")
     assert code == 1 and "http /healthz: 500" in err and "Reverted automatically" in err
-    assert requests.get(url + "/healthz", timeout=5).status_code == 200
-    assert predict(url)["model_version"] == "v0.1.0"
+    assert requests.get(site.url + "/healthz", timeout=5).status_code == 200
+    assert predict(site.url)["model_version"] == "v0.1.0"
 
 
 def test_failed_first_deploy_is_removed(site, services):
-    repo, cli, _url = site
+    repo, cli = site.repo, site.cli
     release(repo, cli, WRONG, "feat: broken from the start")
-    code, _, err = cli("deploy", "staging")
+    code, _, err = site.first_deploy()
     assert code == 1 and "no previous revision, so it was removed" in err
     pods = services["podman"]("pod", "ps", "--format", "{{.Name}}").stdout
     assert "digits-staging" not in pods
@@ -137,27 +155,27 @@ def test_failed_first_deploy_is_removed(site, services):
 
 
 def test_manual_rollback_is_a_new_revision(site):
-    repo, cli, url = site
+    repo, cli = site.repo, site.cli
     release(repo, cli)
-    assert cli("deploy", "staging")[0] == 0
+    assert site.first_deploy()[0] == 0
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("C: 1.0", "C: 0.5"))
     commit_all(repo, "fix: regularise")
     release(repo, cli)
     assert cli("deploy", "staging")[0] == 0
-    assert predict(url)["model_version"] == "v0.1.1"
+    assert predict(site.url)["model_version"] == "v0.1.1"
     code, out, _ = cli("rollback", "staging")
     assert code == 0 and "revision 3 (rollback to 1) serves v0.1.0" in out, out
-    assert predict(url)["model_version"] == "v0.1.0"
+    assert predict(site.url)["model_version"] == "v0.1.0"
     assert [r["status"] for r in history(cli)] == ["superseded", "rolled-back", "deployed"]
     code, _, err = cli("rollback", "staging", "--to", "9")
     assert code == 1 and "revision 9 is not a healthy revision" in err
 
 
 def test_killed_deploy_is_repaired_by_the_next_command(site):
-    repo, cli, url = site
+    repo, cli = site.repo, site.cli
     release(repo, cli)
-    assert cli("deploy", "staging")[0] == 0
+    assert site.first_deploy()[0] == 0
     release(repo, cli, WRONG, "perf: x")
     state = repo / ".lepton" / "deploy" / "digits" / "staging"
     proc = subprocess.Popen(
@@ -179,11 +197,11 @@ def test_killed_deploy_is_repaired_by_the_next_command(site):
     revs = history(cli)
     assert revs[1]["status"] == "failed" and revs[1]["reason"].startswith("interrupted")
     assert revs[2]["description"] == "rollback to 1 (repair)"
-    assert predict(url) == {"predictions": [0, 1], "model_version": "v0.1.0"}
+    assert predict(site.url) == {"predictions": [0, 1], "model_version": "v0.1.0"}
 
 
 def test_render_and_dry_run_apply_nothing(site, services):
-    repo, cli, _url = site
+    repo, cli = site.repo, site.cli
     release(repo, cli)
     code, out, _ = cli("render", "staging")
     assert code == 0
@@ -203,7 +221,7 @@ def test_render_and_dry_run_apply_nothing(site, services):
 def test_one_deploy_at_a_time(site):
     from lepton_ci.deploy.releases import FileStore
 
-    repo, cli, _url = site
+    repo, cli = site.repo, site.cli
     release(repo, cli)
     cfg = repo / "lepton.yaml"
     cfg.write_text(
@@ -232,7 +250,7 @@ def test_one_deploy_at_a_time(site):
 
 
 def test_unknown_environment_and_undigested_image(site):
-    repo, cli, _url = site
+    repo, cli = site.repo, site.cli
     release(repo, cli)
     code, _, err = cli("deploy", "prod")
     assert code == 1 and "no model deploys to an environment `prod`" in err

@@ -14,7 +14,7 @@ from lepton_ci.core.oci_client import OCIClient, client_factory
 from lepton_ci.image import layers as oci
 from tests.conftest import Cli, commit_all, git, point_image_at, set_params, use_registry
 from tests.support.fault_proxy import FaultProxy, Rule
-from tests.support.services import free_port
+from tests.support.services import on_free_port
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
@@ -123,10 +123,13 @@ def test_built_image_serves_predictions(digits, services):
     repo, cli = digits
     res = json.loads(cli("build", "--json")[1])
     podman = services["podman"]
-    port = free_port()
     ref = f"{res['image']}@{res['digest']}"
     podman("pull", "-q", "--tls-verify=false", ref)
-    cid = podman("run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8080", ref).stdout.strip()
+
+    def run(port):
+        return port, podman("run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8080", ref).stdout.strip()
+
+    port, cid = on_free_port(run)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -7,6 +7,7 @@ asked to apply (the podman target is exercised in test_watch_e2e.py).
 import json
 import math
 import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +27,6 @@ from lepton_ci.watch.operation import Round, WatchOperation
 from lepton_ci.watch.prometheus import Prometheus
 from tests.conftest import parse_outputs
 from tests.support.prometheus import PrometheusServer
-from tests.support.services import free_port
 
 CONFIG = """
 models:
@@ -200,10 +200,19 @@ def test_a_malformed_prometheus_url_is_a_clear_error(url):
         assert ev.status == "error" and "cannot ask Prometheus" in ev.detail
 
 
+@pytest.fixture
+def refused_port():
+    """A loopback port that refuses connections: bound, never listening, so no server can take
+    it meanwhile (as one could a port picked with free_port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
 @pytest.mark.e2e
-def test_unreachable_prometheus_is_an_error_after_bounded_retries():
+def test_unreachable_prometheus_is_an_error_after_bounded_retries(refused_port):
     waits: list[float] = []
-    p = Prometheus(f"http://127.0.0.1:{free_port()}", timeout=1, retries=2, sleep=waits.append)
+    p = Prometheus(f"http://127.0.0.1:{refused_port}", timeout=1, retries=2, sleep=waits.append)
     ev = slo.evaluate(p, _slo(query="vector(1)", max=0))
     assert ev.status == "error" and "did not answer after 3 tries" in ev.detail
     assert waits == [0.5, 1.0]
@@ -287,11 +296,11 @@ def test_label_values_cannot_forge_workflow_commands_or_reorder_the_text(odd_pro
 
 
 @pytest.mark.unit
-def test_a_password_in_the_prometheus_url_is_never_shown(odd_prometheus):
+def test_a_password_in_the_prometheus_url_is_never_shown(odd_prometheus, refused_port):
     _Answer.body = b'{"status": "error", "error": "bad"}'
     for url in (
         f"http://watch:s3cret@127.0.0.1:{odd_prometheus.server_port}",  # refused query
-        f"http://watch:s3cret@127.0.0.1:{free_port()}",  # unreachable
+        f"http://watch:s3cret@127.0.0.1:{refused_port}",  # unreachable
     ):
         ev = slo.evaluate(Prometheus(url, retries=0, timeout=2), _slo(query="up", max=1))
         assert ev.status == "error" and "s3cret" not in ev.detail, ev
@@ -445,9 +454,11 @@ def test_errors_never_act_and_break_the_streak(tmp_path, prom):
 
 
 @pytest.mark.e2e
-def test_prometheus_down_costs_one_round_of_retries_per_evaluation_not_one_per_slo(tmp_path):
+def test_prometheus_down_costs_one_round_of_retries_per_evaluation_not_one_per_slo(
+    tmp_path, refused_port
+):
     slos = "\n".join(f"              - {{name: s{i}, query: up, max: 1}}" for i in range(3))
-    op, *_ = _watcher(tmp_path, f"http://127.0.0.1:{free_port()}", slos, for_=1)
+    op, *_ = _watcher(tmp_path, f"http://127.0.0.1:{refused_port}", slos, for_=1)
     waits: list[float] = []
     op.prometheus.sleep = waits.append
     r = op.evaluate()

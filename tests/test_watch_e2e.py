@@ -18,9 +18,9 @@ import requests
 
 from lepton_ci.core.context import Context
 from lepton_ci.watch.operation import WatchOperation
-from tests.conftest import commit_all, git, use_registry
+from tests.conftest import commit_all, first_deploy_on_free_port, git, use_registry
 from tests.support.prometheus import PrometheusServer
-from tests.support.services import free_port
+from tests.support.services import check_port
 from tests.support.traffic import Traffic, degrade_later
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +30,8 @@ UP = 'sum(rate(digits_requests_total{path="/predict"}[5s])) > 0'
 
 @pytest.fixture
 def served(tmp_path, services, monkeypatch):
-    """The example in a git repo, deploying to a free port that a fresh Prometheus scrapes."""
+    """The example in a git repo, shipped to staging on a free port that a fresh Prometheus
+    scrapes."""
     podman = services["podman"]
     for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
         monkeypatch.setenv(k, podman.env[k])
@@ -39,18 +40,18 @@ def served(tmp_path, services, monkeypatch):
         EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
     )
     use_registry(repo, services["registry"].host, services["bases"]["python"])
-    port = free_port()
     cfg = repo / "lepton.yaml"
     # Windows of seconds, not minutes: Prometheus scrapes every second here.
     cfg.write_text(
         cfg.read_text()
-        .replace("host_port: 18080", f"host_port: {port}")
         .replace("[1m]", "[5s]")
         .replace("window: 1m", "window: 5s")
         .replace("interval: 30 ", "interval: 1 ")
     )
     git(repo, "init", "-q")
     commit_all(repo, "feat: digits")
+    release(repo)
+    port, _ = first_deploy_on_free_port(repo, lambda: deploy(repo))
     prom = PrometheusServer(tmp_path / "prom", targets=[f"127.0.0.1:{port}"]).start()
     monkeypatch.setenv("LEPTON_PROMETHEUS_URL", prom.url)
     yield repo, f"http://127.0.0.1:{port}", prom
@@ -68,13 +69,25 @@ def lepton(repo, *args, timeout=180):
     )
 
 
-def ship(repo, message=None):
-    """Commit the work tree, then run, register, build and deploy it to staging."""
+def release(repo, message=None):
+    """Commit the work tree, then run, register and build it."""
     if message:
         commit_all(repo, message)
-    for args in (("run",), ("register",), ("build",), ("deploy", "staging")):
+    for args in (("run",), ("register",), ("build",)):
         p = lepton(repo, *args)
         assert p.returncode == 0, (args, p.stdout, p.stderr)
+
+
+def deploy(repo):
+    p = lepton(repo, "deploy", "staging")
+    check_port(p.stderr)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+
+
+def ship(repo, message=None):
+    """Commit the work tree, then run, register, build and deploy it to staging."""
+    release(repo, message)
+    deploy(repo)
 
 
 def serving(url):
@@ -86,8 +99,7 @@ def history(repo):
 
 
 def test_release_that_degrades_after_its_health_window_is_caught_and_reverted(served):
-    repo, url, prom = served
-    ship(repo)
+    repo, url, prom = served  # v0.1.0 serves
     degrade_later(repo / "serve.py")
     ship(repo, "perf: cache the model")
     assert serving(url) == "v0.1.1"  # it passed its deploy-time health window
@@ -133,8 +145,7 @@ def test_release_that_degrades_after_its_health_window_is_caught_and_reverted(se
 
 
 def test_healthy_release_is_left_alone_over_several_evaluations(served):
-    repo, url, prom = served
-    ship(repo)
+    repo, url, prom = served  # v0.1.0 serves
     with Traffic(url):
         prom.wait_for(UP)
         prom.wait_for("sum(increase(digits_predictions_total[5s])) > 200")

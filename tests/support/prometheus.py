@@ -1,7 +1,7 @@
 """A real Prometheus (Debian's package) on a free loopback port, scraping every second.
 
-Prometheus cannot bind port 0, so a free port is picked and the start retried if another
-process took it first.
+Prometheus cannot bind port 0, so a free port is picked and the start retried on another if
+some process took it first (on_free_port).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support.services import free_port
+from tests.support.services import check_port, on_free_port
 
 
 class PrometheusServer:
@@ -34,33 +34,35 @@ class PrometheusServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, attempts: int = 5) -> PrometheusServer:
-        for _ in range(attempts):
-            self.port = free_port()
-            log = (self.root / "prometheus.log").open("wb")
+    def start(self) -> PrometheusServer:
+        self.port = on_free_port(self._start)
+        return self
+
+    def _start(self, port: int) -> int:
+        log = self.root / "prometheus.log"
+        with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
                     "prometheus",
                     f"--config.file={self.config}",
                     f"--storage.tsdb.path={self.root / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    f"--web.listen-address=127.0.0.1:{port}",
                     "--log.level=warn",
                 ],
-                stdout=log,
+                stdout=out,
                 stderr=subprocess.STDOUT,
             )
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    if requests.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                        return self
-                except requests.RequestException:
-                    pass
-                time.sleep(0.1)
-            self.stop()  # lost the port to someone else, or slow: try another one
-        raise RuntimeError(
-            f"prometheus did not start: {(self.root / 'prometheus.log').read_text()}"
-        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).status_code == 200:
+                    return port
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        check_port(log.read_text())  # another process took the port: on_free_port tries another
+        raise RuntimeError(f"prometheus did not start: {log.read_text()}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

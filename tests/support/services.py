@@ -11,9 +11,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
@@ -22,10 +23,40 @@ BASE_ROOTFS = Path(os.environ.get("LEPTON_TEST_CACHE", "/var/cache/lepton-ci")) 
 )
 
 
+T = TypeVar("T")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class PortTaken(RuntimeError):
+    """A server could not bind the port picked for it: another process took it in between."""
+
+
+def check_port(output: str) -> None:
+    """Raise PortTaken if a server's (or podman's) error output says its port was in use."""
+    if "address already in use" in output.lower():
+        raise PortTaken(output.strip()[-500:])
+
+
+def on_free_port(start: Callable[[int], T], attempts: int = 5) -> T:
+    """`start(port)` on a free port; if the port was taken before `start` bound it, again on
+    another one (at most `attempts` times).
+
+    For servers that cannot bind port 0 and report the port they got (docker-registry,
+    Prometheus, podman's `-p` and `hostPort`): between free_port() and their bind any process
+    can take the port. `start` raises PortTaken then, and writes whatever names the port
+    (a config file, lepton.yaml's host_port) afresh on each call. Servers of our own bind port 0.
+    """
+    for _ in range(attempts - 1):
+        try:
+            return start(free_port())
+        except PortTaken:
+            pass
+    return start(free_port())
 
 
 def wait_http(
@@ -55,19 +86,10 @@ class Registry:
         root.mkdir(parents=True, exist_ok=True)
         if htpasswd:
             auth = f"auth:\n  htpasswd: {{realm: lepton-test, path: {htpasswd}}}\n"
-        # docker-registry cannot report a port it chose: a port another process took between
-        # free_port() and the bind makes it exit, and then another port is tried.
-        for attempt in range(5):
-            try:
-                self._start(root, auth)
-                return
-            except RuntimeError:
-                if attempt == 4:
-                    raise
+        self.port = on_free_port(lambda port: self._start(root, auth, port))
 
-    def _start(self, root: Path, auth: str) -> None:
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
+    def _start(self, root: Path, auth: str, port: int) -> int:
+        self.host = f"127.0.0.1:{port}"
         (root / "registry.yml").write_text(
             "version: 0.1\n"
             f"storage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n"
@@ -82,7 +104,13 @@ class Registry:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_http(f"http://{self.host}/v2/", proc=self.proc)
+        try:
+            wait_http(f"http://{self.host}/v2/", proc=self.proc)
+        except RuntimeError:
+            self.log.close()
+            check_port((root / "registry.log").read_text())
+            raise
+        return port
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -127,6 +155,7 @@ class Podman:
             input=input.decode() if input else None,
         )
         if check and proc.returncode != 0:
+            check_port(proc.stderr)  # `run -p`, `kube play` with a hostPort
             raise RuntimeError(f"podman {' '.join(args)} failed: {proc.stderr.strip()[-2000:]}")
         return proc
 
