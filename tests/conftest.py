@@ -32,6 +32,7 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     for key in list(os.environ):
         if key.startswith(("GITHUB_", "LEPTON_", "RUNNER_", "ACTIONS_", "GIT_")):
             monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)  # caches (compiled templates) in HOME
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")

@@ -178,6 +178,25 @@ def test_user_template_and_missing_template(carded, cli):
     assert code == 1 and "template" in err and "not found" in err
 
 
+def test_compiled_templates_are_kept_between_runs_and_follow_edits(carded, isolated_env):
+    import subprocess
+    import sys
+
+    (carded / "card.j2").write_text("first {{ record.model }}\n")
+    cfg = carded / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("license: mit", "license: mit\n      template: card.j2"))
+
+    def card() -> str:
+        cmd = [sys.executable, "-m", "lepton_ci", "card", "--print"]
+        return subprocess.run(cmd, cwd=carded, capture_output=True, text=True, check=True).stdout
+
+    assert card().startswith("first toy")
+    kept = list((isolated_env / ".cache" / "lepton-ci" / "jinja").iterdir())
+    assert kept, "no compiled template was kept"
+    (carded / "card.j2").write_text("second {{ record.model }}\n")  # same path, same size
+    assert card().startswith("second toy")
+
+
 def test_sandbox_blocks_template_escapes(carded, cli):
     (carded / "card.j2").write_text("{{ record.__class__.__mro__ }}\n")
     cfg = carded / "lepton.yaml"

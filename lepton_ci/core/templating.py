@@ -133,6 +133,7 @@ def _environment(search: tuple[str, ...], yaml_output: bool) -> Any:
 
     env = SandboxedEnvironment(
         loader=FileSystemLoader(list(search)),
+        bytecode_cache=_bytecode_cache(),
         undefined=StrictUndefined,
         finalize=_finalize_yaml if yaml_output else _finalize,
         keep_trailing_newline=True,
@@ -142,3 +143,20 @@ def _environment(search: tuple[str, ...], yaml_output: bool) -> Any:
     )
     env.filters.update(FILTERS)
     return env
+
+
+def _bytecode_cache() -> Any:
+    """Compiled templates kept between runs (the PR comment's takes 30 ms to compile, every
+    run). Keyed by the template's path and a checksum of its source, so an edited template is
+    compiled again. In the user's cache directory; none if that cannot be made."""
+    import os
+
+    from jinja2 import FileSystemBytecodeCache
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    directory = Path(base) / "lepton-ci" / "jinja"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return FileSystemBytecodeCache(str(directory))

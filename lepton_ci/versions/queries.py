@@ -6,6 +6,7 @@ to print: the CLI prints the same answer as a table or as JSON.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,15 @@ if TYPE_CHECKING:
 
 
 def when(ts: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+    """UTC minute of a timestamp. The date is formatted once per day: `time.gmtime` costs
+    3-4 us, and a listing of 10,000 versions spans a few hundred days."""
+    day, second = divmod(ts, 86400)
+    return f"{_date(day)} {second // 3600:02d}:{second % 3600 // 60:02d}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _date(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
 def versions(git: Git, model: str | None = None, *, include_all: bool = False) -> Table:
