@@ -315,6 +315,20 @@ def test_tag_index_that_is_damaged_or_lies_about_its_shape_is_rebuilt(toy_repo):
     assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
 
 
+@pytest.mark.parametrize("odd", ["\u2028", "\x1c", "\x85", "\r", "\x0b"])
+def test_a_subject_with_a_line_break_python_knows_does_not_hide_the_tag(toy_repo, odd):
+    message = toy_repo.parent / "message"
+    message.write_bytes(f"Register toy@v0.0.1:{odd}gates: pass\n\nbody\n".encode())
+    git(toy_repo, "tag", "-a", "--cleanup=verbatim", "-F", str(message), "toy@v0.0.1")
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.2: gates: fail", "toy@v0.0.2")
+    for _ in range(2):  # no index yet, then from the index
+        state = Registry(Git(toy_repo)).read()
+        assert [(str(v.version), v.verdict) for v in state.versions("toy")] == [
+            ("v0.0.2", "fail"),
+            ("v0.0.1", "pass"),
+        ]
+
+
 def test_runner_without_git_identity_tags_as_actions_actor(cli, toy_repo, monkeypatch, tmp_path):
     cli("run")
     empty = tmp_path / "empty.gitconfig"

@@ -38,6 +38,7 @@ _FMT = "%00".join(
         "%(contents:subject)",
         f"%(trailers:key={CACHE_KEY_TRAILER},valueonly,separator=%x2C)",
         f"%(trailers:key={PROMOTED_BY},valueonly,separator=%x2C)",
+        "",  # each line ends in NUL: a subject may hold what str.splitlines() splits at (U+2028)
     ]
 )
 
@@ -310,7 +311,7 @@ class Registry:
         of GTO's events, the Event's fields after its name (kept in the tag index)."""
         out = self.git.run(["for-each-ref", f"--format={_FMT}", *refs]).stdout
         found: dict[str, tuple[str, list[Any]]] = {}
-        for line in out.splitlines():
+        for line in out.split("\0\n"):
             parts = line.split("\0")
             if len(parts) != 7:
                 continue
