@@ -43,6 +43,11 @@ _FMT = "%00".join(
 )
 
 _ACTIONS = {a.value: a for a in Action}  # a dict lookup is 10x cheaper than Action(value)
+# The types of an Event's fields after its name, as the tag index keeps them: an entry of
+# another shape is not trusted (1 us a tag). Its values are: git wrote them, keyed by object.
+_OPT, _OPT_INT = (str, type(None)), (int, type(None))
+# model, action, commit, time, tagger, subject, version, stage, counter, cache key, actor
+_FIELD_TYPES: tuple[Any, ...] = (str, str, str, int, str, str, _OPT, _OPT, _OPT_INT, _OPT, _OPT)
 _CREATOR = re.compile(r"^(?P<name>.*?) <[^>]*> (?P<ts>\d+) [+-]\d{4}$")
 _VERDICT = re.compile(r"\bgates: (pass|fail)\b")
 
@@ -293,7 +298,11 @@ class Registry:
         for name, obj, (annotated, fields) in entries:
             if annotated:
                 tag_objects.add(obj)
-            if fields is None or (model is not None and fields[0] != model):
+            if fields is None:
+                continue
+            if len(fields) != len(_FIELD_TYPES) or not all(map(isinstance, fields, _FIELD_TYPES)):
+                raise TypeError(f"tag index entry of {name} is not an event's fields")
+            if model is not None and fields[0] != model:
                 continue
             events.append(Event(name, fields[0], _ACTIONS[fields[1]], *fields[2:]))
         # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`) peels to the inner

@@ -83,7 +83,7 @@ class TagIndex:
             if not isinstance(tags, dict):
                 return {}
             return {k: v for k, v in tags.items() if isinstance(v, list) and len(v) == 2}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return {}  # no index yet, or one we cannot trust: rebuilt from the tags
 
     def _save(self, tags: dict[str, list[Any]]) -> None:
