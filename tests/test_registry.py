@@ -346,6 +346,23 @@ def test_a_subject_with_a_line_break_python_knows_does_not_hide_the_tag(toy_repo
         ]
 
 
+def test_a_tag_of_a_tag_peels_to_the_same_commit_in_every_read(toy_repo):
+    """The inner tag may be no model's (or deleted): a read of one model does not list it."""
+    first = git(toy_repo, "rev-parse", "HEAD")
+    git(toy_repo, "tag", "-a", "-m", "a release", "release-1")
+    git(toy_repo, "commit", "-q", "--allow-empty", "-m", "fix: later")
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1", "toy@v0.0.1", "release-1")
+    git(toy_repo, "tag", "-a", "-m", "promote", "toy#prod#1", "release-1")
+    for model in (None, "toy", None):
+        state = Registry(Git(toy_repo)).read(model)
+        assert state.find("toy", "v0.0.1").sha == first
+        assert state.assignments("toy")["prod"].sha == first
+    git(toy_repo, "tag", "-d", "release-1")
+    for model in (None, "toy"):
+        state = Registry(Git(toy_repo)).read(model)
+        assert state.find("toy", "v0.0.1").sha == first
+
+
 def test_runner_without_git_identity_tags_as_actions_actor(cli, toy_repo, monkeypatch, tmp_path):
     cli("run")
     empty = tmp_path / "empty.gitconfig"

@@ -20,7 +20,7 @@ from typing import Any
 
 from lepton_ci.core.git import Git
 
-VERSION = 2
+VERSION = 3  # 3: a tag of a tag is kept peeled to its commit
 # Beyond this many unseen tags one read of the whole pattern is cheaper than naming each ref.
 _BY_NAME_MAX = 500
 
