@@ -315,6 +315,54 @@ def test_tag_index_that_is_damaged_or_lies_about_its_shape_is_rebuilt(toy_repo):
     assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
 
 
+def test_tag_index_entries_of_the_wrong_types_are_rebuilt_not_trusted(toy_repo):
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
+    Registry(Git(toy_repo)).read()
+    index = toy_repo / ".git" / "lepton-ci" / "tags.json"
+    data = json.loads(index.read_text())
+    (obj, (name, (annotated, fields))) = next(iter(data["tags"].items()))
+    # the right shape, a value of the wrong type: a version, subject or model that is a number
+    for at, value in ((6, 1), (5, 42), (0, 7), (3, "noon"), (10, ["x"])):
+        lie = [*fields[:at], value, *fields[at + 1 :]]
+        index.write_text(json.dumps({**data, "tags": {obj: [name, [annotated, lie]]}}))
+        state = Registry(Git(toy_repo)).read("toy")
+        assert [(str(v.version), v.verdict) for v in state.versions("toy")] == [("v0.0.1", "pass")]
+    # JSON nested deeper than Python's parser recurses
+    index.write_text('{"version": 2, "tags": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
+
+
+@pytest.mark.parametrize("odd", ["\u2028", "\x1c", "\x85", "\r", "\x0b"])
+def test_a_subject_with_a_line_break_python_knows_does_not_hide_the_tag(toy_repo, odd):
+    message = toy_repo.parent / "message"
+    message.write_bytes(f"Register toy@v0.0.1:{odd}gates: pass\n\nbody\n".encode())
+    git(toy_repo, "tag", "-a", "--cleanup=verbatim", "-F", str(message), "toy@v0.0.1")
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.2: gates: fail", "toy@v0.0.2")
+    for _ in range(2):  # no index yet, then from the index
+        state = Registry(Git(toy_repo)).read()
+        assert [(str(v.version), v.verdict) for v in state.versions("toy")] == [
+            ("v0.0.2", "fail"),
+            ("v0.0.1", "pass"),
+        ]
+
+
+def test_a_tag_of_a_tag_peels_to_the_same_commit_in_every_read(toy_repo):
+    """The inner tag may be no model's (or deleted): a read of one model does not list it."""
+    first = git(toy_repo, "rev-parse", "HEAD")
+    git(toy_repo, "tag", "-a", "-m", "a release", "release-1")
+    git(toy_repo, "commit", "-q", "--allow-empty", "-m", "fix: later")
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1", "toy@v0.0.1", "release-1")
+    git(toy_repo, "tag", "-a", "-m", "promote", "toy#prod#1", "release-1")
+    for model in (None, "toy", None):
+        state = Registry(Git(toy_repo)).read(model)
+        assert state.find("toy", "v0.0.1").sha == first
+        assert state.assignments("toy")["prod"].sha == first
+    git(toy_repo, "tag", "-d", "release-1")
+    for model in (None, "toy"):
+        state = Registry(Git(toy_repo)).read(model)
+        assert state.find("toy", "v0.0.1").sha == first
+
+
 def test_runner_without_git_identity_tags_as_actions_actor(cli, toy_repo, monkeypatch, tmp_path):
     cli("run")
     empty = tmp_path / "empty.gitconfig"

@@ -7,7 +7,7 @@ import re
 import secrets
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import RegistryError
@@ -34,14 +34,21 @@ _FMT = "%00".join(
         "%(refname:strip=2)",
         "%(objectname)",
         "%(*objectname)",
+        "%(*objecttype)",
         "%(creator)",
         "%(contents:subject)",
         f"%(trailers:key={CACHE_KEY_TRAILER},valueonly,separator=%x2C)",
         f"%(trailers:key={PROMOTED_BY},valueonly,separator=%x2C)",
+        "",  # each line ends in NUL: a subject may hold what str.splitlines() splits at (U+2028)
     ]
 )
 
 _ACTIONS = {a.value: a for a in Action}  # a dict lookup is 10x cheaper than Action(value)
+# The types of an Event's fields after its name, as the tag index keeps them: an entry of
+# another shape is not trusted (1 us a tag). Its values are: git wrote them, keyed by object.
+_OPT, _OPT_INT = (str, type(None)), (int, type(None))
+# model, action, commit, time, tagger, subject, version, stage, counter, cache key, actor
+_FIELD_TYPES: tuple[Any, ...] = (str, str, str, int, str, str, _OPT, _OPT, _OPT_INT, _OPT, _OPT)
 _CREATOR = re.compile(r"^(?P<name>.*?) <[^>]*> (?P<ts>\d+) [+-]\d{4}$")
 _VERDICT = re.compile(r"\bgates: (pass|fail)\b")
 
@@ -288,21 +295,14 @@ class Registry:
 
     def _state(self, entries: list[tuple[str, str, list[Any]]], model: str | None) -> RegistryState:
         events = []
-        tag_objects: set[str] = set()  # objects of annotated tags, to spot tags of tags
-        for name, obj, (annotated, fields) in entries:
-            if annotated:
-                tag_objects.add(obj)
-            if fields is None or (model is not None and fields[0] != model):
+        for name, _, (_, fields) in entries:
+            if fields is None:
+                continue
+            if len(fields) != len(_FIELD_TYPES) or not all(map(isinstance, fields, _FIELD_TYPES)):
+                raise TypeError(f"tag index entry of {name} is not an event's fields")
+            if model is not None and fields[0] != model:
                 continue
             events.append(Event(name, fields[0], _ACTIONS[fields[1]], *fields[2:]))
-        # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`) peels to the inner
-        # tag object, which is itself one of the tag objects read above: peel those to commits.
-        events = [
-            replace(e, sha=self.git.out("rev-parse", f"{e.tag}^{{commit}}"))
-            if e.sha in tag_objects
-            else e
-            for e in events
-        ]
         return RegistryState(events)
 
     def _describe(self, refs: list[str]) -> dict[str, tuple[str, list[Any]]]:
@@ -310,12 +310,17 @@ class Registry:
         of GTO's events, the Event's fields after its name (kept in the tag index)."""
         out = self.git.run(["for-each-ref", f"--format={_FMT}", *refs]).stdout
         found: dict[str, tuple[str, list[Any]]] = {}
-        for line in out.splitlines():
+        for line in out.split("\0\n"):
             parts = line.split("\0")
-            if len(parts) != 7:
+            if len(parts) != 8:
                 continue
-            name, obj, peeled, creator, subject, cache_key, actor = parts
+            name, obj, peeled, kind, creator, subject, cache_key, actor = parts
             parsed = tags.parse(name) if peeled else None  # lightweight: GTO skips it
+            if parsed and kind == "tag":
+                # A tag of a tag (made by hand, e.g. `git tag -a m#prod#3 m@v1.0.0`): peel it
+                # here, where the inner tag need not be listed (another model's, or deleted).
+                proc = self.git.run(["rev-parse", f"{obj}^{{commit}}"], check=False)
+                peeled = proc.stdout.strip() or peeled
             m = _CREATOR.match(creator)
             fields = parsed and [
                 parsed.model,

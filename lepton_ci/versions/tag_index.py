@@ -20,7 +20,7 @@ from typing import Any
 
 from lepton_ci.core.git import Git
 
-VERSION = 2
+VERSION = 3  # 3: a tag of a tag is kept peeled to its commit
 # Beyond this many unseen tags one read of the whole pattern is cheaper than naming each ref.
 _BY_NAME_MAX = 500
 
@@ -83,7 +83,7 @@ class TagIndex:
             if not isinstance(tags, dict):
                 return {}
             return {k: v for k, v in tags.items() if isinstance(v, list) and len(v) == 2}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return {}  # no index yet, or one we cannot trust: rebuilt from the tags
 
     def _save(self, tags: dict[str, list[Any]]) -> None:
