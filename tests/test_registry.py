@@ -308,6 +308,13 @@ def test_tag_index_that_is_damaged_or_lies_about_its_shape_is_rebuilt(toy_repo):
     ):
         index.write_text(json.dumps({**data, "tags": {obj: entry}}))
         assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
+    # what this lepton-ci wrote is trusted (the index is a cache in .git); what another
+    # release wrote is not: its entries were derived by other code
+    lie = [name, [annotated, [*fields[:5], "Register toy@v0.0.1: gates: fail", *fields[6:]]]]
+    index.write_text(json.dumps({**data, "tags": {obj: lie}}))
+    assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "fail"
+    index.write_text(json.dumps({**data, "version": "3/lepton-ci 0.0.1", "tags": {obj: lie}}))
+    assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
     # an index that cannot be written (here its directory is a file) does not stop a read
     index.unlink()
     index.parent.rmdir()

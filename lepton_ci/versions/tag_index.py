@@ -18,9 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lepton_ci import __version__
 from lepton_ci.core.git import Git
 
 VERSION = 3  # 3: a tag of a tag is kept peeled to its commit
+# Entries are derived by this lepton-ci's code (GTO grammar, trailer checks), and workflows
+# restore the index from actions/cache across upgrades: another release rebuilds it.
+_WRITER = f"{VERSION}/lepton-ci {__version__}"
 # Beyond this many unseen tags one read of the whole pattern is cheaper than naming each ref.
 _BY_NAME_MAX = 500
 
@@ -79,7 +83,7 @@ class TagIndex:
             return {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            tags = data["tags"] if data.get("version") == VERSION else {}
+            tags = data["tags"] if data.get("version") == _WRITER else {}
             if not isinstance(tags, dict):
                 return {}
             return {k: v for k, v in tags.items() if isinstance(v, list) and len(v) == 2}
@@ -89,7 +93,7 @@ class TagIndex:
     def _save(self, tags: dict[str, list[Any]]) -> None:
         if self.path is None:
             return
-        data = {"version": VERSION, "tags": tags}
+        data = {"version": _WRITER, "tags": tags}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tags-")
