@@ -197,6 +197,16 @@ def test_compiled_templates_are_kept_between_runs_and_follow_edits(carded, isola
     assert card().startswith("second toy")
 
 
+def test_changelog_keeps_a_subject_with_a_line_separator_whole(carded, cli):
+    (carded / "notes.txt").write_text("n\n")
+    commit_all(carded, "docs: first part\u2028second part \x1c third")
+    assert cli("run")[0] == 0
+    code, out, err = cli("card", "--print")
+    assert code == 0, err
+    (line,) = [ln for ln in out.split("\n") if "first part" in ln]  # not splitlines()
+    assert "second part" in line and "third" in line, out
+
+
 def test_sandbox_blocks_template_escapes(carded, cli):
     (carded / "card.j2").write_text("{{ record.__class__.__mro__ }}\n")
     cfg = carded / "lepton.yaml"

@@ -309,7 +309,7 @@ def test_commit_subjects_match_git_log_with_merges(tmp_path: Path) -> None:
     site_repo.commit(repo, "s", "side two")
     site_repo.git(repo, "checkout", "-q", "main")
     base = site_repo.commit(repo, "f", "base version")
-    site_repo.commit(repo, "f", "after base")
+    site_repo.commit(repo, "f", "after base \u2028 with a line separator \x1c inside")
     site_repo.git(repo, "merge", "-q", "--no-ff", "-m", "merge side", "side")
     head = site_repo.commit(repo, "f", "head version")
     graph = Graph.read(Git(repo), [head, base])

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lepton_ci.core import templating
+from lepton_ci.core import escape, templating
 from lepton_ci.core.config import CardConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import RecordError
@@ -81,9 +81,11 @@ def changelog(git: Git, rec: Record) -> list[str]:
     if rec.baseline is None:
         return []
     out = git.run(
-        ["log", "--no-merges", "--format=%s", f"{rec.baseline.sha}..{rec.git.sha}"], check=False
+        ["log", "--no-merges", "--format=%s%x00", f"{rec.baseline.sha}..{rec.git.sha}"],
+        check=False,
     )
-    return [s for s in out.stdout.splitlines() if s.strip()]
+    # NUL-separated: a subject may hold U+2028 or \x1c, which str.splitlines() splits at
+    return [escape.clean_line(s.strip("\n")) for s in out.stdout.split("\0") if s.strip()]
 
 
 def render(ctx: Context, rec: Record) -> str:

@@ -32,11 +32,13 @@ class Graph:
         if not revs:
             return cls({})
         out = git.run(
-            ["log", "--topo-order", "--format=%H%x00%ct%x00%P%x00%s", "--stdin"],
+            ["log", "--topo-order", "--format=%H%x00%ct%x00%P%x00%s%x00", "--stdin"],
             input="\n".join(revs) + "\n",
         ).stdout
         commits: dict[str, Commit] = {}
-        for line in out.splitlines():
+        # each commit ends in NUL and newline: a subject may hold U+2028 or \x1c, which
+        # str.splitlines() would split at
+        for line in out.split("\0\n"):
             parts = line.split("\0")
             if len(parts) == 4:
                 sha, ts, parents, subject = parts
