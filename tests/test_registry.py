@@ -514,3 +514,31 @@ def test_the_registry_is_read_once_per_command_until_refs_change(toy_repo):
     reg.create_tag("toy@v9.9.9", git(toy_repo, "rev-parse", "HEAD"), "Register toy@v9.9.9\n")
     assert [v.tag for v in Registry(g).read("toy").versions("toy")] == ["toy@v9.9.9"]
     assert listings() == 2
+
+
+def test_reads_pause_the_garbage_collector_and_always_resume_it(toy_repo):
+    import gc
+
+    from lepton_ci.core.gcpause import gc_paused
+
+    seen = []
+
+    @gc_paused
+    def inner(fail: bool) -> None:
+        seen.append(gc.isenabled())
+        if fail:
+            raise RuntimeError("boom")
+
+    assert gc.isenabled()
+    inner(False)
+    with pytest.raises(RuntimeError):
+        inner(True)
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()  # a caller that paused it keeps it paused
+    try:
+        inner(False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
+    assert Registry(Git(toy_repo)).read().versions("toy") and gc.isenabled()

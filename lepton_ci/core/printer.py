@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from lepton_ci.core.escape import log_text
+from lepton_ci.core.gcpause import gc_paused
 
 
 class Table:
@@ -35,6 +36,7 @@ class Table:
             self._records = self._records()
         return self._records
 
+    @gc_paused
     def text(self) -> str:
         if not self.rows:
             return self.empty

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import RegistryError
+from lepton_ci.core.gcpause import gc_paused
 from lepton_ci.core.git import Git
 from lepton_ci.core.printer import Table
 from lepton_ci.versions.grammar import Action, shortcut
@@ -33,6 +34,7 @@ def _date(day: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
+@gc_paused
 def versions(git: Git, model: str | None = None, *, include_all: bool = False) -> Table:
     """Registered versions with their stages, as `gto show` lists them: a stage assigned to a
     commit never registered shows as that commit; deprecated models only with `include_all`
@@ -107,6 +109,7 @@ def _version_row(
     return name, f"{sha[:10]} (unregistered)", stages, "-", when(e.time), e.actor or e.who, sha[:10]
 
 
+@gc_paused
 def history(git: Git, model: str | None = None) -> Table:
     """Every registry event, oldest first; a stage event names the version on its commit (or
     the commit itself, as GTO does), and who promoted when the tag says so."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import RegistryError
+from lepton_ci.core.gcpause import gc_paused
 from lepton_ci.core.git import Git
 from lepton_ci.core.names import in_tag
 from lepton_ci.core.semver import Version
@@ -150,6 +151,7 @@ class RegistryState:
             self._registered_by_model[model] = self._registered(model)
         return self._registered_by_model[model]
 
+    @gc_paused
     def _view(self, model: str) -> tuple[dict[str, VersionInfo], dict[str, Assignment]]:
         if model not in self._views:
             registered = self._registered_view(model)
@@ -160,6 +162,7 @@ class RegistryState:
             self._views[model] = (registered, assigned)
         return self._views[model]
 
+    @gc_paused
     def versions(self, model: str, *, include_deregistered: bool = False) -> list[VersionInfo]:
         """Newest first, each with the stages it holds."""
         if model not in self._sorted:
@@ -271,6 +274,7 @@ class Registry:
                 )
             return None
 
+    @gc_paused
     def read(self, model: str | None = None) -> RegistryState:
         """Names, objects, dates, subjects and cache keys of the tags, in one git call (read
         once per command: the answer is kept until a git call changes refs). No record is
