@@ -172,3 +172,12 @@ def test_registry_listings_do_not_import_pydantic(cli, toy_repo):
         [sys.executable, "-c", code], cwd=toy_repo, capture_output=True, text=True, check=True
     )
     assert "toy@v0.1.0" in out.stdout and "PYDANTIC=False" in out.stdout, out.stdout
+    # `show` parses a record (pydantic), but builds no config models for it
+    code = (
+        "import sys\nfrom lepton_ci.cli import main\nassert main(['show', 'toy']) == 0\n"
+        "print('CONFIG=' + str('lepton_ci.core.config' in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=toy_repo, capture_output=True, text=True, check=True
+    )
+    assert "CONFIG=False" in out.stdout, out.stdout

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lepton_ci.core.config import Gate
 from lepton_ci.core.record import GateResult
 
-_INFO = Gate(informational=True)
+if TYPE_CHECKING:  # at run time only when a metric has no gate: `show` need not build config
+    from lepton_ci.core.config import Gate
+
+
+@functools.cache
+def _informational() -> Gate:
+    from lepton_ci.core.config import Gate
+
+    return Gate(informational=True)
 
 
 def _fmt(x: float) -> str:
@@ -18,7 +26,7 @@ def _fmt(x: float) -> str:
 def evaluate_metric(
     name: str, candidate: float | None, baseline: float | None, gate: Gate | None
 ) -> GateResult:
-    g = gate or _INFO  # a metric without a declared gate is shown, never judged
+    g = gate or _informational()  # a metric without a declared gate is shown, never judged
     reasons: list[str] = []
     failed = False
     delta = delta_pct = None
