@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from lepton_ci.core import atomic
+
 ALGO = "blake3"
 _CHUNK = 8 * 1024 * 1024
 _MMAP_FROM = 64 * 1024 * 1024
@@ -100,10 +102,7 @@ class StatCache:
     def save(self) -> None:
         if self.path is None or not self._dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self._entries, separators=(",", ":")), encoding="utf-8")
-        tmp.replace(self.path)
+        atomic.write_text(self.path, json.dumps(self._entries, separators=(",", ":")))
         self._dirty = False
 
 

@@ -7,7 +7,6 @@ annotations) reads this one document. Its JSON schema ships in the package and i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ from pydantic import (
     model_serializer,
 )
 
+from lepton_ci.core import atomic
 from lepton_ci.core.errors import RecordError
 from lepton_ci.core.hashing import hash_bytes
 
@@ -185,7 +185,4 @@ def load(path: Path, *, hint: str = "re-create it with `lepton-ci run`") -> Reco
 
 def save(record: Record, path: Path) -> None:
     """Write atomically: a reader never sees half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(record.to_json(), encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, record.to_json())

@@ -7,7 +7,6 @@ repaired by the next command), deployed, failed, superseded, rolled-back.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from lepton_ci.core import atomic
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.filelock import exclusive
 
@@ -87,11 +87,9 @@ class FileStore:
         return sorted(revs, key=lambda r: r.number)
 
     def save(self, rev: Revision) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"revision-{rev.number:05d}.json"
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(rev.model_dump_json(indent=2))
-        tmp.replace(path)
+        atomic.write_text(
+            self.dir / f"revision-{rev.number:05d}.json", rev.model_dump_json(indent=2)
+        )
 
     @contextmanager
     def lock(self, timeout: float) -> Iterator[None]:

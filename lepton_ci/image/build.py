@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from lepton_ci.core import atomic
 from lepton_ci.core.config import ImageConfig, ModelConfig
 from lepton_ci.core.errors import LeptonError, RecordError
 from lepton_ci.core.git import Git
@@ -128,10 +129,7 @@ class LayerIndex:
     def save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries, sort_keys=True))
-        tmp.replace(self.path)
+        atomic.write_text(self.path, json.dumps(self.entries, sort_keys=True))
 
 
 class LayersBuilder:

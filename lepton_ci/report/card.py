@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lepton_ci.core import escape, templating
+from lepton_ci.core import atomic, escape, templating
 from lepton_ci.core.config import CardConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import RecordError
@@ -134,10 +134,7 @@ def card_path(ctx: Context, rec: Record) -> Path:
 def write(ctx: Context, rec: Record, out: Path | None = None) -> Card:
     text = render(ctx, rec)
     path = out or card_path(ctx, rec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, text)
     return Card(path, text)
 
 

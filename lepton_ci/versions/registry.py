@@ -210,7 +210,6 @@ class RegistryState:
 
     def version_at(self, model: str, sha: str) -> str | None:
         """The version registered on a commit (the newest), as GTO names stage events."""
-        self._view(model)
         on = self._newest_on(model).get(sha)
         return str(on.version) if on else None
 

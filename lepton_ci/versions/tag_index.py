@@ -11,14 +11,14 @@ unreadable or unwritable, it is rebuilt from the tags.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lepton_ci import __version__
+from lepton_ci.core import atomic
 from lepton_ci.core.git import Git
 
 VERSION = 3  # 3: a tag of a tag is kept peeled to its commit
@@ -94,14 +94,9 @@ class TagIndex:
         if self.path is None:
             return
         data = {"version": _WRITER, "tags": tags}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tags-")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
-            Path(tmp).replace(self.path)  # readers see the old index or the new, never half
-        except OSError:
-            pass  # a read-only repository still reads its tags, just not faster next time
+        # A read-only repository still reads its tags, just not faster next time.
+        with contextlib.suppress(OSError):
+            atomic.write_text(self.path, json.dumps(data, separators=(",", ":")))
 
 
 def _index_path(git: Git) -> Path | None:
