@@ -7,7 +7,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -171,6 +171,26 @@ def use_registry(repo: Path, registry: str, base: str) -> str:
         .replace("name: 127.0.0.1:5000/", f"name: {prefix}/")
         .replace("127.0.0.1:5000", registry)
     )
+    return prefix
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
+
+
+def example_repo(
+    repo: Path, services: dict[str, Any], edit: Callable[[Path], None] | None = None
+) -> str:
+    """The digits example, committed in a new git repository at `repo`, its lepton.yaml on
+    this session's registry and base image (`edit(lepton.yaml)` runs before the commit).
+    Returns REGISTRY/NAMESPACE, the prefix of its image name."""
+    shutil.copytree(
+        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
+    )
+    prefix = use_registry(repo, services["registry"].host, services["bases"]["python"])
+    if edit is not None:
+        edit(repo / "lepton.yaml")
+    git(repo, "init", "-q")
+    commit_all(repo, "feat: digits")
     return prefix
 
 

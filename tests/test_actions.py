@@ -80,10 +80,7 @@ def released(tmp_path, services, capsys, venv, workflow, port):
     podman = services["podman"]
     env = {
         "LEPTON_VENV": str(venv),
-        **{
-            k: podman.env[k]
-            for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
-        },
+        **podman.config_env,
     }
     return ws, remote, env
 
@@ -197,10 +194,7 @@ def push_to_main(tmp_path, port, *, home, venv, action, services):
     env = {
         "LEPTON_VENV": str(venv),
         "LEPTON_TEST_ACTIONS_CACHE": str(tmp_path / "actions-cache"),
-        **{
-            k: podman.env[k]
-            for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
-        },
+        **podman.config_env,
     }
     payload = events.push("refs/heads/main", git(ws, "rev-parse", "HEAD"))
     try:

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +13,10 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import Cli, commit_all, first_deploy_on_free_port, git, use_registry
+from tests.conftest import EXAMPLE, Cli, commit_all, example_repo, first_deploy_on_free_port
 from tests.support.services import check_port
 
 pytestmark = pytest.mark.e2e
-EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
 WRONG = (
     "        preds = [self.model.predict([float(v) for v in x]) for x in instances]",
     "        preds = [(self.model.predict([float(v) for v in x]) + 1) % 10 for x in instances]",
@@ -54,15 +52,10 @@ class Site:
 @pytest.fixture
 def site(tmp_path, services, monkeypatch, capsys):
     podman = services["podman"]
-    for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
-        monkeypatch.setenv(k, podman.env[k])
+    for k, v in podman.config_env.items():
+        monkeypatch.setenv(k, v)
     repo = tmp_path / "digits"
-    shutil.copytree(
-        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
-    )
-    use_registry(repo, services["registry"].host, services["bases"]["python"])
-    git(repo, "init", "-q")
-    commit_all(repo, "feat: digits")
+    example_repo(repo, services)
     yield Site(repo, Cli(repo, capsys))
     podman("pod", "rm", "-af", "-t", "0", check=False)
 

@@ -1,10 +1,8 @@
 """Image builds against a real registry, checked with skopeo and run with podman."""
 
 import json
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -12,23 +10,17 @@ import yaml
 
 from lepton_ci.core.oci_client import OCIClient, client_factory
 from lepton_ci.image import layers as oci
-from tests.conftest import Cli, commit_all, git, point_image_at, set_params, use_registry
+from tests.conftest import Cli, commit_all, example_repo, git, point_image_at, set_params
 from tests.support.fault_proxy import FaultProxy, Rule
 from tests.support.services import on_free_port
 
 pytestmark = pytest.mark.e2e
-EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
 
 
 @pytest.fixture
 def digits(tmp_path, services, capsys):
     repo = tmp_path / "digits"
-    shutil.copytree(
-        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
-    )
-    prefix = use_registry(repo, services["registry"].host, services["bases"]["python"])
-    git(repo, "init", "-q")
-    commit_all(repo, "feat: digits")
+    prefix = example_repo(repo, services)
     cli = Cli(repo, capsys)
     cli.reg = prefix  # REGISTRY/NAMESPACE: this test's own repositories
     assert cli("run")[0] == 0

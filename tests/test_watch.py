@@ -25,7 +25,7 @@ from lepton_ci.deploy.releases import FileStore, history_text
 from lepton_ci.watch import slo
 from lepton_ci.watch.operation import Round, WatchOperation
 from lepton_ci.watch.prometheus import Prometheus
-from tests.conftest import parse_outputs
+from tests.conftest import EXAMPLE, parse_outputs
 from tests.support.prometheus import PrometheusServer
 
 CONFIG = """
@@ -540,9 +540,6 @@ def _rendered(tmp_path):
     release = Release("digits", "v0.1.0", "r/digits@sha256:" + "1" * 64, "d", 3)
     text = manifests.render("staging", deploy.environments["staging"], deploy, release, root)
     return {d["kind"]: d for d in yaml.safe_load_all(text)}
-
-
-EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
 
 
 @pytest.mark.e2e

@@ -6,25 +6,22 @@ alone over several evaluations; Prometheus being down is reported and is not a b
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import requests
 
 from lepton_ci.core.context import Context
 from lepton_ci.watch.operation import WatchOperation
-from tests.conftest import commit_all, first_deploy_on_free_port, git, use_registry
+from tests.conftest import commit_all, example_repo, first_deploy_on_free_port
 from tests.support.prometheus import PrometheusServer
 from tests.support.services import check_port
 from tests.support.traffic import Traffic, degrade_later
 
 pytestmark = pytest.mark.e2e
-EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
 UP = 'sum(rate(digits_requests_total{path="/predict"}[5s])) > 0'
 
 
@@ -33,23 +30,19 @@ def served(tmp_path, services, monkeypatch):
     """The example in a git repo, shipped to staging on a free port that a fresh Prometheus
     scrapes."""
     podman = services["podman"]
-    for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
-        monkeypatch.setenv(k, podman.env[k])
+    for k, v in podman.config_env.items():
+        monkeypatch.setenv(k, v)
     repo = tmp_path / "digits"
-    shutil.copytree(
-        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
-    )
-    use_registry(repo, services["registry"].host, services["bases"]["python"])
-    cfg = repo / "lepton.yaml"
-    # Windows of seconds, not minutes: Prometheus scrapes every second here.
-    cfg.write_text(
-        cfg.read_text()
-        .replace("[1m]", "[5s]")
-        .replace("window: 1m", "window: 5s")
-        .replace("interval: 30 ", "interval: 1 ")
-    )
-    git(repo, "init", "-q")
-    commit_all(repo, "feat: digits")
+
+    def seconds(cfg):  # windows of seconds, not minutes: Prometheus scrapes every second here
+        cfg.write_text(
+            cfg.read_text()
+            .replace("[1m]", "[5s]")
+            .replace("window: 1m", "window: 5s")
+            .replace("interval: 30 ", "interval: 1 ")
+        )
+
+    example_repo(repo, services, seconds)
     release(repo)
     port, _ = first_deploy_on_free_port(repo, lambda: deploy(repo))
     prom = PrometheusServer(tmp_path / "prom", targets=[f"127.0.0.1:{port}"]).start()

@@ -133,12 +133,13 @@ class Podman:
             "unqualified-search-registries = []\n"
             + "".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in registries)
         )
-        self.env = {
-            **os.environ,
+        # what a podman run elsewhere (lepton-ci, act) needs to use this engine's config
+        self.config_env = {
             "CONTAINERS_CONF": str(root / "containers.conf"),
             "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
             "CONTAINERS_REGISTRIES_CONF": str(root / "registries.conf"),
         }
+        self.env = {**os.environ, **self.config_env}
         self.socket = root / "podman.sock"
         self.service: subprocess.Popen[bytes] | None = None
 
