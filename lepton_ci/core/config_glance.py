@@ -18,6 +18,9 @@ def names_environment(explicit: str | None, name: str) -> bool:
 
     try:
         path = find_config(explicit)
+    except ConfigError:
+        return False
+    try:
         text = yamlfile.read_text(path, "config", ConfigError, max_bytes=MAX_BYTES)
         data, _ = yamlfile.load(text, str(path), "config", ConfigError)
         models = data["models"]
@@ -32,7 +35,7 @@ def names_environment(explicit: str | None, name: str) -> bool:
     from lepton_ci.core.config import load
 
     try:
-        cfg = load(find_config(explicit)).config
+        cfg = load(path).config
     except ConfigError:
         return False
     return name not in cfg.models and any(

@@ -74,7 +74,6 @@ def resolve(
     head = git.head()
     reg = Registry(git)
     state = reg.read(model)
-    sha_of = {e.tag: e.sha for e in state.history(model)}
     # registered, not deregistered, annotated tags only; a tag on HEAD is this very version
     newest_first = [v for v in state.versions(model) if base_ref or v.sha != head]
     shallow = git.is_shallow()
@@ -85,7 +84,7 @@ def resolve(
             continue
         failed = _failed_gates(reg, v.tag)
         if failed is None:
-            best = (v.version, v.tag)
+            best = v
             break
         if on_skip is not None:
             on_skip(f"{v.tag} failed its gates ({failed}), so it is not the baseline")
@@ -96,7 +95,7 @@ def resolve(
             v
             for v in newest_first
             if not reachable(v.tag, v.sha)
-            and (best is None or v.version.sort_key() > best[0].sort_key())
+            and (best is None or v.version.sort_key() > best.version.sort_key())
         ]
         if unknown:
             raise BaselineError(
@@ -108,9 +107,8 @@ def resolve(
         _check_remote_tags(git, model)
     if best is None:
         return None
-    version, name = best
     why = f"newest {model} version that passed its gates, reachable from {how}"
-    return Resolved(name, version, sha_of[name], target, why)
+    return Resolved(best.tag, best.version, best.sha, target, why)
 
 
 class _Reachable:
