@@ -27,7 +27,9 @@ SCHEMA_VERSION: Literal[1] = 1
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Validators are built on first use (see core/config.Strict): `show` validates one Record,
+    # it need not build a validator for each of the record's dozen parts at import.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class GitInfo(_Model):
