@@ -15,6 +15,7 @@ import pytest
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.errors import ConfigError, Interrupted, RecordError
 from lepton_ci.core.git import Git
+from lepton_ci.run import commands
 from lepton_ci.run.commands import Result, run_command
 from lepton_ci.run.lock import worktree_lock
 from lepton_ci.versions import message
@@ -277,6 +278,27 @@ def test_ctrl_c_stops_training_and_records_nothing(toy_repo):
 def test_a_command_killed_by_a_signal_says_so():
     assert Result(-9, "", 0.0, []).status() == "was killed by signal 9 (SIGKILL)"
     assert Result(3, "", 0.0, []).status() == "exited with code 3"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_the_exit_is_seen_in_slices_with_or_without_a_pidfd(pidfd):
+    """A child's exit wakes the wait (Linux: a pidfd); elsewhere Popen's polling stands in.
+    Either way a slice that ends first says "still running"."""
+    gate = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(7)"],
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    waiter = commands._Exit(gate)
+    if not pidfd:
+        waiter.close()
+    assert (waiter.fd is not None) == pidfd
+    assert waiter.wait(0.05) is None  # blocked on its stdin
+    assert gate.stdin is not None
+    gate.stdin.close()
+    assert waiter.wait(30) == 7
+    waiter.close()
 
 
 @pytest.mark.unit

@@ -33,7 +33,8 @@ _FOOTER = re.compile(r"^<sub>.*</sub>$", re.MULTILINE)
 
 
 class Point(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # validators built on first use, as core/config.Strict says
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     label: str = Field(max_length=80)
     value: float
 
@@ -41,7 +42,7 @@ class Point(BaseModel):
 class BundleMeta(BaseModel):
     """Facts about the run that produced a bundle; validated before a trusted job uses them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     model: str = Field(pattern=MODEL_RE.pattern, max_length=200)  # GTO's grammar
     workflow: str = Field(max_length=200)
     head_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
