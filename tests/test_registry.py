@@ -310,7 +310,7 @@ def test_tag_index_that_is_damaged_or_lies_about_its_shape_is_rebuilt(toy_repo):
         assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
     # what this lepton-ci wrote is trusted (the index is a cache in .git); what another
     # release wrote is not: its entries were derived by other code
-    lie = [name, [annotated, [*fields[:5], "Register toy@v0.0.1: gates: fail", *fields[6:]]]]
+    lie = [name, [annotated, [*fields[:5], "fail", *fields[6:]]]]
     index.write_text(json.dumps({**data, "tags": {obj: lie}}))
     assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "fail"
     index.write_text(json.dumps({**data, "version": "3/lepton-ci 0.0.1", "tags": {obj: lie}}))
@@ -328,8 +328,9 @@ def test_tag_index_entries_of_the_wrong_types_are_rebuilt_not_trusted(toy_repo):
     index = toy_repo / ".git" / "lepton-ci" / "tags.json"
     data = json.loads(index.read_text())
     (obj, (name, (annotated, fields))) = next(iter(data["tags"].items()))
-    # the right shape, a value of the wrong type: a version, subject or model that is a number
-    for at, value in ((6, 1), (5, 42), (0, 7), (3, "noon"), (10, ["x"])):
+    # the right shape, a value of the wrong type: a version, verdict or model that is a number,
+    # a time that is a string or a boolean (which isinstance would take for an int)
+    for at, value in ((6, 1), (5, 42), (0, 7), (3, "noon"), (3, True), (10, ["x"])):
         lie = [*fields[:at], value, *fields[at + 1 :]]
         index.write_text(json.dumps({**data, "tags": {obj: [name, [annotated, lie]]}}))
         state = Registry(Git(toy_repo)).read("toy")

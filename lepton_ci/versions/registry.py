@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import secrets
@@ -47,9 +48,12 @@ _FMT = "%00".join(
 _ACTIONS = {a.value: a for a in Action}  # a dict lookup is 10x cheaper than Action(value)
 # The types of an Event's fields after its name, as the tag index keeps them: an entry of
 # another shape is not trusted (1 us a tag). Its values are: git wrote them, keyed by object.
-_OPT, _OPT_INT = (str, type(None)), (int, type(None))
-# model, action, commit, time, tagger, subject, version, stage, counter, cache key, actor
-_FIELD_TYPES: tuple[Any, ...] = (str, str, str, int, str, str, _OPT, _OPT, _OPT_INT, _OPT, _OPT)
+_STR, _INT, _OPT, _OPT_INT = (str,), (int,), (str, type(None)), (int, type(None))
+# model, action, commit, time, tagger, verdict, version, stage, counter, cache key, actor
+_FIELD_TYPES = (_STR, _STR, _STR, _INT, _STR, _OPT, _OPT, _OPT, _OPT_INT, _OPT, _OPT)
+# Every exact sequence of types those allow (64): one set lookup checks an entry (and a bool,
+# which isinstance would take for an int, fails it).
+_SIGNATURES = frozenset(itertools.product(*_FIELD_TYPES))
 _CREATOR = re.compile(r"^(?P<name>.*?) <[^>]*> (?P<ts>\d+) [+-]\d{4}$")
 _VERDICT = re.compile(r"\bgates: (pass|fail)\b")
 
@@ -64,7 +68,7 @@ class Event:
     sha: str
     time: int
     who: str
-    subject: str
+    verdict: str | None  # `gates: pass|fail` from a version tag's subject, as lepton-ci writes it
     version: str | None = None
     stage: str | None = None
     counter: int | None = None
@@ -132,15 +136,8 @@ class RegistryState:
         out: dict[str, VersionInfo] = {}
         for e in self.history(model):
             if e.action is Action.REGISTER and e.version:
-                m = _VERDICT.search(e.subject)
                 out[e.version] = VersionInfo(
-                    model,
-                    Version.parse(e.version),
-                    e.tag,
-                    e.sha,
-                    e.time,
-                    e.who,
-                    m[1] if m else None,
+                    model, Version.parse(e.version), e.tag, e.sha, e.time, e.who, e.verdict
                 )
             elif e.action is Action.DEREGISTER and e.version in out:
                 out[e.version].deregistered = True
@@ -301,7 +298,7 @@ class Registry:
         for name, _, (_, fields) in entries:
             if fields is None:
                 continue
-            if len(fields) != len(_FIELD_TYPES) or not all(map(isinstance, fields, _FIELD_TYPES)):
+            if tuple(map(type, fields)) not in _SIGNATURES:
                 raise TypeError(f"tag index entry of {name} is not an event's fields")
             if model is not None and fields[0] != model:
                 continue
@@ -325,13 +322,14 @@ class Registry:
                 proc = self.git.run(["rev-parse", f"{obj}^{{commit}}"], check=False)
                 peeled = proc.stdout.strip() or peeled
             m = _CREATOR.match(creator)
+            verdict = _VERDICT.search(subject)
             fields = parsed and [
                 parsed.model,
                 parsed.action.value,
                 peeled,
                 int(m["ts"]) if m else 0,
                 m["name"] if m else "",
-                subject,
+                verdict[1] if verdict else None,
                 parsed.version,
                 parsed.stage,
                 parsed.counter,

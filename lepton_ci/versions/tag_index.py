@@ -1,12 +1,12 @@
 """What each tag object says, kept between commands the way git keeps its commit-graph.
 
 A tag object never changes (its name is the hash of its content), so what git prints about it
-(the commit it peels to, its tagger, subject and trailers) can be kept, keyed by the object's
-hash. Listing names and objects costs git almost nothing; opening 10,000 tag objects costs it
-most of a command. So a registry read lists names and objects, takes the rest from this index,
-and asks git only about tag objects it has not seen. The index lives in the repository's git
-directory (not the worktree: nothing to ignore, shared by worktrees) and is only a cache: lost,
-unreadable or unwritable, it is rebuilt from the tags.
+(the commit it peels to, its tagger, the verdict its subject names, its trailers) can be kept,
+keyed by the object's hash. Listing names and objects costs git almost nothing; opening 10,000
+tag objects costs it most of a command. So a registry read lists names and objects, takes the
+rest from this index, and asks git only about tag objects it has not seen. The index lives in
+the repository's git directory (not the worktree: nothing to ignore, shared by worktrees) and
+is only a cache: lost, unreadable or unwritable, it is rebuilt from the tags.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lepton_ci import __version__
 from lepton_ci.core import atomic
 from lepton_ci.core.git import Git
 
-VERSION = 3  # 3: a tag of a tag is kept peeled to its commit
+VERSION = 4  # 3: a tag of a tag is kept peeled to its commit; 4: the verdict, not the subject
 # Entries are derived by this lepton-ci's code (GTO grammar, trailer checks), and workflows
 # restore the index from actions/cache across upgrades: another release rebuilds it.
 _WRITER = f"{VERSION}/lepton-ci {__version__}"
@@ -84,9 +84,8 @@ class TagIndex:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             tags = data["tags"] if data.get("version") == _WRITER else {}
-            if not isinstance(tags, dict):
-                return {}
-            return {k: v for k, v in tags.items() if isinstance(v, list) and len(v) == 2}
+            # Entries of another shape fail where they are used, and the caller drops the index.
+            return tags if isinstance(tags, dict) else {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return {}  # no index yet, or one we cannot trust: rebuilt from the tags
 
