@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.semver import Version
 from lepton_ci.versions.grammar import Action
@@ -543,3 +544,117 @@ def test_reads_pause_the_garbage_collector_and_always_resume_it(toy_repo):
         gc.enable()
     git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
     assert Registry(Git(toy_repo)).read().versions("toy") and gc.isenabled()
+
+
+def _answers(state, model, shas):
+    """Everything a command may ask a model's state, as plain values."""
+
+    def info(v):
+        return None if v is None else (v.tag, str(v.version), v.sha, v.time, v.who, v.verdict,
+                                       v.deregistered, sorted(v.stages))  # fmt: skip
+
+    def found(version):
+        try:
+            return info(state.find(model, version))
+        except RegistryError as e:
+            return str(e)
+
+    return {
+        "models": state.models(),
+        "listed": state.models(include_deprecated=False),
+        "versions": [info(v) for v in state.versions(model)],
+        "all": [info(v) for v in state.versions(model, include_deregistered=True)],
+        "newest two": [info(v) for v in state.versions(model)[:2]],
+        "latest": info(state.latest(model)),
+        "find": {v: found(v) for v in ("v0.1.0", "v0.2.0", "v0.3.0", "v9.9.9")},
+        "stages": {s: info(v) for s, v in state.stages(model).items()},
+        "assignments": {
+            s: (a.sha, info(a.version), a.event, a.label)
+            for s, a in state.assignments(model).items()
+        },
+        "on": {sha: [info(v) for v in state.on_commit(model, sha)] for sha in shas},
+        "deprecated": state.deprecated(model),
+        "last_time": state.last_time(model),
+        "next_counter": state.next_counter(model),
+        "history": state.history(model),
+        "staging": state.stage_history(model, "staging"),
+        "at": {sha: state.version_at(model, sha) for sha in shas},
+    }
+
+
+def test_a_kept_view_answers_as_the_tags_do(toy_repo):
+    """The view a read keeps (by its listing's digest) answers every question as the state
+    derived from the tags: versions, deregistered ones, stages on versions and on commits
+    never registered, unassignments, deprecation, counters; and a new tag is seen at once."""
+    shas = []
+    t = 1_700_000_000
+
+    def tag(name, message, rev="HEAD"):
+        nonlocal t
+        t += 10
+        git(toy_repo, "tag", "-a", "-m", message, name, rev,
+            env={"GIT_COMMITTER_DATE": f"{t} +0000"})  # fmt: skip
+
+    for i, verdict in enumerate(["pass", "fail", "pass"]):
+        (toy_repo / "note.txt").write_text(str(i))
+        commit_all(toy_repo, f"fix: {i}")
+        shas.append(git(toy_repo, "rev-parse", "HEAD").strip())
+        tag(f"toy@v0.{i + 1}.0", f"Register toy@v0.{i + 1}.0: gates: {verdict}")
+    tag("toy#staging#1", "Promote", "toy@v0.1.0")
+    tag("toy#prod#2", "Promote", "toy@v0.1.0")
+    tag("toy#staging#3", "Promote", "toy@v0.3.0")
+    tag("toy@v0.3.0!#4", "deregister", "toy@v0.3.0")
+    tag("toy#dev#5", "Promote a commit never registered", f"{shas[0]}~1")
+    tag("toy#prod!#6", "unassign", "toy@v0.1.0")
+    tag("other@v1.0.0", "Register other@v1.0.0: gates: pass")
+    shas += [git(toy_repo, "rev-parse", f"{shas[0]}~1").strip(), "0" * 40]
+
+    def both(model):
+        derived = Registry(Git(toy_repo)).read(model)  # derives, and keeps the view
+        kept = Registry(Git(toy_repo)).read(model)
+        assert type(derived).__name__ == "RegistryState" and type(kept).__name__ == "ViewState"
+        return _answers(derived, model, shas), _answers(kept, model, shas)
+
+    derived, kept = both("toy")
+    assert kept == derived
+    assert derived["versions"][0][:2] == ("toy@v0.2.0", "v0.2.0")  # v0.3.0 was deregistered
+    assert set(derived["stages"]) == {"staging"} and derived["assignments"]["dev"][1] is None
+    # deprecated, and a new version seen by the next read (the listing changed)
+    tag("toy@deprecated#7", "deprecate")
+    derived, kept = both("toy")
+    assert kept == derived and derived["deprecated"] and derived["listed"] == []
+    tag("toy@v0.4.0", "Register toy@v0.4.0: gates: pass")
+    derived, kept = both("toy")
+    assert kept == derived and derived["latest"][1] == "v0.4.0" and not derived["deprecated"]
+    # a model with no tags at all, and another model's view beside this one's
+    for model in ("other", "nothing"):
+        derived, kept = both(model)
+        assert kept == derived
+
+
+def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
+    Registry(Git(toy_repo)).read("toy")
+    (path,) = (toy_repo / ".git" / "lepton-ci" / "views").iterdir()
+    good = json.loads(path.read_text())
+    row = good["versions"][0]
+    for damage in (
+        "{not json",
+        json.dumps({**good, "versions": [[*row[:7], "noon", *row[8:]]]}),  # a time as text
+        json.dumps({**good, "versions": [[*row[:10], 1, row[11]]]}),  # deregistered as 1
+        json.dumps({**good, "versions": [[*row[:11], [3]]]}),  # a stage that is a number
+        json.dumps({**good, "assigned": [["prod", row[6], "toy@v9.9.9", []]]}),
+        json.dumps({**good, "writer": "1/lepton-ci 0.0.1", "versions": []}),  # another release
+        json.dumps({**good, "model": "other", "versions": []}),
+        json.dumps({**good, "listing": "0" * 32, "versions": []}),  # another set of tags
+    ):
+        path.write_text(damage)
+        state = Registry(Git(toy_repo)).read("toy")
+        assert type(state).__name__ == "RegistryState", damage[:60]
+        assert [(v.tag, v.verdict) for v in state.versions("toy")] == [("toy@v0.0.1", "pass")]
+    assert json.loads(path.read_text()) == good  # and kept again as it should be
+    # a view that cannot be written (its directory is a file) does not stop a read
+    path.unlink()
+    path.parent.rmdir()
+    path.parent.write_text("in the way")
+    assert Registry(Git(toy_repo)).read("toy").find("toy", "v0.0.1").verdict == "pass"

@@ -7,6 +7,7 @@ edited and an older run does not overwrite a newer one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -76,8 +77,8 @@ def history(registry: Registry, rec: Record) -> list[Point]:
         return []
     points = []
     # Only the newest versions are charted, so only their records are read.
-    older = [v for v in registry.read(rec.model).versions(rec.model) if v.sha != rec.git.sha]
-    shown = [v.tag for v in reversed(older[: CHART_POINTS - 1])]
+    newest = (v for v in registry.read(rec.model).versions(rec.model) if v.sha != rec.git.sha)
+    shown = [v.tag for v in reversed(list(itertools.islice(newest, CHART_POINTS - 1)))]
     records = registry.records(shown)
     for tag in shown:
         value = records[tag].metrics.get(key.metric) if tag in records else None

@@ -39,8 +39,7 @@ def _fetch_hint(git: Git, what: str) -> str:
     )
 
 
-def _target(git: Git, base_ref: str | None) -> tuple[str, str]:
-    head = git.head()
+def _target(git: Git, head: str, base_ref: str | None) -> tuple[str, str]:
     if not base_ref:
         return head, "HEAD"
     for ref in (f"origin/{base_ref}", base_ref):
@@ -70,12 +69,13 @@ def resolve(
 ) -> Resolved | None:
     """None means the model has no version yet: a first version, not an error. Each newer
     version passed over for failing its gates is told to `on_skip`."""
-    target, how = _target(git, base_ref)
     head = git.head()
+    target, how = _target(git, head, base_ref)
     reg = Registry(git)
     state = reg.read(model)
-    # registered, not deregistered, annotated tags only; a tag on HEAD is this very version
-    newest_first = [v for v in state.versions(model) if base_ref or v.sha != head]
+    # registered, not deregistered, annotated tags only; a tag on HEAD is this very version.
+    # Walked lazily: the baseline is nearly always among the newest few of 10,000.
+    newest_first = (v for v in state.versions(model) if base_ref or v.sha != head)
     shallow = git.is_shallow()
     reachable = _Reachable(git, target, model, every=shallow)
     best = None
@@ -93,8 +93,9 @@ def resolve(
         # Past the shallow boundary git cannot tell ancestry; answer only when certain.
         unknown = [
             v
-            for v in newest_first
-            if not reachable(v.tag, v.sha)
+            for v in state.versions(model)
+            if (base_ref or v.sha != head)
+            and not reachable(v.tag, v.sha)
             and (best is None or v.version.sort_key() > best.version.sort_key())
         ]
         if unknown:

@@ -36,7 +36,7 @@ def candidate_version(ctx: Context, model: str) -> Version:
     """A registered commit is its version; anything else is the next one after the newest."""
     state = Registry(ctx.git).read(model)
     head = ctx.git.head()
-    on_head = [v for v in state.versions(model) if v.sha == head]
+    on_head = state.on_commit(model, head)
     if on_head:
         return on_head[0].version
     latest = state.latest(model)

@@ -107,7 +107,7 @@ def at(ctx: Context, model: str, cfg: ModelConfig, ref: str) -> Snapshot:
         )
     sha = ctx.git.out("rev-parse", "--verify", f"{ref}^{{commit}}")
     state = Registry(ctx.git).read(model)
-    on_commit = [v for v in state.versions(model) if v.sha == sha]
+    on_commit = state.on_commit(model, sha)
     if on_commit:  # a registered commit: its record says more than the files
         snap = at_version(ctx, model, cfg, str(on_commit[0].version))
         snap.label = ref

@@ -20,7 +20,7 @@ from lepton_ci.versions.registry import (
     LOGIN,
     PROMOTED_BY,
     Registry,
-    RegistryState,
+    State,
     VersionInfo,
 )
 
@@ -108,7 +108,7 @@ def register(
         )
     reg = Registry(git)
     state = reg.read(model)
-    on_head = [v for v in state.versions(model) if v.sha == head]
+    on_head = state.on_commit(model, head)
     if on_head:
         raise RegistryError(
             f"HEAD is already registered as {on_head[0].tag}",
@@ -186,7 +186,7 @@ def check_promotion(
     model: str,
     info: VersionInfo,
     stage: str,
-    state: RegistryState,
+    state: State,
     *,
     actor: str | None,
     github: GitHubClient | None,

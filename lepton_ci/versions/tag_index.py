@@ -39,20 +39,31 @@ class TagIndex:
         self.git = git
         self.fetch = fetch
         self.path = _index_path(git)
+        self.base = self.path.parent if self.path is not None else None  # <git dir>/lepton-ci
+        # False when the tags changed between the listing and opening them (the entries then
+        # are not the listing's, and nothing may be kept under its digest)
+        self.consistent = True
 
-    def entries(self, patterns: list[str]) -> list[tuple[str, str, Entry]]:
-        """(name, object, entry) of every tag under `patterns`; only tag objects the index
-        has not seen are opened."""
-        listing = self.git.run(
+    def listing(self, patterns: list[str]) -> str:
+        """`<object> <name>` of every tag under `patterns`, a line each (what git answers
+        without opening a tag object)."""
+        return self.git.run(
             ["for-each-ref", "--format=%(objectname) %(refname:strip=2)", *patterns]
-        ).stdout.split("\n")
+        ).stdout
+
+    def entries(self, patterns: list[str], listing: str) -> list[tuple[str, str, Entry]]:
+        """(name, object, entry) of every tag under `patterns` (as `listing` lists them, or as
+        git lists them again if the tags changed meanwhile); only tag objects the index has not
+        seen are opened."""
         known = self._load()
         found: list[tuple[str, str, Entry]] = []
         missing: list[str] = []
-        for line in listing:
+        listed: list[tuple[str, str]] = []
+        for line in listing.split("\n"):
             obj, _, name = line.partition(" ")
             if not name:
                 continue
+            listed.append((name, obj))
             kept = known.get(obj)
             if kept is not None and kept[0] == name:  # the same object may carry two names
                 found.append((name, obj, kept[1]))
@@ -67,6 +78,7 @@ class TagIndex:
         for name, (obj, entry) in fetched.items():
             found.append((name, obj, entry))
             known[obj] = [name, entry]
+        self.consistent = {(n, o) for n, o, _ in found} == set(listed)
         live = {obj for _, obj, _ in found}
         # A read of every tag drops the objects of deleted tags; a narrower one keeps the rest.
         everything = patterns == ["refs/tags"]

@@ -1,0 +1,293 @@
+"""One model's registry state, kept between commands under the digest of its tag listing.
+
+The state of a model is a function of its tags' names and objects alone (tag objects never
+change), so what a read derived from 10,000 events (versions sorted by semver, their stages,
+verdicts, what each stage points at) is kept in the repository's git directory next to the
+tag index, keyed by a digest of `git for-each-ref`'s listing. A read whose listing is unchanged
+loads that view (a JSON file of columns) instead of the events; a new, moved or deleted tag
+changes the digest, and the next read derives the state again and keeps the new view. Like the
+tag index it is only a cache: damaged, foreign or unwritable, it is derived again.
+
+What the view does not keep (the event history, stage histories) comes from a full read of the
+tags, made only when a command asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+from lepton_ci import __version__
+from lepton_ci.core import atomic
+from lepton_ci.core.errors import RegistryError
+from lepton_ci.core.semver import Version
+from lepton_ci.versions.registry_state import (
+    ACTIONS,
+    FIELD_SIGNATURES,
+    Assignment,
+    Event,
+    RegistryState,
+    VersionInfo,
+)
+
+_WRITER = f"1/lepton-ci {__version__}"
+# A version as kept: tag, major, minor, patch, pre, build, commit, time, tagger, verdict,
+# deregistered, stages. Checked as a whole (one set lookup per row), as the tag index is.
+_VERSION_TYPES: tuple[tuple[type, ...], ...] = (
+    (str,), (int,), (int,), (int,), (str,), (str,), (str,), (int,), (str,), (str, type(None)),
+    (bool,), (list,),
+)  # fmt: skip
+_VERSION_SIGNATURES = frozenset(itertools.product(*_VERSION_TYPES))  # with a verdict or none
+
+
+def digest(listing: str) -> str:
+    return hashlib.blake2b(listing.encode(), digest_size=16).hexdigest()
+
+
+class ViewState:
+    """RegistryState's answers for one model from a kept view. The same questions, the same
+    answers (tests hold the two side by side); the event history comes from `full()`."""
+
+    def __init__(self, model: str, data: dict[str, Any], full: Callable[[], RegistryState]):
+        self.model = model
+        self._data = data
+        self._rows: list[list[Any]] = data["versions"]
+        self._full_fn = full
+        self._full: RegistryState | None = None
+        self._infos: list[VersionInfo | None] = [None] * len(self._rows)
+        self._assigned: dict[str, Assignment] | None = None
+
+    # -- what the view holds -------------------------------------------------------------
+    def models(self, *, include_deprecated: bool = True) -> list[str]:
+        if not self._rows and not self._data["assigned"] and not self._data["events"]:
+            return []
+        return [self.model] if include_deprecated or not self._data["deprecated"] else []
+
+    def deprecated(self, model: str) -> bool:
+        return model == self.model and bool(self._data["deprecated"])
+
+    def versions(self, model: str, *, include_deregistered: bool = False) -> Sequence[VersionInfo]:
+        """Newest first, each with the stages it holds; built as they are read."""
+        if model != self.model:
+            return []
+        rows = self._rows
+        keep = range(len(rows))
+        if not include_deregistered:
+            keep = [i for i, r in enumerate(rows) if not r[10]]  # type: ignore[assignment]
+        return _Versions(self, keep)
+
+    def on_commit(self, model: str, sha: str) -> list[VersionInfo]:
+        """Registered versions (not deregistered) on a commit, newest first."""
+        if model != self.model:
+            return []
+        return [self._info(i) for i, r in enumerate(self._rows) if r[6] == sha and not r[10]]
+
+    def latest(self, model: str) -> VersionInfo | None:
+        vs = self.versions(model)
+        return vs[0] if vs else None
+
+    def find(self, model: str, version: str) -> VersionInfo:
+        want = Version.parse(version)
+        parts = [want.major, want.minor, want.patch, want.pre, want.build]
+        for i, r in enumerate(self._rows if model == self.model else []):
+            if r[1:6] == parts:
+                if r[10]:
+                    raise RegistryError(f"{model}@{want} was deregistered")
+                return self._info(i)
+        known = ", ".join(str(v.version) for v in self.versions(model)[:5]) or "none"
+        raise RegistryError(
+            f"{model}@{want} is not registered (newest: {known})",
+            hint=f"list versions with `lepton-ci versions {model}`",
+        )
+
+    def assignments(self, model: str) -> dict[str, Assignment]:
+        if model != self.model:
+            return {}
+        if self._assigned is None:
+            by_tag = {r[0]: i for i, r in enumerate(self._rows)}
+            self._assigned = {}
+            for stage, sha, tag, event in self._data["assigned"]:
+                e = _event(event)
+                info = self._info(by_tag[tag]) if tag is not None else None
+                self._assigned[stage] = Assignment(stage, sha, info, e)
+        return dict(self._assigned)
+
+    def stages(self, model: str) -> dict[str, VersionInfo]:
+        return {s: a.version for s, a in self.assignments(model).items() if a.version is not None}
+
+    def last_time(self, model: str) -> int | None:
+        return self._data["last_time"] if model == self.model else None
+
+    def next_counter(self, model: str) -> int:
+        return int(self._data["next_counter"]) if model == self.model else 1
+
+    # -- what needs the events -----------------------------------------------------------
+    def full(self) -> RegistryState:
+        if self._full is None:
+            self._full = self._full_fn()
+        return self._full
+
+    @property
+    def events(self) -> list[Event]:
+        return self.full().events
+
+    def history(self, model: str | None = None) -> list[Event]:
+        return self.full().history(model)
+
+    def stage_history(self, model: str, stage: str) -> list[Event]:
+        return self.full().stage_history(model, stage)
+
+    def version_at(self, model: str, sha: str) -> str | None:
+        return self.full().version_at(model, sha)
+
+    # -- rows to objects -----------------------------------------------------------------
+    def _info(self, i: int) -> VersionInfo:
+        info = self._infos[i]
+        if info is None:
+            r = self._rows[i]
+            version = Version(r[1], r[2], r[3], r[4], r[5])
+            info = VersionInfo(self.model, version, r[0], r[6], r[7], r[8], r[9], r[10], r[11])
+            self._infos[i] = info
+        return info
+
+
+class _Versions(Sequence[VersionInfo]):
+    def __init__(self, view: ViewState, keep: Sequence[int]) -> None:
+        self._view, self._keep = view, keep
+
+    def __len__(self) -> int:
+        return len(self._keep)
+
+    @overload
+    def __getitem__(self, i: int) -> VersionInfo: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[VersionInfo]: ...
+    def __getitem__(self, i: int | slice) -> VersionInfo | list[VersionInfo]:
+        if isinstance(i, slice):
+            return [self._view._info(k) for k in self._keep[i]]
+        return self._view._info(self._keep[i])
+
+    def __iter__(self) -> Iterator[VersionInfo]:
+        info = self._view._info
+        return (info(k) for k in self._keep)
+
+
+def derive(state: RegistryState, model: str) -> dict[str, Any]:
+    """What a view keeps of a model's state (deregistered versions included)."""
+    versions = [
+        [
+            v.tag,
+            v.version.major,
+            v.version.minor,
+            v.version.patch,
+            v.version.pre,
+            v.version.build,
+            v.sha,
+            v.time,
+            v.who,
+            v.verdict,
+            v.deregistered,
+            sorted(v.stages),
+        ]
+        for v in state.versions(model, include_deregistered=True)
+    ]
+    assigned = [
+        [a.stage, a.sha, a.version.tag if a.version else None, _fields(a.event)]
+        for a in state.assignments(model).values()
+    ]
+    return {
+        "versions": versions,
+        "assigned": assigned,
+        "events": len(state.history(model)),
+        "deprecated": state.deprecated(model),
+        "last_time": state.last_time(model),
+        "next_counter": state.next_counter(model),
+    }
+
+
+def _fields(e: Event) -> list[Any]:
+    return [
+        e.tag,
+        e.model,
+        e.action.value,
+        e.sha,
+        e.time,
+        e.who,
+        e.verdict,
+        e.version,
+        e.stage,
+        e.counter,
+        e.cache_key,
+        e.actor,
+    ]
+
+
+def _event(f: list[Any]) -> Event:
+    if type(f[0]) is not str or tuple(map(type, f[1:])) not in FIELD_SIGNATURES:
+        raise TypeError("view event")
+    return Event(f[0], f[1], ACTIONS[f[2]], *f[3:])
+
+
+class ViewStore:
+    """The kept views of one repository, one file per model in `<git dir>/lepton-ci/views`."""
+
+    def __init__(self, base: Path | None) -> None:
+        self.base = base / "views" if base is not None else None
+
+    def _path(self, model: str) -> Path | None:
+        if self.base is None:
+            return None
+        return self.base / (hashlib.blake2b(model.encode(), digest_size=12).hexdigest() + ".json")
+
+    def load(self, model: str, listing_digest: str) -> dict[str, Any] | None:
+        path = self._path(model)
+        if path is None:
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if (
+                data["writer"] != _WRITER
+                or data["model"] != model
+                or data["listing"] != listing_digest
+            ):
+                return None
+            _check(data)
+            return data  # type: ignore[no-any-return]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return None  # none kept, or one we cannot trust: derived again
+
+    def save(self, model: str, listing_digest: str, view: dict[str, Any]) -> None:
+        path = self._path(model)
+        if path is None:
+            return
+        data = {"writer": _WRITER, "model": model, "listing": listing_digest, **view}
+        with contextlib.suppress(OSError):  # a read-only repository derives it every time
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(path, json.dumps(data, separators=(",", ":")))
+
+
+def _check(data: dict[str, Any]) -> None:
+    """Types a reader relies on; anything else raises (and the view is derived again)."""
+    if not isinstance(data["versions"], list) or not isinstance(data["assigned"], list):
+        raise TypeError("view columns")
+    for row in data["versions"]:
+        if tuple(map(type, row)) not in _VERSION_SIGNATURES:
+            raise TypeError("view row")
+        if not all(isinstance(s, str) for s in row[11]):
+            raise TypeError("view stages")
+    tags = {row[0] for row in data["versions"]}
+    for stage, sha, tag, event in data["assigned"]:
+        if not (isinstance(stage, str) and isinstance(sha, str) and (tag is None or tag in tags)):
+            raise TypeError("view assignment")
+        _event(event)  # raises on a wrong shape or action
+    if not isinstance(data["deprecated"], bool) or type(data["next_counter"]) is not int:
+        raise TypeError("view facts")
+    if data["last_time"] is not None and type(data["last_time"]) is not int:
+        raise TypeError("view facts")
+    if type(data["events"]) is not int:
+        raise TypeError("view facts")
