@@ -658,3 +658,23 @@ def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
     path.parent.rmdir()
     path.parent.write_text("in the way")
     assert Registry(Git(toy_repo)).read("toy").find("toy", "v0.0.1").verdict == "pass"
+
+
+def test_no_view_is_kept_when_the_tags_changed_during_the_read(toy_repo, monkeypatch):
+    """A tag deleted between the listing and opening the tag objects: the state is not the
+    listing's, so nothing is kept under the listing's digest."""
+    from lepton_ci.versions.tag_index import TagIndex
+
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.2: gates: pass", "toy@v0.0.2")
+    real = TagIndex.listing
+
+    def then_delete(self, patterns):
+        listing = real(self, patterns)
+        git(toy_repo, "tag", "-d", "toy@v0.0.2")
+        return listing
+
+    monkeypatch.setattr(TagIndex, "listing", then_delete)
+    state = Registry(Git(toy_repo)).read("toy")
+    assert [v.tag for v in state.versions("toy")] == ["toy@v0.0.1"]
+    assert not (toy_repo / ".git" / "lepton-ci" / "views").exists()
