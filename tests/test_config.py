@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,11 @@ def test_names_environment_at_a_glance_and_confirmed_by_the_validated_config(tmp
     assert not names_environment(str(tmp_path / "missing.yaml"), "staging")
     path.write_text("models: [")
     assert not names_environment(str(path), "staging")
+    # a file that never says `environments` is answered without parsing it
+    code = (
+        "import sys\nfrom lepton_ci.core.config_glance import names_environment\n"
+        f"assert not names_environment({str(path)!r}, 'staging')\nprint('yaml' in sys.modules)"
+    )
+    path.write_text(GOOD)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

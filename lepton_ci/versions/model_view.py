@@ -61,6 +61,7 @@ class ViewState:
         self._full: RegistryState | None = None
         self._infos: list[VersionInfo | None] = [None] * len(self._rows)
         self._assigned: dict[str, Assignment] | None = None
+        self._on_sha: dict[str, int] | None = None  # commit -> row of its newest version
 
     # -- what the view holds -------------------------------------------------------------
     def models(self, *, include_deprecated: bool = True) -> list[str]:
@@ -120,6 +121,18 @@ class ViewState:
     def stages(self, model: str) -> dict[str, VersionInfo]:
         return {s: a.version for s, a in self.assignments(model).items() if a.version is not None}
 
+    def version_at(self, model: str, sha: str) -> str | None:
+        """The version registered on a commit (the newest, deregistered or not), as GTO names
+        stage events."""
+        if model != self.model:
+            return None
+        if self._on_sha is None:
+            self._on_sha = {}
+            for i, r in enumerate(self._rows):  # newest first: the first on a commit is its newest
+                self._on_sha.setdefault(r[6], i)
+        row = self._on_sha.get(sha)
+        return str(self._info(row).version) if row is not None else None
+
     def last_time(self, model: str) -> int | None:
         return self._data["last_time"] if model == self.model else None
 
@@ -141,9 +154,6 @@ class ViewState:
 
     def stage_history(self, model: str, stage: str) -> list[Event]:
         return self.full().stage_history(model, stage)
-
-    def version_at(self, model: str, sha: str) -> str | None:
-        return self.full().version_at(model, sha)
 
     # -- rows to objects -----------------------------------------------------------------
     def _info(self, i: int) -> VersionInfo:
