@@ -35,7 +35,7 @@ from lepton_ci.versions.registry_state import (
     VersionInfo,
 )
 
-_WRITER = f"1/lepton-ci {__version__}"
+_WRITER = f"2/lepton-ci {__version__}"
 # A version as kept: tag, major, minor, patch, pre, build, commit, time, tagger, verdict,
 # deregistered, stages. Checked as a whole (one set lookup per row), as the tag index is.
 _VERSION_TYPES: tuple[tuple[type, ...], ...] = (
@@ -77,9 +77,9 @@ class ViewState:
         if model != self.model:
             return []
         rows = self._rows
-        keep = range(len(rows))
-        if not include_deregistered:
-            keep = [i for i, r in enumerate(rows) if not r[10]]  # type: ignore[assignment]
+        keep: Sequence[int] = range(len(rows))
+        if not include_deregistered and self._data["deregistered"]:
+            keep = [i for i, r in enumerate(rows) if not r[10]]
         return _Versions(self, keep)
 
     def on_commit(self, model: str, sha: str) -> list[VersionInfo]:
@@ -214,6 +214,7 @@ def derive(state: RegistryState, model: str) -> dict[str, Any]:
         "versions": versions,
         "assigned": assigned,
         "events": len(state.history(model)),
+        "deregistered": sum(1 for v in versions if v[10]),
         "deprecated": state.deprecated(model),
         "last_time": state.last_time(model),
         "next_counter": state.next_counter(model),
@@ -285,12 +286,17 @@ def _check(data: dict[str, Any]) -> None:
     """Types a reader relies on; anything else raises (and the view is derived again)."""
     if not isinstance(data["versions"], list) or not isinstance(data["assigned"], list):
         raise TypeError("view columns")
+    signatures = _VERSION_SIGNATURES
+    deregistered = 0
     for row in data["versions"]:
-        if tuple(map(type, row)) not in _VERSION_SIGNATURES:
+        if tuple(map(type, row)) not in signatures:
             raise TypeError("view row")
-        if not all(isinstance(s, str) for s in row[11]):
+        if row[11] and not all(type(s) is str for s in row[11]):
             raise TypeError("view stages")
-    tags = {row[0] for row in data["versions"]}
+        deregistered += row[10]
+    if deregistered != data["deregistered"]:
+        raise ValueError("view count")
+    tags = {row[0] for row in data["versions"]} if data["assigned"] else set()
     for stage, sha, tag, event in data["assigned"]:
         if not (isinstance(stage, str) and isinstance(sha, str) and (tag is None or tag in tags)):
             raise TypeError("view assignment")
@@ -299,5 +305,5 @@ def _check(data: dict[str, Any]) -> None:
         raise TypeError("view facts")
     if data["last_time"] is not None and type(data["last_time"]) is not int:
         raise TypeError("view facts")
-    if type(data["events"]) is not int:
+    if type(data["events"]) is not int or type(data["deregistered"]) is not int:
         raise TypeError("view facts")
