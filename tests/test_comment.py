@@ -374,3 +374,22 @@ def test_the_pr_head_is_recorded_only_for_a_checkout_of_its_merge_commit(
     assert main(["-C", str(shallow), "run", "--no-fail", "--baseline", "none"]) == 0
     record = load(shallow / ".lepton" / "runs" / "toy.json")
     assert record.git.pr_head == head
+
+
+@pytest.mark.unit
+def test_the_comment_template_is_loaded_ahead_in_a_thread():
+    """`run` warms the PR comment's template (jinja2's import, the compiled template) while
+    it waits on git and training; a template that fails to load is left to the real render."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom lepton_ci.core import templating\nfrom lepton_ci.report import comment\n"
+        "assert 'jinja2' not in sys.modules\n"
+        "templating.warm('no-such-template.j2').join()\n"
+        "templating.warm(comment.TEMPLATE).join()\n"
+        "env = templating._environment((str(templating.template_dir()),), False)\n"
+        "print(sorted(name for _, name in env.cache.keys()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['pr_comment.md.j2']" and not out.stderr, out

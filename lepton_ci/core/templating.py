@@ -7,9 +7,11 @@ name or commit subject can then never inject a link, a mention or an HTML tag by
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,21 @@ def render(
             f"{where}: not UTF-8 text (byte {e.start}: {e.reason})",
             hint="save the template as UTF-8",
         ) from None
+
+
+def warm(name: str) -> threading.Thread:
+    """Load one of our templates in a thread, so that importing jinja2 and loading the
+    compiled template (25 ms) happens while the caller waits on other things: a run renders
+    the PR comment only after training, and its git calls leave the interpreter idle too. Any
+    error is left to the real render, which reports it."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            _environment((str(template_dir()),), False).get_template(name)
+
+    thread = threading.Thread(target=load, name=f"warm {name}")
+    thread.start()
+    return thread
 
 
 @functools.lru_cache(maxsize=16)

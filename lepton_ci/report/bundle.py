@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lepton_ci.core import templating
 from lepton_ci.core.context import Context
 from lepton_ci.core.gha import Runtime
 from lepton_ci.core.outputs import RunOutputs
@@ -70,6 +71,7 @@ class RunReport:
 def run_and_bundle(ctx: Context, models: list[str], opts: runs.RunOptions) -> RunReport:
     for m in models:
         ctx.cfg.model(m)  # an unknown model fails before anything runs
+    templating.warm(comment.TEMPLATE)  # while the run waits on git and on training
     records = runs.run(ctx, models, opts)
     registry = Registry(ctx.git)
     bundles = {

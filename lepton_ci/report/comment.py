@@ -29,6 +29,7 @@ LIMIT = 65536
 CHART_POINTS = 10
 # Least important first: trimmed in this order when the body is over GitHub's limit.
 OPTIONAL_SECTIONS = ("chart", "lineage", "params", "details")
+TEMPLATE = "pr_comment.md.j2"
 _META = re.compile(r"<!-- lepton-ci:meta (\{.*?\}) -->")
 _FOOTER = re.compile(r"^<sub>.*</sub>$", re.MULTILINE)
 
@@ -112,7 +113,7 @@ def render(rec: Record, meta: BundleMeta, *, limit: int = LIMIT) -> Rendered:
     while True:
         sections = [s for s in OPTIONAL_SECTIONS if s not in trimmed]
         content = templating.render(
-            "pr_comment.md.j2",
+            TEMPLATE,
             {
                 **context,
                 "sections": sections,
