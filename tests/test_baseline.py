@@ -2,7 +2,7 @@
 
 import pytest
 
-from lepton_ci.core.errors import BaselineError
+from lepton_ci.core.errors import BaselineError, GitError
 from lepton_ci.core.git import Git
 from lepton_ci.run.baseline import resolve
 from tests.conftest import Cli, commit_all, git, set_params
@@ -190,3 +190,27 @@ def test_fresh_clone_of_a_registered_commit_runs(tmp_path, toy_repo, capsys):
     git(toy_repo, "push", "-q", str(remote), "toy@v0.0.9")
     with pytest.raises(BaselineError, match="origin has 1 version tag"):
         resolve(Git(clone), "toy")
+
+
+def test_git_facts_a_run_reads_in_fewer_calls(tmp_path, toy_repo):
+    """Branch and dirtiness from one `git status`, the common git directory and shallowness
+    from one `rev-parse`: the answers of the separate questions, detached HEAD and worktrees
+    included."""
+    g = Git(toy_repo)
+    assert g.branch_and_dirty() == (g.branch(), g.dirty()) == ("main", False)
+    (toy_repo / "train.py").write_text((toy_repo / "train.py").read_text() + "\n# edit\n")
+    assert Git(toy_repo).branch_and_dirty() == ("main", True)
+    git(toy_repo, "checkout", "-q", "--", "train.py")
+    git(toy_repo, "checkout", "-q", "--detach")
+    assert Git(toy_repo).branch_and_dirty() == (None, False)
+    git(toy_repo, "checkout", "-q", "-b", "(detached)")  # a legal, unlucky branch name
+    assert Git(toy_repo).branch_and_dirty() == ("(detached)", False)
+    assert g.common_dir() == (toy_repo / ".git").resolve() and g.is_shallow() is False
+    other = tmp_path / "worktree"
+    git(toy_repo, "worktree", "add", "-q", "--detach", str(other))
+    assert Git(other).common_dir() == (toy_repo / ".git").resolve()
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    assert Git(outside).common_dir() is None
+    with pytest.raises(GitError, match="not inside a git repository"):
+        Git(outside).is_shallow()

@@ -104,15 +104,35 @@ class Git:
         return Path(proc.stdout.strip())
 
     def head(self) -> str:
+        """HEAD's commit, asked once per command (kept in `memo`, which a git call that may
+        move HEAD drops; so does a run after the user's commands)."""
+        if (head := self.memo.get(("head",))) is not None:
+            return head  # type: ignore[return-value]
         proc = self.run(["rev-parse", "--verify", "-q", "HEAD^{commit}"], check=False)
         if proc.returncode != 0:
             self.toplevel()  # not a repository at all says so, rather than "no commits"
             raise GitError("the repository has no commits yet", hint="commit your files first")
-        return proc.stdout.strip()
+        self.memo[("head",)] = sha = proc.stdout.strip()
+        return sha
 
     def branch(self) -> str | None:
         proc = self.run(["symbolic-ref", "-q", "--short", "HEAD"], check=False)
         return proc.stdout.strip() or None
+
+    def branch_and_dirty(self) -> tuple[str | None, bool]:
+        """`branch()` and `dirty()` in one call (git status's machine format names the
+        branch in its header)."""
+        out = self.run(["status", "--porcelain=v2", "--branch", "--untracked-files=no"]).stdout
+        branch: str | None = None
+        dirty = False
+        for line in out.split("\n"):
+            if line.startswith("# branch.head "):
+                branch = line[len("# branch.head ") :]
+            elif line and not line.startswith("#"):
+                dirty = True
+        if branch == "(detached)":  # or a branch of that name: symbolic-ref tells them apart
+            branch = self.branch()
+        return branch, dirty
 
     def dirty(self, paths: Sequence[str] = ()) -> bool:
         """Tracked files modified or staged; untracked files do not count."""
@@ -130,7 +150,30 @@ class Git:
         return {"sha": sha, "time": ts, "author": name, "email": email, "subject": subject}
 
     def is_shallow(self) -> bool:
-        return self.out("rev-parse", "--is-shallow-repository") == "true"
+        if (shallow := self.memo.get(("shallow",))) is None:
+            self._facts()
+            shallow = self.memo.get(("shallow",))
+        if shallow is None:  # not a repository: say so as any git call does
+            shallow = self.out("rev-parse", "--is-shallow-repository") == "true"
+        return bool(shallow)
+
+    def common_dir(self) -> Path | None:
+        """The git directory a repository's worktrees share (lepton-ci keeps its caches there);
+        None outside a repository."""
+        if ("common-dir",) not in self.sticky:
+            self._facts()
+        return self.sticky[("common-dir",)]  # type: ignore[return-value]
+
+    def _facts(self) -> None:
+        """Two facts in one call: the common git directory (fixed for good: `sticky`), and
+        whether the clone is shallow (a fetch may change that: `memo`)."""
+        proc = self.run(["rev-parse", "--git-common-dir", "--is-shallow-repository"], check=False)
+        lines = proc.stdout.split("\n")
+        if proc.returncode != 0 or len(lines) < 2 or not lines[0]:
+            self.sticky[("common-dir",)] = None
+            return
+        self.sticky[("common-dir",)] = (self.cwd / lines[0]).resolve()
+        self.memo[("shallow",)] = lines[1] == "true"
 
     def merge_base(self, a: str, b: str) -> str | None:
         proc = self.run(["merge-base", a, b], check=False)

@@ -99,6 +99,7 @@ def _untracked_inputs(ctx: Context, workdir: Path, lin: Lineage) -> list[str]:
 
 def _git_info(ctx: Context, base_ref: str | None, untracked: list[str]) -> GitInfo:
     info = ctx.git.commit_info()
+    branch, dirty = ctx.git.branch_and_dirty()
     pr_head = pr_head_sha(load_event(ctx.env))
     if pr_head is not None and pr_head != info["sha"]:
         # Only GitHub's merge commit of the PR head speaks for that head; another checkout
@@ -109,8 +110,8 @@ def _git_info(ctx: Context, base_ref: str | None, untracked: list[str]) -> GitIn
             pr_head = None
     return GitInfo(
         sha=info["sha"],
-        branch=ctx.env.get("GITHUB_HEAD_REF") or ctx.git.branch(),
-        dirty=bool(untracked) or ctx.git.dirty(),
+        branch=ctx.env.get("GITHUB_HEAD_REF") or branch,
+        dirty=bool(untracked) or dirty,
         untracked=untracked,
         commit_time=int(info["time"]),
         author=info["author"],
@@ -177,6 +178,7 @@ def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
                 "it so training writes a new file"
             )
         steps = _run_steps(ctx, name, cfg, workdir)
+        ctx.git.memo.clear()  # the commands may have committed or tagged: read refs again
         produced = lineage.expand(workdir, cfg.outputs, what="outputs", required=True)
         outputs = lineage.entries(workdir, produced, stat)
         metrics = read_metrics([workdir / m for m in cfg.metrics])

@@ -111,10 +111,5 @@ class TagIndex:
 
 
 def _index_path(git: Git) -> Path | None:
-    key = ("git-common-dir",)
-    if key not in git.sticky:
-        proc = git.run(["rev-parse", "--git-common-dir"], check=False)
-        common = proc.stdout.strip()
-        git.sticky[key] = (git.cwd / common).resolve() if proc.returncode == 0 and common else None
-    base = git.sticky[key]
-    return base / "lepton-ci" / "tags.json" if isinstance(base, Path) else None
+    base = git.common_dir()
+    return base / "lepton-ci" / "tags.json" if base is not None else None
