@@ -105,7 +105,7 @@ class Git:
 
     def head(self) -> str:
         """HEAD's commit, asked once per command (kept in `memo`, which a git call that may
-        move HEAD drops; so does a run after the user's commands)."""
+        move HEAD drops; a run drops it after the user's commands)."""
         if (head := self.memo.get(("head",))) is not None:
             return head  # type: ignore[return-value]
         proc = self.run(["rev-parse", "--verify", "-q", "HEAD^{commit}"], check=False)

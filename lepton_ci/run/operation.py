@@ -178,7 +178,7 @@ def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
                 "it so training writes a new file"
             )
         steps = _run_steps(ctx, name, cfg, workdir)
-        ctx.git.memo.clear()  # the commands may have committed or tagged: read refs again
+        ctx.git.memo.pop(("head",), None)  # the commands may have moved HEAD: ask again
         produced = lineage.expand(workdir, cfg.outputs, what="outputs", required=True)
         outputs = lineage.entries(workdir, produced, stat)
         metrics = read_metrics([workdir / m for m in cfg.metrics])

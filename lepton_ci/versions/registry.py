@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -188,7 +187,7 @@ class Registry:
         """The records of the given tags (those that have one), with one git call."""
         if not tags:
             return {}
-        token = f"end-{secrets.token_hex(8)}"  # a message cannot forge the separator
+        token = f"end-{os.urandom(8).hex()}"  # a message cannot forge the separator
         out = self.git.run(
             [
                 "for-each-ref",
