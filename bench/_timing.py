@@ -32,6 +32,37 @@ def lepton_cli() -> list[str]:
     return [found] if found else [sys.executable, "-m", "lepton_ci"]
 
 
+def installed_cli(tmp: Path) -> list[str]:
+    """lepton-ci as the action installs it (actions/setup/bootstrap.py): the package copied
+    into a venv's site-packages, started by a launcher as `python -P -m lepton_ci`; not this
+    checkout's editable install, whose import hook costs every start ~10 ms no user pays. The
+    dependencies are this venv's (a path line, so its .pth hooks stay out). Bytecode is written
+    on the first start, as on a runner."""
+    import subprocess
+    import sysconfig
+
+    venv = tmp / "lepton-ci-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(
+        root / "lepton_ci", site / "lepton_ci", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (site / "lepton-ci-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    launcher = venv / "lepton-ci"
+    launcher.write_text(f'#!/bin/sh\nexec {python} -P -m lepton_ci "$@"\n')
+    launcher.chmod(0o755)
+    return [str(launcher)]
+
+
 def report(name: str, measured: float, target: float, unit: str = "s", better: str = "lower"):
     ratio = measured / target
     ok = ratio <= 1 if better == "lower" else ratio >= 1

@@ -1,6 +1,7 @@
 """Version registry in git tags: register, promote, read, refuse cleanly."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -577,6 +578,8 @@ def _answers(state, model, shas):
         "last_time": state.last_time(model),
         "next_counter": state.next_counter(model),
         "history": state.history(model),
+        "rows": state.history_rows(model),
+        "keyed": {k: state.tags_with_cache_key(model, k) for k in ("blake3:a", "blake3:b", "x")},
         "staging": state.stage_history(model, "staging"),
         "at": {sha: state.version_at(model, sha) for sha in shas},
     }
@@ -599,7 +602,9 @@ def test_a_kept_view_answers_as_the_tags_do(toy_repo):
         (toy_repo / "note.txt").write_text(str(i))
         commit_all(toy_repo, f"fix: {i}")
         shas.append(git(toy_repo, "rev-parse", "HEAD").strip())
-        tag(f"toy@v0.{i + 1}.0", f"Register toy@v0.{i + 1}.0: gates: {verdict}")
+        key = "blake3:a" if i < 2 else "blake3:b"  # two runs of the same inputs, then another
+        trailer = f"Lepton-Cache-Key: {key}"
+        tag(f"toy@v0.{i + 1}.0", f"Register toy@v0.{i + 1}.0: gates: {verdict}\n\n{trailer}")
     tag("toy#staging#1", "Promote", "toy@v0.1.0")
     tag("toy#prod#2", "Promote", "toy@v0.1.0")
     tag("toy#staging#3", "Promote", "toy@v0.3.0")
@@ -618,6 +623,8 @@ def test_a_kept_view_answers_as_the_tags_do(toy_repo):
     derived, kept = both("toy")
     assert kept == derived
     assert derived["versions"][0][:2] == ("toy@v0.2.0", "v0.2.0")  # v0.3.0 was deregistered
+    assert derived["keyed"]["blake3:a"] == ["toy@v0.1.0", "toy@v0.2.0"]
+    assert [r.label for r in derived["rows"]][:4] == ["v0.1.0", "v0.2.0", "v0.3.0", "v0.1.0"]
     assert set(derived["stages"]) == {"staging"} and derived["assignments"]["dev"][1] is None
     # deprecated, and a new version seen by the next read (the listing changed)
     tag("toy@deprecated#7", "deprecate")
@@ -635,7 +642,17 @@ def test_a_kept_view_answers_as_the_tags_do(toy_repo):
 def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
     git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
     Registry(Git(toy_repo)).read("toy")
-    (path,) = (toy_repo / ".git" / "lepton-ci" / "views").iterdir()
+    views = toy_repo / ".git" / "lepton-ci" / "views"
+    (path,) = [p for p in views.iterdir() if p.suffixes == [".json"]]  # the main view
+    for part, damage in (("history", [[1, 2]]), ("keys", {"blake3:x": [7]}), ("keys", [])):
+        kept = path.with_suffix(f".{part}.json")
+        good_part = kept.read_text()
+        kept.write_text(json.dumps({**json.loads(good_part), part: damage}))
+        state = Registry(Git(toy_repo)).read("toy")
+        assert type(state).__name__ == "ViewState"  # the main view stands; the part is derived
+        assert [r.tag for r in state.history_rows("toy")] == ["toy@v0.0.1"]
+        assert state.tags_with_cache_key("toy", "blake3:x") == []
+        kept.write_text(good_part)
     good = json.loads(path.read_text())
     row = good["versions"][0]
     for damage in (
@@ -655,9 +672,8 @@ def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
         assert [(v.tag, v.verdict) for v in state.versions("toy")] == [("toy@v0.0.1", "pass")]
     assert json.loads(path.read_text()) == good  # and kept again as it should be
     # a view that cannot be written (its directory is a file) does not stop a read
-    path.unlink()
-    path.parent.rmdir()
-    path.parent.write_text("in the way")
+    shutil.rmtree(views)
+    views.write_text("in the way")
     assert Registry(Git(toy_repo)).read("toy").find("toy", "v0.0.1").verdict == "pass"
 
 

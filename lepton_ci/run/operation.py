@@ -228,7 +228,7 @@ def _lookup(
     else:
         registry = Registry(ctx.git)
         # The key is a trailer of each version tag: only matching tags' records are parsed.
-        tagged = [e.tag for e in registry.read(name).history(name) if e.cache_key == key]
+        tagged = registry.read(name).tags_with_cache_key(name, key)
         for tag, rec in registry.records(tagged).items():
             if rec.cache.key == key:
                 sources.append((f"tag {tag}", rec))

@@ -31,11 +31,12 @@ from lepton_ci.versions.registry_state import (
     FIELD_SIGNATURES,
     Assignment,
     Event,
+    HistoryRow,
     RegistryState,
     VersionInfo,
 )
 
-_WRITER = f"2/lepton-ci {__version__}"
+_WRITER = f"3/lepton-ci {__version__}"  # 3: history and cache-key parts
 # A version as kept: tag, major, minor, patch, pre, build, commit, time, tagger, verdict,
 # deregistered, stages. Checked as a whole (one set lookup per row), as the tag index is.
 _VERSION_TYPES: tuple[tuple[type, ...], ...] = (
@@ -43,6 +44,13 @@ _VERSION_TYPES: tuple[tuple[type, ...], ...] = (
     (bool,), (list,),
 )  # fmt: skip
 _VERSION_SIGNATURES = frozenset(itertools.product(*_VERSION_TYPES))  # with a verdict or none
+
+
+# A history row as kept: tag, model, action, label, stage, commit, who, tagger, time.
+_ROW_TYPES: tuple[tuple[type, ...], ...] = (
+    (str,), (str,), (str,), (str, type(None)), (str, type(None)), (str,), (str,), (str,), (int,),
+)  # fmt: skip
+_ROW_SIGNATURES = frozenset(itertools.product(*_ROW_TYPES))
 
 
 def digest(listing: str) -> str:
@@ -53,9 +61,16 @@ class ViewState:
     """RegistryState's answers for one model from a kept view. The same questions, the same
     answers (tests hold the two side by side); the event history comes from `full()`."""
 
-    def __init__(self, model: str, data: dict[str, Any], full: Callable[[], RegistryState]):
+    def __init__(
+        self,
+        model: str,
+        data: dict[str, Any],
+        full: Callable[[], RegistryState],
+        parts: Callable[[str], Any] | None = None,
+    ) -> None:
         self.model = model
         self._data = data
+        self._parts = parts or (lambda _name: None)  # a kept part (history, cache keys)
         self._rows: list[list[Any]] = data["versions"]
         self._full_fn = full
         self._full: RegistryState | None = None
@@ -139,6 +154,17 @@ class ViewState:
     def next_counter(self, model: str) -> int:
         return int(self._data["next_counter"]) if model == self.model else 1
 
+    def history_rows(self, model: str | None = None) -> list[HistoryRow]:
+        """From the kept history part when there is one, else from the events."""
+        if model == self.model and (rows := self._parts("history")) is not None:
+            return [HistoryRow(*r) for r in rows]
+        return self.full().history_rows(model)
+
+    def tags_with_cache_key(self, model: str, key: str) -> list[str]:
+        if model == self.model and (keys := self._parts("keys")) is not None:
+            return list(keys.get(key, []))
+        return self.full().tags_with_cache_key(model, key)
+
     # -- what needs the events -----------------------------------------------------------
     def full(self) -> RegistryState:
         if self._full is None:
@@ -185,6 +211,16 @@ class _Versions(Sequence[VersionInfo]):
     def __iter__(self) -> Iterator[VersionInfo]:
         info = self._view._info
         return (info(k) for k in self._keep)
+
+
+def parts(state: RegistryState, model: str) -> dict[str, Any]:
+    """What a view keeps beside its main file, each read only by the command that needs it:
+    `history` (rows as `history` shows them) and `keys` (run-cache key -> tags)."""
+    keys: dict[str, list[str]] = {}
+    for e in state.history(model):
+        if e.cache_key is not None:
+            keys.setdefault(e.cache_key, []).append(e.tag)
+    return {"history": [list(r) for r in state.history_rows(model)], "keys": keys}
 
 
 def derive(state: RegistryState, model: str) -> dict[str, Any]:
@@ -250,13 +286,26 @@ class ViewStore:
     def __init__(self, base: Path | None) -> None:
         self.base = base / "views" if base is not None else None
 
-    def _path(self, model: str) -> Path | None:
+    def _path(self, model: str, part: str = "") -> Path | None:
         if self.base is None:
             return None
-        return self.base / (hashlib.blake2b(model.encode(), digest_size=12).hexdigest() + ".json")
+        name = hashlib.blake2b(model.encode(), digest_size=12).hexdigest()
+        return self.base / f"{name}{'.' + part if part else ''}.json"
 
     def load(self, model: str, listing_digest: str) -> dict[str, Any] | None:
-        path = self._path(model)
+        """The main view, if it was kept for exactly these tags."""
+        data = self._load(model, listing_digest, "")
+        return data if data is not None and _valid(_check, data) else None
+
+    def part(self, model: str, listing_digest: str, name: str) -> Any:
+        """A part kept beside the main view (`parts()`), or None."""
+        data = self._load(model, listing_digest, name)
+        if data is None or not _valid(_PART_CHECKS[name], data):
+            return None
+        return data[name]
+
+    def _load(self, model: str, listing_digest: str, part: str) -> dict[str, Any] | None:
+        path = self._path(model, part)
         if path is None:
             return None
         try:
@@ -267,19 +316,39 @@ class ViewStore:
                 or data["listing"] != listing_digest
             ):
                 return None
-            _check(data)
             return data  # type: ignore[no-any-return]
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None  # none kept, or one we cannot trust: derived again
 
-    def save(self, model: str, listing_digest: str, view: dict[str, Any]) -> None:
-        path = self._path(model)
+    def save(self, model: str, listing_digest: str, view: dict[str, Any], part: str = "") -> None:
+        path = self._path(model, part)
         if path is None:
             return
         data = {"writer": _WRITER, "model": model, "listing": listing_digest, **view}
         with contextlib.suppress(OSError):  # a read-only repository derives it every time
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_text(path, json.dumps(data, separators=(",", ":")))
+
+
+def _valid(check: Callable[[dict[str, Any]], None], data: dict[str, Any]) -> bool:
+    try:
+        check(data)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def _check_history(data: dict[str, Any]) -> None:
+    signatures = _ROW_SIGNATURES
+    for row in data["history"]:
+        if tuple(map(type, row)) not in signatures:
+            raise TypeError("view history row")
+
+
+def _check_keys(data: dict[str, Any]) -> None:
+    for key, tags in data["keys"].items():
+        if type(key) is not str or type(tags) is not list or not all(type(t) is str for t in tags):
+            raise TypeError("view cache keys")
 
 
 def _check(data: dict[str, Any]) -> None:
@@ -307,3 +376,9 @@ def _check(data: dict[str, Any]) -> None:
         raise TypeError("view facts")
     if type(data["events"]) is not int or type(data["deregistered"]) is not int:
         raise TypeError("view facts")
+
+
+_PART_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "history": _check_history,
+    "keys": _check_keys,
+}

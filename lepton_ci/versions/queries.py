@@ -15,7 +15,7 @@ from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.gcpause import gc_paused
 from lepton_ci.core.git import Git
 from lepton_ci.core.printer import Table
-from lepton_ci.versions.grammar import Action, shortcut
+from lepton_ci.versions.grammar import shortcut
 from lepton_ci.versions.registry import Assignment, Registry, VersionInfo
 
 if TYPE_CHECKING:
@@ -113,37 +113,34 @@ def _version_row(
 def history(git: Git, model: str | None = None) -> Table:
     """Every registry event, oldest first; a stage event names the version on its commit (or
     the commit itself, as GTO does), and who promoted when the tag says so."""
-    state = Registry(git).read(model)
-    events = state.history(model)
-    version = {e.tag: e.version or state.version_at(e.model, e.sha) or e.sha for e in events}
+    rows = Registry(git).read(model).history_rows(model)
     records = lambda: [  # noqa: E731 (built only for --json)
         {
-            "tag": e.tag,
-            "model": e.model,
-            "action": e.action.value,
-            "version": version[e.tag] if e.action is not Action.DEPRECATE else None,
-            "stage": e.stage,
-            "sha": e.sha,
-            "who": e.actor or e.who,
-            "tagger": e.who,
-            "time": e.time,
+            "tag": r.tag,
+            "model": r.model,
+            "action": r.action,
+            "version": r.label,
+            "stage": r.stage,
+            "sha": r.sha,
+            "who": r.who,
+            "tagger": r.tagger,
+            "time": r.time,
         }
-        for e in events
+        for r in rows
     ]
-    rows = [
+    shown = [
         (
-            when(e.time),
-            e.actor or e.who,
-            e.action.value,
-            e.model,
-            (version[e.tag] if e.action is not Action.DEPRECATE else "")
-            + (f" -> {e.stage}" if e.stage else ""),
-            e.tag,
+            when(r.time),
+            r.who,
+            r.action,
+            r.model,
+            (r.label or "") + (f" -> {r.stage}" if r.stage else ""),
+            r.tag,
         )
-        for e in events
+        for r in rows
     ]
     return Table(
-        ("when", "who", "action", "model", "what", "tag"), rows, records, "no registry events"
+        ("when", "who", "action", "model", "what", "tag"), shown, records, "no registry events"
     )
 
 

@@ -108,9 +108,19 @@ class Registry:
         # answers without the events (see model_view).
         views = ViewStore(index.base)
         key = model_view.digest(listing)
+
+        def derive() -> RegistryState:
+            """The state from the events, its parts kept (a view whose part was lost or
+            damaged gets it back)."""
+            state = self._derive(index, pattern, listing, model)
+            if index.consistent:
+                for name, part in model_view.parts(state, model).items():
+                    views.save(model, key, {name: part}, name)
+            return state
+
         if (data := views.load(model, key)) is not None:
-            return ViewState(model, data, lambda: self._derive(index, pattern, listing, model))
-        state = self._derive(index, pattern, listing, model)
+            return ViewState(model, data, derive, lambda part: views.part(model, key, part))
+        state = derive()
         if index.consistent:
             views.save(model, key, model_view.derive(state, model))
         return state

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.gcpause import gc_paused
@@ -43,6 +44,21 @@ class Event:
     counter: int | None = None
     cache_key: str | None = None
     actor: str | None = None  # who promoted, from the tag's Promoted-by trailer
+
+
+class HistoryRow(NamedTuple):
+    """One registry event as `history` shows it: `label` names the version (for a stage event,
+    the version on its commit, else the commit, as GTO does); none for a deprecation."""
+
+    tag: str
+    model: str
+    action: str
+    label: str | None
+    stage: str | None
+    sha: str
+    who: str  # who promoted, when the tag says so, else the tagger
+    tagger: str
+    time: int
 
 
 @dataclass(slots=True)
@@ -95,6 +111,29 @@ class RegistryState:
 
     def history(self, model: str | None = None) -> list[Event]:
         return list(self.events if model is None else self._by_model.get(model, []))
+
+    def history_rows(self, model: str | None = None) -> list[HistoryRow]:
+        """`history` as rows, oldest first."""
+        return [
+            HistoryRow(
+                e.tag,
+                e.model,
+                e.action.value,
+                None
+                if e.action is Action.DEPRECATE
+                else e.version or self.version_at(e.model, e.sha) or e.sha,
+                e.stage,
+                e.sha,
+                e.actor or e.who,
+                e.who,
+                e.time,
+            )
+            for e in self.history(model)
+        ]
+
+    def tags_with_cache_key(self, model: str, key: str) -> list[str]:
+        """Tags of the model whose Cache-key trailer is `key` (candidates for a run-cache hit)."""
+        return [e.tag for e in self.history(model) if e.cache_key == key]
 
     def deprecated(self, model: str) -> bool:
         """GTO: deprecated until any later event (a new version, a stage) revives the model."""
