@@ -109,9 +109,9 @@ class Registry:
         views = ViewStore(index.base)
         key = model_view.digest(listing)
 
-        def derive() -> RegistryState:
-            """The state from the events, its parts kept (a view whose part was lost or
-            damaged gets it back)."""
+        def derive_parts() -> RegistryState:
+            """The state from the events, for a view asked what it keeps in a part that is
+            not there yet (or was damaged): the parts are kept for the next command."""
             state = self._derive(index, pattern, listing, model)
             if index.consistent:
                 for name, part in model_view.parts(state, model).items():
@@ -119,9 +119,9 @@ class Registry:
             return state
 
         if (data := views.load(model, key)) is not None:
-            return ViewState(model, data, derive, lambda part: views.part(model, key, part))
-        state = derive()
-        if index.consistent:
+            return ViewState(model, data, derive_parts, lambda part: views.part(model, key, part))
+        state = self._derive(index, pattern, listing, model)
+        if index.consistent:  # the parts wait until a command needs them
             views.save(model, key, model_view.derive(state, model))
         return state
 
