@@ -19,6 +19,18 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
     return best
 
 
+def best_of_each(n: int, fns: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Best of n for each, the calls interleaved: a machine whose speed drifts during the
+    measurement (these VMs' does, by a third) drifts for all of them alike."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(n):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def run(cmd: list[str], cwd: Path | None = None) -> None:
     subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
 
