@@ -373,6 +373,20 @@ def test_a_tag_of_a_tag_peels_to_the_same_commit_in_every_read(toy_repo):
         assert state.find("toy", "v0.0.1").sha == first
 
 
+def test_a_stage_whose_name_holds_a_slash_is_read_for_one_model_as_for_all(toy_repo):
+    """GTO's names may hold `/` (`toy#eu/prod#2`), where for-each-ref's `*` stops: a read of
+    one model sees the stage as a read of every tag does, and the kept view sees it change."""
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
+    git(toy_repo, "tag", "-a", "-m", "promote", "toy#eu/prod#2", "toy@v0.0.1")
+    for model in (None, "toy", "toy"):  # every tag; one model, derived; one model, its view
+        state = Registry(Git(toy_repo)).read(model)
+        assert set(state.stages("toy")) == {"eu/prod"} and state.next_counter("toy") == 3
+    git(toy_repo, "tag", "-a", "-m", "unassign", "toy#eu/prod!#3", "toy@v0.0.1")
+    for model in (None, "toy", "toy"):
+        state = Registry(Git(toy_repo)).read(model)
+        assert state.stages("toy") == {} and state.next_counter("toy") == 4
+
+
 def test_runner_without_git_identity_tags_as_actions_actor(cli, toy_repo, monkeypatch, tmp_path):
     cli("run")
     empty = tmp_path / "empty.gitconfig"
