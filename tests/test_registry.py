@@ -307,6 +307,8 @@ def test_tag_index_that_is_damaged_or_lies_about_its_shape_is_rebuilt(toy_repo):
         [name, [annotated, ["toy", "no-such-action", *fields[2:]]]],
         [name, [annotated, [*fields, "one too many"]]],
         [name, [annotated, 42]],
+        [name],  # cut short: no entry after the name
+        [],
     ):
         index.write_text(json.dumps({**data, "tags": {obj: entry}}))
         assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"

@@ -133,7 +133,8 @@ class Registry:
     ) -> RegistryState:
         try:
             return self._state(index.entries(pattern, listing), model)
-        except (TypeError, ValueError, KeyError):  # an index by hand or another version
+        except (TypeError, ValueError, LookupError):  # an index by hand or another version
+            # (LookupError: a missing key, or an entry cut short, which raises IndexError)
             index.drop()
             return self._state(index.entries(pattern, listing), model)
 
