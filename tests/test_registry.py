@@ -684,6 +684,7 @@ def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
         json.dumps({**good, "versions": [[*row[:11], [3]]]}),  # a stage that is a number
         json.dumps({**good, "versions": [[*row[:10], True, row[11]]]}),  # count says none
         json.dumps({**good, "assigned": [["prod", row[6], "toy@v9.9.9", []]]}),
+        json.dumps({**good, "assigned": [["prod", row[6], None, []]]}),  # an event of nothing
         json.dumps({**good, "writer": "1/lepton-ci 0.0.1", "versions": []}),  # another release
         json.dumps({**good, "model": "other", "versions": []}),
         json.dumps({**good, "listing": "0" * 32, "versions": []}),  # another set of tags

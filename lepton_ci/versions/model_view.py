@@ -333,8 +333,8 @@ class ViewStore:
 def _valid(check: Callable[[dict[str, Any]], None], data: dict[str, Any]) -> bool:
     try:
         check(data)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return False
+    except (ValueError, LookupError, TypeError, AttributeError):  # LookupError: a key missing,
+        return False  # or a list too short to index (an IndexError)
     return True
 
 
