@@ -655,6 +655,19 @@ def test_a_kept_view_answers_as_the_tags_do(toy_repo):
         assert kept == derived
 
 
+def test_a_kept_view_names_a_commit_as_the_tags_do_when_two_versions_sort_alike(toy_repo):
+    """Build metadata does not order versions: v0.1.0 and v0.1.0+b on one commit sort alike,
+    and the view picks the one the derived state picks."""
+    sha = git(toy_repo, "rev-parse", "HEAD")
+    for i, name in enumerate(["toy@v0.1.0+b", "toy@v0.1.0", "toy@v0.1.0+a"]):
+        git(toy_repo, "tag", "-a", "-m", "Register: gates: pass", name,
+            env={"GIT_COMMITTER_DATE": f"{1_700_000_000 + i} +0000"})  # fmt: skip
+    derived = Registry(Git(toy_repo)).read("toy")
+    kept = Registry(Git(toy_repo)).read("toy")
+    assert type(kept).__name__ == "ViewState"
+    assert _answers(kept, "toy", [sha]) == _answers(derived, "toy", [sha])
+
+
 def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
     git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
     Registry(Git(toy_repo)).read("toy")
