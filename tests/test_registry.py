@@ -307,6 +307,8 @@ def test_tag_index_that_is_damaged_or_lies_about_its_shape_is_rebuilt(toy_repo):
         [name, [annotated, ["toy", "no-such-action", *fields[2:]]]],
         [name, [annotated, [*fields, "one too many"]]],
         [name, [annotated, 42]],
+        [name],  # cut short: no entry after the name
+        [],
     ):
         index.write_text(json.dumps({**data, "tags": {obj: entry}}))
         assert Registry(Git(toy_repo)).read().find("toy", "v0.0.1").verdict == "pass"
@@ -371,6 +373,20 @@ def test_a_tag_of_a_tag_peels_to_the_same_commit_in_every_read(toy_repo):
     for model in (None, "toy"):
         state = Registry(Git(toy_repo)).read(model)
         assert state.find("toy", "v0.0.1").sha == first
+
+
+def test_a_stage_whose_name_holds_a_slash_is_read_for_one_model_as_for_all(toy_repo):
+    """GTO's names may hold `/` (`toy#eu/prod#2`), where for-each-ref's `*` stops: a read of
+    one model sees the stage as a read of every tag does, and the kept view sees it change."""
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
+    git(toy_repo, "tag", "-a", "-m", "promote", "toy#eu/prod#2", "toy@v0.0.1")
+    for model in (None, "toy", "toy"):  # every tag; one model, derived; one model, its view
+        state = Registry(Git(toy_repo)).read(model)
+        assert set(state.stages("toy")) == {"eu/prod"} and state.next_counter("toy") == 3
+    git(toy_repo, "tag", "-a", "-m", "unassign", "toy#eu/prod!#3", "toy@v0.0.1")
+    for model in (None, "toy", "toy"):
+        state = Registry(Git(toy_repo)).read(model)
+        assert state.stages("toy") == {} and state.next_counter("toy") == 4
 
 
 def test_runner_without_git_identity_tags_as_actions_actor(cli, toy_repo, monkeypatch, tmp_path):
@@ -639,6 +655,19 @@ def test_a_kept_view_answers_as_the_tags_do(toy_repo):
         assert kept == derived
 
 
+def test_a_kept_view_names_a_commit_as_the_tags_do_when_two_versions_sort_alike(toy_repo):
+    """Build metadata does not order versions: v0.1.0 and v0.1.0+b on one commit sort alike,
+    and the view picks the one the derived state picks."""
+    sha = git(toy_repo, "rev-parse", "HEAD")
+    for i, name in enumerate(["toy@v0.1.0+b", "toy@v0.1.0", "toy@v0.1.0+a"]):
+        git(toy_repo, "tag", "-a", "-m", "Register: gates: pass", name,
+            env={"GIT_COMMITTER_DATE": f"{1_700_000_000 + i} +0000"})  # fmt: skip
+    derived = Registry(Git(toy_repo)).read("toy")
+    kept = Registry(Git(toy_repo)).read("toy")
+    assert type(kept).__name__ == "ViewState"
+    assert _answers(kept, "toy", [sha]) == _answers(derived, "toy", [sha])
+
+
 def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
     git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
     Registry(Git(toy_repo)).read("toy")
@@ -668,6 +697,7 @@ def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
         json.dumps({**good, "versions": [[*row[:11], [3]]]}),  # a stage that is a number
         json.dumps({**good, "versions": [[*row[:10], True, row[11]]]}),  # count says none
         json.dumps({**good, "assigned": [["prod", row[6], "toy@v9.9.9", []]]}),
+        json.dumps({**good, "assigned": [["prod", row[6], None, []]]}),  # an event of nothing
         json.dumps({**good, "writer": "1/lepton-ci 0.0.1", "versions": []}),  # another release
         json.dumps({**good, "model": "other", "versions": []}),
         json.dumps({**good, "listing": "0" * 32, "versions": []}),  # another set of tags

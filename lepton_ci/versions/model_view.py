@@ -25,7 +25,7 @@ from typing import Any, overload
 from lepton_ci import __version__
 from lepton_ci.core import atomic
 from lepton_ci.core.errors import RegistryError
-from lepton_ci.core.semver import Version
+from lepton_ci.core.semver import SortKey, Version
 from lepton_ci.versions.registry_state import (
     ACTIONS,
     FIELD_SIGNATURES,
@@ -144,7 +144,11 @@ class ViewState:
         if self._on_sha is None:
             self._on_sha = {}
             for i, r in enumerate(self._rows):  # newest first: the first on a commit is its newest
-                self._on_sha.setdefault(r[6], i)
+                # ... but of versions that sort alike (v1.0.0, v1.0.0+b: build metadata does
+                # not order), the last one, as RegistryState._newest_on picks it
+                kept = self._on_sha.get(r[6])
+                if kept is None or self._sort_key(kept) == self._sort_key(i):
+                    self._on_sha[r[6]] = i
         row = self._on_sha.get(sha)
         return str(self._info(row).version) if row is not None else None
 
@@ -182,6 +186,9 @@ class ViewState:
         return self.full().stage_history(model, stage)
 
     # -- rows to objects -----------------------------------------------------------------
+    def _sort_key(self, i: int) -> SortKey:
+        return self._info(i).version.sort_key()
+
     def _info(self, i: int) -> VersionInfo:
         info = self._infos[i]
         if info is None:
@@ -333,8 +340,8 @@ class ViewStore:
 def _valid(check: Callable[[dict[str, Any]], None], data: dict[str, Any]) -> bool:
     try:
         check(data)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return False
+    except (ValueError, LookupError, TypeError, AttributeError):  # LookupError: a key missing,
+        return False  # or a list too short to index (an IndexError)
     return True
 
 

@@ -99,7 +99,10 @@ class Registry:
     def _read(self, model: str | None) -> State:
         pattern = ["refs/tags"]
         if model is not None:
-            pattern = [f"refs/tags/{in_tag(model)}@*", f"refs/tags/{in_tag(model)}#*"]
+            # for-each-ref's `*` stops at a slash, and a stage name may hold one (GTO's names
+            # do: `m#eu/prod#3`); `#*/**` lists those (a version holds none).
+            m = in_tag(model)
+            pattern = [f"refs/tags/{m}@*", f"refs/tags/{m}#*", f"refs/tags/{m}#*/**"]
         index = TagIndex(self.git, self._describe)
         listing = index.listing(pattern)
         if model is None:
@@ -130,7 +133,8 @@ class Registry:
     ) -> RegistryState:
         try:
             return self._state(index.entries(pattern, listing), model)
-        except (TypeError, ValueError, KeyError):  # an index by hand or another version
+        except (TypeError, ValueError, LookupError):  # an index by hand or another version
+            # (LookupError: a missing key, or an entry cut short, which raises IndexError)
             index.drop()
             return self._state(index.entries(pattern, listing), model)
 
