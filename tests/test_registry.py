@@ -1,6 +1,7 @@
 """Version registry in git tags: register, promote, read, refuse cleanly."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -731,3 +732,25 @@ def test_no_view_is_kept_when_the_tags_changed_during_the_read(toy_repo, monkeyp
     state = Registry(Git(toy_repo)).read("toy")
     assert [v.tag for v in state.versions("toy")] == ["toy@v0.0.1"]
     assert not (toy_repo / ".git" / "lepton-ci" / "views").exists()
+
+
+def test_a_fifo_in_place_of_a_cache_file_does_not_block_a_read(toy_repo):
+    """Whoever can write .git/lepton-ci could put a FIFO where the index or a view goes; a
+    read that opened it would wait for a writer for ever. Such a file is not read."""
+    git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
+    Registry(Git(toy_repo)).read("toy")
+    base = toy_repo / ".git" / "lepton-ci"
+    (view,) = (base / "views").iterdir()
+    for path in (view, base / "tags.json"):
+        path.unlink()
+        os.mkfifo(path)
+    code = (
+        "from pathlib import Path\nfrom lepton_ci.core.git import Git\n"
+        "from lepton_ci.versions.registry import Registry\n"
+        f"s = Registry(Git(Path({str(toy_repo)!r}))).read('toy')\n"
+        "print([v.tag for v in s.versions('toy')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "['toy@v0.0.1']"

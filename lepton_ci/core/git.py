@@ -122,7 +122,9 @@ class Git:
     def branch_and_dirty(self) -> tuple[str | None, bool]:
         """`branch()` and `dirty()` in one call (git status's machine format names the
         branch in its header)."""
-        out = self.run(["status", "--porcelain=v2", "--branch", "--untracked-files=no"]).stdout
+        out = self.run(
+            ["status", "--porcelain=v2", "--branch", "--no-ahead-behind", "--untracked-files=no"]
+        ).stdout
         branch: str | None = None
         dirty = False
         for line in out.split("\n"):

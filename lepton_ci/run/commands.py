@@ -118,8 +118,9 @@ class _Exit:
                 return self.proc.wait(timeout=slice_s)
             except subprocess.TimeoutExpired:
                 return None
-        ready, _, _ = select.select([self.fd], [], [], slice_s)
-        return self.proc.wait() if ready else None
+        poller = select.poll()  # not select(): it cannot watch a descriptor past 1023
+        poller.register(self.fd, select.POLLIN)
+        return self.proc.wait() if poller.poll(slice_s * 1000) else None
 
     def close(self) -> None:
         if self.fd is not None:

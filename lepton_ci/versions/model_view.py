@@ -316,7 +316,7 @@ class ViewStore:
         if path is None:
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(atomic.read_text(path))
             if (
                 data["writer"] != _WRITER
                 or data["model"] != model

@@ -94,7 +94,7 @@ class TagIndex:
         if self.path is None:
             return {}
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(atomic.read_text(self.path))
             tags = data["tags"] if data.get("version") == _WRITER else {}
             # Entries of another shape fail where they are used, and the caller drops the index.
             return tags if isinstance(tags, dict) else {}
