@@ -12,6 +12,7 @@ import pytest
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.semver import Version
+from lepton_ci.versions import model_view
 from lepton_ci.versions.grammar import Action
 from lepton_ci.versions.registry import Registry
 from tests.conftest import commit_all, git, set_params
@@ -602,10 +603,13 @@ def _answers(state, model, shas):
     }
 
 
-def test_a_kept_view_answers_as_the_tags_do(toy_repo):
+@pytest.mark.parametrize("head_rows", [1, 64], ids=["rows past the head", "all in the head"])
+def test_a_kept_view_answers_as_the_tags_do(toy_repo, monkeypatch, head_rows):
     """The view a read keeps (by its listing's digest) answers every question as the state
     derived from the tags: versions, deregistered ones, stages on versions and on commits
-    never registered, unassignments, deprecation, counters; and a new tag is seen at once."""
+    never registered, unassignments, deprecation, counters; and a new tag is seen at once.
+    With a head of one row, every answer past the newest version reads the rows part."""
+    monkeypatch.setattr(model_view, "HEAD_ROWS", head_rows)
     shas = []
     t = 1_700_000_000
 
@@ -673,12 +677,15 @@ def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
     git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
     Registry(Git(toy_repo)).read("toy")
     views = toy_repo / ".git" / "lepton-ci" / "views"
-    (path,) = views.iterdir()  # the main view; its parts wait until a command needs one
+    # the main view and all its rows; the other parts wait until a command needs one
+    assert sorted(p.name.split(".", 1)[1] for p in views.iterdir()) == ["json", "rows.json"]
+    (path,) = [p for p in views.iterdir() if p.suffixes == [".json"]]
     Registry(Git(toy_repo)).read("toy").history_rows("toy")
     assert sorted(p.name.split(".", 1)[1] for p in views.iterdir()) == [
         "history.json",
         "json",
         "keys.json",
+        "rows.json",
     ]
     for part, damage in (("history", [[1, 2]]), ("keys", {"blake3:x": [7]}), ("keys", [])):
         kept = path.with_suffix(f".{part}.json")
@@ -690,18 +697,20 @@ def test_a_view_that_is_damaged_or_foreign_is_derived_again(toy_repo):
         assert state.tags_with_cache_key("toy", "blake3:x") == []
         kept.write_text(good_part)
     good = json.loads(path.read_text())
-    row = good["versions"][0]
+    row = good["head"][0]
     for damage in (
         "{not json",
-        json.dumps({**good, "versions": [[*row[:7], "noon", *row[8:]]]}),  # a time as text
-        json.dumps({**good, "versions": [[*row[:10], 1, row[11]]]}),  # deregistered as 1
-        json.dumps({**good, "versions": [[*row[:11], [3]]]}),  # a stage that is a number
-        json.dumps({**good, "versions": [[*row[:10], True, row[11]]]}),  # count says none
-        json.dumps({**good, "assigned": [["prod", row[6], "toy@v9.9.9", []]]}),
+        json.dumps({**good, "head": [[*row[:7], "noon", *row[8:]]]}),  # a time as text
+        json.dumps({**good, "head": [[*row[:10], 1, row[11]]]}),  # deregistered as 1
+        json.dumps({**good, "head": [[*row[:11], [3]]]}),  # a stage that is a number
+        json.dumps({**good, "head": [[*row[:10], True, row[11]]]}),  # count says none
+        json.dumps({**good, "count": 2}),  # more versions than the commits column holds
+        json.dumps({**good, "shas": "\n" + "0" * 40 + "\n"}),  # not the head's commit
+        json.dumps({**good, "assigned": [["prod", row[6], [*row[:7], "noon", *row[8:]], []]]}),
         json.dumps({**good, "assigned": [["prod", row[6], None, []]]}),  # an event of nothing
-        json.dumps({**good, "writer": "1/lepton-ci 0.0.1", "versions": []}),  # another release
-        json.dumps({**good, "model": "other", "versions": []}),
-        json.dumps({**good, "listing": "0" * 32, "versions": []}),  # another set of tags
+        json.dumps({**good, "writer": "1/lepton-ci 0.0.1", "head": []}),  # another release
+        json.dumps({**good, "model": "other", "head": []}),
+        json.dumps({**good, "listing": "0" * 32, "head": []}),  # another set of tags
     ):
         path.write_text(damage)
         state = Registry(Git(toy_repo)).read("toy")
@@ -740,8 +749,7 @@ def test_a_fifo_in_place_of_a_cache_file_does_not_block_a_read(toy_repo):
     git(toy_repo, "tag", "-a", "-m", "Register toy@v0.0.1: gates: pass", "toy@v0.0.1")
     Registry(Git(toy_repo)).read("toy")
     base = toy_repo / ".git" / "lepton-ci"
-    (view,) = (base / "views").iterdir()
-    for path in (view, base / "tags.json"):
+    for path in (*(base / "views").iterdir(), base / "tags.json"):
         path.unlink()
         os.mkfifo(path)
     code = (
@@ -754,3 +762,34 @@ def test_a_fifo_in_place_of_a_cache_file_does_not_block_a_read(toy_repo):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "['toy@v0.0.1']"
+
+
+def test_a_rows_part_that_is_lost_or_damaged_is_derived_again(toy_repo, monkeypatch):
+    """Past the newest rows (here: one) a view reads its rows part; one that is missing, cut
+    short, of the wrong types or not these versions is replaced by what the tags say."""
+    monkeypatch.setattr(model_view, "HEAD_ROWS", 1)
+    for i in range(3):
+        (toy_repo / "note.txt").write_text(str(i))
+        commit_all(toy_repo, f"fix: {i}")
+        git(toy_repo, "tag", "-a", "-m", "Register: gates: pass", f"toy@v0.0.{i}")
+    want = [v.tag for v in Registry(Git(toy_repo)).read("toy").versions("toy")]
+    assert want == ["toy@v0.0.2", "toy@v0.0.1", "toy@v0.0.0"]
+    views = toy_repo / ".git" / "lepton-ci" / "views"
+    (rows_part,) = views.glob("*.rows.json")
+    good = json.loads(rows_part.read_text())
+    rows = good["rows"]
+    for damage in (
+        None,  # lost
+        {**good, "rows": rows[:2]},
+        {**good, "rows": [rows[0], [*rows[1][:7], "noon", *rows[1][8:]], rows[2]]},
+        {**good, "rows": [rows[0], rows[2], rows[1]]},  # not the commits column's order
+        {**good, "rows": [rows[0], rows[1], [*rows[2][:10], True, rows[2][11]]]},
+    ):
+        if damage is None:
+            rows_part.unlink()
+        else:
+            rows_part.write_text(json.dumps(damage))
+        state = Registry(Git(toy_repo)).read("toy")
+        assert type(state).__name__ == "ViewState"
+        assert [v.tag for v in state.versions("toy")] == want, damage
+        assert state.find("toy", "v0.0.0").tag == "toy@v0.0.0"

@@ -36,7 +36,7 @@ from lepton_ci.versions.registry_state import (
     VersionInfo,
 )
 
-_WRITER = f"3/lepton-ci {__version__}"  # 3: history and cache-key parts
+_WRITER = f"4/lepton-ci {__version__}"  # 4: the newest rows in the main file, all in a part
 # A version as kept: tag, major, minor, patch, pre, build, commit, time, tagger, verdict,
 # deregistered, stages. Checked as a whole (one set lookup per row), as the tag index is.
 _VERSION_TYPES: tuple[tuple[type, ...], ...] = (
@@ -70,17 +70,19 @@ class ViewState:
     ) -> None:
         self.model = model
         self._data = data
-        self._parts = parts or (lambda _name: None)  # a kept part (history, cache keys)
-        self._rows: list[list[Any]] = data["versions"]
+        self._parts = parts or (lambda _name: None)  # a kept part (rows, history, cache keys)
+        self._head: list[list[Any]] = data["head"]
+        self._count: int = data["count"]
+        self._shas: str = data["shas"]  # every version's commit, newest first, one a line
+        self._all: list[list[Any]] | None = self._head if self._count == len(self._head) else None
         self._full_fn = full
         self._full: RegistryState | None = None
-        self._infos: list[VersionInfo | None] = [None] * len(self._rows)
+        self._infos: list[VersionInfo | None] = [None] * self._count
         self._assigned: dict[str, Assignment] | None = None
-        self._on_sha: dict[str, int] | None = None  # commit -> row of its newest version
 
     # -- what the view holds -------------------------------------------------------------
     def models(self, *, include_deprecated: bool = True) -> list[str]:
-        if not self._rows and not self._data["assigned"] and not self._data["events"]:
+        if not self._count and not self._data["assigned"] and not self._data["events"]:
             return []
         return [self.model] if include_deprecated or not self._data["deprecated"] else []
 
@@ -91,17 +93,17 @@ class ViewState:
         """Newest first, each with the stages it holds; built as they are read."""
         if model != self.model:
             return []
-        rows = self._rows
-        keep: Sequence[int] = range(len(rows))
+        keep: Sequence[int] = range(self._count)
         if not include_deregistered and self._data["deregistered"]:
-            keep = [i for i, r in enumerate(rows) if not r[10]]
+            keep = [i for i, r in enumerate(self._rows()) if not r[10]]
         return _Versions(self, keep)
 
     def on_commit(self, model: str, sha: str) -> list[VersionInfo]:
         """Registered versions (not deregistered) on a commit, newest first."""
         if model != self.model:
             return []
-        return [self._info(i) for i, r in enumerate(self._rows) if r[6] == sha and not r[10]]
+        found = (self._info(i) for i in self._on(sha))
+        return [v for v in found if not v.deregistered]
 
     def latest(self, model: str) -> VersionInfo | None:
         vs = self.versions(model)
@@ -110,11 +112,14 @@ class ViewState:
     def find(self, model: str, version: str) -> VersionInfo:
         want = Version.parse(version)
         parts = [want.major, want.minor, want.patch, want.pre, want.build]
-        for i, r in enumerate(self._rows if model == self.model else []):
-            if r[1:6] == parts:
-                if r[10]:
-                    raise RegistryError(f"{model}@{want} was deregistered")
-                return self._info(i)
+        if model == self.model:
+            # the newest first (what is asked for nearly always), all the rows only past them
+            for rows in (self._head, self._rows()):
+                for i, r in enumerate(rows):
+                    if r[1:6] == parts:
+                        if r[10]:
+                            raise RegistryError(f"{model}@{want} was deregistered")
+                        return self._info(i)
         known = ", ".join(str(v.version) for v in self.versions(model)[:5]) or "none"
         raise RegistryError(
             f"{model}@{want} is not registered (newest: {known})",
@@ -125,12 +130,10 @@ class ViewState:
         if model != self.model:
             return {}
         if self._assigned is None:
-            by_tag = {r[0]: i for i, r in enumerate(self._rows)}
             self._assigned = {}
-            for stage, sha, tag, event in self._data["assigned"]:
-                e = _event(event)
-                info = self._info(by_tag[tag]) if tag is not None else None
-                self._assigned[stage] = Assignment(stage, sha, info, e)
+            for stage, sha, row, event in self._data["assigned"]:
+                info = self._info_of(row) if row is not None else None
+                self._assigned[stage] = Assignment(stage, sha, info, _event(event))
         return dict(self._assigned)
 
     def stages(self, model: str) -> dict[str, VersionInfo]:
@@ -141,16 +144,13 @@ class ViewState:
         stage events."""
         if model != self.model:
             return None
-        if self._on_sha is None:
-            self._on_sha = {}
-            for i, r in enumerate(self._rows):  # newest first: the first on a commit is its newest
-                # ... but of versions that sort alike (v1.0.0, v1.0.0+b: build metadata does
-                # not order), the last one, as RegistryState._newest_on picks it
-                kept = self._on_sha.get(r[6])
-                if kept is None or self._sort_key(kept) == self._sort_key(i):
-                    self._on_sha[r[6]] = i
-        row = self._on_sha.get(sha)
-        return str(self._info(row).version) if row is not None else None
+        newest = None
+        for i in self._on(sha):  # newest first: the first on a commit is its newest ...
+            # ... but of versions that sort alike (v1.0.0, v1.0.0+b: build metadata does not
+            # order), the last one, as RegistryState._newest_on picks it
+            if newest is None or self._sort_key(newest) == self._sort_key(i):
+                newest = i
+        return str(self._info(newest).version) if newest is not None else None
 
     def last_time(self, model: str) -> int | None:
         return self._data["last_time"] if model == self.model else None
@@ -186,17 +186,44 @@ class ViewState:
         return self.full().stage_history(model, stage)
 
     # -- rows to objects -----------------------------------------------------------------
+    def _on(self, sha: str) -> list[int]:
+        """Rows of the versions on a commit, found in the commits column (one string)."""
+        found, lines, at = [], self._shas, 0
+        needle = f"\n{sha}\n"
+        while (at := lines.find(needle, at)) >= 0:
+            found.append(lines.count("\n", 0, at))
+            at += 1
+        return found
+
+    def _rows(self) -> list[list[Any]]:
+        """Every version's row: the kept `rows` part, read only past the newest few."""
+        if self._all is None:
+            rows = self._parts("rows")
+            if (
+                rows is None
+                or len(rows) != self._count
+                or rows[: len(self._head)] != self._head
+                or sum(r[10] for r in rows) != self._data["deregistered"]
+                or "".join(f"\n{r[6]}" for r in rows) + "\n" != self._shas
+            ):
+                rows = derive(self.full(), self.model)["rows"]  # lost, damaged or not these
+            self._all = rows
+        return self._all
+
     def _sort_key(self, i: int) -> SortKey:
         return self._info(i).version.sort_key()
 
     def _info(self, i: int) -> VersionInfo:
         info = self._infos[i]
         if info is None:
-            r = self._rows[i]
-            version = Version(r[1], r[2], r[3], r[4], r[5])
-            info = VersionInfo(self.model, version, r[0], r[6], r[7], r[8], r[9], r[10], r[11])
-            self._infos[i] = info
+            info = self._infos[i] = self._info_of(
+                self._head[i] if i < len(self._head) else self._rows()[i]
+            )
         return info
+
+    def _info_of(self, r: list[Any]) -> VersionInfo:
+        version = Version(r[1], r[2], r[3], r[4], r[5])
+        return VersionInfo(self.model, version, r[0], r[6], r[7], r[8], r[9], r[10], r[11])
 
 
 class _Versions(Sequence[VersionInfo]):
@@ -230,38 +257,47 @@ def parts(state: RegistryState, model: str) -> dict[str, Any]:
     return {"history": [list(r) for r in state.history_rows(model)], "keys": keys}
 
 
+HEAD_ROWS = 64  # the newest versions kept in the main view; the rest in its `rows` part
+
+
 def derive(state: RegistryState, model: str) -> dict[str, Any]:
-    """What a view keeps of a model's state (deregistered versions included)."""
-    versions = [
-        [
-            v.tag,
-            v.version.major,
-            v.version.minor,
-            v.version.patch,
-            v.version.pre,
-            v.version.build,
-            v.sha,
-            v.time,
-            v.who,
-            v.verdict,
-            v.deregistered,
-            sorted(v.stages),
-        ]
-        for v in state.versions(model, include_deregistered=True)
-    ]
+    """What a view keeps of a model's state (deregistered versions included): the main file
+    (the newest versions, a column of every version's commit, assignments, facts) and the
+    `rows` of all versions, a part read only when a command goes past the newest."""
+    rows = [_row(v) for v in state.versions(model, include_deregistered=True)]
     assigned = [
-        [a.stage, a.sha, a.version.tag if a.version else None, _fields(a.event)]
+        [a.stage, a.sha, _row(a.version) if a.version else None, _fields(a.event)]
         for a in state.assignments(model).values()
     ]
     return {
-        "versions": versions,
+        "head": rows[:HEAD_ROWS],
+        "count": len(rows),
+        "shas": "".join(f"\n{r[6]}" for r in rows) + "\n",
         "assigned": assigned,
         "events": len(state.history(model)),
-        "deregistered": sum(1 for v in versions if v[10]),
+        "deregistered": sum(1 for r in rows if r[10]),
         "deprecated": state.deprecated(model),
         "last_time": state.last_time(model),
         "next_counter": state.next_counter(model),
+        "rows": rows,
     }
+
+
+def _row(v: VersionInfo) -> list[Any]:
+    return [
+        v.tag,
+        v.version.major,
+        v.version.minor,
+        v.version.patch,
+        v.version.pre,
+        v.version.build,
+        v.sha,
+        v.time,
+        v.who,
+        v.verdict,
+        v.deregistered,
+        sorted(v.stages),
+    ]
 
 
 def _fields(e: Event) -> list[Any]:
@@ -358,24 +394,38 @@ def _check_keys(data: dict[str, Any]) -> None:
             raise TypeError("view cache keys")
 
 
-def _check(data: dict[str, Any]) -> None:
-    """Types a reader relies on; anything else raises (and the view is derived again)."""
-    if not isinstance(data["versions"], list) or not isinstance(data["assigned"], list):
-        raise TypeError("view columns")
+def _check_rows(rows: Any) -> int:
+    """Version rows of the kept types; their count of deregistered versions."""
+    if type(rows) is not list:
+        raise TypeError("view rows")
     signatures = _VERSION_SIGNATURES
     deregistered = 0
-    for row in data["versions"]:
+    for row in rows:
         if tuple(map(type, row)) not in signatures:
             raise TypeError("view row")
         if row[11] and not all(type(s) is str for s in row[11]):
             raise TypeError("view stages")
         deregistered += row[10]
-    if deregistered != data["deregistered"]:
+    return deregistered
+
+
+def _check(data: dict[str, Any]) -> None:
+    """Types a reader relies on; anything else raises (and the view is derived again)."""
+    head, count, shas = data["head"], data["count"], data["shas"]
+    if type(count) is not int or type(shas) is not str or type(data["assigned"]) is not list:
+        raise TypeError("view columns")
+    dereg_head = _check_rows(head)
+    if len(head) > count or shas.count("\n") != count + 1 or not shas.startswith("\n"):
+        raise ValueError("view columns")
+    if len(head) == count and dereg_head != data["deregistered"]:
         raise ValueError("view count")
-    tags = {row[0] for row in data["versions"]} if data["assigned"] else set()
-    for stage, sha, tag, event in data["assigned"]:
-        if not (isinstance(stage, str) and isinstance(sha, str) and (tag is None or tag in tags)):
+    if not shas.startswith("".join(f"\n{r[6]}" for r in head)):
+        raise ValueError("view columns")  # the commits column begins with the newest rows'
+    for stage, sha, row, event in data["assigned"]:
+        if not (isinstance(stage, str) and isinstance(sha, str)):
             raise TypeError("view assignment")
+        if row is not None:
+            _check_rows([row])
         _event(event)  # raises on a wrong shape or action
     if not isinstance(data["deprecated"], bool) or type(data["next_counter"]) is not int:
         raise TypeError("view facts")
@@ -385,7 +435,12 @@ def _check(data: dict[str, Any]) -> None:
         raise TypeError("view facts")
 
 
+def _check_all_rows(data: dict[str, Any]) -> None:
+    _check_rows(data["rows"])
+
+
 _PART_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "rows": _check_all_rows,
     "history": _check_history,
     "keys": _check_keys,
 }
