@@ -8,22 +8,20 @@ loads that view (a JSON file of columns) instead of the events; a new, moved or 
 changes the digest, and the next read derives the state again and keeps the new view. Like the
 tag index it is only a cache: damaged, foreign or unwritable, it is derived again.
 
-What the view does not keep (the event history, stage histories) comes from a full read of the
-tags, made only when a command asks for it.
+The main file holds the newest versions (HEAD_ROWS of them), a column of every version's
+commit, the stage assignments with their versions, and a few facts: what `show` and `run` ask.
+Beside it, parts: every version's row (kept with the main file; read by listings and by
+questions about old versions), the history as rows and the run-cache keys (each kept by the
+first command that needs it). Events themselves (stage histories) come from a full read of the
+tags, made only when a command asks for them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import itertools
-import json
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, overload
 
-from lepton_ci import __version__
-from lepton_ci.core import atomic
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.semver import SortKey, Version
 from lepton_ci.versions.registry_state import (
@@ -35,22 +33,6 @@ from lepton_ci.versions.registry_state import (
     RegistryState,
     VersionInfo,
 )
-
-_WRITER = f"4/lepton-ci {__version__}"  # 4: the newest rows in the main file, all in a part
-# A version as kept: tag, major, minor, patch, pre, build, commit, time, tagger, verdict,
-# deregistered, stages. Checked as a whole (one set lookup per row), as the tag index is.
-_VERSION_TYPES: tuple[tuple[type, ...], ...] = (
-    (str,), (int,), (int,), (int,), (str,), (str,), (str,), (int,), (str,), (str, type(None)),
-    (bool,), (list,),
-)  # fmt: skip
-_VERSION_SIGNATURES = frozenset(itertools.product(*_VERSION_TYPES))  # with a verdict or none
-
-
-# A history row as kept: tag, model, action, label, stage, commit, who, tagger, time.
-_ROW_TYPES: tuple[tuple[type, ...], ...] = (
-    (str,), (str,), (str,), (str, type(None)), (str, type(None)), (str,), (str,), (str,), (int,),
-)  # fmt: skip
-_ROW_SIGNATURES = frozenset(itertools.product(*_ROW_TYPES))
 
 
 def digest(listing: str) -> str:
@@ -133,7 +115,7 @@ class ViewState:
             self._assigned = {}
             for stage, sha, row, event in self._data["assigned"]:
                 info = self._info_of(row) if row is not None else None
-                self._assigned[stage] = Assignment(stage, sha, info, _event(event))
+                self._assigned[stage] = Assignment(stage, sha, info, event_of(event))
         return dict(self._assigned)
 
     def stages(self, model: str) -> dict[str, VersionInfo]:
@@ -317,130 +299,8 @@ def _fields(e: Event) -> list[Any]:
     ]
 
 
-def _event(f: list[Any]) -> Event:
+def event_of(f: list[Any]) -> Event:
+    """An Event from its kept fields; TypeError or KeyError when they are not an event's."""
     if type(f[0]) is not str or tuple(map(type, f[1:])) not in FIELD_SIGNATURES:
         raise TypeError("view event")
     return Event(f[0], f[1], ACTIONS[f[2]], *f[3:])
-
-
-class ViewStore:
-    """The kept views of one repository, one file per model in `<git dir>/lepton-ci/views`."""
-
-    def __init__(self, base: Path | None) -> None:
-        self.base = base / "views" if base is not None else None
-
-    def _path(self, model: str, part: str = "") -> Path | None:
-        if self.base is None:
-            return None
-        name = hashlib.blake2b(model.encode(), digest_size=12).hexdigest()
-        return self.base / f"{name}{'.' + part if part else ''}.json"
-
-    def load(self, model: str, listing_digest: str) -> dict[str, Any] | None:
-        """The main view, if it was kept for exactly these tags."""
-        data = self._load(model, listing_digest, "")
-        return data if data is not None and _valid(_check, data) else None
-
-    def part(self, model: str, listing_digest: str, name: str) -> Any:
-        """A part kept beside the main view (`parts()`), or None."""
-        data = self._load(model, listing_digest, name)
-        if data is None or not _valid(_PART_CHECKS[name], data):
-            return None
-        return data[name]
-
-    def _load(self, model: str, listing_digest: str, part: str) -> dict[str, Any] | None:
-        path = self._path(model, part)
-        if path is None:
-            return None
-        try:
-            data = json.loads(atomic.read_text(path))
-            if (
-                data["writer"] != _WRITER
-                or data["model"] != model
-                or data["listing"] != listing_digest
-            ):
-                return None
-            return data  # type: ignore[no-any-return]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            return None  # none kept, or one we cannot trust: derived again
-
-    def save(self, model: str, listing_digest: str, view: dict[str, Any], part: str = "") -> None:
-        path = self._path(model, part)
-        if path is None:
-            return
-        data = {"writer": _WRITER, "model": model, "listing": listing_digest, **view}
-        with contextlib.suppress(OSError):  # a read-only repository derives it every time
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(path, json.dumps(data, separators=(",", ":")))
-
-
-def _valid(check: Callable[[dict[str, Any]], None], data: dict[str, Any]) -> bool:
-    try:
-        check(data)
-    except (ValueError, LookupError, TypeError, AttributeError):  # LookupError: a key missing,
-        return False  # or a list too short to index (an IndexError)
-    return True
-
-
-def _check_history(data: dict[str, Any]) -> None:
-    signatures = _ROW_SIGNATURES
-    for row in data["history"]:
-        if tuple(map(type, row)) not in signatures:
-            raise TypeError("view history row")
-
-
-def _check_keys(data: dict[str, Any]) -> None:
-    for key, tags in data["keys"].items():
-        if type(key) is not str or type(tags) is not list or not all(type(t) is str for t in tags):
-            raise TypeError("view cache keys")
-
-
-def _check_rows(rows: Any) -> int:
-    """Version rows of the kept types; their count of deregistered versions."""
-    if type(rows) is not list:
-        raise TypeError("view rows")
-    signatures = _VERSION_SIGNATURES
-    deregistered = 0
-    for row in rows:
-        if tuple(map(type, row)) not in signatures:
-            raise TypeError("view row")
-        if row[11] and not all(type(s) is str for s in row[11]):
-            raise TypeError("view stages")
-        deregistered += row[10]
-    return deregistered
-
-
-def _check(data: dict[str, Any]) -> None:
-    """Types a reader relies on; anything else raises (and the view is derived again)."""
-    head, count, shas = data["head"], data["count"], data["shas"]
-    if type(count) is not int or type(shas) is not str or type(data["assigned"]) is not list:
-        raise TypeError("view columns")
-    dereg_head = _check_rows(head)
-    if len(head) > count or shas.count("\n") != count + 1 or not shas.startswith("\n"):
-        raise ValueError("view columns")
-    if len(head) == count and dereg_head != data["deregistered"]:
-        raise ValueError("view count")
-    if not shas.startswith("".join(f"\n{r[6]}" for r in head)):
-        raise ValueError("view columns")  # the commits column begins with the newest rows'
-    for stage, sha, row, event in data["assigned"]:
-        if not (isinstance(stage, str) and isinstance(sha, str)):
-            raise TypeError("view assignment")
-        if row is not None:
-            _check_rows([row])
-        _event(event)  # raises on a wrong shape or action
-    if not isinstance(data["deprecated"], bool) or type(data["next_counter"]) is not int:
-        raise TypeError("view facts")
-    if data["last_time"] is not None and type(data["last_time"]) is not int:
-        raise TypeError("view facts")
-    if type(data["events"]) is not int or type(data["deregistered"]) is not int:
-        raise TypeError("view facts")
-
-
-def _check_all_rows(data: dict[str, Any]) -> None:
-    _check_rows(data["rows"])
-
-
-_PART_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "rows": _check_all_rows,
-    "history": _check_history,
-    "keys": _check_keys,
-}

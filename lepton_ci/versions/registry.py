@@ -16,7 +16,7 @@ from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions import model_view
 from lepton_ci.versions.message import CACHE_KEY_TRAILER
-from lepton_ci.versions.model_view import ViewState, ViewStore
+from lepton_ci.versions.model_view import ViewState
 from lepton_ci.versions.registry_state import (
     ACTIONS,
     FIELD_SIGNATURES,
@@ -26,6 +26,7 @@ from lepton_ci.versions.registry_state import (
     VersionInfo,
 )
 from lepton_ci.versions.tag_index import TagIndex
+from lepton_ci.versions.view_store import ViewStore
 
 __all__ = ["Assignment", "Event", "Registry", "RegistryState", "State", "VersionInfo"]
 State = RegistryState | ViewState  # what a read answers: derived from events, or a kept view
