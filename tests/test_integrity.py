@@ -208,6 +208,16 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+def _dies(pid: int, timeout: float = 10) -> bool:
+    """A SIGKILL is delivered, not waited for: the process is gone soon, not at once."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _wait_for(path: Path, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not (path.exists() and path.read_text().strip()):
@@ -232,7 +242,7 @@ def test_sigterm_is_forwarded_and_a_stubborn_group_killed_after_the_grace(tmp_pa
     assert time.monotonic() - t0 < 10
     assert e.value.exit_code == 143
     assert "SIGTERM received: stopped the train command" in str(e.value)
-    assert not _alive(int(pidfile.read_text()))
+    assert _dies(int(pidfile.read_text()))
 
 
 @pytest.mark.unit
@@ -250,7 +260,7 @@ def test_a_second_signal_cuts_the_grace_short_as_a_cancelled_job_needs(tmp_path)
     with pytest.raises(Interrupted) as e:
         run_command("train", STUBBORN, cwd=tmp_path, env=dict(os.environ), timeout_s=60, grace_s=60)
     assert time.monotonic() - t0 < 10 and e.value.exit_code == 130
-    assert not _alive(int(pidfile.read_text()))
+    assert _dies(int(pidfile.read_text()))
 
 
 def test_ctrl_c_stops_training_and_records_nothing(toy_repo):
@@ -270,7 +280,7 @@ def test_ctrl_c_stops_training_and_records_nothing(toy_repo):
     assert proc.returncode == 130, err
     lines = [line for line in err.splitlines() if "SIGINT" in line]
     assert len(lines) == 1 and "stopped the train command" in lines[0]
-    assert not _alive(int((toy_repo / "grandchild.pid").read_text()))
+    assert _dies(int((toy_repo / "grandchild.pid").read_text()))
     assert not (toy_repo / RUN_RECORD).exists()
 
 

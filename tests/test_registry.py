@@ -655,9 +655,14 @@ def test_a_kept_view_answers_as_the_tags_do(toy_repo, monkeypatch, head_rows):
     derived, kept = both("toy")
     assert kept == derived and derived["latest"][1] == "v0.4.0" and not derived["deprecated"]
     # a model with no tags at all, and another model's view beside this one's
-    for model in ("other", "nothing"):
-        derived, kept = both(model)
-        assert kept == derived
+    derived, kept = both("other")
+    assert kept == derived
+    # a model with no tags is answered at once, and nothing is kept for it
+    views = sorted((toy_repo / ".git" / "lepton-ci" / "views").iterdir())
+    nothing = Registry(Git(toy_repo)).read("nothing")
+    assert type(nothing).__name__ == "RegistryState"
+    assert _answers(nothing, "nothing", shas)["versions"] == []
+    assert sorted((toy_repo / ".git" / "lepton-ci" / "views").iterdir()) == views
 
 
 def test_a_kept_view_names_a_commit_as_the_tags_do_when_two_versions_sort_alike(toy_repo):

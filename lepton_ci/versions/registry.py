@@ -125,7 +125,8 @@ class Registry:
         if (data := views.load(model, key)) is not None:
             return ViewState(model, data, derive_parts, lambda part: views.part(model, key, part))
         state = self._derive(index, pattern, listing, model)
-        if index.consistent:  # the history and cache-key parts wait until a command needs one
+        # (a model with no tags is answered at once: nothing is kept for it)
+        if index.consistent and listing:  # history and cache-key parts: kept when needed
             view = model_view.derive(state, model)
             views.save(model, key, {"rows": view.pop("rows")}, "rows")
             views.save(model, key, view)  # last: it names the rows part by the same digest
