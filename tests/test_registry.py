@@ -798,3 +798,52 @@ def test_a_rows_part_that_is_lost_or_damaged_is_derived_again(toy_repo, monkeypa
         assert type(state).__name__ == "ViewState"
         assert [v.tag for v in state.versions("toy")] == want, damage
         assert state.find("toy", "v0.0.0").tag == "toy@v0.0.0"
+
+
+@pytest.mark.parametrize("include_all", [False, True])
+def test_every_model_read_through_its_view_lists_as_one_read_of_all_tags(
+    toy_repo, monkeypatch, include_all
+):
+    """`versions` and `history` without a model split one listing of every tag by model and
+    read each through its kept view: the same tables as the state derived from all the tags
+    (models, deprecated ones, stages with a slash, odd names GTO ignores, same-second events
+    across models ordered by counter)."""
+    from lepton_ci.core.printer import to_json
+    from lepton_ci.versions import queries
+
+    t = 1_700_000_000
+
+    def tag(name, message="Register: gates: pass", rev="HEAD", at=None):
+        nonlocal t
+        t += 10
+        git(toy_repo, "tag", "-a", "-m", message, name, rev,
+            env={"GIT_COMMITTER_DATE": f"{at or t} +0000"})  # fmt: skip
+
+    tag("toy@v0.1.0")
+    tag("other@v1.0.0")
+    tag("toy#eu/prod#1", "Promote", "toy@v0.1.0")
+    tag("other#prod#2", "Promote", "other@v1.0.0", at=t)  # the same second as the one before
+    tag("other#staging#1", "Promote", "other@v1.0.0", at=t)
+    tag("gone@v0.1.0")
+    tag("gone@deprecated#1", "deprecate")
+    tag("dir=sub@v0.2.0")  # a model in a directory (`dir:sub`)
+    for odd in ("toy@v1/x", "toy@notaversion", "v1.0.0", "release", "@v1.0.0", "#x"):
+        tag(odd, "not GTO's")
+
+    def tables():
+        v = queries.versions(Git(toy_repo), None, include_all=include_all)
+        h = queries.history(Git(toy_repo), None)
+        return v.text(), to_json(v.records), queries.history_text(h), to_json(h.records)
+
+    got = tables()  # derives and keeps each model's view
+    assert got == tables()  # ... and reads them
+    assert "dir:sub" in got[0] and "eu/prod" in got[0] and ("gone" in got[0]) == include_all
+    # the views are the ones a read of one model keeps and finds (the same listing)
+    for model in ("toy", "other", "gone", "dir:sub"):
+        assert type(Registry(Git(toy_repo)).read(model)).__name__ == "ViewState", model
+    full = Registry(Git(toy_repo)).read()  # every tag, as one derived state
+    order = [(r.tag, r.label) for r in full.history_rows(None)]
+    assert [(e["tag"], e["version"]) for e in json.loads(got[3])] == order
+
+    monkeypatch.setattr(Registry, "read_models", lambda self: dict.fromkeys(full.models(), full))
+    assert got == tables()

@@ -7,6 +7,7 @@ to print: the CLI prints the same answer as a table or as JSON.
 from __future__ import annotations
 
 import functools
+import heapq
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from lepton_ci.core.git import Git
 from lepton_ci.core.printer import Table
 from lepton_ci.versions.grammar import shortcut
 from lepton_ci.versions.registry import Assignment, Registry, VersionInfo
+from lepton_ci.versions.registry_state import HistoryRow
 
 if TYPE_CHECKING:
     from lepton_ci.core.record import Record  # pydantic: only `show` parses a record
@@ -39,11 +41,15 @@ def versions(git: Git, model: str | None = None, *, include_all: bool = False) -
     """Registered versions with their stages, as `gto show` lists them: a stage assigned to a
     commit never registered shows as that commit; deprecated models only with `include_all`
     (which also lists deregistered versions)."""
-    state = Registry(git).read(model)
-    models = [model] if model else state.models(include_deprecated=include_all)
-    hidden = [m for m in models if state.deprecated(m) and not include_all]
+    reg = Registry(git)
+    states = {model: reg.read(model)} if model else reg.read_models()
+    models = (
+        [model] if model else [m for m, s in states.items() if include_all or not s.deprecated(m)]
+    )
+    hidden = [m for m in models if states[m].deprecated(m) and not include_all]
     listed: list[tuple[str, bool, VersionInfo | list[Assignment]]] = []
     for m in (m for m in models if m not in hidden):
+        state = states[m]
         deprecated = state.deprecated(m)
         listed += [(m, deprecated, v) for v in state.versions(m, include_deregistered=include_all)]
         bare: dict[str, list[Assignment]] = {}
@@ -113,7 +119,12 @@ def _version_row(
 def history(git: Git, model: str | None = None) -> Table:
     """Every registry event, oldest first; a stage event names the version on its commit (or
     the commit itself, as GTO does), and who promoted when the tag says so."""
-    rows = Registry(git).read(model).history_rows(model)
+    reg = Registry(git)
+    if model is None:  # each model's history, merged in the order of the events
+        each = [s.history_rows(m) for m, s in reg.read_models().items()]
+        rows = list(heapq.merge(*each, key=HistoryRow.order))
+    else:
+        rows = reg.read(model).history_rows(model)
     records = lambda: [  # noqa: E731 (built only for --json)
         {
             "tag": r.tag,

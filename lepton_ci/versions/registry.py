@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.gcpause import gc_paused
 from lepton_ci.core.git import Git
-from lepton_ci.core.names import in_tag
+from lepton_ci.core.names import MODEL_RE, from_tag, in_tag
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions import model_view
@@ -98,16 +98,29 @@ class Registry:
         return state
 
     def _read(self, model: str | None) -> State:
-        pattern = ["refs/tags"]
-        if model is not None:
-            # for-each-ref's `*` stops at a slash, and a stage name may hold one (GTO's names
-            # do: `m#eu/prod#3`); `#*/**` lists those (a version holds none).
-            m = in_tag(model)
-            pattern = [f"refs/tags/{m}@*", f"refs/tags/{m}#*", f"refs/tags/{m}#*/**"]
+        pattern = ["refs/tags"] if model is None else _patterns(model)
         index = TagIndex(self.git, self._describe)
         listing = index.listing(pattern)
         if model is None:
             return self._derive(index, pattern, listing, model)
+        return self._model_state(index, model, pattern, listing)
+
+    @gc_paused
+    def read_models(self) -> dict[str, State]:
+        """Each model's state (a model with no events is left out), from ONE listing of every
+        tag split into what a read of each model lists: so both read the same kept views."""
+        index = TagIndex(self.git, self._describe)
+        found: dict[str, State] = {}
+        for prefix, listing in split_listing(index.listing(["refs/tags"])).items():
+            model = from_tag(prefix)
+            if in_tag(model) != prefix or not MODEL_RE.match(model):
+                continue  # not a model GTO would name: no events of its own
+            state = self._model_state(index, model, _patterns(model), listing)
+            if state.models():
+                found[model] = state
+        return dict(sorted(found.items()))
+
+    def _model_state(self, index: TagIndex, model: str, pattern: list[str], listing: str) -> State:
         # One model's state is kept as a view under its listing's digest: unchanged tags, the
         # answers without the events (see model_view).
         views = ViewStore(index.base)
@@ -263,6 +276,29 @@ class Registry:
                 + (detail[-1] if detail else "no detail"),
                 hint="if another run took this version, `git fetch --tags` and run again",
             )
+
+
+def _patterns(model: str) -> list[str]:
+    """The refs of one model. for-each-ref's `*` stops at a slash, and a stage name may hold one
+    (GTO's names do: `m#eu/prod#3`); `#*/**` lists those (a version holds none)."""
+    m = in_tag(model)
+    return [f"refs/tags/{m}@*", f"refs/tags/{m}#*", f"refs/tags/{m}#*/**"]
+
+
+def split_listing(listing: str) -> dict[str, str]:
+    """A listing of every tag (`<object> <name>` lines, by name) split by the model each name
+    starts with, each part exactly what for-each-ref lists for `_patterns` of that model: the
+    names up to their first `@` or `#` (no model name holds either), `m#` anything, `m@` with
+    no slash after it."""
+    parts: dict[str, list[str]] = {}
+    for line in listing.split("\n"):
+        name = line.partition(" ")[2]
+        at, hash_ = name.find("@"), name.find("#")
+        cut = min(i for i in (at, hash_) if i >= 0) if max(at, hash_) >= 0 else -1
+        if cut <= 0 or (name[cut] == "@" and "/" in name[cut + 1 :]):
+            continue
+        parts.setdefault(name[:cut], []).append(line)
+    return {prefix: "\n".join(lines) + "\n" for prefix, lines in parts.items()}
 
 
 def _identity(git: Git) -> dict[str, str]:

@@ -59,6 +59,10 @@ class HistoryRow(NamedTuple):
     who: str  # who promoted, when the tag says so, else the tagger
     tagger: str
     time: int
+    counter: int | None  # with time and tag, the events' order (histories merge by it)
+
+    def order(self) -> tuple[int, int, str]:
+        return (self.time, self.counter or 0, self.tag)
 
 
 @dataclass(slots=True)
@@ -127,6 +131,7 @@ class RegistryState:
                 e.actor or e.who,
                 e.who,
                 e.time,
+                e.counter,
             )
             for e in self.history(model)
         ]

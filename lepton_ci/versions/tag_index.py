@@ -43,6 +43,8 @@ class TagIndex:
         # False when the tags changed between the listing and opening them (the entries then
         # are not the listing's, and nothing may be kept under its digest)
         self.consistent = True
+        self._known: dict[str, list[Any]] | None = None  # loaded once: a read of every model
+        # asks once per model
 
     def listing(self, patterns: list[str]) -> str:
         """`<object> <name>` of every tag under `patterns`, a line each (what git answers
@@ -87,10 +89,16 @@ class TagIndex:
 
     def drop(self) -> None:
         """Forget the index (its entries did not make sense to the caller)."""
+        self._known = {}
         if self.path is not None:
             self.path.unlink(missing_ok=True)
 
     def _load(self) -> dict[str, list[Any]]:
+        if self._known is None:
+            self._known = self._read()
+        return self._known
+
+    def _read(self) -> dict[str, list[Any]]:
         if self.path is None:
             return {}
         try:

@@ -20,7 +20,7 @@ from lepton_ci import __version__
 from lepton_ci.core import atomic
 from lepton_ci.versions.model_view import event_of
 
-_WRITER = f"4/lepton-ci {__version__}"  # 4: the newest rows in the main file, all in a part
+_WRITER = f"5/lepton-ci {__version__}"  # 5: history rows carry the counter
 # A version as kept: tag, major, minor, patch, pre, build, commit, time, tagger, verdict,
 # deregistered, stages. Checked as a whole (one set lookup per row), as the tag index is.
 _VERSION_TYPES: tuple[tuple[type, ...], ...] = (
@@ -30,9 +30,10 @@ _VERSION_TYPES: tuple[tuple[type, ...], ...] = (
 _VERSION_SIGNATURES = frozenset(itertools.product(*_VERSION_TYPES))  # with a verdict or none
 
 
-# A history row as kept: tag, model, action, label, stage, commit, who, tagger, time.
+# A history row as kept: tag, model, action, label, stage, commit, who, tagger, time, counter.
 _ROW_TYPES: tuple[tuple[type, ...], ...] = (
     (str,), (str,), (str,), (str, type(None)), (str, type(None)), (str,), (str,), (str,), (int,),
+    (int, type(None)),
 )  # fmt: skip
 _ROW_SIGNATURES = frozenset(itertools.product(*_ROW_TYPES))
 
