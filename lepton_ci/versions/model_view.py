@@ -186,7 +186,7 @@ class ViewState:
                 or len(rows) != self._count
                 or rows[: len(self._head)] != self._head
                 or sum(r[10] for r in rows) != self._data["deregistered"]
-                or "".join(f"\n{r[6]}" for r in rows) + "\n" != self._shas
+                or commits_column(rows) != self._shas
             ):
                 rows = derive(self.full(), self.model)["rows"]  # lost, damaged or not these
             self._all = rows
@@ -254,7 +254,7 @@ def derive(state: RegistryState, model: str) -> dict[str, Any]:
     return {
         "head": rows[:HEAD_ROWS],
         "count": len(rows),
-        "shas": "".join(f"\n{r[6]}" for r in rows) + "\n",
+        "shas": commits_column(rows),
         "assigned": assigned,
         "events": len(state.history(model)),
         "deregistered": sum(1 for r in rows if r[10]),
@@ -263,6 +263,12 @@ def derive(state: RegistryState, model: str) -> dict[str, Any]:
         "next_counter": state.next_counter(model),
         "rows": rows,
     }
+
+
+def commits_column(rows: list[list[Any]]) -> str:
+    """The rows' commits as one string, each between newlines: which rows hold a commit is a
+    find in it (`ViewState._on`)."""
+    return "".join(f"\n{r[6]}" for r in rows) + "\n"
 
 
 def _row(v: VersionInfo) -> list[Any]:

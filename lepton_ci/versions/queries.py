@@ -18,7 +18,7 @@ from lepton_ci.core.git import Git
 from lepton_ci.core.printer import Table
 from lepton_ci.versions.grammar import shortcut
 from lepton_ci.versions.registry import Assignment, Registry, VersionInfo
-from lepton_ci.versions.registry_state import HistoryRow
+from lepton_ci.versions.registry_state import order
 
 if TYPE_CHECKING:
     from lepton_ci.core.record import Record  # pydantic: only `show` parses a record
@@ -122,7 +122,7 @@ def history(git: Git, model: str | None = None) -> Table:
     reg = Registry(git)
     if model is None:  # each model's history, merged in the order of the events
         each = [s.history_rows(m) for m, s in reg.read_models().items()]
-        rows = list(heapq.merge(*each, key=HistoryRow.order))
+        rows = list(heapq.merge(*each, key=order))
     else:
         rows = reg.read(model).history_rows(model)
     records = lambda: [  # noqa: E731 (built only for --json)

@@ -56,6 +56,7 @@ _FMT = "%00".join(
 
 _CREATOR = re.compile(r"^(?P<name>.*?) <[^>]*> (?P<ts>\d+) [+-]\d{4}$")
 _VERDICT = re.compile(r"\bgates: (pass|fail)\b")
+_MODEL_END = re.compile(r"[@#]")  # where a tag name's model ends (no model name holds either)
 
 # Tags already warned about, per repository: one command reads the same tags several times.
 _WARNED: set[tuple[str, str]] = set()
@@ -293,11 +294,10 @@ def split_listing(listing: str) -> dict[str, str]:
     parts: dict[str, list[str]] = {}
     for line in listing.split("\n"):
         name = line.partition(" ")[2]
-        at, hash_ = name.find("@"), name.find("#")
-        cut = min(i for i in (at, hash_) if i >= 0) if max(at, hash_) >= 0 else -1
-        if cut <= 0 or (name[cut] == "@" and "/" in name[cut + 1 :]):
+        end = _MODEL_END.search(name)
+        if end is None or end.start() == 0 or (end[0] == "@" and "/" in name[end.end() :]):
             continue
-        parts.setdefault(name[:cut], []).append(line)
+        parts.setdefault(name[: end.start()], []).append(line)
     return {prefix: "\n".join(lines) + "\n" for prefix, lines in parts.items()}
 
 

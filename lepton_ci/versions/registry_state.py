@@ -46,6 +46,12 @@ class Event:
     actor: str | None = None  # who promoted, from the tag's Promoted-by trailer
 
 
+def order(e: Event | HistoryRow) -> tuple[int, int, str]:
+    """The order of registry events (GTO's: by tag time, to the second), for events and for
+    the history rows made of them alike."""
+    return (e.time, e.counter or 0, e.tag)
+
+
 class HistoryRow(NamedTuple):
     """One registry event as `history` shows it: `label` names the version (for a stage event,
     the version on its commit, else the commit, as GTO does); none for a deprecation."""
@@ -60,9 +66,6 @@ class HistoryRow(NamedTuple):
     tagger: str
     time: int
     counter: int | None  # with time and tag, the events' order (histories merge by it)
-
-    def order(self) -> tuple[int, int, str]:
-        return (self.time, self.counter or 0, self.tag)
 
 
 @dataclass(slots=True)
@@ -99,7 +102,7 @@ class RegistryState:
     assignment is newest; a model whose last event is a deprecation is hidden."""
 
     def __init__(self, events: list[Event]) -> None:
-        self.events = sorted(events, key=lambda e: (e.time, e.counter or 0, e.tag))
+        self.events = sorted(events, key=order)
         self._by_model: dict[str, list[Event]] = {}
         for e in self.events:
             self._by_model.setdefault(e.model, []).append(e)

@@ -43,8 +43,8 @@ class TagIndex:
         # False when the tags changed between the listing and opening them (the entries then
         # are not the listing's, and nothing may be kept under its digest)
         self.consistent = True
-        self._known: dict[str, list[Any]] | None = None  # loaded once: a read of every model
-        # asks once per model
+        # loaded once per command: a read of every model asks for it once per model
+        self._known: dict[str, list[Any]] | None = None
 
     def listing(self, patterns: list[str]) -> str:
         """`<object> <name>` of every tag under `patterns`, a line each (what git answers

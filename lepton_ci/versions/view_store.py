@@ -18,7 +18,7 @@ from typing import Any
 
 from lepton_ci import __version__
 from lepton_ci.core import atomic
-from lepton_ci.versions.model_view import event_of
+from lepton_ci.versions.model_view import commits_column, event_of
 
 _WRITER = f"5/lepton-ci {__version__}"  # 5: history rows carry the counter
 # A version as kept: tag, major, minor, patch, pre, build, commit, time, tagger, verdict,
@@ -134,7 +134,7 @@ def _check(data: dict[str, Any]) -> None:
         raise ValueError("view columns")
     if len(head) == count and dereg_head != data["deregistered"]:
         raise ValueError("view count")
-    if not shas.startswith("".join(f"\n{r[6]}" for r in head)):
+    if not shas.startswith(commits_column(head)):
         raise ValueError("view columns")  # the commits column begins with the newest rows'
     for stage, sha, row, event in data["assigned"]:
         if not (isinstance(stage, str) and isinstance(sha, str)):
