@@ -130,7 +130,6 @@ def step_text(installs: list[Install], indent: str) -> str:
     script = [
         f"python3 -m venv {VENV}",
         *([f"python3 -m venv {TOOLS}"] if uses_tools else []),
-        f"{VENV}/bin/python -m pip install -q --upgrade pip",
         *(line for i in installs for line in i.lines),
         # later steps (the train command's `python3`) run in this virtualenv
         f'echo {VENV[:-1]}/bin" >> "$GITHUB_PATH"',

@@ -44,8 +44,10 @@ def _already(root: Path, paths: list[str]) -> set[str]:
 
 def entry(path: str) -> str:
     """A .gitignore line that matches exactly `path` from the root (escaped as git reads it)."""
-    escaped = "".join(f"\\{c}" if c in "\\*?[!# " else c for c in path)
-    return "/" + escaped.lstrip("/")
+    # the leading `/` anchors it, and keeps a `#` or `!` from starting the line
+    escaped = "".join(f"\\{c}" if c in "\\*?[" else c for c in path.lstrip("/"))
+    trailing = len(escaped) - len(escaped.rstrip(" "))
+    return "/" + escaped.rstrip(" ") + "\\ " * trailing
 
 
 def update(root: Path, paths: list[str]) -> list[str]:
