@@ -287,12 +287,10 @@ def image_lines(a: Answers, root: Path) -> list[str]:
     ]
     requirements = deps.serving(workdir, root)
     if requirements:
-        line = f"requirements: {_scalar(requirements)}   # serving dependencies (wheels only)"
-        lines.append(
-            f"      {line}"
-            if "requirements" in ImageConfig.model_fields
-            else f"      # {line}; needs a lepton-ci with `image.requirements`"
-        )
+        line = f"requirements: {_scalar(requirements)}   # serving dependencies (wheels)"
+        has_key = "requirements" in ImageConfig.model_fields
+        # a lepton-ci without the dependency layer would refuse the key
+        lines.append(f"      {line}" if has_key else f"      # {line}")
     server = next((s for s in SERVERS if (workdir / s).is_file()), None)
     if server:
         lines.append(f"      entrypoint: [python3, {_scalar(server)}]")
