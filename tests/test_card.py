@@ -20,7 +20,17 @@ def normalise(path: Path) -> None:
     rec = record_mod.load(path)
 
     def env(e):
-        return e.model_copy(update={"python": "3.11.0", "platform": "linux-x86_64"})
+        return e.model_copy(
+            update={
+                "python": "3.11.0",
+                "platform": "linux-x86_64",
+                "interpreter": "/usr/bin/python3",
+                "os": "Linux 6.1.0 (Debian GNU/Linux 12 (bookworm))",
+                "packages": ["numpy==2.2.6", "pyyaml==6.0.3", "scikit-learn==1.6.1"],
+                "packages_digest": "blake3:" + "5" * 64,
+                "accelerator": None,
+            }
+        )
 
     rec = rec.model_copy(
         update={

@@ -30,6 +30,11 @@ from lepton_ci.core.record import Environment, Lineage, Record, load, save
 def key(
     model: str, cfg: ModelConfig, lineage: Lineage, params: dict[str, Any], env: Environment
 ) -> str:
+    """The training environment enters by its interpreter's version and platform and the
+    digest of its distributions and lock files: another version of any package there is a
+    miss; lepton-ci's own virtualenv is no part of it. Neither the interpreter's path (it
+    differs between runners) nor the GPU driver is: a job without the GPU (a release job
+    restoring the run-cache) must still find the run that trained."""
     payload = {
         "model": model,
         "train": cfg.train,

@@ -144,7 +144,15 @@ def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
         outputs=existing_outputs,
         cache=stat,
     )
-    env = lineage.environment(ctx.cfg.root, ctx.cfg.config.environment.lock)
+    commands = {s: c for s in ("train", "evaluate") if (c := getattr(cfg, s)) is not None}
+    env = lineage.environment(
+        ctx.cfg.root,
+        ctx.cfg.config.environment,
+        commands,
+        cwd=workdir,
+        env=_command_env(ctx, name, cfg, workdir),
+        cache_dir=ctx.cfg.cache_dir(),
+    )
     key = runcache.key(name, cfg, lin, params, env)
     base_ref = opts.base_ref or baseline_mod.pr_base_ref(ctx.env)
     base = resolve_baseline(ctx, name, opts)
