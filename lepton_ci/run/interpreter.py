@@ -26,6 +26,7 @@ from lepton_ci.core import atomic
 from lepton_ci.core.errors import InputError
 
 PROBE_TIMEOUT_S = 30.0
+MEMO_ENTRIES = 32  # interpreters x environments answered; a few in any real work tree
 _PYTHON = re.compile(r"python(\d+(\.\d+)?)?")  # python, python3, python3.12
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 # What changes the interpreter's sys.path besides its own files, or which interpreter a
@@ -206,7 +207,10 @@ class Memo:
         sig = signature(files)
         if any(s is not None and s[0] > since_ns - 2_000_000_000 for s in sig):
             return
-        self._entries()[key] = {"files": files, "stat": sig, "answer": answer}
+        entries = self._entries()
+        entries[key] = {"files": files, "stat": sig, "answer": answer, "at": since_ns}
+        while len(entries) > MEMO_ENTRIES:  # the interpreters of long ago go first
+            del entries[min(entries, key=lambda k: _at(entries[k]))]
         self._dirty = True
 
     def save(self) -> None:
@@ -214,6 +218,11 @@ class Memo:
             with contextlib.suppress(OSError):  # a read-only cache dir costs a spawn, no more
                 atomic.write_text(self.path, json.dumps(self._data, sort_keys=True))
             self._dirty = False
+
+
+def _at(entry: Any) -> int:
+    at = entry.get("at") if isinstance(entry, dict) else None
+    return at if isinstance(at, int) else 0
 
 
 def signature(files: list[str]) -> list[list[int] | None]:
