@@ -401,3 +401,43 @@ def test_old_records_load_and_digest_as_they_were_written(trained_in_venv, cli):
     lines, packages = changes.environment(new_env, rec.environment)
     assert "packages changed (interpreter; one record lists none)" in lines
     assert not packages.any and not any(line.startswith("accelerator") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("command", "word"),
+    [
+        ("python3 train.py", "python3"),
+        ("  OMP_NUM_THREADS=1 CUDA_VISIBLE_DEVICES=0 python3.12 -m train", "python3.12"),
+        ("env PYTHONHASHSEED=0 python train.py", "python"),
+        ("exec .venv/bin/python train.py", ".venv/bin/python"),
+        (["/opt/py/bin/python3", "train.py"], "/opt/py/bin/python3"),
+        ("python 'unbalanced", None),  # the shell will say what is wrong when it runs
+        ("A=1", None),  # only an assignment: no program at all
+    ],
+)
+def test_the_program_a_command_runs(command, word):
+    assert interpreter._first_word(command) == word
+
+
+def test_the_memo_forgets_changed_files_and_keeps_a_bounded_number(tmp_path):
+    watched = tmp_path / "site-packages"
+    watched.mkdir()
+    past = time.time_ns() - 10_000_000_000
+    os.utime(watched, ns=(past, past))
+    memo = interpreter.Memo(tmp_path / "memo.json")
+    memo.put("a", [str(watched)], {"v": 1}, time.time_ns())
+    memo.save()
+    again = interpreter.Memo(tmp_path / "memo.json")
+    assert again.get("a") == {"v": 1}
+    (watched / "numpy-2.2.6.dist-info").mkdir()  # an install changes the directory
+    assert again.get("a") is None
+    # a file changed within 2 s of the answer is not trusted to show the next change
+    memo.put("b", [str(watched)], {"v": 2}, time.time_ns())
+    assert memo.get("b") is None
+    for i in range(interpreter.MEMO_ENTRIES + 5):
+        memo.put(f"k{i}", [], {"v": i}, past + i)
+    memo.save()
+    kept = json.loads((tmp_path / "memo.json").read_text())
+    assert len(kept) == interpreter.MEMO_ENTRIES and "k0" not in kept and "k36" in kept
+    (tmp_path / "memo.json").write_text("{not json")  # damaged: answers are asked again
+    assert interpreter.Memo(tmp_path / "memo.json").get("k36") is None
