@@ -441,3 +441,33 @@ def test_the_memo_forgets_changed_files_and_keeps_a_bounded_number(tmp_path):
     assert len(kept) == interpreter.MEMO_ENTRIES and "k0" not in kept and "k36" in kept
     (tmp_path / "memo.json").write_text("{not json")  # damaged: answers are asked again
     assert interpreter.Memo(tmp_path / "memo.json").get("k36") is None
+
+
+def test_cached_only_reuses_the_run_of_its_inputs_in_the_env_that_trained_it(
+    trained_in_venv, cli, wheels
+):
+    """The release job restores the read-only job's run-cache and never trains: it need not
+    have the training dependencies, and the record keeps the environment that trained."""
+    assert cli("run")[0] == 0
+    pip_install(trained_in_venv / ".venv", wheels["scikit-learn==1.6.1"])  # not the training's
+    code, out, err = cli("run", "--cached-only")
+    assert code == 0, out + err
+    assert "run-cache hit" in out and "this job's own environment is not compared" in out
+    rec = last_record(trained_in_venv)
+    assert rec.cache.hit and train_count(trained_in_venv) == 1
+    assert rec.environment.versions()["scikit-learn"] == "1.9.1"  # where it trained
+    # No training interpreter here at all: still the stored run, and said why.
+    set_environment(trained_in_venv, python="./gone/bin/python")
+    code, out, err = cli("run", "--cached-only")
+    assert code == 0, out + err
+    assert "`environment.python` is `./gone/bin/python`" in out
+    assert last_record(trained_in_venv).environment.interpreter == rec.environment.interpreter
+    # Other inputs: a miss, and --cached-only refuses to train.
+    (trained_in_venv / "params.yaml").write_text("accuracy: 0.95\nlr: 0.1\n")
+    code, _, err = cli("run", "--cached-only")
+    assert code == 1 and "--cached-only forbids training" in err
+    # Without --cached-only, this job's environment is the training's: another env misses.
+    set_environment(trained_in_venv, python=None)
+    (trained_in_venv / "params.yaml").write_text("accuracy: 0.9\nlr: 0.1\n")
+    code, out, _ = cli("run")
+    assert code == 0 and "run-cache miss" in out and train_count(trained_in_venv) == 2
