@@ -40,7 +40,10 @@ def normalise(path: Path) -> None:
                 s.model_copy(update={"started_at": "2026-03-01T12:00:00+00:00", "duration_s": 1.0})
                 for s in rec.steps
             ],
-            "cache": rec.cache.model_copy(update={"key": "blake3:" + "0" * 64}),
+            # the key (and the reason, which names it) holds this machine's packages
+            "cache": rec.cache.model_copy(
+                update={"key": "blake3:" + "0" * 64, "reason": "no earlier run (key 000000000000)"}
+            ),
             "baseline": rec.baseline.model_copy(
                 update={"environment": env(rec.baseline.environment)}
             )

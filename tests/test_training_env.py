@@ -409,6 +409,7 @@ def test_old_records_load_and_digest_as_they_were_written(trained_in_venv, cli):
         ("python3 train.py", "python3"),
         ("  OMP_NUM_THREADS=1 CUDA_VISIBLE_DEVICES=0 python3.12 -m train", "python3.12"),
         ("env PYTHONHASHSEED=0 python train.py", "python"),
+        ("env -i PATH=/usr/bin python3 train.py", "python3"),
         ("exec .venv/bin/python train.py", ".venv/bin/python"),
         (["/opt/py/bin/python3", "train.py"], "/opt/py/bin/python3"),
         ("python 'unbalanced", None),  # the shell will say what is wrong when it runs

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from lepton_ci.core import atomic
 from lepton_ci.core.errors import InputError
@@ -118,8 +118,12 @@ def _first_word(command: str | list[str]) -> str | None:
             words = shlex.split(command)
         except ValueError:  # unbalanced quotes: the shell will say so when it runs
             return None
+    after_env = False
     for i, word in enumerate(words):
-        if _ASSIGNMENT.match(word) or (word in ("env", "exec") and i + 1 < len(words)):
+        if _ASSIGNMENT.match(word) or (after_env and word.startswith("-")):
+            continue
+        if word in ("env", "exec") and i + 1 < len(words):
+            after_env = True
             continue
         return word
     return None
@@ -242,7 +246,7 @@ def ask(found: Found, *, cwd: Path, env: Mapping[str, str], memo: Memo) -> Answe
     real = os.path.realpath(found.path)
     key = json.dumps(["python", found.path, real, str(cwd), [env.get(v) for v in _PATH_VARS]])
     cached = memo.get(key)
-    if cached is None:
+    if not _answer(cached):
         since = time.time_ns()
         cached = _probe(found, cwd=cwd, env=env)
         venv_cfg = str(Path(cached["prefix"]) / "pyvenv.cfg")
@@ -296,8 +300,21 @@ def _probe(found: Found, *, cwd: Path, env: Mapping[str, str]) -> dict[str, Any]
         raise fail(f"it exited with code {proc.returncode}: {tail[0]}")
     try:
         answer = json.loads(proc.stdout.strip().splitlines()[-1])
-        if not isinstance(answer, dict) or not isinstance(answer.get("packages"), list):
-            raise ValueError
     except (ValueError, IndexError):
-        raise fail(f"it printed something else: {proc.stdout[:200]!r}") from None
-    return answer
+        answer = None
+    if _answer(answer):
+        return answer
+    raise fail(f"it printed something else: {proc.stdout[:200]!r}")
+
+
+def _answer(value: Any) -> TypeGuard[dict[str, Any]]:
+    """The probe's answer has its shape (a memo file edited by hand may not)."""
+    return (
+        isinstance(value, dict)
+        and all(isinstance(value.get(k), str) for k in ("version", "platform", "prefix"))
+        and all(
+            isinstance(value.get(k), list) and all(isinstance(x, str) for x in value[k])
+            for k in ("packages", "path")
+        )
+        and isinstance(value.get("user_site"), str | None)
+    )
