@@ -199,6 +199,7 @@ def test_a_swapped_artifact_is_refused_before_the_engine_builds(digits, services
     assert cli("run")[0] == 0 and cli("register")[0] == 0
     monkeypatch.setenv("DOCKER_HOST", services["docker_host"])
     recorded = (repo / "model.json").read_bytes()
+    (repo / "model.json").unlink()  # a new file: the run-cache's copy (maybe a link) stays
     (repo / "model.json").write_text('{"swapped": true}')
     # the run-cache still holds the recorded bytes: those are built, not the swapped file
     res, _ = build(cli, "--builder", "dockerfile")
