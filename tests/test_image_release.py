@@ -271,3 +271,23 @@ def test_an_unreachable_engine_is_exit_1_with_what_to_start(digits, monkeypatch,
     assert "podman system service" in err and "DOCKER_HOST=" in err
     assert "bug in lepton-ci" not in err
     assert tags_of(cli) == set()
+
+
+def test_a_git_hook_environment_cannot_turn_the_checkout_onto_the_project(digits, monkeypatch):
+    """GIT_DIR and GIT_INDEX_FILE set (lepton-ci run from a git hook): the commit is still
+    checked out into its own repository; the project's HEAD, index and config stay as they
+    were."""
+    repo, cli = digits
+    head, branch = git(repo, "rev-parse", "HEAD"), git(repo, "symbolic-ref", "HEAD")
+    config = (repo / ".git" / "config").read_text()
+    monkeypatch.setenv("GIT_DIR", str(repo / ".git"))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(repo / ".git" / "index"))
+    res, _ = build(cli)
+    assert res["tags"][0] == "0.1.0"
+    monkeypatch.delenv("GIT_DIR")
+    monkeypatch.delenv("GIT_INDEX_FILE")
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "symbolic-ref", "HEAD") == branch
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert (repo / ".git" / "config").read_text() == config
+    assert not (repo / ".lepton" / "cache" / "checkout" / "digits").exists()  # cleaned up

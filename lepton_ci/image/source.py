@@ -70,7 +70,14 @@ def checkout(
             "`fetch-depth: 0`)",
         )
     top = git.toplevel().resolve()
-    cfg_rel = config_path.resolve().relative_to(top).as_posix()
+    try:
+        cfg_rel = config_path.resolve().relative_to(top).as_posix()
+    except ValueError:
+        raise RecordError(
+            f"{config_path} is outside the repository {top}: an image is built from the "
+            "commit's own lepton.yaml",
+            hint="keep lepton.yaml in the repository (and commit it)",
+        ) from None
     root = (cache_dir / "checkout" / slug(model)).resolve()
 
     def busy(holder: str) -> LeptonError:
@@ -100,13 +107,13 @@ def _checkout(
 ) -> Source:
     sha = rec.git.sha
     tree = _share_objects(git, root, sha)
-    if not tree.ok("cat-file", "-e", f"{sha}:{cfg_rel}"):
+    if not tree.run("cat-file", "-e", f"{sha}:{cfg_rel}", check=False):
         raise RecordError(
             f"{cfg_rel} is not in commit {sha[:7]} of {what(rec)}",
             hint="an image is built from the commit's own lepton.yaml: build a version "
             "registered after the file was committed",
         )
-    tree.run(["checkout", "-q", sha, "--", cfg_rel])
+    tree.run("checkout", "-q", sha, "--", cfg_rel)
     loaded = config_mod.load(root / cfg_rel)
     _, cfg = loaded.model(model)
     model_dir = loaded.model_dir(cfg)
@@ -114,22 +121,41 @@ def _checkout(
     extra = (cfg.image.context,) if cfg.image is not None else ()
     wanted = {model_dir, *((model_dir / d).resolve() for d in extra)}
     specs = sorted({_inside(root, d, rec) for d in wanted})
-    tree.run(["checkout", "-q", sha, "--", *specs])
+    tree.run("checkout", "-q", sha, "--", *specs)
     work_model_dir = top / model_dir.relative_to(root)
     _link_artifacts(rec, model_dir, work_model_dir, RunCache(cache_dir), stat)
     return Source(rec, loaded, cfg, model_dir, Git(model_dir))
 
 
-def _share_objects(git: Git, root: Path, sha: str) -> Git:
+class _Tree:
+    """git commands on the checkout's own repository only: explicit --git-dir/--work-tree and
+    index, so a GIT_DIR or GIT_INDEX_FILE in the environment (lepton-ci run from a git hook)
+    can never point them at the project's repository."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / ".git"
+        self.git = Git(root)
+
+    def run(self, *args: str, check: bool = True) -> bool:
+        env = {
+            "GIT_INDEX_FILE": str(self.dir / "index"),
+            "GIT_OBJECT_DIRECTORY": str(self.dir / "objects"),
+        }
+        argv = ["--git-dir", str(self.dir), "--work-tree", str(self.root), *args]
+        return self.git.run(argv, check=check, env=env).returncode == 0
+
+
+def _share_objects(git: Git, root: Path, sha: str) -> _Tree:
     """An empty repository at `root` that reads the project's objects, HEAD at `sha`."""
     objects = git.out("rev-parse", "--path-format=absolute", "--git-path", "objects")
     shallow = Path(git.out("rev-parse", "--path-format=absolute", "--git-path", "shallow"))
-    tree = Git(root)
-    tree.run(["init", "-q"])
-    (root / ".git" / "objects" / "info" / "alternates").write_text(objects + "\n")
+    tree = _Tree(root)
+    tree.run("init", "-q")
+    (tree.dir / "objects" / "info" / "alternates").write_text(objects + "\n")
     if shallow.is_file():  # a shallow clone: history ends where the project's does
-        shutil.copyfile(shallow, root / ".git" / "shallow")
-    tree.run(["update-ref", "--no-deref", "HEAD", sha])
+        shutil.copyfile(shallow, tree.dir / "shallow")
+    tree.run("update-ref", "--no-deref", "HEAD", sha)
     return tree
 
 
