@@ -355,6 +355,10 @@ def test_image_tags_for_versions_and_prs():
     assert tags(rec, {}, pr=7) == ["pr-7", "sha-abcdef1"]
     pre = rec.model_copy(update={"candidate_version": "v2.0.0-rc.1"})
     assert tags(pre, {}) == ["2.0.0-rc.1", "sha-abcdef1"]
+    assert tags(rec, {}, release=False) == ["sha-abcdef1"]  # not registered
+    assert tags(rec, {}, floating=False) == ["1.2.3", "sha-abcdef1"]  # a newer 1.2.x exists
+    meta = rec.model_copy(update={"candidate_version": "v1.2.3+build.5"})
+    assert tags(meta, {}) == ["1.2.3_build.5", "1.2", "sha-abcdef1"]
 
 
 def test_registry_client_unreachable_is_bounded():

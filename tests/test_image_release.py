@@ -86,7 +86,13 @@ def test_a_dirty_work_tree_never_reaches_the_registry(digits):
     assert image_file(cli, "0.1.0", "/app/serve.py") == committed
     assert image_env(cli, "0.1.0")["PORT"] == "8080"
     before = {t: digest_of(cli, t) for t in tags_of(cli)}
-    # a run on the dirty tree: its record says so, and no image is made of it
+    # HEAD moves on, not run yet: the last run's commit is what is built (here: kept as is)
+    commit_all(repo, "fix: a new server, not run yet")
+    again, err = build(cli)
+    assert "not HEAD" in err and again["digest"] == res["digest"]
+    assert {t: digest_of(cli, t) for t in tags_of(cli)} == before
+    # a run on a dirty tree: its record says so, and no image is made of it
+    (repo / "serve.py").write_text("print('dirty again')\n")
     assert cli("run", "--no-fail")[0] == 0
     assert parse((repo / ".lepton/runs/digits.json").read_text(), "x").git.dirty
     code, _, err = cli("build")

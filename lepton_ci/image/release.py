@@ -54,6 +54,11 @@ def choose(ctx: Context, model: str, version: str | None) -> Release:
             hint="commit the changes, `lepton-ci run`, then `lepton-ci build`",
         )
     registered = version is not None
+    if version is None and ctx.git.head() != rec.git.sha:
+        notes.append(
+            f"building the last run of {model}, commit {rec.git.sha[:7]}, not HEAD "
+            f"{ctx.git.head()[:7]} (`lepton-ci run` first to build HEAD)"
+        )
     if version is None and rec.candidate_version:
         want = Version.parse(rec.candidate_version)
         # the run's version when it is registered there, else what `register --version` chose
