@@ -57,12 +57,12 @@ def build(
         target = Ref.parse(image.name)
         client = clients(target.registry)
         reuse = release.existing_image(client, target.repository, rec, tags)
+        kind = builder or image.kind
         if reuse is not None:
-            return _tag_existing(ctx, client, target, reuse, tags, image.kind)
+            return _tag_existing(ctx, client, target, reuse, tags, kind)
         card_text = card.render_with(
             rec, src.cfg.card, src.config.root, card.changelog(ctx.git, rec)
         )
-        kind = builder or image.kind
         if kind == "dockerfile":
             if docker_client is None:
                 docker_client = engine.connect(ctx.env)

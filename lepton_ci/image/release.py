@@ -74,8 +74,8 @@ def choose(ctx: Context, model: str, version: str | None) -> Release:
         else:
             why = f"{on[0].tag} carries no evidence record" if on else "it is not registered"
             notes.append(
-                f"{model} {rec.candidate_version}: {why}, so the image is tagged "
-                f"sha-{rec.git.sha[:7]} only (`lepton-ci register` gives it the release tags)"
+                f"{model} {rec.candidate_version}: {why}, so the image gets no release tags "
+                "(`lepton-ci register` first to give it X.Y.Z and X.Y)"
             )
     newest = True
     if registered and rec.candidate_version:
