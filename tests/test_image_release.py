@@ -298,3 +298,29 @@ def test_a_git_hook_environment_cannot_turn_the_checkout_onto_the_project(digits
     assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
     assert (repo / ".git" / "config").read_text() == config
     assert not (repo / ".lepton" / "cache" / "checkout" / "digits").exists()  # cleaned up
+
+
+@pytest.mark.unit
+def test_docker_push_progress_is_counted_per_layer():
+    """Docker reports each layer's progress (podman reports none: see the registry count)."""
+    from lepton_ci.core.oci_client import OCIError
+    from lepton_ci.image.build import _push_event
+
+    digest = "sha256:" + "ab" * 32
+    stream = [
+        {"status": "The push refers to repository [r/m]"},
+        {"status": "Preparing", "progressDetail": {}, "id": "l1"},
+        {"status": "Layer already exists", "progressDetail": {}, "id": "l0"},
+        {"status": "Pushing", "progressDetail": {"current": 512, "total": 1000}, "id": "l1"},
+        {"status": "Pushing", "progressDetail": {"current": 1000, "total": 1000}, "id": "l1"},
+        {"status": "Pushing", "progressDetail": {"current": 70, "total": 70}, "id": "l2"},
+        {"status": "Pushed", "progressDetail": {}, "id": "l1"},
+        {"status": f"1.0.0: digest: {digest} size: 528"},
+        {"progressDetail": {}, "aux": {"Tag": "1.0.0", "Digest": digest, "Size": 528}},
+    ]
+    pushed: dict[str, int] = {}
+    found = [_push_event(line, "r/m:1.0.0", pushed) for line in stream]
+    assert pushed == {"l1": 1000, "l2": 70}
+    assert [d for d in found if d] == [digest, digest]
+    with pytest.raises(OCIError, match=r"push of r/m:1\.0\.0 failed: denied"):
+        _push_event({"error": "denied"}, "r/m:1.0.0", pushed)
