@@ -28,6 +28,16 @@ def digits(tmp_path, services, capsys):
     return repo, cli
 
 
+def release(repo, cli, message, *, register=True):
+    """Commit the work tree and make its record: `build` reads lepton.yaml and code from the
+    record's commit only, never from the work tree."""
+    commit_all(repo, message)
+    assert cli("run")[0] == 0
+    if register:
+        code, _, err = cli("register")
+        assert code == 0, err
+
+
 def skopeo(*args):
     out = subprocess.run(
         ["skopeo", *args, "--tls-verify=false"],
@@ -77,6 +87,7 @@ def test_same_inputs_same_digest_and_nothing_uploaded(digits, services):
     try:
         ns = cli.reg.split("/", 1)[1]
         point_image_at(repo, f"{cli.reg}/digits", f"{proxy.host}/{ns}/digits")
+        release(repo, cli, "build: push through the proxy")
         first = json.loads(cli("build", "--json")[1])
         before, sent = len(proxy.log), proxy.received
         second = json.loads(cli("build", "--json")[1])
@@ -174,12 +185,13 @@ def test_500_on_a_blob_upload_is_retried(digits, services):
     try:
         ns = cli.reg.split("/", 1)[1]
         point_image_at(repo, f"{cli.reg}/digits", f"{proxy.host}/{ns}/flaky")
+        release(repo, cli, "build: push through the flaky proxy")
         proxy.rules.append(Rule("PUT", r"/flaky/blobs/uploads/", 500))
         code, out, err = cli("build", "--json")
         assert code == 0, err
         assert ("PUT", next(p for m, p, s in proxy.log if s == 500), 500) in proxy.log
         digest = json.loads(out)["digest"]
-        assert skopeo("inspect", f"docker://{cli.reg}/flaky:0.1.0")["Digest"] == digest
+        assert skopeo("inspect", f"docker://{cli.reg}/flaky:0.1.1")["Digest"] == digest
     finally:
         proxy.close()
 
@@ -188,6 +200,7 @@ def test_missing_base_image_names_it(digits, services):
     repo, cli = digits
     cfg = repo / "lepton.yaml"
     cfg.write_text(cfg.read_text().replace("pybase:bookworm", "nope:1"))
+    release(repo, cli, "build: a base that is not there", register=False)
     code, _, err = cli("build")
     assert code == 1
     assert f"base image {services['registry'].host}/nope:1 is not available" in err
@@ -205,6 +218,7 @@ def test_wrong_credentials_are_a_clear_error(digits, services, tmp_path, monkeyp
     secured = Registry(tmp_path / "secured", htpasswd=htpasswd)
     try:
         point_image_at(repo, f"{cli.reg}/digits", f"{secured.host}/digits")
+        release(repo, cli, "build: push to the secured registry", register=False)
         monkeypatch.setenv("LEPTON_REGISTRY_USERNAME", "alice")
         monkeypatch.setenv("LEPTON_REGISTRY_PASSWORD", "wrong-password")
         code, out, err = cli("build")
@@ -247,14 +261,17 @@ def test_dockerfile_builder_through_podman_socket(digits, services, monkeypatch)
         "COPY serve.py digits_model.py model.json /app/\n"
         'ENV PORT=8080\nCMD ["python3", "serve.py"]\n'
     )
+    release(repo, cli, "build: a Dockerfile")
     monkeypatch.setenv("DOCKER_HOST", services["docker_host"])
     code, out, err = cli("build", "--builder", "dockerfile", "--json")
     assert code == 0, err
     res = json.loads(out)
-    info = skopeo("inspect", f"docker://{reg}/digits:0.1.0")
+    info = skopeo("inspect", f"docker://{reg}/digits:0.1.1")
     assert info["Digest"] == res["digest"]
     assert info["Labels"]["dev.lepton-ci.model"] == "digits"
-    assert info["Labels"]["org.opencontainers.image.version"] == "0.1.0"
+    assert info["Labels"]["org.opencontainers.image.version"] == "0.1.1"
+    # a first build sends the image's layers: counted from the registry, podman says nothing
+    assert res["uploaded_bytes"] > 100_000
     podman = services["podman"]
     ref = f"{reg}/digits@{res['digest']}"
     podman("pull", "-q", "--tls-verify=false", ref)
@@ -338,6 +355,10 @@ def test_image_tags_for_versions_and_prs():
     assert tags(rec, {}, pr=7) == ["pr-7", "sha-abcdef1"]
     pre = rec.model_copy(update={"candidate_version": "v2.0.0-rc.1"})
     assert tags(pre, {}) == ["2.0.0-rc.1", "sha-abcdef1"]
+    assert tags(rec, {}, release=False) == ["sha-abcdef1"]  # not registered
+    assert tags(rec, {}, floating=False) == ["1.2.3", "sha-abcdef1"]  # a newer 1.2.x exists
+    meta = rec.model_copy(update={"candidate_version": "v1.2.3+build.5"})
+    assert tags(meta, {}) == ["1.2.3_build.5", "1.2", "sha-abcdef1"]
 
 
 def test_registry_client_unreachable_is_bounded():

@@ -53,6 +53,14 @@ class RegistryError(LeptonError):
     """A version or stage operation on the git-tag registry was refused."""
 
 
+class ImageTagTaken(LeptonError):
+    """A release image tag already holds other content; it is never moved."""
+
+
+class EngineUnavailable(LeptonError):
+    """No container engine answers where DOCKER_HOST (or the default socket) points."""
+
+
 class GateFailed(LeptonError):
     """At least one quality gate failed."""
 

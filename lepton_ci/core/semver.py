@@ -109,6 +109,20 @@ def bump_from_commits(messages: list[str]) -> Bump:
     return part
 
 
+IMAGE_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
 def image_tag(version: str) -> str:
-    """The image tag of a version, `v1.2.3` -> `1.2.3`: the one rule build and deploy share."""
-    return Version.parse(version).plain
+    """The image tag of a version, `v1.2.3` -> `1.2.3`: the one rule build and deploy share.
+
+    An image tag allows `[A-Za-z0-9_.-]` only, so build metadata's `+` becomes `_`
+    (`1.0.0-rc.1+build.5` -> `1.0.0-rc.1_build.5`): `_` never occurs in a semantic version,
+    so the tag still names one version."""
+    tag = Version.parse(version).plain.replace("+", "_")
+    if not IMAGE_TAG_RE.fullmatch(tag):
+        raise RegistryError(
+            f"version `{version}` gives the image tag `{tag}`, longer than the 128 characters "
+            "a registry accepts",
+            hint="register a version with shorter pre-release or build identifiers",
+        )
+    return tag

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
+import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from lepton_ci.core import atomic
 from lepton_ci.core.config import ImageConfig, ModelConfig
@@ -342,14 +344,25 @@ def image_config(cfg: ModelConfig) -> ImageConfig:
 class DockerfileBuilder:
     """Builds through the Docker Engine API; `docker_client` is a docker.DockerClient."""
 
-    def __init__(self, docker_client: Any, clients: ClientFactory) -> None:
+    def __init__(
+        self,
+        docker_client: Any,
+        clients: ClientFactory,
+        *,
+        host: str = "",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.docker = docker_client
         self.clients = clients
+        self.host = host or "the Docker Engine API"
+        self.stat = StatCache(cache_dir / "stat.json" if cache_dir else None)
 
     def build(
         self, model_dir: Path, rec: Record, cfg: ModelConfig, card_text: str, tags: list[str]
     ) -> BuildResult:
         import docker.errors
+
+        from lepton_ci.image import engine
 
         image = image_config(cfg)
         target = Ref.parse(image.name)
@@ -361,19 +374,25 @@ class DockerfileBuilder:
                 hint="fix `image.dockerfile`/`image.context`, or set `image.base` to use the "
                 "`layers` builder",
             )
+        check_artifacts(model_dir, rec, self.stat)  # before the engine sees a byte
         labels = imagemeta.labels(
             rec, image, description=cfg.card.description, license_=cfg.card.license
         )
+        registry = self.clients(target.registry)
+        known = _blobs_under(registry, target.repository, tags)
+        pushed: dict[str, int] = {}  # layer id -> bytes, from the engine's progress (Docker)
         try:
-            built, _ = self.docker.images.build(
-                path=str(context),
-                dockerfile=image.dockerfile,
-                rm=True,
-                labels=labels,
-                buildargs={"MODEL_VERSION": rec.candidate_version or ""},
-            )
+            with engine.reachable(self.host), _context_tar(context, image.dockerfile) as tar:
+                built, _ = self.docker.images.build(
+                    fileobj=tar,
+                    custom_context=True,
+                    dockerfile=image.dockerfile,
+                    rm=True,
+                    labels=labels,
+                    buildargs={"MODEL_VERSION": rec.candidate_version or ""},
+                )
             # The record and card go on top, so both builders put them at the same paths.
-            with tempfile.TemporaryDirectory() as d:
+            with engine.reachable(self.host), tempfile.TemporaryDirectory() as d:
                 (Path(d) / "record.json").write_text(rec.to_json())
                 (Path(d) / "model_card.md").write_text(card_text)
                 (Path(d) / "Dockerfile").write_text(
@@ -382,17 +401,11 @@ class DockerfileBuilder:
                 )
                 final, _ = self.docker.images.build(path=d, rm=True, labels=labels)
             digest = ""
-            for tag in tags:
-                final.tag(repo, tag)
-                for line in self.docker.images.push(repo, tag=tag, stream=True, decode=True):
-                    if "error" in line:
-                        raise OCIError(f"push of {repo}:{tag} failed: {line['error']}")
-                    aux = line.get("aux") or {}
-                    status = str(line.get("status", ""))
-                    if aux.get("Digest"):
-                        digest = aux["Digest"]
-                    elif "digest: sha256:" in status:
-                        digest = "sha256:" + status.split("digest: sha256:")[1].split()[0]
+            with engine.reachable(self.host):
+                for tag in tags:
+                    final.tag(repo, tag)
+                    for line in self.docker.images.push(repo, tag=tag, stream=True, decode=True):
+                        digest = _push_event(line, f"{repo}:{tag}", pushed) or digest
         except docker.errors.BuildError as e:
             tail = "\n".join(str(x.get("stream", x)).rstrip() for x in list(e.build_log)[-8:])
             raise LeptonError(
@@ -400,9 +413,76 @@ class DockerfileBuilder:
             ) from None
         except docker.errors.APIError as e:
             raise LeptonError(
-                f"Docker Engine API error: {e.explanation or e}",
+                f"Docker Engine API error at {self.host}: {e.explanation or e}",
                 hint="is DOCKER_HOST pointing at a running engine?",
             ) from None
-        if not digest:
-            _, _, digest = self.clients(target.registry).get_manifest(target.repository, tags[0])
-        return BuildResult(image=repo, digest=digest, tags=tags, builder="dockerfile")
+        manifest, pushed_digest = registry.image_manifest(target.repository, tags[0])
+        digest = digest or pushed_digest
+        if pushed:
+            uploaded = sum(pushed.values())
+        else:  # podman reports no progress: count what the registry lacked before the push
+            blobs = [manifest["config"], *manifest["layers"]]
+            uploaded = sum(int(b["size"]) for b in blobs if b["digest"] not in known)
+        return BuildResult(
+            image=repo, digest=digest, tags=tags, builder="dockerfile", uploaded_bytes=uploaded
+        )
+
+
+def check_artifacts(model_dir: Path, rec: Record, stat: StatCache) -> None:
+    """Each artifact of the record is in `model_dir` with the record's bytes."""
+    for rel, entry in sorted(rec.outputs.items()):
+        path = model_dir / rel
+        if not path.is_file() or stat.hash(path) != entry.hash:
+            raise RecordError(
+                f"artifact {path} does not match the evidence record of "
+                f"{rec.model} {rec.candidate_version}",
+                hint="run `lepton-ci run` again (a cache hit restores the artifacts)",
+            )
+    stat.save()
+
+
+def _blobs_under(client: Any, repo: str, tags: list[str]) -> set[str]:
+    """The blobs of the images the registry holds under `tags`: what a push need not send."""
+    known: set[str] = set()
+    for tag in tags:
+        if client.manifest_digest(repo, tag) is None:
+            continue
+        manifest, _ = client.image_manifest(repo, tag)
+        known.update(b["digest"] for b in [manifest["config"], *manifest["layers"]])
+    return known
+
+
+def _push_event(line: dict[str, Any], ref: str, pushed: dict[str, int]) -> str:
+    """One line of the engine's push stream: an error raises, progress is counted (Docker
+    sends it per layer; podman sends none). Returns the digest when the line names it."""
+    if "error" in line:
+        raise OCIError(f"push of {ref} failed: {line['error']}")
+    detail = line.get("progressDetail") or {}
+    if line.get("status") == "Pushing" and line.get("id") and detail.get("current"):
+        pushed[line["id"]] = max(pushed.get(line["id"], 0), int(detail["current"]))
+    aux = line.get("aux") or {}
+    status = str(line.get("status", ""))
+    if aux.get("Digest"):
+        return str(aux["Digest"])
+    if "digest: sha256:" in status:
+        return "sha256:" + status.split("digest: sha256:")[1].split()[0]
+    return ""
+
+
+@contextmanager
+def _context_tar(context: Path, dockerfile: str) -> Iterator[IO[bytes]]:
+    """The build context as the engine gets it: `.dockerignore` applied, links followed (the
+    artifacts are links to their checked bytes), the checkout's `.git` left out."""
+    from docker.utils.build import exclude_paths
+
+    ignore = context / ".dockerignore"
+    patterns = [".git"]
+    if ignore.is_file():
+        lines = (x.strip() for x in ignore.read_text().splitlines())
+        patterns += [x for x in lines if x and not x.startswith("#")]
+    with tempfile.TemporaryFile() as f:
+        with tarfile.open(fileobj=f, mode="w", dereference=True) as tar:
+            for rel in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile)):
+                tar.add(context / rel, arcname=rel, recursive=False)
+        f.seek(0)
+        yield f

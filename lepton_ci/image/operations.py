@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
-from lepton_ci.core import extras
 from lepton_ci.core.context import Context
-from lepton_ci.core.gha import load_event
-from lepton_ci.core.oci_client import MANIFEST_OCI, ClientFactory, OCIError, Ref, client_factory
+from lepton_ci.core.gha import Runtime, load_event
+from lepton_ci.core.hashing import StatCache
+from lepton_ci.core.oci_client import (
+    MANIFEST_OCI,
+    ClientFactory,
+    OCIClient,
+    OCIError,
+    Ref,
+    client_factory,
+)
+from lepton_ci.image import engine, release, source
 from lepton_ci.image import metadata as imagemeta
 from lepton_ci.image.build import BuildResult, DockerfileBuilder, LayersBuilder, image_config
 from lepton_ci.report import card
-from lepton_ci.versions import evidence
 
 
 def build(
@@ -26,27 +34,61 @@ def build(
     clients: ClientFactory | None = None,
     docker_client: Any = None,
 ) -> BuildResult:
-    _, cfg = ctx.cfg.model(model)
-    image = image_config(cfg)
-    rec = evidence.load(ctx, model, version)
+    """Build the image of a registered version (or of the last run) from its commit's files
+    and its checked artifacts, and tag it as `release` allows. See release.py for the rules."""
+    chosen = release.choose(ctx, model, version)
+    rec = chosen.rec
     pr = (load_event(ctx.env).get("pull_request") or {}).get("number")
-    tags = imagemeta.tags(rec, ctx.env, pr=pr if isinstance(pr, int) else None)
-    card_text = card.render(ctx, rec)
-    clients = clients or client_factory(ctx.env, ctx.rt, image.insecure)
-    model_dir = ctx.cfg.model_dir(cfg)
-    kind = builder or image.kind
-    if kind == "dockerfile":
-        if docker_client is None:
-            extras.require("image")
-            import docker  # heavy: only the dockerfile builder imports it
+    # Every tag is formed (and a bad one refused) before a byte goes anywhere.
+    tags = imagemeta.tags(
+        rec,
+        ctx.env,
+        pr=pr if isinstance(pr, int) else None,
+        release=chosen.registered,
+        floating=chosen.newest_of_line,
+    )
+    for note in chosen.notes:
+        _note(ctx, note)
+    cache_dir = ctx.cfg.cache_dir()
+    stat = StatCache(cache_dir / "stat.json")
+    with source.checkout(ctx.git, ctx.cfg.path, rec, model, cache_dir=cache_dir, stat=stat) as src:
+        image = image_config(src.cfg)
+        clients = clients or client_factory(ctx.env, ctx.rt, image.insecure)
+        target = Ref.parse(image.name)
+        client = clients(target.registry)
+        reuse = release.existing_image(client, target.repository, rec, tags)
+        kind = builder or image.kind
+        if reuse is not None:
+            return _tag_existing(ctx, client, target, reuse, tags, kind)
+        card_text = card.render_with(
+            rec, src.cfg.card, src.config.root, card.changelog(ctx.git, rec)
+        )
+        if kind == "dockerfile":
+            if docker_client is None:
+                docker_client = engine.connect(ctx.env)
+            return DockerfileBuilder(
+                docker_client, clients, host=engine.host_of(ctx.env), cache_dir=cache_dir
+            ).build(src.model_dir, rec, src.cfg, card_text, tags)
+        b = LayersBuilder(clients, cache_dir=cache_dir)
+        return b.perform(b.prepare(src.model_dir, rec, src.cfg, card_text, src.git), tags)
 
-            docker_client = docker.DockerClient(
-                base_url=ctx.env.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
-                timeout=300,
-            )
-        return DockerfileBuilder(docker_client, clients).build(model_dir, rec, cfg, card_text, tags)
-    b = LayersBuilder(clients, cache_dir=ctx.cfg.cache_dir())
-    return b.perform(b.prepare(model_dir, rec, cfg, card_text, ctx.git), tags)
+
+def _tag_existing(
+    ctx: Context, client: OCIClient, target: Ref, digest: str, tags: list[str], kind: str
+) -> BuildResult:
+    """The registry already has this release's image: point the missing tags at it."""
+    repo = target.repository
+    body, media, _ = client.get_manifest(repo, digest)
+    for tag in tags:
+        if client.manifest_digest(repo, tag) != digest:
+            client.put_manifest(repo, tag, body, media or MANIFEST_OCI)
+    _note(ctx, f"{target.registry}/{repo}@{digest} already holds this release: not rebuilt")
+    return BuildResult(image=f"{target.registry}/{repo}", digest=digest, tags=tags, builder=kind)
+
+
+def _note(ctx: Context, message: str) -> None:
+    """A notice in Actions; on a terminal, a line on stderr (stdout may be `--json`)."""
+    (ctx.rt if ctx.rt.actions else Runtime(ctx.env, stream=sys.stderr)).notice(message)
 
 
 @dataclass

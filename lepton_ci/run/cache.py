@@ -188,6 +188,11 @@ class RunCache:
                 size += st.st_blocks * 512
         return Usage(records, count, size)
 
+    def artifact(self, digest: str) -> Path | None:
+        """The stored blob of an artifact, if it is here and still holds `digest`."""
+        blob = self._blob(digest)
+        return blob if blob.is_file() and self._intact(blob, digest) else None
+
     def restore(self, record: Record, root: Path, stat: StatCache) -> tuple[list[str], str | None]:
         """Put the record's artifacts in place. Returns (restored paths, reason if impossible)."""
         todo: list[tuple[Path, Path]] = []
