@@ -217,8 +217,10 @@ def test_rebuild_replaces_own_site_and_base_url(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert site(repo, capsys=capsys)[0] == 0
-    stale = repo / "_site" / "models" / "stale.html"
+    stale = repo / "_site" / "models" / "stale.html"  # a page of a model since deregistered
     stale.write_text("old")
+    with (repo / "_site" / ".lepton-site").open("a") as marker:
+        marker.write("models/stale.html\n")
     code, out, _ = site(repo, "--base-url", "https://acme.github.io/models", capsys=capsys)
     assert code == 0 and "published at https://acme.github.io/models/" in out
     assert not stale.exists()
@@ -538,3 +540,26 @@ def test_swap_that_fails_puts_the_earlier_site_back(
     with pytest.raises(PermissionError):
         operations._swap(mine, out)
     assert (out / "index.html").read_text() == "_site"  # the earlier site, where it was
+
+
+def test_out_is_never_a_repository_or_a_folder_with_files_the_site_did_not_write(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`.lepton-site` alone was the check: `site --out .` in a repository holding that file
+    replaced the repository, `.git` included, with the site."""
+    (repo / ".lepton-site").write_text("written by `lepton-ci site`; replaced on each build\n")
+    before = sorted(p.name for p in repo.iterdir())
+    code, _, err = site(repo, "--out", ".", capsys=capsys)
+    assert code == 1 and "is not a site lepton-ci wrote" in err
+    assert sorted(p.name for p in repo.iterdir()) == before
+    assert subprocess.run(["git", "-C", str(repo), "status"], capture_output=True).returncode == 0
+    # A site with a file of the user's own in it is not replaced either.
+    assert site(repo, capsys=capsys)[0] == 0
+    mine = repo / "_site" / "models" / "notes.md"
+    mine.write_text("mine")
+    code, _, err = site(repo, capsys=capsys)
+    assert code == 1 and "models/notes.md" in err and mine.read_text() == "mine"
+    mine.unlink()
+    (repo / "_site" / ".git").mkdir()  # nor a site folder turned into a repository
+    code, _, err = site(repo, capsys=capsys)
+    assert code == 1 and ".git" in err
