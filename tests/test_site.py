@@ -563,3 +563,46 @@ def test_out_is_never_a_repository_or_a_folder_with_files_the_site_did_not_write
     (repo / "_site" / ".git").mkdir()  # nor a site folder turned into a repository
     code, _, err = site(repo, capsys=capsys)
     assert code == 1 and ".git" in err
+
+
+def test_sigterm_mid_build_exits_143_and_leaves_no_scratch_folder(repo: Path) -> None:
+    """SIGTERM killed `site` silently (exit -15) and left its `.tmp-PID` folder behind."""
+    script = (
+        "import os, signal, sys\n"
+        "from lepton_ci.cli import main\n"
+        "from lepton_ci.site import pages\n"
+        "def page(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return ''\n"
+        "pages.Renderer.version_page = page\n"
+        f"sys.exit(main(['-C', {str(repo)!r}, 'site']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 143, proc.stderr
+    assert "stopped by SIGTERM" in proc.stderr and "Traceback" not in proc.stderr
+    assert [p.name for p in repo.iterdir() if "tmp" in p.name or p.name == "_site"] == []
+
+
+def test_ctrl_c_in_a_parallel_build_prints_no_worker_traceback(repo: Path) -> None:
+    """Ctrl-C reaches the forked workers too; each printed a KeyboardInterrupt traceback."""
+    script = (
+        "import os, signal, sys\n"
+        "from lepton_ci.cli import main\n"
+        "from lepton_ci.site import operations, pages\n"
+        "operations.PARALLEL_FROM = 1\n"
+        "operations.os.sched_getaffinity = lambda _: {0, 1, 2}\n"
+        "parent = os.getpid()\n"
+        "def page(*a, **k):\n"
+        "    if os.getpid() != parent:\n"
+        "        os.killpg(0, signal.SIGINT)\n"  # a terminal's Ctrl-C: the whole group
+        "        signal.pause()\n"
+        "    return ''\n"
+        "pages.Renderer.version_page = page\n"
+        f"sys.exit(main(['-C', {str(repo)!r}, 'site']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, start_new_session=True
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert "stopped by SIGINT" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert [p.name for p in repo.iterdir() if "tmp" in p.name or p.name == "_site"] == []

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,6 +248,10 @@ def _version_pages(r: Renderer, jobs: list[tuple[data.Model, int, Path]], worker
     errors = ctx.SimpleQueue()
 
     def child(part: int) -> None:
+        # Ctrl-C reaches the workers too: they stop at once and quietly (the parent says so,
+        # once, and removes what they wrote).
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, lambda signum, _frame: os._exit(128 + signum))
         try:
             write(part)
         except Exception as e:  # handed to the parent, which raises it

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.gcpause import gc_paused
 from lepton_ci.core.git import Git
+from lepton_ci.core.interrupt import Terminated, deferred
 from lepton_ci.core.names import MODEL_RE, from_tag, in_tag
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
@@ -264,11 +265,16 @@ class Registry:
                 "was removed again",
                 hint="add the remote (actions/checkout sets `origin`), or do not push",
             )
-        proc = self.git.run(
-            ["push", "--porcelain", remote, f"refs/tags/{name}:refs/tags/{name}"],
-            check=False,
-            timeout=120,
-        )
+        try:
+            proc = self.git.run(
+                ["push", "--porcelain", remote, f"refs/tags/{name}:refs/tags/{name}"],
+                check=False,
+                timeout=120,
+            )
+        except (KeyboardInterrupt, Terminated):  # a retry must not find a local-only tag
+            with deferred():
+                self.git.run(["tag", "-d", name], check=False)
+            raise
         if proc.returncode != 0:
             self.git.run(["tag", "-d", name], check=False)
             detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
