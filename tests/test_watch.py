@@ -18,13 +18,13 @@ from lepton_ci.core.config import SLO
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import ConfigError, SLOBreached, WatchError
 from lepton_ci.core.printer import to_json
+from lepton_ci.core.prometheus import Prometheus
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.health import Report
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.releases import FileStore, history_text
 from lepton_ci.watch import slo
 from lepton_ci.watch.operation import Round, WatchOperation
-from lepton_ci.watch.prometheus import Prometheus
 from tests.conftest import EXAMPLE, parse_outputs
 from tests.support.prometheus import PrometheusServer
 
