@@ -22,6 +22,7 @@ from pathlib import Path
 from lepton_ci.core.config import LoadedConfig
 from lepton_ci.core.errors import ConfigError, InputError, LeptonError
 from lepton_ci.core.git import Git
+from lepton_ci.core.interrupt import deferred
 from lepton_ci.core.templating import template_dir
 from lepton_ci.site import data
 from lepton_ci.site.pages import Renderer, SiteInfo
@@ -157,7 +158,8 @@ def build(
             hint="choose an --out in a directory you can write to",
         ) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with deferred():  # a second Ctrl-C must not leave the scratch folder half-removed
+            shutil.rmtree(tmp, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return SiteResult(
         out=out,
