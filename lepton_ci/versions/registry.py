@@ -68,7 +68,12 @@ class Registry:
 
     def __init__(self, git: Git) -> None:
         self.git = git
-        self.skipped: set[str] = set()  # version tags whose message holds no readable record
+
+    @property
+    def skipped(self) -> set[str]:
+        """Version tags whose message holds no readable record; kept with the records they
+        were read with (in the git memo), so every Registry of one repository knows them."""
+        return self.git.memo.setdefault(("skipped",), set())  # type: ignore[return-value]
 
     def _record_or_skip(self, message: str, tag: str) -> Record | None:
         """A tag whose message is not a readable record is skipped with one warning."""
