@@ -46,7 +46,8 @@ def test_a_foreign_version_tag_is_skipped_with_one_warning(cli, toy_repo):
     code, out, err = cli("run", "--no-fail")
     assert code == 0, err
     assert (out + err).count(SKIPPED) == 1
-    assert "toy@v0.2.0 carries no evidence record" in out + err
+    assert "toy@v0.2.0 carries a record that cannot be read, so it is not the baseline" in out
+    assert "vs  toy@v0.1.0" in out
     assert "re-create it with `lepton-ci run`" not in out + err
     assert cli("show", "toy@v0.2.0")[0] == 0
     assert json.loads(cli("show", "toy@v0.1.0", "--json")[1])["metrics"]["accuracy"] == 0.9
