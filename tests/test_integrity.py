@@ -342,3 +342,40 @@ def test_corrupt_record_hint(tmp_path):
     p.write_bytes(b"\xff\xfe")
     with pytest.raises(RecordError, match="not UTF-8"):
         record_mod.load(p)
+
+
+CHECKPOINTING = textwrap.dedent(
+    """\
+    import pathlib, signal, sys, time
+
+    def save(signum, frame):
+        time.sleep(1)  # writing a checkpoint takes a while
+        pathlib.Path("checkpoint.txt").write_text("saved")
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, save)
+    pathlib.Path("started").write_text("yes")
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("as_string", [True, False], ids=["string", "argv"])
+def test_a_trainer_that_saves_on_sigterm_gets_the_grace_as_string_or_argv(tmp_path, as_string):
+    """A string `train:` runs under `sh -c`: SIGTERM killed the shell, and the group was then
+    killed within 0.07 s, so the trainer's checkpoint was never written."""
+    (tmp_path / "trainer.py").write_text(CHECKPOINTING)
+    command: str | list[str] = (
+        f"{sys.executable} trainer.py" if as_string else [sys.executable, "trainer.py"]
+    )
+
+    def stop_when_started() -> None:
+        _wait_for(tmp_path / "started")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_started, daemon=True).start()
+    with pytest.raises(Interrupted) as e:
+        run_command("train", command, cwd=tmp_path, env=dict(os.environ), timeout_s=60)
+    assert e.value.exit_code == 143
+    assert (tmp_path / "checkpoint.txt").read_text() == "saved"
