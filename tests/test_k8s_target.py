@@ -121,6 +121,18 @@ def test_prune_removes_objects_the_new_render_drops(cluster, ns, setup):
     assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD2
 
 
+def test_a_deploy_keeps_the_replica_count_the_autoscaler_chose(cluster, ns, setup):
+    """With an HPA, the Deployment rendered `replicas: 1` and each deploy reset the count."""
+    d, name = setup(hpa={"min": 1, "max": 6})
+    assert d.deploy(release(GOOD, "v1.0.0")).revision.status == "deployed"
+    apps = client.AppsV1Api(cluster.api)
+    apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": 4}})  # the HPA
+    assert d.deploy(release(GOOD2, "v1.0.1")).revision.status == "deployed"
+    dep = deployment(cluster, name, ns)
+    assert dep.spec.template.spec.containers[0].image == GOOD2
+    assert dep.spec.replicas == 4
+
+
 def test_watched_environment_deploys_its_alert_rules_and_dashboard(cluster, ns, setup):
     """`watch:` SLOs render a PrometheusRule (prometheus-operator's CRD) and a dashboard
     ConfigMap; the kubernetes target applies both instead of refusing the deploy."""
