@@ -587,6 +587,7 @@ def _answers(state, model, shas):
         "all": [info(v) for v in state.versions(model, include_deregistered=True)],
         "newest two": [info(v) for v in state.versions(model)[:2]],
         "latest": info(state.latest(model)),
+        "newest ever": info(state.newest_ever(model)),
         "find": {v: found(v) for v in ("v0.1.0", "v0.2.0", "v0.3.0", "v9.9.9")},
         "stages": {s: info(v) for s, v in state.stages(model).items()},
         "assignments": {

@@ -45,7 +45,7 @@ def candidate_version(ctx: Context, model: str) -> Version:
     on_head = state.on_commit(model, head)
     if on_head:
         return on_head[0].version
-    latest = state.latest(model)
+    latest = state.newest_ever(model)
     if latest is None:
         return FIRST
     messages = ctx.git.subjects(f"{latest.tag}..HEAD")
