@@ -881,3 +881,18 @@ def test_register_push_interrupted_leaves_no_local_only_tag(cli, toy_repo, tmp_p
     code, _, err = cli("register", "--push")
     assert code == 0, err
     assert git(remote, "tag") == "toy@v0.1.0"
+
+
+def test_a_version_equal_in_precedence_to_an_existing_one_is_refused(cli, toy_repo):
+    """`5.0.0+a` and `5.0.0+b` rank equal (build metadata is no part of precedence): both were
+    registered, and which one is "the newest" was a coin toss."""
+    assert cli("run")[0] == 0
+    assert cli("register", "--version", "5.0.0+a")[0] == 0
+    set_params(toy_repo, lr=0.2)
+    commit_all(toy_repo, "fix: b")
+    assert cli("run")[0] == 0
+    code, _, err = cli("register", "--version", "5.0.0+b")
+    assert code == 1 and "toy@v5.0.0+a" in err and "ranks equal" in err, err
+    code, _, err = cli("register", "--version", "5.0.\u0661")
+    assert code == 1 and "not a semantic version" in err
+    assert git(toy_repo, "tag") == "toy@v5.0.0+a"

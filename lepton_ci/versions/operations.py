@@ -134,6 +134,12 @@ def register(
                 f"{model}@{new} already exists (on {v.sha[:12]})",
                 hint="choose another version with --version, or let --bump choose",
             )
+        if v.version.sort_key() == new.sort_key():  # `+build` is no part of precedence
+            raise RegistryError(
+                f"{model}@{new} ranks equal to {v.tag} (on {v.sha[:12]}): build metadata after "
+                "`+` does not order versions, so neither would be the newest",
+                hint="choose a version above it with --version, or let --bump choose",
+            )
     name = tags.version_tag(model, new)
     rec = rec.model_copy(update={"candidate_version": str(new)})
     message = tag_message.compose(f"Register {name}: {_summary_line(rec)}", rec)
