@@ -379,3 +379,26 @@ def test_a_trainer_that_saves_on_sigterm_gets_the_grace_as_string_or_argv(tmp_pa
         run_command("train", command, cwd=tmp_path, env=dict(os.environ), timeout_s=60)
     assert e.value.exit_code == 143
     assert (tmp_path / "checkpoint.txt").read_text() == "saved"
+
+
+@pytest.mark.parametrize(
+    ("lay_out", "named", "kind"),
+    [
+        ("mkfifo .lepton/locks/toy.lock", ".lepton/locks/toy.lock", "a FIFO"),
+        ("mkdir .lepton/locks/toy.lock", ".lepton/locks/toy.lock", "a directory"),
+        ("ln -s /dev/zero .lepton/locks/toy.lock", ".lepton/locks/toy.lock", "a link to /dev/zero"),
+        ("rm -rf .lepton && touch .lepton", ".lepton", "a file"),
+        ("rm -rf .lepton/cache/records && touch .lepton/cache/records", "records", "a file"),
+        ("rm .lepton/cache/stat.json && mkdir .lepton/cache/stat.json", "stat.json", "a directory"),
+        ("rm -rf .lepton/cache && ln -s /dev/null .lepton/cache", "cache", "a link to /dev/null"),
+    ],
+)
+def test_a_state_folder_laid_out_wrongly_is_a_clear_error(cli, toy_repo, lay_out, named, kind):
+    """Each of these ended in exit 70, "a bug in lepton-ci"."""
+    assert cli("run")[0] == 0
+    (toy_repo / ".lepton" / "locks" / "toy.lock").unlink()
+    subprocess.run(["sh", "-c", lay_out], cwd=toy_repo, check=True)
+    code, _, err = cli("run", "--no-cache")
+    assert code == 1, err
+    assert f"{named} is {kind}" in err and "fix: remove" in err, err
+    assert "/dev/" not in err.split("fix:")[1]  # never a device to remove

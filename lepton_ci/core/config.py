@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -454,7 +455,9 @@ class LoadedConfig:
         return (self.root / model.path).resolve()
 
     def cache_dir(self) -> Path:
-        return (self.root / self.config.cache.dir).resolve()
+        # Links are not followed here: an error about the cache names the link, not the
+        # device it points at (`.lepton/cache -> /dev/null`).
+        return Path(os.path.abspath(self.root / self.config.cache.dir))  # noqa: PTH100
 
 
 def load(path: Path) -> LoadedConfig:
