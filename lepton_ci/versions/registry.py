@@ -12,7 +12,7 @@ from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.gcpause import gc_paused
 from lepton_ci.core.git import Git
 from lepton_ci.core.interrupt import Terminated, deferred
-from lepton_ci.core.names import MODEL_RE, from_tag, in_tag
+from lepton_ci.core.names import from_tag, in_tag, valid_model
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions import model_view
@@ -120,7 +120,7 @@ class Registry:
         found: dict[str, State] = {}
         for prefix, listing in split_listing(index.listing(["refs/tags"])).items():
             model = from_tag(prefix)
-            if in_tag(model) != prefix or not MODEL_RE.match(model):
+            if in_tag(model) != prefix or not valid_model(model):
                 continue  # not a model GTO would name: no events of its own
             state = self._model_state(index, model, _patterns(model), listing)
             if state.models():
