@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -606,3 +607,34 @@ def test_ctrl_c_in_a_parallel_build_prints_no_worker_traceback(repo: Path) -> No
     assert proc.returncode == 130, proc.stderr
     assert "stopped by SIGINT" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert [p.name for p in repo.iterdir() if "tmp" in p.name or p.name == "_site"] == []
+
+
+def test_a_build_that_finishes_as_another_swaps_its_site_in_does_not_crash(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four builds at once: 1 in 24 crashed (exit 70) counting the sizes of files another
+    build's swap had just removed. The size is the site this build wrote, counted before."""
+    from lepton_ci.site import operations
+
+    real_swap, real_stat = operations._swap, Path.stat
+    out = (repo / "_site").resolve()
+
+    def swap_then_another_build(tmp: Path, dest: Path) -> None:
+        real_swap(tmp, dest)
+
+        seen: set[Path] = set()
+
+        def stat(self: Path, **kw: bool) -> os.stat_result:
+            # The other build's swap lands between is_file() and stat() of one file.
+            if self.is_relative_to(out) and self != out and self in seen:
+                raise FileNotFoundError(2, "No such file or directory", str(self))
+            seen.add(self)
+            return real_stat(self, **kw)
+
+        monkeypatch.setattr(Path, "stat", stat)
+
+    monkeypatch.setattr(operations, "_swap", swap_then_another_build)
+    code, out_text, err = site(repo, capsys=capsys)
+    monkeypatch.setattr(Path, "stat", real_stat)
+    assert code == 0, err
+    assert "13 pages" in out_text

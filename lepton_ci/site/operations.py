@@ -151,6 +151,8 @@ def build(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         count = _write(r, models, tmp)
+        # Counted before the swap: after it, another build may be replacing `out` already.
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
         _swap(tmp, out)
     except OSError as e:  # the place is not writable (read-only, full disk, /proc...)
         raise InputError(
@@ -160,7 +162,6 @@ def build(
     finally:
         with deferred():  # a second Ctrl-C must not leave the scratch folder half-removed
             shutil.rmtree(tmp, ignore_errors=True)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return SiteResult(
         out=out,
         models=len(models),
