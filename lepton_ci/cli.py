@@ -422,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lepton_ci.core.errors import LeptonError, MissingExtra
     from lepton_ci.core.escape import md_fence
     from lepton_ci.core.gha import Runtime, debug_enabled
+    from lepton_ci.core.interrupt import Terminated, installed
     from lepton_ci.core.paths import enter
 
     debug = args.debug or debug_enabled()
@@ -430,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.directory:
             enter(args.directory)  # like `git -C`: relative paths, DIR's own too, are from DIR
         try:
-            return int(args.fn(args))
+            with installed():  # SIGTERM unwinds like Ctrl-C: every cleanup runs
+                return int(args.fn(args))
         except ModuleNotFoundError as e:  # an optional extra missing: say which to install
             raise (MissingExtra.of(e) or e) from None
     except LeptonError as e:
@@ -444,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         Runtime(stream=sys.stderr).error(f"lepton-ci {args.command}: stopped by SIGINT (Ctrl-C)")
         return 130
+    except Terminated as e:
+        Runtime(stream=sys.stderr).error(f"lepton-ci {args.command}: {e}")
+        return 128 + e.signum
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away; stop quietly as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -214,3 +214,30 @@ def test_git_facts_a_run_reads_in_fewer_calls(tmp_path, toy_repo):
     assert Git(outside).common_dir() is None
     with pytest.raises(GitError, match="not inside a git repository"):
         Git(outside).is_shallow()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Register\n\n-----BEGIN LEPTON-CI RECORD-----\n{}\n-----END LEPTON-CI RECORD-----\n",
+        "Register toy@v0.1.1\n\n{not json",
+        "release",  # no record claimed, and no metrics committed at it: nothing to compare with
+    ],
+)
+def test_a_tag_whose_record_cannot_be_read_is_no_baseline(cli, toy_repo, message):
+    """A hand-pushed version tag became the baseline with no metrics, so the next regression
+    passed every gate; the warning printed already said such a tag "is no baseline"."""
+    assert cli("run")[0] == 0
+    assert cli("register")[0] == 0  # toy@v0.1.0, accuracy 0.9
+    set_params(toy_repo, accuracy=0.89)
+    commit_all(toy_repo, "fix: hand-tagged")
+    git(toy_repo, "tag", "-a", "--cleanup=verbatim", "-m", message, "toy@v0.1.1")
+    set_params(toy_repo, accuracy=0.8)  # -0.1 from v0.1.0: more than max_regression 0.05
+    commit_all(toy_repo, "fix: worse")
+    code, out, err = cli("run")
+    assert code == 1, out + err
+    assert "vs  toy@v0.1.0" in out
+    assert "toy@v0.1.1" in out + err and "not the baseline" in out + err
+    code, _, err = cli("run", "--baseline", "v0.1.1")
+    if message != "release":  # named by hand: a record that cannot be read is refused
+        assert code == 1 and "cannot be read" in err, err

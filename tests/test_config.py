@@ -104,7 +104,7 @@ def test_empty_command_rejected(tmp_path):
 
 def test_invalid_model_name(tmp_path):
     msg = error_of(tmp_path, GOOD.replace("digits:", "digits_:"))
-    assert "model name `digits_` is not valid" in msg
+    assert 'model name "digits_" is not valid' in msg
     assert "GTO's name grammar" in msg
 
 
@@ -195,3 +195,25 @@ def test_names_environment_at_a_glance_and_confirmed_by_the_validated_config(tmp
     path.write_text(GOOD)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where", "named"),
+    [
+        ("digits:", '"digits\\n":', "`models`", '"digits\\n"'),  # was exit 70, and runs/digits\n
+        ("stages: [staging, prod]", "stages: [staging, a//b]", "`stages`", '"a//b"'),  # git: no
+        ("stages: [staging, prod]", "stages: [staging, .x]", "`stages`", '".x"'),
+        ("digits:", "models..x:digits:", "`models`", '"models..x:digits"'),
+    ],
+)
+def test_names_git_cannot_tag_are_config_errors_at_their_key(tmp_path, old, new, where, named):
+    """A model key ending in a newline passed (`$` matches before it) and a stage `a//b` passed
+    GTO's grammar but not git's; the stage errors pointed at "(top level)"."""
+    msg = error_of(tmp_path, GOOD.replace(old, new))
+    assert f"{where}: " in msg and f"name {named} is not valid" in msg, msg
+    assert "(top level)" not in msg
+
+
+def test_a_missing_required_stage_points_at_the_stages(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("stages: [staging, prod]", "stages: {x: {requires: y}}"))
+    assert "`stages`: stage `x` requires `y`" in msg

@@ -303,3 +303,58 @@ def test_podman_says_it_runs_one_pod_of_several_replicas(tmp_path):
     ]
     dep["spec"]["replicas"] = 1
     assert PodmanTarget(tmp_path, Podman()).apply("digits-prod", yaml.safe_dump(dep)) == []
+
+
+def _interrupt(repo: Path, state: Path, number: int, signum: int, *args: str) -> int:
+    """Start `lepton-ci ARGS`, send `signum` once revision `number` is written (pending), and
+    return the exit code. SIGINT goes to the whole group, as a terminal's Ctrl-C does; SIGTERM
+    to lepton-ci alone, as a runner's cancel does."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lepton_ci", "-C", str(repo), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (state / f"revision-{number:05d}.json").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    assert json.loads((state / f"revision-{number:05d}.json").read_text())["status"] == "pending"
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    return proc.wait(120)
+
+
+def test_interrupted_deploy_and_rollback_leave_the_previous_revision_serving(site):
+    """SIGTERM or Ctrl-C mid-deploy left nothing serving and the revision pending; now the
+    command puts back what served, records why, and exits 143 or 130."""
+    repo, cli = site.repo, site.cli
+    release(repo, cli)
+    assert site.first_deploy()[0] == 0
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("C: 1.0", "C: 0.5"))
+    commit_all(repo, "fix: regularise")
+    release(repo, cli)
+    state = repo / ".lepton" / "deploy" / "digits" / "staging"
+    assert _interrupt(repo, state, 2, signal.SIGTERM, "deploy", "staging") == 143
+    assert predict(site.url)["model_version"] == "v0.1.0"
+    assert _interrupt(repo, state, 4, signal.SIGINT, "deploy", "staging") == 130
+    assert predict(site.url)["model_version"] == "v0.1.0"
+    revs = history(cli)
+    assert [(r["number"], r["status"], r["version"]) for r in revs] == [
+        (1, "superseded", "v0.1.0"),
+        (2, "failed", "v0.1.1"),
+        (3, "superseded", "v0.1.0"),
+        (4, "failed", "v0.1.1"),
+        (5, "deployed", "v0.1.0"),
+    ]
+    assert revs[1]["reason"].startswith("interrupted") and revs[4]["rollback_of"] == 3
+    # A rollback cut short puts back the revision it was replacing.
+    assert cli("deploy", "staging")[0] == 0
+    assert _interrupt(repo, state, 7, signal.SIGTERM, "rollback", "staging") == 143
+    assert predict(site.url)["model_version"] == "v0.1.1"
+    assert [r["status"] for r in history(cli)][5:] == ["rolled-back", "failed", "deployed"]
+    _, out, err = cli("watch", "staging", "--once")
+    assert "nothing serves" not in out + err

@@ -216,3 +216,27 @@ def test_a_promoted_by_trailer_that_is_no_login_is_ignored(toy_repo):
     git(toy_repo, "tag", "-a", "--cleanup=verbatim", "-m", message, "toy#prod#1", env=env)
     (event,) = [r for r in queries.history(Git(toy_repo), "toy").records if r["stage"]]
     assert event["who"] == "Test User"
+
+
+def test_after_the_newest_version_is_deregistered_the_next_is_past_it(cli, toy_repo):
+    """Deregistering the newest version made `register` pick it again (and fail) and `run`
+    label the candidate with it: a version once registered is never reused, as GTO refuses."""
+    from tests.conftest import set_params
+
+    assert cli("run")[0] == 0 and cli("register")[0] == 0  # toy@v0.1.0
+    set_params(toy_repo, lr=0.2)
+    commit_all(toy_repo, "fix: two")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0  # toy@v0.1.1
+    Tagger(toy_repo)("toy@v0.1.1!#2")
+    set_params(toy_repo, lr=0.3)
+    commit_all(toy_repo, "fix: three")
+    code, out, err = cli("run")
+    assert code == 0, err
+    assert "toy v0.1.2  vs  toy@v0.1.0" in out
+    code, out, err = cli("register")
+    assert code == 0, err
+    assert "toy@v0.1.2" in out
+    assert gto.find_latest_version(str(toy_repo), "toy").version == "v0.1.2"
+    commit(toy_repo, "c5")
+    with pytest.raises(Exception, match="already was registered"):  # GTO never reuses one
+        gto.register(str(toy_repo), "toy", "HEAD", version="v0.1.1")

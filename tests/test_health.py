@@ -35,7 +35,9 @@ class Fake:
 
             def do_GET(self):
                 if self.path.startswith("/api/v1/query"):
-                    self._send(200, {"data": {"result": [{"value": [0, fake.prom_value]}]}})
+                    sample = {"metric": {}, "value": [0, fake.prom_value]}
+                    data = {"resultType": "vector", "result": [sample]}
+                    self._send(200, {"status": "success", "data": data})  # Prometheus's shape
                 elif fake.fail_first > 0:
                     fake.fail_first -= 1
                     self._send(503, {"status": "warming"})
@@ -121,3 +123,36 @@ def test_unreachable_service_fails_quickly():
 def test_p95():
     assert health.p95([float(i) for i in range(1, 101)]) == 95.0
     assert health.p95([3.0]) == 3.0
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory):
+    from tests.support.prometheus import PrometheusServer
+
+    server = PrometheusServer(tmp_path_factory.mktemp("prom"), targets=[]).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("query", "ok", "detail"),
+    [
+        ("vector(0.05)", True, "value 0.05"),
+        ("scalar(vector(0.05))", True, "value 0.05"),  # crashed with TypeError
+        ("scalar(vector(0.5))", False, "value 0.5"),
+        ("vector(0.5) > 1", False, "no data: the query returned an empty result"),  # IndexError
+        ('"text"', False, "returned a string, not an instant vector or scalar"),
+        ("up[1m]", False, "returned a matrix, not an instant vector or scalar"),
+        ("rate(up)", False, "Prometheus refused the query 'rate(up)': HTTP 400 "),  # KeyError
+    ],
+)
+def test_prometheus_check_against_the_real_prometheus(fake, prom, query, ok, detail):
+    """Every result type Prometheus answers: a number in bounds passes, everything else is a
+    failing probe that says why in Prometheus's words, never an exception."""
+    r = health.run(checks(prometheus={"url": prom.url, "query": query, "max": 0.1}), fake.url)
+    (probe,) = [p for p in r.probes if p.check.startswith("prometheus")]
+    assert (probe.ok, r.ok) == (ok, ok), probe
+    assert detail in probe.detail, probe.detail
+    if query == "rate(up)":
+        assert "parse error" in probe.detail or "expected type range vector" in probe.detail

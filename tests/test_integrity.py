@@ -46,7 +46,8 @@ def test_a_foreign_version_tag_is_skipped_with_one_warning(cli, toy_repo):
     code, out, err = cli("run", "--no-fail")
     assert code == 0, err
     assert (out + err).count(SKIPPED) == 1
-    assert "toy@v0.2.0 carries no evidence record" in out + err
+    assert "toy@v0.2.0 carries a record that cannot be read, so it is not the baseline" in out
+    assert "vs  toy@v0.1.0" in out
     assert "re-create it with `lepton-ci run`" not in out + err
     assert cli("show", "toy@v0.2.0")[0] == 0
     assert json.loads(cli("show", "toy@v0.1.0", "--json")[1])["metrics"]["accuracy"] == 0.9
@@ -341,3 +342,63 @@ def test_corrupt_record_hint(tmp_path):
     p.write_bytes(b"\xff\xfe")
     with pytest.raises(RecordError, match="not UTF-8"):
         record_mod.load(p)
+
+
+CHECKPOINTING = textwrap.dedent(
+    """\
+    import pathlib, signal, sys, time
+
+    def save(signum, frame):
+        time.sleep(1)  # writing a checkpoint takes a while
+        pathlib.Path("checkpoint.txt").write_text("saved")
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, save)
+    pathlib.Path("started").write_text("yes")
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("as_string", [True, False], ids=["string", "argv"])
+def test_a_trainer_that_saves_on_sigterm_gets_the_grace_as_string_or_argv(tmp_path, as_string):
+    """A string `train:` runs under `sh -c`: SIGTERM killed the shell, and the group was then
+    killed within 0.07 s, so the trainer's checkpoint was never written."""
+    (tmp_path / "trainer.py").write_text(CHECKPOINTING)
+    command: str | list[str] = (
+        f"{sys.executable} trainer.py" if as_string else [sys.executable, "trainer.py"]
+    )
+
+    def stop_when_started() -> None:
+        _wait_for(tmp_path / "started")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_started, daemon=True).start()
+    with pytest.raises(Interrupted) as e:
+        run_command("train", command, cwd=tmp_path, env=dict(os.environ), timeout_s=60)
+    assert e.value.exit_code == 143
+    assert (tmp_path / "checkpoint.txt").read_text() == "saved"
+
+
+@pytest.mark.parametrize(
+    ("lay_out", "named", "kind"),
+    [
+        ("mkfifo .lepton/locks/toy.lock", ".lepton/locks/toy.lock", "a FIFO"),
+        ("mkdir .lepton/locks/toy.lock", ".lepton/locks/toy.lock", "a directory"),
+        ("ln -s /dev/zero .lepton/locks/toy.lock", ".lepton/locks/toy.lock", "a link to /dev/zero"),
+        ("rm -rf .lepton && touch .lepton", ".lepton", "a file"),
+        ("rm -rf .lepton/cache/records && touch .lepton/cache/records", "records", "a file"),
+        ("rm .lepton/cache/stat.json && mkdir .lepton/cache/stat.json", "stat.json", "a directory"),
+        ("rm -rf .lepton/cache && ln -s /dev/null .lepton/cache", "cache", "a link to /dev/null"),
+    ],
+)
+def test_a_state_folder_laid_out_wrongly_is_a_clear_error(cli, toy_repo, lay_out, named, kind):
+    """Each of these ended in exit 70, "a bug in lepton-ci"."""
+    assert cli("run")[0] == 0
+    (toy_repo / ".lepton" / "locks" / "toy.lock").unlink()
+    subprocess.run(["sh", "-c", lay_out], cwd=toy_repo, check=True)
+    code, _, err = cli("run", "--no-cache")
+    assert code == 1, err
+    assert f"{named} is {kind}" in err and "fix: remove" in err, err
+    assert "/dev/" not in err.split("fix:")[1]  # never a device to remove

@@ -13,7 +13,7 @@ from kubernetes import client
 
 from lepton_ci.core import config
 from lepton_ci.core.errors import LeptonError
-from lepton_ci.deploy import manifests
+from lepton_ci.deploy import health, manifests
 from lepton_ci.deploy.contract import RolloutFailed
 from lepton_ci.deploy.deployer import Deployer, DeployFailed
 from lepton_ci.deploy.kubernetes import ConfigMapStore, KubernetesTarget, rollout_pending
@@ -119,6 +119,49 @@ def test_prune_removes_objects_the_new_render_drops(cluster, ns, setup):
         hpa.read_namespaced_horizontal_pod_autoscaler(name, ns)
     assert e.value.status == 404
     assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD2
+
+
+def test_a_deploy_keeps_the_replica_count_the_autoscaler_chose(cluster, ns, setup):
+    """With an HPA, the Deployment rendered `replicas: 1` and each deploy reset the count."""
+    d, name = setup(hpa={"min": 1, "max": 6})
+    assert d.deploy(release(GOOD, "v1.0.0")).revision.status == "deployed"
+    apps = client.AppsV1Api(cluster.api)
+    apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": 4}})  # the HPA
+    assert d.deploy(release(GOOD2, "v1.0.1")).revision.status == "deployed"
+    dep = deployment(cluster, name, ns)
+    assert dep.spec.template.spec.containers[0].image == GOOD2
+    assert dep.spec.replicas == 4
+
+
+def test_a_prometheus_check_on_a_scalar_reverts_a_bad_release(cluster, ns, setup, tmp_path):
+    """`checks.prometheus` with a scalar(...) query crashed with TypeError after the new
+    release was applied: the revision stayed pending and nothing was reverted."""
+    from tests.support.prometheus import PrometheusServer
+
+    prom = PrometheusServer(tmp_path / "prom", targets=[]).start()
+    try:
+        query = {"url": prom.url, "query": "scalar(vector(0.5))", "max": 1}
+        checks = {"count": 1, "interval": 0, "http": [{"path": "/healthz"}], "prometheus": query}
+        d, name = setup(checks=checks)
+        assert d.deploy(release(GOOD, "v1.0.0")).revision.status == "deployed"
+        # The new release's value is over the bound (the query's value stands in for what the
+        # release would change); the old one's, checked again on the revert, is not.
+        bound = config.ChecksConfig.model_validate({**checks, "prometheus": {**query, "max": 0.1}})
+        calls = []
+
+        def checker(cfg: config.ChecksConfig, url: str) -> health.Report:
+            calls.append(url)
+            return health.run(bound if len(calls) == 1 else cfg, url)
+
+        d.checker = checker
+        with pytest.raises(DeployFailed) as e:
+            d.deploy(release(GOOD2, "v1.0.1"))
+        assert "value 0.5 out of bounds (max 0.1)" in str(e.value)
+        assert e.value.outcome.reverted_to is not None
+        assert [r.status for r in d.history()] == ["superseded", "failed", "deployed"]
+        assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD
+    finally:
+        prom.stop()
 
 
 def test_watched_environment_deploys_its_alert_rules_and_dashboard(cluster, ns, setup):

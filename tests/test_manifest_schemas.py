@@ -81,3 +81,13 @@ def test_our_custom_resources_are_valid_by_their_published_crd_schemas(tmp_path)
     rule = next(o for o in custom if o["kind"] == "PrometheusRule")
     broken = {**rule, "spec": {"groups": [{"name": "g", "rules": "not a list"}]}}
     assert any(v["instancePath"] == "/spec/groups/0/rules" for v in crd.violations(broken))
+
+
+def test_with_an_hpa_the_deployment_leaves_replicas_to_it(tmp_path):
+    """Every forced apply reset the count the autoscaler chose to `replicas:`."""
+    objs = render(tmp_path, replicas=3, hpa={"min": 2, "max": 5})
+    (dep,) = [o for o in objs if o["kind"] == "Deployment"]
+    assert "replicas" not in dep["spec"]
+    check(objs)
+    (dep,) = [o for o in render(tmp_path / "no-hpa", replicas=3) if o["kind"] == "Deployment"]
+    assert dep["spec"]["replicas"] == 3

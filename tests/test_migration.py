@@ -42,7 +42,10 @@ def test_a_gto_version_without_metrics_files_warns_and_does_not_compare(toy_repo
     gto.register(str(toy_repo), "toy", "HEAD", version="v0.1.0")  # metrics.json not committed
     (toy_repo / "x").write_text("x")
     commit_all(toy_repo, "fix: next")
-    code, out, _ = cli("run")
+    code, out, _ = cli("run")  # nothing to compare with: no baseline, not an empty one
+    assert code == 0
+    assert "toy@v0.1.0 has no record and no metrics at" in out and "not the baseline" in out
+    code, out, _ = cli("run", "--baseline", "v0.1.0")  # named by hand: compared, and said so
     assert code == 0
     assert "not there: metrics.json" in out
     assert "toy@v0.1.0: no metrics found at" in out

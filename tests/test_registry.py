@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -585,6 +587,7 @@ def _answers(state, model, shas):
         "all": [info(v) for v in state.versions(model, include_deregistered=True)],
         "newest two": [info(v) for v in state.versions(model)[:2]],
         "latest": info(state.latest(model)),
+        "newest ever": info(state.newest_ever(model)),
         "find": {v: found(v) for v in ("v0.1.0", "v0.2.0", "v0.3.0", "v9.9.9")},
         "stages": {s: info(v) for s, v in state.stages(model).items()},
         "assignments": {
@@ -847,3 +850,49 @@ def test_every_model_read_through_its_view_lists_as_one_read_of_all_tags(
 
     monkeypatch.setattr(Registry, "read_models", lambda self: dict.fromkeys(full.models(), full))
     assert got == tables()
+
+
+def test_register_push_interrupted_leaves_no_local_only_tag(cli, toy_repo, tmp_path):
+    """SIGTERM during the push left a local tag that the remote never got, and a retry refused
+    with "HEAD is already registered"."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(toy_repo), str(remote))
+    git(toy_repo, "remote", "add", "origin", str(remote))
+    started = tmp_path / "push-started"
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ntouch {started}\nsleep 5\nexit 1\n")  # a push that hangs
+    hook.chmod(0o755)
+    assert cli("run")[0] == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lepton_ci", "-C", str(toy_repo), "register", "--push"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert git(toy_repo, "tag") == ""
+    hook.unlink()
+    code, _, err = cli("register", "--push")
+    assert code == 0, err
+    assert git(remote, "tag") == "toy@v0.1.0"
+
+
+def test_a_version_equal_in_precedence_to_an_existing_one_is_refused(cli, toy_repo):
+    """`5.0.0+a` and `5.0.0+b` rank equal (build metadata is no part of precedence): both were
+    registered, and which one is "the newest" was a coin toss."""
+    assert cli("run")[0] == 0
+    assert cli("register", "--version", "5.0.0+a")[0] == 0
+    set_params(toy_repo, lr=0.2)
+    commit_all(toy_repo, "fix: b")
+    assert cli("run")[0] == 0
+    code, _, err = cli("register", "--version", "5.0.0+b")
+    assert code == 1 and "toy@v5.0.0+a" in err and "ranks equal" in err, err
+    code, _, err = cli("register", "--version", "5.0.\u0661")
+    assert code == 1 and "not a semantic version" in err
+    assert git(toy_repo, "tag") == "toy@v5.0.0+a"

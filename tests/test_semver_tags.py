@@ -60,3 +60,14 @@ def test_conventional_commits():
     assert bump_from_commits(["feat!: new input shape"]) == "major"
     assert bump_from_commits(["refactor: x\n\nBREAKING CHANGE: drops v1 API"]) == "major"
     assert bump_from_commits([]) == "patch"
+
+
+@pytest.mark.parametrize(
+    "bad", ["1\u0661.0.0", "v1.0.\u0669", "1.0.0-rc.\u0661", "1.0.0+b\u0661", "\uff11.0.0"]
+)
+def test_versions_take_ascii_digits_only(bad):
+    """`--version 1\\u0661.0.0` registered v11.0.0: \\d and int() read any Unicode digit."""
+    with pytest.raises(RegistryError, match=r"MAJOR\.MINOR\.PATCH"):
+        Version.parse(bad)
+    assert not Version.is_valid(bad)
+    assert tags.parse(f"m@v{bad.removeprefix('v')}") is None  # a hand-made tag is no version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -217,8 +218,10 @@ def test_rebuild_replaces_own_site_and_base_url(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert site(repo, capsys=capsys)[0] == 0
-    stale = repo / "_site" / "models" / "stale.html"
+    stale = repo / "_site" / "models" / "stale.html"  # a page of a model since deregistered
     stale.write_text("old")
+    with (repo / "_site" / ".lepton-site").open("a") as marker:
+        marker.write("models/stale.html\n")
     code, out, _ = site(repo, "--base-url", "https://acme.github.io/models", capsys=capsys)
     assert code == 0 and "published at https://acme.github.io/models/" in out
     assert not stale.exists()
@@ -538,6 +541,103 @@ def test_swap_that_fails_puts_the_earlier_site_back(
     with pytest.raises(PermissionError):
         operations._swap(mine, out)
     assert (out / "index.html").read_text() == "_site"  # the earlier site, where it was
+
+
+def test_out_is_never_a_repository_or_a_folder_with_files_the_site_did_not_write(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`.lepton-site` alone was the check: `site --out .` in a repository holding that file
+    replaced the repository, `.git` included, with the site."""
+    (repo / ".lepton-site").write_text("written by `lepton-ci site`; replaced on each build\n")
+    before = sorted(p.name for p in repo.iterdir())
+    code, _, err = site(repo, "--out", ".", capsys=capsys)
+    assert code == 1 and "is not a site lepton-ci wrote" in err
+    assert sorted(p.name for p in repo.iterdir()) == before
+    assert subprocess.run(["git", "-C", str(repo), "status"], capture_output=True).returncode == 0
+    # A site with a file of the user's own in it is not replaced either.
+    assert site(repo, capsys=capsys)[0] == 0
+    mine = repo / "_site" / "models" / "notes.md"
+    mine.write_text("mine")
+    code, _, err = site(repo, capsys=capsys)
+    assert code == 1 and "models/notes.md" in err and mine.read_text() == "mine"
+    mine.unlink()
+    (repo / "_site" / ".git").mkdir()  # nor a site folder turned into a repository
+    code, _, err = site(repo, capsys=capsys)
+    assert code == 1 and ".git" in err
+
+
+def test_sigterm_mid_build_exits_143_and_leaves_no_scratch_folder(repo: Path) -> None:
+    """SIGTERM killed `site` silently (exit -15) and left its `.tmp-PID` folder behind."""
+    script = (
+        "import os, signal, sys\n"
+        "from lepton_ci.cli import main\n"
+        "from lepton_ci.site import pages\n"
+        "def page(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return ''\n"
+        "pages.Renderer.version_page = page\n"
+        f"sys.exit(main(['-C', {str(repo)!r}, 'site']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 143, proc.stderr
+    assert "stopped by SIGTERM" in proc.stderr and "Traceback" not in proc.stderr
+    assert [p.name for p in repo.iterdir() if "tmp" in p.name or p.name == "_site"] == []
+
+
+def test_ctrl_c_in_a_parallel_build_prints_no_worker_traceback(repo: Path) -> None:
+    """Ctrl-C reaches the forked workers too; each printed a KeyboardInterrupt traceback."""
+    script = (
+        "import os, signal, sys\n"
+        "from lepton_ci.cli import main\n"
+        "from lepton_ci.site import operations, pages\n"
+        "operations.PARALLEL_FROM = 1\n"
+        "operations.os.sched_getaffinity = lambda _: {0, 1, 2}\n"
+        "parent = os.getpid()\n"
+        "def page(*a, **k):\n"
+        "    if os.getpid() != parent:\n"
+        "        os.killpg(0, signal.SIGINT)\n"  # a terminal's Ctrl-C: the whole group
+        "        signal.pause()\n"
+        "    return ''\n"
+        "pages.Renderer.version_page = page\n"
+        f"sys.exit(main(['-C', {str(repo)!r}, 'site']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, start_new_session=True
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert "stopped by SIGINT" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert [p.name for p in repo.iterdir() if "tmp" in p.name or p.name == "_site"] == []
+
+
+def test_a_build_that_finishes_as_another_swaps_its_site_in_does_not_crash(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four builds at once: 1 in 24 crashed (exit 70) counting the sizes of files another
+    build's swap had just removed. The size is the site this build wrote, counted before."""
+    from lepton_ci.site import operations
+
+    real_swap, real_stat = operations._swap, Path.stat
+    out = (repo / "_site").resolve()
+
+    def swap_then_another_build(tmp: Path, dest: Path) -> None:
+        real_swap(tmp, dest)
+
+        seen: set[Path] = set()
+
+        def stat(self: Path, **kw: bool) -> os.stat_result:
+            # The other build's swap lands between is_file() and stat() of one file.
+            if self.is_relative_to(out) and self != out and self in seen:
+                raise FileNotFoundError(2, "No such file or directory", str(self))
+            seen.add(self)
+            return real_stat(self, **kw)
+
+        monkeypatch.setattr(Path, "stat", stat)
+
+    monkeypatch.setattr(operations, "_swap", swap_then_another_build)
+    code, out_text, err = site(repo, capsys=capsys)
+    monkeypatch.setattr(Path, "stat", real_stat)
+    assert code == 0, err
+    assert "13 pages" in out_text
 
 
 def test_version_page_shows_the_training_environment(

@@ -171,3 +171,30 @@ def test_site_in_chromium(browser: Any, tmp_path: Path) -> None:
     assert d.execute_script("return document.querySelectorAll('img').length") == 0
     assert axe(d) == []
     assert console_errors(d) == []
+
+
+def test_compare_keeps_metrics_named_like_object_properties(browser: Any, tmp_path: Path) -> None:
+    """A metric named `__proto__` vanished from the compare page (an object literal and
+    Object.assign set the prototype instead); one named `constructor` on one side only showed
+    Object's constructor on the other."""
+    from selenium.webdriver.common.by import By
+
+    repo = tmp_path / "repo"
+    site_repo.make(repo)
+    sha = site_repo.commit(repo, "e.txt", "feat: odd names")
+    metrics = {"accuracy": 0.95, "__proto__": 2.0, "constructor": 3.0, "toString": 4.0}
+    site_repo.register(repo, site_repo.record("v0.4.0", sha, metrics, None))
+    out = tmp_path / "site"
+    operations.build(Git(repo), operations.load_config(repo, None), out, env={})
+    page = out / "models" / "toy" / "compare.html"
+    browser.get(page.as_uri() + "?a=v0.1.0&b=v0.4.0")
+    rows = {
+        r.find_element(By.TAG_NAME, "th").text: [c.text for c in r.find_elements(By.TAG_NAME, "td")]
+        for r in browser.find_elements(By.CSS_SELECTOR, "#result tr")
+        if r.find_elements(By.TAG_NAME, "td")
+    }
+    assert rows["__proto__"] == ["—", "2", ""], rows
+    assert rows["constructor"] == ["—", "3", ""], rows
+    assert rows["toString"] == ["—", "4", ""], rows
+    assert rows["accuracy"] == ["0.9", "0.95", "▲ +0.05"]
+    assert console_errors(browser) == []

@@ -9,6 +9,7 @@ import math
 import os
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,13 +19,13 @@ from lepton_ci.core.config import SLO
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import ConfigError, SLOBreached, WatchError
 from lepton_ci.core.printer import to_json
+from lepton_ci.core.prometheus import Prometheus
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.health import Report
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.releases import FileStore, history_text
 from lepton_ci.watch import slo
 from lepton_ci.watch.operation import Round, WatchOperation
-from lepton_ci.watch.prometheus import Prometheus
 from tests.conftest import EXAMPLE, parse_outputs
 from tests.support.prometheus import PrometheusServer
 
@@ -677,3 +678,78 @@ def test_a_failing_issue_update_hides_no_breach(tmp_path, prom, gh_files):
             op.run(once=True)
     assert [r.status for r in dep.history()] == ["superseded", "failed", "deployed"]
     assert parse_outputs(gh_files["output"].read_text())["issue"] == ""
+
+
+class _Odd(BaseHTTPRequestHandler):
+    """Answers that real servers in front of Prometheus give: a trickle, a flood, a login page."""
+
+    mode = "slow"
+
+    def do_GET(self):
+        self.send_response(200)
+        html = self.mode == "html"
+        self.send_header("Content-Type", "text/html" if html else "application/json")
+        self.end_headers()
+        try:
+            if self.mode == "slow":  # one byte a second, for ever
+                for _ in range(120):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(1)
+            elif self.mode == "huge":  # 64 MB of a valid-looking answer
+                self.wfile.write(b'{"status": "success", "data": {"resultType": "vector", ')
+                for _ in range(64):
+                    self.wfile.write(b'"x": "' + b"a" * 1_000_000 + b'", ')
+                self.wfile.write(b'"result": []}}')
+            else:
+                self.wfile.write(b"<!doctype html><html><body>Sign in to continue</body></html>")
+        except OSError:
+            pass  # the client hung up, as it should
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def odd_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Odd)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        ("slow", "no complete answer within 2s"),
+        ("huge", "larger than 16 MB"),
+        ("html", "answered with an HTML page (text/html), not Prometheus's JSON"),
+    ],
+)
+def test_a_slow_huge_or_html_answer_is_an_error_within_the_deadline(odd_server, mode, said):
+    """`timeout` was per read: a server sending a byte a second held `watch --once` for a
+    minute; a 300 MB answer was read whole; a login page was "Prometheus refused the query"."""
+    _Odd.mode = mode
+    t0 = time.monotonic()
+    ev = slo.evaluate(Prometheus(odd_server, retries=0, timeout=2), _slo(query="up", max=1))
+    assert time.monotonic() - t0 < 6
+    assert ev.status == "error" and said in ev.detail, ev.detail
+    assert "refused the query" not in ev.detail
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("value", ["true", '"1_000"', "1", '" 5"', '"\\u0661"', '"infinity"'])
+def test_only_prometheus_float_strings_are_numbers(odd_prometheus, value):
+    """`true` and "1_000" were read as numbers (float() takes them) and judged as breaches."""
+    _Answer.body = (
+        b'{"status": "success", "data": {"resultType": "vector", "result": '
+        b'[{"metric": {}, "value": [0, %s]}]}}' % value.encode()
+    )
+    url = f"http://127.0.0.1:{odd_prometheus.server_port}"
+    ev = slo.evaluate(Prometheus(url, retries=0), _slo(query="up", max=0))
+    assert ev.status != "breach", ev
+    _Answer.body = _Answer.body.replace(value.encode(), b'"+Inf"')
+    assert slo.evaluate(Prometheus(url, retries=0), _slo(query="up", max=0)).status == "breach"

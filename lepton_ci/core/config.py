@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
+import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -17,7 +20,7 @@ from lepton_ci.core import paths, yamlfile
 from lepton_ci.core.config_file import MAX_BYTES
 from lepton_ci.core.config_file import find_config as find_config  # re-exported
 from lepton_ci.core.errors import ConfigError
-from lepton_ci.core.names import MODEL_RE, STAGE_RE
+from lepton_ci.core.names import valid_model, valid_stage
 
 MAX_ERRORS = 20  # a file of 300,000 unknown keys gets 20 lines, not 33 MB
 # Deploy environment names (they become Kubernetes names): lowercase, digits, `-`, `/`.
@@ -420,25 +423,33 @@ class Config(Strict):
                 )
         return models
 
-    @model_validator(mode="after")
-    def _names(self) -> Config:
-        for kind, names, rule in (
-            ("model", self.models, (MODEL_RE, "optionally prefixed by `DIR:`")),
-            ("stage", self.stages, (STAGE_RE, "")),
-        ):
-            for name in names:
-                if not rule[0].match(name):
-                    raise ValueError(
-                        f"{kind} name `{name}` is not valid: use letters, digits, `-`, `_` and "
-                        f"`/`, starting and ending with a letter or digit{', ' if rule[1] else ''}"
-                        f"{rule[1]} (GTO's name grammar)"
-                    )
-        for name, stage in self.stages.items():
-            if stage.requires is not None and stage.requires not in self.stages:
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        for name in models:
+            _check_name("model", name, valid_model, ", optionally prefixed by `DIR:`")
+        return models
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, stages: dict[str, StageConfig]) -> dict[str, StageConfig]:
+        # Checked on the field, so the error points at `stages`, not at "(top level)".
+        for name, stage in stages.items():
+            _check_name("stage", name, valid_stage, "")
+            if stage.requires is not None and stage.requires not in stages:
                 raise ValueError(
                     f"stage `{name}` requires `{stage.requires}`, which is not a declared stage"
                 )
-        return self
+        return stages
+
+
+def _check_name(kind: str, name: str, valid: Callable[[str], bool], more: str) -> None:
+    if not valid(name):
+        raise ValueError(
+            f"{kind} name {json.dumps(name, ensure_ascii=False)} is not valid: use letters, "
+            f"digits, `-`, `_` and single `/`, starting and ending with a letter or digit"
+            f"{more} (GTO's name grammar, as git takes it in a tag)"
+        )
 
 
 class LoadedConfig:
@@ -470,7 +481,9 @@ class LoadedConfig:
         return (self.root / model.path).resolve()
 
     def cache_dir(self) -> Path:
-        return (self.root / self.config.cache.dir).resolve()
+        # Links are not followed here: an error about the cache names the link, not the
+        # device it points at (`.lepton/cache -> /dev/null`).
+        return Path(os.path.abspath(self.root / self.config.cache.dir))  # noqa: PTH100
 
 
 def load(path: Path) -> LoadedConfig:

@@ -77,6 +77,12 @@ class RecordError(LeptonError):
 EXTRAS = {"kubernetes": "deploy", "docker": "image"}
 
 
+class StateError(LeptonError, OSError):
+    """A file or folder lepton-ci keeps its working state in is not what it should be (a
+    file where a folder belongs, a FIFO or device as the lock). Still an OSError, so a caller
+    that makes do without a cache or index (a read-only checkout) goes on doing so."""
+
+
 class Interrupted(LeptonError):
     """lepton-ci was stopped by a signal (Ctrl-C, SIGTERM); what it had started was stopped."""
 

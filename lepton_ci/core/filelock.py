@@ -5,12 +5,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
+from lepton_ci.core.atomic import in_the_way
 from lepton_ci.core.errors import LeptonError
 
 
@@ -20,8 +23,7 @@ def exclusive(
 ) -> Iterator[None]:
     """Hold `path` locked; after `timeout` seconds raise `busy(holder)`, holder saying who has
     it. The kernel drops the lock when its holder dies, so a killed run never leaves it stuck."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+", encoding="utf-8") as f:
+    with _open(path) as f:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -43,6 +45,21 @@ def exclusive(
             f.seek(0)
             f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _open(path: Path) -> IO[str]:
+    """The lock file, opened for reading and writing, if it is a regular file: a FIFO, a
+    directory or a device put there (or a link to one) is named in the error, not read."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        raise in_the_way(path, e) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise in_the_way(path, OSError("not a regular file"))
+    os.set_blocking(fd, True)
+    return open(fd, "a+", encoding="utf-8")
 
 
 def _describe(text: str) -> str:

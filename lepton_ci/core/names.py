@@ -12,8 +12,28 @@ NAME = r"[a-zA-Z0-9](?:[a-zA-Z0-9\-/_]*[a-zA-Z0-9])?"
 _DIRNAME = r"[a-zA-Z0-9\-_./]+"
 MODEL = rf"(?:{_DIRNAME}:)?{NAME}"
 MODEL_IN_TAG = rf"(?:{_DIRNAME}=)?{NAME}"
-MODEL_RE = re.compile(rf"^{MODEL}$")
+MODEL_RE = re.compile(rf"^{MODEL}$")  # the pattern pydantic checks too; in Python: valid_*
 STAGE_RE = re.compile(rf"^{NAME}$")
+
+
+def valid_model(name: str) -> bool:
+    """GTO's grammar, whole (`$` alone lets `m\n` through), and a name git takes in a ref."""
+    return _ref_safe(name, MODEL_RE)
+
+
+def valid_stage(name: str) -> bool:
+    """The same for a stage name."""
+    return _ref_safe(name, STAGE_RE)
+
+
+def _ref_safe(name: str, rule: re.Pattern[str]) -> bool:
+    if not rule.fullmatch(name):
+        return False
+    # git refuses what GTO's grammar lets through: `a//b`, `..`, `.x` and `x.lock` segments.
+    parts = in_tag(name).split("/")
+    return ".." not in name and all(
+        p and not p.startswith(".") and not p.endswith((".lock", ".")) for p in parts
+    )
 
 
 def in_tag(model: str) -> str:

@@ -9,12 +9,15 @@ from typing import Literal
 
 from lepton_ci.core.errors import RegistryError
 
+# [0-9], never \d: in a str pattern \d (and int()) take any Unicode digit, so `1\u0661.0.0` was
+# read as v11.0.0. Versions, like SemVer and GTO, are ASCII.
 _SEMVER = (
-    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)"
+    r"(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
-SEMVER_RE = re.compile(rf"^v?{_SEMVER}$")
+SEMVER_RE = re.compile(rf"v?{_SEMVER}", re.ASCII)
 SEMVER_PATTERN = _SEMVER
 
 Bump = Literal["major", "minor", "patch"]
@@ -34,7 +37,7 @@ class Version:
 
     @classmethod
     def _parse_uncached(cls, text: str) -> Version:
-        m = SEMVER_RE.match(text.strip())
+        m = SEMVER_RE.fullmatch(text.strip())
         if not m:
             raise RegistryError(
                 f"`{text}` is not a semantic version",
@@ -44,7 +47,7 @@ class Version:
 
     @classmethod
     def is_valid(cls, text: str) -> bool:
-        return bool(SEMVER_RE.match(text))
+        return bool(SEMVER_RE.fullmatch(text))
 
     def __str__(self) -> str:
         s = f"v{self.major}.{self.minor}.{self.patch}"
@@ -87,7 +90,7 @@ SortKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
 def _sort_key(v: Version) -> SortKey:
     # A release sorts above its pre-releases; numeric identifiers below alphanumeric ones.
     pre: tuple[tuple[int, int | str], ...] = tuple(
-        (0, int(p)) if p.isdigit() else (1, p) for p in v.pre.split(".") if v.pre
+        (0, int(p)) if p.isascii() and p.isdigit() else (1, p) for p in v.pre.split(".") if v.pre
     )
     return (v.major, v.minor, v.patch, 0 if v.pre else 1, pre)
 

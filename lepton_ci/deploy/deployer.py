@@ -3,17 +3,23 @@
 Every step is recorded as a revision. A failed rollout or check marks the new revision failed
 and applies the last healthy revision again as a NEW revision ("rollback to N") under its own
 time budget; with no previous revision the release is removed. One deploy at a time per
-environment; a revision left pending by a killed job is repaired by the next command.
+environment. Ctrl-C or SIGTERM mid-way is repaired at once, before the command exits: what
+served before serves again (or the new revision, if it had finished), and no revision stays
+pending. A revision left pending by a killed job (SIGKILL) is repaired by the next command.
 """
 
 from __future__ import annotations
 
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lepton_ci.core.config import DeployConfig, DeployEnvironment
+from lepton_ci.core.errors import LeptonError
+from lepton_ci.core.interrupt import Terminated, deferred, signum_of
 from lepton_ci.deploy import health, manifests
 from lepton_ci.deploy.contract import RolloutFailed, Store, Target
 from lepton_ci.deploy.releases import (
@@ -162,10 +168,26 @@ class Deployer:
         outcome.notes.append(f"repaired: restored revision {good.number} as {restored.number}")
         return restored
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The environment's lock; an interruption inside it is repaired before it is raised,
+        under deferred signals, so a second Ctrl-C cannot cut the repair in half."""
+        with self.store.lock(self.config.lock_timeout):
+            try:
+                yield
+            except (KeyboardInterrupt, Terminated) as stop:
+                with deferred():
+                    self.log(f"{self.env_name}: interrupted ({_name(stop)}); repairing")
+                    try:
+                        self.repair(DeployOutcome(revision=None))  # type: ignore[arg-type]
+                    except LeptonError as e:
+                        self.log(f"{self.env_name}: the repair after the interruption failed: {e}")
+                raise
+
     # -- operations ----------------------------------------------------------------------
 
     def deploy(self, release: manifests.Release, *, dry_run: bool = False) -> DeployOutcome:
-        with self.store.lock(self.config.lock_timeout):
+        with self._locked():
             outcome = DeployOutcome(revision=None)  # type: ignore[arg-type]
             if not dry_run:
                 self.repair(outcome)
@@ -228,7 +250,7 @@ class Deployer:
             )
 
     def rollback(self, to: int | None = None) -> DeployOutcome:
-        with self.store.lock(self.config.lock_timeout):
+        with self._locked():
             outcome = DeployOutcome(revision=None)  # type: ignore[arg-type]
             repaired = self.repair(outcome)
             if repaired is not None and to is None:
@@ -256,7 +278,7 @@ class Deployer:
         """Revision `serving` went bad after its health window (a watched SLO): mark it failed
         and put the previous healthy revision back the way a failed deploy is reverted, under
         the rollback budget, waited for and checked."""
-        with self.store.lock(self.config.lock_timeout):
+        with self._locked():
             outcome = DeployOutcome(revision=None)  # type: ignore[arg-type]
             revs = self.store.list()
             bad = current(revs)
@@ -293,6 +315,10 @@ class Deployer:
 
     def history(self) -> list[Revision]:
         return self.store.list()
+
+
+def _name(stop: BaseException) -> str:
+    return signal.Signals(signum_of(stop)).name
 
 
 class DeployFailed(DeployError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.config import ChecksConfig, GoldenCheck
+from lepton_ci.core.errors import WatchError
 from lepton_ci.deploy.releases import Probe
 
 if TYPE_CHECKING:
@@ -156,20 +157,26 @@ def _golden(call: Any, g: GoldenCheck) -> tuple[bool, str, float]:
 
 
 def _prometheus(http: Any, cfg: ChecksConfig) -> Probe:
-    import requests
+    from lepton_ci.core.prometheus import Prometheus
 
     pc = cfg.prometheus
     if pc is None:  # for the type checker; run() only calls this with a query configured
         return Probe(check="prometheus", ok=True)
+    check = f"prometheus {pc.query}"
     try:
-        r = http.get(
-            pc.url.rstrip("/") + "/api/v1/query", params={"query": pc.query}, timeout=cfg.timeout
-        )
-        result = r.json()["data"]["result"]
-        value = float(result[0]["value"][1])
-    except (requests.RequestException, ValueError, KeyError, IndexError) as e:
-        return Probe(
-            check=f"prometheus {pc.query}", ok=False, detail=f"query failed: {type(e).__name__}"
-        )
-    ok = (pc.max is None or value <= pc.max) and (pc.min is None or value >= pc.min)
-    return Probe(check=f"prometheus {pc.query}", ok=ok, detail=f"value {value:.6g}")
+        # One try: the health window is the budget, and a failing probe reverts the release.
+        samples = Prometheus(pc.url, timeout=cfg.timeout, retries=0, session=http).query(pc.query)
+    except WatchError as e:  # unreachable, refused, or not a number: in Prometheus's words
+        return Probe(check=check, ok=False, detail=e.message)
+    if not samples:
+        return Probe(check=check, ok=False, detail="no data: the query returned an empty result")
+    out = [s.value for s in samples if not _within(s.value, pc.min, pc.max)]
+    shown = ", ".join(f"{v:.6g}" for v in (out or [s.value for s in samples])[:5])
+    bounds = " ".join(f"{k} {v:g}" for k, v in (("min", pc.min), ("max", pc.max)) if v is not None)
+    if out:
+        return Probe(check=check, ok=False, detail=f"value {shown} out of bounds ({bounds})")
+    return Probe(check=check, ok=True, detail=f"value {shown}")
+
+
+def _within(value: float, low: float | None, high: float | None) -> bool:
+    return (high is None or value <= high) and (low is None or value >= low)

@@ -7,6 +7,7 @@ bookkeeping and writes the step's outputs and summary, and returns what happened
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,6 +18,7 @@ from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, MissingExtra
 from lepton_ci.core.escape import md_cell
 from lepton_ci.core.gha import Runtime
+from lepton_ci.core.interrupt import Terminated, deferred, signum_of
 from lepton_ci.core.oci_client import Ref, client_factory
 from lepton_ci.core.outputs import DeployOutputs, RollbackOutputs
 from lepton_ci.core.semver import Version, image_tag
@@ -259,6 +261,12 @@ class EnvironmentOperation:
         except LeptonError as e:
             if github is not None:
                 github.finish(False, e.message, rel.run_url, env_url)
+            raise
+        except (KeyboardInterrupt, Terminated) as stop:  # the deployer has put back what served
+            if github is not None:
+                with deferred():
+                    why = f"interrupted by {signal.Signals(signum_of(stop)).name}"
+                    github.finish(False, f"{rel.version} {why}", rel.run_url, env_url)
             raise
         rev = out.revision
         if dry_run:

@@ -40,6 +40,9 @@ class PodmanCLI:
                 text=True,
                 timeout=self.timeout,
                 check=False,
+                # Not in the terminal's group: a Ctrl-C stops lepton-ci, which decides what to
+                # do with podman (the repair after an interruption must not be cut by a second).
+                start_new_session=True,
             )
         except FileNotFoundError:
             raise LeptonError(

@@ -3,7 +3,9 @@
 In a pull request: the newest version of the model reachable from the merge-base with the base
 branch. On a branch: the newest version reachable from HEAD, other than one on HEAD itself.
 Either way only a version that passed its gates: a registered failure must never become the bar
-the next run is held to (that would let a regression in by two small steps).
+the next run is held to (that would let a regression in by two small steps). Nor a version with
+nothing to compare with: a tag whose record cannot be read, or one with no record (GTO's) whose
+commit holds no metrics files, would let every regression pass.
 """
 
 from __future__ import annotations
@@ -66,9 +68,12 @@ def resolve(
     base_ref: str | None = None,
     remote_check: bool = True,
     on_skip: Callable[[str], None] | None = None,
+    unrecorded: Callable[[str, str], str | None] | None = None,
 ) -> Resolved | None:
     """None means the model has no version yet: a first version, not an error. Each newer
-    version passed over for failing its gates is told to `on_skip`."""
+    version passed over (failed gates, no readable record) is told to `on_skip`.
+    `unrecorded(tag, sha)` says why a version without a record cannot be compared with (no
+    metrics at its commit), or None when it can."""
     head = git.head()
     target, how = _target(git, head, base_ref)
     reg = Registry(git)
@@ -82,12 +87,12 @@ def resolve(
     for v in newest_first:
         if not reachable(v.tag, v.sha):
             continue
-        failed = _failed_gates(reg, v.tag)
-        if failed is None:
+        why = _not_baseline(reg, v.tag, v.sha, unrecorded)
+        if why is None:
             best = v
             break
         if on_skip is not None:
-            on_skip(f"{v.tag} failed its gates ({failed}), so it is not the baseline")
+            on_skip(f"{v.tag} {why}, so it is not the baseline")
 
     if shallow:
         # Past the shallow boundary git cannot tell ancestry; answer only when certain.
@@ -138,13 +143,20 @@ class _Reachable:
         return tag in self.merged
 
 
-def _failed_gates(reg: Registry, tag: str) -> str | None:
-    """The failed gates of a registered version, from its record (whoever wrote the tag);
-    None when it passed or carries no record to say otherwise (a GTO version)."""
+def _not_baseline(
+    reg: Registry, tag: str, sha: str, unrecorded: Callable[[str, str], str | None] | None
+) -> str | None:
+    """Why a registered version cannot be the bar (its failed gates, a record that cannot be
+    read, nothing to compare with), or None when it can, whoever wrote the tag."""
     rec = reg.record(tag)
-    if rec is None or rec.verdict != "fail":
+    if tag in reg.skipped:
+        return "carries a record that cannot be read"
+    if rec is None:  # a GTO version: its committed metrics files stand in for the record
+        return unrecorded(tag, sha) if unrecorded is not None else None
+    if rec.verdict != "fail":
         return None
-    return ", ".join(g.metric for g in rec.gates if g.verdict == "fail") or "verdict: fail"
+    failed = ", ".join(g.metric for g in rec.gates if g.verdict == "fail") or "verdict: fail"
+    return f"failed its gates ({failed})"
 
 
 def _check_remote_tags(git: Git, model: str) -> None:

@@ -90,14 +90,32 @@ def _stop(
     kills lepton-ci itself, which would leave the command's group running on the runner."""
     _signal_group(proc.pid, signum)
     deadline = time.monotonic() + grace_s
+    # The grace is the group's, not the leader's: `sh -c "python train.py"` dies at SIGTERM at
+    # once, while the trainer it started saves its checkpoint.
     while time.monotonic() < deadline and not (received and len(received) > 1):
-        try:
-            proc.wait(timeout=0.1)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.05)
+        if proc.returncode is not None and not _group_alive(proc.pid):
             break
-        except subprocess.TimeoutExpired:
-            continue
     _signal_group(proc.pid, signal.SIGKILL)  # children the leader left behind, too
     proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Does any process of the group still run? (A zombie no one has reaped yet counts as
+    gone: its exit is all it had left to do.)"""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return not Path("/proc/self").exists()  # no /proc (macOS): kill(0) is the only word
 
 
 class _Exit:

@@ -10,6 +10,7 @@ from lepton_ci.core import record as record_mod
 from lepton_ci.core.config import ModelConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import (
+    BaselineError,
     CommandFailed,
     GateFailed,
     InputError,
@@ -57,7 +58,7 @@ def candidate_version(ctx: Context, model: str) -> Version:
     on_head = state.on_commit(model, head)
     if on_head:
         return on_head[0].version
-    latest = state.latest(model)
+    latest = state.newest_ever(model)
     if latest is None:
         return FIRST
     messages = ctx.git.subjects(f"{latest.tag}..HEAD")
@@ -68,20 +69,36 @@ def resolve_baseline(ctx: Context, model: str, opts: RunOptions) -> Baseline | N
     reg = Registry(ctx.git)
     if opts.baseline == "none":
         return None
+    files = ctx.cfg.config.models[model]
     if opts.baseline:
         info = reg.read(model).find(model, opts.baseline)
         tag, sha, version = info.tag, info.sha, str(info.version)
+        if reg.record(tag) is None and tag in reg.skipped:  # read, then known unreadable
+            raise BaselineError(
+                f"--baseline {opts.baseline}: the record in tag {tag} cannot be read, so it "
+                "cannot be compared with",
+                hint="name another version, or leave out --baseline",
+            )
     else:
+
+        def unrecorded(tag: str, sha: str) -> str | None:
+            snap = snapshot.from_files(ctx, files, sha, tag)
+            return None if snap.metrics else f"has no record and no metrics at {sha[:12]}"
+
         base_ref = opts.base_ref or baseline_mod.pr_base_ref(ctx.env)
         found = baseline_mod.resolve(
-            ctx.git, model, base_ref=base_ref, on_skip=lambda why: ctx.rt.warning(f"{model}: {why}")
+            ctx.git,
+            model,
+            base_ref=base_ref,
+            on_skip=lambda why: ctx.rt.warning(f"{model}: {why}"),
+            unrecorded=unrecorded,
         )
         if found is None:
             return None
         tag, sha, version = found.tag, found.sha, str(found.version)
     rec = reg.record(tag)
     if rec is None:  # a GTO version: compare with the files committed at it
-        snap = snapshot.from_files(ctx, ctx.cfg.config.models[model], sha, tag)
+        snap = snapshot.from_files(ctx, files, sha, tag)
         gone = f"; not there: {', '.join(snap.missing)}" if snap.missing else ""
         ctx.rt.notice(f"{tag} carries no evidence record; compared with {snap.source}{gone}")
         if not snap.metrics:

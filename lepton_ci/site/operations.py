@@ -2,7 +2,8 @@
 
 The site is built in a scratch directory next to `--out` and swapped in at the end, so a
 failure leaves the previous site as it was. `--out` must be empty, missing, or a site this
-command wrote before (it holds a `.lepton-site` marker): nothing else is ever deleted.
+command wrote before: its `.lepton-site` marker lists every file the build wrote, and a folder
+holding anything else (a `.git`, a file of the user's) is refused. Nothing else is ever deleted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +22,15 @@ from pathlib import Path
 from lepton_ci.core.config import LoadedConfig
 from lepton_ci.core.errors import ConfigError, InputError, LeptonError
 from lepton_ci.core.git import Git
+from lepton_ci.core.interrupt import deferred
 from lepton_ci.core.templating import template_dir
 from lepton_ci.site import data
 from lepton_ci.site.pages import Renderer, SiteInfo
 
 MARKER = ".lepton-site"
+MARKER_HEAD = "written by `lepton-ci site`; replaced on each build. Files it wrote:\n"
+# A site written before the marker listed its files: only what a build writes may be in it.
+_OLD_SITE = re.compile(r"^(index\.html|\.nojekyll|assets/[^/]+|models/[^/]+/[^/]+)$")
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _BASE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~%/-]*)?$")
 
@@ -80,12 +86,38 @@ def _check_out(out: Path) -> None:
             f"--out {out} is a file, not a directory; nothing was written",
             hint="choose a directory, e.g. --out _site",
         )
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    stranger = _not_site(out)
+    if stranger is not None:
         raise InputError(
-            f"{out} exists and is not a site lepton-ci wrote (no {MARKER} in it); "
-            "nothing was written",
+            f"{out} exists and is not a site lepton-ci wrote ({stranger}); nothing was written",
             hint="choose another --out, or empty that directory",
         )
+
+
+def _not_site(out: Path) -> str | None:
+    """Why `out` is no earlier site, or None if every file in it is one the marker lists."""
+    try:
+        marker = (out / MARKER).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return f"no readable {MARKER} in it"
+    listed = set(marker.splitlines()[1:]) if marker.startswith(MARKER_HEAD) else None
+    for dirpath, dirnames, filenames in os.walk(out):
+        here = Path(dirpath)
+        if ".git" in dirnames or ".git" in filenames:
+            return f"it holds {here.joinpath('.git').relative_to(out).as_posix()}"
+        # Links to folders are entries too: never walked into, never taken for site files.
+        entries = filenames + [d for d in dirnames if (here / d).is_symlink()]
+        for name in entries:
+            rel = (here / name).relative_to(out).as_posix()
+            if rel == MARKER:
+                continue
+            if (listed is not None and rel not in listed) or (
+                listed is None and not _OLD_SITE.match(rel)
+            ):
+                return f"{rel} is not a file the site wrote"
+    return None
 
 
 def build(
@@ -119,6 +151,8 @@ def build(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         count = _write(r, models, tmp)
+        # Counted before the swap: after it, another build may be replacing `out` already.
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
         _swap(tmp, out)
     except OSError as e:  # the place is not writable (read-only, full disk, /proc...)
         raise InputError(
@@ -126,8 +160,8 @@ def build(
             hint="choose an --out in a directory you can write to",
         ) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        with deferred():  # a second Ctrl-C must not leave the scratch folder half-removed
+            shutil.rmtree(tmp, ignore_errors=True)
     return SiteResult(
         out=out,
         models=len(models),
@@ -167,7 +201,6 @@ def _write(r: Renderer, models: list[data.Model], dest: Path) -> int:
     source = template_dir() / "site"
     for name in ("site.css", "compare.js"):
         shutil.copyfile(source / name, assets / name)
-    (dest / MARKER).write_text("written by `lepton-ci site`; replaced on each build\n")
     (dest / ".nojekyll").write_text("")  # Pages serves the files as they are
     pages = 1
     jobs: list[tuple[data.Model, int, Path]] = []
@@ -184,6 +217,8 @@ def _write(r: Renderer, models: list[data.Model], dest: Path) -> int:
         (d / "data.js").write_text(js, encoding="utf-8")
         pages += 1
     _version_pages(r, jobs, _workers(len(jobs)))
+    written = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    (dest / MARKER).write_text(MARKER_HEAD + "".join(f"{f}\n" for f in written), encoding="utf-8")
     return pages + len(jobs)
 
 
@@ -216,6 +251,10 @@ def _version_pages(r: Renderer, jobs: list[tuple[data.Model, int, Path]], worker
     errors = ctx.SimpleQueue()
 
     def child(part: int) -> None:
+        # Ctrl-C reaches the workers too: they stop at once and quietly (the parent says so,
+        # once, and removes what they wrote).
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, lambda signum, _frame: os._exit(128 + signum))
         try:
             write(part)
         except Exception as e:  # handed to the parent, which raises it

@@ -339,9 +339,10 @@ class Renderer:
                 for v in m.versions
             ],
         }
-        # `<` as \u003c: the JSON can never close a script element, whatever a name holds.
-        text = json.dumps(_visible_data(data), sort_keys=True).replace("<", "\\u003c")
-        js = "window.leptonVersions = " + text
+        # Parsed, not an object literal: in a literal `"__proto__": {...}` sets the prototype and
+        # that metric vanishes. `<` as \u003c: the text can never close a script element.
+        text = json.dumps(_visible_data(data), sort_keys=True)
+        js = "window.leptonVersions = JSON.parse(" + json.dumps(text).replace("<", "\\u003c") + ")"
         page = self._render(
             "compare.html.j2",
             title=f"Compare {m.name}",

@@ -91,6 +91,10 @@ class ViewState:
         vs = self.versions(model)
         return vs[0] if vs else None
 
+    def newest_ever(self, model: str) -> VersionInfo | None:
+        vs = self.versions(model, include_deregistered=True)
+        return vs[0] if vs else None
+
     def find(self, model: str, version: str) -> VersionInfo:
         want = Version.parse(version)
         parts = [want.major, want.minor, want.patch, want.pre, want.build]

@@ -114,12 +114,13 @@ def register(
             f"HEAD is already registered as {on_head[0].tag}",
             hint="register a new commit, or promote the existing version",
         )
-    latest = state.latest(model)
+    latest = state.newest_ever(model)  # a deregistered version is never reused
     if version is not None:
         new = Version.parse(version)
         if latest is not None and new.sort_key() < latest.version.sort_key():
+            gone = " (deregistered)" if latest.deregistered else ""
             raise RegistryError(
-                f"--version {new} is below the newest version of {model}, {latest.version}",
+                f"--version {new} is below the newest version of {model}, {latest.version}{gone}",
                 hint=f"choose a version above {latest.version}, or leave out --version",
             )
     elif latest is None:
@@ -132,6 +133,12 @@ def register(
             raise RegistryError(
                 f"{model}@{new} already exists (on {v.sha[:12]})",
                 hint="choose another version with --version, or let --bump choose",
+            )
+        if v.version.sort_key() == new.sort_key():  # `+build` is no part of precedence
+            raise RegistryError(
+                f"{model}@{new} ranks equal to {v.tag} (on {v.sha[:12]}): build metadata after "
+                "`+` does not order versions, so neither would be the newest",
+                hint="choose a version above it with --version, or let --bump choose",
             )
     name = tags.version_tag(model, new)
     rec = rec.model_copy(update={"candidate_version": str(new)})

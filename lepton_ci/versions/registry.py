@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from lepton_ci.core.errors import RegistryError
 from lepton_ci.core.gcpause import gc_paused
 from lepton_ci.core.git import Git
-from lepton_ci.core.names import MODEL_RE, from_tag, in_tag
+from lepton_ci.core.interrupt import Terminated, deferred
+from lepton_ci.core.names import from_tag, in_tag, valid_model
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions import model_view
@@ -67,7 +68,12 @@ class Registry:
 
     def __init__(self, git: Git) -> None:
         self.git = git
-        self.skipped: set[str] = set()  # version tags whose message holds no readable record
+
+    @property
+    def skipped(self) -> set[str]:
+        """Version tags whose message holds no readable record; kept with the records they
+        were read with (in the git memo), so every Registry of one repository knows them."""
+        return self.git.memo.setdefault(("skipped",), set())  # type: ignore[return-value]
 
     def _record_or_skip(self, message: str, tag: str) -> Record | None:
         """A tag whose message is not a readable record is skipped with one warning."""
@@ -114,7 +120,7 @@ class Registry:
         found: dict[str, State] = {}
         for prefix, listing in split_listing(index.listing(["refs/tags"])).items():
             model = from_tag(prefix)
-            if in_tag(model) != prefix or not MODEL_RE.match(model):
+            if in_tag(model) != prefix or not valid_model(model):
                 continue  # not a model GTO would name: no events of its own
             state = self._model_state(index, model, _patterns(model), listing)
             if state.models():
@@ -264,11 +270,16 @@ class Registry:
                 "was removed again",
                 hint="add the remote (actions/checkout sets `origin`), or do not push",
             )
-        proc = self.git.run(
-            ["push", "--porcelain", remote, f"refs/tags/{name}:refs/tags/{name}"],
-            check=False,
-            timeout=120,
-        )
+        try:
+            proc = self.git.run(
+                ["push", "--porcelain", remote, f"refs/tags/{name}:refs/tags/{name}"],
+                check=False,
+                timeout=120,
+            )
+        except (KeyboardInterrupt, Terminated):  # a retry must not find a local-only tag
+            with deferred():
+                self.git.run(["tag", "-d", name], check=False)
+            raise
         if proc.returncode != 0:
             self.git.run(["tag", "-d", name], check=False)
             detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()

@@ -248,6 +248,12 @@ class RegistryState:
         vs = self.versions(model)
         return vs[0] if vs else None
 
+    def newest_ever(self, model: str) -> VersionInfo | None:
+        """The greatest version ever registered, deregistered included: the next version is
+        past it, as GTO never registers a version twice ("already was registered")."""
+        vs = self.versions(model, include_deregistered=True)
+        return vs[0] if vs else None
+
     def stage_history(self, model: str, stage: str) -> list[Event]:
         return [e for e in self.history(model) if e.stage == stage]
 

@@ -25,6 +25,7 @@ from lepton_ci.core.escape import md_cell
 from lepton_ci.core.gha import Runtime
 from lepton_ci.core.outputs import WatchOutputs
 from lepton_ci.core.printer import echo, to_json
+from lepton_ci.core.prometheus import Prometheus
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.operations import deployer as make_deployer
 from lepton_ci.deploy.operations import find_model_for_env
@@ -32,7 +33,6 @@ from lepton_ci.deploy.releases import Breach, Revision, current, now
 from lepton_ci.versions import evidence
 from lepton_ci.watch import slo as slo_mod
 from lepton_ci.watch.issues import IssueKeeper
-from lepton_ci.watch.prometheus import Prometheus
 
 PROMETHEUS_ENV = "LEPTON_PROMETHEUS_URL"
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from lepton_ci.core.config import SLO, DriftSLO
 from lepton_ci.core.errors import WatchError
-from lepton_ci.watch.prometheus import Prometheus
+from lepton_ci.core.prometheus import Prometheus
 
 Status = Literal["ok", "breach", "no-data", "error"]
 EPSILON = 1e-4  # share given to a class seen on one side only, so PSI stays finite

@@ -64,9 +64,13 @@
     t.appendChild(body);
     return t;
   }
+  // Own properties only: a metric may be named `__proto__`, `constructor` or `toString`.
+  function own(o, n) { return Object.prototype.hasOwnProperty.call(o, n) ? o[n] : undefined; }
   function rows(a, b) {
-    var names = Object.keys(Object.assign({}, a, b)).sort();
-    return names.map(function (n) { return [n, a[n], b[n]]; });
+    var names = Object.keys(a).concat(Object.keys(b).filter(function (n) {
+      return !Object.prototype.hasOwnProperty.call(a, n);
+    })).sort();
+    return names.map(function (n) { return [n, own(a, n), own(b, n)]; });
   }
   function show() {
     var a = byName[document.getElementById("a").value];

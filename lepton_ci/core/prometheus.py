@@ -6,7 +6,10 @@ watcher reports them and never reverts on them.
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,9 +84,17 @@ class Prometheus:
         where = f"{self.url}/api/v1/query"
         for attempt in range(self.retries + 1):
             try:
-                resp = self.session.get(where, params={"query": expr}, timeout=self.timeout)
+                answer = self._get(where, expr)
+            except _Deadline:
+                problem = f"no complete answer within {self.timeout:g}s"
             except (requests.ConnectionError, requests.Timeout) as e:
                 problem = type(e).__name__
+            except _TooLarge:
+                raise QueryFailed(
+                    f"Prometheus's answer to {expr!r} is larger than {MAX_ANSWER >> 20} MB; "
+                    "it was not read",
+                    hint="aggregate the query to one number, e.g. with sum(...) or topk(...)",
+                ) from None
             except (requests.RequestException, ValueError) as e:  # a malformed URL: no retry
                 # (urllib3 raises a bare LocationParseError, a ValueError, for a long label)
                 raise PrometheusUnreachable(
@@ -92,9 +103,9 @@ class Prometheus:
                     hint="fix `watch.prometheus` (or LEPTON_PROMETHEUS_URL)",
                 ) from None
             else:
-                if resp.status_code < 500 or attempt == self.retries:
-                    return self._parse(expr, resp)
-                problem = f"HTTP {resp.status_code}"
+                if answer.status < 500 or attempt == self.retries:
+                    return self._parse(expr, answer)
+                problem = f"HTTP {answer.status}"
             if attempt < self.retries:
                 self.sleep(0.5 * 2**attempt)
         raise PrometheusUnreachable(
@@ -102,17 +113,68 @@ class Prometheus:
             hint="check `watch.prometheus` (or LEPTON_PROMETHEUS_URL) and that Prometheus runs",
         )
 
-    def _parse(self, expr: str, resp: requests.Response) -> list[Sample]:
+    def _get(self, where: str, expr: str) -> _Answer:
+        """The answer, read whole within `timeout` (a deadline for the whole exchange, not a
+        bound on each read: a server trickling a byte a second meets it) and up to MAX_ANSWER
+        bytes. The exchange runs in a thread the deadline can leave behind; it stops itself at
+        its next read."""
+        deadline = time.monotonic() + self.timeout
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def fetch() -> None:
+            try:
+                box["answer"] = self._fetch(where, expr, deadline)
+            except BaseException as e:  # handed to the caller's thread, which raises it
+                box["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=fetch, daemon=True, name="prometheus-query").start()
+        if not done.wait(max(0.0, deadline - time.monotonic()) + 0.05):
+            raise _Deadline
+        if "error" in box:
+            raise box["error"]
+        return box["answer"]  # type: ignore[no-any-return]
+
+    def _fetch(self, where: str, expr: str, deadline: float) -> _Answer:
+        resp = self.session.get(where, params={"query": expr}, timeout=self.timeout, stream=True)
+        with resp:
+            declared = resp.headers.get("Content-Length", "")
+            if declared.isascii() and declared.isdigit() and int(declared) > MAX_ANSWER:
+                raise _TooLarge
+            body = bytearray()
+            while chunk := resp.raw.read1(1 << 16, decode_content=True):
+                body += chunk
+                if len(body) > MAX_ANSWER:
+                    raise _TooLarge
+                if time.monotonic() > deadline:
+                    raise _Deadline
+            return _Answer(resp.status_code, resp.headers.get("Content-Type", ""), bytes(body))
+
+    def _parse(self, expr: str, answer: _Answer) -> list[Sample]:
         self.unreachable = None
         try:
-            body: Any = resp.json()
+            body: Any = json.loads(answer.body)
         except ValueError:
             body = None
+        status = f"HTTP {answer.status}"
+        if body is None:
+            text = answer.body[:200].decode("utf-8", "replace").lstrip().lower()
+            what = (
+                f"an HTML page ({answer.content_type.split(';')[0] or 'no content type'})"
+                if "html" in answer.content_type or text.startswith(("<!doctype", "<html"))
+                else "something that is not JSON"
+            )
+            raise PrometheusUnreachable(
+                f"{self.shown} answered with {what}, not Prometheus's JSON ({status}): a login "
+                "page or a proxy in front of it, or not Prometheus at all",
+                hint="point `watch.prometheus` (or LEPTON_PROMETHEUS_URL) at Prometheus itself",
+            )
         if not isinstance(body, dict) or body.get("status") != "success":
-            error = str(body.get("error", "")) if isinstance(body, dict) else resp.text
+            error = str(body.get("error", "")) if isinstance(body, dict) else str(body)
             error = error[:500]  # it lands in the history, outputs and the issue (64 KiB max)
-            status = f"HTTP {resp.status_code}"
-            if resp.status_code >= 500:
+            if answer.status >= 500:
                 raise PrometheusUnreachable(
                     f"Prometheus at {self.shown}: {status} {error}".rstrip()
                 )
@@ -134,13 +196,40 @@ class Prometheus:
         out = []
         for item in result:
             try:
-                value = float(item["value"][1])
+                value = _number(item["value"][1])
                 labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
             except (KeyError, IndexError, TypeError, ValueError, AttributeError):
                 continue  # not a sample in Prometheus's shape: nothing to judge by
             if not math.isnan(value):  # +Inf is real (a quantile past the last bucket)
                 out.append(Sample(labels, value))
         return out
+
+
+MAX_ANSWER = 16 << 20  # bytes: an answer past this is a query to aggregate, not data to judge
+# A sample value as Prometheus writes it (a JSON string: Go's FormatFloat, or ±Inf, NaN). Not
+# float(): it takes `True`, "1_000", " 5", "infinity" and any Unicode digit.
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]Inf|NaN")
+
+
+def _number(value: object) -> float:
+    if not isinstance(value, str) or not _FLOAT.fullmatch(value):
+        raise ValueError(f"{value!r} is not a Prometheus sample value")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class _Deadline(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def redact(url: str) -> str:
