@@ -9,8 +9,11 @@ from lepton_ci.core.errors import InputError
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # `init` may be asked to write into a folder it creates: git answers for the nearest
+    # folder that exists, the one the new folder will be in.
+    cwd = next((p for p in (root, *root.parents) if p.is_dir()), Path("/"))
     return subprocess.run(
-        ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=False
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
     )
 
 
