@@ -86,3 +86,24 @@ def test_session_that_cannot_be_resumed_starts_a_new_one(proxy, blob):
     calls = upload(proxy, blob)
     assert ("GET", 500) in calls
     assert calls.count(("POST", 202)) == 2  # a new upload session, which completes
+
+
+@pytest.mark.parametrize("at", [2, 3 * 1024 * 1024 + 12345, 9 * 1024 * 1024 - 1])
+def test_a_stream_broken_mid_blob_resumes_with_exactly_the_bytes_that_follow(
+    proxy, blob, tmp_path, at
+):
+    """Part of the blob landed before the connection broke: the registry says how much, and
+    the resumed stream sends every byte after that and no other (from a file read in chunks,
+    so the offset falls inside a chunk)."""
+    proxy.answer_416 = True
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="break", at=at))
+    path = tmp_path / "layer"
+    path.write_bytes(blob)
+    c = OCIClient(proxy.host, sleep=lambda s: None)
+    seen = []
+    sent = c.upload_blob("faulty", sha256(blob), path, lambda done, size: seen.append(done))
+    calls = [(m, s) for m, _, s in proxy.log]
+    assert calls == [("POST", 202), ("PATCH", -202), ("GET", 204), ("PATCH", 202), ("PUT", 201)]
+    assert sent == len(blob) + len(blob) - at
+    assert seen[-1] == len(blob)
+    assert c.get_blob("faulty", sha256(blob)) == blob
