@@ -232,17 +232,28 @@ def main(argv: list[str] | None = None) -> int:
         copies: queue.Queue[Path] = queue.Queue()
         for j in range(args.jobs):
             copies.put(scratch_copy(Path(tmp) / f"w{j}"))
+
         # A clean run per module first: a failing suite kills every mutant and proves nothing.
-        limits: dict[str, float] = {}
-        for t in {m.target for m in chosen}:
+        def clean(t: Target) -> tuple[Target, str, float]:
             copy = copies.get()
-            verdict, took = run_tests(copy, t, 600)
-            copies.put(copy)
-            if verdict != "survived":
-                print(f"{t.name}: the tests fail without any mutant ({verdict})", file=sys.stderr)
-                return 2
-            limits[t.name] = args.timeout or 3 * took + 15
-            print(f"  {t.name}: clean run {took:.1f}s, timeout {limits[t.name]:.0f}s", flush=True)
+            try:
+                return (t, *run_tests(copy, t, 600))
+            finally:
+                copies.put(copy)
+
+        limits: dict[str, float] = {}
+        modules = sorted({m.target for m in chosen}, key=TARGETS.index)
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            for t, verdict, took in pool.map(clean, modules):
+                if verdict != "survived":
+                    print(
+                        f"{t.name}: its tests fail without any mutant ({verdict})", file=sys.stderr
+                    )
+                    return 2
+                limits[t.name] = args.timeout or 3 * took + 15
+                print(
+                    f"  {t.name}: clean run {took:.1f}s, timeout {limits[t.name]:.0f}s", flush=True
+                )
 
         def one(m: Mutant) -> tuple[Mutant, str]:
             copy = copies.get()
