@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="seconds per mutant (default: 3x the clean run + 15)",
     )
+    p.add_argument(
+        "--budget", type=float, default=0, help="seconds: start no mutant after it (a partial run)"
+    )
     p.add_argument("--floor", type=float, default=0.0, help="exit 1 when the score is below it")
     p.add_argument("--show-survivors", action="store_true", help="print explained ones too")
     p.add_argument("--list", action="store_true", help="list the mutants and stop")
@@ -228,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{len(chosen)} of {len(every)} mutants, {args.jobs} at a time", flush=True)
 
+    t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lepton-mutation-") as tmp:
         copies: queue.Queue[Path] = queue.Queue()
         for j in range(args.jobs):
@@ -256,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
         def one(m: Mutant) -> tuple[Mutant, str]:
+            if args.budget and time.monotonic() - t0 > args.budget:
+                return m, "not run"
             copy = copies.get()
             path = copy / m.target.path
             original = path.read_text()
@@ -268,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             return m, verdict
 
         results: list[tuple[Mutant, str]] = []
-        t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             for n, (m, verdict) in enumerate(pool.map(one, chosen), 1):
+                if verdict == "not run":
+                    continue
                 results.append((m, verdict))
                 if verdict != "killed":
                     print(
@@ -278,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{m.before}  ->  {m.after}",
                         flush=True,
                     )
+    if len(results) < len(chosen):
+        print(f"\nbudget spent: {len(chosen) - len(results)} mutants not run (a partial score)")
     return report(results, targets, time.monotonic() - t0, args)
 
 

@@ -30,7 +30,14 @@ from tests.support import openapi
 BODY_LIMIT = 65536
 API = "https://api.github.com"
 # GitHub's `permission` field is the legacy level: maintain reads as write, triage as read.
-LEGACY = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read"}
+LEGACY = {
+    "none": "none",
+    "admin": "admin",
+    "maintain": "write",
+    "write": "write",
+    "triage": "read",
+    "read": "read",
+}
 
 
 @dataclass
