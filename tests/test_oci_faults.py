@@ -107,3 +107,22 @@ def test_a_stream_broken_mid_blob_resumes_with_exactly_the_bytes_that_follow(
     assert sent == len(blob) + len(blob) - at
     assert seen[-1] == len(blob)
     assert c.get_blob("faulty", sha256(blob)) == blob
+
+
+def test_an_upload_that_keeps_breaking_gives_up_after_its_tries_and_says_so(proxy, blob):
+    from lepton_ci.core.oci_client import OCIError
+
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="reset", times=1000))
+    sleeps = []
+    c = OCIClient(proxy.host, sleep=sleeps.append, max_retries=2)
+    with pytest.raises(OCIError) as e:
+        c.upload_blob("faulty", sha256(blob), blob)
+    assert str(e.value).startswith(
+        f"registry {proxy.host}: upload of {sha256(blob)[:19]} to faulty kept breaking off "
+        "(3 tries)"
+    )
+    calls = [(m, s) for m, _, s in proxy.log]
+    assert calls.count(("POST", 202)) == 3  # a new session per try
+    assert calls.count(("PATCH", -1)) == 9  # and 3 streams in each, resumed twice
+    # backoff between the streams of a try, and between tries; none after the last
+    assert sleeps == [1, 2, 4, 1, 1, 2, 4, 2, 1, 2, 4]
