@@ -106,6 +106,7 @@ def test_a_stream_broken_mid_blob_resumes_with_exactly_the_bytes_that_follow(
     assert calls == [("POST", 202), ("PATCH", -202), ("GET", 204), ("PATCH", 202), ("PUT", 201)]
     assert sent == len(blob) + len(blob) - at
     assert seen[-1] == len(blob)
+    assert c.calls == len(calls)  # every request counted, the streamed ones too
     assert c.get_blob("faulty", sha256(blob)) == blob
 
 
@@ -126,3 +127,12 @@ def test_an_upload_that_keeps_breaking_gives_up_after_its_tries_and_says_so(prox
     assert calls.count(("PATCH", -1)) == 9  # and 3 streams in each, resumed twice
     # backoff between the streams of a try, and between tries; none after the last
     assert sleeps == [1, 2, 4, 1, 1, 2, 4, 2, 1, 2, 4]
+
+
+def test_a_producer_of_unknown_size_reports_progress_against_zero(proxy, blob):
+    """A layer streamed from tar and compression has no size until it is written."""
+    seen = []
+    c = OCIClient(proxy.host, sleep=lambda s: None)
+    c.upload_blob("faulty", sha256(blob), lambda write: write(blob), lambda d, n: seen.append(n))
+    assert seen and set(seen) == {0}
+    assert c.get_blob("faulty", sha256(blob)) == blob
