@@ -136,3 +136,15 @@ def test_a_producer_of_unknown_size_reports_progress_against_zero(proxy, blob):
     c.upload_blob("faulty", sha256(blob), lambda write: write(blob), lambda d, n: seen.append(n))
     assert seen and set(seen) == {0}
     assert c.get_blob("faulty", sha256(blob)) == blob
+
+
+@pytest.mark.parametrize(("status", "sessions"), [(408, 1), (429, 1), (503, 1), (400, 2)])
+def test_a_refused_stream_is_resumed_only_when_the_refusal_is_passing(
+    proxy, blob, status, sessions
+):
+    """408, 429 and 5xx say "try again": the session is resumed. Any other refusal ends it and
+    a new session starts."""
+    proxy.rules.append(Rule("PATCH", UPLOAD, status))
+    calls = upload(proxy, blob)
+    assert ("PATCH", status) in calls
+    assert calls.count(("POST", 202)) == sessions
