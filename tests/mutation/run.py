@@ -210,10 +210,16 @@ def run_tests(copy: Path, target: Target, timeout: float) -> tuple[str, float]:
 
 def explained() -> set[str]:
     """Keys of the survivors listed in survivors.md (table rows: module | before | after)."""
-    if not SURVIVORS.exists():
+    return table_keys(SURVIVORS)
+
+
+def table_keys(path: Path) -> set[str]:
+    """Mutant keys in the `| module | before | after |` rows of a file (survivors.md, or a
+    run's --show-survivors output)."""
+    if not path.exists():
         return set()
     keys = set()
-    for row in SURVIVORS.read_text().splitlines():
+    for row in path.read_text().splitlines():
         cells = [c.strip() for c in row.strip().strip("|").split(" | ")]
         if len(cells) >= 3 and cells[1].startswith("`"):
             keys.add(" | ".join(cells[:3]))
@@ -237,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--floor", type=float, default=0.0, help="exit 1 when the score is below it")
     p.add_argument("--show-survivors", action="store_true", help="print explained ones too")
+    p.add_argument(
+        "--again", type=Path, help="run only the mutants listed in this file (a run's survivors)"
+    )
     p.add_argument("--list", action="store_true", help="list the mutants and stop")
     args = p.parse_args(argv)
 
@@ -247,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     targets = [known[n] for n in args.module] if args.module else TARGETS
     every = [m for t in targets for m in mutants(t)]
     chosen = list(every)
+    if args.again:
+        wanted = table_keys(args.again)
+        chosen = [m for m in every if m.key in wanted]
     if args.sample and args.sample < len(every):
         pick = random.Random(args.seed)  # noqa: S311 (a sample, not a secret)
         chosen = sorted(pick.sample(every, args.sample), key=lambda m: (m.target.path, m.index))
