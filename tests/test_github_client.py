@@ -240,3 +240,35 @@ def test_a_403_is_called_rate_limiting_only_when_it_is(gh):
     with pytest.raises(GitHubError, match="rate limited"):
         c.pull(REPO, 1)
     gh.state.violations.clear()  # the odd 403 body is not GitHub's on purpose
+
+
+def test_a_retry_after_that_is_a_date_waits_a_minute(gh):
+    """Retry-After may be an HTTP date: lepton-ci does not parse it, it waits 60 s."""
+    gh.state.faults.append(
+        Fault("GET", r"/pulls/1$", 429, {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})
+    )
+    gh.state.add_pull(REPO, 1, "a" * 40)
+    c, sleeps = client(gh)
+    assert c.pull(REPO, 1)["number"] == 1
+    assert sleeps == [60.0]
+
+
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [
+        ("GET", lambda c: list(c.issue_comments(REPO, 1))),
+        ("POST", lambda c: c.create_comment(REPO, 1, "x")),
+        ("PATCH", lambda c: c.update_comment(REPO, 5, "x")),
+    ],
+)
+def test_a_comment_without_an_id_names_the_call(gh, method, call):
+    body = [{"body": "no id"}] if method == "GET" else {"body": "no id"}
+    gh.state.faults.append(Fault(method, r"/comments(/5)?$", 200, body=body))
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        call(c)
+    path = "/repos/acme/models/issues/" + ("comments/5" if method == "PATCH" else "1/comments")
+    assert str(e.value).startswith(
+        f"GitHub API {method} {path} answered 200 with a comment without an id or a text body"
+    )
+    gh.state.violations.clear()  # these answers are not GitHub's on purpose
