@@ -272,3 +272,20 @@ def test_a_comment_without_an_id_names_the_call(gh, method, call):
         f"GitHub API {method} {path} answered 200 with a comment without an id or a text body"
     )
     gh.state.violations.clear()  # these answers are not GitHub's on purpose
+
+
+def test_a_wait_of_exactly_max_wait_is_waited(gh):
+    gh.state.faults.append(Fault("GET", r"/pulls/1$", 429, {"retry-after": "7"}))
+    gh.state.add_pull(REPO, 1, "a" * 40)
+    c, sleeps = client(gh, max_wait=7)
+    assert c.pull(REPO, 1)["number"] == 1 and sleeps == [7.0]
+    gh.state.faults.append(Fault("GET", r"/pulls/1$", 429, {"retry-after": "8"}))
+    with pytest.raises(GitHubError, match="may be retried in 8s, longer than lepton-ci waits"):
+        c.pull(REPO, 1)
+
+
+def test_a_body_over_the_limit_says_so(gh):
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        c.create_comment(REPO, 1, "x" * 65537)
+    assert e.value.status == 422 and e.value.hint == "the body is over GitHub's limit"

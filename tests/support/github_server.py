@@ -450,6 +450,7 @@ def too_long() -> dict[str, Any]:
                 "message": "body is too long (maximum is 65536 characters)",
             }
         ],
+        "documentation_url": "https://docs.github.com/rest/issues/comments#create-an-issue-comment",
     }
 
 
