@@ -289,3 +289,26 @@ def test_a_body_over_the_limit_says_so(gh):
     with pytest.raises(GitHubError) as e:
         c.create_comment(REPO, 1, "x" * 65537)
     assert e.value.status == 422 and e.value.hint == "the body is over GitHub's limit"
+
+
+def test_the_api_defaults_to_github_com_and_masks_the_token():
+    class Rt:
+        masked: list[str] = []
+
+        def mask(self, value):
+            self.masked.append(value)
+
+    rt = Rt()
+    c = GitHubClient.from_env({"GITHUB_TOKEN": "t0k"}, rt)
+    assert c.base_url == "https://api.github.com" and rt.masked == ["t0k"]
+    assert c.session.headers["Authorization"] == "Bearer t0k"
+    c = GitHubClient.from_env(
+        {
+            "LEPTON_GITHUB_TOKEN": "a",
+            "GITHUB_TOKEN": "b",
+            "GITHUB_API_URL": "https://ghe.example/api/v3/",
+        }
+    )
+    assert c.base_url == "https://ghe.example/api/v3"
+    assert c.session.headers["Authorization"] == "Bearer a"
+    assert "Authorization" not in GitHubClient.from_env({}).session.headers
