@@ -26,7 +26,7 @@ def test_pagination_follows_link_headers(gh):
     ids = [gh.state.new_comment(REPO, 7, f"c{i}")["id"] for i in range(250)]
     got = list(c.issue_comments(REPO, 7))
     assert [x["id"] for x in got] == ids
-    assert gh.state.count("GET", "/issues/7/comments") == 3
+    assert gh.state.count("GET", "/issues/7/comments") == 3 == c.calls
 
 
 def test_502_then_success_is_retried_with_backoff(gh):
@@ -312,3 +312,22 @@ def test_the_api_defaults_to_github_com_and_masks_the_token():
     assert c.base_url == "https://ghe.example/api/v3"
     assert c.session.headers["Authorization"] == "Bearer a"
     assert "Authorization" not in GitHubClient.from_env({}).session.headers
+
+
+def test_only_a_too_long_422_is_called_too_long(gh):
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        c.create_issue(REPO, "", "no title", [])
+    assert e.value.status == 422 and e.value.hint is None
+    gh.state.violations.clear()  # an issue without a title is refused on purpose
+
+
+def test_a_write_that_never_lands_is_tried_a_bounded_number_of_times(gh):
+    gh.state.faults.append(Fault("POST", r"/deployments$", 502, times=100))
+    c, sleeps = client(gh, max_retries=3)
+    looked = []
+    with pytest.raises(GitHubError) as e:
+        c.create(f"/repos/{REPO}/deployments", {"ref": "main"}, landed=lambda: looked.append(1))
+    assert e.value.status == 502 and e.value.ambiguous
+    assert gh.state.count("POST", "/deployments") == 4 and len(looked) == 3
+    assert sleeps == [1, 2, 4] and c.calls == 4
