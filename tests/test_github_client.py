@@ -312,6 +312,19 @@ def test_the_api_defaults_to_github_com_and_masks_the_token():
     assert c.base_url == "https://ghe.example/api/v3"
     assert c.session.headers["Authorization"] == "Bearer a"
     assert "Authorization" not in GitHubClient.from_env({}).session.headers
+    assert c.session.headers["Accept"] == "application/vnd.github+json"
+    assert c.session.headers["X-GitHub-Api-Version"] == "2022-11-28"
+
+
+def test_an_unreachable_api_is_retried_with_backoff_then_named():
+    sleeps = []
+    c = GitHubClient(
+        "t", base_url="http://127.0.0.1:9", sleep=sleeps.append, max_retries=3, timeout=2
+    )
+    with pytest.raises(GitHubError) as e:
+        c.pull(REPO, 1)
+    assert sleeps == [1, 2, 4] and c.calls == 4 and e.value.ambiguous
+    assert "unreachable" in str(e.value) and "after 4 tries" in str(e.value)
 
 
 def test_only_a_too_long_422_is_called_too_long(gh):
