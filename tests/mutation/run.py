@@ -23,6 +23,7 @@ import ast
 import concurrent.futures
 import contextlib
 import difflib
+import functools
 import os
 import queue
 import random
@@ -35,6 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SURVIVORS = Path(__file__).with_name("survivors.md")
@@ -90,12 +92,44 @@ TARGETS = [
 
 @dataclass
 class Mutant:
+    """One of mutmut's mutations of a module. Its mutated source is made on first use: a
+    sample of a few dozen out of a thousand costs a few dozen mutations, not a thousand."""
+
     target: Target
-    index: int  # mutmut's RelativeMutationID, by position in its list for the module
+    index: int  # position in mutmut's list for the module
     line: int
-    before: str
-    after: str
-    source: str = field(repr=False)
+    mid: Any = field(repr=False)  # mutmut's RelativeMutationID
+    original: str = field(repr=False)
+
+    @functools.cached_property
+    def source(self) -> str:
+        from mutmut import Context, mutate
+
+        c = Context(
+            source=self.original, filename=self.target.path, dict_synonyms=[], mutation_id=self.mid
+        )
+        return str(mutate(c)[0])
+
+    @functools.cached_property
+    def change(self) -> tuple[str, str]:
+        changed = [
+            d
+            for d in difflib.unified_diff(
+                self.original.splitlines(), self.source.splitlines(), lineterm="", n=0
+            )
+            if d[:1] in "+-" and not d.startswith(("+++", "---"))
+        ]
+        before = " ".join(d[1:].strip() for d in changed if d[0] == "-")
+        after = " ".join(d[1:].strip() for d in changed if d[0] == "+")
+        return before, after
+
+    @property
+    def before(self) -> str:
+        return self.change[0]
+
+    @property
+    def after(self) -> str:
+        return self.change[1]
 
     @property
     def wording(self) -> bool:
@@ -122,30 +156,16 @@ def spans(source: str, names: tuple[str, ...]) -> list[tuple[int, int]]:
 
 
 def mutants(target: Target) -> list[Mutant]:
-    from mutmut import Context, list_mutations, mutate
+    from mutmut import Context, list_mutations
 
     source = (ROOT / target.path).read_text()
-    lines = source.splitlines()
-    keep = spans(source, target.functions) if target.functions else [(1, len(lines))]
+    keep = spans(source, target.functions) if target.functions else [(1, source.count("\n") + 1)]
     ctx = Context(source=source, filename=target.path, dict_synonyms=[])
-    found = []
-    for i, mid in enumerate(list_mutations(ctx)):
-        line = mid.line_number + 1
-        if not any(a <= line <= b for a, b in keep):
-            continue
-        c = Context(source=source, filename=target.path, dict_synonyms=[], mutation_id=mid)
-        mutated, n = mutate(c)
-        if n == 0 or mutated == source:
-            continue
-        changed = [
-            d
-            for d in difflib.unified_diff(lines, mutated.splitlines(), lineterm="", n=0)
-            if d[:1] in "+-" and not d.startswith(("+++", "---"))
-        ]
-        before = " ".join(d[1:].strip() for d in changed if d[0] == "-")
-        after = " ".join(d[1:].strip() for d in changed if d[0] == "+")
-        found.append(Mutant(target, i, line, before, after, mutated))
-    return found
+    return [
+        Mutant(target, i, mid.line_number + 1, mid, source)
+        for i, mid in enumerate(list_mutations(ctx))
+        if any(a <= mid.line_number + 1 <= b for a, b in keep)
+    ]
 
 
 def scratch_copy(into: Path) -> Path:
