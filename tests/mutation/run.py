@@ -321,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         def one(m: Mutant) -> tuple[Mutant, str]:
             if args.budget and time.monotonic() - t0 > args.budget:
                 return m, "not run"
+            try:  # mutmut can make a mutant that does not compile (`*x` -> `/x`): no mutant
+                compile(m.source, m.target.path, "exec")
+            except SyntaxError:
+                return m, "invalid"
             copy = copies.get()
             path = copy / m.target.path
             original = path.read_text()
@@ -333,9 +337,11 @@ def main(argv: list[str] | None = None) -> int:
             return m, verdict
 
         results: list[tuple[Mutant, str]] = []
+        invalid = 0
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             for n, (m, verdict) in enumerate(pool.map(one, chosen), 1):
-                if verdict == "not run":
+                if verdict in ("not run", "invalid"):
+                    invalid += verdict == "invalid"
                     continue
                 results.append((m, verdict))
                 if verdict != "killed":
@@ -344,8 +350,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"{m.before}  ->  {m.after}",
                         flush=True,
                     )
-    if len(results) < len(chosen):
-        print(f"\nbudget spent: {len(chosen) - len(results)} mutants not run (a partial score)")
+    if invalid:
+        print(f"\n{invalid} mutant(s) do not compile: not counted")
+    if len(results) + invalid < len(chosen):
+        left = len(chosen) - len(results) - invalid
+        print(f"\nbudget spent: {left} mutants not run (a partial score)")
     return report(results, targets, time.monotonic() - t0, args)
 
 
