@@ -43,15 +43,33 @@ def bodies(gh):
 
 
 def test_created_then_updated_then_unchanged(gh):
-    first = post(gh, "d1")
+    c = client(gh)  # one client: `calls` counts each upsert's own calls, not the client's
+    c.calls = 5
+
+    def again(digest, run):
+        rendered, meta = report(digest, NEW, run)
+        return upsert(c, REPO, PR, rendered, meta, head_sha=NEW)
+
+    first = again("d1", 1)
     assert (first.action, first.calls) == ("created", 3)  # list, create, list again
     assert first.url and first.url.endswith(f"#issuecomment-{first.comment_id}")
-    second = post(gh, "d2", run=2)
-    assert (second.action, second.comment_id) == ("updated", first.comment_id)
+    second = again("d2", 2)
+    assert (second.action, second.comment_id, second.url) == (
+        "updated",
+        first.comment_id,
+        first.url,
+    )
     assert second.calls == 2 and bodies(gh) == ["report d2"]
-    again = post(gh, "d2", run=3)
-    assert (again.action, again.calls) == ("unchanged", 1)
+    again_ = again("d2", 3)
+    assert (again_.action, again_.calls, again_.url) == ("unchanged", 1, first.url)
     assert gh.state.count("PATCH") == 1
+
+
+def test_a_comment_from_before_run_numbers_is_older_than_none(gh):
+    """A comment whose meta has no run number (a local run's, run 0) is replaced by run 0."""
+    line = json.dumps({"sha": NEW, "digest": "d0"})
+    gh.state.new_comment(REPO, PR, f"{marker('digits', 'ci')}\nold\n<!-- lepton-ci:meta {line} -->")
+    assert post(gh, "d1", run=0).action == "updated"
 
 
 def test_the_same_report_for_a_new_head_is_an_update(gh):
@@ -99,9 +117,11 @@ def test_a_race_keeps_the_oldest_and_deletes_ours(gh, monkeypatch):
 
     monkeypatch.setattr(c, "create_comment", racing)
     monkeypatch.setattr(c, "issue_comments", _empty_first(c.issue_comments))
+    c.calls = 10
     out = upsert(c, REPO, PR, rendered2, meta2, head_sha=NEW)
     (kept,) = gh.state.comments[(REPO, PR)]
-    assert (out.action, out.comment_id) == ("updated", kept["id"])
+    assert (out.action, out.comment_id, out.url) == ("updated", kept["id"], kept["html_url"])
+    assert out.calls == 4  # create, list, delete ours, update theirs
     assert kept["body"] == rendered2.body  # ours is newer: it replaces theirs
     assert gh.state.count("DELETE") == 1
 
