@@ -274,3 +274,28 @@ def test_an_unknown_environment_is_refused(world, tmp_path):
     d = make()
     with pytest.raises(DeployError, match="no deploy environment `qa`; declared: prod"):
         Deployer("digits", "qa", d.config, tmp_path, target=target, store=d.store)
+
+
+def test_rollback_when_nothing_serves_takes_the_newest_healthy(world):
+    make, target, _ = world
+    d = make()
+    d.deploy(release(1))
+    d.deploy(release(2))
+    gone = d.history()[1]
+    gone.status = "failed"  # e.g. marked by hand after an outage: nothing is deployed
+    d.store.save(gone)
+    out = d.rollback()
+    assert (out.revision.version, out.revision.rollback_of) == ("v0.1.1", 1)
+    assert target.serving == image(1)
+
+
+def test_timings_are_the_seconds_each_step_took(world):
+    make, target, _ = world
+    d = make()
+    out = d.deploy(release(1))
+    assert 0 <= out.timings["rollout_s"] < 60
+    target.sick.add(image(2))
+    with pytest.raises(DeployFailed) as e:
+        d.deploy(release(2))
+    t = e.value.outcome.timings
+    assert all(0 <= t[k] < 60 for k in ("rollout_s", "revert_s", "verdict_to_healthy_s"))
