@@ -677,27 +677,3 @@ def test_a_failing_issue_update_hides_no_breach(tmp_path, prom, gh_files):
             op.run(once=True)
     assert [r.status for r in dep.history()] == ["superseded", "failed", "deployed"]
     assert parse_outputs(gh_files["output"].read_text())["issue"] == ""
-
-
-@pytest.mark.unit
-def test_evidence_of_infinite_and_missing_values_reads_in_json_and_text():
-    E = slo.Evaluation
-    assert E("s", "breach", -math.inf).as_dict()["value"] == "-Inf"
-    assert E("s", "breach", math.inf).as_dict()["value"] == "+Inf"
-    assert E("s", "ok", 0.5).as_dict() == {
-        "slo": "s",
-        "status": "ok",
-        "value": 0.5,
-        "bound": "",
-        "detail": "",
-    }
-    assert E("s", "no-data").text() == "s: no-data — (bound —)"
-    assert E("s", "breach", 0.25, ">= 0.5 <= 1", "a\nb").text() == (
-        "s: breach 0.25 (bound >= 0.5 <= 1) (a\\nb)"  # one line, whatever the detail
-    )
-
-
-@pytest.mark.e2e
-def test_query_slo_states_with_both_bounds_show_both(prom):
-    ev = slo.evaluate(Prometheus(prom.url), _slo(query="vector(2)", min=1, max=3))
-    assert (ev.status, ev.value, ev.bound) == ("ok", 2.0, ">= 1 <= 3")

@@ -81,10 +81,12 @@ TARGETS = [
         "lepton_ci/watch/slo.py",
         # the SLO verdicts against the real Prometheus, not the watch loop around them
         (
+            "tests/test_watch_slo.py",
             "tests/test_watch.py",
             "-k",
             "query_slo_states or worst_series or psi or reference_shares or drift or lookback "
-            "or evidence or malformed or shape or password or label_values or unreachable",
+            "or evidence or malformed or shape or password or label_values or unreachable "
+            "or both_bounds",
         ),
     ),
 ]
