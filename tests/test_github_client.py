@@ -26,7 +26,7 @@ def test_pagination_follows_link_headers(gh):
     ids = [gh.state.new_comment(REPO, 7, f"c{i}")["id"] for i in range(250)]
     got = list(c.issue_comments(REPO, 7))
     assert [x["id"] for x in got] == ids
-    assert gh.state.count("GET", "/issues/7/comments") == 3
+    assert gh.state.count("GET", "/issues/7/comments") == 3 == c.calls
 
 
 def test_502_then_success_is_retried_with_backoff(gh):
@@ -240,3 +240,107 @@ def test_a_403_is_called_rate_limiting_only_when_it_is(gh):
     with pytest.raises(GitHubError, match="rate limited"):
         c.pull(REPO, 1)
     gh.state.violations.clear()  # the odd 403 body is not GitHub's on purpose
+
+
+def test_a_retry_after_that_is_a_date_waits_a_minute(gh):
+    """Retry-After may be an HTTP date: lepton-ci does not parse it, it waits 60 s."""
+    gh.state.faults.append(
+        Fault("GET", r"/pulls/1$", 429, {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})
+    )
+    gh.state.add_pull(REPO, 1, "a" * 40)
+    c, sleeps = client(gh)
+    assert c.pull(REPO, 1)["number"] == 1
+    assert sleeps == [60.0]
+
+
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [
+        ("GET", lambda c: list(c.issue_comments(REPO, 1))),
+        ("POST", lambda c: c.create_comment(REPO, 1, "x")),
+        ("PATCH", lambda c: c.update_comment(REPO, 5, "x")),
+    ],
+)
+def test_a_comment_without_an_id_names_the_call(gh, method, call):
+    body = [{"body": "no id"}] if method == "GET" else {"body": "no id"}
+    gh.state.faults.append(Fault(method, r"/comments(/5)?$", 200, body=body))
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        call(c)
+    path = "/repos/acme/models/issues/" + ("comments/5" if method == "PATCH" else "1/comments")
+    assert str(e.value).startswith(
+        f"GitHub API {method} {path} answered 200 with a comment without an id or a text body"
+    )
+    gh.state.violations.clear()  # these answers are not GitHub's on purpose
+
+
+def test_a_wait_of_exactly_max_wait_is_waited(gh):
+    gh.state.faults.append(Fault("GET", r"/pulls/1$", 429, {"retry-after": "7"}))
+    gh.state.add_pull(REPO, 1, "a" * 40)
+    c, sleeps = client(gh, max_wait=7)
+    assert c.pull(REPO, 1)["number"] == 1 and sleeps == [7.0]
+    gh.state.faults.append(Fault("GET", r"/pulls/1$", 429, {"retry-after": "8"}))
+    with pytest.raises(GitHubError, match="may be retried in 8s, longer than lepton-ci waits"):
+        c.pull(REPO, 1)
+
+
+def test_a_body_over_the_limit_says_so(gh):
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        c.create_comment(REPO, 1, "x" * 65537)
+    assert e.value.status == 422 and e.value.hint == "the body is over GitHub's limit"
+
+
+def test_the_api_defaults_to_github_com_and_masks_the_token():
+    class Rt:
+        masked: list[str] = []
+
+        def mask(self, value):
+            self.masked.append(value)
+
+    rt = Rt()
+    c = GitHubClient.from_env({"GITHUB_TOKEN": "t0k"}, rt)
+    assert c.base_url == "https://api.github.com" and rt.masked == ["t0k"]
+    assert c.session.headers["Authorization"] == "Bearer t0k"
+    c = GitHubClient.from_env(
+        {
+            "LEPTON_GITHUB_TOKEN": "a",
+            "GITHUB_TOKEN": "b",
+            "GITHUB_API_URL": "https://ghe.example/api/v3/",
+        }
+    )
+    assert c.base_url == "https://ghe.example/api/v3"
+    assert c.session.headers["Authorization"] == "Bearer a"
+    assert "Authorization" not in GitHubClient.from_env({}).session.headers
+    assert c.session.headers["Accept"] == "application/vnd.github+json"
+    assert c.session.headers["X-GitHub-Api-Version"] == "2022-11-28"
+
+
+def test_an_unreachable_api_is_retried_with_backoff_then_named():
+    sleeps = []
+    c = GitHubClient(
+        "t", base_url="http://127.0.0.1:9", sleep=sleeps.append, max_retries=3, timeout=2
+    )
+    with pytest.raises(GitHubError) as e:
+        c.pull(REPO, 1)
+    assert sleeps == [1, 2, 4] and c.calls == 4 and e.value.ambiguous
+    assert "unreachable" in str(e.value) and "after 4 tries" in str(e.value)
+
+
+def test_only_a_too_long_422_is_called_too_long(gh):
+    c, _ = client(gh)
+    with pytest.raises(GitHubError) as e:
+        c.create_issue(REPO, "", "no title", [])
+    assert e.value.status == 422 and e.value.hint is None
+    gh.state.violations.clear()  # an issue without a title is refused on purpose
+
+
+def test_a_write_that_never_lands_is_tried_a_bounded_number_of_times(gh):
+    gh.state.faults.append(Fault("POST", r"/deployments$", 502, times=100))
+    c, sleeps = client(gh, max_retries=3)
+    looked = []
+    with pytest.raises(GitHubError) as e:
+        c.create(f"/repos/{REPO}/deployments", {"ref": "main"}, landed=lambda: looked.append(1))
+    assert e.value.status == 502 and e.value.ambiguous
+    assert gh.state.count("POST", "/deployments") == 4 and len(looked) == 3
+    assert sleeps == [1, 2, 4] and c.calls == 4

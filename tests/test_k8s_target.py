@@ -565,3 +565,19 @@ def test_a_broken_kubeconfig_is_a_clear_error(tmp_path, text, said):
     kc.write_text(text)
     with pytest.raises(DeployError, match=f"kubeconfig {kc} is not usable: {said}"):
         api_client_from_env({"KUBECONFIG": str(kc)})
+
+
+def test_every_object_is_applied_server_side_by_lepton_ci_with_force(cluster, ns, setup):
+    """A merge patch would drop the field ownership server-side apply keeps (and the API
+    server refuses `force` on one): every write of a deploy is an apply patch."""
+    slos = [{"name": "errors", "query": "vector(0)", "max": 0.01}]
+    d, name = setup(hpa={"max": 4}, watch={"slos": slos})
+    assert d.deploy(release(GOOD, "v1.0.0")).revision.status == "deployed"
+    assert cluster.emulator is not None
+    # leases are the deploy lock (a merge patch, no force); status is the controller's
+    applied = [p for p in cluster.emulator.patches if p.plural != "leases" and not p.subresource]
+    expected = {"deployments", "services", "horizontalpodautoscalers", "prometheusrules"}
+    assert {(plural, name) for plural in expected} <= {(p.plural, p.name) for p in applied}
+    assert {(p.content_type, p.field_manager, p.force) for p in applied} == {
+        ("application/apply-patch+yaml", "lepton-ci", "true")
+    }

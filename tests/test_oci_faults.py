@@ -86,3 +86,65 @@ def test_session_that_cannot_be_resumed_starts_a_new_one(proxy, blob):
     calls = upload(proxy, blob)
     assert ("GET", 500) in calls
     assert calls.count(("POST", 202)) == 2  # a new upload session, which completes
+
+
+@pytest.mark.parametrize("at", [2, 3 * 1024 * 1024 + 12345, 9 * 1024 * 1024 - 1])
+def test_a_stream_broken_mid_blob_resumes_with_exactly_the_bytes_that_follow(
+    proxy, blob, tmp_path, at
+):
+    """Part of the blob landed before the connection broke: the registry says how much, and
+    the resumed stream sends every byte after that and no other (from a file read in chunks,
+    so the offset falls inside a chunk)."""
+    proxy.answer_416 = True
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="break", at=at))
+    path = tmp_path / "layer"
+    path.write_bytes(blob)
+    c = OCIClient(proxy.host, sleep=lambda s: None)
+    seen = []
+    sent = c.upload_blob("faulty", sha256(blob), path, lambda done, size: seen.append(done))
+    calls = [(m, s) for m, _, s in proxy.log]
+    assert calls == [("POST", 202), ("PATCH", -202), ("GET", 204), ("PATCH", 202), ("PUT", 201)]
+    assert sent == len(blob) + len(blob) - at
+    assert seen[-1] == len(blob)
+    assert c.calls == len(calls)  # every request counted, the streamed ones too
+    assert c.get_blob("faulty", sha256(blob)) == blob
+
+
+def test_an_upload_that_keeps_breaking_gives_up_after_its_tries_and_says_so(proxy, blob):
+    from lepton_ci.core.oci_client import OCIError
+
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="reset", times=1000))
+    sleeps = []
+    c = OCIClient(proxy.host, sleep=sleeps.append, max_retries=2)
+    with pytest.raises(OCIError) as e:
+        c.upload_blob("faulty", sha256(blob), blob)
+    assert str(e.value).startswith(
+        f"registry {proxy.host}: upload of {sha256(blob)[:19]} to faulty kept breaking off "
+        "(3 tries)"
+    )
+    calls = [(m, s) for m, _, s in proxy.log]
+    assert calls.count(("POST", 202)) == 3  # a new session per try
+    assert calls.count(("PATCH", -1)) == 9  # and 3 streams in each, resumed twice
+    # backoff between the streams of a try, and between tries; none after the last
+    assert sleeps == [1, 2, 4, 1, 1, 2, 4, 2, 1, 2, 4]
+
+
+def test_a_producer_of_unknown_size_reports_progress_against_zero(proxy, blob):
+    """A layer streamed from tar and compression has no size until it is written."""
+    seen = []
+    c = OCIClient(proxy.host, sleep=lambda s: None)
+    c.upload_blob("faulty", sha256(blob), lambda write: write(blob), lambda d, n: seen.append(n))
+    assert seen and set(seen) == {0}
+    assert c.get_blob("faulty", sha256(blob)) == blob
+
+
+@pytest.mark.parametrize(("status", "sessions"), [(408, 1), (429, 1), (503, 1), (400, 2)])
+def test_a_refused_stream_is_resumed_only_when_the_refusal_is_passing(
+    proxy, blob, status, sessions
+):
+    """408, 429 and 5xx say "try again": the session is resumed. Any other refusal ends it and
+    a new session starts."""
+    proxy.rules.append(Rule("PATCH", UPLOAD, status))
+    calls = upload(proxy, blob)
+    assert ("PATCH", status) in calls
+    assert calls.count(("POST", 202)) == sessions

@@ -56,17 +56,24 @@ def test_token_expiring_during_a_long_upload_is_renewed(token_registry, monkeypa
     tokens.valid_for, tokens.expires_in = 2, 300  # it dies long before the client expects
     c = client(registry)
     blob = bytes(range(256)) * 1024  # 256 KiB: four chunks
-    slow = iter([True])
+    sent = []
+    real = c.session.request
 
-    def progress(sent, size):
-        if next(slow, False):
+    def request(method, url, **kw):
+        if method == "PATCH" and not any(m == "PATCH" for m, _ in sent):
             import time
 
-            time.sleep(3)  # the first chunk took long: the token has expired since
+            time.sleep(3)  # the layer took long to start: the token has expired since
+        sent.append((method, url.split("?")[0].rsplit("/", 1)[-1] or url.split("?")[0]))
+        return real(method, url, **kw)
 
-    c.upload_blob("acme/big", sha256(blob), blob, progress=progress)
+    monkeypatch.setattr(c.session, "request", request)
+    c.upload_blob("acme/big", sha256(blob), blob)
     assert c.get_blob("acme/big", sha256(blob)) == blob
-    assert len(tokens.requests) >= 2  # a fresh token mid-upload, the same upload session
+    assert len(tokens.requests) >= 2, sent  # the first, then a fresh one for the stream
+    patches = [u for m, u in sent if m == "PATCH"]
+    # refused with 401 and sent again to the same session once renewed
+    assert len(patches) == 2 and patches[0] == patches[1], sent
 
 
 def test_token_server_dropping_the_connection_is_a_clear_error(token_registry):

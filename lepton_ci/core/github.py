@@ -186,7 +186,7 @@ class GitHubClient:
             )
         elif status == 404:
             hint = "check the repository and number; a token without access also sees 404"
-        elif status == 422 and "too long" in message.lower():
+        elif status == 422 and "too long" in resp.text.lower():  # said in `errors`, not `message`
             hint = "the body is over GitHub's limit"
         return GitHubError(what, status=status, hint=hint, ambiguous=status >= 500)
 

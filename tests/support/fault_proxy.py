@@ -7,7 +7,10 @@ Modes of a Rule:
   a 5xx came back, as from a load balancer that timed out);
 - "lost": forward, then close the connection with no answer (the write landed, the answer
   was lost);
-- "reset": read half the request body, then reset the connection (nothing landed).
+- "reset": read half the request body, then reset the connection (nothing landed);
+- "break": read the request body, forward only its first `at` bytes (half when 0), then
+  reset the connection: the stream broke in the middle of the blob after part of it
+  landed, so a resumed upload must send exactly what follows.
 `skip` lets a rule fire on a later matching request (the second chunk, say). Everything
 else is forwarded. The CNCF registry answers a chunk resent with a stale upload location with
 404 (the client must start a new session); with `answer_416` the proxy answers as registries
@@ -35,6 +38,7 @@ class Rule:
     times: int = 1
     mode: str = "reject"
     skip: int = 0
+    at: int = 0
 
     def fires(self, method: str, path: str) -> bool:
         if self.times <= 0 or method != self.method or not re.search(self.path, path):
@@ -84,6 +88,8 @@ class FaultProxy:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = _read_chunked(self.rfile)
                 proxy.received += len(body or b"")
+                if rule is not None and rule.mode == "break" and body:
+                    body = body[: rule.at or len(body) // 2]
                 session = self.path.split("?")[0]
                 held = proxy.sessions.get(session)
                 given = re.match(r"(\d+)-", self.headers.get("Content-Range", ""))
@@ -125,7 +131,7 @@ class FaultProxy:
                 if self.command == "PATCH" and resp.status_code == 202 and landed:
                     location = resp.headers.get("Location", "").replace(proxy.upstream, proxy.host)
                     proxy.sessions[session] = (int(landed.group(1)) + 1, location)
-                if rule is not None and rule.mode == "lost":
+                if rule is not None and rule.mode in ("lost", "break"):
                     proxy.log.append((self.command, self.path, -resp.status_code))
                     self._cut()
                     return

@@ -30,7 +30,14 @@ from tests.support import openapi
 BODY_LIMIT = 65536
 API = "https://api.github.com"
 # GitHub's `permission` field is the legacy level: maintain reads as write, triage as read.
-LEGACY = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read"}
+LEGACY = {
+    "none": "none",
+    "admin": "admin",
+    "maintain": "write",
+    "write": "write",
+    "triage": "read",
+    "read": "read",
+}
 
 
 @dataclass
@@ -60,6 +67,8 @@ class GitHubState:
         self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
         self.permissions: dict[tuple[str, str], str] = {}
         self.teams: dict[tuple[str, str], set[str]] = {}
+        # Invited, not yet accepted: GitHub answers the membership with 200 and state pending.
+        self.pending: dict[tuple[str, str], set[str]] = {}
         self.custom_roles: dict[str, str] = {}  # custom repository role -> its base role
         self.deployments: dict[str, list[dict[str, Any]]] = {}
         self.statuses: dict[int, list[dict[str, Any]]] = {}
@@ -81,7 +90,11 @@ class GitHubState:
         fork: bool = False,
         title: str = "A change",
         head_ref: str = "feature",
+        labels: tuple[str, ...] = (),
+        body: str = "Please pull these awesome changes in!",
     ) -> None:
+        """A pull request, and its issue view: GitHub's /issues lists pull requests too,
+        each with a `pull_request` key, and PATCH /issues/N closes one."""
         head_repo = f"forker/{repo.split('/')[1]}" if fork else repo
         pr = openapi.example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}")
         # requested_teams: GitHub's own example lacks the `type` its schema now requires.
@@ -102,7 +115,18 @@ class GitHubState:
             part.update(ref=ref, sha=sha, label=f"{owner}:{ref}")
             part["repo"].update(full_name=full_name, name=name, fork=side == "head" and fork)
             part["repo"]["owner"] = user(owner, "User")
+        label = pr["labels"][0]
+        pr.update(body=body, labels=[{**label, "name": n} for n in labels])
         self.pulls[(repo, number)] = pr
+        issue = self.new_issue(repo, title, body, list(labels), number=number)
+        issue["pull_request"] = {
+            "url": pr["url"],
+            "html_url": pr["html_url"],
+            "diff_url": f"{pr['html_url']}.diff",
+            "patch_url": f"{pr['html_url']}.patch",
+            "merged_at": None,
+        }
+        issue["html_url"] = pr["html_url"]
 
     def new_comment(
         self, repo: str, number: int, body: str, login: str = "octocat", kind: str = "User"
@@ -124,11 +148,18 @@ class GitHubState:
         return dict(c)
 
     def new_issue(
-        self, repo: str, title: str, body: str | None, labels: list[str], login: str = "octocat"
+        self,
+        repo: str,
+        title: str,
+        body: str | None,
+        labels: list[str],
+        login: str = "octocat",
+        number: int = 0,
     ) -> dict[str, Any]:
-        """An issue as GitHub's own example has it, with this repository's state over it."""
+        """An issue as GitHub's own example has it, with this repository's state over it.
+        Issues and pull requests share one sequence of numbers."""
         items = self.issues.setdefault(repo, [])
-        number = len(items) + 1
+        number = number or max((i["number"] for i in items), default=0) + 1
         issue = openapi.example("POST", "/repos/{owner}/{repo}/issues", 201)
         label = issue["labels"][0]
         iid = next(self.ids)
@@ -301,6 +332,9 @@ def route(
                     issue[k] = body[k]
             if issue.get("state_reason") is None:  # nullable; openapi-core's enum check says no
                 issue.pop("state_reason", None)
+            pr = state.pulls.get((m[1], int(m[2])))
+            if pr is not None:  # closing a pull request's issue view closes the pull request
+                pr["state"] = issue["state"]
             issue["updated_at"] = _now()
         return 200, issue, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)
@@ -325,9 +359,11 @@ def route(
         return 200, team, {}
     m = re.fullmatch(r"/orgs/([^/]+)/teams/([^/]+)/memberships/([^/]+)", path)
     if m and method == "GET":
-        if token.members_read and m[3] in state.teams.get((m[1], m[2]), set()):
+        active = state.teams.get((m[1], m[2]), set())
+        pending = state.pending.get((m[1], m[2]), set())
+        if token.members_read and m[3] in active | pending:
             member = openapi.example("GET", "/orgs/{org}/teams/{team_slug}/memberships/{username}")
-            member.update(state="active", role="member")
+            member.update(state="active" if m[3] in active else "pending", role="member")
             return 200, member, {}
         return 404, None, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/deployments", path)
@@ -414,6 +450,7 @@ def too_long() -> dict[str, Any]:
                 "message": "body is too long (maximum is 65536 characters)",
             }
         ],
+        "documentation_url": "https://docs.github.com/rest/issues/comments#create-an-issue-comment",
     }
 
 

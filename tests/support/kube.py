@@ -33,15 +33,20 @@ from kmock._internal.k8s import KubernetesError
 class GenerationEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
     """Adds what the API server does on every write and kmock leaves out: metadata.generation
     bumped on spec changes, resourceVersion on every write with optimistic concurrency (a
-    write naming a stale resourceVersion is refused with 409), and `faults`: answers that
+    write naming a stale resourceVersion is refused with 409), the patch options checked as
+    the API server checks them (`force` only on apply patches, an apply patch needs a field
+    manager: 422 otherwise), every patch recorded in `patches`, and `faults`: answers that
     the API server really gives, returned for chosen writes."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.versions = itertools.count(1)
         self.faults: list[Fault] = []
+        self.patches: list[Patch] = []
 
     async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and request.method == enums.method.PATCH:
+            self._check_patch(request)
         data = request.data if isinstance(getattr(request, "data", None), dict) else None
         writes = request.action in (enums.action.CREATE, enums.action.UPDATE)
         if request.resource is not None and data is not None and writes:
@@ -76,6 +81,45 @@ class GenerationEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 else:
                     meta["generation"] = (cur_meta.get("generation") or 0) + 1
         return await super()._handle(request)
+
+    def _check_patch(self, request: Any) -> None:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        params = dict(request.params or {})
+        patch = Patch(
+            request.resource.plural,
+            request.name or "",
+            request.subresource or "",
+            headers.get("content-type", "").split(";")[0].strip(),
+            params.get("fieldManager", ""),
+            params.get("force"),
+        )
+        self.patches.append(patch)
+        problem = ""
+        if patch.content_type != APPLY and patch.force is not None:
+            problem = "force: Forbidden: may not be specified for non-apply patch"
+        elif patch.content_type == APPLY and not patch.field_manager:
+            problem = "fieldManager: Required value: is required for apply patch"
+        if problem:  # the API server's ValidatePatchOptions, answered as an Invalid Status
+            raise KubernetesError(
+                status=422,
+                reason="Invalid",
+                message=f'PatchOptions.meta.k8s.io "" is invalid: {problem}',
+            )
+
+
+APPLY = "application/apply-patch+yaml"
+
+
+@dataclass
+class Patch:
+    """One PATCH as the API server received it: which kind of patch, from which manager."""
+
+    plural: str
+    name: str
+    subresource: str
+    content_type: str
+    field_manager: str
+    force: str | None
 
 
 @dataclass

@@ -1,0 +1,156 @@
+"""sticky.upsert against the GitHub stand-in, without the CLI: which comment is kept, when
+it is edited, and when a report is too old to replace the one posted."""
+
+import json
+
+import pytest
+
+from lepton_ci.core.github import GitHubClient
+from lepton_ci.report.comment import BundleMeta, Rendered, marker
+from lepton_ci.report.sticky import upsert
+from tests.support.github_server import GitHubServer
+
+pytestmark = pytest.mark.e2e
+REPO = "acme/models"
+PR = 5
+OLD, NEW = "a" * 40, "b" * 40
+
+
+@pytest.fixture
+def gh():
+    with GitHubServer() as srv:
+        yield srv
+
+
+def client(gh):
+    return GitHubClient("test-token", base_url=gh.url, max_retries=0, sleep=lambda s: None)
+
+
+def report(digest="d1", sha=NEW, run=1, model="digits", workflow="ci"):
+    meta = BundleMeta(model=model, workflow=workflow, head_sha=sha, pr=PR, run_id=run)
+    line = json.dumps({"sha": sha, "run": run, "digest": digest}, sort_keys=True)
+    body = f"{marker(model, workflow)}\nreport {digest}\n<!-- lepton-ci:meta {line} -->\n"
+    return Rendered(body, digest, []), meta
+
+
+def post(gh, digest="d1", sha=NEW, run=1, head=NEW, **kw):
+    rendered, meta = report(digest, sha, run, **kw)
+    return upsert(client(gh), REPO, PR, rendered, meta, head_sha=head)
+
+
+def bodies(gh):
+    return [c["body"].split("\n")[1] for c in gh.state.comments.get((REPO, PR), [])]
+
+
+def test_created_then_updated_then_unchanged(gh):
+    c = client(gh)  # one client: `calls` counts each upsert's own calls, not the client's
+    c.calls = 5
+
+    def again(digest, run):
+        rendered, meta = report(digest, NEW, run)
+        return upsert(c, REPO, PR, rendered, meta, head_sha=NEW)
+
+    first = again("d1", 1)
+    assert (first.action, first.calls) == ("created", 3)  # list, create, list again
+    assert first.url and first.url.endswith(f"#issuecomment-{first.comment_id}")
+    second = again("d2", 2)
+    assert (second.action, second.comment_id, second.url) == (
+        "updated",
+        first.comment_id,
+        first.url,
+    )
+    assert second.calls == 2 and bodies(gh) == ["report d2"]
+    again_ = again("d2", 3)
+    assert (again_.action, again_.calls, again_.url) == ("unchanged", 1, first.url)
+    assert gh.state.count("PATCH") == 1
+
+
+def test_a_comment_from_before_run_numbers_is_older_than_none(gh):
+    """A comment whose meta has no run number (a local run's, run 0) is replaced by run 0."""
+    line = json.dumps({"sha": NEW, "digest": "d0"})
+    gh.state.new_comment(REPO, PR, f"{marker('digits', 'ci')}\nold\n<!-- lepton-ci:meta {line} -->")
+    assert post(gh, "d1", run=0).action == "updated"
+
+
+def test_the_same_report_for_a_new_head_is_an_update(gh):
+    post(gh, "d1", sha=OLD, head=OLD)
+    out = post(gh, "d1", sha=NEW, head=NEW)
+    assert out.action == "updated"
+
+
+def test_an_older_run_of_the_same_head_leaves_the_newer_report(gh):
+    post(gh, "d1", run=5)
+    out = post(gh, "d2", run=4)
+    assert out.action == "stale" and bodies(gh) == ["report d1"]
+    assert post(gh, "d3", run=5).action == "updated"  # the same run again may update
+
+
+def test_a_run_for_an_older_head_leaves_the_report_of_the_current_head(gh):
+    post(gh, "d1", sha=NEW, run=1, head=NEW)
+    out = post(gh, "d2", sha=OLD, run=9, head=NEW)  # a late run for the previous push
+    assert out.action == "stale" and bodies(gh) == ["report d1"]
+    # without knowing the head, a different sha is not taken for older
+    assert post(gh, "d2", sha=OLD, run=9, head=None).action == "updated"
+
+
+def test_other_models_and_workflows_and_users_keep_their_comments(gh):
+    gh.state.new_comment(REPO, PR, "LGTM")
+    gh.state.new_comment(REPO, PR, f"quoting: {marker('digits', 'ci')}")
+    post(gh, "d1", model="other")
+    post(gh, "d1", workflow="nightly")
+    out = post(gh, "d1")
+    assert out.action == "created"
+    assert len(gh.state.comments[(REPO, PR)]) == 5
+
+
+def test_a_race_keeps_the_oldest_and_deletes_ours(gh, monkeypatch):
+    rendered1, _ = report("d1", run=1)
+    rendered2, meta2 = report("d2", run=2)
+    c = client(gh)
+    real = c.create_comment
+
+    def racing(repo, number, body):
+        theirs = gh.state.new_comment(repo, number, rendered1.body)  # lands first
+        ours = real(repo, number, body)
+        assert theirs["id"] < ours["id"]
+        return ours
+
+    monkeypatch.setattr(c, "create_comment", racing)
+    monkeypatch.setattr(c, "issue_comments", _empty_first(c.issue_comments))
+    c.calls = 10
+    out = upsert(c, REPO, PR, rendered2, meta2, head_sha=NEW)
+    (kept,) = gh.state.comments[(REPO, PR)]
+    assert (out.action, out.comment_id, out.url) == ("updated", kept["id"], kept["html_url"])
+    assert out.calls == 4  # create, list, delete ours, update theirs
+    assert kept["body"] == rendered2.body  # ours is newer: it replaces theirs
+    assert gh.state.count("DELETE") == 1
+
+
+def test_a_race_with_a_newer_run_keeps_its_report(gh, monkeypatch):
+    rendered1, _ = report("d1", run=7)
+    rendered2, meta2 = report("d2", run=2)
+    c = client(gh)
+    real = c.create_comment
+
+    def racing(repo, number, body):
+        gh.state.new_comment(repo, number, rendered1.body)
+        return real(repo, number, body)
+
+    monkeypatch.setattr(c, "create_comment", racing)
+    monkeypatch.setattr(c, "issue_comments", _empty_first(c.issue_comments))
+    out = upsert(c, REPO, PR, rendered2, meta2, head_sha=NEW)
+    (kept,) = gh.state.comments[(REPO, PR)]
+    assert out.action == "updated" and kept["body"] == rendered1.body
+    assert gh.state.count("PATCH") == 0
+
+
+def _empty_first(listing):
+    """The first listing sees no comment (both runs list before either creates)."""
+    calls = iter(range(1_000))
+
+    def issue_comments(repo, number):
+        if next(calls) == 0:
+            return iter(())
+        return listing(repo, number)
+
+    return issue_comments
