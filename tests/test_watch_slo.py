@@ -5,8 +5,8 @@ import math
 import pytest
 
 from lepton_ci.core.config import SLO
+from lepton_ci.core.prometheus import Prometheus
 from lepton_ci.watch import slo
-from lepton_ci.watch.prometheus import Prometheus
 from tests.support.prometheus import PrometheusServer
 
 

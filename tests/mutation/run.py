@@ -57,7 +57,9 @@ TARGETS = [
     Target("gates", "lepton_ci/run/gates.py", ("tests/test_gates.py",)),
     Target("policy", "lepton_ci/versions/policy.py", ("tests/test_policy_check.py",)),
     Target("sticky", "lepton_ci/report/sticky.py", ("tests/test_sticky.py",)),
-    Target("cache-key", "lepton_ci/run/cache.py", ("tests/test_cache_key.py",), ("key",)),
+    Target(
+        "cache-key", "lepton_ci/run/cache.py", ("tests/test_cache_key.py",), ("inputs_key", "key")
+    ),
     Target("deployer", "lepton_ci/deploy/deployer.py", ("tests/test_deployer.py",)),
     Target(
         "oci-upload",
