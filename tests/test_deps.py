@@ -335,3 +335,37 @@ def test_the_image_imports_the_package_from_the_dependency_layer(
         "import tinydep, sys; print(tinydep.__file__, tinydep.__cached__)", timeout=120,
     ).stdout.split()  # fmt: skip
     assert where[0] == f"{deps.DEPS_DIR}/tinydep/__init__.py"
+
+
+@pytest.mark.unit
+def test_the_platform_tag_widens_to_every_older_one_pip_should_accept():
+    tags = TARGET.platforms()
+    assert tags[0] == "manylinux_2_36_x86_64" and "manylinux_2_28_x86_64" in tags
+    assert {"manylinux2014_x86_64", "manylinux1_x86_64"} <= set(tags)
+    arm = Target("3.12", "manylinux_2_31_aarch64").platforms()
+    assert arm[-2:] == ["manylinux_2_17_aarch64", "manylinux2014_aarch64"]
+    assert Target("3.12", "musllinux_1_2_x86_64").platforms() == [
+        "musllinux_1_2_x86_64",
+        "musllinux_1_1_x86_64",
+        "musllinux_1_0_x86_64",
+    ]
+
+
+@pytest.mark.unit
+def test_parallel_gzip_is_one_readable_stream_and_the_same_bytes_every_time():
+    import gzip
+    import os
+
+    data = os.urandom(1 << 20) * 9 + b"tail"  # more than two pieces
+    outs = []
+    for _ in range(2):
+        parts: list[bytes] = []
+        gz = deps.ParallelGzip(parts.append)
+        for i in range(0, len(data), 100_000):
+            gz.write(data[i : i + 100_000])
+        digest, size = gz.close()
+        blob = b"".join(parts)
+        assert size == len(blob) and digest == deps.sha256(blob)
+        outs.append(blob)
+    assert outs[0] == outs[1]
+    assert gzip.decompress(outs[0]) == data

@@ -55,6 +55,23 @@ class Target:
     def describe(self) -> str:
         return f"CPython {self.python} on {self.platform}"
 
+    def platforms(self) -> list[str]:
+        """Every platform tag this one accepts, newest first: pip takes `--platform` as is
+        (it does not widen manylinux_2_36 to the manylinux_2_28 wheels glibc 2.36 runs)."""
+        m = re.fullmatch(r"(manylinux|musllinux)_(\d+)_(\d+)_(\w+)", self.platform)
+        if m is None:
+            return [self.platform]
+        kind, major, minor, arch = m[1], int(m[2]), int(m[3]), m[4]
+        if kind == "musllinux":
+            return [f"musllinux_{major}_{v}_{arch}" for v in range(minor, -1, -1)]
+        tags = []
+        for v in range(minor, 4 if arch in ("x86_64", "i686") else 16, -1):
+            tags.append(f"manylinux_{major}_{v}_{arch}")
+            legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}.get(v)
+            if legacy and major == 2:
+                tags.append(f"{legacy}_{arch}")
+        return tags
+
 
 @dataclass
 class Facts:

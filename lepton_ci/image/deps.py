@@ -26,10 +26,13 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
@@ -178,8 +181,7 @@ class PipInstaller:
             "--no-warn-script-location",
             "--target",
             str(target_dir),
-            "--platform",
-            target.platform,
+            *(f"--platform={tag}" for tag in target.platforms()),
             "--python-version",
             target.python,
             "--implementation",
@@ -404,11 +406,13 @@ def _build(
             LAYER_NAME,
             tuple(sorted(entries, key=lambda e: PurePosixPath(e.path).parts)),
             MTIME,
-            "gzip",
+            "none",  # the tar: compressed below, on every core
         )
         blob = work / "layer.tar.gz"
         with blob.open("wb") as f:
-            digest, diff_id, size = source.write(f.write)
+            gz = ParallelGzip(f.write)
+            _, diff_id, _ = source.write(gz.write)
+            digest, size = gz.close()
         shutil.rmtree(site)  # the blob is what is kept
         atomic.write_text(
             work / "layer.json",
@@ -426,3 +430,59 @@ def _build(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+class ParallelGzip:
+    """gzip on every core: the tar is cut into fixed pieces, each compressed as its own gzip
+    member (RFC 1952 allows a file of several; Go's, zlib's and Python's readers, so Docker,
+    containerd, podman and CRI-O, read them as one stream). Fixed cuts keep the bytes a
+    function of the input; zlib releases the GIL, so threads are enough. Level 1: a layer of
+    torch compresses five times faster than at level 6 for 12% more bytes, sent once per key.
+    Memory: a few pieces in flight."""
+
+    PIECE = 4 << 20
+
+    def __init__(self, sink: Callable[[bytes], object], level: int = 1) -> None:
+        self.sink = sink
+        self.level = level
+        self.workers = max(os.cpu_count() or 1, 1)
+        self.pool = ThreadPoolExecutor(max_workers=self.workers)
+        self.pending: list[Any] = []
+        self.buffer = bytearray()
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= self.PIECE:
+            self._submit(bytes(self.buffer[: self.PIECE]))
+            del self.buffer[: self.PIECE]
+
+    def _submit(self, piece: bytes) -> None:
+        self.pending.append(self.pool.submit(_gzip_member, piece, self.level))
+        while len(self.pending) > 2 * self.workers:
+            self._emit(self.pending.pop(0).result())
+
+    def _emit(self, member: bytes) -> None:
+        self.h.update(member)
+        self.size += len(member)
+        self.sink(member)
+
+    def close(self) -> tuple[str, int]:
+        """Flush; returns the compressed blob's digest and size."""
+        if self.buffer:  # a tar is never empty: it ends with two zero blocks
+            self._submit(bytes(self.buffer))
+            self.buffer.clear()
+        for future in self.pending:
+            self._emit(future.result())
+        self.pending.clear()
+        self.pool.shutdown()
+        return "sha256:" + self.h.hexdigest(), self.size
+
+
+def _gzip_member(data: bytes, level: int) -> bytes:
+    """One gzip member with a fixed header (no name, mtime 0, OS unknown)."""
+    deflate = zlib.compressobj(level, zlib.DEFLATED, -15)
+    body = deflate.compress(data) + deflate.flush()
+    trailer = struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body + trailer
