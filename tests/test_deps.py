@@ -291,6 +291,27 @@ def test_fresh_clone_with_an_empty_cache_finds_the_layer_in_the_registry(
 
 
 @pytest.mark.e2e
+def test_a_second_repository_on_the_machine_neither_installs_nor_uploads(
+    tmp_path, services, wheelhouse, capsys
+):
+    one, two = tmp_path / "one", tmp_path / "two"
+    project(one, services)
+    image = project(two, services)
+    cli = Cli(one, capsys)
+    release(cli)
+    first, _ = build(cli)
+    cli = Cli(two, capsys)
+    release(cli)
+    second, err = build(cli)
+    assert "in the machine cache" in err and "installing" not in err
+    layer = second["layers"]["dependencies"]
+    assert layer["digest"] == first["layers"]["dependencies"]["digest"]
+    assert layer["uploaded"] == 0  # mounted from the first repository
+    client, name = registry_client(image)
+    assert client.blob_exists(name, layer["digest"])
+
+
+@pytest.mark.e2e
 def test_a_package_with_no_wheel_is_a_clear_error(tmp_path, services, wheelhouse, capsys):
     repo = tmp_path / "repo"
     project(repo, services, requirements="tinydep==1.0\nsdistonly==1.0\n")

@@ -169,9 +169,11 @@ def target(
     cache = cache_dir / "base-probe.json" if cache_dir else None
     known = _load(cache)
     key = f"{PROBE_VERSION}:{manifest_digest}"
-    if key in known:
-        facts = Facts(**known[key])
-    else:
+    try:
+        facts = Facts(**known[key]) if key in known else None
+    except TypeError:  # written by another version: read the base again
+        facts = None
+    if facts is None:
         facts = Facts()
         for desc in manifest.get("layers", []):
             try:

@@ -294,6 +294,8 @@ class LayersBuilder:
                 continue
             data = self.clients(plan.base.registry).get_blob(plan.base.repository, desc["digest"])
             client.upload_blob(repo, desc["digest"], data)
+        if plan.deps is not None:
+            plan.deps.mount(client, repo)
         todo = [
             x
             for x in plan.layers

@@ -21,6 +21,7 @@ referenced, so a registry's garbage collection cannot remove the layer the key p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -165,7 +166,14 @@ class PipInstaller:
         self.python = python or sys.executable
         self.env = dict(env) if env is not None else None
         source = self.env if self.env is not None else os.environ
-        self.timeout = timeout or float(source.get("LEPTON_DEPS_TIMEOUT") or DEFAULT_TIMEOUT)
+        text = source.get("LEPTON_DEPS_TIMEOUT") or str(DEFAULT_TIMEOUT)
+        try:
+            self.timeout = timeout or float(text)
+        except ValueError:
+            raise DepsError(
+                f"LEPTON_DEPS_TIMEOUT={text!r} is not a number of seconds",
+                hint="set it to e.g. 1800, or unset it",
+            ) from None
         self.log = log
 
     def command(self, requirements: Path, target_dir: Path, target: Target) -> list[str]:
@@ -290,6 +298,18 @@ class DepsLayer:
     key: str
     target: Target
     tagged: bool  # the registry's tag for the key is known to point at this layer
+    cache_entry: Path | None = None  # the machine cache's directory for the key
+
+    def mount(self, client: OCIClient, repo: str) -> None:
+        """Borrow the blob from another repository of the registry that was sent it from this
+        machine (the cache remembers where), instead of uploading it again."""
+        if self.cache_entry is None or client.blob_exists(repo, self.layer.digest):
+            return
+        for where in _meta(self.cache_entry).get("repos", []):
+            registry, _, other = str(where).partition("/")
+            same = registry == client.registry and other != repo
+            if same and client.mount_blob(repo, self.layer.digest, other):
+                return
 
     @property
     def tag(self) -> str:
@@ -319,6 +339,13 @@ class DepsLayer:
                 client.upload_blob(repo, sha256(EMPTY), EMPTY)
             client.put_manifest(repo, self.tag, manifest, MANIFEST_OCI)
         self.tagged = True
+        if self.cache_entry is not None:
+            meta = _meta(self.cache_entry)
+            where = f"{client.registry}/{repo}"
+            if meta and where not in meta.setdefault("repos", []):
+                meta["repos"] = [*meta["repos"], where][-20:]
+                with contextlib.suppress(OSError):  # only a hint for the next build
+                    atomic.write_text(self.cache_entry / "layer.json", json.dumps(meta))
 
 
 def prepare(
@@ -343,7 +370,8 @@ def prepare(
     cached = _cached(cache / key)
     if cached is not None:
         print(f"dependency layer {short}: in the machine cache", file=log)
-        return DepsLayer(oci.Layer(LAYER_NAME, *cached[1:], source=cached[0]), key, target, False)
+        layer = oci.Layer(LAYER_NAME, *cached[1:], source=cached[0])
+        return DepsLayer(layer, key, target, False, cache / key)
     found = _in_registry(client, repo, key)
     if found is not None:
         print(f"dependency layer {short}: in the registry ({TAG_PREFIX}{short}...)", file=log)
@@ -355,12 +383,20 @@ def prepare(
     source = _build(requirements, target, installer, cache, key)
     layer = oci.Layer(LAYER_NAME, source.digest, source.diff_id, source.size, source)
     print(f"dependency layer {short}: {source.size / 1e6:.1f} MB", file=log)
-    return DepsLayer(layer, key, target, False)
+    return DepsLayer(layer, key, target, False, cache / key)
+
+
+def _meta(entry: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((entry / "layer.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _cached(entry: Path) -> tuple[BlobFile, str, str, int] | None:
+    meta = _meta(entry)
     try:
-        meta = json.loads((entry / "layer.json").read_text())
         blob = entry / "layer.tar.gz"
         if blob.stat().st_size != int(meta["size"]):
             return None
