@@ -390,3 +390,21 @@ def test_parallel_gzip_is_one_readable_stream_and_the_same_bytes_every_time():
         outs.append(blob)
     assert outs[0] == outs[1]
     assert gzip.decompress(outs[0]) == data
+
+
+@pytest.mark.unit
+def test_the_key_follows_included_requirement_files(tmp_path):
+    from lepton_ci.core.errors import InputError
+
+    (tmp_path / "base.txt").write_text("tinydep==1.0\n")
+    main = tmp_path / "requirements.txt"
+    main.write_text("-r base.txt\n--constraint=missing.txt\n")
+    with pytest.raises(InputError, match=r"includes missing\.txt"):
+        deps.requirement_bytes(main)
+    main.write_text("-r base.txt\n")
+    before = deps.layer_key(deps.requirement_bytes(main), TARGET)
+    (tmp_path / "base.txt").write_text("tinydep==2.0\n")
+    assert deps.layer_key(deps.requirement_bytes(main), TARGET) != before
+    assert deps.layer_key(deps.requirement_bytes(main), Target("3.12", TARGET.platform)) != (
+        deps.layer_key(deps.requirement_bytes(main), TARGET)
+    )
