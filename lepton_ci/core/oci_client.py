@@ -273,8 +273,8 @@ class OCIClient:
         with contextlib.closing(r):
             if r.status_code != 200:
                 raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
-            stream = _HashingReader(r.iter_content(CHUNK))
-            read(io.BufferedReader(stream, CHUNK))
+            stream = _HashingReader(r.iter_content(1 << 20))
+            read(io.BufferedReader(stream, 1 << 20))
             stream.drain()
         if stream.digest() != digest:
             raise OCIError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
