@@ -408,3 +408,10 @@ def test_the_key_follows_included_requirement_files(tmp_path):
     assert deps.layer_key(deps.requirement_bytes(main), Target("3.12", TARGET.platform)) != (
         deps.layer_key(deps.requirement_bytes(main), TARGET)
     )
+
+
+@pytest.mark.unit
+def test_the_dependency_directory_goes_before_the_base_images_pythonpath():
+    assert deps.pythonpath({"config": {"Env": ["PATH=/bin"]}}) == deps.DEPS_DIR
+    base = {"config": {"Env": ["PYTHONPATH=/usr/local/app", "LANG=C.UTF-8"]}}
+    assert deps.pythonpath(base) == f"{deps.DEPS_DIR}:/usr/local/app"

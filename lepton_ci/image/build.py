@@ -1,7 +1,8 @@
 """`lepton-ci build`: the model image, by appending layers (daemonless) or from a Dockerfile.
 
-`layers`: base image from a registry + a code layer + a model layer + a metadata layer
-(the evidence record and model card at fixed paths), pushed over the OCI distribution API.
+`layers`: base image from a registry + a dependency layer (`image.requirements`, see deps.py)
++ a code layer + a model layer + a metadata layer (the evidence record and model card at fixed
+paths), pushed over the OCI distribution API.
 Blobs the registry has are not sent again, so a model-only change uploads the model layer,
 the small metadata layer, a config and a manifest. `dockerfile`: the user's Dockerfile through
 the Docker Engine API (Docker or podman's compatible socket), then the same metadata on top.
@@ -246,14 +247,7 @@ class LayersBuilder:
                 log=log,
             )
             layers.insert(0, deps_layer.layer)  # base, dependencies, code, model, metadata
-            inherited = {
-                k: v
-                for k, _, v in (
-                    x.partition("=") for x in (base_config.get("config") or {}).get("Env") or []
-                )
-            }
-            paths = [deps.DEPS_DIR, *filter(None, [inherited.get("PYTHONPATH")])]
-            env = {"PYTHONPATH": ":".join(paths), **env}
+            env = {"PYTHONPATH": deps.pythonpath(base_config), **env}
         labels = imagemeta.labels(
             rec, image, description=cfg.card.description, license_=cfg.card.license
         )

@@ -292,6 +292,13 @@ def _pip_failure(requirements: Path, target: Target, output: str) -> DepsError:
 # -- the layer -------------------------------------------------------------------------------
 
 
+def pythonpath(base_config: dict[str, Any]) -> str:
+    """DEPS_DIR first, then whatever PYTHONPATH the base image sets."""
+    env = (base_config.get("config") or {}).get("Env") or []
+    inherited = [v for k, _, v in (x.partition("=") for x in env) if k == "PYTHONPATH" and v]
+    return ":".join([DEPS_DIR, *inherited])
+
+
 @dataclass
 class DepsLayer:
     layer: oci.Layer
