@@ -97,6 +97,25 @@ class ImageConfig(Strict):
         description="model layer: gzip, none (plain tar), or auto (none when gzip cannot "
         "shrink the weights by 10%)",
     )
+    requirements: str | None = Field(
+        None,
+        description="pinned requirements file (relative to the model dir) installed as the "
+        "dependency layer (layers builder)",
+    )
+    python: str | None = Field(
+        None, description='the base image\'s Python, e.g. "3.11" (default: read from the base)'
+    )
+    platform: str | None = Field(
+        None,
+        description="wheel platform tag, e.g. manylinux_2_36_x86_64 (default: read from the base)",
+    )
+
+    @field_validator("python", mode="before")
+    @classmethod
+    def _python_is_text(cls, v: Any) -> Any:
+        if isinstance(v, float):  # YAML reads 3.10 as the number 3.1
+            raise ValueError('quote the version: `python: "3.11"` (YAML reads 3.10 as 3.1)')
+        return v
 
     @property
     def kind(self) -> str:
@@ -106,6 +125,20 @@ class ImageConfig(Strict):
     def _layers_need_base(self) -> ImageConfig:
         if self.kind == "layers" and not self.base:
             raise ValueError("the `layers` builder needs `base:` (an image in a registry)")
+        if self.kind != "layers" and self.requirements:
+            raise ValueError(
+                "`requirements:` is for the `layers` builder; with a Dockerfile, install "
+                "the requirements in the Dockerfile"
+            )
+        if self.python is not None and not re.fullmatch(r"3\.\d{1,2}", self.python):
+            raise ValueError(f'`python: {self.python}` must be MAJOR.MINOR, e.g. "3.11"')
+        if self.platform is not None and not re.fullmatch(
+            r"(manylinux|musllinux)_\d+_\d+_(x86_64|aarch64|armv7l|ppc64le|s390x)", self.platform
+        ):
+            raise ValueError(
+                f"`platform: {self.platform}` is not a wheel platform tag like "
+                "manylinux_2_36_x86_64 or musllinux_1_2_aarch64"
+            )
         return self
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import queue
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import LeptonError
 
@@ -265,6 +266,19 @@ class OCIClient:
             raise OCIError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
         return r.content
 
+    def read_blob(self, repo: str, digest: str, read: Callable[[IO[bytes]], None]) -> None:
+        """Stream a blob to `read` as a file object, a chunk at a time (a base layer of
+        hundreds of MB is never held in memory); its digest is checked once read to the end."""
+        r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True)
+        with contextlib.closing(r):
+            if r.status_code != 200:
+                raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
+            stream = _HashingReader(r.iter_content(1 << 20))
+            read(io.BufferedReader(stream, 1 << 20))
+            stream.drain()
+        if stream.digest() != digest:
+            raise OCIError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
+
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         r = self.request(
             "POST",
@@ -488,6 +502,37 @@ def runner_platform() -> tuple[str, str | None]:
         platform.machine().lower(), platform.machine().lower()
     )
     return arch, ("v8" if arch == "arm64" else None)
+
+
+class _HashingReader(io.RawIOBase):
+    """A readable file over an iterator of chunks that hashes what passes."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.pending = memoryview(b"")
+        self.h = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                return 0
+            self.h.update(chunk)
+            self.pending = memoryview(chunk)
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]  # a view: no copy of the rest
+        return n
+
+    def drain(self) -> None:
+        for chunk in self.chunks:
+            self.h.update(chunk)
+
+    def digest(self) -> str:
+        return "sha256:" + self.h.hexdigest()
 
 
 class _UploadBroken(Exception):

@@ -1,7 +1,8 @@
 """`lepton-ci build`: the model image, by appending layers (daemonless) or from a Dockerfile.
 
-`layers`: base image from a registry + a code layer + a model layer + a metadata layer
-(the evidence record and model card at fixed paths), pushed over the OCI distribution API.
+`layers`: base image from a registry + a dependency layer (`image.requirements`, see deps.py)
++ a code layer + a model layer + a metadata layer (the evidence record and model card at fixed
+paths), pushed over the OCI distribution API.
 Blobs the registry has are not sent again, so a model-only change uploads the model layer,
 the small metadata layer, a config and a manifest. `dockerfile`: the user's Dockerfile through
 the Docker Engine API (Docker or podman's compatible socket), then the same metadata on top.
@@ -10,6 +11,7 @@ the Docker Engine API (Docker or podman's compatible socket), then the same meta
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tarfile
 import tempfile
@@ -28,6 +30,7 @@ from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.oci_client import MANIFEST_OCI, ClientFactory, OCIError, Ref, sha256
 from lepton_ci.core.outputs import BuildOutputs
 from lepton_ci.core.record import Record
+from lepton_ci.image import base_probe, deps
 from lepton_ci.image import layers as oci
 from lepton_ci.image import metadata as imagemeta
 from lepton_ci.image.progress import Progress
@@ -84,6 +87,7 @@ class Plan:
     layers: list[oci.Layer | oci.LayerSource]  # a source: digest learnt while uploading
     image_config: Callable[[list[oci.Layer]], bytes]
     annotations: dict[str, str]
+    deps: deps.DepsLayer | None = None
 
 
 def _sorted(entries: list[oci.Entry]) -> tuple[oci.Entry, ...]:
@@ -142,8 +146,13 @@ class LayersBuilder:
         cache_dir: Path | None = None,
         progress_stream: Any = None,
         parallel: int = 3,
+        installer: deps.PipInstaller | None = None,
+        deps_cache: Path | None = None,
     ) -> None:
         self.clients = clients
+        self.cache_dir = cache_dir
+        self.installer = installer
+        self.deps_cache = deps_cache
         self.stat = StatCache(cache_dir / "stat.json" if cache_dir else None)
         self.index = LayerIndex(cache_dir / "layers.json" if cache_dir else None)
         self.progress_stream = progress_stream
@@ -163,7 +172,7 @@ class LayersBuilder:
         target, base = Ref.parse(image.name), Ref.parse(image.base)
         base_client = self.clients(base.registry)
         try:
-            base_manifest, _ = base_client.image_manifest(base.repository, base.reference)
+            base_manifest, base_digest = base_client.image_manifest(base.repository, base.reference)
             if base_client.platform_note:  # say which image of a multi-platform base
                 print(base_client.platform_note, file=self.progress_stream or sys.stderr)
         except OCIError as e:
@@ -214,9 +223,33 @@ class LayersBuilder:
                 mtime,
             ),
         ]
-        layers = [self.index.layer(src, stat) for src in sources]
+        layers: list[oci.Layer | oci.LayerSource] = [self.index.layer(src, stat) for src in sources]
         stat.save()
         self.index.save()
+        deps_layer = None
+        env = dict(image.env)
+        if image.requirements:
+            log = self.progress_stream or sys.stderr
+            target_python = base_probe.target(
+                image,
+                base_client,
+                base.repository,
+                base_manifest,
+                base_digest,
+                base_config,
+                self.cache_dir,
+            )
+            deps_layer = deps.prepare(
+                model_dir / image.requirements,
+                target_python,
+                self.clients(target.registry),
+                target.repository,
+                installer=self.installer or deps.PipInstaller(log=log),
+                cache=self.deps_cache or deps.cache_root(os.environ),
+                log=log,
+            )
+            layers.insert(0, deps_layer.layer)  # base, dependencies, code, model, metadata
+            env = {"PYTHONPATH": deps.pythonpath(base_config), **env}
         labels = imagemeta.labels(
             rec, image, description=cfg.card.description, license_=cfg.card.license
         )
@@ -229,7 +262,7 @@ class LayersBuilder:
                     created=imagemeta.created(rec),
                     labels=labels,
                     env={
-                        **image.env,
+                        **env,
                         "LEPTON_MODEL": rec.model,
                         "MODEL_VERSION": rec.candidate_version or "",
                     },
@@ -241,7 +274,7 @@ class LayersBuilder:
             )
 
         annotations = {k: v for k, v in labels.items() if k.startswith("org.opencontainers")}
-        return Plan(target, base, base_manifest, layers, config, annotations)
+        return Plan(target, base, base_manifest, layers, config, annotations, deps_layer)
 
     def perform(self, plan: Plan, tags: list[str]) -> BuildResult:
         client = self.clients(plan.target.registry)
@@ -257,6 +290,8 @@ class LayersBuilder:
                 continue
             data = self.clients(plan.base.registry).get_blob(plan.base.repository, desc["digest"])
             client.upload_blob(repo, desc["digest"], data)
+        if plan.deps is not None:
+            plan.deps.mount(client, repo)
         todo = [
             x
             for x in plan.layers
@@ -281,12 +316,14 @@ class LayersBuilder:
             if isinstance(item, oci.Layer):
                 return item, sent
             digest, diff_id, size = written[-1]
-            layer = oci.Layer(source.name, digest, diff_id, size, source)
-            return self.index.learn(source.key(self.stat.hash), layer), sent
+            layer = oci.Layer(item.name, digest, diff_id, size, item)
+            return self.index.learn(item.key(self.stat.hash), layer), sent
 
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             uploaded = {layer.name: (layer, sent) for layer, sent in pool.map(upload, todo)}
         self.index.save()
+        if plan.deps is not None:
+            plan.deps.publish(client, repo)
         layers: list[oci.Layer] = []
         for x in plan.layers:
             if x.name in uploaded:

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from lepton_ci.core.oci_client import (
     CONFIG_OCI,
@@ -156,13 +156,27 @@ def choose_compression(entries: Iterable[Entry]) -> Compression:
     return "none" if raw >= 64 * 1024 and packed > 0.9 * raw else "gzip"
 
 
+class Source(Protocol):
+    """Where a layer's bytes come from: a LayerSource, or a layer built before (a file)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def media_type(self) -> str: ...
+
+    def raw_size(self) -> int: ...
+
+    def write(self, sink: Callable[[bytes], object]) -> tuple[str, str, int]: ...
+
+
 @dataclass
 class Layer:
     name: str
     digest: str  # sha256 of the (compressed) layer bytes
     diff_id: str  # sha256 of the tar
     size: int
-    source: LayerSource
+    source: Source
 
     @property
     def media_type(self) -> str:
