@@ -175,6 +175,15 @@ def use_registry(repo: Path, registry: str, base: str) -> str:
 
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
+# What training, evaluation and lepton-ci leave in an example: never copied into a test repo.
+EXAMPLE_OUTPUTS = (
+    "model.joblib",
+    "model.pth",
+    "predictions.json",
+    "metrics.json",
+    ".lepton",
+    "__pycache__",
+)
 
 
 def example_repo(
@@ -183,9 +192,7 @@ def example_repo(
     """The digits example, committed in a new git repository at `repo`, its lepton.yaml on
     this session's registry and base image (`edit(lepton.yaml)` runs before the commit).
     Returns REGISTRY/NAMESPACE, the prefix of its image name."""
-    shutil.copytree(
-        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
-    )
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns(*EXAMPLE_OUTPUTS))
     prefix = use_registry(repo, services["registry"].host, services["bases"]["python"])
     if edit is not None:
         edit(repo / "lepton.yaml")

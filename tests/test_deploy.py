@@ -18,8 +18,8 @@ from tests.support.services import check_port
 
 pytestmark = pytest.mark.e2e
 WRONG = (
-    "        preds = [self.model.predict([float(v) for v in x]) for x in instances]",
-    "        preds = [(self.model.predict([float(v) for v in x]) + 1) % 10 for x in instances]",
+    "        preds = [int(c) for c in self.model.predict(instances)]",
+    "        preds = [(int(c) + 1) % 10 for c in self.model.predict(instances)]",
 )
 BROKEN_HEALTH = (
     '                code, body = 200, {"status": "ok"}',
