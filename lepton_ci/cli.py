@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from lepton_ci.core.context import Context
     from lepton_ci.core.git import Git
     from lepton_ci.deploy.operations import EnvironmentOperation
+    from lepton_ci.run.operation import RunOptions
 
 REPORT_URL = "https://github.com/lepton-ci/lepton-ci/issues"
 FORMATS = ("table", "markdown", "json")
@@ -35,17 +36,23 @@ def _git() -> Git:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lepton_ci.report import bundle
-    from lepton_ci.run import diffview
-    from lepton_ci.run.operation import RunOptions, raise_on_failure
+    from lepton_ci.run.operation import RunOptions
 
     ctx = _ctx(args)
     opts = RunOptions(not args.no_cache, args.baseline, args.base_ref, args.cached_only)
-    report = bundle.run_and_bundle(ctx, args.model or list(ctx.cfg.config.models), opts)
+    return _run(ctx, args.model or list(ctx.cfg.config.models), opts, args.format, args.no_fail)
+
+
+def _run(ctx: Context, models: list[str], opts: RunOptions, fmt: str, no_fail: bool) -> int:
+    from lepton_ci.report import bundle
+    from lepton_ci.run import diffview
+    from lepton_ci.run.operation import raise_on_failure
+
+    report = bundle.run_and_bundle(ctx, models, opts)
     for rec in report.records:
-        echo(diffview.render(rec, args.format))
+        echo(diffview.render(rec, fmt))
     report.announce(ctx.rt)
-    if not args.no_fail:
+    if not no_fail:
         raise_on_failure(report.records)
     return 0
 
@@ -211,8 +218,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from lepton_ci.init import scaffold
+    from lepton_ci.run.operation import RunOptions
 
-    run_now = scaffold.command(
+    adopt = scaffold.command(
         Path.cwd(),
         model=args.model,
         overrides={k: v for k in ("train", "evaluate", "metrics") if (v := getattr(args, k))},
@@ -222,7 +230,13 @@ def cmd_init(args: argparse.Namespace) -> int:
         env=dict(os.environ),
         log=echo,
     )
-    return main(["run"]) if run_now else 0
+    if adopt is None:
+        return 0
+    from lepton_ci.core.context import Context
+
+    # `run` records the training init has just done (once) rather than training again
+    ctx = Context.load(str(Path.cwd() / "lepton.yaml"))
+    return _run(ctx, list(ctx.cfg.config.models), RunOptions(adopt=adopt), "table", False)
 
 
 def cmd_extras(args: argparse.Namespace) -> int:

@@ -161,19 +161,28 @@ def test_init_in_ci_asks_nothing_and_writes_a_valid_config(tmp_path, monkeypatch
     repo = tmp_path / "Fraud_Model"
     repo.mkdir()
     monkeypatch.setenv("CI", "true")
-    proc = subprocess.run(
-        [sys.executable, "-m", "lepton_ci", "-C", str(repo), "init"],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+
+    def init_ci(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lepton_ci", "-C", str(repo), "init", *args],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    # nothing to train with: no placeholder, exit 1, the key and the flag named, nothing written
+    proc = init_ci()
+    assert proc.returncode == 1, proc.stdout
+    assert "no train script found" in proc.stderr
+    assert "--train" in proc.stderr and "`models.fraud-model.train`" in proc.stderr
+    assert list(repo.iterdir()) == []
+    proc = init_ci("--train", "python3 fit.py")
     assert proc.returncode == 0, proc.stderr
     assert "wrote lepton.yaml" in proc.stdout
-    # nothing to run: it says exactly what to fill in
-    assert "models.fraud-model.train: no train.py or train.sh found" in proc.stdout
     cfg = config.load(repo / "lepton.yaml")
     assert list(cfg.config.models) == ["fraud-model"]
+    assert cfg.config.models["fraud-model"].train == "python3 fit.py"
     wf = (repo / ".github" / "workflows" / "model-main.yml").read_text()
     assert "model: fraud-model" in wf and "digits" not in wf
     assert len(list((repo / ".github" / "workflows").glob("*.yml"))) == 7  # model-site too

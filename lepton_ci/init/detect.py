@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-TRAIN_SCRIPTS = ("train.py", "train.sh")
-EVALUATE_SCRIPTS = ("evaluate.py", "eval.py", "evaluate.sh", "eval.sh")
+from lepton_ci.init import scripts
+
 METRICS_FILES = (
     "metrics.json",
     "metrics.yaml",
@@ -25,6 +25,12 @@ METRICS_FILES = (
     "eval.json",
     "results.json",
     "scores.json",
+)
+# params files a training reads, best first; `run` reads YAML and JSON
+PARAMS_FILES = tuple(
+    f"{stem}.{ext}"
+    for stem in ("params", "hparams", "hyperparams", "config/params", "conf/params")
+    for ext in ("yaml", "yml", "json")
 )
 SKIP_DIRS = {"node_modules", "site-packages", "__pycache__", "venv", "env", "build", "dist"}
 SEARCH_DEPTH = 2  # a monorepo's models/<name>/train.py is found, deeper is not
@@ -52,9 +58,10 @@ class Found:
     """One model's directory and what was found in it."""
 
     path: Path
-    train: Path | None = None
-    evaluate: Path | None = None
+    train: scripts.Scripts
+    evaluate: scripts.Scripts
     metrics: Path | None = None
+    params: Path | None = None
 
 
 def interpreter() -> str:
@@ -62,11 +69,6 @@ def interpreter() -> str:
     if shutil.which("python3"):
         return "python3"
     return "python" if shutil.which("python") else "python3"
-
-
-def command_for(script: Path, python: str) -> str:
-    name = script.name
-    return f"bash {name}" if script.suffix == ".sh" else f"{python} {name}"
 
 
 def _first(directory: Path, names: tuple[str, ...]) -> Path | None:
@@ -92,22 +94,51 @@ def _dirs(root: Path, depth: int) -> Iterator[Path]:
 def find_models(root: Path) -> list[Found]:
     """The directory of every train script: the root alone if it has one, else each
     directory below it (to SEARCH_DEPTH) that has one, as in a monorepo."""
-    at_root = _first(root, TRAIN_SCRIPTS)
-    dirs = [root] if at_root else [d for d in _dirs(root, SEARCH_DEPTH) if d != root]
-    found = []
-    for d in dirs:
-        train = _first(d, TRAIN_SCRIPTS)
-        if train is None:
+    at_root = scripts.find(root, "train")
+    if at_root.chosen is not None:
+        return [_found(root, at_root)]
+    found: list[Found] = []
+    claimed: set[Path] = set()
+    for d in _dirs(root, SEARCH_DEPTH):
+        if d == root:
             continue
-        found.append(
-            Found(
-                path=d,
-                train=train,
-                evaluate=_first(d, EVALUATE_SCRIPTS),
-                metrics=_first(d, METRICS_FILES),
-            )
-        )
+        train = scripts.find(d, "train")
+        if train.chosen is None or train.chosen in claimed:  # `x/scripts/` is x's
+            continue
+        claimed.add(train.chosen)
+        found.append(_found(d, train))
     return found
+
+
+def _found(directory: Path, train: scripts.Scripts) -> Found:
+    return Found(
+        path=directory,
+        train=train,
+        evaluate=scripts.find(directory, "evaluate"),
+        metrics=_first(directory, METRICS_FILES),
+        params=params_file(directory),
+    )
+
+
+def notebooks(root: Path) -> list[Path]:
+    """Training notebooks with no exported script, to say what to export."""
+    return scripts.find(root, "train").notebooks
+
+
+def params_file(directory: Path) -> Path | None:
+    """The params file of a model: the first of PARAMS_FILES that holds a mapping."""
+    for name in PARAMS_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and data:
+            return path
+    return None
 
 
 def metric_names(path: Path) -> list[str]:

@@ -8,19 +8,20 @@ implies, and the files training wrote as outputs. What it cannot see, it names a
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from lepton_ci.core.config import NAME_RE
-from lepton_ci.core.errors import ConfigError
+from lepton_ci.core.config import NAME_RE, ImageConfig
+from lepton_ci.core.errors import ConfigError, InputError
+from lepton_ci.core.record import Step
 from lepton_ci.core.templating import template_dir
-from lepton_ci.init import detect
+from lepton_ci.init import deps, detect, gitignore, repo, scripts
 
 WORKFLOWS = (
     "model-pr.yml",
@@ -31,7 +32,11 @@ WORKFLOWS = (
     "model-rollback.yml",
     "model-site.yml",
 )
-TRAIN_TIMEOUT_S = 3600.0
+TRAIN_TIMEOUT_S = 3600.0  # the default `timeout_minutes`, so the run can adopt the training
+# the comment in the shipped workflows where init puts the step that installs the training
+# dependencies (the examples need none, so they carry only the comment)
+DEPS_MARKER = "# Training dependencies:"
+SERVERS = ("serve.py", "server.py", "app.py", "main.py")
 
 Prompt = Callable[[str], str]
 Log = Callable[[str], None]
@@ -48,6 +53,7 @@ class Answers:
     key_metric: str | None = None
     outputs: str = ""  # comma-separated paths
     path: str = "."
+    params: str | None = None
     metric_names: list[str] = field(default_factory=list)
 
 
@@ -56,6 +62,7 @@ class Result:
     written: list[Path]
     models: list[Answers]
     todo: list[str]
+    ran: dict[str, list[Step]] = field(default_factory=dict)  # model -> what init trained
 
     @property
     def ready(self) -> bool:
@@ -86,29 +93,59 @@ def confirm(prompt: Prompt | None, question: str, *, default: bool) -> bool:
     return default if not reply else reply in ("y", "yes")
 
 
-def propose(root: Path, model: str | None = None) -> list[Answers]:
-    """One Answers per model directory found; a placeholder when there is none."""
+def propose(root: Path, model: str | None = None, log: Log = print) -> list[Answers]:
+    """One Answers per model directory found (none when no train script is found)."""
     python = detect.interpreter()
-    found = detect.find_models(root)
     out = []
-    for f in found:
+    for f in detect.find_models(root):
         rel = f.path.relative_to(root).as_posix() if f.path != root else "."
         a = Answers(
             model=default_model(f.path),
             path=rel,
-            train=detect.command_for(f.train, python) if f.train else None,
-            evaluate=detect.command_for(f.evaluate, python) if f.evaluate else None,
+            train=_command(f.train, f.path, python),
+            evaluate=_command(f.evaluate, f.path, python),
             outputs=", ".join(detect.existing_outputs(f.path)),
+            params=f.params.relative_to(f.path).as_posix() if f.params else None,
         )
+        for step, found in (("train", f.train), ("evaluate", f.evaluate)):
+            _say_chosen(log, rel, step, found, f.path)
         if f.metrics is not None:
             a.metrics = f.metrics.name
             read_metrics(a, f.metrics)
         out.append(a)
-    if not out:
-        out.append(Answers(model=default_model(root)))
     if model and len(out) == 1:
         out[0].model = model
     return out
+
+
+def _command(found: scripts.Scripts, directory: Path, python: str) -> str | None:
+    return scripts.command_for(found.chosen, directory, python) if found.chosen else None
+
+
+def _say_chosen(log: Log, where: str, step: str, found: scripts.Scripts, directory: Path) -> None:
+    if found.chosen is None:
+        return
+    rel = found.chosen.relative_to(directory).as_posix()
+    others = [p.relative_to(directory).as_posix() for p in found.others]
+    also = f" (also found: {', '.join(others)}; pass --{step} to choose another)" if others else ""
+    log(f"init: {step} script in {where}: {rel}{also}")
+
+
+def no_train_script(root: Path, model: str) -> InputError:
+    """Nothing to train with: name the key, the flag and what was looked for."""
+    notebooks = [p.relative_to(root).as_posix() for p in detect.notebooks(root)]
+    export = (
+        f"; {', '.join(notebooks)} is a notebook: export it first "
+        f"(jupyter nbconvert --to script {shlex.quote(notebooks[0])})"
+        if notebooks
+        else ""
+    )
+    return InputError(
+        f"no train script found in {root} (looked for train.py, train_model.py, train.sh, "
+        f"train*.py, and those in scripts/, src/ and notebooks/){export}",
+        hint=f"pass the command that trains your model: `lepton-ci init --train "
+        f"'python3 path/to/train.py'` (it becomes `models.{model}.train` in lepton.yaml)",
+    )
 
 
 def read_metrics(a: Answers, path: Path) -> None:
@@ -117,12 +154,16 @@ def read_metrics(a: Answers, path: Path) -> None:
         a.key_metric = detect.key_metric(a.metric_names)
 
 
-def train_once(root: Path, a: Answers, env: dict[str, str], log: Log) -> None:
-    """Run the training (and evaluation) once to learn the metric names and the outputs."""
+def train_once(root: Path, a: Answers, env: dict[str, str], log: Log) -> list[Step] | None:
+    """Run the training (and evaluation) once to learn the metric names and the outputs.
+    Returns the steps when both succeeded: `lepton-ci run` adopts them instead of training
+    again. The commands see what `run` gives them (LEPTON_MODEL, LEPTON_MODEL_DIR)."""
     from lepton_ci.run.commands import run_command
 
     workdir = root / a.path
+    env = {**env, "LEPTON_MODEL": a.model, "LEPTON_MODEL_DIR": str(workdir.resolve())}
     before = detect.snapshot(workdir)
+    steps = []
     for step, command in (("train", a.train), ("evaluate", a.evaluate)):
         if not command:
             continue
@@ -130,7 +171,16 @@ def train_once(root: Path, a: Answers, env: dict[str, str], log: Log) -> None:
         result = run_command(step, command, cwd=workdir, env=env, timeout_s=TRAIN_TIMEOUT_S)
         if result.exit_code != 0:
             log(f"init: `{command}` exited {result.exit_code}; metrics and outputs left to you")
-            return
+            return None
+        steps.append(
+            Step(
+                name=step,
+                command=command,
+                exit_code=0,
+                started_at=result.started_at,
+                duration_s=result.duration_s,
+            )
+        )
     new = detect.written(before, detect.snapshot(workdir))
     metrics = next(
         (p for p in detect.METRICS_FILES if p in new),
@@ -142,16 +192,12 @@ def train_once(root: Path, a: Answers, env: dict[str, str], log: Log) -> None:
     outputs = detect.top_level([p for p in new if p != a.metrics])[: detect.MAX_OUTPUTS]
     if outputs:
         a.outputs = ", ".join(outputs)
+    return steps
 
 
 def todo(root: Path, a: Answers) -> list[str]:
     """What the user must still fill in for `lepton-ci run` to pass, said exactly."""
     where = f"lepton.yaml: models.{a.model}"
-    if not a.train:
-        return [
-            f"{where}.train: no {' or '.join(detect.TRAIN_SCRIPTS)} found; write the command "
-            "that trains your model (and `evaluate:` if another command writes the metrics)"
-        ]
     if not a.metric_names:
         found = (
             "has no numbers by name"
@@ -177,7 +223,10 @@ def _scalar(value: str) -> str:
     plain = re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ./=-]*", value) is not None
     if plain and yaml.safe_load(value) == value:
         return value
-    return json.dumps(value)
+    # PyYAML's own double-quoted style: unicode as is, what YAML cannot hold raw escaped.
+    # (json.dumps is not YAML: it splits an emoji into two surrogates YAML will not join.)
+    text = yaml.safe_dump(value, default_style='"', allow_unicode=True, width=2**31 - 1)
+    return text.removesuffix("\n").removesuffix("\n...")
 
 
 def gate_lines(a: Answers) -> list[str]:
@@ -197,16 +246,22 @@ def gate_lines(a: Answers) -> list[str]:
     return lines
 
 
-def model_text(a: Answers) -> str:
+def model_text(a: Answers, root: Path) -> str:
     lines = [f"  {_scalar(a.model)}:"]
     if a.path != ".":
         lines.append(f"    path: {_scalar(a.path)}")
-    lines.append(f"    train: {_scalar(a.train or 'python3 train.py')}")
+    if a.train:
+        lines.append(f"    train: {_scalar(a.train)}")
     if a.evaluate:
         lines.append(f"    evaluate: {_scalar(a.evaluate)}")
     outputs = [o.strip() for o in a.outputs.split(",") if o.strip()]
+    params = (
+        f"    params: [{_scalar(a.params)}]"
+        if a.params
+        else "    params: []            # e.g. [params.yaml]: a change trains again"
+    )
     lines += [
-        "    params: []            # e.g. [params.yaml]",
+        params,
         '    code: ["**/*.py"]',
         "    data: []              # e.g. [data/]",
         f"    outputs: [{', '.join(_scalar(o) for o in outputs)}]",
@@ -214,23 +269,77 @@ def model_text(a: Answers) -> str:
     ]
     gates = gate_lines(a)
     lines += ["    gates:", *gates] if gates else ["    gates: {}             # one per metric"]
+    lines += image_lines(a, root) + DEPLOY_LINES
     return "\n".join(lines) + "\n"
 
 
-def config_text(models: list[Answers]) -> str:
+def image_lines(a: Answers, root: Path) -> list[str]:
+    """`image:` for `lepton-ci build`: a base with Python, the serving requirements, the
+    server if one is found; what is not known is a comment saying what to put there."""
+    workdir = root / a.path
+    owner = repo.origin(root)
+    name = f"ghcr.io/{owner.split('/')[0] if owner else 'OWNER'}/{a.model}"
+    lines = [
+        "    image:                # `lepton-ci build`: base, dependencies, code, model layers",
+        f"      name: {_scalar(name)}"
+        + ("" if owner else "   # OWNER: your GitHub user or organization"),
+        "      base: docker.io/library/python:3.12-slim   # an image with your Python",
+    ]
+    requirements = deps.serving(workdir, root)
+    if requirements:
+        line = f"requirements: {_scalar(requirements)}   # serving dependencies (wheels)"
+        has_key = "requirements" in ImageConfig.model_fields
+        # a lepton-ci without the dependency layer would refuse the key
+        lines.append(f"      {line}" if has_key else f"      # {line}")
+    server = next((s for s in SERVERS if (workdir / s).is_file()), None)
+    if server:
+        lines.append(f"      entrypoint: [python3, {_scalar(server)}]")
+    else:
+        lines.append("      # entrypoint: [python3, serve.py]   # the server, loading the outputs")
+    lines.append("      ports: [8080]")
+    return lines
+
+
+DEPLOY_LINES = [
+    "    # deploy:               # `lepton-ci deploy staging`; see the README's deploy section",
+    "    #   target: podman      # or kubernetes",
+    "    #   environments:",
+    "    #     staging:",
+    "    #       host_port: 8080",
+    "    #       checks:",
+    "    #         http: [{path: /healthz, status: 200}]",
+]
+
+
+def config_text(models: list[Answers], root: Path | None = None) -> str:
+    root = root or Path.cwd()
     return (
         "# lepton-ci configuration. Reference: https://github.com/lepton-ci/lepton-ci#configuration\n"
         "models:\n"
-        + "".join(model_text(a) for a in models)
+        + "".join(model_text(a, root) for a in models)
         + "stages:\n  staging: {}\n  prod: {requires: staging}\n"
     )
 
 
-def workflow_text(name: str, model: str) -> str:
+def workflow_text(name: str, model: str, installs: list[deps.Install] | None = None) -> str:
+    """A shipped workflow for `model`, with the step that installs `installs` after the
+    marker comment (where the shipped workflows train)."""
     text = (template_dir() / "workflows" / name).read_text(encoding="utf-8")
-    return text.replace("model: digits", f"model: {model}").replace(
+    text = text.replace("model: digits", f"model: {model}").replace(
         "report/digits", f"report/{model}"
     )
+    if not installs:
+        return text
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        if lines[i].strip().startswith(DEPS_MARKER):
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+            while i + 1 < len(lines) and lines[i + 1].strip().startswith("#"):
+                i += 1
+            lines.insert(i + 1, deps.step_text(installs, indent))
+        i += 1
+    return "".join(lines)
 
 
 def check_names(models: list[Answers]) -> None:
@@ -259,17 +368,48 @@ def refuse_existing(root: Path) -> None:
         )
 
 
-def write(root: Path, models: list[Answers]) -> list[Path]:
-    """lepton.yaml and the workflows; nothing is written when any of them exists."""
+def write(root: Path, models: list[Answers], log: Log = print) -> list[Path]:
+    """lepton.yaml, the workflows (installing the training dependencies before `run`) and
+    .gitignore's lines; nothing is written when lepton.yaml or a workflow exists."""
+    repo.refuse_git_dir(root)
     check_names(models)
     refuse_existing(root)
-    targets = {root / "lepton.yaml": config_text(models)}
+    installs = deps.training(root, [(root / a.path).resolve() for a in models])
+    for source in deps.unsafe(installs):
+        log(f"init: {source}: install it in the workflows yourself (its path needs quoting)")
+    installs = [i for i in installs if i.source not in deps.unsafe(installs)]
+    if installs:
+        log(
+            "init: the workflows install the training dependencies from "
+            + ", ".join(i.source for i in installs)
+        )
+    targets = {root / "lepton.yaml": config_text(models, root)}
     for name in WORKFLOWS:
-        targets[root / ".github" / "workflows" / name] = workflow_text(name, models[0].model)
+        targets[root / ".github" / "workflows" / name] = workflow_text(
+            name, models[0].model, installs
+        )
     for path, text in targets.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+    added = gitignore.update(root, ignored_paths(root, models))
+    if added:
+        log(f"init: .gitignore: added {', '.join(added)}")
+        return [*targets, root / ".gitignore"]
     return list(targets)
+
+
+def ignored_paths(root: Path, models: list[Answers]) -> list[str]:
+    """`.lepton/`, and each model's outputs and metrics files (relative to the root)."""
+    out = [".lepton/"]
+    for a in models:
+        for rel in [o.strip() for o in a.outputs.split(",") if o.strip()] + [a.metrics]:
+            path = (root / a.path / rel).resolve()
+            try:
+                posix = path.relative_to(root.resolve()).as_posix()
+            except ValueError:  # outside the repository: not ours to ignore
+                continue
+            out.append(posix + ("/" if path.is_dir() else ""))
+    return out
 
 
 def init(root: Path, answers: Answers) -> list[Path]:
@@ -289,24 +429,30 @@ def init_repo(
 ) -> Result:
     """Detect, ask (with a terminal), maybe train once, write. `may_run`: training may be run
     without asking (`--yes`); with a prompt, the user is asked first."""
-    models = propose(root, model)
+    repo.refuse_git_dir(root)
+    models = propose(root, model, log) or [Answers(model=model or default_model(root))]
     for a in models:
         for name, value in (overrides or {}).items():
             setattr(a, name, value)
         if prompt is not None:
             log(f"init: the model in {a.path} (Enter keeps the value shown)")
             ask(a, prompt)
+        if not a.train and not a.evaluate:
+            raise no_train_script(root / a.path, a.model)
     check_names(models)  # both before anything runs
     refuse_existing(root)
+    ran = {}
     for a in models:
         if a.train and not a.metric_names:
             question = f"run `{a.train}` once now to find the metric names and outputs?"
             if may_run or (prompt is not None and confirm(prompt, question, default=True)):
-                train_once(root, a, dict(os.environ if env is None else env), log)
+                steps = train_once(root, a, dict(os.environ if env is None else env), log)
+                if steps is not None:
+                    ran[a.model] = steps
         metrics_file = root / a.path / a.metrics
         if not a.metric_names and metrics_file.is_file():
             read_metrics(a, metrics_file)
-    written = write(root, models)
+    written = write(root, models, log)
     todos = [t for a in models for t in todo(root, a)]
     if len(models) > 1:
         log(
@@ -314,7 +460,7 @@ def init_repo(
             f"{', '.join(a.model for a in models[1:])}, copy the lepton-ci steps with "
             "`model:` set to each"
         )
-    return Result(written=written, models=models, todo=todos)
+    return Result(written=written, models=models, todo=todos, ran=ran)
 
 
 def next_step(
@@ -323,25 +469,11 @@ def next_step(
     """What to tell the user last, and whether to run `lepton-ci run` now."""
     if not result.ready:
         return ["fill in, then `lepton-ci run`:", *(f"  - {t}" for t in result.todo)], False
-    if not has_commit(root):
+    if not repo.has_commit(root):
         return ["next: commit (git add -A && git commit), then `lepton-ci run`"], False
     if may_run or (prompt and confirm(prompt, "run `lepton-ci run` now?", default=True)):
         return ["init: lepton-ci run"], True
     return ["next: `lepton-ci run`"], False
-
-
-def has_commit(root: Path) -> bool:
-    """`lepton-ci run` records a commit: a repository without one cannot run yet."""
-    import subprocess
-
-    proc = subprocess.run(
-        ["git", "rev-parse", "--verify", "-q", "HEAD"],
-        cwd=root,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    return proc.returncode == 0
 
 
 def command(
@@ -354,8 +486,9 @@ def command(
     no_run: bool,
     env: dict[str, str],
     log: Log,
-) -> bool:
-    """`lepton-ci init`: propose, write, say what comes next. True: run `lepton-ci run` now."""
+) -> dict[str, list[Step]] | None:
+    """`lepton-ci init`: propose, write, say what comes next. Not None: run `lepton-ci run`
+    now, adopting the steps init ran for each model named (their outputs are in place)."""
     prompt = input if interactive else None
     may_run = yes and not no_run
     result = init_repo(
@@ -366,4 +499,4 @@ def command(
     lines, run_now = next_step(root, result, may_run=may_run, prompt=prompt)
     for line in lines:
         log(line)
-    return run_now
+    return result.ran if run_now else None

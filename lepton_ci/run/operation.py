@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +30,9 @@ class RunOptions:
     baseline: str | None = None  # a version to compare with, or "none"
     base_ref: str | None = None  # act as a pull request against this branch
     cached_only: bool = False  # a run-cache miss is an error: this job must not train
+    # steps `init` just ran in this work tree, per model: their outputs are in place, so a
+    # miss records them instead of training a second time
+    adopt: dict[str, list[Step]] = field(default_factory=dict)
 
 
 def candidate_version(ctx: Context, model: str) -> Version:
@@ -170,6 +173,13 @@ def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
             hint="run `lepton-ci run` where the token cannot write first and restore its "
             "run-cache (model-main.yml: the `run` job saves it, `release` restores it)",
         )
+    elif name in opts.adopt:
+        rt.notice(f"{name}: run-cache miss: {reason}; recorded the training `init` just ran")
+        steps = opts.adopt[name]
+        produced = lineage.expand(workdir, cfg.outputs, what="outputs", required=True)
+        outputs = lineage.entries(workdir, produced, stat)
+        metrics = read_metrics([workdir / m for m in cfg.metrics])
+        cache_info = CacheInfo(key=key, hit=False, reason=reason)
     else:
         rt.notice(f"{name}: run-cache miss: {reason}")
         for p in cache.detach(sorted(existing_outputs), stat):
