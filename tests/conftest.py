@@ -187,12 +187,15 @@ EXAMPLE_OUTPUTS = (
 
 
 def example_repo(
-    repo: Path, services: dict[str, Any], edit: Callable[[Path], None] | None = None
+    repo: Path,
+    services: dict[str, Any],
+    edit: Callable[[Path], None] | None = None,
+    example: Path = EXAMPLE,
 ) -> str:
-    """The digits example, committed in a new git repository at `repo`, its lepton.yaml on
-    this session's registry and base image (`edit(lepton.yaml)` runs before the commit).
-    Returns REGISTRY/NAMESPACE, the prefix of its image name."""
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns(*EXAMPLE_OUTPUTS))
+    """An example (digits unless told), committed in a new git repository at `repo`, its
+    lepton.yaml on this session's registry and base image (`edit(lepton.yaml)` runs before the
+    commit). Returns REGISTRY/NAMESPACE, the prefix of its image name."""
+    shutil.copytree(example, repo, ignore=shutil.ignore_patterns(*EXAMPLE_OUTPUTS))
     prefix = use_registry(repo, services["registry"].host, services["bases"]["python"])
     if edit is not None:
         edit(repo / "lepton.yaml")
