@@ -20,7 +20,17 @@ def normalise(path: Path) -> None:
     rec = record_mod.load(path)
 
     def env(e):
-        return e.model_copy(update={"python": "3.11.0", "platform": "linux-x86_64"})
+        return e.model_copy(
+            update={
+                "python": "3.11.0",
+                "platform": "linux-x86_64",
+                "interpreter": "/usr/bin/python3",
+                "os": "Linux 6.1.0 (Debian GNU/Linux 12 (bookworm))",
+                "packages": ["numpy==2.2.6", "pyyaml==6.0.3", "scikit-learn==1.6.1"],
+                "packages_digest": "blake3:" + "5" * 64,
+                "accelerator": None,
+            }
+        )
 
     rec = rec.model_copy(
         update={
@@ -30,7 +40,10 @@ def normalise(path: Path) -> None:
                 s.model_copy(update={"started_at": "2026-03-01T12:00:00+00:00", "duration_s": 1.0})
                 for s in rec.steps
             ],
-            "cache": rec.cache.model_copy(update={"key": "blake3:" + "0" * 64}),
+            # the key (and the reason, which names it) holds this machine's packages
+            "cache": rec.cache.model_copy(
+                update={"key": "blake3:" + "0" * 64, "reason": "no earlier run (key 000000000000)"}
+            ),
             "baseline": rec.baseline.model_copy(
                 update={"environment": env(rec.baseline.environment)}
             )

@@ -538,3 +538,29 @@ def test_swap_that_fails_puts_the_earlier_site_back(
     with pytest.raises(PermissionError):
         operations._swap(mine, out)
     assert (out / "index.html").read_text() == "_site"  # the earlier site, where it was
+
+
+def test_version_page_shows_the_training_environment(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert site(repo, capsys=capsys)[0] == 0
+    toy = repo / "_site" / "models" / "toy"
+    v4 = (toy / "v0.3.1.html").read_text()
+    # the frameworks by name in the card, the interpreter and the full list in the evidence
+    assert "<tr><th>torch</th><td>2.13.0</td></tr>" in v4
+    assert "<tr><th>scikit-learn</th><td>1.6.1</td></tr>" in v4
+    assert "<code>/work/.venv/bin/python</code>, named by the train command" in v4
+    assert "<details><summary>All 4 installed packages</summary>" in v4
+    assert "<li><code>scikit-learn==1.6.1</code></li>" in v4
+    assert "<tr><th>Accelerator</th><td>none found</td></tr>" in v4
+    # the package's hostile name is text (no element: see test_pages_links_and_escaping)
+    assert "<li><code>&lt;img src=x onerror=alert(&#34;package&#34;)&gt;==1.0</code></li>" in v4
+    # what changed against the baseline: v0.3.1 was trained with scikit-learn 1.6.1, v0.2.0 not
+    v3 = (toy / "v0.3.0.html").read_text()
+    assert "Environment: packages changed: scikit-learn 1.9.1 -&gt; 1.6.1." in v3
+    # a record from before packages were listed says so, and lists none
+    v1 = (toy / "v0.1.0.html").read_text()
+    assert "Packages not listed (recorded by an older lepton-ci)." in v1
+    assert "installed packages</summary>" not in v1
+    v2 = (toy / "v0.2.0.html").read_text()
+    assert "Environment: packages changed (interpreter; one record lists none)." in v2

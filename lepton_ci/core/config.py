@@ -358,8 +358,24 @@ class CacheConfig(Strict):
 
 class EnvironmentConfig(Strict):
     lock: list[str] = Field(
-        default=[], description="lock files whose content stands for the environment"
+        default=[], description="lock files whose content is recorded with the environment"
     )
+    python: str | None = Field(
+        None,
+        description="the interpreter the train and evaluate commands run (a path relative to "
+        "lepton.yaml, or a name looked up on PATH); default: the one their commands name, else "
+        "`python3` on PATH",
+    )
+
+    @field_validator("python")
+    @classmethod
+    def _interpreter(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or v.startswith("-")):
+            raise ValueError(
+                "give an interpreter: a path such as `.venv/bin/python`, or a name on PATH "
+                "such as `python3.12`"
+            )
+        return v
 
 
 class Config(Strict):

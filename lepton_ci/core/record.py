@@ -70,11 +70,78 @@ class Lineage(_Model):
     data_digest: str = ""
 
 
+# Shown by name in the card, the PR comment and the site; the full list is there collapsed.
+NOTABLE_PACKAGES = (
+    "torch",
+    "tensorflow",
+    "jax",
+    "keras",
+    "scikit-learn",
+    "xgboost",
+    "lightgbm",
+    "catboost",
+    "transformers",
+    "onnxruntime",
+    "numpy",
+    "scipy",
+    "pandas",
+    "polars",
+)
+
+
+class Accelerator(_Model):
+    kind: Literal["nvidia"] = "nvidia"
+    driver: str = Field(description="driver version, as nvidia-smi reports it")
+    cuda: str | None = Field(None, description="the CUDA version the driver supports")
+    devices: list[str] = Field(default=[], description="the GPUs' names")
+
+    def text(self) -> str:
+        cuda = f", CUDA {self.cuda}" if self.cuda else ""
+        gpus = f" ({', '.join(self.devices)})" if self.devices else ""
+        return f"NVIDIA driver {self.driver}{cuda}{gpus}"
+
+
 class Environment(_Model):
-    python: str
+    python: str = Field(description="the training interpreter's version")
     platform: str
-    packages_digest: str = Field(description="digest of lock files, or of installed packages")
-    packages_source: str = Field(description="which lock files, or `installed`")
+    packages_digest: str = Field(
+        description="digest of `packages` and `locks` (before they were recorded: of the lock "
+        "files, or of the packages installed beside lepton-ci)"
+    )
+    packages_source: str = Field(
+        description="`interpreter` (`packages` as the training interpreter has them); older "
+        "records: which lock files, or `installed`"
+    )
+    interpreter: str | None = Field(None, description="path of the interpreter the commands run")
+    interpreter_source: str | None = Field(None, description="how that interpreter was found")
+    packages: list[str] = Field(
+        default=[], description="`name==version` installed for it (PEP 503 names), sorted"
+    )
+    locks: dict[str, str] = Field(default={}, description="lock file -> blake3 digest")
+    os: str | None = Field(None, description="kernel and distribution")
+    accelerator: Accelerator | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unrecorded(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A record written before these fields serialises (and digests) as it did then.
+        data: dict[str, Any] = handler(self)
+        for k in ("interpreter", "interpreter_source", "packages", "locks", "os", "accelerator"):
+            if not data.get(k):
+                data.pop(k, None)
+        return data
+
+    def versions(self) -> dict[str, str]:
+        """name -> version of the recorded packages."""
+        out = {}
+        for p in self.packages:
+            name, _, version = p.partition("==")
+            out[name] = version
+        return out
+
+    def notable(self) -> list[tuple[str, str]]:
+        """The frameworks a reader looks for first, in NOTABLE_PACKAGES' order."""
+        have = self.versions()
+        return [(n, have[n]) for n in NOTABLE_PACKAGES if n in have]
 
 
 class Step(_Model):

@@ -28,7 +28,7 @@ from lepton_ci.versions.registry import Registry
 LIMIT = 65536
 CHART_POINTS = 10
 # Least important first: trimmed in this order when the body is over GitHub's limit.
-OPTIONAL_SECTIONS = ("chart", "lineage", "params", "details")
+OPTIONAL_SECTIONS = ("packages", "chart", "lineage", "params", "details")
 TEMPLATE = "pr_comment.md.j2"
 _META = re.compile(r"<!-- lepton-ci:meta (\{.*?\}) -->")
 _FOOTER = re.compile(r"^<sub>.*</sub>$", re.MULTILINE)

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lepton_ci.core import atomic
 from lepton_ci.core.config import ModelConfig
 from lepton_ci.core.hashing import StatCache, hash_bytes, hash_file
 from lepton_ci.core.record import Environment, Lineage, Record, load, save
 
 
-def key(
-    model: str, cfg: ModelConfig, lineage: Lineage, params: dict[str, Any], env: Environment
-) -> str:
+def inputs_key(model: str, cfg: ModelConfig, lineage: Lineage, params: dict[str, Any]) -> str:
+    """What the run was asked to do, without where: commands, env vars, code, data, params."""
     payload = {
         "model": model,
         "train": cfg.train,
@@ -40,11 +40,22 @@ def key(
         "code": lineage.code_digest,
         "data": lineage.data_digest,
         "params": params,
+    }
+    return hash_bytes(json.dumps(payload, sort_keys=True, default=str).encode())
+
+
+def key(inputs: str, env: Environment) -> str:
+    """The inputs and the training environment, by its interpreter's version and platform and
+    the digest of its distributions and lock files: another version of any package there is a
+    miss; lepton-ci's own virtualenv is no part of it. Neither the interpreter's path (it
+    differs between runners) nor the GPU driver is."""
+    payload = {
+        "inputs": inputs,
         "python": env.python,
         "platform": env.platform,
         "packages": env.packages_digest,
     }
-    return hash_bytes(json.dumps(payload, sort_keys=True, default=str).encode())
+    return hash_bytes(json.dumps(payload, sort_keys=True).encode())
 
 
 FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, bcachefs)
@@ -101,9 +112,22 @@ class RunCache:
         h = digest.split(":")[-1]
         return self.dir / "blobs" / h[:2] / h
 
+    def _inputs_path(self, model: str, inputs: str) -> Path:
+        return self.dir / "records" / model / "inputs" / f"{inputs.split(':')[-1]}.key"
+
     def lookup_local(self, model: str, cache_key: str) -> Record | None:
         p = self._record_path(model, cache_key)
         return load(p) if p.is_file() else None
+
+    def lookup_trained(self, model: str, inputs: str) -> Record | None:
+        """The record of the last run of these inputs stored here, in whatever environment it
+        trained: for a job that never trains (`--cached-only`), whose own environment is not
+        the training's."""
+        try:
+            cache_key = self._inputs_path(model, inputs).read_text().strip()
+        except OSError:
+            return None
+        return self.lookup_local(model, cache_key)
 
     def _stamp(self, blob: Path) -> Path:
         return blob.with_name(blob.name + ".stat")
@@ -125,8 +149,9 @@ class RunCache:
         stamp.write_text(json.dumps([st.st_size, st.st_mtime_ns]))
         return True
 
-    def store(self, record: Record, root: Path) -> list[str]:
-        """Keep the record and its artifacts. Returns how each new artifact was stored."""
+    def store(self, record: Record, root: Path, inputs: str) -> list[str]:
+        """Keep the record and its artifacts, findable by its key and by its inputs alone.
+        Returns how each new artifact was stored."""
         how = []
         for rel, entry in record.outputs.items():
             blob = self._blob(entry.hash)
@@ -136,6 +161,7 @@ class RunCache:
             st = blob.stat()
             self._stamp(blob).write_text(json.dumps([st.st_size, st.st_mtime_ns]))
         save(record, self._record_path(record.model, record.cache.key))
+        atomic.write_text(self._inputs_path(record.model, inputs), record.cache.key + "\n")
         return how
 
     def detach(self, paths: list[Path], stat: StatCache) -> list[Path]:

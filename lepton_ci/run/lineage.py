@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import platform
-import re
-import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from lepton_ci.core import paths
+from lepton_ci.core.config import EnvironmentConfig
 from lepton_ci.core.errors import InputError
 from lepton_ci.core.hashing import StatCache, combine, hash_bytes
 from lepton_ci.core.record import Environment, FileEntry, Lineage
+from lepton_ci.run import accelerator, interpreter
 
 _SKIP_DIRS = {".git", paths.STATE, "__pycache__", ".venv", "node_modules", ".mypy_cache"}
 
@@ -67,51 +68,56 @@ def collect(
     )
 
 
-def environment(root: Path, lock_files: list[str]) -> Environment:
-    """Lock files stand for the environment when given; else the installed distributions."""
-    if lock_files:
-        parts = []
-        for name in lock_files:
-            p = root / name
-            if not p.is_file():
-                raise InputError(
-                    f"lock file {p} not found", hint="fix `environment.lock` in lepton.yaml"
-                )
-            parts.append(f"{name}\0{hash_bytes(p.read_bytes())}")
-        pkg_digest, source = hash_bytes("\n".join(parts).encode()), ",".join(lock_files)
-    else:
-        pkg_digest, source = hash_bytes("\n".join(installed()).encode()), "installed"
+def environment(
+    root: Path,
+    cfg: EnvironmentConfig,
+    commands: Mapping[str, str | list[str]],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    cache_dir: Path,
+) -> Environment:
+    """The environment the train and evaluate commands run in, asked of their interpreter
+    (see run/interpreter.py), with the lock files' digests, the OS and the GPU if any."""
+    locks = {}
+    for name in cfg.lock:
+        p = root / name
+        if not p.is_file():
+            raise InputError(
+                f"lock file {p} not found", hint="fix `environment.lock` in lepton.yaml"
+            )
+        locks[name] = hash_bytes(p.read_bytes())
+    found = interpreter.resolve(commands, configured=cfg.python, root=root, cwd=cwd, env=env)
+    memo = interpreter.Memo(cache_dir / "interpreters.json")
+    answer = interpreter.ask(found, cwd=cwd, env=env, memo=memo)
+    gpu = accelerator.detect(env, memo)
+    memo.save()
     return Environment(
-        python=platform.python_version(),
-        platform=f"{sys.platform}-{platform.machine()}",
-        packages_digest=pkg_digest,
-        packages_source=source,
+        python=answer.version,
+        platform=answer.platform,
+        packages_digest=packages_digest(answer.packages, locks),
+        packages_source="interpreter",
+        interpreter=found.path,
+        interpreter_source=found.source,
+        packages=answer.packages,
+        locks=locks,
+        os=os_name(),
+        accelerator=gpu,
     )
 
 
-def installed() -> list[str]:
-    """`name==version` of every distribution on sys.path. A wheel's metadata directory is
-    named `name-version.dist-info` (the packaging spec), so its name says both; opening each
-    METADATA (importlib.metadata's way) costs 100 ms for a hundred packages on every run."""
-    found = []
-    for entry in sys.path:
-        try:
-            names = os.listdir(entry or ".")  # noqa: PTH208 (names only: no Path per entry)
-        except OSError:
-            continue
-        for name in names:
-            stem, dot, kind = name.rpartition(".")
-            dist, _, version = stem.partition("-")
-            if dot and kind == "dist-info" and dist and version:
-                found.append(f"{_normal(dist)}=={version}")
-            elif dot and kind == "egg-info":  # setup.py develop and old sdists: read it
-                from importlib import metadata
-
-                d = metadata.PathDistribution(Path(entry or ".") / name)
-                found.append(f"{_normal(d.metadata['Name'] or dist)}=={d.version}")
-    return sorted(found)
+def packages_digest(packages: list[str], locks: dict[str, str]) -> str:
+    lines = [*packages, *(f"lock {name}\0{digest}" for name, digest in sorted(locks.items()))]
+    return hash_bytes("\n".join(lines).encode())
 
 
-def _normal(name: str) -> str:
-    """A distribution name as PEP 503 compares them (`Ruamel.YAML` is `ruamel-yaml`)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+def os_name() -> str:
+    """`Linux 6.1.0-18-amd64 (Debian GNU/Linux 12 (bookworm))`: the kernel and, where
+    os-release says it, the distribution."""
+    uname = os.uname()
+    distro = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text(errors="replace").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                distro = f" ({line.partition('=')[2].strip().strip(chr(34))})"
+    return f"{uname.sysname} {uname.release}{distro}"

@@ -9,11 +9,26 @@ from pathlib import Path
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.config import ModelConfig
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import CommandFailed, GateFailed, RecordError, RunCacheMiss
+from lepton_ci.core.errors import (
+    CommandFailed,
+    GateFailed,
+    InputError,
+    RecordError,
+    RunCacheMiss,
+)
 from lepton_ci.core.gha import load_event, pr_head_sha
 from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.printer import some
-from lepton_ci.core.record import Baseline, CacheInfo, GitInfo, Lineage, Record, Step, save
+from lepton_ci.core.record import (
+    Baseline,
+    CacheInfo,
+    Environment,
+    GitInfo,
+    Lineage,
+    Record,
+    Step,
+    save,
+)
 from lepton_ci.core.semver import FIRST, Version, bump_from_commits
 from lepton_ci.run import baseline as baseline_mod
 from lepton_ci.run import cache as runcache
@@ -147,8 +162,9 @@ def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
         outputs=existing_outputs,
         cache=stat,
     )
-    env = lineage.environment(ctx.cfg.root, ctx.cfg.config.environment.lock)
-    key = runcache.key(name, cfg, lin, params, env)
+    env = _environment(ctx, name, cfg, workdir, opts)
+    inputs = runcache.inputs_key(name, cfg, lin, params)
+    key = runcache.key(inputs, env)
     base_ref = opts.base_ref or baseline_mod.pr_base_ref(ctx.env)
     base = resolve_baseline(ctx, name, opts)
     untracked = _untracked_inputs(ctx, workdir, lin)
@@ -162,8 +178,12 @@ def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
     hit, reason = None, "--no-cache was given"
     if opts.use_cache and ctx.cfg.config.cache.enabled:
         hit, reason = _lookup(ctx, name, key, workdir, cache, stat)
+        if hit is None and opts.cached_only:
+            hit, reason = _lookup_trained(ctx, name, inputs, workdir, cache, stat, reason)
     if hit is not None:
         rt.notice(f"{name}: run-cache hit, training skipped: {reason}")
+        if hit.record.cache.key != key:  # trained in another job's environment: that one's
+            env, key = hit.record.environment, hit.record.cache.key
         steps = [s.model_copy(update={"skipped": True}) for s in hit.record.steps]
         metrics, outputs = hit.record.metrics, hit.record.outputs
         cache_info = CacheInfo(key=key, hit=True, source=hit.source, reason=reason)
@@ -215,13 +235,66 @@ def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
     )
     save(record, ctx.record_path(name))
     if not cache_info.hit:
-        how = cache.store(record, workdir)
+        how = cache.store(record, workdir, inputs)
         if how:
             rt.notice(
                 f"{name}: run-cache stored {len(how)} artifact(s) by {', '.join(sorted(set(how)))}"
                 f"; the cache holds {cache.usage().text()}"
             )
     return record
+
+
+def _environment(
+    ctx: Context, name: str, cfg: ModelConfig, workdir: Path, opts: RunOptions
+) -> Environment:
+    """The environment the commands run in. A job that never trains (`--cached-only`) need
+    not have it: the run it reuses brings the environment it trained in."""
+    commands = {s: c for s in ("train", "evaluate") if (c := getattr(cfg, s)) is not None}
+    try:
+        return lineage.environment(
+            ctx.cfg.root,
+            ctx.cfg.config.environment,
+            commands,
+            cwd=workdir,
+            env=_command_env(ctx, name, cfg, workdir),
+            cache_dir=ctx.cfg.cache_dir(),
+        )
+    except InputError as e:
+        if not opts.cached_only:
+            raise
+        ctx.rt.notice(f"{name}: {e.message}; --cached-only reuses a run of the same inputs")
+        return Environment(python="", platform="", packages_digest="", packages_source="unknown")
+
+
+def _lookup_trained(
+    ctx: Context,
+    name: str,
+    inputs: str,
+    workdir: Path,
+    cache: runcache.RunCache,
+    stat: StatCache,
+    why_not: str,
+) -> tuple[runcache.Hit | None, str]:
+    """For `--cached-only`: the run of the same inputs that the read-only job stored, in
+    the environment it trained in. This job's own environment (often without the training
+    dependencies: it never trains) is not the training's, so it is not compared."""
+    try:
+        rec = cache.lookup_trained(name, inputs)
+    except RecordError as e:
+        ctx.rt.warning(f"{e.message}; ignored")
+        rec = None
+    if rec is None:
+        return None, why_not
+    restored, missing = cache.restore(rec, workdir, stat)
+    if missing is not None:
+        return None, f"a run of the same inputs is stored but {missing}"
+    extra = f"; restored {', '.join(restored)} from the cache" if restored else ""
+    return (
+        runcache.Hit(rec, "local cache", restored),
+        f"same code, data, params and commands as the run of {rec.git.sha[:8]} (local cache), "
+        f"trained with Python {rec.environment.python} and its packages; this job's own "
+        f"environment is not compared, as --cached-only never trains{extra}",
+    )
 
 
 def _lookup(

@@ -49,11 +49,31 @@ models:
 stages: [staging, prod]
 """
 
+HOSTILE_PACKAGE = '<img src=x onerror=alert("package")>==1.0'
+
+# v0.1.0's record is as lepton-ci wrote it before it asked the training interpreter: no
+# package list. The later ones list theirs; v0.3.0 on changed scikit-learn.
 ENV = Environment(
     python="3.11.7",
     platform="linux-x86_64",
     packages_digest="blake3:" + "ab" * 32,
     packages_source="installed",
+)
+ENV_SKLEARN_19 = Environment(
+    python="3.11.7",
+    platform="linux-x86_64",
+    packages_digest="blake3:" + "ac" * 32,
+    packages_source="interpreter",
+    interpreter="/work/.venv/bin/python",
+    interpreter_source="named by the train command",
+    packages=["numpy==2.2.6", "scikit-learn==1.9.1", "torch==2.13.0", HOSTILE_PACKAGE],
+    os="Linux 6.1.0 (Debian GNU/Linux 12 (bookworm))",
+)
+ENV_SKLEARN_16 = ENV_SKLEARN_19.model_copy(
+    update={
+        "packages_digest": "blake3:" + "ad" * 32,
+        "packages": ["numpy==2.2.6", "scikit-learn==1.6.1", "torch==2.13.0", HOSTILE_PACKAGE],
+    }
 )
 
 
@@ -87,6 +107,7 @@ def record(
     verdict: str = "pass",
     author: str = "Dev One",
     run_url: str | None = None,
+    env: Environment = ENV,
 ) -> Record:
     gates = []
     for name, value in metrics.items():
@@ -118,7 +139,7 @@ def record(
         metrics=metrics,
         lineage=lineage,
         outputs={"model.bin": FileEntry(hash="blake3:" + "f" * 64, size=300)},
-        environment=ENV,
+        environment=env,
         steps=[Step(name="train", command=["python3", "train.py"], exit_code=0, duration_s=1.5)],
         cache=CacheInfo(key="blake3:" + "c" * 64),
         baseline=Baseline(
@@ -128,7 +149,7 @@ def record(
             metrics=prev.metrics,
             params=prev.params,
             lineage=prev.lineage,
-            environment=ENV,
+            environment=prev.environment,
         )
         if prev
         else None,
@@ -174,14 +195,29 @@ def make(repo: Path, *, deploys: bool = True) -> dict[str, str]:
         params={"lr": 0.2, HOSTILE_PARAM: "<b>x</b>"},
         author=HOSTILE_WHO,
         run_url="javascript:alert(1)",
+        env=ENV_SKLEARN_19,
     )
     register(repo, r2, who=HOSTILE_WHO)
     shas["v0.3.0"] = commit(repo, "c.txt", "fix: worse")
-    r3 = record("v0.3.0", shas["v0.3.0"], {"accuracy": 0.4, "loss": 0.6}, r2, verdict="fail")
+    r3 = record(
+        "v0.3.0",
+        shas["v0.3.0"],
+        {"accuracy": 0.4, "loss": 0.6},
+        r2,
+        verdict="fail",
+        env=ENV_SKLEARN_16,
+    )
     register(repo, r3)
     shas["v0.3.1"] = commit(repo, "d.txt", "fix: again")
     # compared with the last version that passed, not with the failed one before it
-    r4 = record("v0.3.1", shas["v0.3.1"], {"accuracy": 0.91, "loss": 0.09}, r2, params={"lr": 0.3})
+    r4 = record(
+        "v0.3.1",
+        shas["v0.3.1"],
+        {"accuracy": 0.91, "loss": 0.09},
+        r2,
+        params={"lr": 0.3},
+        env=ENV_SKLEARN_16,
+    )
     register(repo, r4)
     tag(repo, "toy#staging#1", shas["v0.1.0"])
     tag(repo, "toy#staging#2", shas["v0.2.0"], who=HOSTILE_WHO)
