@@ -153,6 +153,19 @@ def services(tmp_path_factory):
         yield {"registry": registry, "podman": podman, "bases": bases, "docker_host": docker_host}
 
 
+@pytest.fixture(scope="session")
+def deps_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("deps-cache")
+
+
+@pytest.fixture
+def shared_deps_cache(deps_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One dependency-layer cache for the session's builds of the examples, as one machine
+    has: their frameworks (scikit-learn, torch) are installed once, not once per test HOME."""
+    monkeypatch.setenv("LEPTON_DEPS_CACHE", str(deps_cache))
+    return deps_cache
+
+
 def point_image_at(repo: Path, old: str, new: str) -> None:
     """Rewrite lepton.yaml's image name, e.g. to push through a proxy or another registry."""
     cfg = repo / "lepton.yaml"

@@ -50,7 +50,7 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path, services, monkeypatch, capsys):
+def site(tmp_path, services, monkeypatch, capsys, shared_deps_cache):
     podman = services["podman"]
     for k, v in podman.config_env.items():
         monkeypatch.setenv(k, v)

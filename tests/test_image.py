@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def digits(tmp_path, services, capsys):
+def digits(tmp_path, services, capsys, shared_deps_cache):
     repo = tmp_path / "digits"
     prefix = example_repo(repo, services)
     cli = Cli(repo, capsys)
