@@ -20,7 +20,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from lepton_ci.core.hashing import hash_file
-from tests.conftest import EXAMPLE_OUTPUTS
+from tests.conftest import EXAMPLE_OUTPUTS, Cli, example_repo, first_deploy_on_free_port
 from tests.support.examples import (
     EXAMPLES,
     ROOT,
@@ -29,6 +29,7 @@ from tests.support.examples import (
     model_config,
     served_predictions,
 )
+from tests.support.services import check_port
 
 # The metric families each server exports (digits' are its own text, torch-cnn's come from
 # prometheus_client): requests by path and code, predictions by class, the /predict latency.
@@ -223,3 +224,51 @@ def test_requirements_are_pinned_and_agree_with_the_examples_extra(example):
         if name in serve:
             assert serve[name] == version, f"{example}: {name}=={serve[name]} vs pyproject {spec}"
     assert "torch==2.13.0" in extra  # the CPU wheel on disk; any other pulls CUDA
+
+
+# -- the images: the dependency layer brings the framework, podman runs them ------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_deployed_image_serves_what_evaluate_measured(
+    example, tmp_path, services, monkeypatch, capsys, shared_deps_cache
+):
+    """run, register, build (base, dependencies, code, model, metadata), deploy with podman
+    (its golden checks pass), then the container answers the whole test split exactly as
+    evaluate.py predicted it."""
+    podman = services["podman"]
+    for k, v in podman.config_env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    repo = tmp_path / example
+    example_repo(repo, services, example=EXAMPLES[example])
+    cli = Cli(repo, capsys)
+    for args in (("run",), ("register",), ("build", "--json")):
+        code, out, err = cli(*args)
+        assert code == 0, (args, out[-3000:], err[-3000:])
+    build = json.loads(out)
+    _, cfg = model_config(repo)
+    assert cfg["image"]["requirements"] == "requirements-serve.txt"
+    assert build["layers"]["dependencies"]["size"] > 1_000_000  # the framework, not the code
+    assert build["layers"]["code"]["size"] < 100_000
+
+    def deploy() -> tuple[int, str, str]:
+        code, out, err = cli("deploy", "staging")
+        check_port(err)
+        return code, out, err
+
+    try:
+        port, (code, out, err) = first_deploy_on_free_port(repo, deploy)
+        assert code == 0, out[-3000:] + err[-3000:]
+        assert "staging: revision 1 deployed v0.1.0" in out
+        url = f"http://127.0.0.1:{port}"
+        evaluated = Evaluated(repo)
+        answer = served_predictions(url, evaluated.instances)
+        assert answer == {"predictions": evaluated.predictions, "model_version": "v0.1.0"}
+        after = scrape(url)
+        p = PREFIX[example]
+        assert after[(f"{p}_requests_total", (("code", "200"), ("path", "/predict")))] >= 6
+        assert after[(f"{p}_model_info", (("version", "v0.1.0"),))] == 1
+    finally:
+        podman("pod", "rm", "-af", "-t", "0", check=False)
