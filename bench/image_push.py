@@ -38,9 +38,9 @@ def lepton(repo, *args):
 
 # The same image as the `layers` builder makes, written as a Dockerfile.
 DOCKERFILE = (
-    "FROM {base}\nWORKDIR /app\nCOPY serve.py digits_model.py /app/\n"
-    "COPY model.json weights.bin /app/\nCOPY .lepton/image-meta/ /lepton/\n"
-    'ENV PORT=8080 MODEL_PATH=/app/model.json\nENTRYPOINT ["python3", "serve.py"]\n'
+    "FROM {base}\nWORKDIR /app\nCOPY serve.py /app/\n"
+    "COPY model.joblib predictions.json weights.bin /app/\nCOPY .lepton/image-meta/ /lepton/\n"
+    'ENV PORT=8080 MODEL_PATH=/app/model.joblib\nENTRYPOINT ["python3", "serve.py"]\n'
 )
 
 
@@ -56,14 +56,14 @@ def scenario(
     )
     repo = tmp / name
     shutil.copytree(
-        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
+        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.joblib", "metrics.json", ".lepton")
     )
     cfg = repo / "lepton.yaml"
     cfg.write_text(
         cfg.read_text()
         .replace("127.0.0.1:5000/pybase:bookworm", base)
         .replace("127.0.0.1:5000/digits", f"{proxy.host}/{name}-layers")
-        .replace("outputs: [model.json]", "outputs: [model.json, weights.bin]")
+        .replace("outputs: [model.joblib,", "outputs: [model.joblib, weights.bin,")
     )
     train = repo / "train.py"
     train.write_text(
@@ -73,7 +73,9 @@ def scenario(
             f'.randbytes({weights_mb * 1_000_000 + 1}))\n    print(f"trained on',
         )
     )
-    (repo / ".gitignore").write_text("model.json\nmetrics.json\nweights.bin\n.lepton/\n")
+    (repo / ".gitignore").write_text(
+        "model.joblib\npredictions.json\nmetrics.json\nweights.bin\n.lepton/\n"
+    )
     g = ["git", "-C", str(repo), "-c", "user.name=bench", "-c", "user.email=b@x"]
     sh([*g, "init", "-q"])
     sh([*g, "add", "-A"])

@@ -45,7 +45,7 @@ def main() -> None:
         shutil.copytree(
             EXAMPLE,
             repo,
-            ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton"),
+            ignore=shutil.ignore_patterns("model.joblib", "metrics.json", ".lepton"),
         )
         cfg = repo / "lepton.yaml"
         cfg.write_text(

@@ -25,7 +25,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         repo = Path(d)
         shutil.copytree(EXAMPLE, repo, dirs_exist_ok=True)
-        for f in ("model.json", "metrics.json"):
+        for f in ("model.joblib", "predictions.json", "metrics.json"):
             (repo / f).unlink(missing_ok=True)
         g = ["git", "-C", d, "-c", "user.name=bench", "-c", "user.email=b@x"]
         run([*g, "init", "-q", "-b", "main"])

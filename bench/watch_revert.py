@@ -53,7 +53,7 @@ def main() -> None:
             os.environ[k] = podman.env[k]
         repo = tmp / "digits"
         shutil.copytree(
-            EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
+            EXAMPLE, repo, ignore=shutil.ignore_patterns("model.joblib", "metrics.json", ".lepton")
         )
         port = free_port()
         cfg = repo / "lepton.yaml"

@@ -43,7 +43,7 @@ trap cleanup EXIT
 mkdir -p "$work/repo"
 cp -r "$here/examples/digits/." "$work/repo/"
 cd "$work/repo"
-rm -rf model.json metrics.json .lepton
+rm -rf model.joblib predictions.json metrics.json .lepton __pycache__
 sed -i "s#127.0.0.1:5000#$registry#g; s#host_port: 18080#host_port: $app_port#" lepton.yaml
 git init -q -b main
 git config user.name >/dev/null || git config user.name "lepton-ci demo"
@@ -80,7 +80,7 @@ echo
 git checkout -q main
 
 say "4. v0.1.1: gates pass, but its server answers /predict wrongly; deploy must revert"
-sed -i 's/        preds = \[self.model.predict(\[float(v) for v in x\]) for x in instances\]/        preds = [(self.model.predict([float(v) for v in x]) + 1) % 10 for x in instances]/' serve.py
+sed -i 's/        preds = \[int(c) for c in self.model.predict(instances)\]/        preds = [(int(c) + 1) % 10 for c in self.model.predict(instances)]/' serve.py
 git commit -qam "perf: faster response path"
 lepton-ci run >/dev/null
 lepton-ci register

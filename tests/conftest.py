@@ -153,6 +153,19 @@ def services(tmp_path_factory):
         yield {"registry": registry, "podman": podman, "bases": bases, "docker_host": docker_host}
 
 
+@pytest.fixture(scope="session")
+def deps_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("deps-cache")
+
+
+@pytest.fixture
+def shared_deps_cache(deps_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One dependency-layer cache for the session's builds of the examples, as one machine
+    has: their frameworks (scikit-learn, torch) are installed once, not once per test HOME."""
+    monkeypatch.setenv("LEPTON_DEPS_CACHE", str(deps_cache))
+    return deps_cache
+
+
 def point_image_at(repo: Path, old: str, new: str) -> None:
     """Rewrite lepton.yaml's image name, e.g. to push through a proxy or another registry."""
     cfg = repo / "lepton.yaml"
@@ -175,17 +188,27 @@ def use_registry(repo: Path, registry: str, base: str) -> str:
 
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "digits"
+# What training, evaluation and lepton-ci leave in an example: never copied into a test repo.
+EXAMPLE_OUTPUTS = (
+    "model.joblib",
+    "model.pth",
+    "predictions.json",
+    "metrics.json",
+    ".lepton",
+    "__pycache__",
+)
 
 
 def example_repo(
-    repo: Path, services: dict[str, Any], edit: Callable[[Path], None] | None = None
+    repo: Path,
+    services: dict[str, Any],
+    edit: Callable[[Path], None] | None = None,
+    example: Path = EXAMPLE,
 ) -> str:
-    """The digits example, committed in a new git repository at `repo`, its lepton.yaml on
-    this session's registry and base image (`edit(lepton.yaml)` runs before the commit).
-    Returns REGISTRY/NAMESPACE, the prefix of its image name."""
-    shutil.copytree(
-        EXAMPLE, repo, ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton")
-    )
+    """An example (digits unless told), committed in a new git repository at `repo`, its
+    lepton.yaml on this session's registry and base image (`edit(lepton.yaml)` runs before the
+    commit). Returns REGISTRY/NAMESPACE, the prefix of its image name."""
+    shutil.copytree(example, repo, ignore=shutil.ignore_patterns(*EXAMPLE_OUTPUTS))
     prefix = use_registry(repo, services["registry"].host, services["bases"]["python"])
     if edit is not None:
         edit(repo / "lepton.yaml")

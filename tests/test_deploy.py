@@ -18,8 +18,8 @@ from tests.support.services import check_port
 
 pytestmark = pytest.mark.e2e
 WRONG = (
-    "        preds = [self.model.predict([float(v) for v in x]) for x in instances]",
-    "        preds = [(self.model.predict([float(v) for v in x]) + 1) % 10 for x in instances]",
+    "        preds = [int(c) for c in self.model.predict(instances)]",
+    "        preds = [(int(c) + 1) % 10 for c in self.model.predict(instances)]",
 )
 BROKEN_HEALTH = (
     '                code, body = 200, {"status": "ok"}',
@@ -50,7 +50,7 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path, services, monkeypatch, capsys):
+def site(tmp_path, services, monkeypatch, capsys, shared_deps_cache):
     podman = services["podman"]
     for k, v in podman.config_env.items():
         monkeypatch.setenv(k, v)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.examples import digits_rows
+
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "digits"
 
@@ -26,7 +28,7 @@ def server(tmp_path_factory):
         import serve
     finally:
         sys.path.remove(str(work))
-    srv = serve.serve("127.0.0.1", 0, work / "model.json", "v9.9.9")
+    srv = serve.serve("127.0.0.1", 0, work / "model.joblib", "v9.9.9")
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}", work
     srv.shutdown()
@@ -43,12 +45,7 @@ def test_health_ready_predict_metrics(server):
     assert call(base + "/healthz") == (200, '{"status": "ok"}')
     code, body = call(base + "/readyz")
     assert code == 200 and json.loads(body)["model_version"] == "v9.9.9"
-    sys.path.insert(0, str(work))
-    try:
-        from digits_model import load_data
-    finally:
-        sys.path.remove(str(work))
-    x, y = load_data(work / "data" / "digits.csv.gz")
+    x, y = digits_rows(work / "data" / "digits.csv.gz")
     code, body = call(base + "/predict", {"instances": [x[0], x[1], x[2]]})
     assert code == 200
     assert json.loads(body)["predictions"] == y[:3] == [0, 1, 2]

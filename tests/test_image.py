@@ -11,6 +11,7 @@ import yaml
 from lepton_ci.core.oci_client import OCIClient, client_factory
 from lepton_ci.image import layers as oci
 from tests.conftest import Cli, commit_all, example_repo, git, point_image_at, set_params
+from tests.support.examples import digits_rows
 from tests.support.fault_proxy import FaultProxy, Rule
 from tests.support.services import on_free_port
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def digits(tmp_path, services, capsys):
+def digits(tmp_path, services, capsys, shared_deps_cache):
     repo = tmp_path / "digits"
     prefix = example_repo(repo, services)
     cli = Cli(repo, capsys)
@@ -144,14 +145,7 @@ def test_built_image_serves_predictions(digits, services):
                 pass
             assert time.monotonic() < deadline, podman("logs", cid, check=False).stdout
             time.sleep(0.2)
-        import sys
-
-        sys.path.insert(0, str(repo))
-        try:
-            from digits_model import load_data
-        finally:
-            sys.path.remove(str(repo))
-        x, y = load_data(repo / "data" / "digits.csv.gz")
+        x, y = digits_rows(repo / "data" / "digits.csv.gz")
         r = requests.post(base + "/predict", json={"instances": [x[10], x[11]]}, timeout=5)
         assert r.status_code == 200
         assert r.json() == {"predictions": [y[10], y[11]], "model_version": "v0.1.0"}
@@ -258,7 +252,7 @@ def test_dockerfile_builder_through_podman_socket(digits, services, monkeypatch)
     reg = cli.reg
     (repo / "Dockerfile").write_text(
         f"FROM {services['bases']['python']}\nWORKDIR /app\n"
-        "COPY serve.py digits_model.py model.json /app/\n"
+        "COPY serve.py model.joblib /app/\n"
         'ENV PORT=8080\nCMD ["python3", "serve.py"]\n'
     )
     release(repo, cli, "build: a Dockerfile")

@@ -26,7 +26,7 @@ from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.releases import FileStore, history_text
 from lepton_ci.watch import slo
 from lepton_ci.watch.operation import Round, WatchOperation
-from tests.conftest import EXAMPLE, parse_outputs
+from tests.conftest import EXAMPLE, EXAMPLE_OUTPUTS, parse_outputs
 from tests.support.prometheus import PrometheusServer
 
 CONFIG = """
@@ -535,7 +535,7 @@ def _rendered(tmp_path):
     from lepton_ci.deploy import manifests
 
     root = tmp_path / "digits"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("model.json", ".lepton"))
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(*EXAMPLE_OUTPUTS))
     loaded = config.load(root / "lepton.yaml")
     deploy = loaded.config.models["digits"].deploy
     release = Release("digits", "v0.1.0", "r/digits@sha256:" + "1" * 64, "d", 3)

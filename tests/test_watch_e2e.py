@@ -26,7 +26,7 @@ UP = 'sum(rate(digits_requests_total{path="/predict"}[5s])) > 0'
 
 
 @pytest.fixture
-def served(tmp_path, services, monkeypatch):
+def served(tmp_path, services, monkeypatch, shared_deps_cache):
     """The example in a git repo, shipped to staging on a free port that a fresh Prometheus
     scrapes."""
     podman = services["podman"]

@@ -1,12 +1,12 @@
-"""A small HTTP server for the digits model, on the standard library only.
+"""A small HTTP server for the digits model: the fitted scikit-learn pipeline, loaded with joblib.
 
 GET /healthz  process is alive
-GET /readyz   model is loaded and answers a self-check
+GET /readyz   the model is loaded (with the version serving)
 POST /predict {"instances": [[64 pixel values 0..16], ...]} -> {"predictions": [digit, ...]}
 GET /metrics  Prometheus text format: requests by path and code, a /predict latency histogram,
               predictions by class, the version serving, process CPU, memory and start time
-Environment: PORT (8080), HOST (0.0.0.0), MODEL_PATH (model.json beside this file),
-MODEL_VERSION (shown in /metrics and responses).
+Environment: PORT (8080; 0 picks a free one), HOST (0.0.0.0), MODEL_PATH (model.joblib beside
+this file), MODEL_VERSION (shown in /metrics and responses).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-from digits_model import Model
+import joblib
 
 MAX_BODY = 1 << 20
 MAX_INSTANCES = 1000
@@ -108,10 +109,10 @@ def _process_metrics() -> list[str]:
 
 
 class App:
-    def __init__(self, model: Model, version: str) -> None:
-        self.model = model
+    def __init__(self, model: Any, version: str) -> None:
+        self.model = model  # a fitted scikit-learn estimator
         self.version = version
-        self.stats = Stats(list(model.classes))
+        self.stats = Stats([int(c) for c in model.classes_])
 
     def predict(self, body: bytes) -> tuple[int, dict]:
         try:
@@ -131,7 +132,7 @@ class App:
             )
             if not ok:
                 return 400, {"error": f"instance {i} must be a list of 64 numbers"}
-        preds = [self.model.predict([float(v) for v in x]) for x in instances]
+        preds = [int(c) for c in self.model.predict(instances)]
         return 200, {"predictions": preds, "model_version": self.version}
 
 
@@ -183,7 +184,7 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
 
 
 def serve(host: str, port: int, model_path: Path, version: str) -> ThreadingHTTPServer:
-    app = App(Model.load(model_path), version)
+    app = App(joblib.load(model_path), version)
     return ThreadingHTTPServer((host, port), make_handler(app))
 
 
@@ -192,7 +193,7 @@ def main() -> None:
     server = serve(
         os.environ.get("HOST", "0.0.0.0"),
         int(os.environ.get("PORT", "8080")),
-        Path(os.environ.get("MODEL_PATH", here / "model.json")),
+        Path(os.environ.get("MODEL_PATH", here / "model.joblib")),
         os.environ.get("MODEL_VERSION", "dev"),
     )
     print(f"serving on {server.server_address[0]}:{server.server_address[1]}", flush=True)

@@ -71,13 +71,15 @@ def make_workspace(dest: Path, workflows: list[str]) -> Path:
     shutil.copytree(
         ROOT / "examples" / "digits",
         dest,
-        ignore=shutil.ignore_patterns("model.json", "metrics.json", ".lepton", "__pycache__"),
+        ignore=shutil.ignore_patterns(
+            "model.joblib", "predictions.json", "metrics.json", ".lepton", "__pycache__"
+        ),
     )
     wf_dir = dest / ".github" / "workflows"
     wf_dir.mkdir(parents=True)
     for name in workflows:
         shutil.copy(ROOT / "examples" / "workflows" / name, wf_dir / name)
-    (dest / ".gitignore").write_text(".lepton/\nmodel.json\nmetrics.json\n")
+    (dest / ".gitignore").write_text(".lepton/\nmodel.joblib\npredictions.json\nmetrics.json\n")
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "feat: digits")
