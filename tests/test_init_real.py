@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from lepton_ci.core import config
 from lepton_ci.core.config import ImageConfig
+from lepton_ci.core.errors import InputError
 from lepton_ci.init import deps, detect, gitignore, scaffold
 from lepton_ci.init.scaffold import Answers, config_text, workflow_text
 
@@ -527,7 +528,7 @@ def test_a_write_that_fails_midway_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(
         gitignore, "update", lambda root, paths: (root / ".gitignore").write_text("half") and fail()
     )
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="No space left on device; nothing was written"):
         scaffold.write(repo, [a], log=lambda _: None)
     assert not (repo / "lepton.yaml").exists() and not (repo / ".github").exists()
     assert (repo / ".gitignore").read_text() == "mine\n"

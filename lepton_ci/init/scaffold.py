@@ -535,7 +535,7 @@ def all_or_nothing(root: Path) -> Iterator[list[Path]]:
     created: list[Path] = []
     try:
         yield created
-    except BaseException:
+    except BaseException as e:
         for p in reversed(created):
             with contextlib.suppress(OSError):
                 if p.is_dir() and not p.is_symlink():
@@ -547,6 +547,12 @@ def all_or_nothing(root: Path) -> Iterator[list[Path]]:
                 ignore.write_bytes(before)
             elif ignore.is_file():
                 ignore.unlink()
+        if isinstance(e, OSError):
+            where = f"{e.filename}: " if e.filename else ""
+            raise InputError(
+                f"lepton-ci init could not write: {where}{e.strerror or e}; nothing was written",
+                hint="fix that (space, permissions), then run `lepton-ci init` again",
+            ) from e
         raise
 
 
