@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from lepton_ci.core import config
 from lepton_ci.core.config import ImageConfig
+from lepton_ci.core.errors import InputError
 from lepton_ci.init import deps, detect, gitignore, scaffold
 from lepton_ci.init.scaffold import Answers, config_text, workflow_text
 
@@ -433,3 +434,181 @@ def test_a_bare_repository_or_a_git_dir_is_refused(tmp_path, where):
 
 def test_detect_params_files_are_what_run_reads():
     assert all(name.endswith((".yaml", ".yml", ".json")) for name in detect.PARAMS_FILES)
+
+
+# -- what the review found: stale cache keys, half-written files, names, odd file names ------
+
+# a training driven by a shell script and a Hydra-style config: both are inputs of the model
+FIT = """\
+import json
+open("../runs.log", "a").write("run\\n")
+lr = float(open("conf/config.yaml").read().split(":")[1])
+open("model.pkl", "w").write(str(lr))
+json.dump({"accuracy": 0.5 + lr}, open("metrics.json", "w"))
+"""
+
+
+@pytest.mark.e2e
+def test_the_train_script_and_the_config_it_reads_are_inputs_and_its_venv_is_named(tmp_path):
+    repo = make_repo(
+        tmp_path / "sh",
+        {"train.sh": ".venv/bin/python fit.py\n", "fit.py": FIT, "conf/config.yaml": "lr: 0.1\n"},
+        ignore=".venv/\n",
+    )
+    # a venv without pip is enough: fit.py needs the standard library only
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", repo / ".venv"], check=True)
+    proc = lepton(repo, "init", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verdict: PASS" in proc.stdout and runs(repo) == 1
+    assert "must be listed in lepton.yaml's `code:`, `data:` or `params:`" in proc.stdout
+    cfg = config.load(repo / "lepton.yaml").config
+    assert cfg.models["sh"].code == ["**/*.py", "train.sh", "conf"]
+    assert cfg.environment.python == ".venv/bin/python"
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "chore: lepton-ci")
+    assert lepton(repo, "run").returncode == 0 and runs(repo) == 1  # a cache hit
+    for path, text in (
+        ("conf/config.yaml", "lr: 0.2\n"),
+        ("train.sh", "set -e\n.venv/bin/python fit.py\n"),
+    ):
+        (repo / path).write_text(text)
+        git(repo, "commit", "-qam", f"feat: change {path}")
+        before = runs(repo)
+        proc = lepton(repo, "run")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert runs(repo) == before + 1, f"{path}: a stale hit\n{proc.stdout}{proc.stderr}"
+
+
+def test_a_venv_that_is_only_there_is_a_commented_suggestion(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"train.py": "", "configs/a/b.json": "{}"})
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    [a] = scaffold.propose(repo, log=lambda _: None)
+    text = config_text([a], repo)
+    assert "\n# environment:" in text and '\n#   python: ".venv/bin/python"' in text
+    (repo / "lepton.yaml").write_text(text)
+    cfg = config.load(repo / "lepton.yaml").config
+    assert cfg.environment.python is None
+    assert cfg.models["repo"].code == ["**/*.py", "configs"]
+    # a script naming a venv that is not there (yet) is a guess too
+    (repo / "train.sh").write_text("venv/bin/python3.12 train.py\n")
+    shutil.rmtree(repo / ".venv")
+    a.train = "bash train.sh"
+    assert "\n#   python: venv/bin/python3.12" in config_text([a], repo)
+
+
+@pytest.mark.parametrize(
+    ("make", "where"),
+    [
+        (lambda r: (r / ".gitignore").mkdir(), ".gitignore is not a file"),
+        (lambda r: (r / ".github").write_text("x"), ".github is not a directory"),
+        (
+            lambda r: (r / ".github").mkdir() or (r / ".github/workflows").write_text("x"),
+            "workflows is not a directory",
+        ),
+    ],
+)
+def test_a_path_init_cannot_write_is_refused_before_anything_is_written(tmp_path, make, where):
+    repo = make_repo(tmp_path / "repo", {"train.py": "open('ran', 'w').write('x')\n"})
+    make(repo)
+    before = sorted(p.name for p in repo.iterdir())
+    proc = lepton(repo, "init", "--yes")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert where in proc.stderr and "move" in proc.stderr
+    assert sorted(p.name for p in repo.iterdir()) == before  # nothing ran, nothing written
+
+
+def test_a_write_that_fails_midway_leaves_nothing_behind(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "repo", {"train.py": ""}, ignore="mine\n")
+    a = Answers(model="m1", train="python3 train.py", outputs=["model.pkl"])
+
+    def fail(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(
+        gitignore, "update", lambda root, paths: (root / ".gitignore").write_text("half") and fail()
+    )
+    with pytest.raises(InputError, match="No space left on device; nothing was written"):
+        scaffold.write(repo, [a], log=lambda _: None)
+    assert not (repo / "lepton.yaml").exists() and not (repo / ".github").exists()
+    assert (repo / ".gitignore").read_text() == "mine\n"
+    monkeypatch.undo()
+    written = scaffold.write(repo, [a], log=lambda _: None)  # the second try finds it clean
+    assert repo / "lepton.yaml" in written
+
+
+@pytest.mark.parametrize(
+    ("dirs", "names"),
+    [
+        (["models/2d_unet", "models/3d_unet"], ["2d-unet", "3d-unet"]),
+        (["models/a", "models/b"], ["a", "b"]),
+        (["team/unet", "other/unet"], ["other-unet", "team-unet"]),
+        (["models/Unet", "models/unet"], ["models-unet", "models-unet-2"]),
+        (["models/__", "models/x"], ["model", "x"]),
+    ],
+)
+def test_monorepo_models_get_distinct_names_lepton_yaml_takes(tmp_path, dirs, names):
+    repo = make_repo(tmp_path / "mono", {f"{d}/train.py": "" for d in dirs})
+    models = scaffold.propose(repo, log=lambda _: None)
+    assert [a.model for a in models] == names
+    proc = lepton(repo, "init", "--no-run")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(config.load(repo / "lepton.yaml").config.models) == names
+
+
+def test_model_is_refused_with_a_hint_that_works_in_a_monorepo(tmp_path):
+    repo = make_repo(tmp_path / "m", {"models/2d_unet/train.py": "", "models/3d_unet/train.py": ""})
+    proc = lepton(repo, "init", "--no-run", "--model", "unet2d")
+    assert proc.returncode == 1 and not (repo / "lepton.yaml").exists()
+    assert "2d-unet (models/2d_unet), 3d-unet (models/3d_unet)" in proc.stderr
+    assert "without --model" in proc.stderr
+    proc = lepton(repo, "init", "--no-run")  # what the hint says
+    assert proc.returncode == 0, proc.stderr
+    # one model in a directory with a one-letter name: that name, not `model`
+    single = make_repo(tmp_path / "r", {"train.py": ""})
+    assert [a.model for a in scaffold.propose(single, log=lambda _: None)] == ["r"]
+
+
+ODD_TRAIN = """\
+import json
+open("[ab].bin", "w").write("x")
+open("sp.bin ", "w").write("x")
+json.dump({"a\\nb": 1, "val/loss": 0.5}, open("metrics.json", "w"))
+"""
+
+
+@pytest.mark.e2e
+def test_odd_file_and_metric_names_run_and_leave_git_clean(tmp_path):
+    repo = make_repo(tmp_path / "odd", {"train.py": ODD_TRAIN})
+    proc = lepton(repo, "init", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verdict: PASS" in proc.stdout
+    model = config.load(repo / "lepton.yaml").config.models["odd"]
+    assert model.outputs == ["[[]ab].bin", "sp.bin "]  # globs that match exactly those files
+    assert model.gates["val/loss"].direction == "lower" and model.gates["val/loss"].key
+    assert '"a\\nb"' in proc.stdout  # the table prints the name on its line, quoted
+    assert not any(
+        line.split() == ["b", "—", "1", "new", "info"] for line in proc.stdout.splitlines()
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "chore: lepton-ci")
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_a_metric_name_with_a_newline_is_quoted_in_the_to_do(tmp_path):
+    a = Answers(model="m1", train="python3 train.py", metric_names=["a\nb", "custom"])
+    [line] = scaffold.todo(tmp_path, a)
+    assert "\n" not in line and '"a\\nb", custom' in line
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("val/loss", "lower"),
+        ("test/accuracy", "higher"),
+        ("eval.f1", "higher"),
+        ("a/b_ms", "lower"),
+    ],
+)
+def test_slash_and_dot_separate_a_metric_name(name, expected):
+    assert detect.direction(name) == expected

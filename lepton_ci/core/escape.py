@@ -7,6 +7,7 @@ read backwards): nothing a user named can reorder, hide or forge text where it i
 from __future__ import annotations
 
 import html
+import json
 import re
 
 _MENTION = re.compile(r"@(?=[A-Za-z0-9_-])")
@@ -37,6 +38,14 @@ def clean(value: object) -> str:
 def clean_line(value: object) -> str:
     """One line of clean text (a tag subject, a log line)."""
     return " ".join(clean(value).split("\n"))
+
+
+def one_line(value: object) -> str:
+    """A name as printed in a table or a message: as it is, or JSON-quoted when it holds what
+    a terminal would break, hide or pad (a newline, a control character, edge blanks)."""
+    s = str(value)
+    plain = s.isprintable() and s.strip() == s and not s.startswith('"')
+    return s if plain else json.dumps(s, ensure_ascii=False)
 
 
 def log_text(value: object) -> str:

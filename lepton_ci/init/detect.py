@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,17 +39,19 @@ MAX_OUTPUTS = 5
 OUTPUT_PATTERNS = ("*.pkl", "*.joblib", "*.pt", "*.pth", "*.onnx", "*.safetensors", "*.h5")
 
 # metric name patterns -> direction; the first match wins (so `*_error_rate` is lower)
+# `/` and `.` separate a metric's namespace (`val/loss`, `eval.loss`) as `_` and `-` do
+SEP = r"(^|[./_-])"
 LOWER = re.compile(
-    r"(^|[._-])(rmse|mse|mae|mape|loss|error|err|wer|cer|perplexity|ppl|nll|brier|"
+    SEP + r"(rmse|mse|mae|mape|loss|error|err|wer|cer|perplexity|ppl|nll|brier|"
     r"log_?loss|ms|latency|seconds|secs|time|duration|size|bytes|mb)$",
     re.IGNORECASE,
 )
 HIGHER = re.compile(
-    r"(^|[._-])(acc|accuracy|f1|f1_macro|f1_micro|auc|roc_auc|pr_auc|auroc|precision|recall|"
+    SEP + r"(acc|accuracy|f1|f1_macro|f1_micro|auc|roc_auc|pr_auc|auroc|precision|recall|"
     r"r2|map|ndcg|mrr|bleu|rouge\w*|iou|dice|score|top\d+|hit_rate|throughput)$",
     re.IGNORECASE,
 )
-TIMING = re.compile(r"(^|[._-])(ms|latency|seconds|secs|time|duration)$", re.IGNORECASE)
+TIMING = re.compile(SEP + r"(ms|latency|seconds|secs|time|duration)$", re.IGNORECASE)
 # preferred key metric, best first
 KEY_ORDER = ("accuracy", "acc", "f1", "auc", "roc_auc", "r2", "rmse", "mae", "loss")
 
@@ -180,7 +183,7 @@ def key_metric(names: list[str]) -> str | None:
     candidates = [n for n in names if direction(n) and not is_timing(n)]
     for preferred in KEY_ORDER:
         for n in candidates:
-            if re.search(rf"(^|[._-]){preferred}$", n, re.IGNORECASE):
+            if re.search(rf"{SEP}{preferred}$", n, re.IGNORECASE):
                 return n
     return candidates[0] if candidates else None
 
@@ -214,3 +217,79 @@ def written(before: dict[str, float], after: dict[str, float]) -> list[str]:
 def top_level(paths: list[str]) -> list[str]:
     """Files, with those below a directory folded into the directory (`checkpoints`)."""
     return sorted({p.split("/", 1)[0] for p in paths})
+
+
+# where Hydra and its kind keep what a training reads (`conf/config.yaml`, `configs/*.json`)
+CONFIG_DIRS = ("conf", "config", "configs")
+CONFIG_FILES = tuple(f"{stem}.{ext}" for stem in ("config",) for ext in ("yaml", "yml", "json"))
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+VENV_PYTHON = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*\.?venv/bin/python[\d.]*)(?![\w.])")
+
+
+def config_inputs(directory: Path) -> list[str]:
+    """Config directories and files a training reads without naming them in a params file:
+    a change to one must train again, so they go in `code:`."""
+    out = []
+    for name in CONFIG_DIRS:
+        d = directory / name
+        if (
+            d.is_dir()
+            and not d.is_symlink()
+            and any(p.suffix in CONFIG_SUFFIXES and p.is_file() for p in d.rglob("*"))
+        ):
+            out.append(name)
+    out += [n for n in CONFIG_FILES if (directory / n).is_file()]
+    return out
+
+
+def command_files(command: str | None, directory: Path) -> list[str]:
+    """The files a command names that exist in `directory` (its script, whatever it is)."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return []
+    # the interpreter or shell that runs the script is not an input of the model
+    runner = bool(words) and re.fullmatch(r"(python[\d.]*|bash|sh|zsh)", Path(words[0]).name)
+    out = []
+    for w in words[1:] if runner else words:
+        path = directory / w
+        if w and not w.startswith("-") and path.is_file() and not path.is_symlink():
+            try:
+                out.append(path.resolve().relative_to(directory.resolve()).as_posix())
+            except ValueError:  # outside the model's directory
+                continue
+    return out
+
+
+@dataclass
+class Venv:
+    """A virtualenv's interpreter, relative to the root, and whether the training runs it."""
+
+    python: str
+    sure: bool
+
+
+def venv_python(root: Path, directory: Path, scripts_run: list[Path]) -> Venv | None:
+    """The venv interpreter a train or evaluate script runs (sure when it exists), else one in
+    the repository (a suggestion: the commands may not run it)."""
+    for script in scripts_run:
+        try:
+            text = script.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        m = VENV_PYTHON.search(text)
+        if m is None:
+            continue
+        # not resolved: a venv's python is a link to the system's
+        path = Path(os.path.normpath(directory.resolve() / m[1]))
+        try:
+            rel = path.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return Venv(m[1], sure=False)
+        return Venv(rel, sure=path.is_file())
+    for d in (directory, root):
+        for name in (".venv", "venv"):
+            if (d / name / "bin" / "python").exists():
+                rel = os.path.relpath(d / name / "bin" / "python", root)
+                return Venv(rel, sure=False)
+    return None

@@ -8,17 +8,22 @@ implies, and the files training wrote as outputs. What it cannot see, it names a
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from lepton_ci.core.config import NAME_RE, ImageConfig
+from lepton_ci.core import paths as lepton_paths
+from lepton_ci.core.config import ImageConfig
 from lepton_ci.core.errors import ConfigError, InputError
+from lepton_ci.core.escape import one_line
+from lepton_ci.core.names import valid_model
 from lepton_ci.core.record import Step
 from lepton_ci.core.templating import template_dir
 from lepton_ci.init import deps, detect, gitignore, repo, scripts
@@ -51,7 +56,7 @@ class Answers:
     evaluate: str | None = None
     metrics: str = "metrics.json"
     key_metric: str | None = None
-    outputs: str = ""  # comma-separated paths
+    outputs: list[str] = field(default_factory=list)  # paths as they are, not globs
     path: str = "."
     params: str | None = None
     metric_names: list[str] = field(default_factory=list)
@@ -71,16 +76,42 @@ class Result:
 
 
 def default_model(root: Path) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", root.resolve().name.lower()).strip("-") or "model"
-    return name if NAME_RE.match(name) else "model"
+    """A name lepton.yaml takes (GTO's grammar), from the directory's: `2d_unet` -> `2d-unet`."""
+    return model_name(root.resolve().name)
+
+
+def model_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if not name:
+        return "model"
+    return name if valid_model(name) else f"model-{name}"
+
+
+def distinct_names(models: list[Answers]) -> None:
+    """Models whose directories give the same name are named by their paths instead
+    (`models/a/unet`, `other/unet` -> `models-a-unet`, `other-unet`), then numbered."""
+    names = [a.model for a in models]
+    for a in models:
+        if names.count(a.model) > 1 and a.path != ".":
+            a.model = model_name(a.path)
+    seen: set[str] = set()
+    for a in models:
+        name, n = a.model, 2
+        while a.model in seen:
+            a.model, n = f"{name}-{n}", n + 1
+        seen.add(a.model)
 
 
 def ask(answers: Answers, prompt: Prompt) -> Answers:
     """Prompt for each answer in a terminal; Enter keeps the default shown."""
     for name in ("model", "train", "evaluate", "metrics", "key_metric", "outputs"):
         current = getattr(answers, name)
+        if name == "outputs":
+            current = ", ".join(current)
         reply = prompt(f"{name.replace('_', ' ')} [{current or ''}]: ").strip()
-        if reply:
+        if reply and name == "outputs":
+            answers.outputs = [o.strip() for o in reply.split(",") if o.strip()]
+        elif reply:
             setattr(answers, name, reply)
     return answers
 
@@ -104,7 +135,7 @@ def propose(root: Path, model: str | None = None, log: Log = print) -> list[Answ
             path=rel,
             train=_command(f.train, f.path, python),
             evaluate=_command(f.evaluate, f.path, python),
-            outputs=", ".join(detect.existing_outputs(f.path)),
+            outputs=detect.existing_outputs(f.path),
             params=f.params.relative_to(f.path).as_posix() if f.params else None,
         )
         for step, found in (("train", f.train), ("evaluate", f.evaluate)):
@@ -113,7 +144,15 @@ def propose(root: Path, model: str | None = None, log: Log = print) -> list[Answ
             a.metrics = f.metrics.name
             read_metrics(a, f.metrics)
         out.append(a)
-    if model and len(out) == 1:
+    distinct_names(out)
+    if model and len(out) > 1:
+        raise InputError(
+            f"--model names the model of a one-model repository; {root} has {len(out)}: "
+            + ", ".join(f"{a.model} ({a.path})" for a in out),
+            hint="their names come from their directories: run `lepton-ci init` without "
+            "--model (or in a terminal, to answer each name), or rename a directory",
+        )
+    if model and out:
         out[0].model = model
     return out
 
@@ -191,7 +230,7 @@ def train_once(root: Path, a: Answers, env: dict[str, str], log: Log) -> list[St
         read_metrics(a, workdir / metrics)
     outputs = detect.top_level([p for p in new if p != a.metrics])[: detect.MAX_OUTPUTS]
     if outputs:
-        a.outputs = ", ".join(outputs)
+        a.outputs = outputs
     return steps
 
 
@@ -212,8 +251,8 @@ def todo(root: Path, a: Answers) -> list[str]:
     if a.key_metric is None:
         return [
             f"{where}.gates: whether higher or lower is better for "
-            f"{', '.join(a.metric_names)} is not known; set `direction:` and put `key: true` "
-            "on the metric that matters"
+            f"{', '.join(one_line(n) for n in a.metric_names)} is not known; set `direction:` "
+            "and put `key: true` on the metric that matters"
         ]
     return []
 
@@ -254,7 +293,8 @@ def model_text(a: Answers, root: Path) -> str:
         lines.append(f"    train: {_scalar(a.train)}")
     if a.evaluate:
         lines.append(f"    evaluate: {_scalar(a.evaluate)}")
-    outputs = [o.strip() for o in a.outputs.split(",") if o.strip()]
+    # code and outputs are globs: a `[` or `*` in a file's name is the file's
+    outputs = [glob.escape(o) for o in a.outputs]
     params = (
         f"    params: [{_scalar(a.params)}]"
         if a.params
@@ -262,7 +302,7 @@ def model_text(a: Answers, root: Path) -> str:
     )
     lines += [
         params,
-        '    code: ["**/*.py"]',
+        f"    code: [{', '.join(_scalar(c) for c in code_globs(a, root))}]",
         "    data: []              # e.g. [data/]",
         f"    outputs: [{', '.join(_scalar(o) for o in outputs)}]",
         f"    metrics: [{_scalar(a.metrics)}]",
@@ -271,6 +311,44 @@ def model_text(a: Answers, root: Path) -> str:
     lines += ["    gates:", *gates] if gates else ["    gates: {}             # one per metric"]
     lines += image_lines(a, root) + DEPLOY_LINES
     return "\n".join(lines) + "\n"
+
+
+def code_globs(a: Answers, root: Path) -> list[str]:
+    """`**/*.py`, the scripts the commands run that it misses (`train.sh`) and the config
+    files a training reads (`conf/`): a change to any of them must train again."""
+    workdir = root / a.path
+    scripts_run = [
+        f
+        for c in (a.train, a.evaluate)
+        for f in detect.command_files(c, workdir)
+        if not f.endswith(".py")
+    ]
+    extra = [glob.escape(f) for f in scripts_run + detect.config_inputs(workdir)]
+    return ["**/*.py", *dict.fromkeys(extra)]
+
+
+def environment_lines(models: list[Answers], root: Path) -> list[str]:
+    """`environment.python` when a train or evaluate script runs a venv's interpreter (which
+    `run` cannot see in a `bash train.sh`); commented when that is a guess."""
+    found = []
+    for a in models:
+        workdir = root / a.path
+        run = [workdir / f for c in (a.train, a.evaluate) for f in detect.command_files(c, workdir)]
+        venv = detect.venv_python(root, workdir, run)
+        if venv is not None:
+            found.append(venv)
+    if not found:
+        return []
+    venv = next((v for v in found if v.sure), found[0])
+    if venv.sure:
+        return [
+            "environment:          # the interpreter the training runs: its packages are recorded",
+            f"  python: {_scalar(venv.python)}",
+        ]
+    return [
+        "# environment:        # the interpreter the training runs, if it is this one",
+        f"#   python: {_scalar(venv.python)}",
+    ]
 
 
 def image_lines(a: Answers, root: Path) -> list[str]:
@@ -318,6 +396,7 @@ def config_text(models: list[Answers], root: Path | None = None) -> str:
         "models:\n"
         + "".join(model_text(a, root) for a in models)
         + "stages:\n  staging: {}\n  prod: {requires: staging}\n"
+        + "".join(f"{line}\n" for line in environment_lines(models, root))
     )
 
 
@@ -343,28 +422,64 @@ def workflow_text(name: str, model: str, installs: list[deps.Install] | None = N
 
 
 def check_names(models: list[Answers]) -> None:
+    """The rule lepton.yaml applies (GTO's grammar, one state file per model)."""
     names = [a.model for a in models]
     for name in names:
-        if not NAME_RE.match(name):
+        if not valid_model(name):
             raise ConfigError(
                 f"model name `{name}` is not valid",
-                hint="use lowercase letters, digits and `-`, starting with a letter",
+                hint="use letters, digits, `-`, `_` and `/`, starting and ending with a letter "
+                "or digit (e.g. `churn`, `2d-unet`)",
             )
-    if len(set(names)) != len(names):
+    slugs = [lepton_paths.slug(n) for n in names]
+    if len(set(slugs)) != len(slugs):
         raise ConfigError(
             f"two models would be called the same: {', '.join(names)}",
-            hint="pass --model for one, or rename a directory",
+            hint="give each its own name at the `model` prompt, or rename a directory",
         )
 
 
+def targets(root: Path) -> list[Path]:
+    """Every file init writes, in order: lepton.yaml, the workflows, .gitignore."""
+    flows = [root / ".github" / "workflows" / n for n in WORKFLOWS]
+    return [root / "lepton.yaml", *flows, root / ".gitignore"]
+
+
 def refuse_existing(root: Path) -> None:
-    paths = [root / "lepton.yaml", *(root / ".github" / "workflows" / n for n in WORKFLOWS)]
-    existing = [p for p in paths if p.exists()]
+    """Before anything is written or run: no file of ours exists, each folder on the way is a
+    folder (or absent) we may write in, and `.gitignore` is a file we can append to."""
+    *ours, ignore = targets(root)
+    existing = [p for p in ours if p.exists() or p.is_symlink()]
     if existing:
         raise ConfigError(
             "lepton-ci init writes nothing over existing files: "
             + ", ".join(str(p.relative_to(root)) for p in existing),
             hint="move them aside, or merge the settings by hand (see the README)",
+        )
+    for path in [*ours, ignore]:
+        for folder in reversed(path.relative_to(root).parents):
+            where = root / folder
+            if where.exists() and not where.is_dir():
+                raise InputError(
+                    f"{where} is not a directory: lepton-ci init writes "
+                    f"{path.relative_to(root)} in it",
+                    hint=f"move {where.relative_to(root) if where != root else where} aside "
+                    "(GitHub reads workflows from the directory .github/workflows)",
+                )
+            if where.is_dir() and not os.access(where, os.W_OK | os.X_OK):
+                raise InputError(
+                    f"{where} is not writable: lepton-ci init writes {path.relative_to(root)}",
+                    hint=f"make it writable (chmod u+w {shlex.quote(str(where))})",
+                )
+    if (ignore.exists() or ignore.is_symlink()) and not ignore.is_file():
+        raise InputError(
+            f"{ignore} is not a file: lepton-ci init appends what training writes to it",
+            hint="move it aside (git reads ignore rules from a file named .gitignore)",
+        )
+    if ignore.is_file() and not os.access(ignore, os.R_OK | os.W_OK):
+        raise InputError(
+            f"{ignore} is not writable: lepton-ci init appends what training writes to it",
+            hint=f"make it writable (chmod u+rw {shlex.quote(str(ignore))})",
         )
 
 
@@ -383,26 +498,69 @@ def write(root: Path, models: list[Answers], log: Log = print) -> list[Path]:
             "init: the workflows install the training dependencies from "
             + ", ".join(i.source for i in installs)
         )
-    targets = {root / "lepton.yaml": config_text(models, root)}
+    texts = {root / "lepton.yaml": config_text(models, root)}
     for name in WORKFLOWS:
-        targets[root / ".github" / "workflows" / name] = workflow_text(
+        texts[root / ".github" / "workflows" / name] = workflow_text(
             name, models[0].model, installs
         )
-    for path, text in targets.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    added = gitignore.update(root, ignored_paths(root, models))
+    with all_or_nothing(root) as created:
+        for path, text in texts.items():
+            _mkdirs(path.parent, created)
+            created.append(path)
+            path.write_text(text, encoding="utf-8")
+        added = gitignore.update(root, ignored_paths(root, models))
+    log(
+        "init: files your training reads must be listed in lepton.yaml's `code:`, `data:` or "
+        "`params:`: a change to an unlisted one is a cache hit with the old metrics"
+    )
     if added:
         log(f"init: .gitignore: added {', '.join(added)}")
-        return [*targets, root / ".gitignore"]
-    return list(targets)
+        return [*texts, root / ".gitignore"]
+    return list(texts)
+
+
+def _mkdirs(folder: Path, created: list[Path]) -> None:
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for p in reversed(missing):
+        p.mkdir()
+        created.append(p)
+
+
+@contextlib.contextmanager
+def all_or_nothing(root: Path) -> Iterator[list[Path]]:
+    """What is created is listed; on any failure it is removed and .gitignore restored, so a
+    second `init` finds the repository as the first found it."""
+    ignore = root / ".gitignore"
+    before = ignore.read_bytes() if ignore.is_file() else None
+    created: list[Path] = []
+    try:
+        yield created
+    except BaseException as e:
+        for p in reversed(created):
+            with contextlib.suppress(OSError):
+                if p.is_dir() and not p.is_symlink():
+                    p.rmdir()
+                else:
+                    p.unlink()
+        with contextlib.suppress(OSError):
+            if before is not None:
+                ignore.write_bytes(before)
+            elif ignore.is_file():
+                ignore.unlink()
+        if isinstance(e, OSError):
+            where = f"{e.filename}: " if e.filename else ""
+            raise InputError(
+                f"lepton-ci init could not write: {where}{e.strerror or e}; nothing was written",
+                hint="fix that (space, permissions), then run `lepton-ci init` again",
+            ) from e
+        raise
 
 
 def ignored_paths(root: Path, models: list[Answers]) -> list[str]:
     """`.lepton/`, and each model's outputs and metrics files (relative to the root)."""
     out = [".lepton/"]
     for a in models:
-        for rel in [o.strip() for o in a.outputs.split(",") if o.strip()] + [a.metrics]:
+        for rel in [*a.outputs, a.metrics]:
             path = (root / a.path / rel).resolve()
             try:
                 posix = path.relative_to(root.resolve()).as_posix()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lepton_ci.core.escape import md_cell, md_code
+from lepton_ci.core.escape import md_cell, md_code, one_line
 from lepton_ci.core.record import GateResult, Record
 from lepton_ci.run.gates import ParamChange, diff_params
 from lepton_ci.versions.queries import Shown, when
@@ -57,7 +57,7 @@ def as_table(rec: Record) -> str:
     base = rec.baseline.tag if rec.baseline else "no baseline (first version)"
     rows = [("metric", "baseline", "candidate", "change", "gate")]
     for g in rec.gates:
-        rows.append((g.metric, num(g.baseline), num(g.candidate), change(g), g.verdict))
+        rows.append((one_line(g.metric), num(g.baseline), num(g.candidate), change(g), g.verdict))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [f"{rec.model} {rec.candidate_version}  vs  {base}   verdict: {rec.verdict.upper()}"]
     for i, r in enumerate(rows):
@@ -66,12 +66,12 @@ def as_table(rec: Record) -> str:
             lines.append("  ".join("-" * w for w in widths))
     for g in rec.gates:
         for reason in g.reasons:
-            lines.append(f"  {g.metric}: {reason}")
+            lines.append(f"  {one_line(g.metric)}: {reason}")
     changes = params_changes(rec)
     if changes:
         lines.append("params:")
         for p in changes:
-            lines.append(f"  {p.name}: {p.baseline!r} -> {p.candidate!r} ({p.status})")
+            lines.append(f"  {one_line(p.name)}: {p.baseline!r} -> {p.candidate!r} ({p.status})")
     return "\n".join(lines)
 
 
