@@ -5,12 +5,15 @@ record, the PR comment and the card."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -20,6 +23,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from lepton_ci.core import record as record_mod
+from lepton_ci.core.errors import InputError
 from lepton_ci.report import comment as report
 from lepton_ci.run import accelerator, changes, interpreter
 from tests.conftest import commit_all
@@ -472,3 +476,96 @@ def test_cached_only_reuses_the_run_of_its_inputs_in_the_env_that_trained_it(
     (trained_in_venv / "params.yaml").write_text("accuracy: 0.9\nlr: 0.1\n")
     code, out, _ = cli("run")
     assert code == 0 and "run-cache miss" in out and train_count(trained_in_venv) == 2
+
+
+def _alive(pid: int) -> bool:
+    """Runs, and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wrapper_python(tmp_path: Path) -> tuple[interpreter.Found, Path]:
+    """A `python3` in a wrapper's place that starts a long child and waits for it."""
+    pidfile = tmp_path / "child.pid"
+    wrapper = tmp_path / "python3"
+    wrapper.write_text(f'#!/bin/sh\nsleep 1000 &\necho $! > "{pidfile}"\nwait\n')
+    wrapper.chmod(0o755)
+    return interpreter.Found(str(wrapper), "named by the train command"), pidfile
+
+
+def _gone(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+@pytest.mark.unit
+def test_a_probe_that_times_out_leaves_nothing_running(tmp_path, monkeypatch):
+    found, pidfile = _wrapper_python(tmp_path)
+    monkeypatch.setattr(interpreter, "PROBE_TIMEOUT_S", 1.0)
+    with pytest.raises(InputError, match=r"no answer within 1 s"):
+        interpreter._probe(found, cwd=tmp_path, env=dict(os.environ))
+    pid = int(pidfile.read_text())
+    try:
+        assert _gone(pid), "the wrapper's child outlived the probe"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.unit
+def test_a_probe_interrupted_by_ctrl_c_leaves_nothing_running(tmp_path):
+    found, pidfile = _wrapper_python(tmp_path)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interpreter._probe(found, cwd=tmp_path, env=dict(os.environ))
+    finally:
+        timer.cancel()
+    pid = int(pidfile.read_text())
+    try:
+        assert _gone(pid), "the wrapper's child outlived the probe"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("version", "3.11\n::warning::v", "version '3.11\\n::warning::v'"),
+        ("version", "3.11 beta", "is not a Python version"),
+        ("version", "3.11\x1b[31m", "is not a Python version"),
+        ("version", "eleven", "is not a Python version"),
+        ("platform", "linux\n::error::x", "platform"),
+        ("packages", ["x==1\n::error::pwned"], "package 'x==1\\n::error::pwned'"),
+        ("packages", ["x==1 2"], "is not `name==version`"),
+        ("packages", ["-x==1"], "is not `name==version`"),
+        ("packages", ["numpy"], "is not `name==version`"),
+    ],
+)
+def test_an_answer_with_anything_but_versions_and_names_is_refused(tmp_path, field, value, needle):
+    answer = {
+        "version": "3.12.1",
+        "platform": "linux-x86_64",
+        "prefix": "/usr",
+        "path": [],
+        "user_site": None,
+        "packages": ["numpy==2.2.6", "scikit-learn==1.9.1rc1+local"],
+    }
+    fake = tmp_path / "python3"
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps({**answer, field: value})}\nEOF\n")
+    fake.chmod(0o755)
+    found = interpreter.Found(str(fake), "named by the train command")
+    with pytest.raises(InputError) as e:
+        interpreter._probe(found, cwd=tmp_path, env=dict(os.environ))
+    assert f"the training interpreter {fake} (named by the train command)" in e.value.message
+    assert needle in e.value.message
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(answer)}\nEOF\n")
+    assert interpreter._probe(found, cwd=tmp_path, env=dict(os.environ)) == answer

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -29,6 +30,11 @@ PROBE_TIMEOUT_S = 30.0
 MEMO_ENTRIES = 32  # interpreters x environments answered; a few in any real work tree
 _PYTHON = re.compile(r"python(\d+(\.\d+)?)?")  # python, python3, python3.12
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+# What the probe prints, and nothing else: these values reach the record, the PR comment, the
+# card and `::notice::` lines, where a newline could start a workflow command of its own.
+_VERSION = re.compile(r"\d+\.\d+(\.\d+)?\S*")
+_PLATFORM = re.compile(r"[A-Za-z0-9_.+-]+")
+_PACKAGE = re.compile(r"([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])==\S+")  # PEP 508
 # What changes the interpreter's sys.path besides its own files, or which interpreter a
 # version manager's shim starts.
 _PATH_VARS = (
@@ -246,7 +252,7 @@ def ask(found: Found, *, cwd: Path, env: Mapping[str, str], memo: Memo) -> Answe
     real = os.path.realpath(found.path)
     key = json.dumps(["python", found.path, real, str(cwd), [env.get(v) for v in _PATH_VARS]])
     cached = memo.get(key)
-    if not _answer(cached):
+    if not _answer(cached) or _invalid(cached) is not None:
         since = time.time_ns()
         cached = _probe(found, cwd=cwd, env=env)
         venv_cfg = str(Path(cached["prefix"]) / "pyvenv.cfg")
@@ -280,31 +286,45 @@ def _probe(found: Found, *, cwd: Path, env: Mapping[str, str]) -> dict[str, Any]
             "another with `environment.python` in lepton.yaml",
         )
 
+    # Its own process group, killed whatever happens: a wrapper or shim in the interpreter's
+    # place may start children of its own, which a timeout or Ctrl-C must not leave running
+    # (a Ctrl-C in a terminal no longer reaches a group of its own).
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [found.path, "-c", PROBE],
             cwd=cwd,
             env=dict(env),
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             errors="replace",
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        raise fail(f"no answer within {PROBE_TIMEOUT_S:.0f} s") from None
     except OSError as e:
         raise fail(str(e)) from None
+    try:
+        stdout, stderr = proc.communicate(timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise fail(f"no answer within {PROBE_TIMEOUT_S:.0f} s") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        tail = stderr.strip().splitlines()[-1:] or ["(no output)"]
         raise fail(f"it exited with code {proc.returncode}: {tail[0]}")
     try:
-        answer = json.loads(proc.stdout.strip().splitlines()[-1])
+        answer = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         answer = None
-    if _answer(answer):
-        return answer
-    raise fail(f"it printed something else: {proc.stdout[:200]!r}")
+    if not _answer(answer):
+        raise fail(f"it printed something else: {stdout[:200]!r}")
+    wrong = _invalid(answer)
+    if wrong is not None:
+        raise fail(f"its answer is not what the probe prints: {wrong}")
+    return answer
 
 
 def _answer(value: Any) -> TypeGuard[dict[str, Any]]:
@@ -318,3 +338,19 @@ def _answer(value: Any) -> TypeGuard[dict[str, Any]]:
         )
         and isinstance(value.get("user_site"), str | None)
     )
+
+
+def _invalid(answer: dict[str, Any]) -> str | None:
+    """What in a well-shaped answer is not a version, platform or `name==version`."""
+
+    def clean(text: str, pattern: re.Pattern[str]) -> bool:
+        return text.isprintable() and pattern.fullmatch(text) is not None
+
+    if not clean(answer["version"], _VERSION):
+        return f"version {answer['version']!r} is not a Python version such as 3.12.1"
+    if not clean(answer["platform"], _PLATFORM):
+        return f"platform {answer['platform']!r} is not a word such as linux-x86_64"
+    for package in answer["packages"]:
+        if not clean(package, _PACKAGE):
+            return f"package {package[:100]!r} is not `name==version` (PEP 508 name)"
+    return None
