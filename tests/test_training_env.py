@@ -569,3 +569,82 @@ def test_an_answer_with_anything_but_versions_and_names_is_refused(tmp_path, fie
     assert needle in e.value.message
     fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(answer)}\nEOF\n")
     assert interpreter._probe(found, cwd=tmp_path, env=dict(os.environ)) == answer
+
+
+@pytest.mark.parametrize("var", ["$PATH", "${PATH}"])
+def test_a_path_assignment_in_front_of_python_names_the_interpreter(
+    toy_repo, cli, wheels, tmp_path, monkeypatch, var
+):
+    """`PATH=/tmp/tenv/bin:$PATH python3 train.py` runs tenv's python3, not the one on the
+    PATH lepton-ci got; so a package change in tenv is a miss, not a stale hit."""
+    tenv = make_venv(tmp_path / "tenv", wheels["scikit-learn==1.9.1"])
+    without_yaml(toy_repo)
+    set_model(toy_repo, train=f"PATH={tenv / 'bin'}:{var} python3 train.py")
+    commit_all(toy_repo, "build: train in tenv")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    env = last_record(toy_repo).environment
+    assert env.interpreter == str(tenv / "bin" / "python3")
+    assert env.interpreter_source == "named by the train command"
+    assert env.versions() == {"scikit-learn": "1.9.1"}
+    pip_install(tenv, wheels["scikit-learn==1.6.1"])
+    code, out, err = cli("run")
+    assert code == 0 and "run-cache miss" in out, out + err
+    assert train_count(toy_repo) == 2
+    assert last_record(toy_repo).environment.versions() == {"scikit-learn": "1.6.1"}
+
+
+def test_a_command_that_cannot_be_followed_is_said_and_not_guessed(toy_repo, cli):
+    without_yaml(toy_repo)
+    set_model(toy_repo, train="cd . && python3 train.py", evaluate="python3 evaluate.py")
+    commit_all(toy_repo, "build: cd first")
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    env = last_record(toy_repo).environment
+    assert env.interpreter_source == "python3 on PATH: a command cannot be followed"
+    said = " ".join((out + err).split())
+    assert "the train command `cd . && python3 train.py` cannot be followed: it changes" in said
+    assert "name the training interpreter with `environment.python`" in said
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        ("PYTHONPATH=src python3 train.py", "it assigns PYTHONPATH"),
+        ("env PYTHONHOME=/opt/py python3 train.py", "it assigns PYTHONHOME"),
+        ("source .venv/bin/activate && python train.py", "it sources a script"),
+        (". .venv/bin/activate; python train.py", "it sources a script"),
+        ("conda run -n train python train.py", "it runs through `conda run`"),
+        ("uv run python train.py", "it runs through `uv run`"),
+        (["poetry", "run", "python", "train.py"], "it runs through `poetry run`"),
+        ("PATH=$HOME/bin:$PATH python3 train.py", "expands more than $PATH"),
+        ("PATH=`pwd`/bin python3 train.py", "expands more than $PATH"),
+    ],
+)
+def test_what_cannot_be_followed_falls_back_with_a_warning(tmp_path, command, why):
+    found = interpreter.resolve(
+        {"train": command}, configured=None, root=tmp_path, cwd=tmp_path, env=dict(os.environ)
+    )
+    assert found.source == "python3 on PATH: a command cannot be followed"
+    assert found.guessed is not None and why in found.guessed
+    assert "`environment.python`" in found.guessed
+
+
+@pytest.mark.unit
+def test_an_argv_path_assignment_is_taken_as_it_is(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text("#!/bin/sh\n")
+    (bin_dir / "python3").chmod(0o755)
+    found = interpreter.resolve(
+        {"train": ["env", f"PATH={bin_dir}", "python3", "train.py"]},
+        configured=None,
+        root=tmp_path,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert found == interpreter.Found(
+        str(bin_dir / "python3"), "named by the train command", path_env=str(bin_dir)
+    )

@@ -105,6 +105,10 @@ class Found:
 
     path: str
     source: str
+    # The PATH the command gives itself, when it assigns one (the probe runs with it too).
+    path_env: str | None = None
+    # Why lepton-ci did not follow a command to its interpreter, when it did not: a warning.
+    guessed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,22 +121,81 @@ class Answer:
 def _first_word(command: str | list[str]) -> str | None:
     """The program a command runs: argv[0], or the first word of a shell string after any
     `VAR=value` assignments and an `env` or `exec` in front."""
+    return _program(command).word
+
+
+# Words that change, at run time, what a following `python` is: lepton-ci does not follow them.
+_UNFOLLOWED = {
+    "cd": "it changes directory (`cd`)",
+    "pushd": "it changes directory (`pushd`)",
+    "source": "it sources a script (`source`)",
+    ".": "it sources a script (`.`)",
+    "export": "it exports variables (`export`)",
+    "eval": "it runs `eval`",
+}
+_RUNNERS = ("conda", "mamba", "micromamba", "uv", "poetry", "pipenv", "pdm", "hatch", "pixi")
+_SHELL_VAR = re.compile(r"\$(PATH\b|\{PATH\})")
+
+
+@dataclass(frozen=True)
+class Program:
+    """What a command runs (`word`), the environment it assigns in front of it, and why that
+    cannot be followed, if it cannot."""
+
+    word: str | None
+    assigns: dict[str, str]
+    unfollowed: str | None = None
+
+
+def _program(command: str | list[str]) -> Program:
     if isinstance(command, list):
         words = list(command)
     else:
         try:
             words = shlex.split(command)
         except ValueError:  # unbalanced quotes: the shell will say so when it runs
-            return None
+            return Program(None, {})
+    assigns: dict[str, str] = {}
     after_env = False
     for i, word in enumerate(words):
-        if _ASSIGNMENT.match(word) or (after_env and word.startswith("-")):
+        if _ASSIGNMENT.match(word):
+            name, _, value = word.partition("=")
+            assigns[name] = value
+            continue
+        if after_env and word.startswith("-"):
             continue
         if word in ("env", "exec") and i + 1 < len(words):
             after_env = True
             continue
-        return word
-    return None
+        if isinstance(command, str) and word in _UNFOLLOWED:
+            return Program(word, assigns, _UNFOLLOWED[word])
+        if Path(word).name in _RUNNERS and "run" in words[i + 1 : i + 4]:
+            return Program(word, assigns, f"it runs through `{Path(word).name} run`")
+        return Program(word, assigns)
+    return Program(None, assigns)
+
+
+def _command_env(
+    program: Program, command: str | list[str], env: Mapping[str, str]
+) -> tuple[dict[str, str], str | None]:
+    """The environment the program gets: `env` with the command's own PATH in front, `$PATH`
+    and `${PATH}` in it expanded from `env`. Returns (environment, why it cannot be followed)."""
+    if program.unfollowed:
+        return dict(env), program.unfollowed
+    for name in ("PYTHONPATH", "PYTHONHOME"):
+        if name in program.assigns:
+            return dict(env), f"it assigns {name}"
+    out = dict(env)
+    if "PATH" in program.assigns:
+        value = program.assigns["PATH"]
+        if isinstance(command, list):  # argv: no shell expands anything
+            out["PATH"] = value
+            return out, None
+        expanded = _SHELL_VAR.sub(lambda _m: env.get("PATH", os.defpath), value)
+        if "$" in expanded or "`" in expanded:
+            return dict(env), f"its PATH ({value}) expands more than $PATH"
+        out["PATH"] = expanded
+    return out, None
 
 
 def _lookup(word: str, *, cwd: Path, env: Mapping[str, str]) -> str | None:
@@ -164,11 +227,17 @@ def resolve(
                 "(`.venv/bin/python`) or a name on PATH (`python3.12`)",
             )
         return Found(found, "named by environment.python")
+    unfollowed = None
     for step, command in commands.items():
-        word = _first_word(command)
+        program = _program(command)
+        run_env, why = _command_env(program, command, env)
+        if why is not None:
+            unfollowed = f"the {step} command `{_shown(command)}` cannot be followed: {why}"
+            break
+        word = program.word
         if word is None or not _PYTHON.fullmatch(Path(word).name):
             continue
-        found = _lookup(word, cwd=cwd, env=env)
+        found = _lookup(word, cwd=cwd, env=run_env)
         if found is None:
             raise InputError(
                 f"the {step} command runs `{word}`, which "
@@ -176,7 +245,8 @@ def resolve(
                 hint=f"install it or fix `{step}:` in lepton.yaml; or name the interpreter with "
                 "`environment.python`",
             )
-        return Found(found, f"named by the {step} command")
+        path_env = run_env["PATH"] if "PATH" in program.assigns else None
+        return Found(found, f"named by the {step} command", path_env=path_env)
     found = shutil.which("python3", path=env.get("PATH", os.defpath))
     if found is None:
         raise InputError(
@@ -184,7 +254,20 @@ def resolve(
             "lepton-ci cannot tell which interpreter's packages the run used",
             hint="name the interpreter in lepton.yaml: `environment: {python: .venv/bin/python}`",
         )
+    if unfollowed is not None:
+        return Found(
+            found,
+            "python3 on PATH: a command cannot be followed",
+            guessed=f"{unfollowed}; recorded the packages of python3 on PATH ({found}), which "
+            "may not be the training's: name the training interpreter with "
+            "`environment.python` in lepton.yaml",
+        )
     return Found(found, "python3 on PATH: no command starts with python")
+
+
+def _shown(command: str | list[str]) -> str:
+    text = command if isinstance(command, str) else shlex.join(command)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class Memo:
