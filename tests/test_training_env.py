@@ -649,3 +649,13 @@ def test_an_argv_path_assignment_is_taken_as_it_is(tmp_path):
     assert found == interpreter.Found(
         str(bin_dir / "python3"), "named by the train command", path_env=str(bin_dir)
     )
+
+
+def test_show_prints_the_training_environment(trained_in_venv, cli):
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    env = last_record(trained_in_venv).environment
+    code, out, err = cli("show", "toy@v0.1.0")
+    assert code == 0, err
+    assert f"environment: Python {env.python} ({env.platform}, {env.os})" in out
+    assert f"  interpreter: {trained_in_venv}/.venv/bin/python (named by the train command)" in out
+    assert "  frameworks: scikit-learn 1.9.1, numpy 2.2.6 (2 packages in all)" in out
