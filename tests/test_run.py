@@ -304,3 +304,28 @@ def test_a_cache_restored_from_a_tarball_is_still_served(cli, toy_repo):
     code, out, _ = cli("run")
     assert code == 0 and train_count(toy_repo) == 1, out
     assert "restored model.bin from the cache" in out
+
+
+def test_a_build_after_a_hand_written_model_uses_the_cached_bytes_or_says_the_truth(
+    cli, toy_repo, tmp_path
+):
+    """`python3 train.py` by hand after `register` must not make the version unbuildable; and
+    when the cache truly lost the bytes, the hint must not promise a run-cache hit."""
+    from lepton_ci.core.errors import RecordError
+    from lepton_ci.core.hashing import StatCache
+    from lepton_ci.image.source import _link_artifacts
+    from lepton_ci.run.cache import RunCache
+
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    rec = load_record(toy_repo)
+    first = (toy_repo / "model.bin").read_bytes()
+    (toy_repo / "model.bin").write_bytes(b"retrained by hand, other weights")
+    cache = RunCache(toy_repo / ".lepton" / "cache")
+    _link_artifacts(rec, tmp_path / "ctx", toy_repo, cache, StatCache(None))
+    assert (tmp_path / "ctx" / "model.bin").read_bytes() == first
+    shutil.rmtree(toy_repo / ".lepton" / "cache" / "blobs")
+    with pytest.raises(RecordError) as e:
+        _link_artifacts(rec, tmp_path / "ctx2", toy_repo, cache, StatCache(None))
+    assert "the run-cache" in e.value.message and "does not hold it" in e.value.message
+    assert "run-cache hit" not in (e.value.hint or "")
+    assert "only if training reproduces the same bytes" in (e.value.hint or "")
