@@ -196,33 +196,69 @@ def test_bad_config_exits_non_zero_with_fix(cli, toy_repo):
     assert "`models.toy.gaets`: unknown key; did you mean `gates`?" in err
 
 
-def test_cache_stores_and_restores_artifacts_without_copying(cli, toy_repo):
+def test_cache_stores_and_restores_artifacts_without_sharing_them(cli, toy_repo):
     code, out, _ = cli("run")
     assert code == 0
-    assert "run-cache stored 1 artifact(s) by hardlink" in out or "by reflink" in out
+    assert "run-cache stored 1 artifact(s) by copy" in out or "by reflink" in out
     assert "the cache holds 1 records, 1 artifacts" in out
     model = toy_repo / "model.bin"
-    if "by hardlink" in out:
-        assert model.stat().st_nlink == 2  # one file on disk, in the work tree and the cache
+    assert model.stat().st_nlink == 1  # a reflink shares extents copy-on-write, never the file
     model.unlink()
     code, out, _ = cli("run")
     assert code == 0 and train_count(toy_repo) == 1
     assert "restored model.bin from the cache" in out
+    assert model.stat().st_nlink == 1
 
 
-def test_training_again_never_rewrites_a_cached_artifact_through_a_link(cli, toy_repo):
+def test_training_again_never_rewrites_a_cached_artifact(cli, toy_repo):
     """The toy trainer truncates model.bin in place, as pickle/torch.save do."""
     assert cli("run")[0] == 0
     first = (toy_repo / "model.bin").read_bytes()
     set_params(toy_repo, accuracy=0.91, lr=0.2)
     code, out, _ = cli("run")
     assert code == 0 and train_count(toy_repo) == 2
-    assert "model.bin is shared with the run-cache; removed it" in out
     assert (toy_repo / "model.bin").read_bytes() != first
     set_params(toy_repo, accuracy=0.9, lr=0.1)  # back to the first run's inputs
     code, out, _ = cli("run")
     assert code == 0 and train_count(toy_repo) == 2, out
     assert (toy_repo / "model.bin").read_bytes() == first
+
+
+@pytest.mark.parametrize("keep_stat", [False, True], ids=["rewrite", "rewrite-keeping-mtime"])
+def test_a_write_outside_run_never_reaches_the_cached_copy(cli, toy_repo, keep_stat):
+    """`python3 train.py` by hand or `cp other model.bin` writes the work tree's file in place:
+    the cache keeps the registered bytes, and the next run restores them, even when the write
+    kept the file's size and mtime."""
+    import os
+
+    assert cli("run")[0] == 0
+    model = toy_repo / "model.bin"
+    first = model.read_bytes()
+    st = model.stat()
+    with model.open("r+b") as f:  # in place, same size, as `cp` onto an existing file does
+        f.write(b"X" * len(first))
+    if keep_stat:
+        os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    blobs = [p for p in (toy_repo / ".lepton/cache/blobs").glob("*/*") if p.suffix != ".stat"]
+    assert [b.read_bytes() for b in blobs] == [first]
+    code, out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 1, out
+    assert "restored model.bin from the cache" in out
+    assert model.read_bytes() == first
+
+
+def test_an_old_caches_hard_link_is_broken_before_it_can_be_written(cli, toy_repo):
+    """A cache written by an older lepton-ci shares the work tree's file by hard link."""
+    import os
+
+    assert cli("run")[0] == 0
+    model = toy_repo / "model.bin"
+    blob = next(p for p in (toy_repo / ".lepton/cache/blobs").glob("*/*") if p.suffix != ".stat")
+    model.unlink()
+    os.link(blob, model)
+    code, out, _ = cli("run")
+    assert code == 0 and train_count(toy_repo) == 1, out
+    assert model.stat().st_nlink == 1 and not model.samefile(blob)
 
 
 def test_a_cached_artifact_changed_after_it_was_stored_is_not_served(cli, toy_repo):
@@ -237,13 +273,14 @@ def test_a_cached_artifact_changed_after_it_was_stored_is_not_served(cli, toy_re
 
 
 @pytest.mark.unit
-def test_place_uses_a_link_on_one_filesystem_and_copies_across(tmp_path):
+def test_place_reflinks_or_copies_and_never_links(tmp_path):
     from lepton_ci.run.cache import place
 
     src = tmp_path / "a.bin"
     src.write_bytes(b"weights" * 1000)
-    assert place(src, tmp_path / "sub" / "b.bin") in ("reflink", "hardlink")
+    assert place(src, tmp_path / "sub" / "b.bin") in ("reflink", "copy")
     assert (tmp_path / "sub" / "b.bin").read_bytes() == src.read_bytes()
+    assert src.stat().st_nlink == 1
     shm = Path("/dev/shm")
     if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
         pytest.skip("no second filesystem to copy across")
@@ -267,3 +304,28 @@ def test_a_cache_restored_from_a_tarball_is_still_served(cli, toy_repo):
     code, out, _ = cli("run")
     assert code == 0 and train_count(toy_repo) == 1, out
     assert "restored model.bin from the cache" in out
+
+
+def test_a_build_after_a_hand_written_model_uses_the_cached_bytes_or_says_the_truth(
+    cli, toy_repo, tmp_path
+):
+    """`python3 train.py` by hand after `register` must not make the version unbuildable; and
+    when the cache truly lost the bytes, the hint must not promise a run-cache hit."""
+    from lepton_ci.core.errors import RecordError
+    from lepton_ci.core.hashing import StatCache
+    from lepton_ci.image.source import _link_artifacts
+    from lepton_ci.run.cache import RunCache
+
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    rec = load_record(toy_repo)
+    first = (toy_repo / "model.bin").read_bytes()
+    (toy_repo / "model.bin").write_bytes(b"retrained by hand, other weights")
+    cache = RunCache(toy_repo / ".lepton" / "cache")
+    _link_artifacts(rec, tmp_path / "ctx", toy_repo, cache, StatCache(None))
+    assert (tmp_path / "ctx" / "model.bin").read_bytes() == first
+    shutil.rmtree(toy_repo / ".lepton" / "cache" / "blobs")
+    with pytest.raises(RecordError) as e:
+        _link_artifacts(rec, tmp_path / "ctx2", toy_repo, cache, StatCache(None))
+    assert "the run-cache" in e.value.message and "does not hold it" in e.value.message
+    assert "run-cache hit" not in (e.value.hint or "")
+    assert "only if training reproduces the same bytes" in (e.value.hint or "")

@@ -5,12 +5,14 @@ record, the PR comment and the card."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
-import html
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -20,6 +22,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from lepton_ci.core import record as record_mod
+from lepton_ci.core.errors import InputError
 from lepton_ci.report import comment as report
 from lepton_ci.run import accelerator, changes, interpreter
 from tests.conftest import commit_all
@@ -325,15 +328,17 @@ def test_a_registered_version_then_a_package_change_in_the_comment_and_card(
     )
     meta = report.BundleMeta(model="toy", workflow="ci", head_sha=rec.git.sha)
     body = report.render(rec, meta).body
-    text = html.unescape(body)
-    assert "scikit-learn 1.9.1 -> 1.6.1" in text
+    assert "scikit-learn 1.9.1 -> 1.6.1" in body
     assert "| scikit-learn | 1.9.1 | 1.6.1 |" in body and "| numpy | 2.2.6 | — |" in body
     assert "**Trained with:** Python " in body and "· scikit-learn 1.6.1" in body
     # The card names the interpreter and the frameworks, and is still Hub metadata.
     code, out, err = cli("card", "--print")
     assert code == 0, err
     assert "| scikit-learn | 1.6.1 |" in out
-    assert "- environment: packages changed: numpy 2.2.6 (removed), scikit-learn 1.9.1 -" in out
+    assert (
+        "- environment: packages changed: numpy 2.2.6 (removed), scikit-learn 1.9.1 -> 1.6.1" in out
+    )
+    assert "&gt;" not in out  # Markdown, read as text by `card --print`: no HTML entities
     assert "<details><summary>All 1 installed packages</summary>" in out
     assert f"| Python | {rec.environment.python} (`{trained_in_venv}/.venv/bin/python`, " in out
     assert ModelCard(out).data.to_dict()["model-index"][0]["name"] == "toy"
@@ -472,3 +477,185 @@ def test_cached_only_reuses_the_run_of_its_inputs_in_the_env_that_trained_it(
     (trained_in_venv / "params.yaml").write_text("accuracy: 0.9\nlr: 0.1\n")
     code, out, _ = cli("run")
     assert code == 0 and "run-cache miss" in out and train_count(trained_in_venv) == 2
+
+
+def _alive(pid: int) -> bool:
+    """Runs, and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wrapper_python(tmp_path: Path) -> tuple[interpreter.Found, Path]:
+    """A `python3` in a wrapper's place that starts a long child and waits for it."""
+    pidfile = tmp_path / "child.pid"
+    wrapper = tmp_path / "python3"
+    wrapper.write_text(f'#!/bin/sh\nsleep 1000 &\necho $! > "{pidfile}"\nwait\n')
+    wrapper.chmod(0o755)
+    return interpreter.Found(str(wrapper), "named by the train command"), pidfile
+
+
+def _gone(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+@pytest.mark.unit
+def test_a_probe_that_times_out_leaves_nothing_running(tmp_path, monkeypatch):
+    found, pidfile = _wrapper_python(tmp_path)
+    monkeypatch.setattr(interpreter, "PROBE_TIMEOUT_S", 1.0)
+    with pytest.raises(InputError, match=r"no answer within 1 s"):
+        interpreter._probe(found, cwd=tmp_path, env=dict(os.environ))
+    pid = int(pidfile.read_text())
+    try:
+        assert _gone(pid), "the wrapper's child outlived the probe"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.unit
+def test_a_probe_interrupted_by_ctrl_c_leaves_nothing_running(tmp_path):
+    found, pidfile = _wrapper_python(tmp_path)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interpreter._probe(found, cwd=tmp_path, env=dict(os.environ))
+    finally:
+        timer.cancel()
+    pid = int(pidfile.read_text())
+    try:
+        assert _gone(pid), "the wrapper's child outlived the probe"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("version", "3.11\n::warning::v", "version '3.11\\n::warning::v'"),
+        ("version", "3.11 beta", "is not a Python version"),
+        ("version", "3.11\x1b[31m", "is not a Python version"),
+        ("version", "eleven", "is not a Python version"),
+        ("platform", "linux\n::error::x", "platform"),
+        ("packages", ["x==1\n::error::pwned"], "package 'x==1\\n::error::pwned'"),
+        ("packages", ["x==1 2"], "is not `name==version`"),
+        ("packages", ["-x==1"], "is not `name==version`"),
+        ("packages", ["numpy"], "is not `name==version`"),
+    ],
+)
+def test_an_answer_with_anything_but_versions_and_names_is_refused(tmp_path, field, value, needle):
+    answer = {
+        "version": "3.12.1",
+        "platform": "linux-x86_64",
+        "prefix": "/usr",
+        "path": [],
+        "user_site": None,
+        "packages": ["numpy==2.2.6", "scikit-learn==1.9.1rc1+local"],
+    }
+    fake = tmp_path / "python3"
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps({**answer, field: value})}\nEOF\n")
+    fake.chmod(0o755)
+    found = interpreter.Found(str(fake), "named by the train command")
+    with pytest.raises(InputError) as e:
+        interpreter._probe(found, cwd=tmp_path, env=dict(os.environ))
+    assert f"the training interpreter {fake} (named by the train command)" in e.value.message
+    assert needle in e.value.message
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(answer)}\nEOF\n")
+    assert interpreter._probe(found, cwd=tmp_path, env=dict(os.environ)) == answer
+
+
+@pytest.mark.parametrize("var", ["$PATH", "${PATH}"])
+def test_a_path_assignment_in_front_of_python_names_the_interpreter(
+    toy_repo, cli, wheels, tmp_path, monkeypatch, var
+):
+    """`PATH=/tmp/tenv/bin:$PATH python3 train.py` runs tenv's python3, not the one on the
+    PATH lepton-ci got; so a package change in tenv is a miss, not a stale hit."""
+    tenv = make_venv(tmp_path / "tenv", wheels["scikit-learn==1.9.1"])
+    without_yaml(toy_repo)
+    set_model(toy_repo, train=f"PATH={tenv / 'bin'}:{var} python3 train.py")
+    commit_all(toy_repo, "build: train in tenv")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    env = last_record(toy_repo).environment
+    assert env.interpreter == str(tenv / "bin" / "python3")
+    assert env.interpreter_source == "named by the train command"
+    assert env.versions() == {"scikit-learn": "1.9.1"}
+    pip_install(tenv, wheels["scikit-learn==1.6.1"])
+    code, out, err = cli("run")
+    assert code == 0 and "run-cache miss" in out, out + err
+    assert train_count(toy_repo) == 2
+    assert last_record(toy_repo).environment.versions() == {"scikit-learn": "1.6.1"}
+
+
+def test_a_command_that_cannot_be_followed_is_said_and_not_guessed(toy_repo, cli):
+    without_yaml(toy_repo)
+    set_model(toy_repo, train="cd . && python3 train.py", evaluate="python3 evaluate.py")
+    commit_all(toy_repo, "build: cd first")
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    env = last_record(toy_repo).environment
+    assert env.interpreter_source == "python3 on PATH: a command cannot be followed"
+    said = " ".join((out + err).split())
+    assert "the train command `cd . && python3 train.py` cannot be followed: it changes" in said
+    assert "name the training interpreter with `environment.python`" in said
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        ("PYTHONPATH=src python3 train.py", "it assigns PYTHONPATH"),
+        ("env PYTHONHOME=/opt/py python3 train.py", "it assigns PYTHONHOME"),
+        ("source .venv/bin/activate && python train.py", "it sources a script"),
+        (". .venv/bin/activate; python train.py", "it sources a script"),
+        ("conda run -n train python train.py", "it runs through `conda run`"),
+        ("uv run python train.py", "it runs through `uv run`"),
+        (["poetry", "run", "python", "train.py"], "it runs through `poetry run`"),
+        ("PATH=$HOME/bin:$PATH python3 train.py", "expands more than $PATH"),
+        ("PATH=`pwd`/bin python3 train.py", "expands more than $PATH"),
+    ],
+)
+def test_what_cannot_be_followed_falls_back_with_a_warning(tmp_path, command, why):
+    found = interpreter.resolve(
+        {"train": command}, configured=None, root=tmp_path, cwd=tmp_path, env=dict(os.environ)
+    )
+    assert found.source == "python3 on PATH: a command cannot be followed"
+    assert found.guessed is not None and why in found.guessed
+    assert "`environment.python`" in found.guessed
+
+
+@pytest.mark.unit
+def test_an_argv_path_assignment_is_taken_as_it_is(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text("#!/bin/sh\n")
+    (bin_dir / "python3").chmod(0o755)
+    found = interpreter.resolve(
+        {"train": ["env", f"PATH={bin_dir}", "python3", "train.py"]},
+        configured=None,
+        root=tmp_path,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert found == interpreter.Found(
+        str(bin_dir / "python3"), "named by the train command", path_env=str(bin_dir)
+    )
+
+
+def test_show_prints_the_training_environment(trained_in_venv, cli):
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    env = last_record(trained_in_venv).environment
+    code, out, err = cli("show", "toy@v0.1.0")
+    assert code == 0, err
+    assert f"environment: Python {env.python} ({env.platform}, {env.os})" in out
+    assert f"  interpreter: {trained_in_venv}/.venv/bin/python (named by the train command)" in out
+    assert "  frameworks: scikit-learn 1.9.1, numpy 2.2.6 (2 packages in all)" in out

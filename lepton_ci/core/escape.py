@@ -12,7 +12,7 @@ import re
 
 _MENTION = re.compile(r"@(?=[A-Za-z0-9_-])")
 _ISSUE_REF = re.compile(r"#(?=\d)")
-# Links and images need `[`, emphasis `*`/`_`, code a backtick, tables `|`; `<`/`>` are HTML-
+# Links and images need `[`, emphasis `*`/`_`, code a backtick, tables `|`; `<`/`&` are HTML-
 # escaped first. `(`, `!`, `+` are harmless without these, so they stay readable.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 # A heading or quote can start a value; a list marker only matters after a newline inside one
@@ -56,7 +56,10 @@ def log_text(value: object) -> str:
 
 def md_text(value: object) -> str:
     """Inline Markdown text: no formatting, links, HTML, @mentions or #references take effect."""
-    s = html.escape(clean(value), quote=False)
+    # `<` and `&` as entities (a value may land inside an HTML block such as <summary>, where
+    # a backslash escapes nothing); `>` cannot open a tag, so it stays readable (`1.9.1 ->
+    # 1.6.1` in a card printed as text) and is escaped only where it starts a quote.
+    s = clean(value).replace("&", "&amp;").replace("<", "&lt;")
     s = _MD_SPECIAL.sub(r"\\\1", s)
     s = _LINE_START.sub(lambda m: "\\" + (m[1] or m[2]), s)  # no headings, quotes, lists
     s = _ORDERED.sub(r"\1\\.", s)

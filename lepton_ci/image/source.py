@@ -178,7 +178,7 @@ def _link_artifacts(
         target = model_dir / rel
         if target.is_file():  # committed to git: the commit's bytes must be the record's
             if stat.hash(target) != entry.hash:
-                raise _mismatch(rec, rel, f"the committed {rel} differs from it")
+                raise _mismatch(rec, rel, f"the committed {rel} differs from it", committed=True)
             continue
         work = work_dir / rel
         if work.is_file() and stat.hash(work) == entry.hash:
@@ -197,10 +197,20 @@ def _link_artifacts(
     stat.save()
 
 
-def _mismatch(rec: Record, rel: str, why: str) -> RecordError:
-    version = rec.candidate_version or ""
+def _mismatch(rec: Record, rel: str, why: str, *, committed: bool = False) -> RecordError:
+    version = rec.candidate_version or "it"
+    if committed:
+        hint = (
+            f"the commit {rec.git.sha[:7]} carries other bytes than its record names: register "
+            "a new version from a `lepton-ci run` of a clean commit"
+        )
+    else:  # `lepton-ci run` would be a miss here: the cache has no copy left to restore
+        hint = (
+            f"restore the run-cache {version} was trained with (in CI: its actions/cache "
+            f"entry) and build {version} again; or retrain at its commit (`git checkout "
+            f"{rec.git.sha[:7]}`, `lepton-ci run`): the build then works only if training "
+            "reproduces the same bytes, else register a new version"
+        )
     return RecordError(
-        f"artifact {rel} of {what(rec)} does not match its evidence record: {why}",
-        hint=f"re-create it from the version's commit: `git checkout {rec.git.sha[:7]}` and "
-        f"`lepton-ci run` (a run-cache hit restores it), then build {version} again".rstrip(),
+        f"artifact {rel} of {what(rec)} does not match its evidence record: {why}", hint=hint
     )

@@ -4,11 +4,15 @@ Records live under <cache>/records/<model>/<key>.json and artifacts under <cache
 content hash, so CI can persist the directory with actions/cache. A version tag's record is a
 second source: a commit that only re-tags or edits docs reuses the registered result.
 
-Artifacts move in and out of the cache by reflink (copy-on-write filesystems), else by hard
-link (same filesystem), else by copy: a 10 GB model costs no copy to store or restore. A hard
-link shares the file with the work tree, so before training writes again, the work tree's
-links into the cache are dropped (`detach`), and a blob whose size or mtime changed since it
-was stored (rewritten through a link) is never served.
+Artifacts move in and out of the cache by reflink (copy-on-write filesystems: no bytes are
+copied, and a later write to either file copies only what it changes), else by copy. Never by
+hard link: the work tree's file would then be the cache's only copy, and a write outside
+`lepton-ci run` (`python train.py` by hand, `cp other.bin model.bin`) would destroy the one
+copy of a registered model's bytes. A copy costs seconds per GiB where there is no reflink
+(measured on ext4 here: 1.6 s for 1 GiB, 5 s once the disk's writeback is behind), paid once
+on store and once per restore. Caches written by older versions hold
+hard links: `detach` and `restore` break them. A blob is served only while its stat (size,
+mtime, inode, ctime) is the one stored, or its bytes hash to its name again.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, bcac
 def place(src: Path, dst: Path) -> str:
     """Put src's bytes at dst atomically, as cheaply as the filesystem allows.
 
-    Returns how: "reflink", "hardlink" or "copy"."""
+    Returns how: "reflink" or "copy". Never a hard link: dst must not share src's bytes
+    through a write in place (see the module's docstring)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.lepton-tmp")
     tmp.unlink(missing_ok=True)
@@ -75,11 +80,7 @@ def place(src: Path, dst: Path) -> str:
         how = "reflink"
     except OSError:
         tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-            how = "hardlink"
-        except OSError:
-            shutil.copyfile(src, tmp)
+        shutil.copyfile(src, tmp)
     tmp.replace(dst)
     return how
 
@@ -88,7 +89,7 @@ def place(src: Path, dst: Path) -> str:
 class Usage:
     records: int
     blobs: int
-    bytes: int  # on disk, each blob once (a hard-linked artifact is not counted twice)
+    bytes: int  # on disk, each blob once (an old cache's hard links are not counted twice)
 
     def text(self) -> str:
         return f"{self.records} records, {self.blobs} artifacts, {self.bytes / 1e6:.1f} MB"
@@ -132,22 +133,39 @@ class RunCache:
     def _stamp(self, blob: Path) -> Path:
         return blob.with_name(blob.name + ".stat")
 
+    @staticmethod
+    def _stat_of(st: os.stat_result) -> list[int]:
+        # ctime cannot be set back by hand (`touch -d` sets it to now): an in-place write
+        # that restores size and mtime still changes it.
+        return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
     def _intact(self, blob: Path, digest: str) -> bool:
-        """The blob still holds `digest`. Its (size, mtime) as stored vouch for that cheaply;
-        when they differ (a hard link rewritten in place, or a cache restored from a tarball,
-        which keeps mtimes only to the second) the blob is hashed again to decide."""
+        """The blob still holds `digest`. Its stat as stored vouches for that cheaply; when it
+        differs (a write in place, a cache restored from a tarball, a stamp of an older
+        version) the blob is hashed again to decide."""
         try:
             st = blob.stat()
             stamp = self._stamp(blob)
             want = json.loads(stamp.read_text()) if stamp.is_file() else None
         except (OSError, ValueError):
             return False
-        if want == [st.st_size, st.st_mtime_ns]:
+        if want == self._stat_of(st):
             return True
         if hash_file(blob) != digest:
             return False
-        stamp.write_text(json.dumps([st.st_size, st.st_mtime_ns]))
+        stamp.write_text(json.dumps(self._stat_of(blob.stat())))
         return True
+
+    def _unshare(self, target: Path, blob: Path) -> bool:
+        """A work-tree file that is the blob itself (a hard link an older version made) is
+        replaced by a copy of it, so no write there reaches the cache. Returns whether it was."""
+        try:
+            shared = target.stat().st_nlink > 1 and target.samefile(blob)
+        except OSError:
+            return False
+        if shared:
+            place(blob, target)
+        return shared
 
     def store(self, record: Record, root: Path, inputs: str) -> list[str]:
         """Keep the record and its artifacts, findable by its key and by its inputs alone.
@@ -156,17 +174,18 @@ class RunCache:
         for rel, entry in record.outputs.items():
             blob = self._blob(entry.hash)
             if blob.exists() and self._intact(blob, entry.hash):
+                self._unshare(root / rel, blob)
                 continue
             how.append(place(root / rel, blob))
-            st = blob.stat()
-            self._stamp(blob).write_text(json.dumps([st.st_size, st.st_mtime_ns]))
+            self._stamp(blob).write_text(json.dumps(self._stat_of(blob.stat())))
         save(record, self._record_path(record.model, record.cache.key))
         atomic.write_text(self._inputs_path(record.model, inputs), record.cache.key + "\n")
         return how
 
     def detach(self, paths: list[Path], stat: StatCache) -> list[Path]:
-        """Drop work-tree files that are hard links into the cache, so training writes new
-        files instead of rewriting the cached ones in place. Returns the files dropped."""
+        """Drop work-tree files that are hard links into the cache (made by an older version),
+        so training writes new files instead of rewriting the cached ones in place. Returns
+        the files dropped."""
         dropped: list[Path] = []
         for p in paths:
             with contextlib.suppress(OSError):
@@ -198,9 +217,10 @@ class RunCache:
         todo: list[tuple[Path, Path]] = []
         for rel, entry in record.outputs.items():
             target = root / rel
-            if target.is_file() and stat.hash(target) == entry.hash:
-                continue
             blob = self._blob(entry.hash)
+            if target.is_file() and stat.hash(target) == entry.hash:
+                self._unshare(target, blob)
+                continue
             if not blob.is_file():
                 return [], f"artifact {rel} is neither in the work tree nor in the cache"
             if not self._intact(blob, entry.hash):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lepton_ci.core.escape import md_cell, md_code, one_line
-from lepton_ci.core.record import GateResult, Record
+from lepton_ci.core.escape import clean_line, md_cell, md_code, one_line
+from lepton_ci.core.record import Environment, GateResult, Record
 from lepton_ci.run.gates import ParamChange, diff_params
 from lepton_ci.versions.queries import Shown, when
 
@@ -127,4 +127,22 @@ def version_text(shown: Shown) -> str:
         f"artifact: {path} {entry.hash[:20]}… ({entry.size} bytes)"
         for path, entry in rec.outputs.items()
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + environment_lines(rec.environment))
+
+
+def environment_lines(env: Environment) -> list[str]:
+    """The training environment in a few lines: interpreter, Python, notable frameworks."""
+    where = ", ".join(filter(None, [env.platform, env.os]))
+    lines = [f"environment: Python {env.python}" + (f" ({where})" if where else "")]
+    if env.interpreter:
+        lines.append(f"  interpreter: {env.interpreter} ({env.interpreter_source or '?'})")
+    if env.packages:
+        notable = ", ".join(f"{n} {v}" for n, v in env.notable()) or "none of the notable ones"
+        lines.append(f"  frameworks: {notable} ({len(env.packages)} packages in all)")
+    elif not env.interpreter:  # a record from before the interpreter was asked
+        lines.append(f"  packages: not listed (digest of {env.packages_source})")
+    if env.locks:
+        lines.append(f"  locks: {', '.join(sorted(env.locks))}")
+    if env.accelerator:
+        lines.append(f"  accelerator: {env.accelerator.text()}")
+    return [clean_line(line) for line in lines]  # a tag's record is anyone's text

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -29,6 +30,11 @@ PROBE_TIMEOUT_S = 30.0
 MEMO_ENTRIES = 32  # interpreters x environments answered; a few in any real work tree
 _PYTHON = re.compile(r"python(\d+(\.\d+)?)?")  # python, python3, python3.12
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+# What the probe prints, and nothing else: these values reach the record, the PR comment, the
+# card and `::notice::` lines, where a newline could start a workflow command of its own.
+_VERSION = re.compile(r"\d+\.\d+(\.\d+)?\S*")
+_PLATFORM = re.compile(r"[A-Za-z0-9_.+-]+")
+_PACKAGE = re.compile(r"([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])==\S+")  # PEP 508
 # What changes the interpreter's sys.path besides its own files, or which interpreter a
 # version manager's shim starts.
 _PATH_VARS = (
@@ -99,6 +105,10 @@ class Found:
 
     path: str
     source: str
+    # The PATH the command gives itself, when it assigns one (the probe runs with it too).
+    path_env: str | None = None
+    # Why lepton-ci did not follow a command to its interpreter, when it did not: a warning.
+    guessed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,22 +121,81 @@ class Answer:
 def _first_word(command: str | list[str]) -> str | None:
     """The program a command runs: argv[0], or the first word of a shell string after any
     `VAR=value` assignments and an `env` or `exec` in front."""
+    return _program(command).word
+
+
+# Words that change, at run time, what a following `python` is: lepton-ci does not follow them.
+_UNFOLLOWED = {
+    "cd": "it changes directory (`cd`)",
+    "pushd": "it changes directory (`pushd`)",
+    "source": "it sources a script (`source`)",
+    ".": "it sources a script (`.`)",
+    "export": "it exports variables (`export`)",
+    "eval": "it runs `eval`",
+}
+_RUNNERS = ("conda", "mamba", "micromamba", "uv", "poetry", "pipenv", "pdm", "hatch", "pixi")
+_SHELL_VAR = re.compile(r"\$(PATH\b|\{PATH\})")
+
+
+@dataclass(frozen=True)
+class Program:
+    """What a command runs (`word`), the environment it assigns in front of it, and why that
+    cannot be followed, if it cannot."""
+
+    word: str | None
+    assigns: dict[str, str]
+    unfollowed: str | None = None
+
+
+def _program(command: str | list[str]) -> Program:
     if isinstance(command, list):
         words = list(command)
     else:
         try:
             words = shlex.split(command)
         except ValueError:  # unbalanced quotes: the shell will say so when it runs
-            return None
+            return Program(None, {})
+    assigns: dict[str, str] = {}
     after_env = False
     for i, word in enumerate(words):
-        if _ASSIGNMENT.match(word) or (after_env and word.startswith("-")):
+        if _ASSIGNMENT.match(word):
+            name, _, value = word.partition("=")
+            assigns[name] = value
+            continue
+        if after_env and word.startswith("-"):
             continue
         if word in ("env", "exec") and i + 1 < len(words):
             after_env = True
             continue
-        return word
-    return None
+        if isinstance(command, str) and word in _UNFOLLOWED:
+            return Program(word, assigns, _UNFOLLOWED[word])
+        if Path(word).name in _RUNNERS and "run" in words[i + 1 : i + 4]:
+            return Program(word, assigns, f"it runs through `{Path(word).name} run`")
+        return Program(word, assigns)
+    return Program(None, assigns)
+
+
+def _command_env(
+    program: Program, command: str | list[str], env: Mapping[str, str]
+) -> tuple[dict[str, str], str | None]:
+    """The environment the program gets: `env` with the command's own PATH in front, `$PATH`
+    and `${PATH}` in it expanded from `env`. Returns (environment, why it cannot be followed)."""
+    if program.unfollowed:
+        return dict(env), program.unfollowed
+    for name in ("PYTHONPATH", "PYTHONHOME"):
+        if name in program.assigns:
+            return dict(env), f"it assigns {name}"
+    out = dict(env)
+    if "PATH" in program.assigns:
+        value = program.assigns["PATH"]
+        if isinstance(command, list):  # argv: no shell expands anything
+            out["PATH"] = value
+            return out, None
+        expanded = _SHELL_VAR.sub(lambda _m: env.get("PATH", os.defpath), value)
+        if "$" in expanded or "`" in expanded:
+            return dict(env), f"its PATH ({value}) expands more than $PATH"
+        out["PATH"] = expanded
+    return out, None
 
 
 def _lookup(word: str, *, cwd: Path, env: Mapping[str, str]) -> str | None:
@@ -158,11 +227,17 @@ def resolve(
                 "(`.venv/bin/python`) or a name on PATH (`python3.12`)",
             )
         return Found(found, "named by environment.python")
+    unfollowed = None
     for step, command in commands.items():
-        word = _first_word(command)
+        program = _program(command)
+        run_env, why = _command_env(program, command, env)
+        if why is not None:
+            unfollowed = f"the {step} command `{_shown(command)}` cannot be followed: {why}"
+            break
+        word = program.word
         if word is None or not _PYTHON.fullmatch(Path(word).name):
             continue
-        found = _lookup(word, cwd=cwd, env=env)
+        found = _lookup(word, cwd=cwd, env=run_env)
         if found is None:
             raise InputError(
                 f"the {step} command runs `{word}`, which "
@@ -170,7 +245,8 @@ def resolve(
                 hint=f"install it or fix `{step}:` in lepton.yaml; or name the interpreter with "
                 "`environment.python`",
             )
-        return Found(found, f"named by the {step} command")
+        path_env = run_env["PATH"] if "PATH" in program.assigns else None
+        return Found(found, f"named by the {step} command", path_env=path_env)
     found = shutil.which("python3", path=env.get("PATH", os.defpath))
     if found is None:
         raise InputError(
@@ -178,7 +254,20 @@ def resolve(
             "lepton-ci cannot tell which interpreter's packages the run used",
             hint="name the interpreter in lepton.yaml: `environment: {python: .venv/bin/python}`",
         )
+    if unfollowed is not None:
+        return Found(
+            found,
+            "python3 on PATH: a command cannot be followed",
+            guessed=f"{unfollowed}; recorded the packages of python3 on PATH ({found}), which "
+            "may not be the training's: name the training interpreter with "
+            "`environment.python` in lepton.yaml",
+        )
     return Found(found, "python3 on PATH: no command starts with python")
+
+
+def _shown(command: str | list[str]) -> str:
+    text = command if isinstance(command, str) else shlex.join(command)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class Memo:
@@ -246,7 +335,7 @@ def ask(found: Found, *, cwd: Path, env: Mapping[str, str], memo: Memo) -> Answe
     real = os.path.realpath(found.path)
     key = json.dumps(["python", found.path, real, str(cwd), [env.get(v) for v in _PATH_VARS]])
     cached = memo.get(key)
-    if not _answer(cached):
+    if not _answer(cached) or _invalid(cached) is not None:
         since = time.time_ns()
         cached = _probe(found, cwd=cwd, env=env)
         venv_cfg = str(Path(cached["prefix"]) / "pyvenv.cfg")
@@ -280,31 +369,45 @@ def _probe(found: Found, *, cwd: Path, env: Mapping[str, str]) -> dict[str, Any]
             "another with `environment.python` in lepton.yaml",
         )
 
+    # Its own process group, killed whatever happens: a wrapper or shim in the interpreter's
+    # place may start children of its own, which a timeout or Ctrl-C must not leave running
+    # (a Ctrl-C in a terminal no longer reaches a group of its own).
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [found.path, "-c", PROBE],
             cwd=cwd,
             env=dict(env),
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             errors="replace",
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        raise fail(f"no answer within {PROBE_TIMEOUT_S:.0f} s") from None
     except OSError as e:
         raise fail(str(e)) from None
+    try:
+        stdout, stderr = proc.communicate(timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise fail(f"no answer within {PROBE_TIMEOUT_S:.0f} s") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        tail = stderr.strip().splitlines()[-1:] or ["(no output)"]
         raise fail(f"it exited with code {proc.returncode}: {tail[0]}")
     try:
-        answer = json.loads(proc.stdout.strip().splitlines()[-1])
+        answer = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         answer = None
-    if _answer(answer):
-        return answer
-    raise fail(f"it printed something else: {proc.stdout[:200]!r}")
+    if not _answer(answer):
+        raise fail(f"it printed something else: {stdout[:200]!r}")
+    wrong = _invalid(answer)
+    if wrong is not None:
+        raise fail(f"its answer is not what the probe prints: {wrong}")
+    return answer
 
 
 def _answer(value: Any) -> TypeGuard[dict[str, Any]]:
@@ -318,3 +421,19 @@ def _answer(value: Any) -> TypeGuard[dict[str, Any]]:
         )
         and isinstance(value.get("user_site"), str | None)
     )
+
+
+def _invalid(answer: dict[str, Any]) -> str | None:
+    """What in a well-shaped answer is not a version, platform or `name==version`."""
+
+    def clean(text: str, pattern: re.Pattern[str]) -> bool:
+        return text.isprintable() and pattern.fullmatch(text) is not None
+
+    if not clean(answer["version"], _VERSION):
+        return f"version {answer['version']!r} is not a Python version such as 3.12.1"
+    if not clean(answer["platform"], _PLATFORM):
+        return f"platform {answer['platform']!r} is not a word such as linux-x86_64"
+    for package in answer["packages"]:
+        if not clean(package, _PACKAGE):
+            return f"package {package[:100]!r} is not `name==version` (PEP 508 name)"
+    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from lepton_ci.core import paths
@@ -76,6 +76,7 @@ def environment(
     cwd: Path,
     env: Mapping[str, str],
     cache_dir: Path,
+    warn: Callable[[str], None] = lambda _text: None,
 ) -> Environment:
     """The environment the train and evaluate commands run in, asked of their interpreter
     (see run/interpreter.py), with the lock files' digests, the OS and the GPU if any."""
@@ -88,8 +89,11 @@ def environment(
             )
         locks[name] = hash_bytes(p.read_bytes())
     found = interpreter.resolve(commands, configured=cfg.python, root=root, cwd=cwd, env=env)
+    if found.guessed:
+        warn(found.guessed)
     memo = interpreter.Memo(cache_dir / "interpreters.json")
-    answer = interpreter.ask(found, cwd=cwd, env=env, memo=memo)
+    probe_env = {**env, "PATH": found.path_env} if found.path_env is not None else env
+    answer = interpreter.ask(found, cwd=cwd, env=probe_env, memo=memo)
     gpu = accelerator.detect(env, memo)
     memo.save()
     return Environment(

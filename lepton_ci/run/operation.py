@@ -275,6 +275,7 @@ def _environment(
             cwd=workdir,
             env=_command_env(ctx, name, cfg, workdir),
             cache_dir=ctx.cfg.cache_dir(),
+            warn=lambda text: ctx.rt.warning(f"{name}: {text}"),
         )
     except InputError as e:
         if not opts.cached_only:
