@@ -267,3 +267,39 @@ def test_a_cache_restored_from_a_tarball_is_still_served(cli, toy_repo):
     code, out, _ = cli("run")
     assert code == 0 and train_count(toy_repo) == 1, out
     assert "restored model.bin from the cache" in out
+
+
+def test_absolute_data_is_hashed_under_its_absolute_path(cli, toy_repo, tmp_path):
+    # once NotImplementedError (exit 70): `data: [/mnt/datasets/x]` is a mounted dataset
+    dataset = tmp_path / "datasets" / "x"
+    dataset.mkdir(parents=True)
+    (dataset / "part-0.csv").write_text("x,y\n1,2\n")
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("data: [data.csv]", f"data: [data.csv, {dataset}]"))
+    commit_all(toy_repo, "chore: a mounted dataset")
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    rec = load_record(toy_repo)
+    assert set(rec.lineage.data) == {"data.csv", (dataset / "part-0.csv").as_posix()}
+    (dataset / "part-0.csv").write_text("x,y\n1,3\n")
+    assert cli("run")[0] == 0
+    assert load_record(toy_repo).lineage.data_digest != rec.lineage.data_digest  # no stale hit
+    shutil.rmtree(dataset)
+    code, _, err = cli("run")
+    assert code == 1 and f"data pattern `{dataset}` matches no file" in err
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ('code: ["*.py"]', "code: [/srv/x.py]", "`models.toy.code`"),
+        ("outputs: [model.bin]", "outputs: [/tmp/model.bin]", "`models.toy.outputs`"),
+        ("data: [data.csv]", "data: [../data.csv]", "`models.toy.data`"),
+    ],
+)
+def test_patterns_outside_the_model_folder_are_config_errors(cli, toy_repo, old, new, needle):
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace(old, new))
+    code, _, err = cli("run")
+    assert code == 1, err
+    assert needle in err and "unexpected error" not in err
