@@ -274,3 +274,15 @@ def test_card_out_needs_its_folder_and_writes_through_links(ran, cli, tmp_path):
     assert code == 0 and out.startswith("---\n") and "wrote" not in out
     assert cli("card")[0] == 0  # card.path in lepton.yaml: its folders are made
     assert any((ran / "model_cards" / "toy").iterdir())
+
+
+def test_card_in_actions_without_or_with_a_broken_github_output(ran, cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+    code, out, err = cli("card", "--print")  # once exit 70 after the card was written
+    assert code == 0, err
+    assert out.startswith("---\n") and "GITHUB_OUTPUT is not set" in err
+    monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path))  # a directory
+    code, _, err = cli("card", "--out", "card.md")
+    assert code == 1 and f"GITHUB_OUTPUT {tmp_path}" in err and "work is done and stands" in err
+    assert (ran / "card.md").read_text().startswith("---\n")  # the work stands
