@@ -145,7 +145,12 @@ def cmd_card(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else None
     result = card.write_step(_ctx(args), args.model, args.version or None, out)
-    echo(result.text if args.print else f"wrote {result.path}")
+    if args.print or result.path == card.STDOUT:
+        echo(result.text)
+    elif result.stream:  # stdout may be where the card went: keep it the card's alone
+        echo(f"wrote {result.path}", sys.stderr)
+    else:
+        echo(f"wrote {result.path}")
     return 0
 
 
@@ -349,7 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model", nargs="?", metavar="MODEL|ENV")
 
     sp = add("card", cmd_card, "write the model card", "model", "version")
-    sp.add_argument("--out", help="file to write (default: card.path in lepton.yaml)")
+    sp.add_argument(
+        "--out",
+        help="file to write, its folder existing; `-` or a device (/dev/stdout) is written "
+        "through, a link to its target (default: card.path in lepton.yaml)",
+    )
     sp.add_argument("--print", action="store_true", help="also print the card")
 
     sp = add("comment", cmd_comment, "keep one sticky PR comment", "model")

@@ -226,3 +226,63 @@ def test_sandbox_blocks_template_escapes(carded, cli):
     cfg.write_text(cfg.read_text().replace("license: mit", "license: mit\n      template: card.j2"))
     code, _, err = cli("card")
     assert code == 1 and "unsafe" in err.lower()
+
+
+@pytest.fixture
+def ran(toy_repo, cli):
+    assert cli("run")[0] == 0
+    return toy_repo
+
+
+def test_card_out_never_replaces_what_is_not_a_file(ran, cli, tmp_path, gh_files):
+    # once renamed over: --out /dev/full became a regular file, a link was replaced
+    null = tmp_path / "null"
+    null.symlink_to("/dev/null")
+    code, out, err = cli("card", "--out", str(null))
+    assert code == 0, err
+    assert null.is_symlink() and os.readlink(null) == "/dev/null"
+    assert out == "" and f"wrote {null}" in err  # stdout stays the card's alone
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert cli("card", "--out", str(fifo))[0] == 0
+        assert os.read(reader, 1 << 16).startswith(b"---\n")
+    finally:
+        os.close(reader)
+    code, _, err = cli("card", "--out", str(fifo))  # no reader now: an error, not a hang
+    assert code == 1 and "a FIFO nobody reads" in err
+    # a directory (`--out .`: once exit 70; `--out ~`: once the hint to rm -rf it)
+    for where in (".", str(tmp_path)):
+        code, _, err = cli("card", "--out", where)
+        assert code == 1, err
+        assert "is a directory, not a file; nothing was written" in err
+        assert "rm -rf" not in err and "unexpected error" not in err
+    assert ran.is_dir() and (ran / "lepton.yaml").is_file()
+
+
+def test_card_out_needs_its_folder_and_writes_through_links(ran, cli, tmp_path):
+    code, _, err = cli("card", "--out", str(tmp_path / "no" / "dir" / "x.md"))
+    assert code == 1 and f"the folder {tmp_path / 'no' / 'dir'} does not exist" in err
+    assert not (tmp_path / "no").exists()
+    real = tmp_path / "real.md"
+    real.write_text("old")
+    (tmp_path / "link.md").symlink_to(real)
+    assert cli("card", "--out", str(tmp_path / "link.md"))[0] == 0
+    assert (tmp_path / "link.md").is_symlink() and real.read_text().startswith("---\n")
+    code, out, _ = cli("card", "--out", "-")
+    assert code == 0 and out.startswith("---\n") and "wrote" not in out
+    assert cli("card")[0] == 0  # card.path in lepton.yaml: its folders are made
+    assert any((ran / "model_cards" / "toy").iterdir())
+
+
+def test_card_in_actions_without_or_with_a_broken_github_output(ran, cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+    code, out, err = cli("card", "--print")  # once exit 70 after the card was written
+    assert code == 0, err
+    assert out.startswith("---\n") and "GITHUB_OUTPUT is not set" in err
+    monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path))  # a directory
+    code, _, err = cli("card", "--out", "card.md")
+    assert code == 1 and f"GITHUB_OUTPUT {tmp_path}" in err and "work is done and stands" in err
+    assert (ran / "card.md").read_text().startswith("---\n")  # the work stands

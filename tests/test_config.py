@@ -217,3 +217,28 @@ def test_names_git_cannot_tag_are_config_errors_at_their_key(tmp_path, old, new,
 def test_a_missing_required_stage_points_at_the_stages(tmp_path):
     msg = error_of(tmp_path, GOOD.replace("stages: [staging, prod]", "stages: {x: {requires: y}}"))
     assert "`stages`: stage `x` requires `y`" in msg
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("code", "/srv/app/*.py", "is an absolute path: these patterns are relative to"),
+        ("outputs", "/tmp/model.bin", "only `data:` may name files by absolute path"),
+        ("code", "../shared/*.py", "leaves the model's folder (`..`)"),
+        ("data", "../data/train.csv", "data outside it may be named by absolute path"),
+        ("data", "/", "the whole file system"),
+        ("data", "", "an empty pattern"),
+    ],
+)
+def test_globs_stay_in_the_model_folder_but_data_may_be_absolute(tmp_path, key, value, needle):
+    text = GOOD.replace("    metrics:", f"    {key}: ['{value}']\n    metrics:")
+    err = error_of(tmp_path, text)
+    assert f"models.digits.{key}" in err and needle in err
+
+
+def test_absolute_data_loads_and_image_files_do_not(tmp_path):
+    good = GOOD.replace("    metrics:", "    data: [/mnt/datasets/x]\n    metrics:")
+    assert load_text(tmp_path, good).model(None)[1].data == ["/mnt/datasets/x"]
+    image = "    image: {name: r/x, files: [/opt/app/*.py]}\n    metrics:"
+    err = error_of(tmp_path, GOOD.replace("    metrics:", image))
+    assert "models.digits.image.files" in err and "absolute path" in err

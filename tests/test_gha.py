@@ -1,7 +1,9 @@
 import io
+from pathlib import Path
 
 import pytest
 
+from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.gha import Runtime, escape_data
 from tests.conftest import parse_outputs
 
@@ -51,3 +53,32 @@ def test_mask_each_line():
     s = io.StringIO()
     Runtime({"GITHUB_ACTIONS": "true"}, s).mask("a\nb")
     assert s.getvalue() == "::add-mask::a\n::add-mask::b\n"
+
+
+def test_no_github_output_in_actions_is_a_notice_and_no_outputs(capsys):
+    rt = Runtime({"GITHUB_ACTIONS": "true"}, io.StringIO())
+    rt.set_outputs({"verdict": "pass", "record": "r.json"})  # once a RuntimeError: exit 70
+    rt.set_output("card", "c.md")
+    err = capsys.readouterr().err
+    assert err == "::notice::GITHUB_OUTPUT is not set: this step's outputs are not written\n"
+
+
+@pytest.mark.parametrize("where", ["dir", "missing/out", "full"])
+def test_an_unwritable_github_output_is_an_error_naming_it(tmp_path, where):
+    path = tmp_path / where
+    if where == "dir":
+        path.mkdir()
+    elif where == "full":
+        if not Path("/dev/full").exists():
+            pytest.skip("no /dev/full")
+        path.symlink_to("/dev/full")
+    rt = Runtime({"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(path)}, io.StringIO())
+    with pytest.raises(LeptonError) as e:
+        rt.set_outputs({"verdict": "pass"})
+    assert f"GITHUB_OUTPUT {path}" in str(e.value)
+    assert "work is done and stands" in str(e.value) and e.value.exit_code == 1
+
+
+def test_an_unwritable_step_summary_is_a_warning(tmp_path, capsys):
+    Runtime({"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(tmp_path)}).summary("# x")
+    assert f"::warning::cannot write the step summary to {tmp_path}" in capsys.readouterr().err

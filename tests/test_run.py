@@ -329,3 +329,47 @@ def test_a_build_after_a_hand_written_model_uses_the_cached_bytes_or_says_the_tr
     assert "the run-cache" in e.value.message and "does not hold it" in e.value.message
     assert "run-cache hit" not in (e.value.hint or "")
     assert "only if training reproduces the same bytes" in (e.value.hint or "")
+
+
+def test_absolute_data_is_hashed_under_its_absolute_path(cli, toy_repo, tmp_path):
+    # once NotImplementedError (exit 70): `data: [/mnt/datasets/x]` is a mounted dataset
+    dataset = tmp_path / "datasets" / "x"
+    dataset.mkdir(parents=True)
+    (dataset / "part-0.csv").write_text("x,y\n1,2\n")
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("data: [data.csv]", f"data: [data.csv, {dataset}]"))
+    commit_all(toy_repo, "chore: a mounted dataset")
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    rec = load_record(toy_repo)
+    assert set(rec.lineage.data) == {"data.csv", (dataset / "part-0.csv").as_posix()}
+    (dataset / "part-0.csv").write_text("x,y\n1,3\n")
+    assert cli("run")[0] == 0
+    assert load_record(toy_repo).lineage.data_digest != rec.lineage.data_digest  # no stale hit
+    shutil.rmtree(dataset)
+    code, _, err = cli("run")
+    assert code == 1 and f"data pattern `{dataset}` matches no file" in err
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ('code: ["*.py"]', "code: [/srv/x.py]", "`models.toy.code`"),
+        ("outputs: [model.bin]", "outputs: [/tmp/model.bin]", "`models.toy.outputs`"),
+        ("data: [data.csv]", "data: [../data.csv]", "`models.toy.data`"),
+    ],
+)
+def test_patterns_outside_the_model_folder_are_config_errors(cli, toy_repo, old, new, needle):
+    cfg = toy_repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace(old, new))
+    code, _, err = cli("run")
+    assert code == 1, err
+    assert needle in err and "unexpected error" not in err
+
+
+def test_run_in_actions_without_github_output_keeps_its_record(cli, toy_repo, monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+    code, _, err = cli("run")  # once RuntimeError, exit 70, after the work was done
+    assert code == 0, err
+    assert "GITHUB_OUTPUT is not set" in err and load_record(toy_repo).verdict == "pass"

@@ -75,6 +75,30 @@ class CardConfig(Strict):
     path: str = "model_cards/{model}/{version}.md"
 
 
+def _check_globs(v: list[str] | None, *, absolute_ok: bool) -> list[str] | None:
+    """Globs are relative to the model's folder (`path:`) and stay in it: what they match is
+    keyed, cached and laid into the image by its path there. Only `data:` may also name files
+    elsewhere by absolute path (a mounted dataset); `..` is refused everywhere."""
+    for pattern in v or []:
+        if not pattern.strip():
+            raise ValueError("an empty pattern matches nothing; remove it")
+        if pattern.startswith("/"):
+            if not absolute_ok:
+                raise ValueError(
+                    f"`{pattern}` is an absolute path: these patterns are relative to the "
+                    "model's folder (`path:`); only `data:` may name files by absolute path"
+                )
+            if pattern.strip("/") == "":
+                raise ValueError("`/` is the whole file system; name the data's folder")
+        if ".." in pattern.split("/"):
+            where = "; data outside it may be named by absolute path" if absolute_ok else ""
+            raise ValueError(
+                f"`{pattern}` leaves the model's folder (`..`): patterns are relative to "
+                f"`path:` and stay inside it{where}"
+            )
+    return v
+
+
 class ImageConfig(Strict):
     """How the model's container image is built and where it is pushed."""
 
@@ -109,6 +133,11 @@ class ImageConfig(Strict):
         None,
         description="wheel platform tag, e.g. manylinux_2_36_x86_64 (default: read from the base)",
     )
+
+    @field_validator("files")
+    @classmethod
+    def _files_globs(cls, v: list[str] | None) -> list[str] | None:
+        return _check_globs(v, absolute_ok=False)
 
     @field_validator("python", mode="before")
     @classmethod
@@ -340,6 +369,16 @@ class ModelConfig(Strict):
     card: CardConfig = Field(default_factory=CardConfig)
     image: ImageConfig | None = None
     deploy: DeployConfig | None = None
+
+    @field_validator("code", "outputs")
+    @classmethod
+    def _relative_globs(cls, v: list[str]) -> list[str]:
+        return _check_globs(v, absolute_ok=False) or []
+
+    @field_validator("data")
+    @classmethod
+    def _data_globs(cls, v: list[str]) -> list[str]:
+        return _check_globs(v, absolute_ok=True) or []
 
     @field_validator("train", "evaluate")
     @classmethod

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.escape import clean, log_text
 
 _SHA = re.compile(r"[0-9a-f]{40}")
@@ -73,6 +74,7 @@ class Runtime:
         self.env = dict(os.environ if env is None else env)
         self.stream = stream or sys.stdout
         self.actions = in_actions(self.env)
+        self._said_no_outputs = False
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -148,29 +150,56 @@ class Runtime:
 
     def set_output(self, name: str, value: str) -> None:
         """Write a step output; multi-line values use a random delimiter nobody can forge."""
-        path = self.env.get("GITHUB_OUTPUT")
-        if not path:
-            if not self.actions:
-                return
-            raise RuntimeError("GITHUB_OUTPUT is not set; cannot write step outputs")
-        with Path(path).open("a", encoding="utf-8") as f:
-            if "\n" in value or "\r" in value:
-                # os.urandom is what secrets.token_hex reads; importing secrets (hmac,
-                # OpenSSL) cost 5 ms of every command's start
-                delim = f"ghadelim_{os.urandom(16).hex()}"
-                f.write(f"{name}<<{delim}\n{value}\n{delim}\n")
-            else:
-                f.write(f"{name}={value}\n")
+        self._write_outputs(self._output_line(name, value))
+
+    @staticmethod
+    def _output_line(name: str, value: str) -> str:
+        if "\n" in value or "\r" in value:
+            # os.urandom is what secrets.token_hex reads; importing secrets (hmac,
+            # OpenSSL) cost 5 ms of every command's start
+            delim = f"ghadelim_{os.urandom(16).hex()}"
+            return f"{name}<<{delim}\n{value}\n{delim}\n"
+        return f"{name}={value}\n"
 
     def set_outputs(self, outputs: Mapping[str, str], required: tuple[str, ...] = ()) -> None:
         missing = [k for k in required if not outputs.get(k)]
         if missing:
             raise RuntimeError(f"required outputs missing: {', '.join(missing)}")
-        for k, v in outputs.items():
-            self.set_output(k, v)
+        # one write: a step's outputs are all there or none is
+        self._write_outputs("".join(self._output_line(k, v) for k, v in outputs.items()))
+
+    def _write_outputs(self, text: str) -> None:
+        """Append to $GITHUB_OUTPUT. Unset (a runner that gives none, a job run by hand with
+        GITHUB_ACTIONS=true): a notice, once, and no outputs. Unwritable: a LeptonError, by
+        then the command's work is done, and stays done: only the outputs are lost."""
+        path = self.env.get("GITHUB_OUTPUT")
+        if not path:
+            if self.actions and not self._said_no_outputs:
+                self._said_no_outputs = True
+                # stderr: stdout may be what the command prints (`card --print`)
+                Runtime(self.env, sys.stderr).notice(
+                    "GITHUB_OUTPUT is not set: this step's outputs are not written"
+                )
+            return
+        try:
+            with Path(path).open("a", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise LeptonError(
+                f"cannot write the step outputs to GITHUB_OUTPUT {path}: {e.strerror or e}. "
+                "The command's work is done and stands (what it wrote, tagged or pushed is "
+                "kept); only its outputs are missing",
+                hint="point GITHUB_OUTPUT at a file this job can write (the runner sets it), "
+                "or unset it",
+            ) from None
 
     def summary(self, markdown: str) -> None:
         path = self.env.get("GITHUB_STEP_SUMMARY")
         if path:
-            with Path(path).open("a", encoding="utf-8") as f:
-                f.write(markdown.rstrip("\n") + "\n\n")
+            try:
+                with Path(path).open("a", encoding="utf-8") as f:
+                    f.write(markdown.rstrip("\n") + "\n\n")
+            except OSError as e:  # a summary is for reading: never what fails a step
+                Runtime(self.env, sys.stderr).warning(
+                    f"cannot write the step summary to {path}: {e.strerror or e}"
+                )

@@ -25,11 +25,14 @@ from lepton_ci.core.git import Git
 from lepton_ci.core.record import Record
 from lepton_ci.run import changes
 
+STDOUT = Path("-")
+
 
 @dataclass
 class Card:
     path: Path
     text: str
+    stream: bool = False  # written through to a device or FIFO (`--out /dev/stdout`)
 
 
 def metric_id(name: str) -> str:
@@ -132,10 +135,15 @@ def card_path(ctx: Context, rec: Record) -> Path:
 
 
 def write(ctx: Context, rec: Record, out: Path | None = None) -> Card:
+    """The card at `out` (a user's path: its folder must exist, a device or FIFO is written
+    through, a directory refused) or at card.path in lepton.yaml (its folders are made)."""
     text = render(ctx, rec)
-    path = out or card_path(ctx, rec)
-    atomic.write_text(path, text)
-    return Card(path, text)
+    if out == STDOUT:  # the caller prints it
+        return Card(out, text, stream=True)
+    if out is not None:
+        return Card(out, text, atomic.write_output(out, text, option="--out"))
+    path = card_path(ctx, rec)
+    return Card(path, text, atomic.write_output(path, text, option="card.path", make_parents=True))
 
 
 def write_step(ctx: Context, model: str | None, version: str | None, out: Path | None) -> Card:
@@ -146,5 +154,6 @@ def write_step(ctx: Context, model: str | None, version: str | None, out: Path |
 
     name, _ = ctx.cfg.model(model)
     result = write(ctx, evidence.load(ctx, name, version), out)
-    CardOutputs(card=str(result.path)).write(ctx.rt)
+    # `-` is no file a later step could read
+    CardOutputs(card="" if result.path == STDOUT else str(result.path)).write(ctx.rt)
     return result

@@ -18,13 +18,23 @@ _SKIP_DIRS = {".git", paths.STATE, "__pycache__", ".venv", "node_modules", ".myp
 
 
 def expand(root: Path, patterns: list[str], *, what: str, required: bool) -> list[Path]:
-    """Files matched by globs relative to root; a matched directory brings all files in it."""
+    """Files matched by globs relative to root, or absolute ones (lepton.yaml allows them
+    under `data:` only); a matched directory brings all files in it. A pattern glob cannot
+    take is an InputError naming it, never a crash."""
     found: set[Path] = set()
     for pattern in patterns:
-        matches = list(root.glob(pattern))
+        base, rel = (Path("/"), pattern.lstrip("/")) if pattern.startswith("/") else (root, pattern)
+        try:
+            matches = list(base.glob(rel))
+        except (ValueError, NotImplementedError) as e:
+            raise InputError(
+                f"{what} pattern `{pattern}` is not a pattern lepton-ci can match ({e})",
+                hint=f"fix the path under `{what}:` in lepton.yaml",
+            ) from None
         if not matches and required:
             raise InputError(
-                f"{what} pattern `{pattern}` matches no file under {root}",
+                f"{what} pattern `{pattern}` matches no file"
+                + ("" if base != root else f" under {root}"),
                 hint=f"fix the path under `{what}:` in lepton.yaml",
             )
         for m in matches:
@@ -32,14 +42,16 @@ def expand(root: Path, patterns: list[str], *, what: str, required: bool) -> lis
                 found.update(f for f in m.rglob("*") if f.is_file())
             elif m.is_file():
                 found.add(m)
-    return sorted(f for f in found if not _SKIP_DIRS.intersection(f.relative_to(root).parts))
+    return sorted(f for f in found if not _SKIP_DIRS.intersection(Path(key(root, f)).parts))
+
+
+def key(root: Path, f: Path) -> str:
+    """A file's name in the record: its path under root, or its absolute path (data elsewhere)."""
+    return (f.relative_to(root) if f.is_relative_to(root) else f).as_posix()
 
 
 def entries(root: Path, files: list[Path], cache: StatCache) -> dict[str, FileEntry]:
-    return {
-        f.relative_to(root).as_posix(): FileEntry(hash=cache.hash(f), size=f.stat().st_size)
-        for f in files
-    }
+    return {key(root, f): FileEntry(hash=cache.hash(f), size=f.stat().st_size) for f in files}
 
 
 def digest(files: dict[str, FileEntry]) -> str:
