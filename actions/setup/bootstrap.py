@@ -292,6 +292,12 @@ class Setup:
             self.install_extras(step)
         # Later lepton-ci steps of the job find this venv's key only with the same Python.
         append(self.env.get("GITHUB_ENV"), f"LEPTON_PYTHON={sys.executable}")
+        # `build` installs an image's dependency layer with uv when it finds one: the one this
+        # setup used (a uv-made venv has no pip to fall back on).
+        uv = self.env.get("LEPTON_UV") or shutil.which("uv")
+        local = Path(str(self.venv) + "-uv") / "uv"
+        if uv or local.exists():
+            append(self.env.get("GITHUB_ENV"), f"LEPTON_UV={uv or local}")
         append(self.env.get("GITHUB_PATH"), str(self.bin))
         output("bin", str(self.bin))
         if fresh:  # prove the new venv runs; a ready one did when it was made
