@@ -5,6 +5,7 @@ import io
 import json
 import shutil
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -336,6 +337,14 @@ def test_same_requirements_give_the_same_layer_bytes(tmp_path, wheelhouse, monke
     a = deps._build(req, TARGET, installer, tmp_path / "a", "k")
     b = deps._build(req, TARGET, installer, tmp_path / "b", "k")
     assert (a.digest, a.diff_id, a.size) == (b.digest, b.diff_id, b.size)
+    # the installed trees are removed after the build, by a process of their own
+    trash = [*(tmp_path / "a").glob(".*"), *(tmp_path / "b").glob(".*")]
+    for _ in range(300):
+        if not any(t.exists() for t in trash):
+            break
+        time.sleep(0.1)
+    assert not [t for t in trash if t.exists()]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["k"]
     req.write_text("tinydep==2.0\n")
     assert deps.layer_key(req.read_bytes(), TARGET) != deps.layer_key(b"tinydep==1.0\n", TARGET)
 
