@@ -3,8 +3,10 @@
 Issue #20's targets: the first build <= 0.6x podman's time; a weights-only change <= 0.1x
 podman's time and <= 1.01x the model layer's bytes; lepton-ci's peak RSS flat in the model and
 dependency size. Both sides get the same: the project's files, its pinned requirements
-(torch==2.13.0 and a small server's packages) installed the same way on this host (pip's
-cross-install for the base's CPython 3.11 / manylinux_2_36, bytecode compiled alike), the same
+(torch==2.13.0 and a small server's packages) as the same wheels for the base's CPython 3.11 /
+manylinux_2_36 (podman's context by pip's cross-install, as the issue states it; lepton-ci by
+uv's when uv is installed, as a user's CI would have it: the output says which), bytecode
+compiled alike on both sides (compileall, unchecked-hash), the same
 base (the local Debian python3 base the tests push), the same registry. podman's Containerfile
 puts the dependencies, code and model in the same order as lepton-ci's layers, so podman's
 layer cache helps it as much as it can. Bytes pushed are counted by a TCP relay in front of
@@ -341,6 +343,13 @@ def main() -> None:
             t[side] = seconds
             sent.setdefault(scenario, {})[side] = nbytes
 
+    tool = deps.default_installer().kind(TARGET)
+    print(
+        f"lepton-ci: {tool} install --target (wheels for {TARGET.describe()}), compileall "
+        "(unchecked-hash), its own tar + parallel gzip -1 to the machine cache, then the upload\n"
+        f"podman:    pip install --target (the same wheels), the same compileall, then "
+        "podman build (COPY) + podman push (podman's gzip)"
+    )
     with local_services(tmp / "services") as (_, podman, _):
         rounds = []
         for i in range(args.first):

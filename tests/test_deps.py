@@ -5,6 +5,7 @@ import io
 import json
 import shutil
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -326,13 +327,24 @@ def test_a_package_with_no_wheel_is_a_clear_error(tmp_path, services, wheelhouse
 
 
 @pytest.mark.e2e
-def test_same_requirements_give_the_same_layer_bytes(tmp_path, wheelhouse):
+@pytest.mark.parametrize("tool", ["pip", "uv"])
+def test_same_requirements_give_the_same_layer_bytes(tmp_path, wheelhouse, monkeypatch, tool):
     req = tmp_path / "requirements.txt"
     req.write_text("tinydep==1.0\n")
-    installer = deps.PipInstaller()
+    monkeypatch.setenv("LEPTON_DEPS_INSTALLER", tool)
+    installer = deps.default_installer()
+    assert installer.kind(TARGET) == tool
     a = deps._build(req, TARGET, installer, tmp_path / "a", "k")
     b = deps._build(req, TARGET, installer, tmp_path / "b", "k")
     assert (a.digest, a.diff_id, a.size) == (b.digest, b.diff_id, b.size)
+    # the installed trees are removed after the build, by a process of their own
+    trash = [*(tmp_path / "a").glob(".*"), *(tmp_path / "b").glob(".*")]
+    for _ in range(300):
+        if not any(t.exists() for t in trash):
+            break
+        time.sleep(0.1)
+    assert not [t for t in trash if t.exists()]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["k"]
     req.write_text("tinydep==2.0\n")
     assert deps.layer_key(req.read_bytes(), TARGET) != deps.layer_key(b"tinydep==1.0\n", TARGET)
 
@@ -415,3 +427,29 @@ def test_the_dependency_directory_goes_before_the_base_images_pythonpath():
     assert deps.pythonpath({"config": {"Env": ["PATH=/bin"]}}) == deps.DEPS_DIR
     base = {"config": {"Env": ["PYTHONPATH=/usr/local/app", "LANG=C.UTF-8"]}}
     assert deps.pythonpath(base) == f"{deps.DEPS_DIR}:/usr/local/app"
+
+
+@pytest.mark.unit
+def test_uv_is_handed_pips_settings_and_its_layers_have_keys_of_their_own(tmp_path, monkeypatch):
+    conf = tmp_path / "pip.conf"
+    conf.write_text(
+        "[global]\nfind-links = /from/file\nextra-index-url = file:///a file:///b\n"
+        "constraint = /c.txt\n"
+    )
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    monkeypatch.setenv("PIP_FIND_LINKS", "/from/env")  # the environment wins, as in pip
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    uv = deps.UvInstaller("uv")
+    cmd = uv.command(tmp_path / "r.txt", tmp_path / "site", TARGET)
+    assert cmd[:3] == ["uv", "pip", "install"]
+    assert cmd[cmd.index("--python-platform") + 1] == "x86_64-manylinux_2_36"
+    flags = " ".join(cmd)
+    assert "--no-index" in cmd and "--find-links /from/env" in flags and "/from/file" not in flags
+    assert "--extra-index-url file:///a --extra-index-url file:///b" in flags
+    assert "--constraint /c.txt" in flags
+    assert "--index-strategy unsafe-best-match" in flags  # pip searches every index alike
+    musl = Target("3.12", "musllinux_1_2_x86_64")  # a platform uv cannot name: pip installs
+    assert uv.kind(musl) == "pip" and "pip" in uv.command(tmp_path, tmp_path, musl)[1:3]
+    key = deps.layer_key(b"tinydep==1.0\n", TARGET)
+    assert deps.layer_key(b"tinydep==1.0\n", TARGET, "pip") == key  # pip's keys are kept
+    assert deps.layer_key(b"tinydep==1.0\n", TARGET, "uv") != key

@@ -304,6 +304,43 @@ def test_layer_bytes_are_deterministic(tmp_path):
 
 
 @pytest.mark.unit
+def test_the_tar_is_byte_for_byte_what_tarfile_writes(tmp_path):
+    """The layer's own tar writer must not change a digest that caches and registries keep."""
+    import io
+    import os
+    import tarfile
+    from pathlib import Path
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 << 20) + b"odd")  # more than one read, not block-aligned
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    long = "/app/" + "d" * 120 + "/\u00e9t\u00e9-" + "n" * 110 + ".py"  # a PAX header
+    entries = (
+        oci.Entry("/app/a.txt", b"a" * 511),
+        oci.Entry("/app/big.bin", big),
+        oci.Entry("/app/bin/tool", tool),
+        oci.Entry("/app/empty", b""),
+        oci.Entry(long, b"x = 1\n"),
+    )
+    source = oci.LayerSource("code", entries, 1700000000, "none")
+    ours = bytearray()
+    source.write(ours.extend)
+    theirs = io.BytesIO()
+    with tarfile.open(fileobj=theirs, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        dirs = sorted({"app", "app/bin", str(Path(long).parent).lstrip("/")})
+        for d in dirs:
+            tar.addfile(oci._info(d + "/", tarfile.DIRTYPE, 0o755, 0, 1700000000))
+        for e in entries:
+            data = e.source if isinstance(e.source, bytes) else e.source.read_bytes()
+            mode = 0o755 if e.path.endswith("tool") else 0o644
+            info = oci._info(e.path.lstrip("/"), tarfile.REGTYPE, mode, len(data), 1700000000)
+            tar.addfile(info, io.BytesIO(data))
+    assert bytes(ours) == theirs.getvalue()
+
+
+@pytest.mark.unit
 def test_incompressible_weights_become_a_plain_tar_layer(tmp_path):
     import hashlib
     import os

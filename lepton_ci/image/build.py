@@ -244,7 +244,7 @@ class LayersBuilder:
                 target_python,
                 self.clients(target.registry),
                 target.repository,
-                installer=self.installer or deps.PipInstaller(log=log),
+                installer=self.installer or deps.default_installer(log),
                 cache=self.deps_cache or deps.cache_root(os.environ),
                 log=log,
             )
