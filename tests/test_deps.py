@@ -283,7 +283,10 @@ def test_fresh_clone_with_an_empty_cache_finds_the_layer_in_the_registry(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-machine"))
     shutil.rmtree(wheelhouse)  # nothing could be installed now
     fresh = Cli(clone, capsys)
-    assert fresh("run")[0] == 0  # the version's tag came with the clone
+    # a new version in the clone: its code changed, its requirements did not
+    (clone / "serve.py").write_text("import tinydep\nprint('v2', tinydep.VALUE)\n")
+    commit_all(clone, "feat: another server")
+    release(fresh)
     second, err = build(fresh)
     assert "in the registry" in err and "installing" not in err
     assert second["layers"]["dependencies"]["uploaded"] == 0

@@ -199,18 +199,18 @@ def test_a_swapped_artifact_is_refused_before_the_engine_builds(digits, services
     repo, cli = digits
     (repo / "Dockerfile").write_text(
         f"FROM {services['bases']['python']}\nWORKDIR /app\n"
-        "COPY serve.py digits_model.py model.json /app/\n"
+        "COPY serve.py data.py model.joblib /app/\n"
         'CMD ["python3", "serve.py"]\n'
     )
     commit_all(repo, "build: a Dockerfile")
     assert cli("run")[0] == 0 and cli("register")[0] == 0
     monkeypatch.setenv("DOCKER_HOST", services["docker_host"])
-    recorded = (repo / "model.json").read_bytes()
-    (repo / "model.json").unlink()  # a new file: the run-cache's copy (maybe a link) stays
-    (repo / "model.json").write_text('{"swapped": true}')
+    recorded = (repo / "model.joblib").read_bytes()
+    (repo / "model.joblib").unlink()  # a new file: the run-cache's copy (maybe a link) stays
+    (repo / "model.joblib").write_text('{"swapped": true}')
     # the run-cache still holds the recorded bytes: those are built, not the swapped file
     res, _ = build(cli, "--builder", "dockerfile")
-    assert image_file(cli, res["digest"], "/app/model.json") == recorded
+    assert image_file(cli, res["digest"], "/app/model.joblib") == recorded
     assert res["uploaded_bytes"] > 0
     # with the cache gone too, nothing has the record's bytes: refused, nothing pushed
     import shutil
@@ -218,13 +218,13 @@ def test_a_swapped_artifact_is_refused_before_the_engine_builds(digits, services
     shutil.rmtree(repo / ".lepton" / "cache" / "blobs")
     (repo / "README.md").write_text("again\n")
     commit_all(repo, "docs: another version")
-    (repo / "model.json").write_bytes(recorded)
+    (repo / "model.joblib").write_bytes(recorded)
     assert cli("run")[0] == 0 and cli("register")[0] == 0
-    (repo / "model.json").write_text('{"swapped": true}')
+    (repo / "model.joblib").write_text('{"swapped": true}')
     before = tags_of(cli)
     code, _, err = cli("build", "--builder", "dockerfile")
     assert code == 1
-    assert "artifact model.json of digits v0.1.2" in err and "does not match" in err
+    assert "artifact model.joblib of digits v0.1.2" in err and "does not match" in err
     assert "git checkout" in err
     assert tags_of(cli) == before
 

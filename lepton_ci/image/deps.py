@@ -358,12 +358,15 @@ def _uv_platform(target: Target) -> str | None:
 
 
 def default_installer(log: TextIO | None = None) -> PipInstaller:
-    """uv when it is installed (next to this Python or on PATH), else pip;
-    LEPTON_DEPS_INSTALLER=pip asks for pip."""
+    """uv when it is installed (LEPTON_UV, which the setup action sets to the uv it used; next
+    to this Python; on PATH), else pip; LEPTON_DEPS_INSTALLER=pip asks for pip."""
     if os.environ.get("LEPTON_DEPS_INSTALLER", "").strip().lower() == "pip":
         return PipInstaller(log=log)
-    beside = Path(sys.executable).parent / "uv"
-    uv = str(beside) if beside.is_file() else shutil.which("uv")
+    named = os.environ.get("LEPTON_UV", "").strip()
+    for candidate in (named, str(Path(sys.executable).parent / "uv")):
+        if candidate and Path(candidate).is_file():
+            return UvInstaller(candidate, log=log)
+    uv = shutil.which("uv")
     return UvInstaller(uv, log=log) if uv else PipInstaller(log=log)
 
 
