@@ -324,3 +324,56 @@ def test_docker_push_progress_is_counted_per_layer():
     assert [d for d in found if d] == [digest, digest]
     with pytest.raises(OCIError, match=r"push of r/m:1\.0\.0 failed: denied"):
         _push_event({"error": "denied"}, "r/m:1.0.0", pushed)
+
+
+def test_a_committed_symlink_never_ships_a_file_from_outside_the_checkout(digits, tmp_path):
+    repo, cli = digits
+    secret = tmp_path / "runner-secret"
+    secret.write_text("the runner's own file\n")
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("files: [serve.py]", "files: ['*.py']"))
+    (repo / "alias.py").symlink_to("serve.py")  # inside the tree: its target's bytes ship
+    commit_all(repo, "feat: an alias")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    res, _ = build(cli)
+    assert image_file(cli, res["digest"], "/app/alias.py") == (repo / "serve.py").read_bytes()
+    before = {t: digest_of(cli, t) for t in tags_of(cli)}
+    deep = "../" * 40 + str(secret).lstrip("/")  # reaches / from the checkout too
+    for name, target in [("leak.py", str(secret)), ("rel.py", deep)]:
+        (repo / name).symlink_to(target)
+        commit_all(repo, f"feat: {name}")
+        assert cli("run")[0] == 0 and cli("register")[0] == 0
+        code, _, err = cli("build")
+        assert code == 1, err
+        assert f"{name} in the code layer is a symlink to '{target}'" in err
+        assert "resolves outside" in err and "commit the file itself in place of the" in err
+        assert {t: digest_of(cli, t) for t in tags_of(cli)} == before  # nothing pushed
+        (repo / name).unlink()
+
+
+@pytest.mark.unit
+def test_the_docker_context_refuses_links_out_of_it_but_takes_checked_artifacts(tmp_path):
+    from lepton_ci.core.errors import InputError
+    from lepton_ci.image.build import _context_tar
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (tmp_path / "outside").write_text("host file\n")
+    (tmp_path / "cache-model").write_text("checked weights\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    (ctx / "serve.py").write_text("print('hi')\n")
+    (ctx / "alias.py").symlink_to("serve.py")
+    model = ctx / "model.bin"
+    model.symlink_to(tmp_path / "cache-model")  # an artifact, linked in
+    with _context_tar(ctx, "Dockerfile", [model]) as f, tarfile.open(fileobj=f) as t:
+        assert t.extractfile("alias.py").read() == b"print('hi')\n"
+        assert t.extractfile("model.bin").read() == b"checked weights\n"
+    (ctx / "sub").symlink_to("..")  # a linked directory leaving the context
+    refused = r"sub in the Docker context is a symlink to '\.\.'"
+    with pytest.raises(InputError, match=refused), _context_tar(ctx, "Dockerfile", [model]):
+        pass
+    (ctx / "sub").unlink()
+    (ctx / "x.py").symlink_to("../outside")
+    refused = r"x.py in the Docker context .* resolves outside"
+    with pytest.raises(InputError, match=refused), _context_tar(ctx, "Dockerfile", [model]):
+        pass
