@@ -485,3 +485,46 @@ def test_building_a_big_model_keeps_memory_flat(services, tmp_path):
     assert built["layers"]["model"]["media_type"] == "application/vnd.oci.image.layer.v1.tar"
     assert built["layers"]["model"]["size"] > 320 << 20
     assert int(rss_kb) / 1024 < 150, f"peak RSS {int(rss_kb) / 1024:.0f} MB"
+
+
+_UPLOAD_THEN_SIGTERM = """
+import os, signal, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from lepton_ci.core import interrupt
+from lepton_ci.core.oci_client import OCIClient
+
+client = OCIClient(sys.argv[1])
+
+def produce(write):  # 400 MiB at about 20 MiB/s: 20 s if nothing stops it
+    for _ in range(400):
+        write(b"x" * (1 << 20))
+        time.sleep(0.05)
+
+def upload(_):
+    return client.upload_blob("t/interrupt", lambda: "sha256:" + "0" * 64, produce, size=400 << 20)
+
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+t0 = time.monotonic()
+try:
+    with interrupt.installed(), ThreadPoolExecutor(2) as pool:  # as LayersBuilder.perform
+        list(pool.map(upload, [0]))
+except interrupt.Terminated:
+    print(f"{time.monotonic() - t0:.2f}")
+    sys.exit(143)
+"""
+
+
+def test_sigterm_stops_a_layer_upload_between_chunks(services):
+    import sys
+
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", _UPLOAD_THEN_SIGTERM, services["registry"].host],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 143, out.stderr
+    # the signal came 1 s in: the upload gave up within about a second, not 19 s later
+    assert float(out.stdout) < 3.0, out.stdout
+    assert time.monotonic() - started < 10
