@@ -487,6 +487,34 @@ def test_building_a_big_model_keeps_memory_flat(services, tmp_path):
     assert int(rss_kb) / 1024 < 150, f"peak RSS {int(rss_kb) / 1024:.0f} MB"
 
 
+def test_retag_never_moves_an_immutable_tag_to_another_image(digits, services):
+    repo, cli = digits
+    reg = cli.reg
+    old = json.loads(cli("build", "--json")[1])
+    (repo / "serve.py").write_text((repo / "serve.py").read_text() + "# v0.1.1\n")
+    release(repo, cli, "fix: v0.1.1")
+    new = json.loads(cli("build", "--json")[1])
+    assert new["digest"] != old["digest"]
+    sha_old = next(t for t in old["tags"] if t.startswith("sha-"))
+    for tag in ["0.1.0", sha_old]:
+        code, _, err = cli("image", "retag", f"{reg}/digits:0.1.1", "prod", tag)
+        assert code == 1
+        assert f"{reg}/digits:{tag} already holds {old['digest']}, not {new['digest']}" in err
+        assert "is immutable, so nothing was tagged" in err and "delete the tag" in err
+        assert skopeo("inspect", f"docker://{reg}/digits:{tag}")["Digest"] == old["digest"]
+    code, _, err = cli("image", "retag", f"{reg}/digits:0.1.1", "prod", "prod:x")
+    assert code == 1 and "`prod:x` is not a valid image tag" in err
+    assert "prod" not in tags_of(cli, reg)  # nothing half-done
+    # the same image again, and a floating tag moved on purpose: fine
+    code, _, err = cli("image", "retag", f"{reg}/digits:0.1.0", "0.1.0", "0.1", "prod")
+    assert code == 0, err
+    assert skopeo("inspect", f"docker://{reg}/digits:0.1")["Digest"] == old["digest"]
+
+
+def tags_of(cli, reg):
+    return set(skopeo("list-tags", f"docker://{reg}/digits")["Tags"])
+
+
 _UPLOAD_THEN_SIGTERM = """
 import os, signal, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
