@@ -522,3 +522,74 @@ def test_building_a_big_model_keeps_memory_flat(services, tmp_path):
     assert built["layers"]["model"]["media_type"] == "application/vnd.oci.image.layer.v1.tar"
     assert built["layers"]["model"]["size"] > 320 << 20
     assert int(rss_kb) / 1024 < 150, f"peak RSS {int(rss_kb) / 1024:.0f} MB"
+
+
+def test_retag_never_moves_an_immutable_tag_to_another_image(digits, services):
+    repo, cli = digits
+    reg = cli.reg
+    old = json.loads(cli("build", "--json")[1])
+    (repo / "serve.py").write_text((repo / "serve.py").read_text() + "# v0.1.1\n")
+    release(repo, cli, "fix: v0.1.1")
+    new = json.loads(cli("build", "--json")[1])
+    assert new["digest"] != old["digest"]
+    sha_old = next(t for t in old["tags"] if t.startswith("sha-"))
+    for tag in ["0.1.0", sha_old]:
+        code, _, err = cli("image", "retag", f"{reg}/digits:0.1.1", "prod", tag)
+        assert code == 1
+        assert f"{reg}/digits:{tag} already holds {old['digest']}, not {new['digest']}" in err
+        assert "is immutable, so nothing was tagged" in err and "delete the tag" in err
+        assert skopeo("inspect", f"docker://{reg}/digits:{tag}")["Digest"] == old["digest"]
+    code, _, err = cli("image", "retag", f"{reg}/digits:0.1.1", "prod", "prod:x")
+    assert code == 1 and "`prod:x` is not a valid image tag" in err
+    assert "prod" not in tags_of(cli, reg)  # nothing half-done
+    # the same image again, and a floating tag moved on purpose: fine
+    code, _, err = cli("image", "retag", f"{reg}/digits:0.1.0", "0.1.0", "0.1", "prod")
+    assert code == 0, err
+    assert skopeo("inspect", f"docker://{reg}/digits:0.1")["Digest"] == old["digest"]
+
+
+def tags_of(cli, reg):
+    return set(skopeo("list-tags", f"docker://{reg}/digits")["Tags"])
+
+
+_UPLOAD_THEN_SIGTERM = """
+import os, signal, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from lepton_ci.core import interrupt
+from lepton_ci.core.oci_client import OCIClient
+
+client = OCIClient(sys.argv[1])
+
+def produce(write):  # 400 MiB at about 20 MiB/s: 20 s if nothing stops it
+    for _ in range(400):
+        write(b"x" * (1 << 20))
+        time.sleep(0.05)
+
+def upload(_):
+    return client.upload_blob("t/interrupt", lambda: "sha256:" + "0" * 64, produce, size=400 << 20)
+
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+t0 = time.monotonic()
+try:
+    with interrupt.installed(), ThreadPoolExecutor(2) as pool:  # as LayersBuilder.perform
+        list(pool.map(upload, [0]))
+except interrupt.Terminated:
+    print(f"{time.monotonic() - t0:.2f}")
+    sys.exit(143)
+"""
+
+
+def test_sigterm_stops_a_layer_upload_between_chunks(services):
+    import sys
+
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", _UPLOAD_THEN_SIGTERM, services["registry"].host],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 143, out.stderr
+    # the signal came 1 s in: the upload gave up within about a second, not 19 s later
+    assert float(out.stdout) < 3.0, out.stdout
+    assert time.monotonic() - started < 10

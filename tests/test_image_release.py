@@ -324,3 +324,125 @@ def test_docker_push_progress_is_counted_per_layer():
     assert [d for d in found if d] == [digest, digest]
     with pytest.raises(OCIError, match=r"push of r/m:1\.0\.0 failed: denied"):
         _push_event({"error": "denied"}, "r/m:1.0.0", pushed)
+
+
+def test_a_committed_symlink_never_ships_a_file_from_outside_the_checkout(digits, tmp_path):
+    repo, cli = digits
+    secret = tmp_path / "runner-secret"
+    secret.write_text("the runner's own file\n")
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("files: [serve.py]", "files: ['*.py']"))
+    (repo / "alias.py").symlink_to("serve.py")  # inside the tree: its target's bytes ship
+    commit_all(repo, "feat: an alias")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    res, _ = build(cli)
+    assert image_file(cli, res["digest"], "/app/alias.py") == (repo / "serve.py").read_bytes()
+    before = {t: digest_of(cli, t) for t in tags_of(cli)}
+    deep = "../" * 40 + str(secret).lstrip("/")  # reaches / from the checkout too
+    for name, target in [("leak.py", str(secret)), ("rel.py", deep)]:
+        (repo / name).symlink_to(target)
+        commit_all(repo, f"feat: {name}")
+        assert cli("run")[0] == 0 and cli("register")[0] == 0
+        code, _, err = cli("build")
+        assert code == 1, err
+        assert f"{name} in the code layer is a symlink to '{target}'" in err
+        assert "resolves outside" in err and "commit the file itself in place of the" in err
+        assert {t: digest_of(cli, t) for t in tags_of(cli)} == before  # nothing pushed
+        (repo / name).unlink()
+
+
+@pytest.mark.unit
+def test_the_docker_context_refuses_links_out_of_it_but_takes_checked_artifacts(tmp_path):
+    from lepton_ci.core.errors import InputError
+    from lepton_ci.image.build import _context_tar
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (tmp_path / "outside").write_text("host file\n")
+    (tmp_path / "cache-model").write_text("checked weights\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    (ctx / "serve.py").write_text("print('hi')\n")
+    (ctx / "alias.py").symlink_to("serve.py")
+    model = ctx / "model.bin"
+    model.symlink_to(tmp_path / "cache-model")  # an artifact, linked in
+    with _context_tar(ctx, "Dockerfile", [model]) as f, tarfile.open(fileobj=f) as t:
+        assert t.extractfile("alias.py").read() == b"print('hi')\n"
+        assert t.extractfile("model.bin").read() == b"checked weights\n"
+    (ctx / "sub").symlink_to("..")  # a linked directory leaving the context
+    refused = r"sub in the Docker context is a symlink to '\.\.'"
+    with pytest.raises(InputError, match=refused), _context_tar(ctx, "Dockerfile", [model]):
+        pass
+    (ctx / "sub").unlink()
+    (ctx / "x.py").symlink_to("../outside")
+    refused = r"x.py in the Docker context .* resolves outside"
+    with pytest.raises(InputError, match=refused), _context_tar(ctx, "Dockerfile", [model]):
+        pass
+
+
+def test_a_version_that_failed_its_gates_never_takes_the_floating_tag(digits):
+    repo, cli = digits
+    first, _ = build(cli)
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("min: 0.90, max_regression: 0.01", "min: 0.9999"))
+    commit_all(repo, "fix: a gate no model passes")
+    assert cli("run", "--no-fail")[0] == 0
+    assert cli("register", "--allow-failed")[0] == 0
+    failed, err = build(cli)
+    sha = git(repo, "rev-parse", "HEAD")
+    assert failed["tags"] == ["0.1.1", f"sha-{sha[:7]}"]  # no `0.1`
+    assert "digits v0.1.1 failed its gates (registered with --allow-failed): 0.1 is left" in err
+    assert digest_of(cli, "0.1") == first["digest"] != failed["digest"]
+
+
+def test_a_commit_built_before_it_was_registered_is_released_under_its_version(digits):
+    repo, cli = digits
+    build(cli)
+    (repo / "serve.py").write_text((repo / "serve.py").read_text() + "# next\n")
+    commit_all(repo, "fix: a server change")
+    assert cli("run")[0] == 0
+    early, err = build(cli)  # not registered: sha-<short> only
+    sha = git(repo, "rev-parse", "HEAD")
+    assert early["tags"] == [f"sha-{sha[:7]}"]
+    assert cli("register", "--version", "0.3.0")[0] == 0
+    code, out, err = cli("build", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["tags"] == ["0.3.0", "0.3", f"sha-{sha[:7]}"]
+    # the sha- tag moved to the registered build: one image of the commit, labelled 0.3.0
+    assert digest_of(cli, f"sha-{sha[:7]}") == digest_of(cli, "0.3.0") == res["digest"]
+    assert image_env(cli, "0.3.0")["MODEL_VERSION"] == "v0.3.0"
+
+
+def test_the_floating_tag_never_moves_back_in_a_clone_without_newer_tags(digits):
+    repo, cli = digits
+    (repo / "serve.py").write_text((repo / "serve.py").read_text() + "# v0.1.1\n")
+    commit_all(repo, "fix: v0.1.1")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    new, _ = build(cli)
+    assert digest_of(cli, "0.1") == new["digest"]
+    git(repo, "tag", "-d", "digits@v0.1.1")  # as `git clone --no-tags` of a later commit
+    old, err = build(cli, "--version", "v0.1.0")
+    assert "0.1" not in old["tags"] and "0.1.0" in old["tags"]
+    assert f"{cli.reg}/digits:0.1 holds digits v0.1.1, newer than v0.1.0: 0.1 is left" in err
+    assert digest_of(cli, "0.1") == new["digest"]
+
+
+def test_an_old_version_says_it_is_built_with_its_commits_config(digits):
+    repo, cli = digits
+    cfg = repo / "lepton.yaml"
+    with_image = cfg.read_text()
+    start, end = with_image.index("    image:\n"), with_image.index("    deploy:\n")
+    cfg.write_text(with_image[:start] + with_image[end:])
+    commit_all(repo, "fix: no image yet")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    no_image = git(repo, "rev-parse", "HEAD")[:7]
+    cfg.write_text(with_image)
+    commit_all(repo, "fix: an image again")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    v010 = git(repo, "rev-list", "-n1", "digits@v0.1.0")[:7]
+    _, err = build(cli, "--version", "v0.1.0")
+    assert f"building v0.1.0 with lepton.yaml as of its commit {v010}" in err
+    code, _, err = cli("build", "--version", "v0.1.1")
+    assert code == 1
+    assert f"lepton.yaml as of commit {no_image} (digits v0.1.1) has no `image:` section" in err
+    assert "commit the `image:` section, then `lepton-ci run` and `lepton-ci register`" in err

@@ -30,6 +30,14 @@ class Terminated(BaseException):
 class _State:
     depth = 0
     pending: list[int] = []  # one list for the process, as its signals are
+    # Set when a signal is raised: worker threads (which Python never interrupts) poll it
+    # between pieces of long work, so the main thread's exit does not wait for them.
+    stopping = threading.Event()
+
+
+def requested() -> bool:
+    """A stopping signal was raised: a worker thread should give up at its next step."""
+    return _State.stopping.is_set()
 
 
 def stop_for(signum: int) -> BaseException:
@@ -44,6 +52,7 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
     if _State.depth:
         _State.pending.append(signum)
         return
+    _State.stopping.set()
     raise stop_for(signum)
 
 
@@ -54,6 +63,7 @@ def installed() -> Iterator[None]:
         yield
         return
     previous: dict[int, Any] = {s: signal.signal(s, _handler) for s in STOPS}
+    _State.stopping.clear()
     try:
         yield
     finally:
@@ -75,4 +85,5 @@ def deferred() -> Iterator[None]:
         if not _State.depth and _State.pending:
             signum = _State.pending[0]
             _State.pending.clear()
+            _State.stopping.set()
             raise stop_for(signum)

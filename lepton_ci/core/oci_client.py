@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from lepton_ci.core.errors import LeptonError
+from lepton_ci.core import interrupt
+from lepton_ci.core.errors import Interrupted, LeptonError
 
 if TYPE_CHECKING:
     import requests
@@ -378,6 +380,8 @@ class OCIClient:
         def body() -> Iterator[bytes]:
             nonlocal sent
             for piece in pipe.pieces():
+                if interrupt.requested():  # the main thread is stopping: so is this upload
+                    raise Interrupted("upload stopped by a signal", signum=signal.SIGTERM)
                 sent += len(piece)
                 with self.lock:
                     self.uploaded_bytes += len(piece)

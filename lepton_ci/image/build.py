@@ -15,7 +15,7 @@ import os
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.oci_client import MANIFEST_OCI, ClientFactory, OCIError, Ref, sha256
 from lepton_ci.core.outputs import BuildOutputs
 from lepton_ci.core.record import Record
-from lepton_ci.image import base_probe, deps
+from lepton_ci.image import base_probe, deps, links
 from lepton_ci.image import layers as oci
 from lepton_ci.image import metadata as imagemeta
 from lepton_ci.image.progress import Progress
@@ -199,6 +199,7 @@ class LayersBuilder:
                     hint="run `lepton-ci run` again (a cache hit restores the artifacts)",
                 )
         code = [f for f in code_files if f not in outputs_set]
+        links.check_inside(code, model_dir, checked=outputs, what="the code layer")
         # Each layer's mtime is the commit that last changed what it holds, so a layer whose
         # content did not change keeps its digest across commits (and is not uploaded again).
         inputs = [*rec.lineage.code, *rec.lineage.data, *rec.lineage.params_files]
@@ -419,7 +420,11 @@ class DockerfileBuilder:
         known = _blobs_under(registry, target.repository, tags)
         pushed: dict[str, int] = {}  # layer id -> bytes, from the engine's progress (Docker)
         try:
-            with engine.reachable(self.host), _context_tar(context, image.dockerfile) as tar:
+            artifacts = [model_dir / rel for rel in rec.outputs]
+            with (
+                engine.reachable(self.host),
+                _context_tar(context, image.dockerfile, artifacts) as tar,
+            ):
                 built, _ = self.docker.images.build(
                     fileobj=tar,
                     custom_context=True,
@@ -507,9 +512,12 @@ def _push_event(line: dict[str, Any], ref: str, pushed: dict[str, int]) -> str:
 
 
 @contextmanager
-def _context_tar(context: Path, dockerfile: str) -> Iterator[IO[bytes]]:
+def _context_tar(
+    context: Path, dockerfile: str, artifacts: Iterable[Path] = ()
+) -> Iterator[IO[bytes]]:
     """The build context as the engine gets it: `.dockerignore` applied, links followed (the
-    artifacts are links to their checked bytes), the checkout's `.git` left out."""
+    artifacts are links to their checked bytes; any other link must stay inside the
+    context), the checkout's `.git` left out."""
     from docker.utils.build import exclude_paths
 
     ignore = context / ".dockerignore"
@@ -517,9 +525,13 @@ def _context_tar(context: Path, dockerfile: str) -> Iterator[IO[bytes]]:
     if ignore.is_file():
         lines = (x.strip() for x in ignore.read_text().splitlines())
         patterns += [x for x in lines if x and not x.startswith("#")]
+    paths = sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile))
+    links.check_inside(
+        (context / rel for rel in paths), context, checked=artifacts, what="the Docker context"
+    )
     with tempfile.TemporaryFile() as f:
         with tarfile.open(fileobj=f, mode="w", dereference=True) as tar:
-            for rel in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile)):
+            for rel in paths:
                 tar.add(context / rel, arcname=rel, recursive=False)
         f.seek(0)
         yield f

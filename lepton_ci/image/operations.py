@@ -8,7 +8,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from lepton_ci.core.config import ImageConfig
 from lepton_ci.core.context import Context
+from lepton_ci.core.errors import ImageTagTaken, InputError, LeptonError
 from lepton_ci.core.gha import Runtime, load_event
 from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.oci_client import (
@@ -19,6 +21,7 @@ from lepton_ci.core.oci_client import (
     Ref,
     client_factory,
 )
+from lepton_ci.core.semver import IMAGE_TAG_RE
 from lepton_ci.image import engine, release, source
 from lepton_ci.image import metadata as imagemeta
 from lepton_ci.image.build import BuildResult, DockerfileBuilder, LayersBuilder, image_config
@@ -51,26 +54,71 @@ def build(
         _note(ctx, note)
     cache_dir = ctx.cfg.cache_dir()
     stat = StatCache(cache_dir / "stat.json")
+    old = version is not None and rec.git.sha != ctx.git.head()
+    if old:
+        _note(ctx, f"building {version} with lepton.yaml as of its commit {rec.git.sha[:7]}")
     with source.checkout(ctx.git, ctx.cfg.path, rec, model, cache_dir=cache_dir, stat=stat) as src:
-        image = image_config(src.cfg)
-        clients = clients or client_factory(ctx.env, ctx.rt, image.insecure)
-        target = Ref.parse(image.name)
-        client = clients(target.registry)
-        reuse = release.existing_image(client, target.repository, rec, tags)
-        kind = builder or image.kind
-        if reuse is not None:
-            return _tag_existing(ctx, client, target, reuse, tags, kind)
-        card_text = card.render_with(
-            rec, src.cfg.card, src.config.root, card.changelog(ctx.git, rec)
+        image, elsewhere = _image_of(ctx, src, model, version if old else None)
+        try:
+            clients = clients or client_factory(ctx.env, ctx.rt, image.insecure)
+            target = Ref.parse(image.name)
+            client = clients(target.registry)
+            tags, notes = release.keep_floating_forward(client, target.repository, rec, tags)
+            for note in notes:
+                _note(ctx, note)
+            reuse = release.existing_image(client, target.repository, rec, tags)
+            kind = builder or image.kind
+            if reuse is not None:
+                return _tag_existing(ctx, client, target, reuse, tags, kind)
+            card_text = card.render_with(
+                rec, src.cfg.card, src.config.root, card.changelog(ctx.git, rec)
+            )
+            if kind == "dockerfile":
+                if docker_client is None:
+                    docker_client = engine.connect(ctx.env)
+                return DockerfileBuilder(
+                    docker_client, clients, host=engine.host_of(ctx.env), cache_dir=cache_dir
+                ).build(src.model_dir, rec, src.cfg, card_text, tags)
+            b = LayersBuilder(clients, cache_dir=cache_dir)
+            return b.perform(b.prepare(src.model_dir, rec, src.cfg, card_text, src.git), tags)
+        except OCIError as e:
+            if elsewhere is None:
+                raise
+            raise OCIError(f"{e.message} ({elsewhere[0]})", hint=elsewhere[1]) from None
+
+
+def _image_of(
+    ctx: Context, src: source.Source, model: str, version: str | None
+) -> tuple[ImageConfig, tuple[str, str] | None]:
+    """The image section of the commit's lepton.yaml. Building an older version (`version`),
+    a missing section or another registry than today's is said to come from that commit."""
+    if version is None:
+        return image_config(src.cfg), None
+    rel = src.config.path.relative_to(src.config.root).as_posix()
+    fix = (
+        "an image is built with its version's own lepton.yaml: commit the `image:` section, "
+        "then `lepton-ci run` and `lepton-ci register` a new version to build it"
+    )
+    if src.cfg.image is None:
+        raise LeptonError(
+            f"{rel} as of commit {src.short} ({model} {version}) has no `image:` section",
+            hint=fix,
         )
-        if kind == "dockerfile":
-            if docker_client is None:
-                docker_client = engine.connect(ctx.env)
-            return DockerfileBuilder(
-                docker_client, clients, host=engine.host_of(ctx.env), cache_dir=cache_dir
-            ).build(src.model_dir, rec, src.cfg, card_text, tags)
-        b = LayersBuilder(clients, cache_dir=cache_dir)
-        return b.perform(b.prepare(src.model_dir, rec, src.cfg, card_text, src.git), tags)
+    try:
+        _, now = ctx.cfg.model(model)
+    except LeptonError:
+        now = None
+    if now is not None and now.image is not None:
+        then_reg, now_reg = Ref.parse(src.cfg.image.name), Ref.parse(now.image.name)
+        if (then_reg.registry, then_reg.repository) != (now_reg.registry, now_reg.repository):
+            said = (
+                f"{rel} as of commit {src.short} ({model} {version}) names the image "
+                f"{then_reg.registry}/{then_reg.repository}, not today's "
+                f"{now_reg.registry}/{now_reg.repository}"
+            )
+            _note(ctx, f"{said}: pushing there")
+            return src.cfg.image, (said, fix)
+    return src.cfg.image, None
 
 
 def _tag_existing(
@@ -134,12 +182,32 @@ def summary(i: Inspected) -> str:
 
 
 def retag(ref_text: str, new_tags: list[str], clients: ClientFactory | None = None) -> str:
-    """Point more tags at an existing manifest: promotion never rebuilds."""
+    """Point more tags at an existing manifest: promotion never rebuilds. Build's rule holds:
+    an immutable tag (`X.Y.Z`, `sha-<short>`) that holds another image is refused, and every
+    tag is checked before the first one is written."""
+    for tag in new_tags:
+        if not IMAGE_TAG_RE.fullmatch(tag):
+            raise InputError(
+                f"`{tag}` is not a valid image tag: a tag is 1-128 characters of "
+                "[A-Za-z0-9_.-], not starting with `.` or `-`",
+                hint="e.g. `lepton-ci image retag REF prod` (a version's tag is `1.2.3`, no `v`)",
+            )
     ref = Ref.parse(ref_text)
     client = (clients or client_factory(os.environ, None, None))(ref.registry)
     body, media, digest = client.get_manifest(ref.repository, ref.reference)
     if ref.digest and digest != ref.digest:
         raise OCIError(f"{ref}: registry returned {digest}, not the digest asked for")
-    for tag in new_tags:
-        client.put_manifest(ref.repository, tag, body, media or MANIFEST_OCI)
+    held = {tag: client.manifest_digest(ref.repository, tag) for tag in new_tags}
+    for tag, now in held.items():
+        if now is not None and now != digest and release.immutable(tag):
+            raise ImageTagTaken(
+                f"image tag {ref.registry}/{ref.repository}:{tag} already holds {now}, not "
+                f"{digest}: `{tag}` is immutable, so nothing was tagged",
+                hint="a released image is never replaced: tag a mutable name (`prod`, "
+                "`staging`) instead; to replace it on purpose, delete the tag in the registry "
+                "first",
+            )
+    for tag, now in held.items():
+        if now != digest:
+            client.put_manifest(ref.repository, tag, body, media or MANIFEST_OCI)
     return digest

@@ -14,10 +14,11 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import ImageTagTaken, RecordError
+from lepton_ci.core.errors import ImageTagTaken, RecordError, RegistryError
 from lepton_ci.core.oci_client import OCIClient
 from lepton_ci.core.record import Record
 from lepton_ci.core.semver import Version
@@ -78,7 +79,15 @@ def choose(ctx: Context, model: str, version: str | None) -> Release:
                 "(`lepton-ci register` first to give it X.Y.Z and X.Y)"
             )
     newest = True
-    if registered and rec.candidate_version:
+    if registered and rec.candidate_version and rec.verdict == "fail":
+        newest = False  # a version that failed its gates is never what `X.Y` points at
+        v = Version.parse(rec.candidate_version)
+        if not v.pre:
+            notes.append(
+                f"{model} {rec.candidate_version} failed its gates (registered with "
+                f"--allow-failed): {imagemeta.floating_tag(v)} is left where it is"
+            )
+    elif registered and rec.candidate_version:
         v = Version.parse(rec.candidate_version)
         line = [
             i.version
@@ -95,6 +104,16 @@ def choose(ctx: Context, model: str, version: str | None) -> Release:
     return Release(rec, registered, newest, notes)
 
 
+_IMMUTABLE = re.compile(
+    r"sha-[0-9a-f]{7,40}|\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:_[0-9A-Za-z._-]+)?"
+)
+
+
+def immutable(tag: str) -> bool:
+    """Tags that never move to other content: a version's `X.Y.Z` and a commit's `sha-...`."""
+    return bool(_IMMUTABLE.fullmatch(tag))
+
+
 def floating(tag: str, rec: Record) -> bool:
     """Tags that move by design: `X.Y` and `pr-<N>`."""
     if tag.startswith("pr-"):
@@ -106,7 +125,11 @@ def floating(tag: str, rec: Record) -> bool:
 
 def existing_image(client: OCIClient, repo: str, rec: Record, tags: list[str]) -> str | None:
     """The digest of an image of this release already under one of `tags` (immutable tags
-    only), else None. An immutable tag that holds anything else is an ImageTagTaken."""
+    only), else None. An immutable tag that holds anything else is an ImageTagTaken.
+
+    `sha-<short>` names a commit and its artifacts, not a version: an image of the same commit
+    and artifacts that an earlier, unregistered run pushed under another version label is
+    the same content, so the tag moves to the registered build (which is not a reuse)."""
     reuse: str | None = None
     for tag in tags:
         if floating(tag, rec):
@@ -115,10 +138,37 @@ def existing_image(client: OCIClient, repo: str, rec: Record, tags: list[str]) -
         if digest is None:
             continue
         labels = _labels(client, repo, tag)
-        if not _same_content(labels, rec):
+        if _same_content(labels, rec):
+            reuse = reuse or digest
+        elif not (tag.startswith("sha-") and _same_commit_and_artifacts(labels, rec)):
             raise _taken(client.registry, repo, tag, digest, labels, rec)
-        reuse = reuse or digest
     return reuse
+
+
+def keep_floating_forward(
+    client: OCIClient, repo: str, rec: Record, tags: list[str]
+) -> tuple[list[str], list[str]]:
+    """`tags` without `X.Y` when the image `X.Y` holds now is of a newer version: the
+    registry's own label decides, so a clone without the newer version tags (`--no-tags`)
+    never takes it backwards. Returns (tags, notes)."""
+    if not rec.candidate_version:
+        return tags, []
+    v = Version.parse(rec.candidate_version)
+    ftag = imagemeta.floating_tag(v)
+    if ftag not in tags or client.manifest_digest(repo, ftag) is None:
+        return tags, []
+    held = _labels(client, repo, ftag).get(f"{P}.version") or ""
+    try:
+        there = Version.parse(held)
+    except RegistryError:
+        return tags, []  # not a lepton-ci version label: X.Y moves as before
+    if there.sort_key() <= v.sort_key():
+        return tags, []
+    note = (
+        f"{client.registry}/{repo}:{ftag} holds {rec.model} {held}, newer than "
+        f"{rec.candidate_version}: {ftag} is left where it is"
+    )
+    return [t for t in tags if t != ftag], [note]
 
 
 def _labels(client: OCIClient, repo: str, tag: str) -> dict[str, str]:
@@ -133,9 +183,14 @@ def _same_content(labels: dict[str, str], rec: Record) -> bool:
     which restored the same model, differs only in when and where it ran)."""
     if labels.get(f"{P}.record-digest") == rec.digest():
         return True
+    return labels.get(f"{P}.version") == (
+        rec.candidate_version or ""
+    ) and _same_commit_and_artifacts(labels, rec)
+
+
+def _same_commit_and_artifacts(labels: dict[str, str], rec: Record) -> bool:
     return (
         labels.get(f"{P}.model") == rec.model
-        and labels.get(f"{P}.version") == (rec.candidate_version or "")
         and labels.get("org.opencontainers.image.revision") == rec.git.sha
         and labels.get(f"{P}.outputs-digest") == imagemeta.outputs_digest(rec)
     )
@@ -155,8 +210,9 @@ def _taken(
     if tag.startswith("sha-"):
         fix = (
             f"{tag} keeps the image of an earlier run of commit {rec.git.sha[:7]} with other "
-            "artifacts; build that run's record (its version: `--version`), or commit and run "
-            "again; to replace it on purpose, delete the tag in the registry first"
+            "artifacts (the training is not reproducible); commit and run again to build "
+            "under a new commit, or, to replace it on purpose, delete the tag in the registry "
+            "first"
         )
     else:
         fix = (
