@@ -22,6 +22,7 @@ from lepton_ci.core.config import ImageConfig
 from lepton_ci.core.errors import InputError
 from lepton_ci.init import deps, detect, gitignore, scaffold
 from lepton_ci.init.scaffold import Answers, config_text, workflow_text
+from tests.test_init import lepton
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,20 +42,6 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=repo, check=True, capture_output=True, text=True
     ).stdout
-
-
-def lepton(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "lepton_ci", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        timeout=300,
-        check=False,
-    )
 
 
 def make_repo(path: Path, files: dict[str, str], ignore: str = "") -> Path:
