@@ -57,3 +57,11 @@ def test_bidi_controls_cannot_reorder_what_a_reader_sees():
     assert md_text(raw) == want and md_cell(raw) == want and html_text(raw) == want
     assert md_code(raw) == f"`{want}`"
     assert "\u202e" not in mermaid_label(raw)
+
+
+def test_md_text_keeps_arrows_but_never_closes_an_html_comment():
+    from lepton_ci.core.escape import md_text
+
+    assert md_text("scikit-learn 1.9.1 -> 1.6.1") == "scikit-learn 1.9.1 -> 1.6.1"
+    out = md_text("x --> y --!> z")
+    assert "-->" not in out and "--!>" not in out

@@ -91,7 +91,7 @@ def test_card_escapes_every_field_and_front_matter_round_trips(hostile, cli):
     assert set(CORPUS) <= {m["name"] for m in results}  # YAML carries names exactly, quoted
     assert all(re.fullmatch(r"[a-z0-9_]+", m["type"]) for m in results)  # ids are ids
     assert (
-        "feat: @\u200boctocat &lt;img src=x onerror=alert(1)&gt; \\[x\\](https://e.example)"
+        "feat: @\u200boctocat &lt;img src=x onerror=alert(1)> \\[x\\](https://e.example)"
         " #\u200b12" in body
     )
 

@@ -506,7 +506,7 @@ def test_the_evidence_table_shows_a_zero_as_zero_and_no_value_as_a_dash():
 
     hostile = slo.Evaluation("d", "breach", 1.0, "PSI <= 0.2", "class 7\u202e<b>x</b>\n| y")
     table = Round("staging", "digits", 1, "t", 1, "v0.1.0", [hostile]).markdown()
-    assert "| class 7\\\\u202e&lt;b&gt;x&lt;/b&gt;\\\\n\\| y |" in table, table
+    assert "| class 7\\\\u202e&lt;b>x&lt;/b>\\\\n\\| y |" in table, table
 
 
 @pytest.mark.unit

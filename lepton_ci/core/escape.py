@@ -15,6 +15,7 @@ _ISSUE_REF = re.compile(r"#(?=\d)")
 # Links and images need `[`, emphasis `*`/`_`, code a backtick, tables `|`; `<`/`&` are HTML-
 # escaped first. `(`, `!`, `+` are harmless without these, so they stay readable.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+_COMMENT_END = re.compile(r"(--!?)>")
 # A heading or quote can start a value; a list marker only matters after a newline inside one
 # (a value's own leading "-" or "1." is nearly always a number).
 _LINE_START = re.compile(r"(?:^|(?<=\n))([#>])|(?<=\n)([+-])")
@@ -60,6 +61,8 @@ def md_text(value: object) -> str:
     # a backslash escapes nothing); `>` cannot open a tag, so it stays readable (`1.9.1 ->
     # 1.6.1` in a card printed as text) and is escaped only where it starts a quote.
     s = clean(value).replace("&", "&amp;").replace("<", "&lt;")
+    # ...except after `--` (`-->`, `--!>`): that would close an HTML comment of ours.
+    s = _COMMENT_END.sub(r"\1&gt;", s)
     s = _MD_SPECIAL.sub(r"\\\1", s)
     s = _LINE_START.sub(lambda m: "\\" + (m[1] or m[2]), s)  # no headings, quotes, lists
     s = _ORDERED.sub(r"\1\\.", s)
