@@ -59,17 +59,18 @@ def test_health_ready_predict_metrics(server):
     assert 'digits_model_info{version="v9.9.9"} 1' in body
 
 
+# Bodies /predict must refuse with a 400: wrong width, no instances, strings, booleans.
+BAD_BODIES = [
+    {"instances": [[1, 2]]},
+    {"x": 1},
+    {"instances": [["a"] * 64]},
+    {"instances": []},
+    {"instances": [[True] * 64]},
+]
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"instances": [[1, 2]]},
-        {"x": 1},
-        {"instances": [["a"] * 64]},
-        {"instances": []},
-        {"instances": [[True] * 64]},
-    ],
-)
+@pytest.mark.parametrize("body", BAD_BODIES)
 def test_predict_rejects_bad_input_with_400(server, body):
     code, text = call(server[0] + "/predict", body)
     assert code == 400 and "error" in json.loads(text)

@@ -30,6 +30,7 @@ from tests.support.examples import (
     served_predictions,
 )
 from tests.support.services import check_port
+from tests.test_example import BAD_BODIES
 
 # The metric families each server exports (digits' are its own text, torch-cnn's come from
 # prometheus_client): requests by path and code, predictions by class, the /predict latency.
@@ -161,16 +162,7 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"instances": [[1, 2]]},
-        {"x": 1},
-        {"instances": [["a"] * 64]},
-        {"instances": []},
-        {"instances": [[True] * 64]},
-    ],
-)
+@pytest.mark.parametrize("body", BAD_BODIES)
 def test_predict_rejects_bad_input_with_400(server, body):
     r = requests.post(server[1] + "/predict", json=body, timeout=5)
     assert r.status_code == 400 and "error" in r.json()
