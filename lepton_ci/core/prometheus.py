@@ -167,6 +167,8 @@ class Prometheus:
             # Prometheus's every answer, success or refusal, is {"status": ..., ...}: a JSON
             # error from a proxy or another API is not Prometheus refusing the query.
             raise self._not_prometheus(answer, "JSON without Prometheus's `status`")
+        if body["status"] == "success" and not 200 <= answer.status < 300:
+            raise self._not_prometheus(answer, 'a "success" with an error status')
         if body["status"] == "error":
             error = str(body.get("error", ""))[:500]  # it lands in the history and the issue
             if answer.status >= 500:
