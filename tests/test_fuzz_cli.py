@@ -6,12 +6,13 @@ One repository per test, shared by its examples: each example rewrites the fuzze
 
 import copy
 import json
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from lepton_ci.cli import main
@@ -194,3 +195,60 @@ def test_no_event_file_makes_run_or_comment_exit_70(
     monkeypatch.setenv("GITHUB_TOKEN", "test-token")
     assert _exit("comment", "--from", str(bundle), "--pr", "7") in (0, 1)
     assert _exit("comment", "--from", str(bundle)) in (0, 1)
+
+
+TAG_NAMES = st.one_of(
+    st.sampled_from(
+        ["m@v0.1.0", "m@v0.2.0-rc.1", "m@v0.2.0-rc.1+b.5", "m@v1.0.0", "m@v0.1.0!#1",
+         "m#staging#1", "m#prod#2", "m#prod!#3", "m@deprecated#4", "m@v00.1.0", "x@v1.0.0"]
+    ),
+    st.from_regex(r"\Am@v[0-9]{1,2}\.[0-9]\.[0-9](-[0-9A-Za-z.]{1,5})?\Z"),
+)  # fmt: skip
+RECORD_CHANGE = st.dictionaries(
+    st.sampled_from(["metrics", "model", "git", "gates", "schema_version", "created_at", "x"]),
+    TREE,
+    max_size=2,
+)
+
+
+def _message(record: dict, change: dict, cut: int | None, noise: str) -> str:
+    """A tag message around a record with some fields replaced, cut short, or text alone."""
+    body = json.dumps({**record, **change}, default=str)
+    if cut is not None:
+        body = body[:cut]
+    return f"Register m: {noise}\n\n-----BEGIN LEPTON-CI RECORD-----\n{body}\n" + (
+        "-----END LEPTON-CI RECORD-----\n" if cut is None else ""
+    )
+
+
+@settings(CLI, max_examples=25)
+@given(
+    TAG_NAMES,
+    st.one_of(
+        HOSTILE,
+        st.tuples(RECORD_CHANGE, st.none() | st.integers(0, 400), HOSTILE),
+    ),
+    st.sampled_from(
+        [["versions"], ["versions", "--all", "--json"], ["show", "m"], ["show", "m@latest"],
+         ["history", "m"], ["card", "--version", "v0.1.0"], ["diff"], ["run"], ["register"]]
+    ),
+)  # fmt: skip
+def test_no_tag_anyone_pushed_makes_a_registry_command_exit_70(tmp_path, name, message, command):
+    """Tags are outside input: anyone with push access (or a fork's PR ref) can write one, with
+    any message. Each example adds or replaces one tag in the shared repository."""
+    repo = tmp_path / "repo"
+    if not repo.exists():
+        _repo(repo)
+        assert _exit("-C", str(repo), "run") == 0
+    record = json.loads((repo / ".lepton" / "runs" / "m.json").read_text())
+    text = message if isinstance(message, str) else _message(record, *message)
+    tagged = subprocess.run(
+        ["git", "tag", "-f", "-a", "-F", "-", name],
+        cwd=repo,
+        input=text.encode("utf-8", "surrogatepass"),
+        capture_output=True,
+        check=False,
+    )
+    if tagged.returncode != 0:  # git refuses the name: nobody can push it either
+        reject()
+    assert _exit("-C", str(repo), *command) in (0, 1)
