@@ -396,7 +396,7 @@ def test_any_event_file_and_run_variables_give_bundle_facts(data, workflow, run_
         sha = gha.pr_head_sha(event)
         assert sha is None or re.fullmatch("[0-9a-f]{40}", sha)
         number = gha.pr_number(event)
-        assert number is None or type(number) is int
+        assert number is None or (type(number) is int and number > 0)
         assert isinstance(publish._is_fork(event), bool)
         meta = publish.meta_from_env(env, _record({}), None)  # a valid BundleMeta, or a crash
         assert meta.pr == number and len(meta.workflow) <= 200

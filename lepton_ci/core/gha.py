@@ -55,9 +55,11 @@ def dig(data: object, *keys: str) -> object:
 
 
 def pr_number(event: Mapping[str, Any]) -> int | None:
-    """The pull request's number from a pull_request event, or None."""
+    """The pull request's number from a pull_request event, or None (GitHub's start at 1)."""
     number = dig(event, "pull_request", "number")
-    return number if isinstance(number, int) and not isinstance(number, bool) else None
+    if isinstance(number, int) and not isinstance(number, bool) and number > 0:
+        return number
+    return None
 
 
 def pr_head_sha(event: Mapping[str, Any]) -> str | None:
