@@ -4,16 +4,16 @@ control character."""
 
 import contextlib
 import json
+import math
 import re
-import string
 import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lepton_ci import gha_entry
 from lepton_ci.core import config, escape
 from lepton_ci.core.errors import ConfigError, InputError
 from lepton_ci.core.record import CacheInfo, Environment, GitInfo, Record
@@ -21,17 +21,19 @@ from lepton_ci.report import comment
 from lepton_ci.run import diffview, gates
 from lepton_ci.run.metrics import read_metrics, read_params
 from lepton_ci.versions import grammar, message
+from tests.support.fuzz import (
+    EVENT_FILE,
+    FUZZ,
+    HOSTILE,
+    PAYLOAD,
+    SCALAR,
+    TREE,
+    YAML_SOUP,
+    json_bytes,
+    tree_text,
+)
 
 pytestmark = pytest.mark.unit
-
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-# Text a hostile PR might use: workflow commands, fences, mentions, bidi, control characters.
-PIECES = st.sampled_from(
-    ["::", "::add-mask::", "::error::", "##[", "```", "`", "@", "@octocat", "#12", "\n", "\r",
-     "\u202e", "\u2066", "\x00", "\x1b[31m", "\u2028", "<script>", "|", "[x](http://e)", " ",
-     "{", "}", message.BEGIN, message.END, "-----BEGIN PGP SIGNATURE-----", "%0A"]
-)  # fmt: skip
-HOSTILE = st.lists(st.one_of(PIECES, st.text(max_size=8)), max_size=12).map("".join)
 
 INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 LIVE_MENTION = re.compile(r"@[A-Za-z0-9_-]")
@@ -154,37 +156,9 @@ def test_any_tag_message_is_a_record_nothing_or_foreign(text):
 
 # -- loading config, params and metrics --------------------------------------------------------
 
-SCALAR = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(10**400), max_value=10**400),
-    st.floats(),
-    HOSTILE,
-)
-TREE = st.recursive(
-    SCALAR,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.one_of(HOSTILE, SCALAR), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
-CONFIG_WORDS = st.sampled_from(
-    ["models", "stages", "train", "metrics", "gates", "requires", "toy", "prod", "direction",
-     "min", "deploy", "environments", "version", "&a", "*a", "<<", "{", "[", ":", "- ", "\n",
-     "  ", "'", '"', "\t", "\\", "!!python/object", "%YAML 1.1", "---", "1e999", "\xff"]
-)  # fmt: skip
-YAML_SOUP = st.lists(st.one_of(CONFIG_WORDS, st.text(string.printable, max_size=5))).map("".join)
-
-
-def _tree_text(tree: object) -> str:
-    try:
-        return yaml.safe_dump(tree, allow_unicode=True)
-    except (yaml.YAMLError, ValueError):
-        return json.dumps(tree, default=str)
-
 
 @FUZZ
-@given(st.one_of(YAML_SOUP, TREE.map(_tree_text), st.binary(max_size=80).map(bytes.hex)))
+@given(st.one_of(YAML_SOUP, TREE.map(tree_text), st.binary(max_size=80).map(bytes.hex)))
 def test_any_config_loads_or_fails_with_a_config_error(text):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "lepton.yaml"
@@ -216,7 +190,7 @@ def test_metric_flattening_gives_finite_numbers_or_a_clear_error(tree, name):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / name
         try:
-            text = json.dumps(tree) if name.endswith(".json") else _tree_text(tree)
+            text = json.dumps(tree) if name.endswith(".json") else tree_text(tree)
         except (ValueError, TypeError):
             return
         p.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -246,12 +220,272 @@ def test_reports_with_hostile_metric_names_stay_inert(metrics):
     assert not any(line.lstrip().startswith("::") for line in table.split("\n"))
 
 
-@settings(FUZZ, max_examples=25)  # each example runs git
-@given(st.one_of(YAML_SOUP, TREE.map(_tree_text)))
-def test_the_command_line_never_exits_70_on_any_config(text):
-    from lepton_ci.cli import main
+# -- version strings ----------------------------------------------------------------------------
+
+VERSION_PIECES = st.sampled_from(
+    ["v", "V", "0", "1", "01", "9", ".", "-", "+", "rc", "a", "\u0661", "\uff11", "\n", " ",
+     "_", "\u00b2", "x" * 40]
+)  # fmt: skip
+VERSIONISH = st.one_of(
+    st.text(max_size=30),
+    st.lists(VERSION_PIECES, max_size=12).map("".join),
+    st.from_regex(
+        r"\Av?[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(-[0-9A-Za-z.-]{0,9})?(\+[\w.-]{0,9})?\Z"
+    ),
+)
+
+
+@FUZZ
+@given(VERSIONISH)
+def test_any_version_string_is_a_semantic_version_or_a_registry_error(text):
+    from lepton_ci.core.errors import RegistryError
+    from lepton_ci.core.semver import IMAGE_TAG_RE, Version, image_tag
+
+    try:
+        v = Version.parse(text)
+    except RegistryError as e:
+        assert "is not a semantic version" in e.message
+        return
+    assert text.strip().isascii(), text  # `1\u0661.0.0` was read as v11.0.0
+    assert Version.parse(str(v)) == v and str(v).lstrip("v") == text.strip().lstrip("v")
+    assert v.sort_key() == Version.parse(str(v)).sort_key()
+    try:
+        tag = image_tag(text)
+    except RegistryError as e:
+        assert "128 characters" in e.message
+    else:
+        assert IMAGE_TAG_RE.fullmatch(tag) and "+" not in tag
+    for ref in (f"m@{text}", f"m@v{text}", f"m#{text}", text):
+        found = grammar.shortcut(ref)
+        assert found is None or found.version is None or Version.is_valid(found.version)
+        parsed = grammar.parse(ref)
+        assert parsed is None or parsed.version is None or Version.is_valid(parsed.version)
+
+
+# -- Prometheus answers -------------------------------------------------------------------------
+
+PROM_VALUE = st.one_of(
+    st.sampled_from(["1", "0.5", "+Inf", "-Inf", "NaN", "1e3", "-0", "1_000", " 5", "\u0661",
+                     "infinity", "0x10", "", "1.", ".5"]),
+    st.floats().map(repr),
+    SCALAR,
+)  # fmt: skip
+PROM_PAIR = st.one_of(st.tuples(st.floats(), PROM_VALUE).map(list), TREE)
+PROM_SAMPLE = st.one_of(
+    st.fixed_dictionaries(
+        {"metric": st.dictionaries(HOSTILE, HOSTILE, max_size=3) | TREE, "value": PROM_PAIR}
+    ),
+    TREE,
+)
+PROM_BODY = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["success", "error"]) | SCALAR,
+        "data": st.fixed_dictionaries(
+            {
+                "resultType": st.sampled_from(["vector", "scalar", "matrix", "string"]) | SCALAR,
+                "result": st.one_of(st.lists(PROM_SAMPLE, max_size=4), PROM_PAIR),
+            }
+        )
+        | TREE,
+    },
+    optional={"error": TREE, "errorType": SCALAR, "warnings": TREE},
+)
+
+
+PROM_ANSWER = st.one_of(
+    PROM_BODY.map(json_bytes),
+    TREE.map(json_bytes),
+    st.binary(max_size=100),
+    st.sampled_from([b"[" * 100_000, b'{"a":' * 5_000, b"<!doctype html><p>Sign in", b""]),
+)
+
+
+class _Canned:
+    """Stands in for the HTTP exchange only: what is tested is everything after it."""
+
+    answer: tuple[int, str, bytes] = (200, "", b"")
+
+    def _get(self, where, expr):
+        from lepton_ci.core.prometheus import _Answer
+
+        return _Answer(*self.answer)
+
+
+def _canned(status: int, content_type: str, body: bytes):
+    from lepton_ci.core.prometheus import Prometheus
+
+    class Canned(_Canned, Prometheus):
+        pass
+
+    prom = Canned("http://127.0.0.1:9", retries=0, sleep=lambda s: None)
+    prom.answer = (status, content_type, body)
+    return prom
+
+
+@FUZZ
+@given(
+    st.sampled_from([200, 400, 401, 404, 422, 500, 502, 503]),
+    st.sampled_from(["application/json", "text/html; charset=utf-8", ""]),
+    PROM_ANSWER,
+)
+def test_any_prometheus_answer_is_numbers_or_a_watch_error(status, content_type, body):
+    from lepton_ci.core.errors import WatchError
+
+    prom = _canned(status, content_type, body)
+    try:
+        samples = prom.query("up")
+    except WatchError as e:
+        assert e.message and len(e.message) < 1000, e.message
+        assert not (status == 200 and "refused" in e.message and b'"status"' not in body)
+        return
+    assert status < 500  # a 5xx is never a set of numbers to judge
+    for s in samples:
+        assert isinstance(s.value, float) and not math.isnan(s.value)
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in s.labels.items())
+
+
+@FUZZ
+@given(PROM_BODY.map(json_bytes), st.dictionaries(HOSTILE, st.floats(), max_size=3))
+def test_any_prometheus_answer_evaluates_to_one_of_four_states(body, reference):
+    """The whole SLO judgement past the HTTP exchange, bounded and drift: one of four states,
+    one printable line, JSON that parses; never an exception."""
+    from lepton_ci.core.config import SLO
+    from lepton_ci.core.printer import to_json
+    from lepton_ci.watch import slo
+
+    for spec in (
+        {"name": "b", "query": "up", "max": 0.5, "min": 0.1},
+        {"name": "d", "drift": {"metric": "m", "max_psi": 0.2, "min_predictions": 1}},
+    ):
+        ev = slo.evaluate(
+            _canned(200, "application/json", body), SLO.model_validate(spec), reference
+        )
+        assert ev.status in ("ok", "breach", "no-data", "error")
+        assert "\n" not in ev.text()
+        json.loads(to_json(ev.as_dict()))
+        assert ev.status != "breach" or ev.value is not None
+
+
+# -- GitHub payloads ----------------------------------------------------------------------------
+
+
+def _event_env(d: str, data: bytes, **extra: str) -> dict[str, str]:
+    path = Path(d) / "event.json"
+    path.write_bytes(data)
+    return {"GITHUB_EVENT_PATH": str(path), **extra}
+
+
+@FUZZ
+@given(
+    EVENT_FILE,
+    st.one_of(st.text(max_size=20), st.text(min_size=195, max_size=240)),  # no bound on GitHub
+    st.one_of(st.from_regex(r"\A[0-9]{1,12}\Z"), st.text(max_size=12)),
+    st.text(max_size=30),
+)
+def test_any_event_file_and_run_variables_give_bundle_facts(data, workflow, run_id, repo):
+    from lepton_ci.core import gha
+    from lepton_ci.image.operations import load_event as image_event
+    from lepton_ci.report import publish
 
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / ".git").mkdir()  # the config search stops here; git itself finds no repo
-        (Path(d) / "lepton.yaml").write_text(text, encoding="utf-8", errors="surrogatepass")
-        assert main(["-C", d, "register"]) == 1
+        env = _event_env(
+            d, data, GITHUB_WORKFLOW=workflow, GITHUB_RUN_ID=run_id, GITHUB_REPOSITORY=repo
+        )
+        event = gha.load_event(env)
+        assert isinstance(event, dict) and image_event is gha.load_event
+        sha = gha.pr_head_sha(event)
+        assert sha is None or re.fullmatch("[0-9a-f]{40}", sha)
+        number = gha.pr_number(event)
+        assert number is None or (type(number) is int and number > 0)
+        assert isinstance(publish._is_fork(event), bool)
+        meta = publish.meta_from_env(env, _record({}), None)  # a valid BundleMeta, or a crash
+        assert meta.pr == number and len(meta.workflow) <= 200
+
+
+@FUZZ
+@given(PAYLOAD, PAYLOAD, st.sampled_from(["a" * 40, "0" * 40]))
+def test_any_workflow_run_and_pull_payload_is_trusted_or_refused(event, pull, sha):
+    from lepton_ci.core.errors import RecordError
+    from lepton_ci.report import publish
+
+    meta = comment.BundleMeta(model="toy", workflow="ci", head_sha=sha, pr=1)
+    event, pull = (x if isinstance(x, dict) else {} for x in (event, pull))
+    try:
+        publish.check_bundle_source(event, pull, meta, 1)
+    except RecordError as e:
+        assert "refusing to post" in e.message
+    else:  # trusted only when GitHub's PR names the bundle's commit
+        assert pull["head"]["sha"] == sha
+
+
+# What sticky.py writes in its comments, which anyone who can comment can write too.
+META_LINE = st.fixed_dictionaries(
+    {},
+    optional={
+        "sha": st.sampled_from(["a" * 40, "0" * 40]) | SCALAR,
+        "run": SCALAR | PAYLOAD,
+        "digest": SCALAR,
+    },
+)
+
+
+@FUZZ
+@given(
+    st.one_of(
+        HOSTILE,
+        st.one_of(PAYLOAD, META_LINE).map(
+            lambda t: "<!-- lepton-ci:meta " + json.dumps(t, default=str) + " -->"
+        ),
+    ),
+    st.sampled_from(["a" * 40, "0" * 40, None]),
+    st.integers(0, 10**6),
+)
+def test_any_comment_text_someone_wrote_is_read_as_a_meta_line_or_nothing(body, head, run):
+    from lepton_ci.report import sticky
+
+    old = comment.parse_meta(body)
+    assert isinstance(old, dict)
+    ours = comment.BundleMeta(model="toy", workflow="ci", head_sha="a" * 40, run_id=run)
+    assert isinstance(sticky._older(ours, old, head), bool)
+
+
+@FUZZ
+@given(
+    st.sampled_from([*sorted(gha_entry.STEPS), "nope"]),
+    st.dictionaries(
+        st.sampled_from(
+            ["model", "version", "push", "once", "issue", "no-cache", "fail-on-gate",
+             "environment", "working-directory", "config", "stage", "dry-run"]
+        ),
+        st.one_of(HOSTILE, st.sampled_from(["true", "false", "", " true ", "yes", "-x"])),
+    ),
+)  # fmt: skip
+def test_any_action_inputs_become_argv_or_a_config_error(step, inputs):
+    env = {gha_entry.env_name(k): v for k, v in inputs.items()}
+    try:
+        argv = gha_entry.argv(step, env)
+    except ConfigError as e:
+        assert f"`{step}`" in e.message
+    else:
+        assert step in argv and all(isinstance(a, str) for a in argv)
+
+
+@settings(FUZZ, max_examples=50)
+@given(PAYLOAD, PAYLOAD)
+def test_any_bundle_from_an_untrusted_run_is_read_or_refused(meta, rec_change):
+    from lepton_ci.core.errors import RecordError
+
+    good = _record({"accuracy": 0.9})
+    with tempfile.TemporaryDirectory() as d:
+        bundle = Path(d)
+        record = json.loads(good.to_json())
+        if isinstance(rec_change, dict):
+            record.update(rec_change)
+        (bundle / "record.json").write_bytes(json_bytes(record))
+        (bundle / "meta.json").write_bytes(json_bytes(meta))
+        try:
+            rec, got = comment.read_bundle(bundle)
+        except RecordError as e:
+            assert str(bundle) in e.message
+        else:
+            assert got.model == rec.model

@@ -2,12 +2,16 @@
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lepton_ci.core.config import ChecksConfig
+from lepton_ci.core.config import ChecksConfig, DeployConfig
 from lepton_ci.deploy import health
+from lepton_ci.deploy.deployer import Deployer, DeployFailed
+from lepton_ci.deploy.manifests import Release
+from lepton_ci.deploy.releases import FileStore
 
 pytestmark = pytest.mark.unit
 
@@ -19,6 +23,7 @@ class Fake:
         self.health_status = 200
         self.prediction = [0, 1]
         self.prom_value = "0.5"
+        self.prom_answer: tuple[str, bytes] | None = None  # (content type, body) instead
         self.fail_first = 0
         fake = self
 
@@ -34,7 +39,9 @@ class Fake:
                 self.wfile.write(data)
 
             def do_GET(self):
-                if self.path.startswith("/api/v1/query"):
+                if self.path.startswith("/api/v1/query") and fake.prom_answer is not None:
+                    self._raw(*fake.prom_answer)
+                elif self.path.startswith("/api/v1/query"):
                     sample = {"metric": {}, "value": [0, fake.prom_value]}
                     data = {"resultType": "vector", "result": [sample]}
                     self._send(200, {"status": "success", "data": data})  # Prometheus's shape
@@ -44,11 +51,27 @@ class Fake:
                 else:
                     self._send(fake.health_status, {"status": "ok"})
 
+            def _raw(self, content_type, body):
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.end_headers()
+                try:
+                    if body == b"slow":  # a byte a second, for two minutes
+                        for _ in range(120):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(1)
+                    else:
+                        self.wfile.write(body)
+                except OSError:
+                    pass  # the client hung up, as it should
+
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))
                 self._send(200, {"predictions": fake.prediction, "score": 0.91})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -125,13 +148,44 @@ def test_p95():
     assert health.p95([3.0]) == 3.0
 
 
+def _vector(value: bytes) -> tuple[str, bytes]:
+    return "application/json", (
+        b'{"status": "success", "data": {"resultType": "vector", "result": '
+        b'[{"metric": {}, "value": [0, %s]}]}}' % value
+    )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (("application/json", b"slow"), "no complete answer within 2s"),
+        (
+            ("text/html; charset=utf-8", b"<!doctype html><title>Sign in</title>"),
+            "answered with an HTML page (text/html), not Prometheus's JSON (HTTP 200)",
+        ),
+        (_vector(b"true"), "not a number as Prometheus writes it: True"),
+        (_vector(b'"1_000"'), "not a number as Prometheus writes it: '1_000'"),
+        (("application/json", b'{"ok": true}'), "JSON without Prometheus's `status`"),
+    ],
+)
+def test_a_prometheus_check_on_what_is_not_prometheus_fails_saying_so(fake, answer, said):
+    """A login page was "Prometheus refused the query"; `true` and "1_000" were numbers; a
+    server trickling a byte a second held the health window for as long as it liked."""
+    fake.prom_answer = answer
+    prom = {"url": fake.url, "query": "up", "min": 0}
+    r = health.run(checks(timeout=2, prometheus=prom), fake.url)
+    (probe,) = [p for p in r.probes if p.check.startswith("prometheus")]
+    assert not probe.ok and not r.ok
+    assert said in probe.detail and "refused" not in probe.detail, probe.detail
+
+
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory):
-    from tests.support.prometheus import PrometheusServer
+    from tests.support.prometheus import scraping
 
-    server = PrometheusServer(tmp_path_factory.mktemp("prom"), targets=[]).start()
-    yield server
-    server.stop()
+    with scraping(tmp_path_factory.mktemp("prom")) as server:
+        yield server
 
 
 @pytest.mark.e2e
@@ -139,11 +193,16 @@ def prom(tmp_path_factory):
     ("query", "ok", "detail"),
     [
         ("vector(0.05)", True, "value 0.05"),
+        ('lepton_test_error_ratio{pod="a"}', True, "value 0.01"),  # scraped
+        ("lepton_test_error_ratio", False, "value 0.5 out of bounds (max 0.1)"),  # one pod is
+        ("pod:lepton_test_error_ratio:max", False, "value 0.5 out of bounds"),  # a rule
+        ("vector(1) / 0", False, "value inf out of bounds"),
         ("scalar(vector(0.05))", True, "value 0.05"),  # crashed with TypeError
         ("scalar(vector(0.5))", False, "value 0.5"),
         ("vector(0.5) > 1", False, "no data: the query returned an empty result"),  # IndexError
         ('"text"', False, "returned a string, not an instant vector or scalar"),
         ("up[1m]", False, "returned a matrix, not an instant vector or scalar"),
+        ("lepton_test_error_ratio + on() vector(1)", False, "HTTP 422 multiple matches"),
         ("rate(up)", False, "Prometheus refused the query 'rate(up)': HTTP 400 "),  # KeyError
     ],
 )
@@ -156,3 +215,71 @@ def test_prometheus_check_against_the_real_prometheus(fake, prom, query, ok, det
     assert detail in probe.detail, probe.detail
     if query == "rate(up)":
         assert "parse error" in probe.detail or "expected type range vector" in probe.detail
+
+
+class _Pods:
+    """A target that runs whatever it is given at once and knows which image serves."""
+
+    serving = ""
+
+    def apply(self, name, text):
+        self.serving = next(line for line in text.split() if "@sha256:" in line)
+        return []
+
+    def wait(self, text, budget, ready_url):
+        return 0.0
+
+    def remove(self, name):
+        pass
+
+    def scale_to_zero(self, name):
+        pass
+
+
+def _image(n):
+    return f"r/digits@sha256:{n:064x}"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("scalar(pod:lepton_test_error_ratio:max)", "value 0.5 out of bounds (max 0.1)"),
+        ('lepton_test_error_ratio{pod="c"}', "no data: the query returned an empty result"),
+        ("rate(up)", "Prometheus refused the query 'rate(up)': HTTP 400"),
+        ("up[1m]", "returned a matrix"),
+    ],
+)
+def test_a_deploy_whose_prometheus_check_fails_is_reverted(tmp_path, prom, query, why):
+    """A scalar answer raised TypeError after the new release was applied: the deploy died,
+    the revision stayed pending and nothing was reverted. The second release's health is
+    judged by `query`, the first's by a healthy one; both by the real health check."""
+    pods = _Pods()
+
+    def check(cfg, url):
+        q = query if pods.serving.endswith(_image(2)) else 'lepton_test_error_ratio{pod="a"}'
+        prometheus = {"url": prom.url, "query": q, "max": 0.1}
+        return health.run(
+            ChecksConfig.model_validate({**cfg.model_dump(), "prometheus": prometheus}), url
+        )
+
+    env = {"namespace": "ns", "url": "http://127.0.0.1:1", "checks": {"count": 1, "http": []}}
+    cfg = DeployConfig.model_validate({"target": "kubernetes", "environments": {"prod": env}})
+    store = FileStore(tmp_path / "state")
+    deployer = Deployer("digits", "prod", cfg, tmp_path, target=pods, store=store, checker=check)
+
+    for n in (1, 2):
+        release = Release("digits", f"v0.1.{n}", _image(n), f"d{n}", 0)
+        if n == 1:
+            deployer.deploy(release)
+            continue
+        with pytest.raises(DeployFailed) as e:
+            deployer.deploy(release)
+    assert why in str(e.value)
+    revs = sorted(store.list(), key=lambda r: r.number)
+    assert [(r.number, r.status, r.rollback_of) for r in revs] == [
+        (1, "superseded", None),
+        (2, "failed", None),
+        (3, "deployed", 1),
+    ]
+    assert why in revs[1].reason and revs[1].probes[-1].check == f"prometheus {query}"

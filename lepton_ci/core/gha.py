@@ -31,15 +31,35 @@ def debug_enabled(env: Mapping[str, str] | None = None) -> bool:
 
 
 def load_event(env: Mapping[str, str]) -> dict[str, Any]:
-    """The webhook payload of the event that started the workflow, or {} outside Actions."""
+    """The webhook payload of the event that started the workflow, or {} outside Actions (or
+    when the file is unreadable, not JSON, or not an object: then nothing is known of it)."""
     path = env.get("GITHUB_EVENT_PATH")
     if not path or not Path(path).is_file():
         return {}
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except ValueError:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def dig(data: object, *keys: str) -> object:
+    """`data[k1][k2]...` of a payload (an event, a GitHub API answer), or None where a level
+    is missing or not an object: a payload's shape is GitHub's to change, and a hand-made
+    event file's to get wrong. Callers check the type of what they get."""
+    for key in keys:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data
+
+
+def pr_number(event: Mapping[str, Any]) -> int | None:
+    """The pull request's number from a pull_request event, or None (GitHub's start at 1)."""
+    number = dig(event, "pull_request", "number")
+    if isinstance(number, int) and not isinstance(number, bool) and number > 0:
+        return number
+    return None
 
 
 def pr_head_sha(event: Mapping[str, Any]) -> str | None:
@@ -47,9 +67,7 @@ def pr_head_sha(event: Mapping[str, Any]) -> str | None:
 
     On `pull_request` GitHub checks out refs/pull/N/merge: HEAD and GITHUB_SHA are a merge
     commit of the head into the base, which neither the PR nor its workflow_run names."""
-    pr = event.get("pull_request")
-    head = (pr.get("head") or {}) if isinstance(pr, dict) else {}
-    sha = head.get("sha") if isinstance(head, dict) else None
+    sha = dig(event, "pull_request", "head", "sha")
     return sha if isinstance(sha, str) and _SHA.fullmatch(sha) else None
 
 

@@ -71,7 +71,9 @@ class Prometheus:
         self.unreachable: PrometheusUnreachable | None = None
 
     def query(self, expr: str) -> list[Sample]:
-        """The instant vector (or scalar) `expr` evaluates to now; NaN (0/0, no data) is dropped."""
+        """The instant vector (or scalar) `expr` evaluates to now; NaN (0/0, no data) is dropped.
+        Raises QueryFailed when Prometheus refuses the query or it is not one number per
+        series, PrometheusUnreachable when no Prometheus answers (or something else does)."""
         try:
             return self._query(expr)
         except PrometheusUnreachable as e:
@@ -154,26 +156,21 @@ class Prometheus:
 
     def _parse(self, expr: str, answer: _Answer) -> list[Sample]:
         self.unreachable = None
+        status = f"HTTP {answer.status}"
         try:
             body: Any = json.loads(answer.body)
-        except ValueError:
-            body = None
-        status = f"HTTP {answer.status}"
-        if body is None:
-            text = answer.body[:200].decode("utf-8", "replace").lstrip().lower()
-            what = (
-                f"an HTML page ({answer.content_type.split(';')[0] or 'no content type'})"
-                if "html" in answer.content_type or text.startswith(("<!doctype", "<html"))
-                else "something that is not JSON"
-            )
-            raise PrometheusUnreachable(
-                f"{self.shown} answered with {what}, not Prometheus's JSON ({status}): a login "
-                "page or a proxy in front of it, or not Prometheus at all",
-                hint="point `watch.prometheus` (or LEPTON_PROMETHEUS_URL) at Prometheus itself",
-            )
-        if not isinstance(body, dict) or body.get("status") != "success":
-            error = str(body.get("error", "")) if isinstance(body, dict) else str(body)
-            error = error[:500]  # it lands in the history, outputs and the issue (64 KiB max)
+        except ValueError:  # not JSON (UnicodeDecodeError included)
+            raise self._not_prometheus(answer, _page(answer)) from None
+        except RecursionError:  # nested past anything Prometheus writes
+            raise self._not_prometheus(answer, "JSON nested too deeply") from None
+        if not isinstance(body, dict) or body.get("status") not in ("success", "error"):
+            # Prometheus's every answer, success or refusal, is {"status": ..., ...}: a JSON
+            # error from a proxy or another API is not Prometheus refusing the query.
+            raise self._not_prometheus(answer, "JSON without Prometheus's `status`")
+        if body["status"] == "success" and not 200 <= answer.status < 300:
+            raise self._not_prometheus(answer, 'a "success" with an error status')
+        if body["status"] == "error":
+            error = str(body.get("error", ""))[:500]  # it lands in the history and the issue
             if answer.status >= 500:
                 raise PrometheusUnreachable(
                     f"Prometheus at {self.shown}: {status} {error}".rstrip()
@@ -183,38 +180,77 @@ class Prometheus:
                 hint="fix the query in `watch.slos` (try it in Prometheus's expression browser)",
             )
         data = body.get("data")
-        kind, result = (
-            (data.get("resultType"), data.get("result")) if isinstance(data, dict) else (None, None)
-        )
-        if kind == "scalar":
-            result = [{"metric": {}, "value": result}]
-        elif kind != "vector" or not isinstance(result, list):
+        kind = data.get("resultType") if isinstance(data, dict) else None
+        if kind in ("matrix", "string"):
             raise QueryFailed(
                 f"the query {expr!r} returned a {kind}, not an instant vector or scalar",
                 hint="aggregate it to one number, e.g. with sum(rate(...[5m]))",
             )
-        out = []
-        for item in result:
-            try:
-                value = _number(item["value"][1])
-                labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
-            except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-                continue  # not a sample in Prometheus's shape: nothing to judge by
-            if not math.isnan(value):  # +Inf is real (a quantile past the last bucket)
-                out.append(Sample(labels, value))
-        return out
+        try:
+            samples = _samples(kind, data.get("result") if isinstance(data, dict) else None)
+        except ValueError as e:
+            raise self._not_prometheus(answer, f"a query answer with {e}") from None
+        # NaN (0/0: no traffic yet) is no value; +Inf is one (a quantile past the last bucket).
+        return [s for s in samples if not math.isnan(s.value)]
+
+    def _not_prometheus(self, answer: _Answer, what: str) -> PrometheusUnreachable:
+        return PrometheusUnreachable(
+            f"{self.shown} answered with {what}, not Prometheus's JSON (HTTP {answer.status}): "
+            "a login page or a proxy in front of it, or not Prometheus at all",
+            hint="point `watch.prometheus` (or LEPTON_PROMETHEUS_URL) at Prometheus itself",
+        )
 
 
-MAX_ANSWER = 16 << 20  # bytes: an answer past this is a query to aggregate, not data to judge
+MAX_ANSWER = 4 << 20  # bytes: an answer past this is a query to aggregate, not data to judge
+# (Python objects of parsed JSON take up to 25 times its size: 4 MB of samples is ~100 MB.)
+
 # A sample value as Prometheus writes it (a JSON string: Go's FormatFloat, or ±Inf, NaN). Not
 # float(): it takes `True`, "1_000", " 5", "infinity" and any Unicode digit.
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]Inf|NaN")
 
 
+def _page(answer: _Answer) -> str:
+    text = answer.body[:200].decode("utf-8", "replace").lstrip().lower()
+    if "html" in answer.content_type or text.startswith(("<!doctype", "<html")):
+        return f"an HTML page ({answer.content_type.split(';')[0] or 'no content type'})"
+    return "something that is not JSON"
+
+
+def _samples(kind: object, result: object) -> list[Sample]:
+    """The samples of an instant vector or scalar in Prometheus's shape; ValueError saying
+    what is off otherwise (a value `true` or "1_000" is no number: it would judge a breach)."""
+    if kind == "scalar":
+        result = [{"metric": {}, "value": result}]
+    elif kind != "vector":
+        raise ValueError(f"resultType {_short(kind)}")
+    if not isinstance(result, list):
+        raise ValueError(f"a result that is not a list: {_short(result)}")
+    out = []
+    for item in result:
+        labels = item.get("metric") if isinstance(item, dict) else None
+        pair = item.get("value") if isinstance(item, dict) else None
+        if not (
+            isinstance(labels, dict)
+            and all(isinstance(v, str) for v in labels.values())
+            and isinstance(pair, list)
+            and len(pair) == 2
+        ):
+            raise ValueError(f"a sample not in Prometheus's shape: {_short(item)}")
+        out.append(Sample(labels, _number(pair[1])))
+    return out
+
+
 def _number(value: object) -> float:
     if not isinstance(value, str) or not _FLOAT.fullmatch(value):
-        raise ValueError(f"{value!r} is not a Prometheus sample value")
+        raise ValueError(
+            f"a sample value that is not a number as Prometheus writes it: {_short(value)}"
+        )
     return float(value)
+
+
+def _short(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 @dataclass(frozen=True)

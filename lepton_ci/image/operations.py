@@ -11,7 +11,7 @@ from typing import Any
 from lepton_ci.core.config import ImageConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import ImageTagTaken, InputError, LeptonError
-from lepton_ci.core.gha import Runtime, load_event
+from lepton_ci.core.gha import Runtime, load_event, pr_number
 from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.oci_client import (
     MANIFEST_OCI,
@@ -41,12 +41,12 @@ def build(
     and its checked artifacts, and tag it as `release` allows. See release.py for the rules."""
     chosen = release.choose(ctx, model, version)
     rec = chosen.rec
-    pr = (load_event(ctx.env).get("pull_request") or {}).get("number")
+    pr = pr_number(load_event(ctx.env))
     # Every tag is formed (and a bad one refused) before a byte goes anywhere.
     tags = imagemeta.tags(
         rec,
         ctx.env,
-        pr=pr if isinstance(pr, int) else None,
+        pr=pr,
         release=chosen.registered,
         floating=chosen.newest_of_line,
     )

@@ -41,12 +41,15 @@ class Point(BaseModel):
     value: float
 
 
+WORKFLOW_MAX = 200  # characters of a workflow's name a bundle carries
+
+
 class BundleMeta(BaseModel):
     """Facts about the run that produced a bundle; validated before a trusted job uses them."""
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
     model: str = Field(pattern=MODEL_RE.pattern, max_length=200)  # GTO's grammar
-    workflow: str = Field(max_length=200)
+    workflow: str = Field(max_length=WORKFLOW_MAX)
     head_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
     pr: int | None = None
     repo: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")

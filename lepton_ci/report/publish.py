@@ -11,33 +11,34 @@ from typing import Any
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, RecordError
-from lepton_ci.core.gha import Runtime, load_event
+from lepton_ci.core.gha import Runtime, dig, load_event, pr_number
 from lepton_ci.core.github import GitHubClient
 from lepton_ci.core.outputs import CommentOutputs
 from lepton_ci.core.record import Record
 from lepton_ci.report import comment as report
 from lepton_ci.report import sticky
+from lepton_ci.report.comment import WORKFLOW_MAX
 from lepton_ci.versions.registry import Registry
 
 
 def meta_from_env(
     env: Mapping[str, str], rec: Record, registry: Registry | None
 ) -> report.BundleMeta:
-    event = load_event(env)
-    pr = event.get("pull_request") or {}
-    number = pr.get("number")
     repo = env.get("GITHUB_REPOSITORY") or ""
+    run_id = env.get("GITHUB_RUN_ID") or ""
     return report.BundleMeta(
         model=rec.model,
-        workflow=env.get("GITHUB_WORKFLOW") or "local",
+        # GitHub sets no bound on a workflow's name; the bundle's field has one (it is read
+        # back by a trusted job). The name only keeps comments apart: its start does too.
+        workflow=(env.get("GITHUB_WORKFLOW") or "local")[:WORKFLOW_MAX],
         # A pull_request run built GitHub's merge commit; the PR, its workflow_run and the
         # comment speak of the PR's head commit.
         head_sha=rec.git.pr_head or rec.git.sha,
-        pr=int(number) if isinstance(number, int) else None,
+        pr=pr_number(load_event(env)),
         # Informational here (the posting job uses its own GITHUB_REPOSITORY): an unusable
         # value is left out rather than failing the run.
         repo=repo if re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo) else None,
-        run_id=int(env.get("GITHUB_RUN_ID") or 0),
+        run_id=int(run_id) if run_id.isascii() and run_id.isdigit() else 0,
         history=report.history(registry, rec) if registry is not None else [],
     )
 
@@ -64,12 +65,37 @@ class Posted:
 
 
 def _is_fork(event: dict[str, Any]) -> bool:
-    pr = event.get("pull_request") or {}
-    head = (pr.get("head") or {}).get("repo") or {}
-    base = (pr.get("base") or {}).get("repo") or {}
-    return bool(head.get("fork")) or (
-        bool(head.get("full_name")) and head.get("full_name") != base.get("full_name")
+    head = dig(event, "pull_request", "head", "repo")
+    name = dig(head, "full_name")
+    return bool(dig(head, "fork")) or (
+        bool(name) and name != dig(event, "pull_request", "base", "repo", "full_name")
     )
+
+
+def check_bundle_source(
+    event: Mapping[str, Any], pull: Mapping[str, Any], meta: report.BundleMeta, pr: int
+) -> None:
+    """A bundle from an untrusted run may only speak for its own commit and PR: the
+    workflow_run event that uploaded it and the PR (as GitHub answers it) must name both."""
+    run_sha = dig(event, "workflow_run", "head_sha")
+    run_repo = dig(event, "workflow_run", "head_repository", "full_name")
+    pr_repo = dig(pull, "head", "repo", "full_name")
+    head_sha = dig(pull, "head", "sha")
+    if run_repo and pr_repo != run_repo:
+        raise RecordError(
+            f"the bundle names PR #{pr}, whose head is in {pr_repo or 'a deleted repository'}"
+            f", but the workflow run that uploaded it built {run_repo}; refusing to post",
+        )
+    if run_sha and meta.head_sha != run_sha:
+        raise RecordError(
+            f"the bundle is for commit {meta.head_sha[:12]}, but the workflow run that "
+            f"uploaded it built {str(run_sha)[:12]}; refusing to post",
+        )
+    if head_sha != meta.head_sha:
+        raise RecordError(
+            f"the bundle names PR #{pr}, whose head is {str(head_sha)[:12]}, not "
+            f"{meta.head_sha[:12]}; refusing to post (stale run, or a forged PR number)",
+        )
 
 
 def comment(
@@ -102,30 +128,13 @@ def comment(
     gh = client or GitHubClient.from_env(env, rt, fork=_is_fork(event))
     start = gh.calls
     pull = gh.pull(repo, pr)
-    head_sha = (pull.get("head") or {}).get("sha")
+    head_sha = dig(pull, "head", "sha")
     if from_bundle and env.get("GITHUB_EVENT_NAME") == "workflow_run":
-        # The bundle came from an untrusted run: it may only speak for its own commit and PR.
-        run = event.get("workflow_run") or {}
-        run_sha = run.get("head_sha")
-        run_repo = (run.get("head_repository") or {}).get("full_name")
-        pr_repo = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
-        if run_repo and pr_repo != run_repo:
-            raise RecordError(
-                f"the bundle names PR #{pr}, whose head is in {pr_repo or 'a deleted repository'}"
-                f", but the workflow run that uploaded it built {run_repo}; refusing to post",
-            )
-        if run_sha and meta.head_sha != run_sha:
-            raise RecordError(
-                f"the bundle is for commit {meta.head_sha[:12]}, but the workflow run that "
-                f"uploaded it built {run_sha[:12]}; refusing to post",
-            )
-        if head_sha != meta.head_sha:
-            raise RecordError(
-                f"the bundle names PR #{pr}, whose head is {str(head_sha)[:12]}, not "
-                f"{meta.head_sha[:12]}; refusing to post (stale run, or a forged PR number)",
-            )
+        check_bundle_source(event, pull, meta, pr)
     try:
-        outcome = sticky.upsert(gh, repo, pr, rendered, meta, head_sha=head_sha)
+        outcome = sticky.upsert(
+            gh, repo, pr, rendered, meta, head_sha=head_sha if isinstance(head_sha, str) else None
+        )
     except LeptonError as e:
         if getattr(e, "status", None) == 403 and not e.hint:
             e.hint = "give the job `permissions: {pull-requests: write}`"

@@ -29,7 +29,9 @@ def _older(ours: BundleMeta, theirs: dict[str, Any], head_sha: str | None) -> bo
     if head_sha and ours.head_sha != head_sha and theirs.get("sha") == head_sha:
         return True
     if theirs.get("sha") == ours.head_sha:
-        return bool(ours.run_id < int(theirs.get("run") or 0))
+        # The meta line is in a PR comment's text, which anyone who can comment can write.
+        run = theirs.get("run")
+        return isinstance(run, int) and not isinstance(run, bool) and ours.run_id < run
     return False
 
 
