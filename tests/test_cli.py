@@ -166,7 +166,7 @@ def test_a_missing_optional_extra_names_its_install_command():
     from lepton_ci.core.errors import MissingExtra
 
     err = MissingExtra.of(ModuleNotFoundError("No module named 'docker'", name="docker.errors"))
-    assert err is not None and err.hint == "pip install 'lepton-ci[image]'"
+    assert err is not None and err.hint == f"pip install 'lepton-ci[image]=={__version__}'"
     assert MissingExtra.of(ModuleNotFoundError("x", name="yaml")) is None  # a real bug: exit 70
 
 
