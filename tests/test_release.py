@@ -160,3 +160,62 @@ def test_the_github_release_carries_the_notes_and_the_major_tag_follows_the_newe
         assert refs["refs/tags/v1"] == sha["1.3.0"] and gh.state.latest[repo] == "v1.3.0"
         assert gh.state.releases[repo][-1]["body"] == "- a fix\n"
         assert gh.state.count("POST", "/git/refs") == 1 and gh.state.count("PATCH") == 1
+
+
+def workflow(name: str) -> dict:
+    import yaml
+
+    data = yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads `on:` as true
+    return data
+
+
+@pytest.mark.unit
+def test_release_yml_grants_each_job_only_what_it_needs():
+    wf = workflow("release.yml")
+    assert wf["on"] == {"push": {"tags": ["v[0-9]+.[0-9]+.[0-9]+"]}}
+    assert wf["permissions"] == {}
+    jobs = wf["jobs"]
+    assert list(jobs) == ["check", "build", "publish", "github-release"]
+    assert [jobs[j].get("needs") for j in jobs] == [None, "check", "build", "publish"]
+    perms = {name: job["permissions"] for name, job in jobs.items()}
+    assert perms == {
+        "check": {"contents": "read"},
+        "build": {"contents": "read"},
+        "publish": {"id-token": "write"},
+        "github-release": {"contents": "write"},
+    }
+    assert jobs["publish"]["environment"]["name"] == "pypi"
+    assert all("environment" not in job for name, job in jobs.items() if name != "publish")
+
+
+@pytest.mark.unit
+def test_pypi_gets_the_release_by_trusted_publishing_only():
+    """The publish action (pinned, attestations on) runs for every index but a loopback one,
+    which alone takes the twine step: the two conditions are exact complements."""
+    steps = workflow("release.yml")["jobs"]["publish"]["steps"]
+    [action] = [s for s in steps if s.get("uses", "").startswith("pypa/gh-action-pypi-publish@")]
+    assert action["with"] == {
+        "repository-url": "${{ env.RELEASE_UPLOAD_URL }}",
+        "attestations": True,
+    }
+    local = "startsWith(env.RELEASE_UPLOAD_URL, 'http://127.0.0.1:')"
+    assert action["if"] == f"${{{{ !{local} }}}}"
+    twine = [s for s in steps if "twine" in s.get("run", "")]
+    assert twine and all(s["if"] == f"${{{{ {local} }}}}" for s in twine)
+    assert all("secrets." not in str(s) for s in steps)  # no token: OIDC
+    env = workflow("release.yml")["env"]
+    assert env["RELEASE_UPLOAD_URL"].endswith("|| 'https://upload.pypi.org/legacy/' }}")
+    assert env["LEPTON_RELEASE_INDEX"].endswith("|| 'https://pypi.org/simple/' }}")
+
+
+@pytest.mark.unit
+def test_every_action_the_project_workflows_use_is_pinned_by_sha_with_its_version():
+    import re
+
+    pinned = re.compile(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+){1,2}$")
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        for line in path.read_text().splitlines():
+            line = line.strip().removeprefix("- ")
+            if line.startswith("uses:") and not line.startswith("uses: ./"):
+                assert pinned.fullmatch(line), f"{path.name}: {line}"

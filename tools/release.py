@@ -36,6 +36,8 @@ TAG = re.compile(r"v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 HEADING = re.compile(r"^## \[([^\]]+)\](.*)$", re.MULTILINE)
 LINK_DEFINITION = re.compile(r"^\[[^\]]+\]:\s+\S+\s*$")
 TIMEOUT = 30
+# lepton-ci's action in a workflow, and the ref it is pinned to (tools/pin.py writes them)
+USES = re.compile(r"lepton-ci/lepton-ci(?:/actions/[\w-]+)?@([^\s]+(?:[ \t]*#[ \t]*\S+)?)")
 
 
 class ReleaseError(Exception):
@@ -253,9 +255,11 @@ def publish_github(tag: str, sha: str, github: GitHub, root: Path = ROOT) -> str
     return f"released {tag}; {major} -> {sha}"
 
 
-def smoke(dist: Path, expect: str, work: Path) -> str:
+def smoke(dist: Path, expect: str, work: Path, pin: str = "") -> str:
     """Install the wheel in DIST into a fresh venv and run it as a user would: `--version`,
-    then `init --yes` on a tiny project (which trains and runs once). Returns the log."""
+    then `init --yes` on a tiny project (which trains and runs once); with `pin` (a commit
+    SHA), the workflows init wrote must use lepton-ci at that commit, as `# v<expect>`.
+    Returns the log."""
     wheels = sorted(dist.glob("*.whl"))
     if len(wheels) != 1:
         raise ReleaseError(f"{dist}: expected one wheel, found {[w.name for w in wheels]}")
@@ -281,6 +285,14 @@ def smoke(dist: Path, expect: str, work: Path) -> str:
     )
     if proc.returncode != 0:
         raise ReleaseError(f"`lepton-ci init --yes` failed:\n{proc.stdout}{proc.stderr}")
+    if pin:
+        workflows = sorted((project / ".github" / "workflows").glob("*.yml"))
+        refs = {m[1] for w in workflows for m in USES.finditer(w.read_text(encoding="utf-8"))}
+        if not workflows or refs != {f"{pin} # v{expect}"}:
+            raise ReleaseError(
+                f"`init` pins lepton-ci at {sorted(refs)}, expected '{pin} # v{expect}' "
+                "(did tools/pin.py run before the build?)"
+            )
     return out + proc.stdout
 
 
@@ -297,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("smoke")
     s.add_argument("dist", type=Path)
     s.add_argument("--version", default=None, help="expected (default: lepton_ci/__init__.py)")
+    s.add_argument("--pin", default="", help="the commit init's workflows must pin")
     g = sub.add_parser("github")
     g.add_argument("--tag", default=tag_default)
     g.add_argument("--sha", default=os.environ.get("GITHUB_SHA", ""))
@@ -310,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(notes(args.version))
         elif args.step == "smoke":
             with tempfile.TemporaryDirectory() as tmp:
-                print(smoke(args.dist, args.version or package_version(), Path(tmp)))
+                expect = args.version or package_version()
+                print(smoke(args.dist, expect, Path(tmp), args.pin))
         else:
             if not re.fullmatch(r"[0-9a-f]{40}", args.sha):
                 raise ReleaseError(f"--sha {args.sha!r} is not a commit SHA (GITHUB_SHA)")
