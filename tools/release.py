@@ -1,5 +1,6 @@
 """Release steps of .github/workflows/release.yml, runnable (and tested) outside Actions.
 
+    python3 tools/release.py version                 print lepton_ci.__version__
     python3 tools/release.py check  [--tag vX.Y.Z]   refuse a tag that is no release to make
     python3 tools/release.py notes  VERSION          print VERSION's CHANGELOG section
     python3 tools/release.py smoke  DIST             install the wheel in a clean venv, run it
@@ -304,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--tag", default=tag_default)
     c.add_argument("--index", default=os.environ.get("LEPTON_RELEASE_INDEX") or PYPI_SIMPLE)
     c.add_argument("--no-github", action="store_true", help="skip the GitHub release lookup")
+    sub.add_parser("version")
     n = sub.add_parser("notes")
     n.add_argument("version")
     s = sub.add_parser("smoke")
@@ -315,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--sha", default=os.environ.get("GITHUB_SHA", ""))
     args = p.parse_args(argv)
     try:
-        if args.step == "check":
+        if args.step == "version":
+            print(package_version())
+        elif args.step == "check":
             gh = None if args.no_github else GitHub.from_env()
             version = check(args.tag, PackageIndex(args.index), gh)
             print(f"{args.tag}: releasing {PROJECT} {version}")
