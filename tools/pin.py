@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION = "lepton-ci/lepton-ci"
-# `lepton-ci/lepton-ci@REF` or `lepton-ci/lepton-ci/actions/NAME@REF`, with its comment
+# the all-in-one action or one under actions/, at a ref, with its `# vX.Y.Z` comment
 USES = re.compile(
     r"(?P<action>lepton-ci/lepton-ci(?:/actions/[A-Za-z0-9_-]+)?)@(?P<ref>[^\s#'\"`]+)"
     r"(?P<comment>[ \t]*#[ \t]*(?P<version>v\d+\.\d+\.\d+)\b)?"
