@@ -1,8 +1,9 @@
 """Overhead of the all-in-one action over the user's own train + evaluate, on the example.
 
 Both on this machine: `python3 train.py && python3 evaluate.py` alone, then a pull_request
-workflow with one `uses: lepton-ci/lepton-ci@v1` step under act (host mode, lepton-ci already
-installed in its virtualenv, as on a runner with a warm cache). Prints both and the ratio.
+workflow with one step of the all-in-one action (pinned as the templates pin it) under act
+(host mode, lepton-ci already installed in its virtualenv, as on a runner with a warm cache).
+Prints both and the ratio.
 """
 
 import subprocess
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.act import act, action_repo, git, make_workspace  # noqa: E402
+from tools import pin  # noqa: E402
 
 WORKFLOW = """\
 name: bench
@@ -27,7 +29,7 @@ jobs:
     steps:
       - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
         with: {persist-credentials: false}
-      - uses: lepton-ci/lepton-ci@v1
+      - uses: ACTION
 """
 RUNS = 3
 
@@ -40,7 +42,9 @@ def main() -> None:
         plain, wrapped = [], []
         for i in range(RUNS):
             ws = make_workspace(tmp / f"ws{i}", [])
-            (ws / ".github" / "workflows" / "bench.yml").write_text(WORKFLOW)
+            (ws / ".github" / "workflows" / "bench.yml").write_text(
+                WORKFLOW.replace("ACTION", f"{pin.ACTION}@{pin.current().ref()}")
+            )
             git(ws, "add", "-A")
             git(ws, "commit", "-q", "-m", "ci: bench")
             t0 = time.perf_counter()

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from lepton_ci import __version__
 from lepton_ci import cli as cli_mod
 from tests.conftest import commit_all, set_params
 
@@ -29,7 +30,7 @@ def test_version_does_not_import_heavy_modules():
         " 'blake3') if m in sys.modules]\nprint('HEAVY=' + ','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "lepton-ci 0.1.0" in out.stdout
+    assert f"lepton-ci {__version__}\n" in out.stdout
     assert "HEAVY=\n" in out.stdout, out.stdout
 
 
@@ -165,7 +166,7 @@ def test_a_missing_optional_extra_names_its_install_command():
     from lepton_ci.core.errors import MissingExtra
 
     err = MissingExtra.of(ModuleNotFoundError("No module named 'docker'", name="docker.errors"))
-    assert err is not None and err.hint == "pip install 'lepton-ci[image]'"
+    assert err is not None and err.hint == f"pip install 'lepton-ci[image]=={__version__}'"
     assert MissingExtra.of(ModuleNotFoundError("x", name="yaml")) is None  # a real bug: exit 70
 
 

@@ -542,7 +542,7 @@ def test_unreachable_api_server_and_missing_package_are_clear_errors(
     code, _, err = cli("history", "dead-env")
     assert code == 1, err
     assert "needs the Python package `kubernetes`" in err
-    assert "pip install 'lepton-ci[deploy]'" in err
+    assert "pip install 'lepton-ci[deploy]==" in err
 
 
 @pytest.mark.parametrize(

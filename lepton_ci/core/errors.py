@@ -99,9 +99,12 @@ class MissingExtra(LeptonError):
         top = (e.name or "").split(".")[0]
         if top not in EXTRAS:
             return None
+        from lepton_ci import __version__
+
+        extra = EXTRAS[top]  # the running version's extra: never whatever the index has now
         return cls(
             f"this command needs the Python package `{top}`, which is not installed",
-            hint=f"pip install 'lepton-ci[{EXTRAS[top]}]'",
+            hint=f"pip install 'lepton-ci[{extra}]=={__version__}'",
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from lepton_ci import __version__
 from lepton_ci.core.config import LoadedConfig
 from lepton_ci.core.errors import MissingExtra
 
@@ -41,5 +42,6 @@ def require(extra: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise MissingExtra(
             f"{what} needs the Python package `{module}`, which is not installed",
-            hint=f"pip install 'lepton-ci[{extra}]' (the lepton-ci actions add it by themselves)",
+            hint=f"pip install 'lepton-ci[{extra}]=={__version__}' (the lepton-ci actions add it "
+            "by themselves)",
         )

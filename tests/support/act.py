@@ -1,9 +1,10 @@
 """Run the project's actions and example workflows with nektos/act in host mode.
 
 The workflows run exactly as shipped in examples/workflows: act's --local-repository maps
-`lepton-ci/lepton-ci@v1` to a clean copy of this repository, and the pinned artifact and
-cache actions to local stand-ins (GitHub's artifact and cache services cannot run here).
-act runs offline, no Docker.
+`lepton-ci/lepton-ci@SHA`, the release the shipped files pin (tools/pin.py), to a clean copy
+of this repository (`@v1` too, which the tests' own small workflows use), and the pinned
+artifact, cache and PyPI publish actions to local stand-ins (GitHub's artifact and cache
+services and the publish action's container cannot run here). act runs offline, no Docker.
 
 As on GitHub, a pull request runs on refs/pull/N/merge: `open_pull` publishes refs/pull/N/head
 and refs/pull/N/merge in the test's `origin` and checks the merge commit out, as
@@ -21,10 +22,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tools import pin
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 STANDINS = Path(__file__).resolve().parent / "actions"
 PINNED = re.compile(
-    r"(actions/(?:upload-artifact|download-artifact|cache))(?:/[a-z]+)?@([0-9a-f]{40})"
+    r"(actions/(?:upload-artifact|download-artifact|cache)|pypa/gh-action-pypi-publish)"
+    r"(?:/[a-z]+)?@([0-9a-f]{40})"
 )
 
 
@@ -163,7 +167,9 @@ def act(
         "--no-cache-server",
         "--action-offline-mode",
         "--local-repository",
-        f"lepton-ci/lepton-ci@v1={action}",
+        f"{pin.ACTION}@{pin.current().sha}={action}",
+        "--local-repository",
+        f"{pin.ACTION}@v1={action}",
     ]
     # the pinned actions the workflow uses, and those the composite actions use inside
     actions_text = "".join(p.read_text() for p in action.glob("**/action.yml"))

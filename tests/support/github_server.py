@@ -1,10 +1,11 @@
 """A local, stateful HTTP server speaking the GitHub REST API lepton-ci uses.
 
 Real HTTP on loopback, so the real client (requests, retries, pagination) is exercised.
-State: issues and their comments, pull requests, deployments and statuses, collaborator permissions,
-teams. Answers are GitHub's own examples from its OpenAPI description (tests/support/openapi)
-with the state laid over them, and every request and response is checked against that
-description: a mismatch is recorded in `state.violations` and fails the test on exit.
+State: issues and their comments, pull requests, deployments and statuses, collaborator
+permissions, teams, releases and tag refs. Answers are GitHub's own examples from its OpenAPI
+description (tests/support/openapi) with the state laid over them, and every request and
+response is checked against that description: a mismatch is recorded in `state.violations`
+and fails the test on exit.
 Faults can be queued per method and path, before the request is applied (the write never
 happened) or after it (the write landed, then the answer was lost: a 502 from a proxy);
 every request is logged.
@@ -73,6 +74,9 @@ class GitHubState:
         self.deployments: dict[str, list[dict[str, Any]]] = {}
         self.statuses: dict[int, list[dict[str, Any]]] = {}
         self.issues: dict[str, list[dict[str, Any]]] = {}
+        self.releases: dict[str, list[dict[str, Any]]] = {}
+        self.latest: dict[str, str] = {}  # repo -> the tag of the release marked latest
+        self.refs: dict[str, dict[str, str]] = {}  # repo -> refs/tags/X -> sha
         self.tokens: dict[str, Token] = {
             "test-token": Token("github-actions[bot]"),
             "teams-token": Token("release-app[bot]", members_read=True),
@@ -424,7 +428,80 @@ def route(
             )
             items.append(s)
             return 201, s, {}
+    return releases(state, method, path, body, token)
+
+
+def releases(
+    state: GitHubState, method: str, path: str, body: Any, token: Token
+) -> tuple[int, Any, dict[str, str]]:
+    m = re.fullmatch(r"/repos/([^/]+/[^/]+)/releases/tags/(.+)", path)
+    if m and method == "GET":
+        found = [r for r in state.releases.get(m[1], []) if r["tag_name"] == m[2]]
+        return (200, found[0], {}) if found else (404, not_found(), {})
+    m = re.fullmatch(r"/repos/([^/]+/[^/]+)/releases", path)
+    if m and method == "POST":
+        items = state.releases.setdefault(m[1], [])
+        if any(r["tag_name"] == body["tag_name"] for r in items):
+            return 422, invalid("Release", "tag_name", "already_exists"), {}
+        rid = next(state.ids)
+        r = openapi.example("POST", "/repos/{owner}/{repo}/releases", 201)
+        tag = body["tag_name"]
+        r.update(
+            id=rid,
+            node_id=f"RE_{rid}",
+            url=f"{API}/repos/{m[1]}/releases/{rid}",
+            html_url=f"https://github.com/{m[1]}/releases/tag/{tag}",
+            tag_name=tag,
+            name=body.get("name", tag),
+            body=body.get("body", ""),
+            draft=bool(body.get("draft")),
+            prerelease=bool(body.get("prerelease")),
+            created_at=_now(),
+            published_at=_now(),
+            author=user(token.login, token.user_type),
+            assets=[],
+        )
+        items.append(r)
+        if body.get("make_latest", "true") == "true":
+            state.latest[m[1]] = tag
+        return 201, r, {}
+    m = re.fullmatch(r"/repos/([^/]+/[^/]+)/git/matching-refs/(.+)", path)
+    if m and method == "GET":
+        refs = state.refs.get(m[1], {})
+        found = sorted(r for r in refs if r.startswith(f"refs/{m[2]}"))
+        return 200, [git_ref(m[1], r, refs[r]) for r in found], {}
+    m = re.fullmatch(r"/repos/([^/]+/[^/]+)/git/refs", path)
+    if m and method == "POST":
+        refs = state.refs.setdefault(m[1], {})
+        if body["ref"] in refs:
+            return 422, {"message": "Reference already exists"}, {}
+        refs[body["ref"]] = body["sha"]
+        return 201, git_ref(m[1], body["ref"], body["sha"]), {}
+    m = re.fullmatch(r"/repos/([^/]+/[^/]+)/git/refs/(.+)", path)
+    if m and method == "PATCH":
+        refs = state.refs.setdefault(m[1], {})
+        if f"refs/{m[2]}" not in refs:
+            return 422, {"message": "Reference does not exist"}, {}
+        refs[f"refs/{m[2]}"] = body["sha"]  # `force`: a tag may move anywhere
+        return 200, git_ref(m[1], f"refs/{m[2]}", body["sha"]), {}
     return 404, not_found(), {}
+
+
+def git_ref(repo: str, ref: str, sha: str) -> dict[str, Any]:
+    return {
+        "ref": ref,
+        "node_id": f"REF_{zlib.crc32(ref.encode())}",
+        "url": f"{API}/repos/{repo}/git/{ref}",
+        "object": {"type": "commit", "sha": sha, "url": f"{API}/repos/{repo}/git/commits/{sha}"},
+    }
+
+
+def invalid(resource: str, fieldname: str, code: str) -> dict[str, Any]:
+    return {
+        "message": "Validation Failed",
+        "errors": [{"resource": resource, "code": code, "field": fieldname}],
+        "documentation_url": "https://docs.github.com/rest/releases/releases#create-a-release",
+    }
 
 
 def not_found() -> dict[str, Any]:

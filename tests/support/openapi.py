@@ -15,7 +15,7 @@ import re
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 CACHE = Path(os.environ.get("LEPTON_TEST_CACHE", "/var/cache/lepton-ci")) / "npm"
 DESCRIPTION = CACHE / "openapi" / "generated" / "api.github.com.json"
@@ -31,6 +31,12 @@ PATHS = [
     "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
     "/repos/{owner}/{repo}/issues",
     "/repos/{owner}/{repo}/issues/{issue_number}",
+    # the release workflow (tools/release.py): the GitHub release and the major tag
+    "/repos/{owner}/{repo}/releases",
+    "/repos/{owner}/{repo}/releases/tags/{tag}",
+    "/repos/{owner}/{repo}/git/matching-refs/{ref}",
+    "/repos/{owner}/{repo}/git/refs",
+    "/repos/{owner}/{repo}/git/refs/{ref}",
 ]
 
 
@@ -54,7 +60,9 @@ def _openapi() -> Any:
 
 
 def _template(path: str) -> re.Pattern[str]:
-    return re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$")
+    # A git ref is sent with its slashes (`git/refs/tags/v1`), as GitHub documents it.
+    pattern = re.sub(r"\{[^}]+\}", "[^/]+", path.replace("{ref}", "(?:.+)"))
+    return re.compile("^" + pattern + "$")
 
 
 def operation(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
@@ -94,6 +102,10 @@ def violations(
     if found is None:
         return [f"{method} {path}: no such operation in GitHub's REST API"]
     template, op = found
+    if "{ref}" in template:  # openapi-core matches one segment per parameter: send it as one
+        head = template.split("{ref}")[0].count("/")
+        parts = path.split("/")
+        path = "/".join([*parts[:head], quote("/".join(parts[head:]), safe="")])
     url = f"https://api.github.com{path}"
     if query:
         url += "?" + urlencode({k: v[-1] for k, v in query.items()})
