@@ -18,6 +18,7 @@ from lepton_ci.deploy.contract import RolloutFailed
 from lepton_ci.deploy.deployer import Deployer, DeployFailed
 from lepton_ci.deploy.kubernetes import ConfigMapStore, KubernetesTarget, rollout_pending
 from lepton_ci.deploy.releases import DeployError, Revision
+from tests.conftest import commit_all
 from tests.support.kube import Cluster, Fault
 
 pytestmark = pytest.mark.e2e
@@ -486,6 +487,7 @@ def test_deploys_are_recorded_as_github_deployments(cluster, toy_repo, cli, tmp_
     service = kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "gh-env")
     assert cli("run")[0] == 0 and cli("register")[0] == 0
     with GitHubServer() as gh:
+        gh.state.git["acme/models"] = toy_repo  # every commit and tag is pushed to GitHub
         monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
         monkeypatch.setenv("GITHUB_TOKEN", "test-token")
         monkeypatch.setenv("GITHUB_API_URL", gh.url)
@@ -510,6 +512,39 @@ def test_deploys_are_recorded_as_github_deployments(cluster, toy_repo, cli, tmp_
         statuses = gh.state.statuses[rolled["id"]]
         assert [s["state"] for s in statuses] == ["in_progress", "success"]
         assert statuses[-1]["description"].startswith("rolled back to v0.1.0 (revision ")
+
+
+def test_a_commit_github_does_not_hold_is_refused_before_anything_is_applied(
+    cluster, toy_repo, cli, tmp_path, monkeypatch
+):
+    """A deploy is recorded as a GitHub Deployment of its commit, and GitHub refuses (422) a
+    ref it does not hold: a commit never pushed. The deploy stops before anything is
+    applied, and says why."""
+    from tests.conftest import git
+    from tests.support.github_server import GitHubServer
+
+    kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "unpushed-env")
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(toy_repo, "push", "-q", str(origin), "HEAD:refs/heads/main")
+    (toy_repo / "notes.txt").write_text("not pushed\n")
+    head = commit_all(toy_repo, "docs: a local commit")
+    assert cli("run")[0] == 0
+    with GitHubServer() as gh:
+        gh.state.git["acme/models"] = origin
+        monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
+        monkeypatch.setenv("GITHUB_TOKEN", "test-token")
+        monkeypatch.setenv("GITHUB_API_URL", gh.url)
+        code, _, err = cli("deploy", "unpushed-env", "--image", GOOD)
+        assert code == 1, err
+        assert f"GitHub has no commit {head} in acme/models" in err
+        assert f"No ref found for: {head}" in err and "nothing was deployed" in err
+        assert "push the commit" in err
+        assert gh.state.deployments["acme/models"] == []
+    with pytest.raises(client.ApiException):
+        deployment(cluster, "toy-unpushed-env", "unpushed-env")
+    code, out, _ = cli("history", "unpushed-env")
+    assert code == 0 and "deployed" not in out
 
 
 def test_render_is_offline_and_numbers_from_the_cluster_when_there(
