@@ -111,13 +111,16 @@ class KubernetesTarget:
         namespace: str,
         *,
         field_manager: str = "lepton-ci",
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         retries: int = 3,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.api = api_client
         self.namespace = namespace
         self.field_manager = field_manager
-        self.sleep = sleep
+        # Waiting and the rollout budget are on these; a test hands in a cluster's own clock.
+        self.sleep = sleep or time.sleep
+        self.clock = clock or time.monotonic
         self.retries = retries
 
     # -- one object ----------------------------------------------------------------------
@@ -219,7 +222,7 @@ class KubernetesTarget:
         return []
 
     def wait(self, text: str, budget: float, ready_url: str | None) -> float:
-        t0 = time.monotonic()
+        t0 = self.clock()
         apps = _api(self.api, "AppsV1Api")
         names = [
             o["metadata"]["name"] for o in manifests.objects(text) if o["kind"] == "Deployment"
@@ -233,8 +236,8 @@ class KubernetesTarget:
                 if waiting:
                     pending.append(waiting)
             if not pending:
-                return time.monotonic() - t0
-            if time.monotonic() - t0 > budget:
+                return self.clock() - t0
+            if self.clock() - t0 > budget:
                 raise RolloutFailed(f"not rolled out after {budget:.0f}s: {'; '.join(pending)}")
             self.sleep(0.2)
 
@@ -289,13 +292,17 @@ class ConfigMapStore:
         api_client: Any,
         namespace: str,
         release: str,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         lease_seconds: int = 60,
+        clock: Callable[[], float] | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self.api = api_client
         self.namespace = namespace
         self.release = release
-        self.sleep = sleep
+        self.sleep = sleep or time.sleep
+        self.clock = clock or time.monotonic  # the lock's timeout
+        self.now = now or (lambda: datetime.now(UTC))  # a Lease's renewTime and expiry
         self.lease_seconds = lease_seconds
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -364,9 +371,9 @@ class ConfigMapStore:
         coord = _api(self.api, "CoordinationV1Api")
         name = manifests.dns_name("lepton", self.release, "lock")
         me = f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
-        deadline = time.monotonic() + timeout
+        deadline = self.clock() + timeout
         while not self._acquire(coord, name, me):
-            if time.monotonic() >= deadline:
+            if self.clock() >= deadline:
                 held = self._call(coord.read_namespaced_lease, name, self.namespace).spec
                 raise DeployError(
                     f"another deploy of this environment is running (Lease {name} held by "
@@ -394,7 +401,7 @@ class ConfigMapStore:
                     raise
 
     def _spec(self, me: str) -> dict[str, Any]:
-        stamp = _micro(datetime.now(UTC))
+        stamp = _micro(self.now())
         return {
             "holderIdentity": me,
             "leaseDurationSeconds": self.lease_seconds,
@@ -426,7 +433,7 @@ class ConfigMapStore:
         spec = held.spec
         last = spec.renew_time or spec.acquire_time
         duration = spec.lease_duration_seconds or self.lease_seconds
-        if last is not None and (datetime.now(UTC) - last).total_seconds() < duration:
+        if last is not None and (self.now() - last).total_seconds() < duration:
             return False
         # Expired: take it over. resourceVersion makes the API server refuse (409) a second
         # taker that read the same expired Lease; reading back covers servers without it.
@@ -459,7 +466,7 @@ class ConfigMapStore:
                     self.namespace,
                     {
                         "metadata": {"resourceVersion": held.metadata.resource_version},
-                        "spec": {"renewTime": _micro(datetime.now(UTC))},
+                        "spec": {"renewTime": _micro(self.now())},
                     },
                     _request_timeout=REQUEST_TIMEOUT,
                 )
