@@ -149,6 +149,28 @@ def owners_of(dep, field):
     ]
 
 
+def test_adding_an_autoscaler_never_drops_the_replicas_that_serve(cluster, ns, setup):
+    """Server-side apply removes a field its manager stops sending unless another manager
+    owns it too, and the API server defaults a missing `replicas` to 1. The first deploy
+    with an HPA leaves `replicas` out (it is the HPA's now): the 3 replicas lepton-ci owned
+    fell to 1 until the HPA scaled up again. It is handed over first, as Kubernetes
+    documents: a manager of its own keeps the count, the HPA takes it from there."""
+    d, name = setup(replicas=3)
+    d.deploy(release(GOOD, "v1.0.0"))
+    assert owners_of(deployment(cluster, name, ns), "f:replicas") == ["lepton-ci"]
+    d.env = d.env.model_copy(update={"hpa": {"min": 2, "max": 6}})
+    assert d.deploy(release(GOOD2, "v1.0.1")).revision.status == "deployed"
+    seen = [v["spec"]["replicas"] for v in cluster.history("deployments", ns, name)]
+    assert min(seen) == 3, seen
+    dep = deployment(cluster, name, ns)
+    assert dep.spec.replicas == 3 and "lepton-ci" not in owners_of(dep, "f:replicas")
+    cluster.load[(ns, name)] = 5
+    cluster.advance(1)
+    assert owners_of(deployment(cluster, name, ns), "f:replicas") == ["kube-controller-manager"]
+    d.deploy(release(GOOD, "v1.0.2"))
+    assert deployment(cluster, name, ns).spec.replicas == 5
+
+
 def test_apply_is_server_side_dropped_fields_go_and_other_managers_fields_stay(cluster, ns, setup):
     """What the new render no longer has is removed (a merge patch would leave the old
     memory limit in place for ever); what another manager added stays; a field lepton-ci

@@ -154,11 +154,51 @@ class KubernetesTarget:
             )
         cls, suffix = KINDS[kind]
         api = _api(self.api, cls)
+        if kind == "Deployment" and "replicas" not in (obj.get("spec") or {}):
+            self._hand_over_replicas(api, name, ns)
         self._server_side_apply(
             lambda **kw: getattr(api, f"patch_namespaced_{suffix}")(
                 name, ns, obj, field_manager=self.field_manager, force=True, _content_type=SSA, **kw
             ),
             lambda **kw: getattr(api, f"create_namespaced_{suffix}")(ns, obj, **kw),
+        )
+
+    def _hand_over_replicas(self, apps: Any, name: str, ns: str) -> None:
+        """The manifest leaves `replicas` to an HPA. Server-side apply removes a field its
+        manager stops sending unless another manager owns it too, and the API server
+        defaults a missing count to 1: the first such apply would drop the pods that serve
+        to one until the HPA scaled them up again. So, as Kubernetes documents for this
+        handover, a manager of its own first takes the current count with us; the HPA takes
+        it from there."""
+        from kubernetes.client import ApiException
+
+        try:
+            live = self._call(apps.read_namespaced_deployment, name, ns)
+        except ApiException as e:
+            if e.status == 404:
+                return  # a new Deployment: nothing serves yet
+            raise
+        ours = any(
+            m.manager == self.field_manager
+            and m.operation == "Apply"
+            and "f:replicas" in ((m.fields_v1 or {}).get("f:spec") or {})
+            for m in live.metadata.managed_fields or []
+        )
+        if not ours:
+            return
+        keep = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": live.spec.replicas},
+        }
+        self._call(
+            apps.patch_namespaced_deployment,
+            name,
+            ns,
+            keep,
+            field_manager=f"{self.field_manager}-handover",
+            _content_type=SSA,
         )
 
     def _server_side_apply(self, patch: Callable[..., Any], create: Callable[..., Any]) -> None:
