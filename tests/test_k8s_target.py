@@ -16,7 +16,7 @@ from lepton_ci.core.errors import LeptonError
 from lepton_ci.deploy import health, manifests
 from lepton_ci.deploy.contract import RolloutFailed
 from lepton_ci.deploy.deployer import Deployer, DeployFailed
-from lepton_ci.deploy.kubernetes import ConfigMapStore, KubernetesTarget, rollout_pending
+from lepton_ci.deploy.kubernetes import SSA, ConfigMapStore, KubernetesTarget, rollout_pending
 from lepton_ci.deploy.releases import DeployError, Revision
 from tests.conftest import commit_all
 from tests.support.kube import Cluster, Fault
@@ -193,6 +193,39 @@ def test_apply_is_server_side_dropped_fields_go_and_other_managers_fields_stay(c
     )
     assert dep.metadata.annotations["team"] == "ml"
     assert dep.spec.replicas == 1 and owners_of(dep, "f:replicas") == ["lepton-ci"]
+
+
+def test_the_stand_in_refuses_an_unforced_apply_over_another_managers_field(cluster, ns, setup):
+    """As the API server does: another manager's apply that sets a field lepton-ci owns to
+    another value is a conflict (409, the field named) unless forced; the same value is
+    owned together."""
+    from lepton_ci.deploy.kubernetes import status_message
+
+    d, name = setup(replicas=2)
+    d.deploy(release(GOOD, "v1.0.0"))
+    apps = client.AppsV1Api(cluster.api)
+    mine = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}
+
+    def apply(replicas, **kw):
+        body = {**mine, "spec": {"replicas": replicas}}
+        return apps.patch_namespaced_deployment(
+            name, ns, body, field_manager="ops-script", _content_type=SSA, **kw
+        )
+
+    with pytest.raises(client.ApiException) as e:
+        apply(5)
+    assert e.value.status == 409
+    assert status_message(e.value) == (
+        '409 Conflict: Apply failed with 1 conflict: conflict with "lepton-ci" using apps/v1: '
+        ".spec.replicas"
+    )
+    apply(2)  # the same value: no conflict, both own it
+    assert sorted(owners_of(deployment(cluster, name, ns), "f:replicas")) == [
+        "lepton-ci",
+        "ops-script",
+    ]
+    apply(5, force=True)
+    assert owners_of(deployment(cluster, name, ns), "f:replicas") == ["ops-script"]
 
 
 def test_a_change_of_the_pod_template_alone_is_rolled_out_and_reverted(cluster, ns, setup):

@@ -168,8 +168,8 @@ class KubernetesTarget:
         manager stops sending unless another manager owns it too, and the API server
         defaults a missing count to 1: the first such apply would drop the pods that serve
         to one until the HPA scaled them up again. So, as Kubernetes documents for this
-        handover, a manager of its own first takes the current count with us; the HPA takes
-        it from there."""
+        handover, a manager of its own first co-owns the current count; the HPA takes it
+        over from there."""
         from kubernetes.client import ApiException
 
         try:

@@ -100,6 +100,8 @@ class GenerationEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         key = (request.resource.plural, namespace, name)
         stored = (request.resource, namespace, name)
         exists = stored in self._objects and not self._objects[stored].deleted
+        if exists and request.action == enums.action.CREATE:
+            return  # kmock answers 409 AlreadyExists; the object and its owners stay as they are
         old = copy.deepcopy(self._objects[stored].raw) if exists else None
         params = dict(request.params or {})
         headers = {k.lower(): v for k, v in request.headers.items()}
