@@ -117,6 +117,7 @@ def test_fork_pull_request_on_its_merge_commit_then_workflow_run_comment(
 
     with GitHubServer() as gh:
         gh.state.add_pull("acme/models", 7, head, fork=True, title=HOSTILE_TITLE)
+        token = job_token(gh, ws, "model-pr-comment.yml", "comment")
         git(ws, "checkout", "-q", "main")  # the trusted job runs the default branch
         # GitHub sends `pull_requests: []` for a fork's run: the PR comes from the bundle.
         payload = events.workflow_run(
@@ -131,11 +132,11 @@ def test_fork_pull_request_on_its_merge_commit_then_workflow_run_comment(
             home=home,
             action=action,
             env={**env, "GITHUB_API_URL": gh.url, "GITHUB_REPOSITORY": "acme/models"},
-            secrets={"GITHUB_TOKEN": "test-token"},
+            secrets={"GITHUB_TOKEN": token},
         )
         proc = run()
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-        (comment,) = gh.state.comments[("acme/models", 7)]
+        (comment,) = ours(gh, 7)  # the forker's pasted marker comment is not taken for it
         assert comment["body"].startswith(
             "<!-- lepton-ci:sticky model=digits workflow=model-pr -->"
         )
@@ -146,6 +147,86 @@ def test_fork_pull_request_on_its_merge_commit_then_workflow_run_comment(
         )
         proc = run()
         assert proc.returncode != 0 and "built mallory/models; refusing to post" in proc.stdout
+
+
+def job_token(gh, ws, workflow, job):
+    """The GITHUB_TOKEN GitHub would give `job`: for acme/models only, with the job's own
+    `permissions:`, so a workflow that asks too little fails here as it would on GitHub."""
+    return gh.state.job_token(ws / ".github" / "workflows" / workflow, job, "acme/models")
+
+
+def ours(gh, number):
+    """lepton-ci's comments on a pull request (its conversation holds others' too)."""
+    everyone = gh.state.comments.get(("acme/models", number), [])
+    return [c for c in everyone if c["user"]["login"] == "github-actions[bot]"]
+
+
+def test_the_comment_workflow_after_a_run_of_every_conclusion(
+    tmp_path, home, venv, action, capsys, monkeypatch
+):
+    """model-pr-comment.yml as shipped runs after every completed model-pr run. A run that
+    went to its end (success, failure, neutral) uploaded its report: posted once, then
+    unchanged. The others uploaded none: the download is skipped, and the comment step says
+    why and succeeds, so no failed check is added to the PR."""
+    import shutil
+
+    from tests.conftest import Cli
+
+    ws = make_workspace(tmp_path / "ws", ["model-pr-comment.yml"])
+    remote = origin(tmp_path, ws)
+    git(ws, "checkout", "-q", "-b", "feature")
+    (ws / "params.yaml").write_text((ws / "params.yaml").read_text().replace("C: 1.0", "C: 0.8"))
+    git(ws, "commit", "-qam", "fix: less regularisation")
+    head, base, _ = open_pull(ws, remote, 9, "feature")
+    # the report model-pr's run uploads, written the way its run step writes it
+    event = tmp_path / "pull_request.json"
+    event.write_text(json.dumps(events.pull_request(9, head, base)))
+    artifacts, none = tmp_path / "artifacts", tmp_path / "no-artifacts"
+    none.mkdir()
+    with monkeypatch.context() as m:
+        for k, v in {
+            "GITHUB_EVENT_PATH": str(event),
+            "GITHUB_EVENT_NAME": "pull_request",
+            "GITHUB_REPOSITORY": "acme/models",
+            "GITHUB_WORKFLOW": "model-pr",
+            "GITHUB_RUN_ID": "50",
+        }.items():
+            m.setenv(k, v)
+        code, _, err = Cli(ws, capsys)("run", "--no-fail")
+        assert code == 0, err
+    shutil.copytree(ws / ".lepton" / "report" / "digits", artifacts / "lepton-report")
+    git(ws, "checkout", "-q", "main")
+    with GitHubServer() as gh:
+        gh.state.add_pull("acme/models", 9, head)
+        token = job_token(gh, ws, "model-pr-comment.yml", "comment")
+        for conclusion in events.CONCLUSIONS:
+            reported = conclusion in ("success", "failure", "neutral")
+            proc = act(
+                ws,
+                "workflow_run",
+                events.workflow_run(head, run_id=50, conclusion=conclusion),
+                "model-pr-comment.yml",
+                home=home,
+                action=action,
+                env={
+                    "LEPTON_VENV": str(venv),
+                    "LEPTON_TEST_ARTIFACTS": str(artifacts if reported else none),
+                    "GITHUB_API_URL": gh.url,
+                    "GITHUB_REPOSITORY": "acme/models",
+                },
+                secrets={"GITHUB_TOKEN": token},
+            )
+            assert proc.returncode == 0, conclusion + proc.stdout[-4000:] + proc.stderr[-2000:]
+            if reported:
+                first = conclusion == "success"
+                assert f"PR comment {'created' if first else 'unchanged'}" in proc.stdout
+            else:
+                assert "workflow run 50 (model-pr)" in proc.stdout
+                assert "no report to post, nothing done" in proc.stdout
+                assert "no artifact" not in proc.stdout  # the download did not run
+        (comment,) = ours(gh, 9)
+        assert "gates passed" in comment["body"]
+        assert gh.state.count("POST", "/comments") == 1 and gh.state.count("PATCH") == 0
 
 
 def test_a_failing_gate_fails_the_pr_workflow(tmp_path, home, venv, action):
@@ -199,6 +280,7 @@ def push_to_main(tmp_path, port, *, home, venv, action, services):
     payload = events.push("refs/heads/main", git(ws, "rev-parse", "HEAD"))
     try:
         with GitHubServer() as gh:
+            gh.state.git["acme/models"] = remote  # what GitHub holds: what was pushed
             proc = act(
                 ws,
                 "push",
@@ -208,7 +290,7 @@ def push_to_main(tmp_path, port, *, home, venv, action, services):
                 action=action,
                 env={**env, "GITHUB_API_URL": gh.url, "GITHUB_REPOSITORY": "acme/models"},
                 secrets={
-                    "GITHUB_TOKEN": "test-token",
+                    "GITHUB_TOKEN": job_token(gh, ws, "model-main.yml", "release"),
                     "REGISTRY_USERNAME": "",
                     "REGISTRY_PASSWORD": "",
                 },
@@ -269,6 +351,8 @@ def promote(tmp_path, port, *, home, venv, action, services, capsys):
         with GitHubServer() as gh:
             gh.state.permissions[("acme/models", "dev")] = "write"
             gh.state.permissions[("acme/models", "reader")] = "read"
+            git(ws, "push", "-q", "origin", "main")  # the released commit is on GitHub
+            gh.state.git["acme/models"] = remote
             genv = {**env, "GITHUB_API_URL": gh.url, "GITHUB_REPOSITORY": "acme/models"}
             run = partial(
                 act,
@@ -279,7 +363,7 @@ def promote(tmp_path, port, *, home, venv, action, services, capsys):
                 home=home,
                 action=action,
                 env=genv,
-                secrets={"GITHUB_TOKEN": "test-token"},
+                secrets={"GITHUB_TOKEN": job_token(gh, ws, "model-promote.yml", "promote")},
             )
             proc = run(actor="reader")
             assert proc.returncode != 0
@@ -325,6 +409,7 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
     try:
         with GitHubServer() as gh:
             gh.state.permissions[("acme/models", "dev")] = "write"
+            gh.state.git["acme/models"] = remote
             genv = {
                 **env,
                 "GITHUB_API_URL": gh.url,
@@ -340,7 +425,8 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
                 home=home,
                 action=action,
                 env=genv,
-                secrets={"GITHUB_TOKEN": "test-token"},
+                # act gives every job one token: the deploy job's (accept's asks no more)
+                secrets={"GITHUB_TOKEN": job_token(gh, ws, "model-tag.yml", "deploy")},
             )
             proc = run(actor="intruder")
             assert proc.returncode != 0
@@ -517,7 +603,7 @@ def test_watch_workflow_keeps_one_issue_per_environment(tmp_path, home, venv, ac
                     "GITHUB_API_URL": gh.url,
                     "GITHUB_REPOSITORY": "acme/models",
                 },
-                secrets={"GITHUB_TOKEN": "test-token"},
+                secrets={"GITHUB_TOKEN": job_token(gh, ws, "model-watch.yml", "watch")},
                 variables={"PROMETHEUS_URL": prom.url},
             )
             configure("0.5")

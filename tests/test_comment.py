@@ -8,6 +8,7 @@ import pytest
 from lepton_ci.core.record import load
 from lepton_ci.report import comment as report
 from tests.conftest import commit_all, git, set_params
+from tests.support import github_events as events
 from tests.support.github_server import Fault, GitHubServer, Token
 
 pytestmark = pytest.mark.e2e
@@ -52,13 +53,17 @@ def pr_env(gh, toy_repo, tmp_path, monkeypatch, cli):
         }.items():
             monkeypatch.setenv(k, v)
 
-    gh.state.add_pull(REPO, PR, head)
+    # the PR's author has pasted a comment carrying this workflow's marker and a forged,
+    # newer report: it must neither stop lepton-ci's comment nor be edited by it
+    gh.state.add_pull(REPO, PR, head, chatter="model=toy workflow=model-ci")
     set_event(head)
     return set_event
 
 
-def comments(gh):
-    return gh.state.comments.get((REPO, PR), [])
+def comments(gh, number=PR):
+    """lepton-ci's comments on the PR (the conversation also holds others', see add_pull)."""
+    everyone = gh.state.comments.get((REPO, number), [])
+    return [c for c in everyone if c["user"]["login"] == "github-actions[bot]"]
 
 
 def test_create_then_update_never_duplicates(gh, pr_env, cli, toy_repo):
@@ -286,15 +291,15 @@ def test_two_phase_bundle_posted_from_workflow_run(
     monkeypatch.chdir(tmp_path)
 
     def workflow_run(head_repo):
-        run = {"head_sha": head, "event": "pull_request", "head_repository": head_repo}
+        run = events.workflow_run(head, run_id=900, head_repo=head_repo)["workflow_run"]
         pr_env(head, run_id=900, event_name="workflow_run", extra={"workflow_run": run})
         return cli("comment", "--from", str(downloaded))
 
     # same commit, but built from another repository (e.g. a fork that pushed it too)
-    code, _, err = workflow_run({"full_name": "forker/models"})
+    code, _, err = workflow_run("forker/models")
     assert code == 1 and "built forker/models; refusing to post" in err
     assert comments(gh) == []
-    code, _, err = workflow_run({"full_name": REPO})
+    code, _, err = workflow_run(REPO)
     assert code == 0, err
     assert len(comments(gh)) == 1 and "toy@v0.1.0" in comments(gh)[0]["body"]
     assert f'"sha": "{head}"' in comments(gh)[0]["body"]
@@ -308,12 +313,12 @@ def test_bundle_with_forged_pr_number_is_refused(gh, pr_env, cli, toy_repo, tmp_
     meta["pr"] = 7
     (bundle / "meta.json").write_text(json.dumps(meta))
     event = tmp_path / "wr.json"
-    event.write_text(json.dumps({"workflow_run": {"head_sha": meta["head_sha"]}}))
+    event.write_text(json.dumps(events.workflow_run(meta["head_sha"], run_id=901)))
     monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
     monkeypatch.setenv("GITHUB_EVENT_NAME", "workflow_run")
     code, _, err = cli("comment", "--from", str(bundle))
     assert code == 1 and "refusing to post" in err
-    assert gh.state.comments.get((REPO, 7), []) == []
+    assert comments(gh, 7) == []
     meta["head_sha"] = "not-a-sha"
     (bundle / "meta.json").write_text(json.dumps(meta))
     code, _, err = cli("comment", "--from", str(bundle))
@@ -393,3 +398,37 @@ def test_the_comment_template_is_loaded_ahead_in_a_thread():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['pr_comment.md.j2']" and not out.stderr, out
+
+
+@pytest.mark.parametrize("conclusion", events.CONCLUSIONS)
+def test_the_comment_job_on_a_workflow_run_of_every_conclusion(
+    conclusion, gh, pr_env, cli, toy_repo, tmp_path, gh_files
+):
+    """model-pr-comment runs for every completed model-pr run. Only a run that went to its
+    end (success, failure: a failed gate, neutral) uploaded a report, which is posted; for
+    the others the bundle was never written: the job says why and ends cleanly, asking
+    GitHub nothing (a cancelled run's report, if any, a newer run replaces)."""
+    head = git(toy_repo, "rev-parse", "HEAD")
+    downloaded = tmp_path / "report"
+    if conclusion in ("success", "failure", "neutral"):
+        assert cli("run")[0] == 0
+        downloaded.mkdir()
+        for f in (toy_repo / ".lepton" / "report" / "toy").iterdir():
+            (downloaded / f.name).write_bytes(f.read_bytes())
+    payload = events.workflow_run(head, run_id=77, workflow="model-ci", conclusion=conclusion)
+    pr_env(head, run_id=78, event_name="workflow_run", extra=payload)
+    before = len(gh.state.log)
+    code, out, err = cli("comment", "--from", str(downloaded))
+    assert code == 0, err
+    outputs = gh_files["output"].read_text()
+    if conclusion in ("success", "failure", "neutral"):
+        assert "PR comment created" in out
+        assert len(comments(gh)) == 1
+        assert outputs.endswith("action=created\n")
+        return
+    assert comments(gh) == [] and len(gh.state.log) == before  # GitHub not even asked
+    level = "warning" if conclusion in ("timed_out", "startup_failure") else "notice"
+    said = [ln for ln in out.splitlines() if ln.startswith(f"::{level}")]
+    assert len(said) == 1 and "workflow run 77 (model-ci)" in said[0], out
+    assert "no report to post, nothing done" in said[0]
+    assert outputs == "comment-id=\ncomment-url=\naction=skipped\n"

@@ -1,5 +1,7 @@
 """The GitHub client against a real local HTTP server speaking GitHub's REST shapes."""
 
+from pathlib import Path
+
 import pytest
 
 from lepton_ci.core.github import GitHubClient, GitHubError
@@ -117,6 +119,54 @@ def test_read_only_token_hints_permissions_or_two_phase(gh):
     assert "workflow_run" in str(e.value) and "--from BUNDLE" in str(e.value)
 
 
+WORKFLOWS = Path(__file__).resolve().parent.parent / "lepton_ci" / "templates" / "workflows"
+
+
+def test_each_workflows_token_does_what_its_job_does_and_nothing_else(gh, pushed):
+    """A workflow's GITHUB_TOKEN is made for its own repository, with exactly its job's
+    `permissions:`. GitHub answers 403 "Resource not accessible by integration" for a
+    missing permission and 404 for any other repository; the error says which permission
+    the job lacks."""
+    from lepton_ci.deploy.github_deployments import Recorder
+    from lepton_ci.watch.issues import IssueKeeper
+
+    gh.state.add_pull(REPO, 1, "a" * 40)
+    issue = gh.state.new_issue(REPO, "an issue", "", [])["number"]
+
+    def token(workflow, job):
+        return client(gh, token=gh.state.job_token(WORKFLOWS / workflow, job, REPO))[0]
+
+    commenter = token("model-pr-comment.yml", "comment")
+    assert commenter.create_comment(REPO, 1, "the report")["body"] == "the report"
+    with pytest.raises(GitHubError, match="Resource not accessible by integration") as e:
+        commenter.create_comment(REPO, issue, "x")  # an issue: `issues: write`, not granted
+    with pytest.raises(GitHubError, match="Resource not accessible by integration") as e:
+        Recorder(commenter, REPO).start("prod", release())
+    assert e.value.hint == "give the workflow job `permissions: {deployments: write}`"
+    with pytest.raises(GitHubError, match="404") as e:
+        commenter.pull("acme/other", 1)
+    assert "a token without access also sees 404" in (e.value.hint or "")
+
+    runner = token("model-pr.yml", "run")  # contents: read, and nothing else
+    with pytest.raises(GitHubError) as e:
+        runner.create_comment(REPO, 1, "x")
+    assert e.value.status == 403
+    assert "`permissions: {pull-requests: write}` (issues: write for an issue's" in str(e.value)
+
+    releaser = token("model-main.yml", "release")
+    rec = Recorder(releaser, REPO)
+    rec.start("staging", release())
+    rec.finish(True, "healthy", "https://run", "https://staging.example")
+    with pytest.raises(GitHubError, match="issues: write"):
+        releaser.create_issue(REPO, "x", "y", [])
+
+    watcher = token("model-watch.yml", "watch")
+    url = IssueKeeper(watcher, REPO).sync("digits", "prod", "breached", "| errors | breach |")
+    assert url.endswith(f"/issues/{issue + 1}")
+    with pytest.raises(GitHubError, match="pull-requests: write"):
+        watcher.create_comment(REPO, 1, "x")  # the PR's conversation is the PR's
+
+
 def test_enterprise_base_url_with_path(gh):
     c = GitHubClient("test-token", base_url=gh.url + "/api/v3", sleep=lambda s: None)
     gh.state.add_pull(REPO, 3, "a" * 40)
@@ -144,13 +194,19 @@ def test_from_env_masks_token_and_reads_api_url(gh):
     assert out.getvalue() == "::add-mask::tok123\n"
 
 
-def release():
+def release(commit="c" * 40):
     from lepton_ci.deploy.manifests import Release
 
-    return Release("digits", "v1.2.0", "r/digits@sha256:" + "a" * 64, "d" * 64, 3, commit="c" * 40)
+    return Release("digits", "v1.2.0", "r/digits@sha256:" + "a" * 64, "d" * 64, 3, commit=commit)
 
 
-def test_a_deployment_answered_502_after_it_landed_is_not_made_twice(gh):
+@pytest.fixture
+def pushed(gh):
+    """The commit the releases name is on GitHub."""
+    gh.state.refs[REPO] = {"refs/heads/main": "c" * 40}
+
+
+def test_a_deployment_answered_502_after_it_landed_is_not_made_twice(gh, pushed):
     from lepton_ci.deploy.github_deployments import Recorder
 
     # The write lands, then a proxy loses the answer. A blind retry would leave two
@@ -169,7 +225,7 @@ def test_a_deployment_answered_502_after_it_landed_is_not_made_twice(gh):
     assert sleeps == [1, 1] and gh.state.count("POST", "/deployments") == 3  # one per write
 
 
-def test_a_deployment_that_did_not_land_is_posted_again(gh):
+def test_a_deployment_that_did_not_land_is_posted_again(gh, pushed):
     from lepton_ci.deploy.github_deployments import Recorder
 
     gh.state.faults.append(Fault("POST", r"/deployments$", 503))  # refused before storing
@@ -197,7 +253,8 @@ def test_a_comment_answered_502_after_it_landed_heals_to_one(gh, monkeypatch, tm
 def test_the_stand_in_reports_what_github_would_not_accept(gh):
     """Its answers and the requests it gets are checked against GitHub's OpenAPI description."""
     c, _ = client(gh)
-    c.json("POST", f"/repos/{REPO}/deployments", json={"environment": "prod"})  # no `ref`
+    with pytest.raises(GitHubError, match='"ref" wasn\'t supplied'):
+        c.json("POST", f"/repos/{REPO}/deployments", json={"environment": "prod"})  # no `ref`
     with pytest.raises(GitHubError):
         c.json("GET", f"/repos/{REPO}/deployment-plans")  # no such operation
     found, gh.state.violations[:] = list(gh.state.violations), []

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import timedelta
 
 import pytest
 from kubernetes import client
@@ -16,8 +16,9 @@ from lepton_ci.core.errors import LeptonError
 from lepton_ci.deploy import health, manifests
 from lepton_ci.deploy.contract import RolloutFailed
 from lepton_ci.deploy.deployer import Deployer, DeployFailed
-from lepton_ci.deploy.kubernetes import ConfigMapStore, KubernetesTarget, rollout_pending
+from lepton_ci.deploy.kubernetes import SSA, ConfigMapStore, KubernetesTarget, rollout_pending
 from lepton_ci.deploy.releases import DeployError, Revision
+from tests.conftest import commit_all
 from tests.support.kube import Cluster, Fault
 
 pytestmark = pytest.mark.e2e
@@ -61,21 +62,25 @@ def setup(cluster, ns, tmp_path):
                     env: {
                         "namespace": ns,
                         "url": cluster.service_url(ns, name),
-                        "rollout_timeout": 3,
-                        "rollback_timeout": 3,
+                        # virtual seconds: the cluster's deadline is half, 10
+                        "rollout_timeout": 20,
+                        "rollback_timeout": 20,
                         "checks": {"count": 2, "interval": 0, "http": [{"path": "/healthz"}]},
                         **env_extra,
                     }
                 },
             }
         )
-        target = KubernetesTarget(cluster.api, ns, sleep=lambda s: time.sleep(0.05))
+        # Every wait of the deployer is the cluster's time passing: nothing sleeps.
+        target = KubernetesTarget(cluster.api, ns, sleep=cluster.advance, clock=cluster.now)
         store = ConfigMapStore(
             cluster.api,
             ns,
             name,
-            sleep=lambda s: time.sleep(0.05),
+            sleep=cluster.advance,
             lease_seconds=lease_seconds,
+            clock=cluster.now,
+            now=cluster.utcnow,
         )
         return Deployer(
             "digits", env, deploy, tmp_path, target=target, store=store, log=lambda m: None
@@ -125,12 +130,150 @@ def test_a_deploy_keeps_the_replica_count_the_autoscaler_chose(cluster, ns, setu
     """With an HPA, the Deployment rendered `replicas: 1` and each deploy reset the count."""
     d, name = setup(hpa={"min": 1, "max": 6})
     assert d.deploy(release(GOOD, "v1.0.0")).revision.status == "deployed"
-    apps = client.AppsV1Api(cluster.api)
-    apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": 4}})  # the HPA
+    cluster.load[(ns, name)] = 4  # the load asks for 4: the HPA scales to it
+    cluster.advance(1)
+    assert deployment(cluster, name, ns).spec.replicas == 4
     assert d.deploy(release(GOOD2, "v1.0.1")).revision.status == "deployed"
     dep = deployment(cluster, name, ns)
     assert dep.spec.template.spec.containers[0].image == GOOD2
     assert dep.spec.replicas == 4
+    assert owners_of(dep, "f:replicas") == ["kube-controller-manager"]
+
+
+def owners_of(dep, field):
+    """The field managers that own spec.<field> of a Deployment."""
+    return [
+        m.manager
+        for m in dep.metadata.managed_fields or []
+        if field in ((m.fields_v1 or {}).get("f:spec") or {})
+    ]
+
+
+def test_adding_an_autoscaler_never_drops_the_replicas_that_serve(cluster, ns, setup):
+    """Server-side apply removes a field its manager stops sending unless another manager
+    owns it too, and the API server defaults a missing `replicas` to 1. The first deploy
+    with an HPA leaves `replicas` out (it is the HPA's now): the 3 replicas lepton-ci owned
+    fell to 1 until the HPA scaled up again. It is handed over first, as Kubernetes
+    documents: a manager of its own keeps the count, the HPA takes it from there."""
+    d, name = setup(replicas=3)
+    d.deploy(release(GOOD, "v1.0.0"))
+    assert owners_of(deployment(cluster, name, ns), "f:replicas") == ["lepton-ci"]
+    d.env = d.env.model_copy(update={"hpa": {"min": 2, "max": 6}})
+    assert d.deploy(release(GOOD2, "v1.0.1")).revision.status == "deployed"
+    seen = [v["spec"]["replicas"] for v in cluster.history("deployments", ns, name)]
+    assert min(seen) == 3, seen
+    dep = deployment(cluster, name, ns)
+    assert dep.spec.replicas == 3 and "lepton-ci" not in owners_of(dep, "f:replicas")
+    cluster.load[(ns, name)] = 5
+    cluster.advance(1)
+    assert owners_of(deployment(cluster, name, ns), "f:replicas") == ["kube-controller-manager"]
+    d.deploy(release(GOOD, "v1.0.2"))
+    assert deployment(cluster, name, ns).spec.replicas == 5
+
+
+def test_apply_is_server_side_dropped_fields_go_and_other_managers_fields_stay(cluster, ns, setup):
+    """What the new render no longer has is removed (a merge patch would leave the old
+    memory limit in place for ever); what another manager added stays; a field lepton-ci
+    owns that someone changed by hand is taken back (the apply is forced)."""
+    d, name = setup(resources={"limits": {"memory": "256Mi"}})
+    d.deploy(release(GOOD, "v1.0.0"))
+    apps = client.AppsV1Api(cluster.api)
+    apps.patch_namespaced_deployment(
+        name, ns, {"metadata": {"annotations": {"team": "ml"}}}, field_manager="kubectl-annotate"
+    )
+    apps.patch_namespaced_deployment_scale(
+        name, ns, {"spec": {"replicas": 5}}, field_manager="kubectl-scale"
+    )
+    assert owners_of(deployment(cluster, name, ns), "f:replicas") == ["kubectl-scale"]
+    d.env = d.env.model_copy(update={"resources": {}})
+    d.deploy(release(GOOD2, "v1.0.1"))
+    dep = deployment(cluster, name, ns)
+    assert dep.spec.template.spec.containers[0].resources in (None, {}) or not (
+        dep.spec.template.spec.containers[0].resources.limits
+    )
+    assert dep.metadata.annotations["team"] == "ml"
+    assert dep.spec.replicas == 1 and owners_of(dep, "f:replicas") == ["lepton-ci"]
+
+
+def test_the_stand_in_refuses_an_unforced_apply_over_another_managers_field(cluster, ns, setup):
+    """As the API server does: another manager's apply that sets a field lepton-ci owns to
+    another value is a conflict (409, the field named) unless forced; the same value is
+    owned together."""
+    from lepton_ci.deploy.kubernetes import status_message
+
+    d, name = setup(replicas=2)
+    d.deploy(release(GOOD, "v1.0.0"))
+    apps = client.AppsV1Api(cluster.api)
+    mine = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}
+
+    def apply(replicas, **kw):
+        body = {**mine, "spec": {"replicas": replicas}}
+        return apps.patch_namespaced_deployment(
+            name, ns, body, field_manager="ops-script", _content_type=SSA, **kw
+        )
+
+    with pytest.raises(client.ApiException) as e:
+        apply(5)
+    assert e.value.status == 409
+    assert status_message(e.value) == (
+        '409 Conflict: Apply failed with 1 conflict: conflict with "lepton-ci" using apps/v1: '
+        ".spec.replicas"
+    )
+    apply(2)  # the same value: no conflict, both own it
+    assert sorted(owners_of(deployment(cluster, name, ns), "f:replicas")) == [
+        "lepton-ci",
+        "ops-script",
+    ]
+    apply(5, force=True)
+    assert owners_of(deployment(cluster, name, ns), "f:replicas") == ["ops-script"]
+
+
+def test_a_change_of_the_pod_template_alone_is_rolled_out_and_reverted(cluster, ns, setup):
+    """Same image, another environment variable: a new ReplicaSet all the same. A setting
+    that crashes the server is caught by the rollout and reverted like a bad image."""
+    cluster.broken_env.add(("MODEL_THREADS", "0"))
+    d, name = setup(env={"MODEL_THREADS": "4"})
+    d.deploy(release(GOOD, "v1.0.0"))
+    d.env = d.env.model_copy(update={"env": {"MODEL_THREADS": "0"}})
+    with pytest.raises(DeployFailed, match="ProgressDeadlineExceeded"):
+        d.deploy(release(GOOD, "v1.0.1"))
+    # three pod templates rolled out, one image: v1.0.0, the crashing v1.0.1, the revert
+    assert len(cluster.rollouts[(ns, name)].templates) == 3
+    env = deployment(cluster, name, ns).spec.template.spec.containers[0].env
+    assert {e.name: e.value for e in env}["MODEL_THREADS"] == "4"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "lowest", "highest"),
+    [
+        ({"type": "Recreate"}, 0, 2),  # every old pod gone before a new one starts
+        ({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}, 1, 2),
+        ({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 2, "maxUnavailable": 0}}, 2, 4),
+    ],
+)
+def test_the_manifests_strategy_is_how_the_pods_are_replaced(
+    cluster, ns, setup, strategy, lowest, highest
+):
+    """A user's template may set the strategy: the wait follows the rollout it makes, and
+    is done only when every new pod is ready and no old one is left."""
+    import yaml
+
+    d, name = setup(replicas=2)
+    d.deploy(release(GOOD, "v1.0.0"))
+    objs = list(yaml.safe_load_all(d.render(release(GOOD2, "v1.0.1"))))
+    for o in objs:
+        if o["kind"] == "Deployment":
+            o["spec"]["strategy"] = strategy
+    text = yaml.safe_dump_all(objs)
+    before = len(cluster.rollouts[(ns, name)].history)
+    d.target.apply(d.name, text)
+    d.target.wait(text, 60, None)
+    during = cluster.rollouts[(ns, name)].history[before:]
+    walked = during
+    assert min(st["availableReplicas"] for st in during) == lowest
+    assert max(st["replicas"] for st in during) == highest
+    assert walked[-1]["updatedReplicas"] == walked[-1]["availableReplicas"] == 2
+    assert walked[-1]["replicas"] == 2
 
 
 def test_a_prometheus_check_on_a_scalar_reverts_a_bad_release(cluster, ns, setup, tmp_path):
@@ -178,13 +321,22 @@ def test_watched_environment_deploys_its_alert_rules_and_dashboard(cluster, ns, 
     assert board.metadata.labels["grafana_dashboard"] == "1"
 
 
-def test_progress_deadline_exceeded_reverts_to_previous(cluster, ns, setup):
+@pytest.mark.parametrize("image", [BROKEN, STUCK])
+def test_progress_deadline_exceeded_reverts_to_previous(cluster, ns, setup, image):
+    """Pods that crash-loop, or stay Pending, make no progress: the cluster says
+    ProgressDeadlineExceeded once the manifest's progressDeadlineSeconds pass. It counts them
+    from the rollout's last progress, so the deadline is rendered below lepton-ci's own
+    budget (half, by default): rendered equal, lepton-ci's budget always ran out first and
+    the cluster's reason was never what it reported."""
     cluster.broken.add(BROKEN)
-    d, name = setup()
+    cluster.stuck.add(STUCK)
+    d, name = setup(rollout_timeout=60)
     d.deploy(release(GOOD, "v1.0.0"))
+    assert deployment(cluster, name, ns).spec.progress_deadline_seconds == 30
     with pytest.raises(DeployFailed) as e:
-        d.deploy(release(BROKEN, "v1.1.0"))
-    assert "ProgressDeadlineExceeded" in str(e.value)
+        d.deploy(release(image, "v1.1.0"))
+    assert "rollout failed: deployment " + name + ": ProgressDeadlineExceeded" in str(e.value)
+    assert "has timed out progressing" in str(e.value)
     assert "revision 3 serves v1.0.0 again" in str(e.value)
     assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD
     assert [(r.number, r.status, r.description) for r in d.history()] == [
@@ -194,14 +346,25 @@ def test_progress_deadline_exceeded_reverts_to_previous(cluster, ns, setup):
     ]
 
 
+def test_a_progress_deadline_must_be_below_the_rollout_budget():
+    with pytest.raises(ValueError, match=r"progress_deadline \(60\) must be below rollout_timeout"):
+        config.DeployEnvironment.model_validate({"rollout_timeout": 60, "progress_deadline": 60})
+    env = config.DeployEnvironment.model_validate({"rollout_timeout": 60, "progress_deadline": 20})
+    assert env.progress_deadline_seconds() == 20
+    assert config.DeployEnvironment().progress_deadline_seconds() == 60  # half of 120
+
+
 def test_rollout_budget_and_separate_rollback_budget(cluster, ns, setup):
-    cluster.stuck.add(STUCK)
-    d, name = setup(rollout_timeout=30, rollback_timeout=30)
-    d.deploy(release(GOOD, "v1.0.0"))  # a generous budget: a loaded runner is slow
-    d.env = d.env.model_copy(update={"rollout_timeout": 1})  # stuck never finishes anyway
+    """A rollout that keeps progressing, too slowly: no deadline passes without progress, so
+    lepton-ci's own budget ends it (and the revert gets a budget of its own)."""
+    slow = "registry.test/digits@sha256:" + "51" * 32
+    cluster.slow[slow] = 10  # each pod takes 10 s to become ready; 3 replicas, one by one
+    d, name = setup(replicas=3, rollout_timeout=24, progress_deadline=12, rollback_timeout=60)
+    d.deploy(release(GOOD, "v1.0.0"))
     with pytest.raises(DeployFailed) as e:
-        d.deploy(release(STUCK, "v1.2.0"))
-    assert "not rolled out after 1s" in str(e.value)
+        d.deploy(release(slow, "v1.2.0"))
+    assert "not rolled out after 24s" in str(e.value)
+    assert "ProgressDeadlineExceeded" not in str(e.value)
     assert e.value.outcome.reverted_to is not None
     assert deployment(cluster, name, ns).spec.template.spec.containers[0].image == GOOD
 
@@ -366,8 +529,11 @@ def test_repair_when_nothing_healthy_came_before(cluster, ns, setup):
 
 def test_lease_renewed_while_held_and_taken_over_after_sigkill(cluster, ns, setup, tmp_path):
     """A deploy killed with SIGKILL cannot release its Lease: the next one takes it over once
-    it expires, while a live holder keeps renewing it past its duration."""
+    it expires, while a live holder keeps renewing it past its duration. The holder is a real
+    process on the real clock; the taker judges at times the test sets."""
     d, name = setup(lease_seconds=1)
+    lease_name = manifests.dns_name("lepton", name, "lock")
+    coord = client.CoordinationV1Api(cluster.api)
     script = tmp_path / "holder.py"
     script.write_text(
         "import sys, time\n"
@@ -385,20 +551,43 @@ def test_lease_renewed_while_held_and_taken_over_after_sigkill(cluster, ns, setu
         text=True,
         start_new_session=True,
     )
+
+    def lease():
+        return coord.read_namespaced_lease(lease_name, ns).spec
+
+    def taker(at):
+        return ConfigMapStore(
+            cluster.api, ns, name, sleep=cluster.advance, clock=cluster.now,
+            now=lambda: at, lease_seconds=1,
+        )  # fmt: skip
+
     try:
         assert holder.stdout.readline().strip() == "held"
-        time.sleep(2)  # twice the lease duration: only renewals keep it held
-        with pytest.raises(LeptonError, match="another deploy of this environment is running"):
-            d.deploy(release(GOOD, "v1.0.0"))
+        acquired = lease().acquire_time
+        # the holder's own renewals carry it past its duration (an event awaited, not a delay)
+        until(lambda: (lease().renew_time - acquired).total_seconds() > 1.5)
+        fresh = lease().renew_time + timedelta(seconds=0.5)
+        busy = pytest.raises(LeptonError, match="another deploy of this environment is running")
+        with busy, taker(fresh).lock(1):
+            pass
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
-    d.config = d.config.model_copy(update={"lock_timeout": 10})
-    out = d.deploy(release(GOOD, "v1.0.0"))  # the dead holder's Lease expires and is taken
-    assert out.revision.status == "deployed"
-    lease = client.CoordinationV1Api(cluster.api)
-    with pytest.raises(client.ApiException):  # released after the deploy
-        lease.read_namespaced_lease(manifests.dns_name("lepton", name, "lock"), ns)
+    dead = lease()
+    with taker(dead.renew_time + timedelta(seconds=2)).lock(1):  # expired: taken over
+        assert lease().holder_identity != dead.holder_identity
+        assert lease().lease_transitions == 1
+    with pytest.raises(client.ApiException):  # released afterwards
+        coord.read_namespaced_lease(lease_name, ns)
+    assert d.deploy(release(GOOD, "v1.0.0")).revision.status == "deployed"
+
+
+def until(condition, limit=60.0):
+    """Wait for something another process does; the limit only keeps a broken test finite."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "it never happened"
+        time.sleep(0.05)
 
 
 def test_lease_expiry_read_from_renew_time(cluster, ns, setup):
@@ -411,11 +600,13 @@ def test_lease_expiry_read_from_renew_time(cluster, ns, setup):
         spec = {"holderIdentity": holder, "leaseDurationSeconds": 60, "renewTime": renewed}
         coord.create_namespaced_lease(ns, {"metadata": {"name": lease_name}, "spec": spec})
 
-    held_by("runner-alive", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    held_by("runner-alive", cluster.utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     with pytest.raises(LeptonError, match="held by runner-alive"), d.store.lock(0.2):
         pass
     coord.delete_namespaced_lease(lease_name, ns)
-    held_by("runner-gone", "2020-01-01T00:00:00.000000Z")
+    held_by("runner-gone", (cluster.utcnow() - timedelta(seconds=61)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    ))  # fmt: skip
     with d.store.lock(0.2):
         spec = coord.read_namespaced_lease(lease_name, ns).spec
         assert spec.holder_identity != "runner-gone" and spec.lease_transitions == 1
@@ -438,9 +629,15 @@ def test_revision_model_round_trips():
 
 
 def kube_repo(cluster, repo, tmp_path, monkeypatch, env_name, server=None):
-    """The toy repo deploying to the emulator through a kubeconfig (or to `server`)."""
-    from tests.conftest import commit_all
+    """The toy repo deploying to the emulator through a kubeconfig (or to `server`). The
+    command builds its own target: the cluster's clock is what it waits on and sleeps with."""
+    import types
 
+    from lepton_ci.deploy import kubernetes as target_module
+
+    monkeypatch.setattr(
+        target_module, "time", types.SimpleNamespace(sleep=cluster.advance, monotonic=cluster.now)
+    )
     service = cluster.service_url(env_name, f"toy-{env_name}")
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
@@ -486,6 +683,7 @@ def test_deploys_are_recorded_as_github_deployments(cluster, toy_repo, cli, tmp_
     service = kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "gh-env")
     assert cli("run")[0] == 0 and cli("register")[0] == 0
     with GitHubServer() as gh:
+        gh.state.git["acme/models"] = toy_repo  # every commit and tag is pushed to GitHub
         monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
         monkeypatch.setenv("GITHUB_TOKEN", "test-token")
         monkeypatch.setenv("GITHUB_API_URL", gh.url)
@@ -510,6 +708,39 @@ def test_deploys_are_recorded_as_github_deployments(cluster, toy_repo, cli, tmp_
         statuses = gh.state.statuses[rolled["id"]]
         assert [s["state"] for s in statuses] == ["in_progress", "success"]
         assert statuses[-1]["description"].startswith("rolled back to v0.1.0 (revision ")
+
+
+def test_a_commit_github_does_not_hold_is_refused_before_anything_is_applied(
+    cluster, toy_repo, cli, tmp_path, monkeypatch
+):
+    """A deploy is recorded as a GitHub Deployment of its commit, and GitHub refuses (422) a
+    ref it does not hold: a commit never pushed. The deploy stops before anything is
+    applied, and says why."""
+    from tests.conftest import git
+    from tests.support.github_server import GitHubServer
+
+    kube_repo(cluster, toy_repo, tmp_path, monkeypatch, "unpushed-env")
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(toy_repo, "push", "-q", str(origin), "HEAD:refs/heads/main")
+    (toy_repo / "notes.txt").write_text("not pushed\n")
+    head = commit_all(toy_repo, "docs: a local commit")
+    assert cli("run")[0] == 0
+    with GitHubServer() as gh:
+        gh.state.git["acme/models"] = origin
+        monkeypatch.setenv("GITHUB_REPOSITORY", "acme/models")
+        monkeypatch.setenv("GITHUB_TOKEN", "test-token")
+        monkeypatch.setenv("GITHUB_API_URL", gh.url)
+        code, _, err = cli("deploy", "unpushed-env", "--image", GOOD)
+        assert code == 1, err
+        assert f"GitHub has no commit {head} in acme/models" in err
+        assert f"No ref found for: {head}" in err and "nothing was deployed" in err
+        assert "push the commit" in err
+        assert gh.state.deployments["acme/models"] == []
+    with pytest.raises(client.ApiException):
+        deployment(cluster, "toy-unpushed-env", "unpushed-env")
+    code, out, _ = cli("history", "unpushed-env")
+    assert code == 0 and "deployed" not in out
 
 
 def test_render_is_offline_and_numbers_from_the_cluster_when_there(

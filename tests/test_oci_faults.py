@@ -13,6 +13,7 @@ import pytest
 from lepton_ci.core.oci_client import OCIClient, sha256
 from tests.support.fault_proxy import FaultProxy, Rule
 from tests.support.services import Registry
+from tests.support.token_server import TokenServer
 
 pytestmark = pytest.mark.e2e
 UPLOAD = r"/v2/faulty/blobs/uploads/."
@@ -54,7 +55,7 @@ def test_stream_landed_but_a_5xx_came_back_resumes_where_the_status_is_spoken(pr
     proxy.rules.append(Rule("PATCH", UPLOAD, 502, mode="after"))
     calls = upload(proxy, blob)
     # the registry says it holds every byte: nothing is sent again, the PUT completes
-    assert calls == [("POST", 202), ("PATCH", 502), ("GET", 204), ("PATCH", 202), ("PUT", 201)]
+    assert calls == [("POST", 202), ("PATCH", 502), ("GET", 204), ("PUT", 201)]
     assert proxy.received == len(blob)
 
 
@@ -148,3 +149,123 @@ def test_a_refused_stream_is_resumed_only_when_the_refusal_is_passing(
     calls = upload(proxy, blob)
     assert ("PATCH", status) in calls
     assert calls.count(("POST", 202)) == sessions
+
+
+def test_breaks_at_several_offsets_of_one_blob_resume_each_from_where_it_stands(proxy, blob):
+    """Three breaks in one upload, the last one byte before the end: each resumed stream says
+    where it starts (Content-Range) and sends exactly the bytes that follow; one session."""
+    proxy.answer_416 = True
+    offsets = [1024 * 1024 + 7, 5 * 1024 * 1024 + 3, len(blob) - 1]
+    proxy.rules += [Rule("PATCH", UPLOAD, mode="break", at=at) for at in offsets]
+    c = OCIClient(proxy.host, sleep=lambda s: None)
+    sent = c.upload_blob("faulty", sha256(blob), blob)
+    calls = [(m, s) for m, _, s in proxy.log]
+    assert calls == [
+        ("POST", 202),
+        *[("PATCH", -202), ("GET", 204)] * 3,
+        ("PATCH", 202),
+        ("PUT", 201),
+    ]
+    last = len(blob) - 1
+    assert proxy.ranges == ["", *(f"{at}-{last}" for at in offsets)]
+    assert sent == len(blob) + sum(len(blob) - at for at in offsets)
+    assert c.get_blob("faulty", sha256(blob)) == blob
+
+
+def test_a_range_the_registry_refuses_with_416_resumes_from_the_status_it_reports(proxy, blob):
+    """The status came from a replica that lags behind: the range sent from it does not start
+    where the session stands, and the registry refuses it (416, no Range: the spec has the
+    client ask). The client asks the status again and resumes from there, in the same
+    session: it neither starts over nor appends bytes twice."""
+    proxy.answer_416 = True
+    at, lagging = 6 * 1024 * 1024, 2 * 1024 * 1024
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="break", at=at))
+    proxy.rules.append(Rule("GET", UPLOAD, mode="stale", at=lagging))
+    c = OCIClient(proxy.host, sleep=lambda s: None)
+    c.upload_blob("faulty", sha256(blob), blob)
+    calls = [(m, s) for m, _, s in proxy.log]
+    assert calls == [
+        ("POST", 202),
+        ("PATCH", -202),
+        ("GET", 204),  # says 2 MiB
+        ("PATCH", 416),  # 2 MiB- refused: the session holds 6 MiB
+        ("GET", 204),  # says 6 MiB
+        ("PATCH", 202),
+        ("PUT", 201),
+    ]
+    last = len(blob) - 1
+    assert proxy.ranges == ["", f"{lagging}-{last}", f"{at}-{last}"]
+    assert c.get_blob("faulty", sha256(blob)) == blob
+
+
+def test_all_of_the_blob_landed_before_the_break_goes_straight_to_the_put(proxy, blob):
+    proxy.answer_416 = True
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="lost"))
+    calls = upload(proxy, blob)
+    assert calls[:4] == [("POST", 202), ("PATCH", -202), ("GET", 204), ("PUT", 201)]
+    assert proxy.received == len(blob)
+
+
+def test_a_source_that_changes_size_while_resumed_is_an_error_not_a_hang(proxy, blob, tmp_path):
+    """A resumed stream says its length; a file that shrank meanwhile cannot fill it."""
+    from lepton_ci.core.oci_client import OCIError
+
+    proxy.answer_416 = True
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="break", at=1024 * 1024))
+    path = tmp_path / "layer"
+    path.write_bytes(blob)
+    c = OCIClient(proxy.host, sleep=lambda s: None)
+
+    def progress(done, size):
+        if done >= 1024 * 1024 and path.stat().st_size == len(blob):
+            path.write_bytes(blob[: len(blob) // 2])  # truncated under the upload
+
+    with pytest.raises(OCIError, match="changed while it was uploaded"):
+        c.upload_blob("faulty", sha256(blob), path, progress)
+
+
+@pytest.fixture
+def token_proxy(tmp_path):
+    """The proxy in front of a registry that takes only bearer tokens from a token server."""
+    tokens = TokenServer(tmp_path / "tokens", {"alice": "s3cret"})
+    registry = Registry(tmp_path / "registry", auth=tokens.registry_auth())
+    p = FaultProxy(registry.host)
+    yield p, tokens
+    p.close()
+    registry.stop()
+    tokens.close()
+
+
+@pytest.mark.parametrize(
+    ("where", "then"),
+    [
+        # the resumed stream is refused: renewed, asked where it stands, resumed from there
+        ("PATCH", [("GET", 204), ("PATCH", 401), ("GET", 204), ("PATCH", 202), ("PUT", 201)]),
+        # the status request is refused: renewed, asked again. Its challenge asks for `pull`
+        # only (the registry asks by method): the renewed token keeps `push` too, or the
+        # next stream would be refused after sending its whole body
+        ("GET", [("GET", 401), ("GET", 204), ("PATCH", 202), ("PUT", 201)]),
+        # the final PUT is refused: renewed, sent again
+        ("PUT", [("GET", 204), ("PATCH", 202), ("PUT", 401), ("PUT", 201)]),
+    ],
+)
+def test_a_token_that_expires_mid_upload_is_renewed_and_the_upload_goes_on(
+    token_proxy, blob, where, then
+):
+    """The stream broke at 4 MiB, and the bearer token expires before the upload is done:
+    from then on the registry answers every request carrying it with its 401 challenge. The
+    client fetches a new token and goes on in the same session, from where it stands."""
+    proxy, tokens = token_proxy
+    proxy.answer_416 = True
+    at = 4 * 1024 * 1024
+    proxy.rules.append(Rule("PATCH", UPLOAD, mode="break", at=at))
+    proxy.rules.append(Rule(where, UPLOAD, mode="expire"))
+    c = OCIClient(proxy.host, auth=("alice", "s3cret"), sleep=lambda s: None)
+    c.upload_blob("faulty", sha256(blob), blob)
+    calls = [(m, s) for m, _, s in proxy.log]
+    assert calls == [("POST", 401), ("POST", 202), ("PATCH", -202), *then]
+    assert len(tokens.requests) == 2  # the first token, and the one that replaced it
+    assert len(proxy.expired) == 1
+    resent = len(blob) - at if where == "PATCH" else 0  # the refused stream's bytes
+    assert c.uploaded_bytes == len(blob) + len(blob) - at + resent
+    assert c.get_blob("faulty", sha256(blob)) == blob

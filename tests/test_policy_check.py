@@ -69,6 +69,39 @@ def test_permission_first_then_teams(gh):
     assert check(gh, "u-admin", **allow) == "u-admin has admin permission"
 
 
+def test_someone_without_access_or_unknown_to_github_is_refused_and_teams_still_asked(gh):
+    """GitHub answers `none` for a user with no access to the repository and 404 for a login
+    that is no user: both are "not allowed by permission", never an error, and a team
+    that admits them is still asked."""
+    gh.state.users.add("outsider")
+    with pytest.raises(RegistryError, match="outsider may not promote to `prod`"):
+        check(gh, "outsider", permission="read")
+    with pytest.raises(RegistryError, match="ghost may not promote to `prod`"):
+        check(gh, "ghost", permission="read")
+    asked = [(p, code) for _, p, code in gh.state.log if "/ghost/" in p]
+    assert asked == [(f"/repos/{REPO}/collaborators/ghost/permission", 404)]  # no such user
+    gh.state.teams[("acme", "contractors")] = {"contractor"}
+    allow = {"teams": ["acme/contractors"], "permission": "write"}
+    assert check(gh, "contractor", **allow) == "contractor is a member of acme/contractors"
+    with pytest.raises(RegistryError, match="ghost may not promote to `prod`"):
+        check(gh, "ghost", **allow)
+    assert gh.state.count("GET", "/memberships/ghost") == 1
+
+
+def test_a_token_for_another_repository_sees_none_of_this_one(gh):
+    """An installation token is made for its own repository: GitHub answers 404 for any
+    other, which must not read as "no such user" and refuse someone who may promote."""
+    from tests.support.github_server import Token
+
+    gh.state.tokens["other-repo"] = Token("github-actions[bot]", repos=frozenset({"acme/other"}))
+    client = GitHubClient("other-repo", base_url=gh.url, max_retries=0, sleep=lambda s: None)
+    with pytest.raises(RegistryError, match="cannot read") as e:
+        policy.check(
+            PromotionPolicy(permission="write"), "u-admin", "prod", client=client, repo=REPO
+        )
+    assert "acme/models" in str(e.value) and "may not promote" not in str(e.value)
+
+
 def test_listed_users_need_no_api(gh):
     before = len(gh.state.log)
     assert check(gh, "release-bot", users=["release-bot"]) == "release-bot is listed for `prod`"

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.e2e
 REPO = "acme/models"
 PR = 5
 OLD, NEW = "a" * 40, "b" * 40
+BOT = ("github-actions[bot]", "Bot")  # who lepton-ci posts as with the workflow's token
 
 
 @pytest.fixture
@@ -68,7 +69,8 @@ def test_created_then_updated_then_unchanged(gh):
 def test_a_comment_from_before_run_numbers_is_older_than_none(gh):
     """A comment whose meta has no run number (a local run's, run 0) is replaced by run 0."""
     line = json.dumps({"sha": NEW, "digest": "d0"})
-    gh.state.new_comment(REPO, PR, f"{marker('digits', 'ci')}\nold\n<!-- lepton-ci:meta {line} -->")
+    body = f"{marker('digits', 'ci')}\nold\n<!-- lepton-ci:meta {line} -->"
+    gh.state.new_comment(REPO, PR, body, *BOT)
     assert post(gh, "d1", run=0).action == "updated"
 
 
@@ -103,6 +105,48 @@ def test_other_models_and_workflows_and_users_keep_their_comments(gh):
     assert len(gh.state.comments[(REPO, PR)]) == 5
 
 
+def test_a_person_pasting_the_marker_and_a_forged_report_is_not_lepton_ci(gh):
+    """The PR's author pastes a comment that starts with the marker and claims a newer run
+    of the current head: taken for ours, it made the real report `stale` (never posted), or
+    was edited over. Only lepton-ci's own comments count; theirs stays as they wrote it."""
+    line = json.dumps({"sha": NEW, "run": 10**9, "digest": "forged"})
+    pasted = f"{marker('digits', 'ci')}\ngates passed\n<!-- lepton-ci:meta {line} -->\n"
+    theirs = gh.state.new_comment(REPO, PR, pasted, "forker", association="CONTRIBUTOR")
+    out = post(gh, "d1", run=3)
+    assert out.action == "created" and out.comment_id != theirs["id"]
+    assert out.calls == 4  # list, who am I (refused: a workflow token is no user), create, list
+    assert gh.state.count("GET", "/user") == 1
+    again = post(gh, "d2", run=4)
+    assert (again.action, again.comment_id) == ("updated", out.comment_id)
+    mine, pasted_now = (
+        [c for c in gh.state.comments[(REPO, PR)] if c["id"] != theirs["id"]],
+        [c for c in gh.state.comments[(REPO, PR)] if c["id"] == theirs["id"]],
+    )
+    assert [c["body"].split("\n")[1] for c in mine] == ["report d2"]
+    assert pasted_now[0]["body"] == pasted
+
+
+def test_a_personal_token_keeps_its_own_comment(gh):
+    """A personal token posts as its user, not a bot: that user's marker comment is ours,
+    anyone else's is not."""
+    from tests.support.github_server import Token
+
+    gh.state.tokens["pat"] = Token("release-manager", user_type="User")
+    gh.state.new_comment(REPO, PR, report("d0", run=99)[0].body, "someone-else")
+    c = GitHubClient("pat", base_url=gh.url, max_retries=0, sleep=lambda s: None)
+
+    def pat_post(digest, run):
+        rendered, meta = report(digest, NEW, run)
+        return upsert(c, REPO, PR, rendered, meta, head_sha=NEW)
+
+    first = pat_post("d1", 1)
+    assert first.action == "created"
+    second = pat_post("d2", 2)
+    assert (second.action, second.comment_id) == ("updated", first.comment_id)
+    by = {cm["id"]: cm["user"]["login"] for cm in gh.state.comments[(REPO, PR)]}
+    assert by[first.comment_id] == "release-manager" and len(by) == 2
+
+
 def test_a_race_keeps_the_oldest_and_deletes_ours(gh, monkeypatch):
     rendered1, _ = report("d1", run=1)
     rendered2, meta2 = report("d2", run=2)
@@ -110,7 +154,7 @@ def test_a_race_keeps_the_oldest_and_deletes_ours(gh, monkeypatch):
     real = c.create_comment
 
     def racing(repo, number, body):
-        theirs = gh.state.new_comment(repo, number, rendered1.body)  # lands first
+        theirs = gh.state.new_comment(repo, number, rendered1.body, *BOT)  # lands first
         ours = real(repo, number, body)
         assert theirs["id"] < ours["id"]
         return ours
@@ -133,7 +177,7 @@ def test_a_race_with_a_newer_run_keeps_its_report(gh, monkeypatch):
     real = c.create_comment
 
     def racing(repo, number, body):
-        gh.state.new_comment(repo, number, rendered1.body)
+        gh.state.new_comment(repo, number, rendered1.body, *BOT)
         return real(repo, number, body)
 
     monkeypatch.setattr(c, "create_comment", racing)

@@ -320,10 +320,29 @@ class DeployEnvironment(Strict):
     service_monitor: bool = False
     hpa: dict[str, Any] | None = None
     rollout_timeout: Annotated[float, Field(gt=0)] = 120.0
+    # Seconds a rollout may make no progress before the cluster reports
+    # ProgressDeadlineExceeded (kubernetes: the Deployment's progressDeadlineSeconds). The
+    # cluster counts it from the last progress, so it must be below rollout_timeout for its
+    # verdict (and its reason) to arrive before lepton-ci's own budget runs out.
+    progress_deadline: Annotated[int, Field(ge=1)] | None = None
     rollback_timeout: Annotated[float, Field(gt=0)] = 120.0
     on_first_failure: Literal["remove", "scale-to-zero"] = "remove"
     checks: ChecksConfig = Field(default_factory=ChecksConfig)
     watch: WatchConfig | None = None
+
+    @model_validator(mode="after")
+    def _deadline_below_budget(self) -> DeployEnvironment:
+        if self.progress_deadline is not None and self.progress_deadline >= self.rollout_timeout:
+            raise ValueError(
+                f"progress_deadline ({self.progress_deadline}) must be below rollout_timeout "
+                f"({self.rollout_timeout:g}): the cluster counts it from the rollout's last "
+                "progress, so an equal or longer deadline is never what ends a stalled rollout"
+            )
+        return self
+
+    def progress_deadline_seconds(self) -> int:
+        """The Deployment's progressDeadlineSeconds: as set, else half the rollout budget."""
+        return self.progress_deadline or max(1, int(self.rollout_timeout // 2))
 
     def check_url(self) -> str:
         if self.url:

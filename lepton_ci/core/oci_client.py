@@ -1,8 +1,10 @@
 """A client for the OCI distribution API over requests: one object, handed in.
 
 Timeouts on every call; bounded retries with backoff on 5xx, broken connections and failed
-uploads (a failed upload starts a new upload session); Basic and Bearer-token auth from
-LEPTON_REGISTRY_USERNAME/PASSWORD or the docker config; credentials masked, never printed.
+uploads (a broken stream resumes from the offset the registry reports, a refused range (416)
+asks it again, a session that cannot resume starts a new one); Basic and Bearer-token auth
+from LEPTON_REGISTRY_USERNAME/PASSWORD or the docker config, a token that expires mid-upload
+renewed with every scope held; credentials masked, never printed.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class OCIClient:
         self.max_retries = max_retries
         self.sleep = sleep
         self._tokens: dict[str, tuple[str, float]] = {}  # repo -> (Authorization, expiry)
+        self._scopes: dict[str, dict[str, set[str]]] = {}  # repo -> resource -> actions held
         self.uploaded_bytes = 0
         self.calls = 0
         self.lock = threading.Lock()  # layers upload in parallel
@@ -171,7 +174,14 @@ class OCIClient:
         params = re.findall(r'(\w+)="([^"]*)"', challenge)
         realm = next((v for k, v in params if k == "realm"), "")
         query: list[tuple[str, str]] = [(k, v) for k, v in params if k == "service"]
-        query += [("scope", one) for k, v in params if k == "scope" for one in v.split()]
+        # A renewal asks for every scope held before as well: a registry challenges a GET
+        # for `pull` only, and a pull-only token in place of the push token would get the
+        # next PATCH of the upload refused after it streamed its whole body.
+        held = self._scopes.setdefault(scope_key, {})
+        for one in (one for k, v in params if k == "scope" for one in v.split()):
+            resource, _, actions = one.rpartition(":")
+            held.setdefault(resource, set()).update(filter(None, actions.split(",")))
+        query += [("scope", f"{r}:{','.join(sorted(a))}") for r, a in held.items()]
         if self.auth is not None:
             query.append(("account", self.auth[0]))
         if not realm.startswith(("https://", "http://")):
@@ -315,6 +325,10 @@ class OCIClient:
         if not size:
             size = len(source) if isinstance(source, bytes) else 0
             size = source.stat().st_size if isinstance(source, Path) else size
+        # The exact length is known for bytes, a file, and a blob whose digest is known (its
+        # size is recorded): a resumed stream then says which range it carries, so a registry
+        # that holds a different amount refuses it (416) instead of appending it wrongly.
+        exact = size if isinstance(source, (bytes, Path)) or isinstance(digest, str) else 0
         for attempt in range(self.max_retries + 1):
             r = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo)
             if r.status_code != 202:
@@ -322,8 +336,10 @@ class OCIClient:
             location, offset, sent = self._abs(r.headers["Location"]), 0, 0
             try:
                 for resume in range(self.max_retries + 1):
+                    if exact and offset >= exact:
+                        break  # every byte landed before the answer was lost: only the PUT
                     done, location, n = self._stream(
-                        repo, location, produce, offset, progress, size
+                        repo, location, produce, offset, progress, size, exact
                     )
                     sent += n
                     if done:
@@ -366,38 +382,49 @@ class OCIClient:
         skip: int,
         progress: ProgressFn | None,
         size: int,
+        exact: int = 0,
     ) -> tuple[bool, str, int]:
         """One streamed PATCH of everything after `skip` bytes. Returns (landed, location,
         bytes sent). The request body is fed by the producer from a thread, a few pieces
-        ahead; the stream is sent once, never retried by the transport (it cannot rewind)."""
+        ahead; the stream is sent once, never retried by the transport (it cannot rewind).
+        A resumed stream of a blob of `exact` bytes names its range (Content-Range and
+        Content-Length, as the spec's chunked upload does); the first one is a plain stream."""
         import requests
 
         pipe = _Pipe(skip)
         worker = threading.Thread(target=pipe.run, args=(produce,), daemon=True)
         worker.start()
         sent = 0
+        length = exact - skip if exact and skip else 0
 
         def body() -> Iterator[bytes]:
             nonlocal sent
             for piece in pipe.pieces():
                 if interrupt.requested():  # the main thread is stopping: so is this upload
                     raise Interrupted("upload stopped by a signal", signum=signal.SIGTERM)
+                if length and sent + len(piece) > length:
+                    raise _changed(self.registry, repo, skip + sent + len(piece), exact)
                 sent += len(piece)
                 with self.lock:
                     self.uploaded_bytes += len(piece)
                 if progress:
                     progress(skip + sent, size)
                 yield piece
+            if length and sent != length:  # the server would wait for the rest for ever
+                raise _changed(self.registry, repo, skip + sent, exact)
 
         headers = {"Content-Type": "application/octet-stream"}
+        if length:
+            headers["Content-Range"] = f"{skip}-{exact - 1}"
         held = self._tokens.get(repo)
         if held is not None and time.monotonic() < held[1]:
             headers["Authorization"] = held[0]
         with self.lock:
             self.calls += 1
         try:
+            data = _Sized(body(), length) if length else body()
             r = self.session.request(
-                "PATCH", location, data=body(), headers=headers, timeout=self.timeout
+                "PATCH", location, data=data, headers=headers, timeout=self.timeout
             )
         except (requests.ConnectionError, requests.Timeout):
             return False, location, sent
@@ -408,6 +435,8 @@ class OCIClient:
             raise pipe.error  # the producer failed (a file vanished): not a network fault
         if r.status_code == 401 and self._authorize(r, repo):
             return False, location, sent  # the token expired mid-upload: renewed, resume
+        if r.status_code == 416:
+            return False, location, sent  # not where the session stands: ask it, resume
         if r.status_code != 202:
             if r.status_code < 500 and r.status_code not in (408, 429):
                 raise _UploadBroken(r)
@@ -537,6 +566,27 @@ class _HashingReader(io.RawIOBase):
 
     def digest(self) -> str:
         return "sha256:" + self.h.hexdigest()
+
+
+class _Sized:
+    """A streamed body whose length is known: requests sends Content-Length, not chunks."""
+
+    def __init__(self, pieces: Iterator[bytes], length: int) -> None:
+        self.pieces, self.length = pieces, length
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.pieces
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def _changed(registry: str, repo: str, produced: int, exact: int) -> OCIError:
+    return OCIError(
+        f"registry {registry}: the blob for {repo} changed while it was uploaded: "
+        f"{exact} bytes expected, {'more than ' if produced > exact else ''}{produced} read",
+        hint="something rewrote the file during the upload; run the command again",
+    )
 
 
 class _UploadBroken(Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -42,10 +42,39 @@ class Recorder:
                 None,
             )
 
-        d = self.client.create(
+        ref = release.commit or release.version
+        try:
+            d = self._create(path, ref, env_name, release, request_id, landed)
+        except GitHubError as e:
+            if e.status != 422 or "no ref found" not in e.message.lower():
+                raise
+            raise GitHubError(
+                f"GitHub has no commit {ref} in {self.repo} to record a Deployment of "
+                f"({e.message.split(': ', 1)[-1]})",
+                status=422,
+                hint="push the commit (and its version tag) to GitHub first; to deploy "
+                "without recording it on GitHub, unset GITHUB_TOKEN",
+            ) from None
+        if not isinstance(d.get("id"), int):
+            raise GitHubError(
+                f"GitHub API POST /repos/{self.repo}/deployments answered without a deployment id"
+            )
+        self.deployment_id = d["id"]
+        self._status("in_progress", f"deploying {release.version}", release.run_url, "")
+
+    def _create(
+        self,
+        path: str,
+        ref: str,
+        env_name: str,
+        release: Release,
+        request_id: str,
+        landed: Callable[[], dict[str, Any] | None],
+    ) -> dict[str, Any]:
+        return self.client.create(
             path,
             {
-                "ref": release.commit or release.version,
+                "ref": ref,
                 "environment": env_name,
                 "description": f"{release.model} {release.version}"[:140],
                 "auto_merge": False,
@@ -61,12 +90,6 @@ class Recorder:
             },
             landed=landed,
         )
-        if not isinstance(d.get("id"), int):
-            raise GitHubError(
-                f"GitHub API POST /repos/{self.repo}/deployments answered without a deployment id"
-            )
-        self.deployment_id = d["id"]
-        self._status("in_progress", f"deploying {release.version}", release.run_url, "")
 
     def finish(self, ok: bool, description: str, run_url: str, env_url: str) -> None:
         if self.deployment_id is not None:

@@ -111,13 +111,16 @@ class KubernetesTarget:
         namespace: str,
         *,
         field_manager: str = "lepton-ci",
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         retries: int = 3,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.api = api_client
         self.namespace = namespace
         self.field_manager = field_manager
-        self.sleep = sleep
+        # Waiting and the rollout budget are on these; a test hands in a cluster's own clock.
+        self.sleep = sleep or time.sleep
+        self.clock = clock or time.monotonic
         self.retries = retries
 
     # -- one object ----------------------------------------------------------------------
@@ -151,11 +154,51 @@ class KubernetesTarget:
             )
         cls, suffix = KINDS[kind]
         api = _api(self.api, cls)
+        if kind == "Deployment" and "replicas" not in (obj.get("spec") or {}):
+            self._hand_over_replicas(api, name, ns)
         self._server_side_apply(
             lambda **kw: getattr(api, f"patch_namespaced_{suffix}")(
                 name, ns, obj, field_manager=self.field_manager, force=True, _content_type=SSA, **kw
             ),
             lambda **kw: getattr(api, f"create_namespaced_{suffix}")(ns, obj, **kw),
+        )
+
+    def _hand_over_replicas(self, apps: Any, name: str, ns: str) -> None:
+        """The manifest leaves `replicas` to an HPA. Server-side apply removes a field its
+        manager stops sending unless another manager owns it too, and the API server
+        defaults a missing count to 1: the first such apply would drop the pods that serve
+        to one until the HPA scaled them up again. So, as Kubernetes documents for this
+        handover, a manager of its own first co-owns the current count; the HPA takes it
+        over from there."""
+        from kubernetes.client import ApiException
+
+        try:
+            live = self._call(apps.read_namespaced_deployment, name, ns)
+        except ApiException as e:
+            if e.status == 404:
+                return  # a new Deployment: nothing serves yet
+            raise
+        ours = any(
+            m.manager == self.field_manager
+            and m.operation == "Apply"
+            and "f:replicas" in ((m.fields_v1 or {}).get("f:spec") or {})
+            for m in live.metadata.managed_fields or []
+        )
+        if not ours:
+            return
+        keep = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": live.spec.replicas},
+        }
+        self._call(
+            apps.patch_namespaced_deployment,
+            name,
+            ns,
+            keep,
+            field_manager=f"{self.field_manager}-handover",
+            _content_type=SSA,
         )
 
     def _server_side_apply(self, patch: Callable[..., Any], create: Callable[..., Any]) -> None:
@@ -219,7 +262,7 @@ class KubernetesTarget:
         return []
 
     def wait(self, text: str, budget: float, ready_url: str | None) -> float:
-        t0 = time.monotonic()
+        t0 = self.clock()
         apps = _api(self.api, "AppsV1Api")
         names = [
             o["metadata"]["name"] for o in manifests.objects(text) if o["kind"] == "Deployment"
@@ -233,8 +276,8 @@ class KubernetesTarget:
                 if waiting:
                     pending.append(waiting)
             if not pending:
-                return time.monotonic() - t0
-            if time.monotonic() - t0 > budget:
+                return self.clock() - t0
+            if self.clock() - t0 > budget:
                 raise RolloutFailed(f"not rolled out after {budget:.0f}s: {'; '.join(pending)}")
             self.sleep(0.2)
 
@@ -289,13 +332,17 @@ class ConfigMapStore:
         api_client: Any,
         namespace: str,
         release: str,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         lease_seconds: int = 60,
+        clock: Callable[[], float] | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self.api = api_client
         self.namespace = namespace
         self.release = release
-        self.sleep = sleep
+        self.sleep = sleep or time.sleep
+        self.clock = clock or time.monotonic  # the lock's timeout
+        self.now = now or (lambda: datetime.now(UTC))  # a Lease's renewTime and expiry
         self.lease_seconds = lease_seconds
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -364,9 +411,9 @@ class ConfigMapStore:
         coord = _api(self.api, "CoordinationV1Api")
         name = manifests.dns_name("lepton", self.release, "lock")
         me = f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
-        deadline = time.monotonic() + timeout
+        deadline = self.clock() + timeout
         while not self._acquire(coord, name, me):
-            if time.monotonic() >= deadline:
+            if self.clock() >= deadline:
                 held = self._call(coord.read_namespaced_lease, name, self.namespace).spec
                 raise DeployError(
                     f"another deploy of this environment is running (Lease {name} held by "
@@ -394,7 +441,7 @@ class ConfigMapStore:
                     raise
 
     def _spec(self, me: str) -> dict[str, Any]:
-        stamp = _micro(datetime.now(UTC))
+        stamp = _micro(self.now())
         return {
             "holderIdentity": me,
             "leaseDurationSeconds": self.lease_seconds,
@@ -426,7 +473,7 @@ class ConfigMapStore:
         spec = held.spec
         last = spec.renew_time or spec.acquire_time
         duration = spec.lease_duration_seconds or self.lease_seconds
-        if last is not None and (datetime.now(UTC) - last).total_seconds() < duration:
+        if last is not None and (self.now() - last).total_seconds() < duration:
             return False
         # Expired: take it over. resourceVersion makes the API server refuse (409) a second
         # taker that read the same expired Lease; reading back covers servers without it.
@@ -459,7 +506,7 @@ class ConfigMapStore:
                     self.namespace,
                     {
                         "metadata": {"resourceVersion": held.metadata.resource_version},
-                        "spec": {"renewTime": _micro(datetime.now(UTC))},
+                        "spec": {"renewTime": _micro(self.now())},
                     },
                     _request_timeout=REQUEST_TIMEOUT,
                 )

@@ -97,7 +97,7 @@ def render(
         },
         "annotations": annotations,
         "container_env": container_env,
-        "progress_deadline": int(env.rollout_timeout),
+        "progress_deadline": env.progress_deadline_seconds(),
         "values": env.values,
         **_observability(release.model, env_name, name, env),
     }

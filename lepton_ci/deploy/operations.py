@@ -236,7 +236,11 @@ class EnvironmentOperation:
         rt = self.ctx.rt
         github = None if dry_run else (self._github or Recorder.from_env(self.ctx.env))
         if github is not None:
-            github.start(self.env_name, rel)
+            try:
+                github.start(self.env_name, rel)
+            except LeptonError as e:  # before anything is applied: refused whole
+                e.message = f"{e.message}; nothing was deployed"
+                raise
         env_url = self.deployer.env.check_url()
         try:
             out = self.deployer.deploy(rel, dry_run=dry_run)

@@ -45,20 +45,23 @@ def meta_from_env(
 
 @dataclass
 class Posted:
-    rendered: report.Rendered
+    rendered: report.Rendered | None  # None: skipped, there was no report to render
     outcome: sticky.Upserted | None  # None: rendered locally, nothing posted
     path: Path | None
+    skipped: str = ""  # why nothing was posted, when the run had no report
 
     def outputs(self) -> CommentOutputs:
         o = self.outcome
         return CommentOutputs(
             comment_id=str(o.comment_id or "") if o else "",
             comment_url=(o.url or "") if o else "",
-            action=o.action if o else "rendered",
+            action=o.action if o else "skipped" if self.rendered is None else "rendered",
         )
 
     def text(self) -> str:
         o = self.outcome
+        if self.rendered is None:
+            return self.skipped
         if o is None:
             return self.rendered.body
         return f"PR comment {o.action} ({o.calls} API calls)" + (f": {o.url}" if o.url else "")
@@ -143,6 +146,44 @@ def comment(
     return Posted(rendered, outcome, None)
 
 
+# A completed workflow_run of these conclusions ran to its end: its report bundle is there.
+REPORTED = ("success", "failure", "neutral")
+# The others left none (or one a newer run replaces): said as a notice, or as a warning
+# where something is wrong that the run's own check already shows.
+NO_REPORT = {
+    "cancelled": ("notice", "was cancelled (a newer push to the pull request cancels it)"),
+    "skipped": ("notice", "was skipped"),
+    "stale": ("notice", "went stale (GitHub stopped waiting for it)"),
+    "action_required": ("notice", "waits for a maintainer to approve running it"),
+    "timed_out": ("warning", "timed out before it wrote its report"),
+    "startup_failure": ("warning", "failed to start (see the workflow file's errors)"),
+}
+
+
+def _at(data: object, *keys: str) -> object:
+    """data[k1][k2]..., or None where a level is missing or not an object."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _no_report(event: dict[str, Any], rt: Runtime) -> str:
+    """Why the run this workflow_run event reports on left no report to post ("" if it
+    did). Said once, so the comment job ends cleanly instead of failing on a bundle that
+    was never written."""
+    run = _at(event, "workflow_run")
+    conclusion = _at(run, "conclusion")
+    if conclusion in REPORTED:
+        return ""
+    run_id, name = _at(run, "id"), _at(run, "name")
+    level, why = NO_REPORT.get(str(conclusion), ("warning", f"ended `{conclusion}`"))
+    if conclusion is None:
+        level, why = "notice", f"has not completed (status `{_at(run, 'status')}`)"
+    text = f"workflow run {run_id} ({name}) {why}: no report to post, nothing done"
+    rt.notice(text) if level == "notice" else rt.warning(text)
+    return text
+
+
 def post(
     env: Mapping[str, str],
     *,
@@ -156,6 +197,12 @@ def post(
     """`lepton-ci comment`: post a bundle written by `run` (the fork-safe job, which needs no
     lepton.yaml), or the last run of `model` in `ctx`; write the step summary and outputs."""
     rt = ctx.rt if ctx is not None else Runtime(env)
+    if bundle is not None and env.get("GITHUB_EVENT_NAME") == "workflow_run":
+        skipped = _no_report(load_event(env), rt)
+        if skipped:
+            posted = Posted(None, None, None, skipped)
+            posted.outputs().write(rt)
+            return posted
     if bundle is not None:
         rec, meta = report.read_bundle(bundle)
         local_dir = bundle
@@ -171,6 +218,7 @@ def post(
     posted = comment(
         env, rt, rec, meta, pr=pr, repo=repo, local_dir=local_dir, from_bundle=bundle is not None
     )
-    rt.summary(posted.rendered.body)
+    if posted.rendered is not None:  # always, once a bundle was read
+        rt.summary(posted.rendered.body)
     posted.outputs().write(rt)
     return posted

@@ -5,10 +5,15 @@ edit (1 call).
 An unchanged report makes no edit; a run for an older head sha, or an older run of the same
 sha, leaves a newer comment alone. Two runs that both create a comment at once notice it on a
 second listing: the oldest comment stays, the other is deleted.
+Only comments lepton-ci posted count, whatever they say: anyone may paste the marker (and a
+forged report date) into a comment of their own. Installation tokens (the workflow's
+GITHUB_TOKEN, an App's) post as a bot, which no person can comment as; a personal token posts
+as its user, asked of GitHub (one call) only when a person's comment carries the marker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,16 +51,36 @@ def upsert(
 ) -> Upserted:
     start = client.calls
     mark = marker(meta.model, meta.workflow)
+    me: list[str | None] = []  # the token's user, once asked
+
+    def mine(comments: Iterable[dict[str, Any]], *, first: bool) -> list[dict[str, Any]]:
+        """Marker comments lepton-ci posted, oldest first (with `first`: only the oldest, the
+        listing read no further than a bot's). A person's marker comment is weighed, and
+        GitHub asked who the token is, only when no bot's comment was found."""
+        bots, people = [], []
+        for c in comments:
+            if not str(c.get("body", "")).startswith(mark):
+                continue
+            author = c.get("user")
+            author = author if isinstance(author, dict) else {}
+            if author.get("type") == "Bot":
+                bots.append(c)
+                if first:
+                    break
+            else:
+                people.append(c)
+        if people and not (first and bots):
+            if not me:
+                me.append(client.login())
+            bots += [c for c in people if me[0] is not None and c["user"].get("login") == me[0]]
+        return sorted(bots, key=lambda c: int(c["id"]))
 
     def ours() -> list[dict[str, Any]]:
-        found = [c for c in client.issue_comments(repo, pr) if c.get("body", "").startswith(mark)]
-        return sorted(found, key=lambda c: int(c["id"]))
+        return mine(client.issue_comments(repo, pr), first=False)
 
     # Comments list oldest first and the oldest marker comment is the one kept, so the search
-    # stops at the first match: one page for a comment posted early in the thread.
-    existing = next(
-        (c for c in client.issue_comments(repo, pr) if c.get("body", "").startswith(mark)), None
-    )
+    # stops at the first bot's: one page for a comment posted early in the thread.
+    existing = next(iter(mine(client.issue_comments(repo, pr), first=True)), None)
     if existing is not None:
         old = parse_meta(existing["body"])
         if old.get("digest") == rendered.digest and old.get("sha") == meta.head_sha:

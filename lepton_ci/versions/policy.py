@@ -58,14 +58,36 @@ def check(
     # Permission first: the workflow's own token can read it, while teams need a token with
     # organization Members: read.
     if policy.permission:
-        p = client.json("GET", f"/repos/{repo}/collaborators/{actor}/permission")
-        level = _level(p)
+        level = _permission(client, repo, actor)
         if RANK[level] >= RANK[policy.permission]:
             return f"{actor} has {level} permission"
     for team in policy.teams:
         if _member(client, team, actor):
             return f"{actor} is a member of {team}"
     raise refused
+
+
+def _permission(client: GitHubClient, repo: str, actor: str) -> str:
+    """The actor's level in `repo`. GitHub says `none` for someone without access and 404
+    for a login that is no user, and 404 too for a repository the token cannot see: the
+    repository is asked then, so a wrong token is said so, not taken for "not allowed"."""
+    try:
+        return _level(client.json("GET", f"/repos/{repo}/collaborators/{actor}/permission"))
+    except GitHubError as e:
+        if e.status != 404:
+            raise
+    try:
+        client.json("GET", f"/repos/{repo}")
+    except GitHubError as e:
+        if e.status not in (403, 404):
+            raise
+        raise RegistryError(
+            f"cannot read {actor}'s permission: the token sees no repository {repo} "
+            f"(GitHub answered {e.status})",
+            hint="the workflow's GITHUB_TOKEN is made for its own repository only: check "
+            "GITHUB_REPOSITORY, or pass `github-token:` one that can read this repository",
+        ) from None
+    return "none"  # the repository is there: the login is no GitHub user
 
 
 def _level(answer: object) -> str:

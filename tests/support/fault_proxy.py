@@ -8,18 +8,26 @@ Modes of a Rule:
 - "lost": forward, then close the connection with no answer (the write landed, the answer
   was lost);
 - "reset": read half the request body, then reset the connection (nothing landed);
-- "break": read the request body, forward only its first `at` bytes (half when 0), then
-  reset the connection: the stream broke in the middle of the blob after part of it
-  landed, so a resumed upload must send exactly what follows.
+- "break": read the request body, forward it only up to offset `at` of the BLOB (half the
+  body when 0), then reset the connection: the stream broke in the middle of the blob after
+  part of it landed. A resumed stream starts where the session stands, so rules with
+  growing offsets break one upload at each of them;
+- "stale" (on the upload-status GET, with `answer_416`): report `at` bytes held, fewer than
+  the session holds, as a replica that lags behind does; the client's next range is then
+  wrong and refused with 416;
+- "expire": the bearer token this request carries expires now: it and every later request
+  with that token get the registry's own 401 challenge, until the client fetches a new one.
 `skip` lets a rule fire on a later matching request (the second chunk, say). Everything
 else is forwarded. The CNCF registry answers a chunk resent with a stale upload location with
 404 (the client must start a new session); with `answer_416` the proxy answers as registries
-that follow the spec's resumable flow do: 416 for a chunk the session already has, with the
-session's Range and latest Location, and the upload status (GET) from what it holds.
+that follow the spec's resumable flow do: the upload status (GET) from what the session
+holds, and 416 Range Not Satisfiable for a PATCH whose Content-Range does not start there
+(with no Range header: the spec has the client ask the status).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import struct
@@ -28,6 +36,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
+
+# The CNCF registry's answer to a chunk out of order (distribution's ErrorCodeRangeInvalid).
+RANGE_INVALID = json.dumps(
+    {"errors": [{"code": "RANGE_INVALID", "message": "invalid content range", "detail": None}]}
+).encode()
 
 
 @dataclass
@@ -59,6 +72,8 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.answer_416 = False
         self.sessions: dict[str, tuple[int, str]] = {}  # upload path -> (bytes held, Location)
+        self.expired: set[str] = set()  # Authorization values the registry no longer takes
+        self.ranges: list[str] = []  # the Content-Range of every PATCH, "" when none
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,54 +90,94 @@ class FaultProxy:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
 
-            def _handle(self) -> None:
-                with proxy.lock:
-                    rule = next((r for r in proxy.rules if r.fires(self.command, self.path)), None)
+            def _answer(
+                self, status: int, headers: dict[str, str] | None = None, body: bytes = b""
+            ) -> None:
+                proxy.log.append((self.command, self.path, status))
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _read(self) -> bytes:
                 n = int(self.headers.get("Content-Length") or 0)
-                if rule is not None and rule.mode == "reset":
-                    proxy.received += len(self.rfile.read(n // 2))
-                    proxy.log.append((self.command, self.path, -1))
-                    self._cut()
-                    return
-                body = self.rfile.read(n) if n else None
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = _read_chunked(self.rfile)
-                proxy.received += len(body or b"")
-                if rule is not None and rule.mode == "break" and body:
-                    body = body[: rule.at or len(body) // 2]
-                session = self.path.split("?")[0]
-                held = proxy.sessions.get(session)
-                given = re.match(r"(\d+)-", self.headers.get("Content-Range", ""))
-                have = held is not None and given is not None and int(given.group(1)) < held[0]
-                if rule is not None and rule.mode == "reject":
-                    proxy.log.append((self.command, self.path, rule.status))
-                    self.send_response(rule.status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if proxy.answer_416 and self.command == "GET" and held:
-                    # the spec's upload status, which such registries answer for a session
-                    proxy.log.append((self.command, self.path, 204))
-                    self.send_response(204)
-                    self.send_header("Range", f"0-{held[0] - 1}")
-                    self.send_header("Location", held[1])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if proxy.answer_416 and self.command == "PATCH" and held and have:
-                    proxy.log.append((self.command, self.path, 416))
-                    self.send_response(416)
-                    self.send_header("Range", f"0-{held[0] - 1}")
-                    self.send_header("Location", held[1])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                hop = ("host", "transfer-encoding", "content-length", "connection")
+                else:
+                    body = self.rfile.read(n) if n else b""
+                proxy.received += len(body)
+                return body
+
+            def _unauthorized(self) -> None:
+                """The registry's own challenge for this request: asked without credentials
+                and without a body (a registry refuses before it reads one)."""
+                hop = ("host", "authorization", "transfer-encoding", "content-length")
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
                 resp = requests.request(
                     self.command,
                     f"http://{proxy.upstream}{self.path}",
-                    data=body,
+                    headers=headers,
+                    timeout=60,
+                    allow_redirects=False,
+                )
+                challenge = resp.headers.get("WWW-Authenticate", "")
+                self._answer(
+                    401,
+                    {"WWW-Authenticate": challenge, "Content-Type": "application/json"},
+                    resp.content if resp.status_code == 401 else b"",
+                )
+
+            def _handle(self) -> None:
+                with proxy.lock:
+                    rule = next((r for r in proxy.rules if r.fires(self.command, self.path)), None)
+                mode = rule.mode if rule is not None else ""
+                auth = self.headers.get("Authorization", "")
+                if mode == "expire" and auth:
+                    proxy.expired.add(auth)
+                if auth and auth in proxy.expired:
+                    self._read()
+                    self._unauthorized()
+                    return
+                if mode == "reset":
+                    n = int(self.headers.get("Content-Length") or 0)
+                    proxy.received += len(self.rfile.read(n // 2))
+                    proxy.log.append((self.command, self.path, -1))
+                    self._cut()
+                    return
+                body = self._read()
+                session = self.path.split("?")[0]
+                held = proxy.sessions.get(session)
+                sent_range = self.headers.get("Content-Range", "")
+                if self.command == "PATCH":
+                    proxy.ranges.append(sent_range)
+                given = re.match(r"(\d+)-", sent_range)
+                start = int(given[1]) if given else held[0] if held else 0
+                if mode == "reject":
+                    self._answer(rule.status)  # type: ignore[union-attr]
+                    return
+                if proxy.answer_416 and self.command == "GET" and held:
+                    # the spec's upload status, which such registries answer for a session
+                    report = rule.at if mode == "stale" else held[0]  # type: ignore[union-attr]
+                    headers = {"Range": f"0-{max(report - 1, 0)}", "Location": held[1]}
+                    self._answer(204, headers)
+                    return
+                wrong = start != (held[0] if held else 0)
+                if proxy.answer_416 and self.command == "PATCH" and given and wrong:
+                    self._answer(416, {"Content-Type": "application/json"}, RANGE_INVALID)
+                    return
+                headers = _forwarded(self.headers)
+                if mode == "break" and body:
+                    cut = rule.at - start if rule.at else len(body) // 2  # type: ignore[union-attr]
+                    body = body[: max(cut, 0)]
+                    if given:
+                        headers["Content-Range"] = f"{start}-{start + len(body) - 1}"
+                resp = requests.request(
+                    self.command,
+                    f"http://{proxy.upstream}{self.path}",
+                    data=body or None,
                     headers=headers,
                     timeout=60,
                     allow_redirects=False,
@@ -131,28 +186,19 @@ class FaultProxy:
                 if self.command == "PATCH" and resp.status_code == 202 and landed:
                     location = resp.headers.get("Location", "").replace(proxy.upstream, proxy.host)
                     proxy.sessions[session] = (int(landed.group(1)) + 1, location)
-                if rule is not None and rule.mode in ("lost", "break"):
+                if mode in ("lost", "break"):
                     proxy.log.append((self.command, self.path, -resp.status_code))
                     self._cut()
                     return
-                if rule is not None and rule.mode == "after":
-                    proxy.log.append((self.command, self.path, rule.status))
-                    self.send_response(rule.status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                if mode == "after":
+                    self._answer(rule.status)  # type: ignore[union-attr]
                     return
-                proxy.log.append((self.command, self.path, resp.status_code))
-                self.send_response(resp.status_code)
-                for k, v in resp.headers.items():
-                    if k.lower() in ("transfer-encoding", "content-length", "connection"):
-                        continue
-                    if k.lower() == "location":
-                        v = v.replace(proxy.upstream, proxy.host)
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(resp.content)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(resp.content)
+                out = {
+                    k: v.replace(proxy.upstream, proxy.host) if k.lower() == "location" else v
+                    for k, v in resp.headers.items()
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection")
+                }
+                self._answer(resp.status_code, out, resp.content)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -163,6 +209,11 @@ class FaultProxy:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _forwarded(headers: object) -> dict[str, str]:
+    hop = ("host", "transfer-encoding", "content-length", "connection")
+    return {k: v for k, v in headers.items() if k.lower() not in hop}  # type: ignore[attr-defined]
 
 
 def _read_chunked(stream: object) -> bytes:

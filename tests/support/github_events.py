@@ -94,6 +94,20 @@ def pull_request(
     return e
 
 
+# Every conclusion a finished workflow run can have (GitHub's check-run conclusions).
+CONCLUSIONS = (
+    "success",
+    "failure",
+    "neutral",
+    "cancelled",
+    "skipped",
+    "timed_out",
+    "action_required",
+    "stale",
+    "startup_failure",
+)
+
+
 def workflow_run(
     head_sha: str,
     *,
@@ -103,9 +117,25 @@ def workflow_run(
     head_repo: str = REPO,
     head_branch: str = "feature",
     pull_requests: list[dict[str, Any]] | None = None,
+    conclusion: str = "success",
 ) -> dict[str, Any]:
-    """A completed workflow_run. GitHub sends `pull_requests: []` for a PR from a fork."""
-    e = example("workflow_run", action="completed")
+    """A finished workflow_run with `conclusion`. GitHub sends `pull_requests: []` for a PR
+    from a fork. A run waiting for approval is GitHub's own `requested` example (status
+    completed, conclusion action_required); the others are its `completed` one."""
+    if conclusion not in CONCLUSIONS:
+        raise ValueError(f"no such conclusion: {conclusion}")
+    if conclusion == "action_required":
+        e = next(
+            copy.deepcopy(x)
+            for x in _examples()["workflow_run"]
+            if x["workflow_run"]["conclusion"] == "action_required"
+        )
+    else:
+        e = next(
+            copy.deepcopy(x)
+            for x in _examples()["workflow_run"]
+            if x["action"] == "completed" and x["workflow_run"]["status"] == "completed"
+        )
     run = e["workflow_run"]
     repo = repository(e["repository"])
     run.update(
@@ -115,7 +145,7 @@ def workflow_run(
         head_sha=head_sha,
         head_branch=head_branch,
         status="completed",
-        conclusion="success",
+        conclusion=conclusion,
         pull_requests=pull_requests or [],
         repository=repository(run["repository"]),
         head_repository=repository(run["head_repository"], head_repo, fork=head_repo != REPO),

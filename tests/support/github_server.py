@@ -2,10 +2,15 @@
 
 Real HTTP on loopback, so the real client (requests, retries, pagination) is exercised.
 State: issues and their comments, pull requests, deployments and statuses, collaborator
-permissions, teams, releases and tag refs. Answers are GitHub's own examples from its OpenAPI
-description (tests/support/openapi) with the state laid over them, and every request and
-response is checked against that description: a mismatch is recorded in `state.violations`
-and fails the test on exit.
+permissions, teams, releases, the refs GitHub holds. Answers are GitHub's own examples from its
+OpenAPI description (tests/support/openapi) with the state laid over them, and every request
+and response is checked against that description: a mismatch is recorded in
+`state.violations` and fails the test on exit.
+It refuses what GitHub refuses: a token made for one repository sees no other (404), a token
+without the permission an endpoint needs gets 403 "Resource not accessible by integration"
+(a workflow's GITHUB_TOKEN has exactly its job's `permissions:`, see `job_token`), a login
+that does not exist is 404 and a user without access has permission `none`, a deployment of
+a ref GitHub does not hold is 422.
 Faults can be queued per method and path, before the request is applied (the write never
 happened) or after it (the write landed, then the answer was lost: a 502 from a proxy);
 every request is logged.
@@ -18,11 +23,13 @@ import argparse
 import itertools
 import json
 import re
+import subprocess
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -52,12 +59,55 @@ class Fault:
     after: bool = False  # apply the request, then answer with the fault
 
 
+# GitHub's repository permissions, spelt as a workflow's `permissions:` spells them.
+SCOPES = (
+    "actions",
+    "checks",
+    "contents",
+    "deployments",
+    "issues",
+    "packages",
+    "pages",
+    "pull-requests",
+    "statuses",
+)
+LEVELS = {"none": 0, "read": 1, "write": 2}
+# A job that sets no `permissions:` in a repository with GitHub's restricted default.
+RESTRICTED = {"contents": "read", "packages": "read"}
+
+
 @dataclass
 class Token:
     login: str
-    write: bool = True  # a fork PR's token is read-only
+    write: bool = True  # False: every permission read only (a fork PR's token)
     user_type: str = "Bot"
     members_read: bool = False  # GITHUB_TOKEN never may read org teams; a PAT/App token can
+    # The repositories an installation token (GITHUB_TOKEN) was made for; None: any (a PAT).
+    repos: frozenset[str] | None = None
+    # The repository permissions it has (unlisted: none); None: write on everything.
+    permissions: dict[str, str] | None = None
+
+    def level(self, scope: str) -> str:
+        if scope == "metadata":
+            return "read"  # every token that sees a repository reads its metadata
+        have = "write" if self.permissions is None else self.permissions.get(scope, "none")
+        return "read" if have == "write" and not self.write else have
+
+
+def job_permissions(workflow: dict[str, Any], job: str) -> dict[str, str]:
+    """The permissions GITHUB_TOKEN gets in `job`: the job's `permissions:`, else the
+    workflow's, else the restricted default; `read-all`, `write-all` and `{}` as GitHub
+    reads them."""
+    spec: Any = workflow["jobs"][job].get("permissions", workflow.get("permissions"))
+    if spec is None:
+        return dict(RESTRICTED)
+    if isinstance(spec, str):
+        level = {"read-all": "read", "write-all": "write"}[spec]
+        return dict.fromkeys(SCOPES, level)
+    unknown = set(spec) - set(SCOPES) - {"id-token", "security-events", "attestations"}
+    if unknown:
+        raise ValueError(f"not a GitHub permission: {', '.join(sorted(unknown))}")
+    return {k: str(v) for k, v in spec.items() if k in SCOPES}
 
 
 class GitHubState:
@@ -76,7 +126,13 @@ class GitHubState:
         self.issues: dict[str, list[dict[str, Any]]] = {}
         self.releases: dict[str, list[dict[str, Any]]] = {}
         self.latest: dict[str, str] = {}  # repo -> the tag of the release marked latest
-        self.refs: dict[str, dict[str, str]] = {}  # repo -> refs/tags/X -> sha
+        # Logins that exist beyond those with a permission, a team or a comment: anyone else
+        # is "not a user" (404).
+        self.users: set[str] = {"octocat", "github-actions[bot]"}
+        # The refs GitHub holds per repository (full name, e.g. refs/tags/X -> commit sha),
+        # and/or a git repository standing for GitHub's copy (a test's bare `origin`).
+        self.refs: dict[str, dict[str, str]] = {}
+        self.git: dict[str, Path] = {}
         self.tokens: dict[str, Token] = {
             "test-token": Token("github-actions[bot]"),
             "teams-token": Token("release-app[bot]", members_read=True),
@@ -96,10 +152,18 @@ class GitHubState:
         head_ref: str = "feature",
         labels: tuple[str, ...] = (),
         body: str = "Please pull these awesome changes in!",
+        chatter: str | None = "model=digits workflow=model-pr",
     ) -> None:
         """A pull request, and its issue view: GitHub's /issues lists pull requests too,
-        each with a `pull_request` key, and PATCH /issues/N closes one."""
+        each with a `pull_request` key, and PATCH /issues/N closes one. Its conversation
+        already holds what others said, as a real one does: a reviewer, another app's bot,
+        and the PR's author pasting lepton-ci's comment for the sticky marker `chatter` names
+        (None: no conversation). Added again, only its head moves (a push to the PR)."""
         head_repo = f"forker/{repo.split('/')[1]}" if fork else repo
+        if (repo, number) in self.pulls:
+            head = self.pulls[(repo, number)]["head"]
+            head.update(sha=head_sha, ref=head_ref, label=f"{head_repo.split('/')[0]}:{head_ref}")
+            return
         pr = openapi.example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}")
         # requested_teams: GitHub's own example lacks the `type` its schema now requires.
         pr.update(
@@ -131,11 +195,42 @@ class GitHubState:
             "merged_at": None,
         }
         issue["html_url"] = pr["html_url"]
+        if chatter is not None:
+            self.new_comment(repo, number, "LGTM once the gates pass.", "octocat")
+            self.new_comment(repo, number, "Coverage: 91% (+0.2%)", "codecov[bot]", "Bot")
+            meta = json.dumps({"sha": head_sha, "run": 10**9, "digest": "pasted"})
+            self.new_comment(
+                repo,
+                number,
+                f"<!-- lepton-ci:sticky {chatter} -->\n**gates passed** (pasted: why did "
+                f"accuracy drop?)\n<!-- lepton-ci:meta {meta} -->\n",
+                head_repo.split("/")[0],
+            )
 
     def new_comment(
-        self, repo: str, number: int, body: str, login: str = "octocat", kind: str = "User"
+        self,
+        repo: str,
+        number: int,
+        body: str,
+        login: str = "octocat",
+        kind: str = "User",
+        association: str = "",
     ) -> dict[str, Any]:
+        """A comment by `login`. Its author_association is what GitHub derives: OWNER for the
+        repository's owner, COLLABORATOR with a permission, MEMBER of the owner's teams, else
+        NONE (bots included)."""
         cid = next(self.ids)
+        owner = repo.split("/")[0]
+        if not association:
+            if login == owner:
+                association = "OWNER"
+            elif self.permissions.get((repo, login), "none") != "none":
+                association = "COLLABORATOR"
+            elif any(login in m for (org, _), m in self.teams.items() if org == owner):
+                association = "MEMBER"
+            else:
+                association = "NONE"
+        self.users.add(login)
         c = openapi.example("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments", 201)
         c.update(
             id=cid,
@@ -147,6 +242,7 @@ class GitHubState:
             created_at=_now(),
             updated_at=_now(),
             user=user(login, kind),
+            author_association=association,
         )
         self.comments.setdefault((repo, number), []).append(c)
         return dict(c)
@@ -188,6 +284,75 @@ class GitHubState:
 
     def count(self, method: str | None = None, path: str = "") -> int:
         return sum(1 for m, p, _ in self.log if (method is None or m == method) and path in p)
+
+    def job_token(self, workflow: Path, job: str, repo: str) -> str:
+        """A GITHUB_TOKEN for `job` of the workflow file: made for `repo` only, with exactly
+        the permissions the job declares. Returns the token to pass as the secret."""
+        import yaml
+
+        perms = job_permissions(yaml.safe_load(workflow.read_text()), job)
+        name = f"ghs_{workflow.stem}_{job}_{next(self.ids)}"
+        self.tokens[name] = Token("github-actions[bot]", repos=frozenset({repo}), permissions=perms)
+        return name
+
+    def known_user(self, login: str) -> bool:
+        return (
+            login in self.users
+            or any(u == login for _, u in self.permissions)
+            or any(login in m for m in [*self.teams.values(), *self.pending.values()])
+        )
+
+    def has_ref(self, repo: str, ref: str) -> bool:
+        """Does GitHub hold `ref` (a branch, a tag, or a commit by its sha) in `repo`?"""
+        if not ref:
+            return False
+        held = self.refs.get(repo, {})
+        names = (f"refs/heads/{ref}", f"refs/tags/{ref}", ref)
+        if any(n in held for n in names) or ref in held.values():
+            return True
+        if repo not in self.git:
+            return False
+        for name in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
+            found = subprocess.run(
+                ["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"],
+                cwd=self.git[repo],
+                capture_output=True,
+                check=False,
+            )
+            if found.returncode == 0:
+                # a sha must name the commit in full or by a prefix of at least 7
+                return name != ref or len(ref) >= 7 or found.stdout.startswith(ref.encode())
+        return False
+
+    def needs(self, method: str, path: str) -> tuple[str, str, str] | None:
+        """(repository, permission, level) a request to `path` needs; None for org paths."""
+        m = re.fullmatch(r"/repos/([^/]+/[^/]+)(?:/(.*))?", path)
+        if not m:
+            return None
+        repo, rest = m[1], m[2] or ""
+        level = "read" if method in ("GET", "HEAD") else "write"
+        if rest.startswith("deployments"):
+            return repo, "deployments", level
+        if rest.startswith("pulls"):
+            return repo, "pull-requests", level
+        if rest.startswith("issues"):
+            number = re.match(r"issues/(\d+)", rest)
+            comment = re.match(r"issues/comments/(\d+)", rest)
+            if comment:
+                number = next(
+                    (
+                        n
+                        for (r, n), items in self.comments.items()
+                        if r == repo and any(c["id"] == int(comment[1]) for c in items)
+                    ),
+                    None,
+                )
+            elif number:
+                number = int(number[1])
+            # A pull request's conversation is the pull request's: `pull-requests` decides.
+            pr = number is not None and (repo, number) in self.pulls
+            return repo, "pull-requests" if pr else "issues", level
+        return repo, "metadata", "read"
 
 
 def _now() -> str:
@@ -255,8 +420,13 @@ def make_handler(state: GitHubState) -> type[BaseHTTPRequestHandler]:
             if token is None:
                 self._reply(401, {"message": "Bad credentials"})
                 return
-            if self.command != "GET" and not token.write:
-                self._reply(403, {"message": "Resource not accessible by integration"})
+            with state.lock:
+                need = state.needs(self.command, path)
+            if need is not None and token.repos is not None and need[0] not in token.repos:
+                self._reply(404, not_found())  # another repository: as if it did not exist
+                return
+            if need is not None and LEVELS[token.level(need[1])] < LEVELS[need[2]]:
+                self._reply(403, not_accessible())
                 return
             with state.lock:
                 status, payload, headers = route(
@@ -345,9 +515,30 @@ def route(
     if m and method == "GET":
         pr = state.pulls.get((m[1], int(m[2])))
         return (200, pr, {}) if pr else (404, not_found(), {})
+    if path == "/user" and method == "GET":
+        # An installation token (GITHUB_TOKEN, an App's) is no user: GitHub refuses it.
+        if token.user_type == "Bot":
+            return 403, not_accessible(), {}
+        me = openapi.example("GET", "/user")
+        # The schema tells its two views apart by `user_view_type`, which the example lacks.
+        me.update({k: v for k, v in user(token.login).items() if k in me}, user_view_type="private")
+        return 200, me, {}
+    m = re.fullmatch(r"/repos/([^/]+)/([^/]+)", path)
+    if m and method == "GET":
+        repo = openapi.example("GET", "/repos/{owner}/{repo}")
+        full_name = f"{m[1]}/{m[2]}"
+        repo.update(name=m[2], full_name=full_name, default_branch="main", fork=False)
+        repo.setdefault("language", "Python")  # required by the schema, absent from the example
+        for key in ("parent", "source", "template_repository"):  # not a fork; the example's
+            repo.pop(key, None)  # copies of them predate fields the schema now requires
+        repo["owner"] = {**repo["owner"], **user(m[1], "Organization")}
+        return 200, _replace(repo, "octocat/Hello-World", full_name), {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/collaborators/([^/]+)/permission", path)
     if m and method == "GET":
-        role = state.permissions.get((m[1], m[2]), "read")
+        if not state.known_user(m[2]):
+            return 404, not_found(), {}
+        # Someone who exists but has no access to the repository: permission `none`.
+        role = state.permissions.get((m[1], m[2]), "none")
         base = state.custom_roles.get(role, role)
         collaborator = {**user(m[2]), "role_name": role}
         return 200, {"permission": LEGACY[base], "role_name": role, "user": collaborator}, {}
@@ -379,6 +570,10 @@ def route(
                 [d for d in items if env in (None, d["environment"])][::-1], query, path, host
             )
         if method == "POST":
+            if "ref" not in body:
+                return 422, invalid('"ref" wasn\'t supplied.'), {}
+            if not state.has_ref(m[1], str(body["ref"])):
+                return 422, no_ref(str(body["ref"])), {}
             did = next(state.ids)
             d = openapi.example("POST", "/repos/{owner}/{repo}/deployments", 201)
             env = body.get("environment", "production")
@@ -442,7 +637,7 @@ def releases(
     if m and method == "POST":
         items = state.releases.setdefault(m[1], [])
         if any(r["tag_name"] == body["tag_name"] for r in items):
-            return 422, invalid("Release", "tag_name", "already_exists"), {}
+            return 422, validation_failed("Release", "tag_name", "already_exists"), {}
         rid = next(state.ids)
         r = openapi.example("POST", "/repos/{owner}/{repo}/releases", 201)
         tag = body["tag_name"]
@@ -496,7 +691,7 @@ def git_ref(repo: str, ref: str, sha: str) -> dict[str, Any]:
     }
 
 
-def invalid(resource: str, fieldname: str, code: str) -> dict[str, Any]:
+def validation_failed(resource: str, fieldname: str, code: str) -> dict[str, Any]:
     return {
         "message": "Validation Failed",
         "errors": [{"resource": resource, "code": code, "field": fieldname}],
@@ -504,8 +699,43 @@ def invalid(resource: str, fieldname: str, code: str) -> dict[str, Any]:
     }
 
 
+def _replace(obj: Any, old: str, new: str) -> Any:
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, list):
+        return [_replace(x, old, new) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _replace(v, old, new) for k, v in obj.items()}
+    return obj
+
+
 def not_found() -> dict[str, Any]:
     return {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+
+
+def not_accessible() -> dict[str, Any]:
+    """GitHub's answer to an installation token (GITHUB_TOKEN) without the permission."""
+    return {
+        "message": "Resource not accessible by integration",
+        "documentation_url": "https://docs.github.com/rest",
+        "status": "403",
+    }
+
+
+def invalid(why: str) -> dict[str, Any]:
+    return {
+        "message": f"Invalid request.\n\n{why}",
+        "documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment",
+        "status": "422",
+    }
+
+
+def no_ref(ref: str) -> dict[str, Any]:
+    return {
+        "message": f"No ref found for: {ref}",
+        "documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment",
+        "status": "422",
+    }
 
 
 def user(login: str, kind: str = "User") -> dict[str, Any]:

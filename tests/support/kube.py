@@ -1,95 +1,175 @@
-"""A Kubernetes API for tests: kmock's emulator in a thread, plus a Deployment controller.
+"""A Kubernetes API for tests: kmock's emulator in a thread, made to disagree with a client
+where a real API server and its controllers do, on a clock the test moves.
 
-The emulator stores objects but runs no controllers and sets no generation. Stand-ins make it
-behave like a cluster where it matters to lepton-ci:
-- metadata.generation is bumped on every spec write (the API server does this);
-- a controller thread rolls Deployments out the way the Deployment controller does, one step
-  per tick: it observes the new generation at once, surges new pods (maxSurge 25%, rounded
-  up), keeps old pods available until new ones are ready (maxUnavailable 25%, rounded down),
-  and scales the old ones down. Images in `broken` crash-loop and end in
-  ProgressDeadlineExceeded; images in `stuck` stay Pending with no verdict; images in `sick`
-  become ready but answer 500 on every path;
-- a service front (`service_url`) answers for whichever pod of a Deployment is available,
-  old or new, like a Service in front of a rolling update.
+kmock stores objects; it runs no controllers, sets no generation and merges every write.
+The stand-in adds what lepton-ci meets on a real cluster:
+- every write is owned by a field manager, as metadata.managedFields says: an apply patch
+  owns exactly what it sends, conflicts (409) with another manager's different value
+  unless forced, and removes what it sent before and no longer sends, unless another
+  manager owns it too (tests/support/ssa.py); `force` is refused on any other patch;
+- the API server's defaults (a Deployment without `replicas` has 1), metadata.generation
+  bumped when the spec changes, resourceVersion with optimistic concurrency;
+- a Deployment controller that rolls out every change of the pod template (not only of the
+  image), as the manifest's strategy says (RollingUpdate's maxSurge/maxUnavailable, or
+  Recreate), and reports ProgressDeadlineExceeded once the manifest's
+  progressDeadlineSeconds pass without progress. Pods of images in `broken` crash-loop,
+  in `stuck` stay Pending, in `sick` become ready but answer 500; `slow` sets how long an
+  image's pods take to become ready;
+- an HPA controller that owns `replicas`: it scales its Deployment to what `load` asks
+  (within its min and max) through the scale subresource, as kube-controller-manager;
+- time is virtual: nothing happens until the test (or the code under test, through the
+  sleep it is handed) calls `advance`, which runs the controllers once per `tick`. No test
+  waits for a wall clock, and every budget is counted in virtual seconds.
+A service front (`service_url`) answers for whichever pod of a Deployment is ready.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import hashlib
 import itertools
 import json
 import math
 import threading
-import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import kmock
 from kmock._internal import enums
+from kmock._internal.dicts import patch_dict
 from kmock._internal.k8s import KubernetesError
+
+from tests.support import ssa
+
+APPLY = "application/apply-patch+yaml"
+EPOCH = datetime(2030, 1, 1, tzinfo=UTC)  # virtual time 0
+CONTROLLER = "kube-controller-manager"
 
 
 class GenerationEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
-    """Adds what the API server does on every write and kmock leaves out: metadata.generation
-    bumped on spec changes, resourceVersion on every write with optimistic concurrency (a
-    write naming a stale resourceVersion is refused with 409), the patch options checked as
-    the API server checks them (`force` only on apply patches, an apply patch needs a field
-    manager: 422 otherwise), every patch recorded in `patches`, and `faults`: answers that
-    the API server really gives, returned for chosen writes."""
+    """kmock's emulator with what the API server does on every write: field managers and
+    server-side apply, defaults, metadata.generation bumped on spec changes, resourceVersion
+    with optimistic concurrency (a write naming a stale one is refused with 409), the patch
+    options checked as the API server checks them (`force` only on apply patches, an apply
+    patch needs a field manager: 422 otherwise), every patch recorded in `patches`, and
+    `faults`: answers that the API server really gives, returned for chosen writes."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.versions = itertools.count(1)
         self.faults: list[Fault] = []
         self.patches: list[Patch] = []
+        self.owners: dict[tuple[str, str | None, str], ssa.Owners] = {}
+        self.clock = lambda: 0.0  # the cluster's virtual seconds, for managedFields' time
 
     async def _handle(self, request: Any) -> Any:
-        if request.resource is not None and request.method == enums.method.PATCH:
+        if request.resource is None:
+            return await super()._handle(request)
+        patch = request.method == enums.method.PATCH
+        if patch:
             self._check_patch(request)
-        data = request.data if isinstance(getattr(request, "data", None), dict) else None
+        data = request.data if isinstance(getattr(request, "data", None), (dict, list)) else None
         writes = request.action in (enums.action.CREATE, enums.action.UPDATE)
-        if request.resource is not None and data is not None and writes:
-            for f in self.faults:
-                if f.times > 0 and f.plural == request.resource.plural and f.name == request.name:
-                    f.times -= 1
-                    raise KubernetesError(  # the shape of a real Status answer
-                        status=409, reason="Conflict", message=f.message, details=f.details()
-                    )
-            meta = data.setdefault("metadata", {})
-            key = (request.resource, request.namespace, request.name)
-            # kmock's ObjectsArray has no dict-style .get for these keys
-            cur = self._objects[key] if key in self._objects else None  # noqa: SIM401
-            cur_meta = cur.get("metadata", {}) if cur is not None else {}
-            stale = meta.get("resourceVersion")
-            if (
-                request.action == enums.action.UPDATE
-                and stale
-                and stale != cur_meta.get("resourceVersion")
-            ):
+        if writes and data is not None and request.subresource in (None, "scale"):
+            self._fault(request)
+            self._write(request, data)
+        elif writes and isinstance(data, dict):
+            self._fault(request)
+            data.setdefault("metadata", {})["resourceVersion"] = str(next(self.versions))
+        if request.action == enums.action.DELETE and request.name:
+            self.owners.pop((request.resource.plural, request.namespace, request.name), None)
+        return await super()._handle(request)
+
+    def _fault(self, request: Any) -> None:
+        for f in self.faults:
+            if f.times > 0 and f.plural == request.resource.plural and f.name == request.name:
+                f.times -= 1
+                raise KubernetesError(  # the shape of a real Status answer
+                    status=409, reason="Conflict", message=f.message, details=f.details()
+                )
+
+    def _write(self, request: Any, data: Any) -> None:
+        """Work out the object this write leaves, as the API server would, and hand kmock a
+        merge patch that turns the stored object into exactly that."""
+        body = data if isinstance(data, dict) else {}
+        name = request.name or (body.get("metadata") or {}).get("name")
+        namespace = request.namespace or (body.get("metadata") or {}).get("namespace")
+        key = (request.resource.plural, namespace, name)
+        stored = (request.resource, namespace, name)
+        exists = stored in self._objects and not self._objects[stored].deleted
+        if exists and request.action == enums.action.CREATE:
+            return  # kmock answers 409 AlreadyExists; the object and its owners stay as they are
+        old = copy.deepcopy(self._objects[stored].raw) if exists else None
+        params = dict(request.params or {})
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        manager = params.get("fieldManager") or headers.get("user-agent", "").split("/")[0]
+        owners = self.owners.setdefault(key, ssa.Owners())
+        meta_in = body.get("metadata") or {}
+        if (
+            request.action == enums.action.UPDATE
+            and meta_in.get("resourceVersion")
+            and old is not None
+            and meta_in["resourceVersion"] != old["metadata"].get("resourceVersion")
+        ):
+            raise KubernetesError(
+                status=409,
+                reason="Conflict",
+                message=f"Operation cannot be fulfilled on {request.resource.plural} "
+                f'"{name}": the object has been modified; please apply your changes to the '
+                "latest version and try again",
+            )
+        apply = request.method == enums.method.PATCH and _content_type(request) == APPLY
+        if apply:
+            try:
+                new = owners.apply(old, body, manager, force=params.get("force") == "true")
+            except ssa.Conflict as c:
                 raise KubernetesError(
                     status=409,
                     reason="Conflict",
-                    message=f"Operation cannot be fulfilled on {request.resource.plural} "
-                    f'"{request.name}": the object has been modified; please apply your '
-                    "changes to the latest version and try again",
-                )
-            meta["resourceVersion"] = str(next(self.versions))
-            if "spec" in data and not request.subresource:
-                if request.action == enums.action.CREATE:
-                    meta["generation"] = 1
-                else:
-                    meta["generation"] = (cur_meta.get("generation") or 0) + 1
-        return await super()._handle(request)
+                    message=str(c),
+                    details={"name": name, "kind": request.resource.plural, "causes": c.causes()},
+                ) from None
+        elif request.action == enums.action.CREATE or old is None:
+            new = copy.deepcopy(body)
+            owners.update(None, new, manager)
+        else:
+            new = copy.deepcopy(dict(patch_dict(old, data)))  # kmock's merge shares subtrees
+            owners.update(old, new, manager)
+        _default(request.resource.plural, new)
+        meta = new.setdefault("metadata", {})
+        meta.pop("managedFields", None)
+        meta["resourceVersion"] = str(next(self.versions))
+        old_meta = (old or {}).get("metadata") or {}
+        if old is None:
+            meta["generation"] = 1
+            meta.setdefault("uid", hashlib.sha256(repr(key).encode()).hexdigest())
+        elif new.get("spec") != old.get("spec"):
+            meta["generation"] = (old_meta.get("generation") or 0) + 1
+        else:
+            meta["generation"] = old_meta.get("generation") or 1
+        api_version = str(new.get("apiVersion") or "v1")
+        stamp = (EPOCH + timedelta(seconds=self.clock())).strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta["managedFields"] = owners.managed_fields(api_version, stamp)
+        if old is None and request.action != enums.action.CREATE:
+            # an apply patch creates what does not exist: kmock only patches what does
+            self._objects[stored] = new
+            replaced: Any = {}
+        elif request.action == enums.action.CREATE:
+            replaced = new
+        else:
+            replaced = _merge_patch(old, new)
+        object.__setattr__(request, "data", replaced)  # kmock's Request is frozen
 
     def _check_patch(self, request: Any) -> None:
-        headers = {k.lower(): v for k, v in request.headers.items()}
         params = dict(request.params or {})
         patch = Patch(
             request.resource.plural,
             request.name or "",
             request.subresource or "",
-            headers.get("content-type", "").split(";")[0].strip(),
+            _content_type(request),
             params.get("fieldManager", ""),
             params.get("force"),
         )
@@ -107,7 +187,41 @@ class GenerationEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             )
 
 
-APPLY = "application/apply-patch+yaml"
+def _content_type(request: Any) -> str:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return str(headers.get("content-type", "")).split(";")[0].strip()
+
+
+def _default(plural: str, obj: dict[str, Any]) -> None:
+    """The API server's defaults for the fields lepton-ci's Deployments may leave out."""
+    if plural != "deployments" or not isinstance(obj.get("spec"), dict):
+        return
+    spec = obj["spec"]
+    spec.setdefault("replicas", 1)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
+    if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+        strategy.setdefault("type", "RollingUpdate")
+        ru = strategy.setdefault("rollingUpdate", {})
+        ru.setdefault("maxSurge", "25%")
+        ru.setdefault("maxUnavailable", "25%")
+
+
+def _merge_patch(old: Any, new: Any) -> dict[str, Any]:
+    """The merge patch (kmock's: None removes a key, lists replace) from `old` to `new`."""
+    out: dict[str, Any] = {}
+    for k in old:
+        if k not in new:
+            out[k] = None
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(old.get(k), dict):
+            sub = _merge_patch(old[k], v)
+            if sub:
+                out[k] = sub
+        elif old.get(k, ssa.MISSING) != v:
+            out[k] = v
+    return out
 
 
 @dataclass
@@ -160,9 +274,11 @@ class Fault:
 
 @dataclass
 class Pod:
+    template: str  # the pod-template hash of its ReplicaSet
     image: str
+    created: float  # virtual seconds
+    env: frozenset[tuple[str, str]] = frozenset()  # its container's environment
     ready: bool = False
-    age: int = 0  # controller ticks since it was created
     restarts: int = 0
 
 
@@ -170,14 +286,23 @@ class Pod:
 class Rollout:
     """What the controller knows of one Deployment: its pods and when it last progressed."""
 
-    image: str = ""
+    template: str = ""
+    templates: list[str] = field(default_factory=list)  # every pod template rolled out
     pods: list[Pod] = field(default_factory=list)
     progressed_at: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)  # every status it reported
 
 
+def _scaled(value: Any, replicas: int, *, up: bool) -> int:
+    """maxSurge (rounded up) or maxUnavailable (rounded down): an int or a percentage."""
+    if isinstance(value, str) and value.endswith("%"):
+        exact = replicas * int(value[:-1]) / 100
+        return math.ceil(exact) if up else math.floor(exact)
+    return int(value)
+
+
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, tick: float = 1.0, pod_start: float = 2.0) -> None:
         self.url = ""
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,14 +320,17 @@ class Cluster:
         self.broken: set[str] = set()
         self.stuck: set[str] = set()
         self.sick: set[str] = set()
-        self.progress_deadline = 1.5  # seconds without progress before ProgressDeadlineExceeded
-        self.tick = 0.1
+        self.slow: dict[str, float] = {}  # image -> seconds its pods take to become ready
+        self.broken_env: set[tuple[str, str]] = set()  # (name, value): pods with it crash
+        self.load: dict[tuple[str, str], int] = {}  # (namespace, deployment) -> replicas asked
+        self.tick, self.pod_start = tick, pod_start
+        self._now = 0.0
+        self._next_tick = tick
         self.rollouts: dict[tuple[str, str], Rollout] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        assert self.emulator is not None
+        self.emulator.clock = self.now
         self._front = self._serve_front()
-        self._controller_stop = threading.Event()
-        self._controller = threading.Thread(target=self._control, daemon=True)
-        self._controller.start()
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -219,6 +347,26 @@ class Cluster:
                 await self._stop.wait()
 
         self._loop.run_until_complete(main())
+
+    # -- time ------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Virtual seconds since the cluster started."""
+        return self._now
+
+    def utcnow(self) -> datetime:
+        return EPOCH + timedelta(seconds=self._now)
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` of virtual time pass: the controllers run once per tick crossed.
+        Handed to the code under test as its `sleep`, so its waiting is what moves time."""
+        with self._lock:
+            until = self._now + max(seconds, 0.0)
+            while self._next_tick <= until:
+                self._now = self._next_tick
+                self._next_tick += self.tick
+                self._reconcile()
+            self._now = until
 
     # -- the service in front of the pods -------------------------------------------------
 
@@ -254,123 +402,172 @@ class Cluster:
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         return httpd
 
-    # -- the Deployment controller -------------------------------------------------------
+    # -- the controllers -------------------------------------------------------------------
 
-    def _control(self) -> None:
+    def _reconcile(self) -> None:
         from kubernetes import client
 
         apps = client.AppsV1Api(self.api)
-        while not self._controller_stop.wait(self.tick):
-            try:  # raw JSON: the typed models cost more CPU than the whole controller
-                raw = apps.list_deployment_for_all_namespaces(_preload_content=False)
-                deps = json.loads(raw.data)["items"]
-            except client.ApiException:  # a controller keeps polling
+        scaling = client.AutoscalingV2Api(self.api)
+        try:  # raw JSON: the typed models cost more CPU than the controllers
+            hpas = json.loads(
+                scaling.list_horizontal_pod_autoscaler_for_all_namespaces(
+                    _preload_content=False
+                ).data
+            )["items"]
+            deps = self._deployments(apps)
+        except client.ApiException:
+            return  # a controller tries again at its next tick
+        for h in hpas:
+            target = h["spec"]["scaleTargetRef"]
+            ns = h["metadata"]["namespace"]
+            d = deps.get((ns, target["name"])) if target.get("kind") == "Deployment" else None
+            if d is None:
                 continue
-            seen = set()
-            for d in deps:
-                meta = d["metadata"]
-                seen.add((meta["namespace"], meta["name"]))
-                status = self._step(d)
-                if status is not None:
-                    try:
-                        apps.patch_namespaced_deployment_status(
-                            meta["name"],
-                            meta["namespace"],
-                            {"status": status},
-                            _preload_content=False,
-                        )
-                    except client.ApiException:
-                        continue  # deleted meanwhile
-            with self._lock:
-                for key in [k for k in self.rollouts if k not in seen]:
-                    del self.rollouts[key]  # the Deployment was deleted: so are its pods
+            have = d["spec"].get("replicas", 1)
+            asked = self.load.get((ns, target["name"]), have)
+            low, high = h["spec"].get("minReplicas", 1), h["spec"]["maxReplicas"]
+            want = min(max(asked, low), high)
+            if want != have:
+                apps.patch_namespaced_deployment_scale(
+                    target["name"],
+                    ns,
+                    {"spec": {"replicas": want}},
+                    field_manager=CONTROLLER,
+                    _preload_content=False,
+                )
+        if hpas:
+            deps = self._deployments(apps)
+        for (ns, name), d in deps.items():
+            status = self._step(d)
+            if status is not None:
+                try:
+                    apps.patch_namespaced_deployment_status(
+                        name, ns, {"status": status}, field_manager=CONTROLLER,
+                        _preload_content=False,
+                    )  # fmt: skip
+                except client.ApiException:
+                    continue  # deleted meanwhile
+        for key in [k for k in self.rollouts if k not in deps]:
+            del self.rollouts[key]  # the Deployment was deleted: so are its pods
+
+    @staticmethod
+    def _deployments(apps: Any) -> dict[tuple[str, str], Any]:
+        raw = apps.list_deployment_for_all_namespaces(_preload_content=False)
+        return {
+            (d["metadata"]["namespace"], d["metadata"]["name"]): d
+            for d in json.loads(raw.data)["items"]
+        }
 
     def _step(self, d: Any) -> dict[str, Any] | None:
-        """One reconcile: at most one pod created and one removed. Returns a changed status."""
+        """One reconcile of a Deployment. Returns its status if it changed."""
+        now = self._now
         meta, spec = d["metadata"], d["spec"]
         key = (meta["namespace"], meta["name"])
-        want = spec["replicas"] if spec.get("replicas") is not None else 1
-        image = spec["template"]["spec"]["containers"][0]["image"]
-        surge = math.ceil(want * 0.25)
-        unavailable = math.floor(want * 0.25)
+        want = spec.get("replicas", 1)
+        template = spec["template"]
+        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        container = template["spec"]["containers"][0]
+        image = container["image"]
+        env = frozenset((e["name"], str(e.get("value"))) for e in container.get("env") or [])
+        strategy = spec.get("strategy") or {}
+        recreate = strategy.get("type") == "Recreate"
+        ru = strategy.get("rollingUpdate") or {}
+        surge = _scaled(ru.get("maxSurge", "25%"), want, up=True)
+        unavailable = _scaled(ru.get("maxUnavailable", "25%"), want, up=False)
         if surge == 0 and unavailable == 0:
             unavailable = 1  # the API server refuses both zero; the controller treats it so
-        with self._lock:
-            r = self.rollouts.setdefault(key, Rollout())
-            if r.image != image:
-                r.image, r.progressed_at = image, time.monotonic()
-            for p in r.pods:
-                p.age += 1
-                if p.image == image and not p.ready and p.age >= 2:
-                    if p.image in self.broken:
-                        p.restarts += 1  # CrashLoopBackOff: it never becomes ready
-                    elif p.image not in self.stuck:
-                        p.ready = True
-                        r.progressed_at = time.monotonic()
-            new = [p for p in r.pods if p.image == image]
-            old = [p for p in r.pods if p.image != image]
-            if len(new) > want:  # scaled down
-                r.pods.remove(new[-1])
-            elif len(new) < want and len(r.pods) < want + surge:
-                r.pods.append(Pod(image))
-            new = [p for p in r.pods if p.image == image]
-            old = [p for p in r.pods if p.image != image]
-            ready = sum(p.ready for p in r.pods)
-            if old:
-                idle = [p for p in old if not p.ready]
-                if idle:
-                    r.pods.remove(idle[0])  # unready old pods go first
-                elif ready - 1 >= want - unavailable:
-                    r.pods.remove(old[0])
-                    r.progressed_at = time.monotonic()
-            new = [p for p in r.pods if p.image == image]
-            ready = sum(p.ready for p in r.pods)
-            done = len(new) == want and len(r.pods) == want and ready == want
-            if done:
-                progressing = {
-                    "type": "Progressing",
-                    "status": "True",
-                    "reason": "NewReplicaSetAvailable",
-                }
-            elif (
-                image not in self.stuck
-                and time.monotonic() - r.progressed_at > self.progress_deadline
-            ):
-                progressing = {
-                    "type": "Progressing",
-                    "status": "False",
-                    "reason": "ProgressDeadlineExceeded",
-                    "message": f'ReplicaSet "{meta["name"]}" has timed out progressing.',
-                }
-            else:
-                progressing = {
-                    "type": "Progressing",
-                    "status": "True",
-                    "reason": "ReplicaSetUpdated",
-                }
-            status = {
-                "observedGeneration": meta.get("generation") or 0,
-                "replicas": len(r.pods),
-                "updatedReplicas": len(new),
-                "readyReplicas": ready,
-                "availableReplicas": ready,
-                "unavailableReplicas": max(0, want - ready),
-                "conditions": [
-                    progressing,
-                    {
-                        "type": "Available",
-                        "status": "True" if ready >= want - unavailable else "False",
-                    },
-                ],
+        deadline = spec.get("progressDeadlineSeconds", 600)
+        r = self.rollouts.setdefault(key, Rollout())
+        if r.template != digest:  # a new pod template: a new ReplicaSet, a new rollout
+            r.template, r.progressed_at = digest, now
+            r.templates.append(digest)
+        for p in r.pods:
+            start = self.slow.get(p.image, self.pod_start)
+            if p.template == digest and not p.ready and now - p.created >= start:
+                if p.image in self.broken or p.env & self.broken_env:
+                    p.restarts += 1  # CrashLoopBackOff: it never becomes ready
+                elif p.image not in self.stuck:
+                    p.ready = True
+                    r.progressed_at = now
+        new = [p for p in r.pods if p.template == digest]
+        old = [p for p in r.pods if p.template != digest]
+        if recreate and old:
+            r.pods = new  # every old pod goes before any new one starts
+            r.progressed_at = now
+        elif len(new) > want:
+            for p in sorted(new, key=lambda p: p.ready)[: len(new) - want]:
+                r.pods.remove(p)  # scaled down: unready pods go first
+            r.progressed_at = now
+        elif len(new) < want:
+            room = want - len(new) if recreate else want + surge - len(r.pods)
+            for _ in range(max(0, min(room, want - len(new)))):
+                r.pods.append(Pod(digest, image, now, env))
+                r.progressed_at = now
+        old = [p for p in r.pods if p.template != digest]
+        ready = sum(p.ready for p in r.pods)
+        for p in sorted(old, key=lambda p: p.ready):
+            if not p.ready:
+                r.pods.remove(p)  # unready old pods go first: no availability lost
+                r.progressed_at = now
+            elif ready - 1 >= want - unavailable:
+                r.pods.remove(p)
+                ready -= 1
+                r.progressed_at = now
+        new = [p for p in r.pods if p.template == digest]
+        ready = sum(p.ready for p in r.pods)
+        done = len(new) == want and len(r.pods) == want and all(p.ready for p in new)
+        if done:
+            progressing = {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "NewReplicaSetAvailable",
+                "message": f'ReplicaSet "{meta["name"]}-{digest}" has successfully progressed.',
             }
-            if r.history and r.history[-1] == status:
-                return None
-            r.history.append(status)
-            return status
+        elif now - r.progressed_at > deadline:
+            progressing = {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": f'ReplicaSet "{meta["name"]}-{digest}" has timed out progressing.',
+            }
+        else:
+            progressing = {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "ReplicaSetUpdated",
+                "message": f'ReplicaSet "{meta["name"]}-{digest}" is progressing.',
+            }
+        status = {
+            "observedGeneration": meta.get("generation") or 0,
+            "replicas": len(r.pods),
+            "updatedReplicas": len(new),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": max(0, want - ready),
+            "conditions": [
+                progressing,
+                {
+                    "type": "Available",
+                    "status": "True" if ready >= want - unavailable else "False",
+                },
+            ],
+        }
+        if r.history and r.history[-1] == status:
+            return None
+        r.history.append(status)
+        return status
+
+    def history(self, plural: str, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Every version the API server stored of an object, oldest first."""
+        assert self.emulator is not None
+        for key in list(self.emulator._objects):
+            if (key[0].plural, key[1], key[2]) == (plural, namespace, name):
+                versions = self.emulator._objects[key].history
+                return [copy.deepcopy(v.raw) for v in versions if v is not None]
+        return []
 
     def close(self) -> None:
-        self._controller_stop.set()
-        self._controller.join(5)
         self._front.shutdown()
         self._front.server_close()
         if self._loop is not None and self._stop is not None:

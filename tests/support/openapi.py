@@ -37,6 +37,8 @@ PATHS = [
     "/repos/{owner}/{repo}/git/matching-refs/{ref}",
     "/repos/{owner}/{repo}/git/refs",
     "/repos/{owner}/{repo}/git/refs/{ref}",
+    "/user",
+    "/repos/{owner}/{repo}",
 ]
 
 

@@ -2,9 +2,10 @@
 
 The CNCF registry (`auth: token`) trusts the self-signed certificate made here and checks
 the RS256 JWTs this server signs with its key (openssl, no Python crypto package). It
-records every token request's query (scopes arrive repeated or space-separated), can drop
-the connection instead of answering, and can issue tokens that expire after `valid_for`
-seconds while telling the client they last `expires_in` (a token revoked or expired early).
+records every token request's query (scopes arrive repeated or space-separated) and can drop
+the connection instead of answering. A token expiring mid-upload is played by the fault proxy
+(`Rule(mode="expire")`), which answers with this registry's own challenge: no test waits for
+a clock.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class TokenServer:
         self.users = users
         self.requests: list[list[tuple[str, str]]] = []
         self.drop = 0  # the next N token requests get their connection closed, no answer
-        self.valid_for = 300.0
         self.expires_in = 300
         server = self
 
@@ -104,7 +104,7 @@ class TokenServer:
             "iss": ISSUER,
             "sub": user,
             "aud": SERVICE,
-            "exp": now + int(self.valid_for) - LEEWAY,
+            "exp": now + self.expires_in - LEEWAY,
             "nbf": now - 10,
             "iat": now,
             "jti": uuid.uuid4().hex,
