@@ -165,6 +165,7 @@ def cmd_comment(args: argparse.Namespace) -> int:
         pr=args.pr,
         repo=args.repo,
         workflow=args.workflow,
+        author=args.author,
     )
     echo(posted.text())
     return 0
@@ -366,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pr", type=int, help="pull request number (default: from the event)")
     sp.add_argument("--repo", help="owner/name (default: GITHUB_REPOSITORY)")
     sp.add_argument("--workflow", help="name that keeps comments apart (default: GITHUB_WORKFLOW)")
+    sp.add_argument(
+        "--author",
+        help="login the token posts as, for a GitHub App token: APP-SLUG[bot] (default: the "
+        "token's own login, or github-actions[bot] for an installation token)",
+    )
 
     sp = add("build", cmd_build, "build and push the model image", "model", "version", "json")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))

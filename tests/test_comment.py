@@ -8,7 +8,7 @@ import pytest
 from lepton_ci.core.record import load
 from lepton_ci.report import comment as report
 from tests.conftest import commit_all, git, set_params
-from tests.support.github_server import Fault, GitHubServer, Token
+from tests.support.github_server import WORKFLOW_TOKEN, Fault, GitHubServer, Token
 
 pytestmark = pytest.mark.e2e
 REPO = "acme/models"
@@ -44,7 +44,7 @@ def pr_env(gh, toy_repo, tmp_path, monkeypatch, cli):
             "GITHUB_EVENT_PATH": str(path),
             "GITHUB_EVENT_NAME": event_name,
             "GITHUB_REPOSITORY": REPO,
-            "GITHUB_TOKEN": "test-token",
+            "GITHUB_TOKEN": WORKFLOW_TOKEN,  # `ghs_`: no GET /user, github-actions[bot]
             "GITHUB_API_URL": gh.url,
             "GITHUB_WORKFLOW": "model-ci",
             "GITHUB_RUN_ID": str(run_id),
@@ -227,7 +227,7 @@ def test_502_on_update_is_retried(gh, pr_env, cli, toy_repo):
 
 
 def test_fork_read_only_token_points_to_two_phase_flow(gh, pr_env, cli, toy_repo):
-    gh.state.tokens["test-token"] = Token("github-actions[bot]", write=False)
+    gh.state.tokens[WORKFLOW_TOKEN] = Token("github-actions[bot]", write=False)
     head = git(toy_repo, "rev-parse", "HEAD")
     pr_env(
         head,
@@ -393,3 +393,22 @@ def test_the_comment_template_is_loaded_ahead_in_a_thread():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['pr_comment.md.j2']" and not out.stderr, out
+
+
+def test_an_app_token_is_told_its_name_by_author_or_warned(gh, pr_env, cli, monkeypatch):
+    """A GitHub App's token posts as APP-SLUG[bot] and cannot ask GitHub who it is: without
+    `--author` the comment is found only after a second one was made (and removed again), and
+    the step says to pass it; with it, the comment is found at once."""
+    monkeypatch.setenv("GITHUB_TOKEN", "teams-token")  # the stand-in's App: release-app[bot]
+    assert cli("run")[0] == 0
+    code, out, err = cli("comment", "--author", "release-app[bot]")
+    assert code == 0 and "PR comment created" in out and "posts as" not in err
+    code, out, err = cli("comment", "--author", "release-app[bot]")
+    assert code == 0 and "PR comment unchanged" in out
+    code, out, err = cli("comment")
+    assert code == 0 and "PR comment updated" in out
+    assert "the token posts as release-app[bot], not github-actions[bot]" in out + err
+    assert "pass `author: release-app[bot]`" in out + err
+    assert [c["user"]["login"] for c in comments(gh)] == ["release-app[bot]"]
+    code, _, err = cli("comment", "--author", "x/../y")
+    assert code == 1 and "--author `x/../y` is not a GitHub login" in err

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from lepton_ci.core.gha import Runtime
 
 DEFAULT_API = "https://api.github.com"
+# Who posts with the workflow's GITHUB_TOKEN. An installation token (this one, or a GitHub
+# App's) may not call GET /user: GitHub answers 403 "Resource not accessible by integration".
+# Such tokens start `ghs_` (GitHub's token formats: ghp_ personal, gho_ OAuth, ghu_ user of an
+# app, ghs_ server-to-server), so the workflow's token need not even ask.
+ACTIONS_BOT = "github-actions[bot]"
+INSTALLATION_PREFIX = "ghs_"
+LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}(\[bot\])?")
 _LINK_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 TWO_PHASE_HINT = (
     "pull requests from forks get a read-only token: post the comment from a `workflow_run` "
@@ -79,6 +86,7 @@ class GitHubClient:
         self.clock = clock  # epoch seconds, to read x-ratelimit-reset; tests hand in their own
         self.fork = fork
         self.calls = 0
+        self._login: tuple[str | None] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], rt: Runtime | None = None, **kw: Any) -> GitHubClient:
@@ -252,6 +260,25 @@ class GitHubClient:
             url = m[1] if m else None
 
     # -- the endpoints lepton-ci uses -----------------------------------------------------------
+
+    def login(self) -> str | None:
+        """The login this token acts as (GET /user, asked once), or None for an installation
+        token: GitHub refuses it that endpoint with 403, and the answer names no app."""
+        if self._login is None and (self._token or "").startswith(INSTALLATION_PREFIX):
+            self._login = (None,)
+        if self._login is None:
+            try:
+                me = self.object("GET", "/user")
+            except GitHubError as e:
+                if e.status != 403:
+                    raise
+                self._login = (None,)
+            else:
+                login = me.get("login")
+                if not isinstance(login, str) or not login:
+                    raise self._not_api("GET", "/user", 200, "a user without a login")
+                self._login = (login,)
+        return self._login[0]
 
     def pull(self, repo: str, number: int) -> dict[str, Any]:
         return self.object("GET", f"/repos/{repo}/pulls/{number}")

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from tests.support import openapi
 
 BODY_LIMIT = 65536
+WORKFLOW_TOKEN = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
 API = "https://api.github.com"
 # GitHub's `permission` field is the legacy level: maintain reads as write, triage as read.
 LEGACY = {
@@ -75,6 +76,8 @@ class GitHubState:
         self.issues: dict[str, list[dict[str, Any]]] = {}
         self.tokens: dict[str, Token] = {
             "test-token": Token("github-actions[bot]"),
+            # The workflow's GITHUB_TOKEN as GitHub issues it: an installation token (`ghs_`).
+            WORKFLOW_TOKEN: Token("github-actions[bot]"),
             "teams-token": Token("release-app[bot]", members_read=True),
         }
         self.faults: list[Fault] = []
@@ -337,6 +340,16 @@ def route(
                 pr["state"] = issue["state"]
             issue["updated_at"] = _now()
         return 200, issue, {}
+    if path == "/user" and method == "GET":
+        if token.user_type == "Bot":  # an installation token: GITHUB_TOKEN or a GitHub App's
+            return 403, not_accessible("users/users#get-the-authenticated-user"), {}
+        me = openapi.example("GET", "/user")
+        login = token.login
+        me.update({k: v.replace("octocat", login) for k, v in me.items() if isinstance(v, str)})
+        me.update(id=zlib.crc32(token.login.encode()), node_id=f"U_{token.login}", type="User")
+        # GitHub's own example predates `user_view_type`, the field its schema now tells by.
+        me["user_view_type"] = "private"
+        return 200, me, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)
     if m and method == "GET":
         pr = state.pulls.get((m[1], int(m[2])))
@@ -425,6 +438,15 @@ def route(
             items.append(s)
             return 201, s, {}
     return 404, not_found(), {}
+
+
+def not_accessible(doc: str) -> dict[str, Any]:
+    """What GitHub answers an installation token on an endpoint only users may call."""
+    return {
+        "message": "Resource not accessible by integration",
+        "documentation_url": f"https://docs.github.com/rest/{doc}",
+        "status": "403",
+    }
 
 
 def not_found() -> dict[str, Any]:

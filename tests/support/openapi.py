@@ -31,6 +31,7 @@ PATHS = [
     "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
     "/repos/{owner}/{repo}/issues",
     "/repos/{owner}/{repo}/issues/{issue_number}",
+    "/user",
 ]
 
 
