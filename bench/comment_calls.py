@@ -14,7 +14,7 @@ from _records import record
 from lepton_ci.core.github import GitHubClient
 from lepton_ci.report import comment as report
 from lepton_ci.report import sticky
-from tests.support.github_server import GitHubServer
+from tests.support.github_server import WORKFLOW_TOKEN, GitHubServer
 
 REPO, PR, SHA = "acme/models", 1, "a" * 40
 
@@ -45,7 +45,7 @@ def measure(before: int, after: int) -> None:
                 )
 
         discuss(before)
-        gh = GitHubClient("test-token", base_url=srv.url, sleep=lambda s: None)
+        gh = GitHubClient(WORKFLOW_TOKEN, base_url=srv.url, sleep=lambda s: None)
 
         def post(run: int) -> sticky.Upserted:
             start = gh.calls
