@@ -32,17 +32,10 @@ def measure(before: int, after: int) -> None:
     """`before` comments exist when lepton-ci first posts, `after` are added later."""
     with GitHubServer() as srv:
         srv.state.add_pull(REPO, PR, SHA)
-        thread = srv.state.comments.setdefault((REPO, PR), [])
 
         def discuss(n: int) -> None:
-            for _ in range(n):
-                thread.append(
-                    {
-                        "id": next(srv.state.ids),
-                        "body": "review comment",
-                        "user": {"login": "someone"},
-                    }
-                )
+            for _ in range(n):  # comments as GitHub shapes them (the stand-in checks its answers)
+                srv.state.new_comment(REPO, PR, "review comment", "someone")
 
         discuss(before)
         gh = GitHubClient(WORKFLOW_TOKEN, base_url=srv.url, sleep=lambda s: None)
