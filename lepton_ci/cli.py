@@ -212,7 +212,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    echo(_environment(args).rollback(args.to).text())
+    echo(_environment(args).rollback(args.to, actor=args.actor).text())
     return 0
 
 
@@ -399,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--issue", action="store_true", help="keep one GitHub issue per env")
         elif name == "rollback":
             sp.add_argument("--to", type=int, help="revision number (default: the previous)")
+            sp.add_argument(
+                "--actor",
+                help="GitHub login rolling back, checked like a promotion to the stage of that "
+                "name (default: GITHUB_TRIGGERING_ACTOR)",
+            )
         else:
             sp.add_argument(*COMMON["version"][:1], **COMMON["version"][1])  # type: ignore[arg-type]
             sp.add_argument("--image", help="REF@sha256:... (default: the version's image tag)")

@@ -1,8 +1,11 @@
 """Who may promote: users, teams and repository permission, asked of the GitHub API."""
 
+import json
+
 import pytest
 
 from tests.conftest import git
+from tests.support import github_events
 from tests.support.github_server import GitHubServer
 
 pytestmark = pytest.mark.e2e
@@ -51,9 +54,9 @@ def test_permission_rule(gh, policy_repo, cli):
     assert code == 1
     assert "reader may not promote to `staging`; who may: anyone with write permission" in err
     assert tags(policy_repo) == []
-    code, out, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")
     assert code == 0, err
-    assert "dev has write permission" in out
+    assert "dev has write permission" in err  # stderr: stdout stays the command's own
     assert tags(policy_repo) == ["toy#staging#1"]
 
 
@@ -67,9 +70,9 @@ def test_permission_rule(gh, policy_repo, cli):
 )
 def test_each_prod_rule_admits(gh, policy_repo, cli, actor, why):
     assert cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")[0] == 0
-    code, out, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", actor)
+    code, _, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", actor)
     assert code == 0, err
-    assert why in out
+    assert why in err
 
 
 def test_refused_prod_promotion_says_who_may_and_writes_nothing(gh, policy_repo, cli, monkeypatch):
@@ -90,8 +93,8 @@ def test_the_workflow_token_cannot_read_teams_and_says_which_token_can(
     monkeypatch.setenv("GITHUB_TOKEN", "test-token")  # GITHUB_TOKEN: no Members: read
     assert cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")[0] == 0
     # permission is read first, with the token the workflow has
-    code, out, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "boss")
-    assert code == 0 and "boss has admin permission" in out, err
+    code, _, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "boss")
+    assert code == 0 and "boss has admin permission" in err, err
     git(policy_repo, "tag", "-d", "toy#prod#2")
     code, _, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "rm")
     assert code == 1
@@ -114,7 +117,7 @@ def test_custom_repository_roles_rank_by_their_base_role(
     code, out, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "carol")
     assert (code == 0) is admitted, out + err
     if admitted:
-        assert "carol has write permission" in out or "carol has maintain permission" in out
+        assert "carol has write permission" in err or "carol has maintain permission" in err
 
 
 def test_policy_without_github_is_refused_not_skipped(policy_repo, cli, monkeypatch):
@@ -157,12 +160,29 @@ def with_remote(policy_repo, tmp_path):
     git(tmp_path, "init", "-q", "--bare", str(remote))
     git(policy_repo, "remote", "add", "origin", str(remote))
     git(policy_repo, "push", "-q", "origin", "main", "--tags")
+    git(policy_repo, "remote", "set-head", "origin", "main")  # as `git clone` leaves it
     return remote
 
 
 def push_stage_tag(repo, name, target="toy@v0.1.0"):
     git(repo, "tag", "-a", "-m", "by hand", name, target)
     git(repo, "push", "-q", "origin", name)
+
+
+def tag_pushed(monkeypatch, tmp_path, repo, tag, sender, attempt=1, rerun_by=None):
+    """The job's environment as GitHub sets it for the push of `tag` by `sender` (the
+    payload is GitHub's own example, re-pointed), on attempt `attempt`."""
+    sha = git(repo, "rev-parse", f"{tag}^{{}}")
+    event = github_events.push(f"refs/tags/{tag}", sha, sender=sender)
+    path = tmp_path / f"push-{tag.replace('#', '-')}-{attempt}.json"
+    path.write_text(json.dumps(event))
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "push")
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(path))
+    monkeypatch.setenv("GITHUB_REF", f"refs/tags/{tag}")
+    monkeypatch.setenv("GITHUB_ACTOR", sender)
+    monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", rerun_by or sender)
+    monkeypatch.setenv("GITHUB_RUN_ATTEMPT", str(attempt))
+    return event
 
 
 def test_a_pushed_stage_tag_from_someone_not_allowed_is_deleted(gh, policy_repo, with_remote, cli):
@@ -240,7 +260,7 @@ def test_a_tag_the_promote_workflow_deployed_is_accepted_but_not_deployed_again(
 
 
 def test_only_the_tags_own_message_marks_it_deployed_never_a_commit_message(
-    gh, policy_repo, cli, gh_files
+    gh, policy_repo, cli, gh_files, monkeypatch, tmp_path
 ):
     """git shows a lightweight tag's commit message as its contents: a merged commit whose
     message carries the trailer must not decide anything. A lightweight tag is no stage
@@ -265,5 +285,6 @@ def test_only_the_tags_own_message_marks_it_deployed_never_a_commit_message(
         "x\n\nLepton-Deployed-By: a\nmore",
     )
     gh_files["output"].write_text("")
-    assert cli("accept-tag", "toy#staging#2", "--actor", "dev")[0] == 0
+    tag_pushed(monkeypatch, tmp_path, policy_repo, "toy#staging#2", "dev")
+    assert cli("accept-tag", "toy#staging#2")[0] == 0
     assert parse_outputs(gh_files["output"].read_text())["deploy"] == "true"
