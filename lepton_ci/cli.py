@@ -336,13 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model")
     sp.add_argument("version")
     sp.add_argument("stage")
-    sp.add_argument("--actor", help="GitHub login promoting (default: GITHUB_TRIGGERING_ACTOR)")
+    sp.add_argument(
+        "--actor",
+        help="GitHub login promoting (default: GITHUB_ACTOR; on a re-run GITHUB_TRIGGERING_ACTOR "
+        "must be allowed too)",
+    )
     sp.add_argument("--push", action="store_true")
     sp.add_argument("--deployed-here", action="store_true", help="the tag workflow must not deploy")
 
     sp = add("accept-tag", cmd_accept_tag, "check a pushed stage tag like a promotion", "remote")
     sp.add_argument("tag", nargs="?", help="the tag (default: GITHUB_REF_NAME)")
-    sp.add_argument("--actor", help="who pushed it (default: GITHUB_TRIGGERING_ACTOR)")
+    sp.add_argument(
+        "--actor",
+        help="who pushed it (default: the push event's sender; on a re-run "
+        "GITHUB_TRIGGERING_ACTOR must be allowed too)",
+    )
 
     sp = add("versions", cmd_versions, "registered versions, their stages and verdicts", "json")
     sp.add_argument("model", nargs="?")
@@ -402,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument(
                 "--actor",
                 help="GitHub login rolling back, checked like a promotion to the stage of that "
-                "name (default: GITHUB_TRIGGERING_ACTOR)",
+                "name (default: GITHUB_ACTOR, and on a re-run GITHUB_TRIGGERING_ACTOR too)",
             )
         else:
             sp.add_argument(*COMMON["version"][:1], **COMMON["version"][1])  # type: ignore[arg-type]

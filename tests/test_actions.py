@@ -321,7 +321,10 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
     git(ws, "tag", "-a", "-m", "promote", "digits#staging#1", "digits@v0.1.0")
     git(ws, "push", "-q", "origin", "digits#staging#1")
     podman = services["podman"]
-    payload = events.push("refs/tags/digits#staging#1", git(ws, "rev-parse", "digits#staging#1"))
+    sha = git(ws, "rev-parse", "digits#staging#1")
+    # The pusher is the push event's sender (github.actor is the same person).
+    pushed_by = {who: events.push("refs/tags/digits#staging#1", sha, sender=who)
+                 for who in ("intruder", "dev")}  # fmt: skip
     try:
         with GitHubServer() as gh:
             gh.state.permissions[("acme/models", "dev")] = "write"
@@ -331,17 +334,20 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
                 "GITHUB_REPOSITORY": "acme/models",
                 "GITHUB_REF_NAME": "digits#staging#1",
             }
-            run = partial(
-                act,
-                ws,
-                "push",
-                payload,
-                "model-tag.yml",
-                home=home,
-                action=action,
-                env=genv,
-                secrets={"GITHUB_TOKEN": "test-token"},
-            )
+
+            def run(actor):
+                return act(
+                    ws,
+                    "push",
+                    pushed_by[actor],
+                    "model-tag.yml",
+                    home=home,
+                    action=action,
+                    env=genv,
+                    secrets={"GITHUB_TOKEN": "test-token"},
+                    actor=actor,
+                )
+
             proc = run(actor="intruder")
             assert proc.returncode != 0
             assert "intruder may not promote to `staging`" in proc.stdout

@@ -178,7 +178,7 @@ def test_in_actions_the_default_branch_is_the_events_and_must_be_in_the_clone(
 ):
     """actions/checkout sets no origin/HEAD: the event's `repository.default_branch` names the
     branch. A clone without it is an error with the fix, never a guess and never the work
-    tree."""
+    tree; a pushed stage tag is then deleted (an unreadable policy allows nothing)."""
     evil_branch(repo)
     git(repo, "remote", "set-head", "origin", "--delete")
     actions_env(monkeypatch, tmp_path)
@@ -190,6 +190,12 @@ def test_in_actions_the_default_branch_is_the_events_and_must_be_in_the_clone(
     code, _, err = cli("promote", "toy", "v0.1.0", "staging")
     assert code == 1 and "the default branch `main` is not in this clone" in err
     assert "fetch-depth: 0" in err
+    git(repo, "tag", "-a", "-m", "by hand", "toy#staging#3", "toy@v0.1.0")
+    git(repo, "push", "-q", "origin", "toy#staging#3")
+    code, _, err = cli("accept-tag", "toy#staging#3")
+    assert code == 1 and "the default branch `main` is not in this clone" in err
+    assert "the tag toy#staging#3 was deleted again" in err
+    assert stage_tags(repo) == []
 
 
 def test_the_default_branch_must_hold_the_config(repo, cli):

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import RecordError, RegistryError
+from lepton_ci.core.errors import LeptonError, RecordError, RegistryError
 from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.interrupt import deferred
 from lepton_ci.core.outputs import AcceptTagOutputs, PromoteOutputs, RegisterOutputs
 from lepton_ci.core.printer import some
 from lepton_ci.core.record import Record
@@ -340,11 +341,20 @@ def accept_pushed_tag(
     except Unjudged as e:
         e.message += f"; the tag {tag} was left in place (nothing is deployed)"
         raise
-    except RegistryError as e:
-        ctx.git.run(["tag", "-d", tag], check=False)
-        if remote in ctx.git.remotes():
-            ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)
-        e.message += f"; the tag {tag} was deleted again"
+    except BaseException as e:
+        # Whatever stopped the check (a refusal, GitHub answering 5xx or nonsense, a policy
+        # that cannot be read, a cancelled run) leaves the promotion unauthorised: the tag
+        # goes, so the registry never shows a stage assignment nobody checked.
+        with deferred():
+            gone = _delete_tag(ctx, tag, remote)
+        if isinstance(e, LeptonError):
+            e.message += f"; {gone}"
+            raise
+        if isinstance(e, Exception):
+            raise RegistryError(
+                f"{tag} could not be authorised ({type(e).__name__}: {e}); {gone}",
+                hint="a failed check is a refusal: push the tag again once it can be checked",
+            ) from e
         raise
     by = _deployed_by(ctx, tag)
     if by is not None:
@@ -352,6 +362,21 @@ def accept_pushed_tag(
     return Promoted(
         parsed.model, info.version, parsed.stage, tag, info.sha, False, deploy=by is None
     )
+
+
+def _delete_tag(ctx: Context, tag: str, remote: str) -> str:
+    """Delete a refused tag here and on the remote; say what happened, failures included."""
+    ctx.git.run(["tag", "-d", tag], check=False)
+    if remote not in ctx.git.remotes():
+        return f"the tag {tag} was deleted again"
+    proc = ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)
+    if proc.returncode != 0:
+        why = proc.stderr.strip().splitlines()[-1:] or ["no reason given"]
+        return (
+            f"the tag {tag} was deleted here, but deleting it from {remote} FAILED "
+            f"({why[0]}): delete it by hand, `git push {remote} :refs/tags/{tag}`"
+        )
+    return f"the tag {tag} was deleted again"
 
 
 def _deployed_by(ctx: Context, tag: str) -> str | None:
