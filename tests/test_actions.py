@@ -217,14 +217,19 @@ def push_to_main(tmp_path, port, *, home, venv, action, services):
             assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
             # trained in the read-only job; the release job restored its run-cache
             sha = payload["after"]
-            assert f"cache stand-in: saved .lepton/cache as key lepton-Linux-{sha}" in proc.stdout
+            key = f"lepton-untrusted-Linux-{sha}"  # saved by the job that runs the code
+            assert f"cache stand-in: saved .lepton/cache as key {key}" in proc.stdout
             # the tag index is carried too, once there are tags to index (none before this push)
             assert "cache stand-in: .git/lepton-ci does not exist, skipped" in proc.stdout
             release = [ln for ln in proc.stdout.splitlines() if "Register, build" in ln]
-            assert any(
-                f"restored .lepton/cache from key lepton-Linux-{sha}" in ln for ln in release
-            )
+            assert any(f"restored .lepton/cache from key {key}" in ln for ln in release)
             assert any("run-cache hit, training skipped" in ln for ln in release)
+            # lepton-ci's virtualenv: the training job's and the writing job's never meet
+            trained = [ln for ln in proc.stdout.splitlines() if "Run (read-only)" in ln]
+            assert any("key=lepton-ci-untrusted-" in ln for ln in trained)
+            assert not any("key=lepton-ci-trusted-" in ln for ln in trained)
+            assert any("key=lepton-ci-trusted-" in ln for ln in release)
+            assert not any("key=lepton-ci-untrusted-" in ln for ln in release)
             (dep,) = gh.state.deployments["acme/models"]
             assert dep["environment"] == "staging"
             states = [s["state"] for s in gh.state.statuses[dep["id"]]]
