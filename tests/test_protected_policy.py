@@ -241,3 +241,12 @@ def test_policy_ref_is_a_full_ref_and_errors_name_the_ref_and_file(repo, cli, tm
     git(repo, "reset", "-q", "--hard", "HEAD~1")  # this clone's own file is fine
     code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "release-bot")
     assert code == 1 and "origin/main:lepton.yaml:" in err and "`policy.ref`" in err
+
+
+def test_an_environment_no_stage_is_named_like_is_said_to_be_unrestricted(repo, cli):
+    text = (repo / "lepton.yaml").read_text()
+    (repo / "lepton.yaml").write_text(text.replace("staging: {host_port", "qa: {host_port"))
+    code, _, err = cli("rollback", "qa", "--actor", "mallory", "--to", "1")
+    assert code == 1 and "revision 1 is not a healthy revision" in err
+    assert "no stage `qa` in the policy on origin/main (" in err
+    assert "anyone who can run this may roll back qa" in err

@@ -292,6 +292,11 @@ class EnvironmentOperation:
         same protected policy; an environment no stage is named for has no policy."""
         policy = protected.load(self.ctx)
         if self.env_name not in policy.stages:
+            Runtime(self.ctx.env, sys.stderr).notice(
+                f"no stage `{self.env_name}` in the policy on {policy.where}: anyone who can "
+                f"run this may roll back {self.env_name} (name a stage like the environment "
+                "to restrict it)"
+            )
             return
         actors = authorise.run_actors(self.ctx.env, actor)
         try:
