@@ -14,7 +14,7 @@ from _records import record
 from lepton_ci.core.github import GitHubClient
 from lepton_ci.report import comment as report
 from lepton_ci.report import sticky
-from tests.support.github_server import GitHubServer
+from tests.support.github_server import WORKFLOW_TOKEN, GitHubServer
 
 REPO, PR, SHA = "acme/models", 1, "a" * 40
 
@@ -32,20 +32,13 @@ def measure(before: int, after: int) -> None:
     """`before` comments exist when lepton-ci first posts, `after` are added later."""
     with GitHubServer() as srv:
         srv.state.add_pull(REPO, PR, SHA)
-        thread = srv.state.comments.setdefault((REPO, PR), [])
 
         def discuss(n: int) -> None:
-            for _ in range(n):
-                thread.append(
-                    {
-                        "id": next(srv.state.ids),
-                        "body": "review comment",
-                        "user": {"login": "someone"},
-                    }
-                )
+            for _ in range(n):  # comments as GitHub shapes them (the stand-in checks its answers)
+                srv.state.new_comment(REPO, PR, "review comment", "someone")
 
         discuss(before)
-        gh = GitHubClient("test-token", base_url=srv.url, sleep=lambda s: None)
+        gh = GitHubClient(WORKFLOW_TOKEN, base_url=srv.url, sleep=lambda s: None)
 
         def post(run: int) -> sticky.Upserted:
             start = gh.calls

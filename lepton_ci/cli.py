@@ -165,6 +165,7 @@ def cmd_comment(args: argparse.Namespace) -> int:
         pr=args.pr,
         repo=args.repo,
         workflow=args.workflow,
+        author=args.author,
     )
     echo(posted.text())
     return 0
@@ -211,7 +212,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    echo(_environment(args).rollback(args.to).text())
+    echo(_environment(args).rollback(args.to, actor=args.actor).text())
     return 0
 
 
@@ -335,13 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model")
     sp.add_argument("version")
     sp.add_argument("stage")
-    sp.add_argument("--actor", help="GitHub login promoting (default: GITHUB_TRIGGERING_ACTOR)")
+    sp.add_argument(
+        "--actor",
+        help="GitHub login promoting (default: GITHUB_ACTOR; on a re-run GITHUB_TRIGGERING_ACTOR "
+        "must be allowed too)",
+    )
     sp.add_argument("--push", action="store_true")
     sp.add_argument("--deployed-here", action="store_true", help="the tag workflow must not deploy")
 
     sp = add("accept-tag", cmd_accept_tag, "check a pushed stage tag like a promotion", "remote")
     sp.add_argument("tag", nargs="?", help="the tag (default: GITHUB_REF_NAME)")
-    sp.add_argument("--actor", help="who pushed it (default: GITHUB_TRIGGERING_ACTOR)")
+    sp.add_argument(
+        "--actor",
+        help="who pushed it (default: the push event's sender; on a re-run "
+        "GITHUB_TRIGGERING_ACTOR must be allowed too)",
+    )
 
     sp = add("versions", cmd_versions, "registered versions, their stages and verdicts", "json")
     sp.add_argument("model", nargs="?")
@@ -366,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pr", type=int, help="pull request number (default: from the event)")
     sp.add_argument("--repo", help="owner/name (default: GITHUB_REPOSITORY)")
     sp.add_argument("--workflow", help="name that keeps comments apart (default: GITHUB_WORKFLOW)")
+    sp.add_argument(
+        "--author",
+        help="login the token posts as, for a GitHub App token: APP-SLUG[bot] (default: the "
+        "token's own login, or github-actions[bot] for an installation token)",
+    )
 
     sp = add("build", cmd_build, "build and push the model image", "model", "version", "json")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))
@@ -393,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--issue", action="store_true", help="keep one GitHub issue per env")
         elif name == "rollback":
             sp.add_argument("--to", type=int, help="revision number (default: the previous)")
+            sp.add_argument(
+                "--actor",
+                help="GitHub login rolling back, checked like a promotion to the stage of that "
+                "name (default: GITHUB_ACTOR, and on a re-run GITHUB_TRIGGERING_ACTOR too)",
+            )
         else:
             sp.add_argument(*COMMON["version"][:1], **COMMON["version"][1])  # type: ignore[arg-type]
             sp.add_argument("--image", help="REF@sha256:... (default: the version's image tag)")

@@ -27,6 +27,7 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("from", "--from", "value"),
         ("pr", "--pr", "value"),
         ("workflow", "--workflow", "value"),
+        ("author", "--author", "value"),
     ],
     "card": [("model", "--model", "value"), ("version", "--version", "value")],
     "register": [

@@ -299,14 +299,19 @@ def push_to_main(tmp_path, port, *, home, venv, action, services):
             assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
             # trained in the read-only job; the release job restored its run-cache
             sha = payload["after"]
-            assert f"cache stand-in: saved .lepton/cache as key lepton-Linux-{sha}" in proc.stdout
+            key = f"lepton-untrusted-Linux-{sha}"  # saved by the job that runs the code
+            assert f"cache stand-in: saved .lepton/cache as key {key}" in proc.stdout
             # the tag index is carried too, once there are tags to index (none before this push)
             assert "cache stand-in: .git/lepton-ci does not exist, skipped" in proc.stdout
             release = [ln for ln in proc.stdout.splitlines() if "Register, build" in ln]
-            assert any(
-                f"restored .lepton/cache from key lepton-Linux-{sha}" in ln for ln in release
-            )
+            assert any(f"restored .lepton/cache from key {key}" in ln for ln in release)
             assert any("run-cache hit, training skipped" in ln for ln in release)
+            # lepton-ci's virtualenv: the training job's and the writing job's never meet
+            trained = [ln for ln in proc.stdout.splitlines() if "Run (read-only)" in ln]
+            assert any("key=lepton-ci-untrusted-" in ln for ln in trained)
+            assert not any("key=lepton-ci-trusted-" in ln for ln in trained)
+            assert any("key=lepton-ci-trusted-" in ln for ln in release)
+            assert not any("key=lepton-ci-untrusted-" in ln for ln in release)
             (dep,) = gh.state.deployments["acme/models"]
             assert dep["environment"] == "staging"
             states = [s["state"] for s in gh.state.statuses[dep["id"]]]
@@ -405,7 +410,10 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
     git(ws, "tag", "-a", "-m", "promote", "digits#staging#1", "digits@v0.1.0")
     git(ws, "push", "-q", "origin", "digits#staging#1")
     podman = services["podman"]
-    payload = events.push("refs/tags/digits#staging#1", git(ws, "rev-parse", "digits#staging#1"))
+    sha = git(ws, "rev-parse", "digits#staging#1")
+    # The pusher is the push event's sender (github.actor is the same person).
+    pushed_by = {who: events.push("refs/tags/digits#staging#1", sha, sender=who)
+                 for who in ("intruder", "dev")}  # fmt: skip
     try:
         with GitHubServer() as gh:
             gh.state.permissions[("acme/models", "dev")] = "write"
@@ -416,18 +424,21 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
                 "GITHUB_REPOSITORY": "acme/models",
                 "GITHUB_REF_NAME": "digits#staging#1",
             }
-            run = partial(
-                act,
-                ws,
-                "push",
-                payload,
-                "model-tag.yml",
-                home=home,
-                action=action,
-                env=genv,
-                # act gives every job one token: the deploy job's (accept's asks no more)
-                secrets={"GITHUB_TOKEN": job_token(gh, ws, "model-tag.yml", "deploy")},
-            )
+
+            def run(actor):
+                return act(
+                    ws,
+                    "push",
+                    pushed_by[actor],
+                    "model-tag.yml",
+                    home=home,
+                    action=action,
+                    env=genv,
+                    # act gives every job one token: the deploy job's (accept's asks no more)
+                    secrets={"GITHUB_TOKEN": job_token(gh, ws, "model-tag.yml", "deploy")},
+                    actor=actor,
+                )
+
             proc = run(actor="intruder")
             assert proc.returncode != 0
             assert "intruder may not promote to `staging`" in proc.stdout

@@ -9,7 +9,7 @@ from lepton_ci.core.record import load
 from lepton_ci.report import comment as report
 from tests.conftest import commit_all, git, set_params
 from tests.support import github_events as events
-from tests.support.github_server import Fault, GitHubServer, Token
+from tests.support.github_server import WORKFLOW_TOKEN, Fault, GitHubServer, Token
 
 pytestmark = pytest.mark.e2e
 REPO = "acme/models"
@@ -45,7 +45,7 @@ def pr_env(gh, toy_repo, tmp_path, monkeypatch, cli):
             "GITHUB_EVENT_PATH": str(path),
             "GITHUB_EVENT_NAME": event_name,
             "GITHUB_REPOSITORY": REPO,
-            "GITHUB_TOKEN": "test-token",
+            "GITHUB_TOKEN": WORKFLOW_TOKEN,  # `ghs_`: no GET /user, github-actions[bot]
             "GITHUB_API_URL": gh.url,
             "GITHUB_WORKFLOW": "model-ci",
             "GITHUB_RUN_ID": str(run_id),
@@ -232,7 +232,7 @@ def test_502_on_update_is_retried(gh, pr_env, cli, toy_repo):
 
 
 def test_fork_read_only_token_points_to_two_phase_flow(gh, pr_env, cli, toy_repo):
-    gh.state.tokens["test-token"] = Token("github-actions[bot]", write=False)
+    gh.state.tokens[WORKFLOW_TOKEN] = Token("github-actions[bot]", write=False)
     head = git(toy_repo, "rev-parse", "HEAD")
     pr_env(
         head,
@@ -432,3 +432,25 @@ def test_the_comment_job_on_a_workflow_run_of_every_conclusion(
     assert len(said) == 1 and "workflow run 77 (model-ci)" in said[0], out
     assert "no report to post, nothing done" in said[0]
     assert outputs == "comment-id=\ncomment-url=\naction=skipped\n"
+
+
+def test_an_app_token_is_told_its_name_by_author_or_warned(gh, pr_env, cli, monkeypatch):
+    """A GitHub App's token posts as APP-SLUG[bot] and cannot ask GitHub who it is: without
+    `--author` the comment is found only after a second one was made (and removed again), and
+    the step says to pass it; with it, the comment is found at once."""
+    monkeypatch.setenv("GITHUB_TOKEN", "teams-token")  # the stand-in's App: release-app[bot]
+    assert cli("run")[0] == 0
+    code, out, err = cli("comment", "--author", "release-app[bot]")
+    assert code == 0 and "PR comment created" in out and "posts as" not in err
+    code, out, err = cli("comment", "--author", "release-app[bot]")
+    assert code == 0 and "PR comment unchanged" in out
+    code, out, err = cli("comment")
+    assert code == 0 and "PR comment updated" in out
+    assert "the token posts as release-app[bot], not github-actions[bot]" in out + err
+    assert "pass `author: release-app[bot]`" in out + err
+    everyone = gh.state.comments[(REPO, PR)]
+    assert [c["user"]["login"] for c in everyone if "lepton-ci" in c["body"][:40]] == [
+        "release-app[bot]"
+    ]
+    code, _, err = cli("comment", "--author", "x/../y")
+    assert code == 1 and "--author `x/../y` is not a GitHub login" in err

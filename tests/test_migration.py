@@ -24,6 +24,8 @@ def allow_unrecorded(repo, stage):
     text = cfg.read_text().replace(f"  {stage}: {{", f"  {stage}: {{allow_unrecorded: true, ", 1)
     cfg.write_text(text)
     commit_all(repo, f"allow unrecorded versions in {stage}")
+    if git(repo, "remote"):  # the policy is read from the remote's default branch
+        git(repo, "push", "-q", "origin", "main")
 
 
 def test_first_gated_run_after_gto_compares_with_the_committed_files(gto_repo, cli):
@@ -106,6 +108,7 @@ def test_a_refused_actor_is_refused_first_even_on_a_gto_version(gto_repo, remote
     cfg = gto_repo / "lepton.yaml"
     cfg.write_text(cfg.read_text().replace("  staging: {}", "  staging: {allow: {users: [dev]}}"))
     commit_all(gto_repo, "only dev promotes to staging")
+    git(gto_repo, "push", "-q", "origin", "main")  # the policy is the default branch's
     for target in ("toy@v0.1.0", "HEAD"):  # a GTO version, then a commit never registered
         git(gto_repo, "tag", "-a", "-m", "by hand", "toy#staging#9", target)
         git(gto_repo, "push", "-q", "origin", "toy#staging#9")

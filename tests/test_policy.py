@@ -1,9 +1,12 @@
 """Who may promote: users, teams and repository permission, asked of the GitHub API."""
 
+import json
+
 import pytest
 
 from tests.conftest import git
-from tests.support.github_server import GitHubServer
+from tests.support import github_events
+from tests.support.github_server import Fault, GitHubServer
 
 pytestmark = pytest.mark.e2e
 REPO = "acme/models"
@@ -33,6 +36,11 @@ def gh(monkeypatch):
 
 
 @pytest.fixture
+def mp(monkeypatch):
+    return monkeypatch
+
+
+@pytest.fixture
 def policy_repo(toy_repo, cli):
     cfg = toy_repo / "lepton.yaml"
     text = cfg.read_text()
@@ -51,9 +59,9 @@ def test_permission_rule(gh, policy_repo, cli):
     assert code == 1
     assert "reader may not promote to `staging`; who may: anyone with write permission" in err
     assert tags(policy_repo) == []
-    code, out, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")
     assert code == 0, err
-    assert "dev has write permission" in out
+    assert "dev has write permission" in err  # stderr: stdout stays the command's own
     assert tags(policy_repo) == ["toy#staging#1"]
 
 
@@ -67,9 +75,9 @@ def test_permission_rule(gh, policy_repo, cli):
 )
 def test_each_prod_rule_admits(gh, policy_repo, cli, actor, why):
     assert cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")[0] == 0
-    code, out, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", actor)
+    code, _, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", actor)
     assert code == 0, err
-    assert why in out
+    assert why in err
 
 
 def test_refused_prod_promotion_says_who_may_and_writes_nothing(gh, policy_repo, cli, monkeypatch):
@@ -90,8 +98,8 @@ def test_the_workflow_token_cannot_read_teams_and_says_which_token_can(
     monkeypatch.setenv("GITHUB_TOKEN", "test-token")  # GITHUB_TOKEN: no Members: read
     assert cli("promote", "toy", "v0.1.0", "staging", "--actor", "dev")[0] == 0
     # permission is read first, with the token the workflow has
-    code, out, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "boss")
-    assert code == 0 and "boss has admin permission" in out, err
+    code, _, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "boss")
+    assert code == 0 and "boss has admin permission" in err, err
     git(policy_repo, "tag", "-d", "toy#prod#2")
     code, _, err = cli("promote", "toy", "v0.1.0", "prod", "--actor", "rm")
     assert code == 1
@@ -114,7 +122,7 @@ def test_custom_repository_roles_rank_by_their_base_role(
     code, out, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "carol")
     assert (code == 0) is admitted, out + err
     if admitted:
-        assert "carol has write permission" in out or "carol has maintain permission" in out
+        assert "carol has write permission" in err or "carol has maintain permission" in err
 
 
 def test_policy_without_github_is_refused_not_skipped(policy_repo, cli, monkeypatch):
@@ -157,12 +165,29 @@ def with_remote(policy_repo, tmp_path):
     git(tmp_path, "init", "-q", "--bare", str(remote))
     git(policy_repo, "remote", "add", "origin", str(remote))
     git(policy_repo, "push", "-q", "origin", "main", "--tags")
+    git(policy_repo, "remote", "set-head", "origin", "main")  # as `git clone` leaves it
     return remote
 
 
 def push_stage_tag(repo, name, target="toy@v0.1.0"):
     git(repo, "tag", "-a", "-m", "by hand", name, target)
     git(repo, "push", "-q", "origin", name)
+
+
+def tag_pushed(monkeypatch, tmp_path, repo, tag, sender, attempt=1, rerun_by=None):
+    """The job's environment as GitHub sets it for the push of `tag` by `sender` (the
+    payload is GitHub's own example, re-pointed), on attempt `attempt`."""
+    sha = git(repo, "rev-parse", f"{tag}^{{}}")
+    event = github_events.push(f"refs/tags/{tag}", sha, sender=sender)
+    path = tmp_path / f"push-{tag.replace('#', '-')}-{attempt}.json"
+    path.write_text(json.dumps(event))
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "push")
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(path))
+    monkeypatch.setenv("GITHUB_REF", f"refs/tags/{tag}")
+    monkeypatch.setenv("GITHUB_ACTOR", sender)
+    monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", rerun_by or sender)
+    monkeypatch.setenv("GITHUB_RUN_ATTEMPT", str(attempt))
+    return event
 
 
 def test_a_pushed_stage_tag_from_someone_not_allowed_is_deleted(gh, policy_repo, with_remote, cli):
@@ -202,17 +227,28 @@ def test_a_version_tag_is_not_a_promotion(gh, policy_repo, cli):
     assert code == 0 and "not a stage assignment; nothing to promote" in out
 
 
-def test_a_rerun_is_authorised_for_who_pressed_rerun_not_the_first_actor(
+def test_a_rerun_must_be_allowed_for_who_started_it_and_who_pressed_rerun(
     gh, policy_repo, cli, monkeypatch
 ):
     # github.actor stays the first attempt's; github.triggering_actor is who re-ran it.
+    monkeypatch.setenv("GITHUB_RUN_ATTEMPT", "2")
     monkeypatch.setenv("GITHUB_ACTOR", "dev")
     monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", "reader")
     code, _, err = cli("promote", "toy", "v0.1.0", "staging")
     assert code == 1 and "reader may not promote to `staging`" in err
-    assert tags(policy_repo) == []
+    monkeypatch.setenv("GITHUB_ACTOR", "reader")  # a refused dispatch, re-run by someone allowed
     monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", "dev")
-    assert cli("promote", "toy", "v0.1.0", "staging")[0] == 0
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging")
+    assert code == 1 and "reader may not promote to `staging`" in err
+    assert tags(policy_repo) == []
+    monkeypatch.delenv("GITHUB_TRIGGERING_ACTOR")  # a re-run, but who pressed it is unknown
+    monkeypatch.setenv("GITHUB_ACTOR", "dev")
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging")
+    assert code == 1 and "who is promoting is unknown" in err
+    monkeypatch.setenv("GITHUB_TRIGGERING_ACTOR", "boss")
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging")
+    assert code == 0, err
+    assert "dev has write permission; boss has admin permission" in err
 
 
 def test_a_tag_the_promote_workflow_deployed_is_accepted_but_not_deployed_again(
@@ -240,7 +276,7 @@ def test_a_tag_the_promote_workflow_deployed_is_accepted_but_not_deployed_again(
 
 
 def test_only_the_tags_own_message_marks_it_deployed_never_a_commit_message(
-    gh, policy_repo, cli, gh_files
+    gh, policy_repo, cli, gh_files, monkeypatch, tmp_path
 ):
     """git shows a lightweight tag's commit message as its contents: a merged commit whose
     message carries the trailer must not decide anything. A lightweight tag is no stage
@@ -265,5 +301,101 @@ def test_only_the_tags_own_message_marks_it_deployed_never_a_commit_message(
         "x\n\nLepton-Deployed-By: a\nmore",
     )
     gh_files["output"].write_text("")
-    assert cli("accept-tag", "toy#staging#2", "--actor", "dev")[0] == 0
+    tag_pushed(monkeypatch, tmp_path, policy_repo, "toy#staging#2", "dev")
+    assert cli("accept-tag", "toy#staging#2")[0] == 0
     assert parse_outputs(gh_files["output"].read_text())["deploy"] == "true"
+
+
+def test_the_pusher_is_read_from_the_push_event(gh, policy_repo, with_remote, cli, tmp_path, mp):
+    """Without --actor, the tag's pusher is the push event's `sender`, not a variable a step
+    could have set: `GITHUB_ACTOR` says dev, but reader pushed."""
+    push_stage_tag(policy_repo, "toy#staging#1")
+    tag_pushed(mp, tmp_path, policy_repo, "toy#staging#1", "reader")
+    mp.setenv("GITHUB_ACTOR", "dev")
+    code, _, err = cli("accept-tag", "toy#staging#1")
+    assert code == 1 and "reader may not promote to `staging`" in err
+    assert git(with_remote, "tag", "-l", "toy#*") == ""
+
+
+@pytest.mark.parametrize(
+    ("pusher", "rerun_by", "refused"),
+    [("reader", "dev", "reader"), ("dev", "reader", "reader"), ("dev", "boss", None)],
+)
+def test_a_rerun_of_the_tag_workflow_needs_the_pusher_and_the_rerunner_allowed(
+    gh, policy_repo, with_remote, cli, tmp_path, mp, pusher, rerun_by, refused
+):
+    """A refused pusher's tag is not let through by an allowed person pressing re-run, nor an
+    allowed pusher's right lent to whoever re-runs."""
+    push_stage_tag(policy_repo, "toy#staging#1")
+    tag_pushed(mp, tmp_path, policy_repo, "toy#staging#1", pusher, attempt=2, rerun_by=rerun_by)
+    code, _, err = cli("accept-tag", "toy#staging#1")
+    if refused:
+        assert code == 1 and f"{refused} may not promote to `staging`" in err
+        assert "the tag toy#staging#1 was deleted again" in err
+        assert git(with_remote, "tag", "-l", "toy#*") == ""
+    else:
+        assert code == 0, err
+        assert "dev has write permission; boss has admin permission" in err
+        assert git(with_remote, "tag", "-l", "toy#*") == "toy#staging#1"
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        # a proxy page instead of the API: an answer that is no answer
+        (Fault("GET", "/collaborators/", 200, body=b"<html>maintenance</html>", times=9),
+         "answered 200 with a body that is not JSON"),
+        # a body that cannot be decoded: an error the client does not know (requests')
+        (Fault("GET", "/collaborators/", 200, headers={"Content-Encoding": "gzip"},
+               body=b"not gzip", times=9),
+         "could not be authorised (ContentDecodingError"),
+        # a token that lost its access while the run waited
+        (Fault("GET", "/collaborators/", 401, body={"message": "Bad credentials"}, times=9),
+         "failed: 401 Bad credentials"),
+    ],
+)  # fmt: skip
+def test_any_failure_to_authorise_is_a_refusal_that_deletes_the_tag(
+    gh, policy_repo, with_remote, cli, tmp_path, mp, fault, said
+):
+    push_stage_tag(policy_repo, "toy#staging#1")
+    tag_pushed(mp, tmp_path, policy_repo, "toy#staging#1", "dev")
+    gh.state.faults.append(fault)
+    code, _, err = cli("accept-tag", "toy#staging#1")
+    assert code == 1 and said in err, err
+    assert "the tag toy#staging#1 was deleted again" in err
+    assert git(policy_repo, "tag", "-l", "toy#*") == ""
+    assert git(with_remote, "tag", "-l", "toy#*") == ""
+
+
+def test_github_failing_with_5xx_is_a_refusal_that_deletes_the_tag(
+    gh, policy_repo, with_remote, tmp_path, mp
+):
+    """5xx after the client's retries (handed in without waits between them)."""
+    from lepton_ci.core.context import Context
+    from lepton_ci.core.errors import LeptonError
+    from lepton_ci.core.github import GitHubClient
+    from lepton_ci.versions.operations import accept_pushed_tag
+
+    push_stage_tag(policy_repo, "toy#staging#1")
+    tag_pushed(mp, tmp_path, policy_repo, "toy#staging#1", "dev")
+    gh.state.faults.append(Fault("GET", "/collaborators/", 503, times=3))
+    client = GitHubClient("test-token", base_url=gh.url, max_retries=2, sleep=lambda s: None)
+    with pytest.raises(LeptonError) as e:
+        accept_pushed_tag(Context.load(cwd=policy_repo), "toy#staging#1", github=client)
+    assert "failed: 503" in e.value.message and "was deleted again" in e.value.message
+    assert gh.state.count("GET", "/collaborators/dev/permission") == 3
+    assert git(with_remote, "tag", "-l", "toy#*") == ""
+
+
+def test_a_tag_that_cannot_be_deleted_from_the_remote_says_so(
+    gh, policy_repo, with_remote, cli, tmp_path, mp
+):
+    push_stage_tag(policy_repo, "toy#staging#1")
+    tag_pushed(mp, tmp_path, policy_repo, "toy#staging#1", "reader")
+    hook = with_remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'protected tag' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    code, _, err = cli("accept-tag", "toy#staging#1")
+    assert code == 1 and "reader may not promote" in err
+    assert "deleting it from origin FAILED" in err
+    assert "git push origin :refs/tags/toy#staging#1" in err

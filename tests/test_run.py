@@ -74,6 +74,22 @@ def test_cached_only_never_trains_and_says_where_to(cli, toy_repo):
     assert train_count(toy_repo) == 1
 
 
+def test_a_trusted_job_never_trains(cli, toy_repo, monkeypatch):
+    """A job that says it runs no untrusted code (its caches are the trusted side's) may only
+    reuse a run: `run` without --cached-only (or with --no-cache) is refused before anything
+    runs; with it, a hit is reused."""
+    assert cli("run")[0] == 0 and train_count(toy_repo) == 1
+    monkeypatch.setenv("LEPTON_TRUSTED_JOB", "true")
+    for args in (("run",), ("run", "--cached-only", "--no-cache")):
+        code, _, err = cli(*args)
+        assert code == 1 and "this job says it runs no untrusted code" in err
+        assert "pass `cached-only: true`" in err
+    assert train_count(toy_repo) == 1
+    code, _, err = cli("run", "--cached-only")
+    assert code == 0, err
+    assert train_count(toy_repo) == 1
+
+
 @pytest.mark.parametrize(
     ("change", "what"),
     [

@@ -149,7 +149,7 @@ def test_check_clears_a_stale_venv_before_the_cache_restores_one(tmp_path):
     assert proc.returncode == 0, proc.stderr
     outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
     assert outputs["ready"] == "false" and outputs["venv"] == str(venv)
-    assert outputs["key"].startswith("lepton-ci-linux-")
+    assert outputs["key"].startswith("lepton-ci-untrusted-linux-")
     assert not venv.exists()
 
 
@@ -163,6 +163,158 @@ def test_a_hostile_python_input_cannot_forge_a_workflow_command(tmp_path):
     (line,) = proc.stdout.splitlines()
     assert "'$(touch pwned)%0A::warning::forged 100%25' not found" in line
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+# -- trusted and untrusted jobs: keys apart, a restored venv checked ------------------------
+
+
+def check_outputs(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = tmp_path / "output"
+    out.write_text("")
+    proc = install_sh("check", env={"RUNNER_TEMP": str(tmp_path), "GITHUB_OUTPUT": str(out), **env})
+    return proc, dict(line.split("=", 1) for line in out.read_text().splitlines())
+
+
+@pytest.mark.unit
+def test_the_venv_key_says_which_side_saved_it(tmp_path):
+    """A job that runs untrusted code (the default) and a job that says it does not
+    (LEPTON_TRUSTED_JOB) never share a cache entry; a pull_request job is never trusted."""
+    proc, untrusted = check_outputs(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc, trusted = check_outputs(tmp_path, LEPTON_TRUSTED_JOB="true")
+    assert trusted["key"].startswith("lepton-ci-trusted-linux-")
+    assert trusted["key"] == untrusted["key"].replace("-untrusted-", "-trusted-")
+    proc, pr = check_outputs(tmp_path, LEPTON_TRUSTED_JOB="true", GITHUB_EVENT_NAME="pull_request")
+    assert pr["key"] == untrusted["key"]
+    assert "ignored in a pull_request job" in proc.stderr
+    proc = install_sh("check", env={"RUNNER_TEMP": str(tmp_path), "LEPTON_TRUSTED_JOB": "yes"})
+    assert proc.returncode == 1 and "LEPTON_TRUSTED_JOB is `yes`" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def made_venv(tmp_path_factory) -> Path:
+    """lepton-ci's virtualenv as setup makes it (once for the module)."""
+    temp = tmp_path_factory.mktemp("made")
+    proc = install_sh(env={"RUNNER_TEMP": str(temp)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return temp / "lepton-ci-venv"
+
+
+def restored(made_venv: Path, temp: Path) -> Path:
+    """A copy of it, as actions/cache puts one back in another job."""
+    import shutil
+
+    venv = temp / "lepton-ci-venv"
+    shutil.copytree(made_venv, venv, symlinks=True)
+    return venv
+
+
+def _site(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3.*/site-packages"))
+
+
+def _edit_record(venv: Path, dist: str, line: str) -> None:
+    record = next(_site(venv).glob(f"{dist}-*.dist-info")) / "RECORD"
+    record.write_text(record.read_text() + line + "\n")
+
+
+POISONS = {
+    "a .pth file": (
+        lambda v: (_site(v) / "zz-evil.pth").write_text("import os\n"),
+        "site-packages/zz-evil.pth belongs to no installed distribution",
+    ),
+    "sitecustomize": (
+        lambda v: (_site(v) / "sitecustomize.py").write_text("import os\n"),
+        "site-packages/sitecustomize.py belongs to no installed distribution",
+    ),
+    "an edited package file": (
+        lambda v: (_site(v) / "yaml" / "__init__.py").open("a").write("import os\n"),
+        "yaml/__init__.py is not the file pyyaml 6.0.4 installed",
+    ),
+    "a .pth its RECORD lists without a hash": (
+        lambda v: (
+            (_site(v) / "zz-evil.pth").write_text("import os\n"),
+            _edit_record(v, "idna", "zz-evil.pth,,"),
+        ),
+        "lists zz-evil.pth without a hash",
+    ),
+    "a RECORD reaching outside": (
+        lambda v: _edit_record(v, "idna", "../../../../../../etc/hostname,sha256=x,1"),
+        "outside the virtualenv",
+    ),
+    "a package nobody pinned": (
+        lambda v: (
+            (_site(v) / "evil-1.0.dist-info").mkdir(),
+            (_site(v) / "evil-1.0.dist-info" / "METADATA").write_text(
+                "Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n"
+            ),
+            (_site(v) / "evil-1.0.dist-info" / "RECORD").write_text(
+                "evil-1.0.dist-info/RECORD,,\n"
+            ),
+        ),
+        "evil 1.0 is installed but not in the lock",
+    ),
+    "a pinned package gone": (
+        lambda v: [__import__("shutil").rmtree(d) for d in _site(v).glob("jinja2-*.dist-info")],
+        "the lock pins jinja2 3.1.6, the virtualenv has none",
+    ),
+    "another interpreter": (
+        lambda v: ((v / "bin" / "python").unlink(), (v / "bin" / "python").symlink_to("/bin/sh")),
+        "bin/python is not this job's Python",
+    ),
+    "the system site-packages let in": (
+        lambda v: (v / "pyvenv.cfg").write_text(
+            (v / "pyvenv.cfg")
+            .read_text()
+            .replace("include-system-site-packages = false", "include-system-site-packages = true")
+        ),
+        "pyvenv.cfg lets the system site-packages in",
+    ),
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("poison", sorted(POISONS))
+def test_a_restored_venv_is_checked_against_the_lock(made_venv, tmp_path, poison):
+    venv = restored(made_venv, tmp_path)
+    do, said = POISONS[poison]
+    do(venv)
+    proc = install_sh("verify", env={"LEPTON_VENV": str(venv)})
+    assert proc.returncode == 1 and said in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.e2e
+def test_an_untouched_venv_passes_and_its_bytecode_is_dropped(made_venv, tmp_path):
+    """What the check cannot vouch for (compiled bytecode, lepton-ci's own copy) is deleted
+    before it, and made again: a planted .pyc never loads."""
+    venv = restored(made_venv, tmp_path)
+    pyc = _site(venv) / "yaml" / "__pycache__" / "__init__.cpython-311.pyc"
+    pyc.parent.mkdir(exist_ok=True)
+    pyc.write_bytes(b"planted")
+    proc = install_sh("verify", env={"LEPTON_VENV": str(venv)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "what its lock installs" in proc.stdout
+    assert not pyc.exists() and not (_site(venv) / "lepton_ci").exists()
+
+
+@pytest.mark.e2e
+def test_a_poisoned_venv_is_made_again_before_anything_of_it_runs(made_venv, tmp_path):
+    """A job starts with a virtualenv from the cache whose stamp says it is ready, and a .pth
+    file that would run at every interpreter start: it is found before the interpreter
+    starts, the virtualenv is made again, and the step says which cache entry to delete."""
+    temp = tmp_path / "temp"
+    venv = restored(made_venv, temp)
+    ran = tmp_path / "pth-ran"
+    evil = f"import pathlib; pathlib.Path({str(ran)!r}).touch()\n"
+    (_site(venv) / "zz-evil.pth").write_text(evil)
+    proc = install_sh(env={"RUNNER_TEMP": str(temp)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "is not what its lock installs (lib/python3.11/site-packages/zz-evil.pth" in (
+        proc.stderr
+    )
+    assert "delete that cache entry" in proc.stderr
+    assert "installed in" in proc.stdout
+    assert not ran.exists() and not (_site(venv) / "zz-evil.pth").exists()
 
 
 # -- extras on demand ------------------------------------------------------------------------
@@ -303,8 +455,8 @@ def test_setup_action_cold_warm_and_from_the_cache(tmp_path, action):
     ws = setup_workspace(tmp_path, TWICE)
     before = sorted(str(p.relative_to(action)) for p in action.rglob("*"))
     cache = tmp_path / "cache-service"
-    runs = []
-    for i in range(2):  # two jobs: the second starts with an empty RUNNER_TEMP
+
+    def job(i: int, **env: str) -> list[str]:  # each job starts with an empty RUNNER_TEMP
         home = tmp_path / f"home{i}"
         home.mkdir()
         proc = act(
@@ -314,18 +466,22 @@ def test_setup_action_cold_warm_and_from_the_cache(tmp_path, action):
             "setup.yml",
             home=home,
             action=action,
-            env={"LEPTON_TEST_CACHE": str(cache)},
+            env={"LEPTON_TEST_CACHE": str(cache), **env},
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-        runs.append(step_lines(proc.stdout))
-    first, second = runs
+        warnings = [ln for ln in proc.stdout.splitlines() if "::warning" in ln]
+        return step_lines(proc.stdout) + warnings
+
+    first, second = job(0), job(1)
     # job 1: uv from its pinned wheel, installed once, the job's second step finds it ready
     assert any(ln.startswith("lepton-ci setup: fetching uv-") for ln in first)
     assert sum("installed in" in ln for ln in first) == 1
     assert sum(ln.startswith("lepton-ci ") and " ready in " in ln for ln in first) == 1
-    assert any(ln.startswith("cache stand-in: saved lepton-ci-linux-") for ln in first)
-    # job 2: restored from the cache, nothing installed
-    assert any(ln.startswith("cache stand-in: restored lepton-ci-linux-") for ln in second)
+    assert any(ln.startswith("cache stand-in: saved lepton-ci-untrusted-linux-") for ln in first)
+    # job 2: restored from the cache, checked, nothing installed
+    assert any(
+        ln.startswith("cache stand-in: restored lepton-ci-untrusted-linux-") for ln in second
+    )
     assert not any("installed in" in ln for ln in second)
     # the job's own python3 stays first on PATH; lepton-ci comes from its own directory
     py = next(ln for ln in second if ln.startswith("python3 is "))
@@ -339,6 +495,29 @@ def test_setup_action_cold_warm_and_from_the_cache(tmp_path, action):
     # nothing written into the action's directory (act's copy, nor the source)
     assert next(ln for ln in second if ln.startswith("action dirs:")) == "action dirs:"
     assert sorted(str(p.relative_to(action)) for p in action.rglob("*")) == before
+    # A job that says it runs no untrusted code never restores what those jobs saved: its key
+    # is the trusted side's, a miss, and it makes and saves its own.
+    third = job(2, LEPTON_TRUSTED_JOB="true")
+    assert any(
+        ln.startswith("cache stand-in: no entry for lepton-ci-trusted-linux-") for ln in third
+    )
+    assert sum("installed in" in ln for ln in third) == 1
+    assert any(ln.startswith("cache stand-in: saved lepton-ci-trusted-linux-") for ln in third)
+    # Poisoned anyway (a .pth in the saved tarball): checked before it runs, made again.
+    import tarfile
+
+    (entry,) = cache.glob("lepton-ci-trusted-*.tar")
+    with tarfile.open(entry) as t:
+        site = next(m.name for m in t.getmembers() if m.name.endswith("/site-packages"))
+    evil = tmp_path / "zz-evil.pth"
+    evil.write_text("import os; os.system('echo POISONED')\n")
+    with tarfile.open(entry, "a") as t:
+        t.add(evil, f"{site}/zz-evil.pth")
+    fourth = job(3, LEPTON_TRUSTED_JOB="true")
+    assert any(ln.startswith("cache stand-in: restored lepton-ci-trusted-linux-") for ln in fourth)
+    assert any("is not what its lock installs" in ln and "zz-evil.pth" in ln for ln in fourth)
+    assert sum("installed in" in ln for ln in fourth) == 1
+    assert not any("POISONED" in ln for ln in fourth)
 
 
 @pytest.mark.e2e

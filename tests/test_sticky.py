@@ -5,16 +5,16 @@ import json
 
 import pytest
 
-from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.github import GitHubClient, GitHubError
 from lepton_ci.report.comment import BundleMeta, Rendered, marker
 from lepton_ci.report.sticky import upsert
-from tests.support.github_server import GitHubServer
+from tests.support.github_server import WORKFLOW_TOKEN, Fault, GitHubServer, Token
 
 pytestmark = pytest.mark.e2e
 REPO = "acme/models"
 PR = 5
 OLD, NEW = "a" * 40, "b" * 40
-BOT = ("github-actions[bot]", "Bot")  # who lepton-ci posts as with the workflow's token
+BOT = "github-actions[bot]"  # who the workflow's token posts as
 
 
 @pytest.fixture
@@ -23,8 +23,8 @@ def gh():
         yield srv
 
 
-def client(gh):
-    return GitHubClient("test-token", base_url=gh.url, max_retries=0, sleep=lambda s: None)
+def client(gh, token="test-token"):
+    return GitHubClient(token, base_url=gh.url, max_retries=0, sleep=lambda s: None)
 
 
 def report(digest="d1", sha=NEW, run=1, model="digits", workflow="ci"):
@@ -34,9 +34,9 @@ def report(digest="d1", sha=NEW, run=1, model="digits", workflow="ci"):
     return Rendered(body, digest, []), meta
 
 
-def post(gh, digest="d1", sha=NEW, run=1, head=NEW, **kw):
+def post(gh, digest="d1", sha=NEW, run=1, head=NEW, token="test-token", author=None, **kw):
     rendered, meta = report(digest, sha, run, **kw)
-    return upsert(client(gh), REPO, PR, rendered, meta, head_sha=head)
+    return upsert(client(gh, token), REPO, PR, rendered, meta, head_sha=head, author=author)
 
 
 def bodies(gh):
@@ -52,7 +52,7 @@ def test_created_then_updated_then_unchanged(gh):
         return upsert(c, REPO, PR, rendered, meta, head_sha=NEW)
 
     first = again("d1", 1)
-    assert (first.action, first.calls) == ("created", 3)  # list, create, list again
+    assert (first.action, first.calls) == ("created", 4)  # who am I, list, create, list again
     assert first.url and first.url.endswith(f"#issuecomment-{first.comment_id}")
     second = again("d2", 2)
     assert (second.action, second.comment_id, second.url) == (
@@ -70,7 +70,7 @@ def test_a_comment_from_before_run_numbers_is_older_than_none(gh):
     """A comment whose meta has no run number (a local run's, run 0) is replaced by run 0."""
     line = json.dumps({"sha": NEW, "digest": "d0"})
     body = f"{marker('digits', 'ci')}\nold\n<!-- lepton-ci:meta {line} -->"
-    gh.state.new_comment(REPO, PR, body, *BOT)
+    gh.state.new_comment(REPO, PR, body, BOT, "Bot")
     assert post(gh, "d1", run=0).action == "updated"
 
 
@@ -154,7 +154,7 @@ def test_a_race_keeps_the_oldest_and_deletes_ours(gh, monkeypatch):
     real = c.create_comment
 
     def racing(repo, number, body):
-        theirs = gh.state.new_comment(repo, number, rendered1.body, *BOT)  # lands first
+        theirs = gh.state.new_comment(repo, number, rendered1.body, BOT, "Bot")  # lands first
         ours = real(repo, number, body)
         assert theirs["id"] < ours["id"]
         return ours
@@ -165,7 +165,7 @@ def test_a_race_keeps_the_oldest_and_deletes_ours(gh, monkeypatch):
     out = upsert(c, REPO, PR, rendered2, meta2, head_sha=NEW)
     (kept,) = gh.state.comments[(REPO, PR)]
     assert (out.action, out.comment_id, out.url) == ("updated", kept["id"], kept["html_url"])
-    assert out.calls == 4  # create, list, delete ours, update theirs
+    assert out.calls == 5  # who am I, create, list, delete ours, update theirs
     assert kept["body"] == rendered2.body  # ours is newer: it replaces theirs
     assert gh.state.count("DELETE") == 1
 
@@ -177,7 +177,7 @@ def test_a_race_with_a_newer_run_keeps_its_report(gh, monkeypatch):
     real = c.create_comment
 
     def racing(repo, number, body):
-        gh.state.new_comment(repo, number, rendered1.body, *BOT)
+        gh.state.new_comment(repo, number, rendered1.body, BOT, "Bot")
         return real(repo, number, body)
 
     monkeypatch.setattr(c, "create_comment", racing)
@@ -198,3 +198,71 @@ def _empty_first(listing):
         return listing(repo, number)
 
     return issue_comments
+
+
+def test_a_forged_marker_comment_by_someone_else_is_never_found_weighed_or_edited(gh):
+    """A PR author writes the marker, a huge run number and a passing table into a comment of
+    their own: had it been taken for ours, every real report would be judged stale and the
+    forgery would stay. It is not ours: the real report gets its own comment."""
+    forged_meta = json.dumps({"sha": NEW, "run": 10**12, "digest": "forged"}, sort_keys=True)
+    forged = (
+        f"{marker('digits', 'ci')}\n| gate | verdict |\n|---|---|\n| accuracy | pass |\n"
+        f"<!-- lepton-ci:meta {forged_meta} -->\n"
+    )
+    fake = gh.state.new_comment(REPO, PR, forged, "mallory", "User")
+    other_bot = gh.state.new_comment(REPO, PR, forged, "evil-app[bot]", "Bot")
+    first = post(gh, "d1", run=3)
+    assert first.action == "created" and first.author == BOT
+    assert post(gh, "d2", run=4).action == "updated"
+    assert post(gh, "d2", run=4).action == "unchanged"
+    comments = gh.state.comments[(REPO, PR)]
+    assert [c["body"] for c in comments[:2]] == [forged, forged]
+    assert [c["id"] for c in comments] == [fake["id"], other_bot["id"], first.comment_id]
+    assert comments[2]["body"].split("\n")[1] == "report d2"
+    for c in (fake, other_bot):  # never edited, never deleted
+        assert gh.state.count(None, f"/comments/{c['id']}") == 0
+
+
+def test_a_personal_token_finds_its_users_comments_not_the_bots(gh):
+    """A PAT can say who it is (GET /user): its comments are its user's, and the marker
+    comment github-actions[bot] wrote for the same model and workflow is someone else's."""
+    gh.state.tokens["pat"] = Token("release-manager", user_type="User")
+    by_bot = post(gh, "d1")
+    mine = post(gh, "d2", token="pat")
+    assert (mine.action, mine.author) == ("created", "release-manager")
+    assert post(gh, "d3", token="pat").comment_id == mine.comment_id
+    assert bodies(gh) == ["report d1", "report d3"] and by_bot.comment_id != mine.comment_id
+
+
+def test_an_app_token_is_told_by_author_and_learnt_from_its_comment_without_it(gh):
+    """An App's installation token may not call GET /user (403, as GitHub answers) and posts
+    as APP-SLUG[bot]. Given `author`, its comment is found at once; without it, the comment
+    GitHub stored says who posted, the earlier one is found on the second listing, and the
+    new one goes: one comment stays, and `guessed` tells the caller to pass `author`."""
+    first = post(gh, "d1", token="teams-token", author="release-app[bot]")
+    assert (first.action, first.author, first.guessed) == ("created", "release-app[bot]", None)
+    second = post(gh, "d2", token="teams-token", author="release-app[bot]")
+    assert (second.action, second.comment_id) == ("updated", first.comment_id)
+    assert gh.state.count("GET", "/user") == 0  # told, not asked
+    third = post(gh, "d3", token="teams-token")
+    assert (third.action, third.comment_id) == ("updated", first.comment_id)
+    assert (third.author, third.guessed) == ("release-app[bot]", BOT)
+    assert bodies(gh) == ["report d3"]
+
+
+def test_an_identity_github_cannot_confirm_is_an_error_not_a_guess(gh):
+    gh.state.faults.append(Fault("GET", "^/user$", 502, times=1))
+    with pytest.raises(GitHubError, match="GET /user failed: 502"):
+        post(gh, "d1")
+    assert gh.state.comments.get((REPO, PR), []) == []
+
+
+def test_the_workflows_token_need_not_ask_who_it_is(gh):
+    """GITHUB_TOKEN is an installation token (`ghs_...`): GET /user would answer 403, so it
+    is not asked, and it posts as github-actions[bot]."""
+    c = GitHubClient(WORKFLOW_TOKEN, base_url=gh.url, max_retries=0, sleep=lambda s: None)
+    assert c.login() is None and c.calls == 0
+    out = post(gh, "d1", token=WORKFLOW_TOKEN)
+    assert (out.action, out.author, out.guessed, out.calls) == ("created", BOT, None, 3)
+    assert gh.state.count("GET", "/user") == 0
+    assert post(gh, "d2", token=WORKFLOW_TOKEN).comment_id == out.comment_id

@@ -85,7 +85,7 @@ def test_training_never_runs_where_the_token_can_push():
     assert jobs["run"]["permissions"] == {"contents": "read"}
     restore = next(s for s in jobs["release"]["steps"] if "cache/restore@" in s.get("uses", ""))
     assert restore["with"]["fail-on-cache-miss"] is True
-    assert restore["with"]["key"] == "lepton-${{ runner.os }}-${{ github.sha }}"
+    assert restore["with"]["key"] == "lepton-untrusted-${{ runner.os }}-${{ github.sha }}"
     # a run-cache miss (e.g. another platform's key) fails there rather than training
     ship = next(s for s in jobs["release"]["steps"] if s.get("uses", "").startswith("lepton-ci/"))
     assert ship["with"]["cached-only"] == "true"
@@ -93,7 +93,38 @@ def test_training_never_runs_where_the_token_can_push():
     assert save["with"]["key"] == restore["with"]["key"]
     pr = load(ROOT / "templates" / "workflows" / "model-pr.yml")["jobs"]["run"]
     restore_pr = next(s for s in pr["steps"] if "cache/restore@" in s.get("uses", ""))
-    assert restore_pr["with"]["restore-keys"] == "lepton-${{ runner.os }}-"
+    assert restore_pr["with"]["restore-keys"] == "lepton-untrusted-${{ runner.os }}-"
+
+
+def _trusted(data: dict, job: dict) -> bool:
+    env = {**(data.get("env") or {}), **(job.get("env") or {})}
+    return env.get("LEPTON_TRUSTED_JOB") == "true"
+
+
+@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+def test_jobs_that_can_write_are_the_trusted_side_and_never_train(wf):
+    """A job whose token can write declares itself trusted: lepton-ci's virtualenv then comes
+    from the trusted side's cache, and `run` there may only reuse a run. The one cache such a
+    job takes from the untrusted side is the run-cache (data, checked by hashes), and it drops
+    the tag index that came with it. A job that trains is the untrusted side, in its keys too."""
+    data = load(wf)
+    for name, job in data["jobs"].items():
+        writes = any(v == "write" for v in job["permissions"].values())
+        trusted = _trusted(data, job)
+        assert trusted or not writes, f"{name} can write: give it LEPTON_TRUSTED_JOB: 'true'"
+        steps = job.get("steps", [])
+        for i, step in enumerate(steps):
+            ref = step.get("uses", "")
+            if ref.endswith(("actions/run@v1", "lepton-ci/lepton-ci@v1")) and trusted:
+                assert (step.get("with") or {}).get("cached-only") == "true", f"{name} trains"
+            if ref.startswith("actions/cache"):
+                key = step["with"]["key"]
+                assert "-untrusted-" in key or "-trusted-" in key, f"{name}: {key} names no side"
+                if trusted and "-untrusted-" in key:
+                    assert "save@" not in ref and ".lepton/cache" in step["with"]["path"]
+                    assert steps[i + 1].get("run") == "rm -rf .git/lepton-ci", name
+                if not trusted:
+                    assert "-untrusted-" in key, f"{name} runs untrusted code: {key}"
 
 
 def test_tag_deploys_name_the_accepted_stage_environment():

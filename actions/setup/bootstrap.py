@@ -5,7 +5,10 @@ Run by install.sh after it checked the runner OS and the Python version (so this
 
     bootstrap.py check     print the venv path, the cache key and whether the venv is ready
                            (as step outputs), so actions/cache runs only when it can help
-    bootstrap.py           install what is missing, put `lepton-ci` on PATH
+    bootstrap.py           install what is missing, put `lepton-ci` on PATH; a venv this job
+                           did not make (restored from a cache) is checked against the lock
+                           first (venv_check.py), and made again if it differs
+    bootstrap.py verify    check the venv against the lock (a cache entry, by hand)
 
 The venv (`LEPTON_VENV`, default `$RUNNER_TEMP/lepton-ci-venv`) holds the dependencies from
 requirements.txt, installed with `--require-hashes` by uv (from its PyPI wheel, or the `uv`
@@ -36,6 +39,14 @@ STAMP = ".lepton-setup.json"
 DOWNLOAD_TRIES = 3
 DOWNLOAD_TIMEOUT = 60
 INSTALL_TIMEOUT = 600
+
+
+# Set to `true` in the `env:` of a job that runs no untrusted code (it can write: tags,
+# deployments, comments); lepton-ci's `run` then refuses to train there. Read by lepton-ci too.
+TRUSTED_JOB = "LEPTON_TRUSTED_JOB"
+# Set in the job's environment once its virtualenv was made or checked, so later steps of the
+# same job (which share everything anyway) do not check it again.
+CHECKED = "LEPTON_VENV_CHECKED"
 
 
 class SetupError(Exception):
@@ -98,21 +109,78 @@ class Setup:
         self.env = env
         self.venv = Path(env.get("LEPTON_VENV") or Path(temp) / "lepton-ci-venv").absolute()
         self.bin = Path(str(self.venv) + "-bin")
+        self._side: str | None = None
 
     @property
     def venv_python(self) -> Path:
         return self.venv / "bin" / "python"
 
+    def side(self) -> str:
+        """`trusted` for a job that says it runs no untrusted code, else `untrusted`. The two
+        never share a cache entry: a job that trains (or runs a pull request's code) could
+        leave anything in the virtualenv it saves, and a job that can write must not start
+        that. A pull_request job runs the PR's code, whatever its `env:` says."""
+        if self._side is None:
+            self._side = self._decide_side()
+        return self._side
+
+    def _decide_side(self) -> str:
+        value = self.env.get(TRUSTED_JOB, "").strip()
+        if value not in ("", "true", "false"):
+            raise SetupError(f"{TRUSTED_JOB} is `{value}`; it takes `true` or `false`")
+        if value != "true":
+            return "untrusted"
+        if self.env.get("GITHUB_EVENT_NAME") == "pull_request":
+            annotate(
+                "warning",
+                f"{TRUSTED_JOB}: true is ignored in a pull_request job: it runs the pull "
+                "request's code, so its caches are the untrusted side's",
+            )
+            return "untrusted"
+        return "trusted"
+
     def key(self) -> str:
         """Changes with what the venv's dependencies depend on: the locks, this Python and the
-        runner platform. Not with the venv's path: it is created relocatable, and lepton-ci
-        runs through the venv's `python` alone, so a cache restored elsewhere still works."""
+        runner platform, and with the side of the job (trusted or not). Not with the venv's
+        path: it is created relocatable, and lepton-ci runs through the venv's `python` alone,
+        so a cache restored elsewhere still works."""
         h = hashlib.sha256()
         for name in sorted(p.name for p in HERE.glob("requirements*.txt")):
             h.update((HERE / name).read_bytes())
         h.update(f"{os.path.realpath(sys.executable)}|{sys.version}".encode())
         v = sys.version_info
-        return f"lepton-ci-{platform_key()}-py{v.major}.{v.minor}.{v.micro}-{h.hexdigest()[:16]}"
+        return (
+            f"lepton-ci-{self.side()}-{platform_key()}-py{v.major}.{v.minor}.{v.micro}-"
+            f"{h.hexdigest()[:16]}"
+        )
+
+    def lock_files(self) -> list[Path]:
+        raw = self.stamp().get("extras")
+        extras = [str(e) for e in raw] if isinstance(raw, list) else []
+        files = [HERE / "requirements.txt"]
+        for extra in extras:
+            f = HERE / f"requirements-{extra}.txt"
+            if "/" in extra or not f.is_file():
+                raise SetupError(f"the cached virtualenv names an unknown extra `{extra}`")
+            files.append(f)
+        return files
+
+    def checked(self) -> str | None:
+        """None when the venv, which this job did not make, is what the lock installs; else
+        why not. Its own interpreter does not run before this says None."""
+        sys.dont_write_bytecode = True  # no __pycache__ in the action's own directory
+        import venv_check
+
+        venv_check.prepare(self.venv)
+        installer = str(self.stamp().get("installer") or "")
+        try:
+            venv_check.check(self.venv, self.lock_files(), installer)
+        except (venv_check.Mismatch, SetupError) as e:
+            return str(e)
+        # The stamp is the cached venv's own claim: where its site-packages are is recomputed.
+        site = venv_check.site_packages(self.venv)
+        self.write_stamp(site=str(site.relative_to(self.venv)), src="")
+        return None
 
     def stamp(self) -> dict[str, object]:
         try:
@@ -283,9 +351,21 @@ class Setup:
     def install(self) -> None:
         t0 = time.perf_counter()
         fresh = not self.ready()
+        if not fresh and self.env.get(CHECKED) != str(self.venv):
+            # From a cache (or left by an earlier job): checked before anything of it runs.
+            problem = self.checked()
+            if problem is not None:
+                annotate(
+                    "warning",
+                    f"the lepton-ci virtualenv restored as {self.key()} is not what its lock "
+                    f"installs ({problem}); deleted and made again. A job that runs untrusted "
+                    "code may have saved it: delete that cache entry (Actions > Caches)",
+                )
+                fresh = True
         if fresh:
             log(f"lepton-ci setup: creating {self.venv} ({self.key()})")
             self.create_venv()
+        append(self.env.get("GITHUB_ENV"), f"{CHECKED}={self.venv}")
         self.install_source()
         script = self.launcher()
         for step in self.env.get("LEPTON_SETUP_STEP", "").split():
@@ -361,8 +441,12 @@ def main(argv: list[str]) -> int:
             output("ready", "true" if ready else "false")
         elif mode == "install":
             setup.install()
+        elif mode == "verify":
+            problem = setup.checked() if setup.venv.is_dir() else f"no {setup.venv}"
+            log(f"{setup.venv}: {problem or 'what its lock installs'}")
+            return 0 if problem is None else 1
         else:
-            raise SetupError(f"unknown mode `{mode}`; use `check` or nothing")
+            raise SetupError(f"unknown mode `{mode}`; use `check`, `verify` or nothing")
     except SetupError as e:
         annotate("error", str(e))
         return 1

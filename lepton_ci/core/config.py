@@ -472,10 +472,37 @@ class EnvironmentConfig(Strict):
         return v
 
 
+# A branch or tag by its full name: `main` alone could be either, or a remote's.
+_POLICY_REF = re.compile(r"refs/(heads|tags)/[A-Za-z0-9._][A-Za-z0-9._/-]*")
+
+
+class PolicyConfig(Strict):
+    """Where `promote`, `accept-tag` and `rollback` read the stages policy from."""
+
+    ref: str | None = Field(
+        None,
+        description="a protected branch or tag, e.g. refs/heads/release (default: the "
+        "repository's default branch); honoured only as the default branch's lepton.yaml says",
+    )
+
+    @field_validator("ref")
+    @classmethod
+    def _full_ref(cls, v: str | None) -> str | None:
+        if v is not None and (
+            not _POLICY_REF.fullmatch(v) or ".." in v or v.endswith((".", "/", ".lock"))
+        ):
+            raise ValueError(
+                "give a branch or tag by its full name, e.g. `refs/heads/main` or "
+                "`refs/tags/policy`"
+            )
+        return v
+
+
 class Config(Strict):
     version: Literal[1] = 1
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
     stages: dict[str, StageConfig] = {}
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
 
@@ -579,27 +606,31 @@ class LoadedConfig:
 
 def load(path: Path) -> LoadedConfig:
     text = yamlfile.read_text(path, "config", ConfigError, max_bytes=MAX_BYTES)
-    data, node = yamlfile.load(text, str(path), "config", ConfigError)
+    return LoadedConfig(parse(text, str(path)), path)
+
+
+def parse(text: str, source: str) -> Config:
+    """Validate a config's text; errors name `source` (a path, or `REF:PATH` in git)."""
+    data, node = yamlfile.load(text, source, "config", ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{path}: expected a mapping at the top level, got {type(data).__name__}",
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}",
             hint="start with `models:`",
         )
     try:
-        cfg = Config.model_validate(data)
+        return Config.model_validate(data)
     except ValidationError as e:
         lines = _line_map(node)
         errors = e.errors()
-        shown = [_describe(path, err, lines) for err in errors[:MAX_ERRORS]]
+        shown = [_describe(source, err, lines) for err in errors[:MAX_ERRORS]]
         if len(errors) > MAX_ERRORS:
             shown.append(f"... and {len(errors) - MAX_ERRORS} more errors")
         raise ConfigError(
             "\n".join(shown),
             hint="see the config reference in the README",
-            file=str(path),
+            file=source,
             line=_line_of(_loc(errors[0]), lines),
         ) from None
-    return LoadedConfig(cfg, path)
 
 
 def load_from(explicit: str | None = None, cwd: Path | None = None) -> LoadedConfig:
@@ -681,7 +712,7 @@ def _line_of(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | N
     return None
 
 
-def _describe(path: Path, err: Any, lines: dict[tuple[str, ...], int]) -> str:
+def _describe(path: str, err: Any, lines: dict[tuple[str, ...], int]) -> str:
     loc = _loc(err)
     key = ".".join(loc) or "(top level)"
     line = _line_of(loc, lines)

@@ -69,6 +69,10 @@ class RunCacheMiss(LeptonError):
     """`run --cached-only` found no run-cache entry: it must not train."""
 
 
+class UntrustedCode(LeptonError):
+    """A job that says it runs no untrusted code was asked to run some (train, in `run`)."""
+
+
 class RecordError(LeptonError):
     """An evidence record is missing, unreadable or does not match the current checkout."""
 

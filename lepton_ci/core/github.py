@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from lepton_ci.core.gha import Runtime
 
 DEFAULT_API = "https://api.github.com"
+# Who posts with the workflow's GITHUB_TOKEN. An installation token (this one, or a GitHub
+# App's) may not call GET /user: GitHub answers 403 "Resource not accessible by integration".
+# Such tokens start `ghs_` (GitHub's token formats: ghp_ personal, gho_ OAuth, ghu_ user of an
+# app, ghs_ server-to-server), so the workflow's token need not even ask.
+ACTIONS_BOT = "github-actions[bot]"
+INSTALLATION_PREFIX = "ghs_"
+LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}(\[bot\])?")
 _LINK_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 TWO_PHASE_HINT = (
     "pull requests from forks get a read-only token: post the comment from a `workflow_run` "
@@ -79,6 +86,7 @@ class GitHubClient:
         self.clock = clock  # epoch seconds, to read x-ratelimit-reset; tests hand in their own
         self.fork = fork
         self.calls = 0
+        self._login: tuple[str | None] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], rt: Runtime | None = None, **kw: Any) -> GitHubClient:
@@ -165,7 +173,14 @@ class GitHubClient:
         if status == 401:
             hint = "the token is missing or invalid: pass `github-token` / set GITHUB_TOKEN"
         elif status == 403 and "not accessible by integration" in message.lower():
-            hint = TWO_PHASE_HINT if self.fork else _permission_hint(method, path)
+            hint = (
+                TWO_PHASE_HINT
+                if self.fork
+                else (
+                    "give the workflow job `permissions: {pull-requests: write}` "
+                    "(issues: write for issue comments)"
+                )
+            )
         elif (
             status == 429
             or "rate limit" in message.lower()
@@ -247,15 +262,23 @@ class GitHubClient:
     # -- the endpoints lepton-ci uses -----------------------------------------------------------
 
     def login(self) -> str | None:
-        """The token's own user, or None for an installation token (the workflow's
-        GITHUB_TOKEN, a GitHub App's), which is no user: GitHub answers it 403."""
-        try:
-            me = self.object("GET", "/user")
-        except GitHubError as e:
-            if e.status == 403:
-                return None
-            raise
-        return str(me.get("login") or "") or None
+        """The login this token acts as (GET /user, asked once), or None for an installation
+        token: GitHub refuses it that endpoint with 403, and the answer names no app."""
+        if self._login is None and (self._token or "").startswith(INSTALLATION_PREFIX):
+            self._login = (None,)
+        if self._login is None:
+            try:
+                me = self.object("GET", "/user")
+            except GitHubError as e:
+                if e.status != 403:
+                    raise
+                self._login = (None,)
+            else:
+                login = me.get("login")
+                if not isinstance(login, str) or not login:
+                    raise self._not_api("GET", "/user", 200, "a user without a login")
+                self._login = (login,)
+        return self._login[0]
 
     def pull(self, repo: str, number: int) -> dict[str, Any]:
         return self.object("GET", f"/repos/{repo}/pulls/{number}")
@@ -300,25 +323,6 @@ class GitHubClient:
     def update_issue(self, repo: str, number: int, **fields: Any) -> dict[str, Any]:
         path = f"/repos/{repo}/issues/{number}"
         return self.object("PATCH", path, json=fields)
-
-
-def _permission_hint(method: str, path: str) -> str:
-    """The `permissions:` a workflow job needs for this call (GitHub's 403 says none)."""
-    level = "read" if method == "GET" else "write"
-    rest = re.sub(r"^(?:https?://[^/]+)?(?:/api/v3)?/repos/[^/]+/[^/]+/?", "", path)
-    note = ""
-    if rest.startswith("deployments"):
-        need = f"deployments: {level}"
-    elif rest.startswith("pulls"):
-        need = f"pull-requests: {level}"
-    elif re.match(r"issues/(\d+/comments|comments/)", rest):
-        # The same endpoints serve a pull request's conversation and an issue's.
-        need, note = f"pull-requests: {level}", f" (issues: {level} for an issue's comments)"
-    elif rest.startswith("issues"):
-        need = f"issues: {level}"
-    else:
-        return "the token lacks a permission this call needs: check the job's `permissions:`"
-    return f"give the workflow job `permissions: {{{need}}}`{note}"
 
 
 def _kind(data: Any) -> str:

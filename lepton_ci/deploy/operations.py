@@ -15,7 +15,7 @@ from typing import Any
 
 from lepton_ci.core import extras
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import LeptonError, MissingExtra
+from lepton_ci.core.errors import LeptonError, MissingExtra, RegistryError
 from lepton_ci.core.escape import md_cell
 from lepton_ci.core.gha import Runtime
 from lepton_ci.core.interrupt import Terminated, deferred, signum_of
@@ -28,7 +28,7 @@ from lepton_ci.deploy.github_deployments import Recorder
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
 from lepton_ci.deploy.releases import DeployError, FileStore, Revision, history_text, next_number
-from lepton_ci.versions import evidence
+from lepton_ci.versions import authorise, evidence, protected
 from lepton_ci.versions.grammar import version_tag
 from lepton_ci.versions.registry import Registry
 
@@ -291,7 +291,29 @@ class EnvironmentOperation:
         )
         return Applied(self.env_name, rev, out.notes)
 
-    def rollback(self, to: int | None = None) -> Applied:
+    def authorise_rollback(self, actor: str | None = None) -> None:
+        """Who may promote to a stage may roll back the environment of that name, under the
+        same protected policy; an environment no stage is named for has no policy."""
+        policy = protected.load(self.ctx)
+        if self.env_name not in policy.stages:
+            Runtime(self.ctx.env, sys.stderr).notice(
+                f"no stage `{self.env_name}` in the policy on {policy.where}: anyone who can "
+                f"run this may roll back {self.env_name} (name a stage like the environment "
+                "to restrict it)"
+            )
+            return
+        actors = authorise.run_actors(self.ctx.env, actor)
+        try:
+            authorise.authorise(self.ctx, policy, self.env_name, actors, None, doing="rollback of")
+        except RegistryError as e:
+            e.message = (
+                f"rollback of {self.env_name} refused: {e.message} (who may promote to "
+                f"`{self.env_name}` may roll it back)"
+            )
+            raise
+
+    def rollback(self, to: int | None = None, *, actor: str | None = None) -> Applied:
+        self.authorise_rollback(actor)
         out = self.deployer.rollback(to)
         rev = out.revision
         github = self._github or Recorder.from_env(self.ctx.env)

@@ -12,7 +12,7 @@ from lepton_ci.core import record as record_mod
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, RecordError
 from lepton_ci.core.gha import Runtime, dig, load_event, pr_number
-from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.github import LOGIN, GitHubClient
 from lepton_ci.core.outputs import CommentOutputs
 from lepton_ci.core.record import Record
 from lepton_ci.report import comment as report
@@ -112,6 +112,7 @@ def comment(
     repo: str | None = None,
     local_dir: Path | None = None,
     from_bundle: bool = False,
+    author: str | None = None,
 ) -> Posted:
     rendered = report.render(rec, meta)
     repo = repo or env.get("GITHUB_REPOSITORY") or meta.repo
@@ -136,12 +137,25 @@ def comment(
         check_bundle_source(event, pull, meta, pr)
     try:
         outcome = sticky.upsert(
-            gh, repo, pr, rendered, meta, head_sha=head_sha if isinstance(head_sha, str) else None
+            gh,
+            repo,
+            pr,
+            rendered,
+            meta,
+            head_sha=head_sha if isinstance(head_sha, str) else None,
+            author=author,
         )
     except LeptonError as e:
         if getattr(e, "status", None) == 403 and not e.hint:
             e.hint = "give the job `permissions: {pull-requests: write}`"
         raise
+    if outcome.guessed is not None:
+        rt.warning(
+            f"the token posts as {outcome.author}, not {outcome.guessed}: its earlier comment "
+            "was found only after posting another (a GitHub App's token cannot say who it "
+            f"is); pass `author: {outcome.author}` (--author) to find it at once",
+            title="lepton-ci comment",
+        )
     outcome.calls = gh.calls - start  # every call this comment cost, the PR read included
     return Posted(rendered, outcome, None)
 
@@ -193,6 +207,7 @@ def post(
     pr: int | None = None,
     repo: str | None = None,
     workflow: str | None = None,
+    author: str | None = None,
 ) -> Posted:
     """`lepton-ci comment`: post a bundle written by `run` (the fork-safe job, which needs no
     lepton.yaml), or the last run of `model` in `ctx`; write the step summary and outputs."""
@@ -215,8 +230,22 @@ def post(
         local_dir = ctx.paths.report_bundle(name)
     if workflow:
         meta = meta.model_copy(update={"workflow": workflow})
+    if author is not None and not LOGIN.fullmatch(author):
+        raise LeptonError(
+            f"--author `{author}` is not a GitHub login",
+            hint="give the login the token posts as, e.g. `my-app[bot]` for a GitHub App "
+            "named my-app",
+        )
     posted = comment(
-        env, rt, rec, meta, pr=pr, repo=repo, local_dir=local_dir, from_bundle=bundle is not None
+        env,
+        rt,
+        rec,
+        meta,
+        pr=pr,
+        repo=repo,
+        local_dir=local_dir,
+        from_bundle=bundle is not None,
+        author=author,
     )
     if posted.rendered is not None:  # always, once a bundle was read
         rt.summary(posted.rendered.body)

@@ -16,6 +16,7 @@ from lepton_ci.core.errors import (
     InputError,
     RecordError,
     RunCacheMiss,
+    UntrustedCode,
 )
 from lepton_ci.core.gha import load_event, pr_head_sha
 from lepton_ci.core.hashing import StatCache
@@ -382,7 +383,21 @@ def _run_steps(ctx: Context, name: str, cfg: ModelConfig, workdir: Path) -> list
     return steps
 
 
+# A job whose `env:` says this runs no untrusted code: it restores only the caches other such
+# jobs saved (actions/setup/bootstrap.py keys them `trusted`). Training runs the repository's
+# code, which could write into what that job saves, so it may only reuse a run.
+TRUSTED_JOB = "LEPTON_TRUSTED_JOB"
+
+
 def run(ctx: Context, models: list[str], opts: RunOptions) -> list[Record]:
+    if ctx.env.get(TRUSTED_JOB) == "true" and not (opts.cached_only and opts.use_cache):
+        raise UntrustedCode(
+            f"this job says it runs no untrusted code ({TRUSTED_JOB}: true), and `run` "
+            "without --cached-only may train, running the repository's code where the job's "
+            "token can write and its caches are the trusted side's",
+            hint="pass `cached-only: true` (restoring the run-cache of the job that trained), "
+            f"or train in a job without {TRUSTED_JOB}",
+        )
     return [run_model(ctx, m, opts) for m in models]
 
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lepton_ci.core import record as record_mod
-from lepton_ci.core.config import StageConfig
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import RecordError, RegistryError
+from lepton_ci.core.errors import LeptonError, RecordError, RegistryError
 from lepton_ci.core.github import GitHubClient
+from lepton_ci.core.interrupt import deferred
 from lepton_ci.core.outputs import AcceptTagOutputs, PromoteOutputs, RegisterOutputs
 from lepton_ci.core.printer import some
 from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
+from lepton_ci.versions import authorise, protected
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
-from lepton_ci.versions.policy import check as check_policy
+from lepton_ci.versions.protected import Policy, short
 from lepton_ci.versions.registry import (
     LOGIN,
     PROMOTED_BY,
@@ -195,15 +196,17 @@ def check_promotion(
     stage: str,
     state: State,
     *,
-    actor: str | None,
+    policy: Policy,
+    actors: list[str | None],
     github: GitHubClient | None,
     ignore_tag: str | None = None,
 ) -> None:
-    """Everything a promotion must satisfy: declared stage, the required stage first, the
-    promotion policy for the actor, and gates passed. Raises RegistryError saying what is wrong;
-    Unjudged (checked last, so a refused actor is refused first) when there is no record."""
-    stages = _declared(ctx, stage)
-    required = stages[stage].requires
+    """Everything a promotion must satisfy under the protected policy: declared stage, the
+    required stage first, the policy for every actor, and gates passed. Raises RegistryError
+    saying what is wrong; Unjudged (checked last, so a refused actor is refused first) when
+    there is no record."""
+    authorise.declared(ctx, policy, stage)
+    required = policy.stages[stage].requires
     if required is not None:
         was_there = any(
             e.action is tags.Action.ASSIGN and e.sha == info.sha and e.tag != ignore_tag
@@ -214,14 +217,15 @@ def check_promotion(
                 f"{info.tag} must be in stage `{required}` before `{stage}`",
                 hint=f"run `lepton-ci promote {model} {info.version} {required}` first",
             )
-    _check_actor(ctx, stage, actor, github)
+    authorise.authorise(ctx, policy, stage, actors, github)
     rec = Registry(ctx.git).record(info.tag)
-    if rec is None and not stages[stage].allow_unrecorded:
+    if rec is None and not policy.stages[stage].allow_unrecorded:
         raise Unjudged(
             f"{info.tag} carries no evidence record (registered by GTO or by hand), so "
             "lepton-ci cannot show it passed its gates",
-            hint=f"set `stages.{stage}.allow_unrecorded: true` in {ctx.cfg.path.name} to promote "
-            "such versions anyway, or register a new version with `lepton-ci register`",
+            hint=f"set `stages.{stage}.allow_unrecorded: true` in {ctx.cfg.path.name} on "
+            f"{short(policy.ref)} to promote such versions anyway, or register a new version "
+            "with `lepton-ci register`",
         )
     if rec is None:
         ctx.rt.notice(f"{info.tag} carries no record; promoted to {stage} by allow_unrecorded")
@@ -231,31 +235,6 @@ def check_promotion(
             f"{info.tag} failed its gates ({failed}); it cannot be promoted",
             hint="promote a version that passed, or register a fixed one",
         )
-
-
-def _declared(ctx: Context, stage: str) -> dict[str, StageConfig]:
-    stages = ctx.cfg.config.stages
-    if stage not in stages:
-        declared = ", ".join(stages) or "none"
-        raise RegistryError(
-            f"stage `{stage}` is not declared in {ctx.cfg.path} (declared: {declared})",
-            hint=f"add it under `stages:` in {ctx.cfg.path.name}, e.g. `stages: [{stage}]`",
-        )
-    return stages
-
-
-def _check_actor(ctx: Context, stage: str, actor: str | None, github: GitHubClient | None) -> None:
-    policy = ctx.cfg.config.stages[stage].allow
-    if policy is not None:
-        repo = ctx.env.get("GITHUB_REPOSITORY")
-        token = ctx.env.get("LEPTON_GITHUB_TOKEN") or ctx.env.get("GITHUB_TOKEN")
-        if github is None and repo and token:
-            github = GitHubClient.from_env(ctx.env, ctx.rt)
-        # A re-run keeps github.actor (who started the first attempt) but runs for whoever
-        # pressed re-run: authorise that person, github.triggering_actor.
-        who = actor or ctx.env.get("GITHUB_TRIGGERING_ACTOR") or ctx.env.get("GITHUB_ACTOR")
-        why = check_policy(policy, who, stage, client=github, repo=repo)
-        ctx.rt.notice(f"promotion to {stage} allowed: {why}")
 
 
 def promote(
@@ -276,7 +255,9 @@ def promote(
     state = reg.read(model)
     info = state.find(model, version)
     message = _promote_message(ctx, info.tag, stage, actor, deployed_here=deployed_here)
-    check_promotion(ctx, model, info, stage, state, actor=actor, github=github)
+    policy = protected.load(ctx, remote)
+    actors = authorise.run_actors(ctx.env, actor)
+    check_promotion(ctx, model, info, stage, state, policy=policy, actors=actors, github=github)
     current = state.stages(model).get(stage)
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
@@ -335,25 +316,45 @@ def accept_pushed_tag(
         raise RegistryError(f"tag {tag} is not in this clone", hint="fetch tags first")
     info = next((v for v in state.versions(parsed.model) if v.sha == pushed.sha), None)
     try:
+        policy = protected.load(ctx, remote)
+        actors = authorise.tag_actors(ctx.env, tag, actor)
         if info is None:
-            _declared(ctx, parsed.stage)
-            _check_actor(ctx, parsed.stage, actor, github)  # a refused actor's tag still goes
+            authorise.declared(ctx, policy, parsed.stage)
+            # a refused actor's tag still goes
+            authorise.authorise(ctx, policy, parsed.stage, actors, github)
             raise Unjudged(
                 f"{tag} points at {pushed.sha[:12]}, which is no registered "
                 f"version of {parsed.model}",
                 hint="register that commit first (`lepton-ci register`), then assign again",
             )
         check_promotion(
-            ctx, parsed.model, info, parsed.stage, state, actor=actor, github=github, ignore_tag=tag
+            ctx,
+            parsed.model,
+            info,
+            parsed.stage,
+            state,
+            policy=policy,
+            actors=actors,
+            github=github,
+            ignore_tag=tag,
         )
     except Unjudged as e:
         e.message += f"; the tag {tag} was left in place (nothing is deployed)"
         raise
-    except RegistryError as e:
-        ctx.git.run(["tag", "-d", tag], check=False)
-        if remote in ctx.git.remotes():
-            ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)
-        e.message += f"; the tag {tag} was deleted again"
+    except BaseException as e:
+        # Whatever stopped the check (a refusal, GitHub answering 5xx or nonsense, a policy
+        # that cannot be read, a cancelled run) leaves the promotion unauthorised: the tag
+        # goes, so the registry never shows a stage assignment nobody checked.
+        with deferred():
+            gone = _delete_tag(ctx, tag, remote)
+        if isinstance(e, LeptonError):
+            e.message += f"; {gone}"
+            raise
+        if isinstance(e, Exception):
+            raise RegistryError(
+                f"{tag} could not be authorised ({type(e).__name__}: {e}); {gone}",
+                hint="a failed check is a refusal: push the tag again once it can be checked",
+            ) from e
         raise
     by = _deployed_by(ctx, tag)
     if by is not None:
@@ -361,6 +362,21 @@ def accept_pushed_tag(
     return Promoted(
         parsed.model, info.version, parsed.stage, tag, info.sha, False, deploy=by is None
     )
+
+
+def _delete_tag(ctx: Context, tag: str, remote: str) -> str:
+    """Delete a refused tag here and on the remote; say what happened, failures included."""
+    ctx.git.run(["tag", "-d", tag], check=False)
+    if remote not in ctx.git.remotes():
+        return f"the tag {tag} was deleted again"
+    proc = ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)
+    if proc.returncode != 0:
+        why = proc.stderr.strip().splitlines()[-1:] or ["no reason given"]
+        return (
+            f"the tag {tag} was deleted here, but deleting it from {remote} FAILED "
+            f"({why[0]}): delete it by hand, `git push {remote} :refs/tags/{tag}`"
+        )
+    return f"the tag {tag} was deleted again"
 
 
 def _deployed_by(ctx: Context, tag: str) -> str | None:

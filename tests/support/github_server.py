@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 from tests.support import openapi
 
 BODY_LIMIT = 65536
+WORKFLOW_TOKEN = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
 API = "https://api.github.com"
 # GitHub's `permission` field is the legacy level: maintain reads as write, triage as read.
 LEGACY = {
@@ -135,6 +136,8 @@ class GitHubState:
         self.git: dict[str, Path] = {}
         self.tokens: dict[str, Token] = {
             "test-token": Token("github-actions[bot]"),
+            # The workflow's GITHUB_TOKEN as GitHub issues it: an installation token (`ghs_`).
+            WORKFLOW_TOKEN: Token("github-actions[bot]"),
             "teams-token": Token("release-app[bot]", members_read=True),
         }
         self.faults: list[Fault] = []
@@ -511,18 +514,20 @@ def route(
                 pr["state"] = issue["state"]
             issue["updated_at"] = _now()
         return 200, issue, {}
+    if path == "/user" and method == "GET":
+        if token.user_type == "Bot":  # an installation token: GITHUB_TOKEN or a GitHub App's
+            return 403, not_accessible("users/users#get-the-authenticated-user"), {}
+        me = openapi.example("GET", "/user")
+        login = token.login
+        me.update({k: v.replace("octocat", login) for k, v in me.items() if isinstance(v, str)})
+        me.update(id=zlib.crc32(token.login.encode()), node_id=f"U_{token.login}", type="User")
+        # GitHub's own example predates `user_view_type`, the field its schema now tells by.
+        me["user_view_type"] = "private"
+        return 200, me, {}
     m = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)
     if m and method == "GET":
         pr = state.pulls.get((m[1], int(m[2])))
         return (200, pr, {}) if pr else (404, not_found(), {})
-    if path == "/user" and method == "GET":
-        # An installation token (GITHUB_TOKEN, an App's) is no user: GitHub refuses it.
-        if token.user_type == "Bot":
-            return 403, not_accessible(), {}
-        me = openapi.example("GET", "/user")
-        # The schema tells its two views apart by `user_view_type`, which the example lacks.
-        me.update({k: v for k, v in user(token.login).items() if k in me}, user_view_type="private")
-        return 200, me, {}
     m = re.fullmatch(r"/repos/([^/]+)/([^/]+)", path)
     if m and method == "GET":
         repo = openapi.example("GET", "/repos/{owner}/{repo}")
@@ -713,11 +718,12 @@ def not_found() -> dict[str, Any]:
     return {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
 
 
-def not_accessible() -> dict[str, Any]:
-    """GitHub's answer to an installation token (GITHUB_TOKEN) without the permission."""
+def not_accessible(doc: str = "") -> dict[str, Any]:
+    """GitHub's answer to an installation token (GITHUB_TOKEN) without the permission, or on
+    an endpoint only users may call."""
     return {
         "message": "Resource not accessible by integration",
-        "documentation_url": "https://docs.github.com/rest",
+        "documentation_url": f"https://docs.github.com/rest{'/' + doc if doc else ''}",
         "status": "403",
     }
 
