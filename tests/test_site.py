@@ -185,6 +185,25 @@ def test_pagination(
     assert not (repo / "_site" / "models" / "vision_resnet").exists()  # --model
 
 
+def test_an_out_in_a_folder_that_does_not_exist_is_refused_and_nothing_is_made(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in --out made the whole chain of folders silently; it is an error now."""
+    out = tmp_path / "pubilc" / "docs" / "site"
+    code, _, err = site(repo, "--out", str(out), capsys=capsys)
+    assert code == 1, err
+    assert f"--out {out}: its parent folder {out.parent} does not exist" in err
+    assert f"mkdir -p {out.parent}" in err
+    assert not (tmp_path / "pubilc").exists()
+    # relative to -C, and under a file rather than a folder
+    code, _, err = site(repo, "--out", "lepton.yaml/site", capsys=capsys)
+    assert code == 1 and f"its parent folder {repo / 'lepton.yaml'} is not a directory" in err
+    assert [p.name for p in repo.iterdir() if "tmp" in p.name or p.name == "_site"] == []
+    out.parent.mkdir(parents=True)  # the fix the message gives
+    code, _, err = site(repo, "--out", str(out), capsys=capsys)
+    assert code == 0 and (out / "index.html").is_file(), err
+
+
 def test_refuses_unsafe_input_and_leaves_nothing(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
