@@ -1,7 +1,10 @@
 """GitHub API calls per sticky-comment update (target <= 3), and edits when unchanged (0).
 
 Runs the real client, the real renderer (a full record with gates, lineage and a history
-chart) and the real upsert against the local GitHub test server.
+chart) and the real upsert against the local GitHub test server, which checks each request
+and answer against GitHub's OpenAPI description. Calls are counted, not timed: one run says.
+
+    python bench/comment_calls.py [COMMENTS]   (default 250 before or after ours)
 """
 
 import sys
@@ -28,14 +31,16 @@ def rendered(run: int) -> tuple[report.Rendered, report.BundleMeta]:
     return report.render(record(run, "v0.9.0", "v0.8.0", SHA), meta), meta
 
 
-def measure(before: int, after: int) -> None:
+def measure(before: int, after: int) -> tuple[int, int, int]:
     """`before` comments exist when lepton-ci first posts, `after` are added later."""
     with GitHubServer() as srv:
         srv.state.add_pull(REPO, PR, SHA)
 
         def discuss(n: int) -> None:
-            for _ in range(n):  # comments as GitHub shapes them (the stand-in checks its answers)
-                srv.state.new_comment(REPO, PR, "review comment", "someone")
+            # comments of another user, whole as GitHub lists them (the stand-in checks every
+            # answer against GitHub's OpenAPI description and fails the bench on a mismatch)
+            for _ in range(n):
+                srv.state.new_comment(REPO, PR, "review comment", login="someone")
 
         discuss(before)
         gh = GitHubClient(WORKFLOW_TOKEN, base_url=srv.url, sleep=lambda s: None)
@@ -59,9 +64,11 @@ def measure(before: int, after: int) -> None:
             f"(target <= 3 -> ratio {update.calls / 3:.2f}); unchanged {unchanged.calls} calls, "
             f"{edits - 1} edits (target 0)"
         )
+        return update.calls, unchanged.calls, edits - 1
 
 
 if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 250
     measure(0, 0)
-    measure(0, 250)  # the usual case: lepton-ci comments on the PR's first push
-    measure(250, 0)  # lepton-ci added to a PR that already had a long discussion
+    measure(0, n)  # the usual case: lepton-ci comments on the PR's first push
+    measure(n, 0)  # lepton-ci added to a PR that already had a long discussion

@@ -3,9 +3,12 @@
 Deploys the digits example v0.1.0, then v0.1.1 whose /predict answers wrong (its pods start and
 are ready); the golden check fails and lepton-ci reverts. The clock starts when the deploy of
 the bad release begins (lock, apply, rollout wait, the whole health window) and stops when
-v0.1.0 has passed its checks again. The configured windows are printed with it. Compared like
-with like: `helm upgrade --atomic` and a Deployment's progressDeadlineSeconds judge readiness
-only, and these pods are ready, so neither ever reverts this release. Target: <= 10 s.
+v0.1.0 has passed its checks again. The configured windows are printed with it. Target:
+<= 10 s. Only lepton-ci is measured here. (Not measured, so not printed: `helm upgrade
+--atomic` and a Deployment's progressDeadlineSeconds judge readiness only, and these pods are
+ready, so neither would revert this release.)
+
+    python bench/revert_time.py [RUNS]   (default 3)
 """
 
 import os
@@ -63,18 +66,21 @@ def main() -> None:
             sh(*cli, step)
         sh(*cli, "deploy", "staging")
         serve = repo / "serve.py"
+        right = "preds = [int(c) for c in self.model.predict(instances)]"
+        text = serve.read_text()
+        assert text.count(right) == 1, f"serve.py changed: {right!r} is not in it once"
         serve.write_text(
-            serve.read_text().replace(
-                "preds = [self.model.predict([float(v) for v in x]) for x in instances]",
-                "preds = [(self.model.predict([float(v) for v in x]) + 1) % 10 for x in instances]",
+            text.replace(
+                right, "preds = [(int(c) + 1) % 10 for c in self.model.predict(instances)]"
             )
         )
         sh(*g, "commit", "-q", "-am", "perf: faster path", cwd=repo)
         for step in ("run", "register", "build"):
             sh(*cli, step)
         ctx = Context.load(None, repo)
+        runs = int(sys.argv[1]) if len(sys.argv) > 1 else RUNS
         times, detect = [], []
-        for _ in range(RUNS):
+        for _ in range(runs):
             d_ = deployer(ctx, "digits", "staging")
             rel = release(ctx, "digits", version=None, image=None)
             t0 = time.monotonic()
@@ -92,12 +98,8 @@ def main() -> None:
         )
         print(
             f"bad release applied -> v0.1.0 serving and healthy again: best {min(times):.2f} s, "
-            f"worst {max(times):.2f} s over {RUNS} runs (of which apply -> failing verdict: "
+            f"worst {max(times):.2f} s over {runs} runs (of which apply -> failing verdict: "
             f"worst {max(detect):.2f} s); target <= 10 s -> ratio {max(times) / 10:.2f}"
-        )
-        print(
-            "same release under helm upgrade --atomic or progressDeadlineSeconds: never "
-            "reverted (its pods are ready; only the answers are wrong)"
         )
 
 

@@ -2,8 +2,11 @@
 build time against the 2 s target and total size against 5 MB.
 
 The registries are real git repositories: one commit per version, annotated version tags
-whose messages carry full evidence records (as `lepton-ci register` writes them), and stage
-tags, all written with one `git fast-import` stream each.
+whose messages carry full evidence records and stage tags, their messages made by the
+functions `register` and `promote` use (`lepton_ci.versions.message`), all written with one
+`git fast-import` stream each. Each build is timed into a fresh directory, best of 3.
+
+    python bench/site_build.py [VERSIONS]   (default 1000: 1 x 1000 and 10 x 100)
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from lepton_ci.core.record import (
     Record,
     Step,
 )
+from lepton_ci.core.semver import Version
+from lepton_ci.versions import grammar, message
 
 CONFIG = """\
 models:
@@ -170,25 +175,25 @@ def make_repo(root: Path, models: list[str], per_model: int) -> None:
     c = 0
     for m in models:
         prev = None
+        counter = 0  # a model's stage tags are numbered in order, as `promote` numbers them
         for i in range(per_model):
             sha = shas[c]
             rec = record(m, i, sha, prev)
-            subject = f"Register {m}@{version(i)}: accuracy={rec.metrics['accuracy']:.4f}"
-            msg = f"{subject}, gates: pass\n\n{rec.to_json()}".encode()
+            name = grammar.version_tag(m, Version.parse(version(i)))
+            msg = message.registration(name, rec).encode()  # what `register` writes
             tags.append(
-                b"tag %s@%s\nfrom %s\ntagger Dev One <dev@example.com> %d +0000\ndata %d\n%b\n"
-                % (m.encode(), version(i).encode(), sha.encode(), t0 + c * 3600 + 60, len(msg), msg)
+                b"tag %s\nfrom %s\ntagger Dev One <dev@example.com> %d +0000\ndata %d\n%b\n"
+                % (name.encode(), sha.encode(), t0 + c * 3600 + 60, len(msg), msg)
             )
             for k, stage in ((10, "staging"), (50, "prod")):
                 if i % k == 0:
-                    body = f"Assign {stage} to {m}@{version(i)}\n".encode()
+                    counter += 1
+                    body = message.promotion(name, stage, promoted_by="rel-ease").encode()
                     tags.append(
-                        b"tag %s#%s#%d\nfrom %s\n"
+                        b"tag %s\nfrom %s\n"
                         b"tagger Rel Ease <r@example.com> %d +0000\ndata %d\n%b\n"
                         % (
-                            m.encode(),
-                            stage.encode(),
-                            i + k,
+                            grammar.stage_tag(m, stage, counter).encode(),
                             sha.encode(),
                             t0 + c * 3600 + 120 + k,
                             len(body),
@@ -230,8 +235,12 @@ def measure(name: str, models: list[str], per_model: int) -> bool:
 
 
 def main() -> None:
-    ok = measure("1 model x 1000 versions", ["digits"], 1000)
-    ok = measure("10 models x 100 versions", [f"model-{i}" for i in range(10)], 100) and ok
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    ok = measure(f"1 model x {n} versions", ["digits"], n)
+    ok = (
+        measure(f"10 models x {n // 10} versions", [f"model-{i}" for i in range(10)], n // 10)
+        and ok
+    )
     sys.exit(0 if ok else 1)
 
 

@@ -19,6 +19,33 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 
 
+def _order_seed(config: pytest.Config) -> int | None:
+    """pytest-randomly's seed for this run (None when the plugin is off: `-p no:randomly`)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    return seed if isinstance(seed, int) else None
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly has chosen its seed
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis draws its examples from the test order's seed unless `--hypothesis-seed` is
+    given: one printed number repeats a run, the order and the generated inputs both."""
+    seed = _order_seed(config)
+    if seed is not None and config.getoption("hypothesis_seed", None) is None:
+        from hypothesis import core
+
+        core.global_force_seed = seed  # what `--hypothesis-seed` sets
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The seed at the end of every run, `-q` included (the header that names it is not
+    printed then): a failure that depends on the order is repeated with it."""
+    seed = _order_seed(config)
+    if seed is not None:
+        terminalreporter.write_line(
+            f"random order: repeat it with -p randomly --randomly-seed={seed}"
+        )
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Own HOME and git config; no GITHUB_* or LEPTON_* leaking in from the machine."""

@@ -11,7 +11,7 @@ from lepton_ci.deploy.contract import RolloutFailed
 from lepton_ci.deploy.deployer import Deployer, DeployFailed, DeployOutcome
 from lepton_ci.deploy.health import Report
 from lepton_ci.deploy.manifests import Release
-from lepton_ci.deploy.releases import DeployError, FileStore
+from lepton_ci.deploy.releases import DeployError, FileStore, Probe
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +51,8 @@ class ScriptedTarget:
 
     def check(self, checks, url):
         sick = self.serving in self.sick
-        return Report(not sick, [], "500 on /predict" if sick else "2 probes passed")
+        probes = [Probe(check="POST /predict", ok=not sick, detail=f"served by {self.serving}")]
+        return Report(not sick, probes, "500 on /predict" if sick else "2 probes passed")
 
 
 @pytest.fixture
@@ -141,7 +142,10 @@ def test_a_revert_that_fails_too_says_nothing_healthy_serves(world):
     with pytest.raises(DeployError, match=r"reverting to revision 1 \(v0.1.1\) also failed") as e:
         d.deploy(release(2))
     assert "Nothing healthy is serving" in str(e.value)
+    first, _, again = d.history()
     assert [r.status for r in d.history()] == ["deployed", "failed", "failed"]
+    # the revert never reached its checks: it records none, not the copied revision's
+    assert first.probes and again.probes == []
 
 
 @pytest.mark.parametrize(
@@ -260,7 +264,8 @@ def test_revert_puts_the_previous_back_under_the_rollback_budget(world):
     ]
     assert d.history()[1].reason == "errors breached"
     assert target.calls[-1] == ("wait", 3)
-    assert "verdict_to_healthy_s" in out.timings
+    # seconds from the verdict to a healthy revert: the revert's own rollout is part of them
+    assert out.timings["verdict_to_healthy_s"] >= out.timings["revert_s"] >= 0
 
 
 def test_revert_when_nothing_serves_is_refused(world):

@@ -268,6 +268,7 @@ def test_the_stand_in_reports_what_github_would_not_accept(gh):
         ([], "JSON that is not an object (list)"),
         ("login page", "JSON that is not an object (str)"),
         (b"<html>proxy login</html>", "a body that is not JSON"),
+        (b"", "JSON that is not an object (empty)"),  # a 200 with no body at all
     ],
 )
 def test_an_answer_that_is_not_a_json_object_is_a_clear_error(gh, body, what):

@@ -139,6 +139,22 @@ def test_a_producer_of_unknown_size_reports_progress_against_zero(proxy, blob):
     assert c.get_blob("faulty", sha256(blob)) == blob
 
 
+def test_a_producer_of_known_size_reports_progress_against_that_size(proxy, blob):
+    """`build` passes a streamed layer's size when it knows it (a layer built before): the
+    progress bar counts against it, not against the 0 a producer alone would give."""
+    seen = []
+    c = OCIClient(proxy.host, sleep=lambda s: None)
+    c.upload_blob(
+        "faulty",
+        sha256(blob),
+        lambda write: write(blob),
+        lambda done, n: seen.append((done, n)),
+        size=len(blob),
+    )
+    assert seen and {n for _, n in seen} == {len(blob)}
+    assert seen[-1] == (len(blob), len(blob))
+
+
 @pytest.mark.parametrize(("status", "sessions"), [(408, 1), (429, 1), (503, 1), (400, 2)])
 def test_a_refused_stream_is_resumed_only_when_the_refusal_is_passing(
     proxy, blob, status, sessions

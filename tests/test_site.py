@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -180,6 +183,25 @@ def test_pagination(
     assert "Versions 3 to 4 of 5" in second and 'aria-current="page">2<' in second
     assert '<svg class="chart"' not in second  # charts and timeline once, on the first page
     assert not (repo / "_site" / "models" / "vision_resnet").exists()  # --model
+
+
+def test_an_out_in_a_folder_that_does_not_exist_is_refused_and_nothing_is_made(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in --out made the whole chain of folders silently; it is an error now."""
+    out = tmp_path / "pubilc" / "docs" / "site"
+    code, _, err = site(repo, "--out", str(out), capsys=capsys)
+    assert code == 1, err
+    assert f"--out {out}: its parent folder {out.parent} does not exist" in err
+    assert f"mkdir -p {out.parent}" in err
+    assert not (tmp_path / "pubilc").exists()
+    # relative to -C, and under a file rather than a folder
+    code, _, err = site(repo, "--out", "lepton.yaml/site", capsys=capsys)
+    assert code == 1 and f"its parent folder {repo / 'lepton.yaml'} is not a directory" in err
+    assert [p.name for p in repo.iterdir() if "tmp" in p.name or p.name == "_site"] == []
+    out.parent.mkdir(parents=True)  # the fix the message gives
+    code, _, err = site(repo, "--out", str(out), capsys=capsys)
+    assert code == 0 and (out / "index.html").is_file(), err
 
 
 def test_refuses_unsafe_input_and_leaves_nothing(
@@ -584,8 +606,14 @@ def test_sigterm_mid_build_exits_143_and_leaves_no_scratch_folder(repo: Path) ->
     assert [p.name for p in repo.iterdir() if "tmp" in p.name or p.name == "_site"] == []
 
 
-def test_ctrl_c_in_a_parallel_build_prints_no_worker_traceback(repo: Path) -> None:
-    """Ctrl-C reaches the forked workers too; each printed a KeyboardInterrupt traceback."""
+def test_ctrl_c_in_a_parallel_build_prints_no_worker_traceback(repo: Path, tmp_path: Path) -> None:
+    """Ctrl-C reaches the forked workers too; each printed a KeyboardInterrupt traceback.
+
+    One Ctrl-C, as a terminal sends it: one SIGINT to the whole group once both workers are
+    inside a page. (When each worker sent its own, a late second SIGINT could land after
+    `site` had handled the first, and the run died of it: exit -2, one run in six.)"""
+    ready = tmp_path / "ready"
+    ready.mkdir()
     script = (
         "import os, signal, sys\n"
         "from lepton_ci.cli import main\n"
@@ -595,17 +623,29 @@ def test_ctrl_c_in_a_parallel_build_prints_no_worker_traceback(repo: Path) -> No
         "parent = os.getpid()\n"
         "def page(*a, **k):\n"
         "    if os.getpid() != parent:\n"
-        "        os.killpg(0, signal.SIGINT)\n"  # a terminal's Ctrl-C: the whole group
+        f"        open(os.path.join({str(ready)!r}, str(os.getpid())), 'w').close()\n"
         "        signal.pause()\n"
         "    return ''\n"
         "pages.Renderer.version_page = page\n"
         f"sys.exit(main(['-C', {str(repo)!r}, 'site']))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, start_new_session=True
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert proc.returncode == 130, proc.stderr
-    assert "stopped by SIGINT" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    try:
+        while len(list(ready.iterdir())) < 2 and proc.poll() is None:  # both workers in a page
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)  # a bound for a hang, not a measure
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert "stopped by SIGINT" in stderr and "Traceback" not in stderr, stderr
     assert [p.name for p in repo.iterdir() if "tmp" in p.name or p.name == "_site"] == []
 
 

@@ -346,6 +346,23 @@ def test_drift_that_cannot_be_measured_is_an_error_not_a_breach(odd_prometheus, 
 
 
 @pytest.mark.unit
+def test_drift_detail_names_the_most_frequent_class(odd_prometheus):
+    """The most frequent live class is the one a reader checks first; it is named whatever
+    order Prometheus lists the series in."""
+    _Answer.body = (
+        b'{"status": "success", "data": {"resultType": "vector", "result": ['
+        b'{"metric": {"class": "3"}, "value": [0, "100"]}, '
+        b'{"metric": {"class": "7"}, "value": [0, "400"]}, '
+        b'{"metric": {"class": "9"}, "value": [0, "0"]}]}}'
+    )
+    url = f"http://127.0.0.1:{odd_prometheus.server_port}"
+    drift = _slo(drift={"metric": "m", "max_psi": 0.2})
+    ev = slo.evaluate(Prometheus(url, retries=0), drift, {"3": 0.5, "7": 0.5})
+    assert ev.status == "breach", ev
+    assert ev.detail == "500 predictions; most frequent class 7 (80%)"
+
+
+@pytest.mark.unit
 def test_label_values_cannot_forge_workflow_commands_or_reorder_the_text(odd_prometheus):
     _Answer.body = (
         b'{"status": "success", "data": {"resultType": "vector", "result": [{"metric": '

@@ -13,6 +13,7 @@ import errno
 import multiprocessing
 import os
 import re
+import shlex
 import shutil
 import signal
 import time
@@ -81,6 +82,15 @@ def check_base_url(url: str | None) -> str | None:
 
 
 def _check_out(out: Path) -> None:
+    # The site goes in an existing folder: a typo in --out must not make a tree of folders
+    # (and the scratch build beside it) where nobody looks.
+    if not out.parent.is_dir():
+        what = "is not a directory" if out.parent.exists() else "does not exist"
+        raise InputError(
+            f"--out {out}: its parent folder {out.parent} {what}; nothing was written",
+            hint=f"create it first (mkdir -p {shlex.quote(str(out.parent))}), or choose an "
+            "--out in an existing folder",
+        )
     if out.exists() and not out.is_dir():
         raise InputError(
             f"--out {out} is a file, not a directory; nothing was written",
@@ -196,8 +206,9 @@ def _swap(tmp: Path, out: Path) -> None:
 
 
 def _write(r: Renderer, models: list[data.Model], dest: Path) -> int:
+    dest.mkdir()  # beside --out, whose parent was checked: never a chain of new folders
     assets = dest / "assets"
-    assets.mkdir(parents=True)
+    assets.mkdir()
     source = template_dir() / "site"
     for name in ("site.css", "compare.js"):
         shutil.copyfile(source / name, assets / name)

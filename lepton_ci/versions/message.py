@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from lepton_ci.core.record import Record
 
 CACHE_KEY_TRAILER = "Lepton-Cache-Key"  # a git trailer: the run-cache key without the record
+PROMOTED_BY = "Promoted-by"  # the trailer that names who promoted (the tagger is the runner)
+# A stage tag whose message carries this trailer was deployed by the workflow that wrote
+# it (model-promote): the tag workflow, which a PAT- or App-pushed tag also starts, must not
+# deploy the same stage a second time.
+DEPLOYED_TRAILER = "Lepton-Deployed-By"
 BEGIN = "-----BEGIN LEPTON-CI RECORD-----"
 END = "-----END LEPTON-CI RECORD-----"
 _SIGNATURES = ("-----BEGIN PGP SIGNATURE-----", "-----BEGIN SSH SIGNATURE-----")
@@ -35,6 +40,32 @@ def compose(subject: str, record: Record) -> str:
         f"{clean_line(subject)}\n\n{BEGIN}\n{record.to_json()}{END}\n\n"
         f"{CACHE_KEY_TRAILER}: {clean_line(record.cache.key)}\n"
     )
+
+
+def summary(record: Record) -> str:
+    """The verdict and the key metrics (else the first three judged): a version tag's subject
+    says them, so `git tag -n` and a tag listing read as a changelog."""
+    gates = record.gates
+    keys = [g for g in gates if g.key] or [g for g in gates if g.verdict != "info"][:3]
+    shown = ", ".join(f"{g.metric}={g.candidate:.6g}" for g in keys if g.candidate is not None)
+    return f"gates: {record.verdict}" + (f" ({shown})" if shown else "")
+
+
+def registration(tag: str, record: Record) -> str:
+    """The message `register` writes on the version tag `tag` (benches write the same)."""
+    return compose(f"Register {tag}: {summary(record)}", record)
+
+
+def promotion(
+    tag: str, stage: str, *, promoted_by: str | None = None, deployed_by: str | None = None
+) -> str:
+    """The message of a stage tag: GTO's subject, then who promoted and the run that deploys
+    the stage itself as trailers (checked by the caller: a login, a URL)."""
+    trailers = [f"{PROMOTED_BY}: {promoted_by}"] if promoted_by else []
+    if deployed_by:
+        trailers.append(f"{DEPLOYED_TRAILER}: {deployed_by}")
+    body = "".join(f"{t}\n" for t in trailers)
+    return f"Promote {tag} to {stage}\n" + (f"\n{body}" if body else "")
 
 
 def extract(message: str, source: str) -> Record | None:

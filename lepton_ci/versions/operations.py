@@ -16,10 +16,10 @@ from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
 from lepton_ci.versions import authorise, protected
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
+from lepton_ci.versions.message import DEPLOYED_TRAILER
 from lepton_ci.versions.protected import Policy, short
 from lepton_ci.versions.registry import (
     LOGIN,
-    PROMOTED_BY,
     Registry,
     State,
     VersionInfo,
@@ -54,12 +54,6 @@ class Registered:
     def text(self, remote: str) -> str:
         pushed = f", pushed to {remote}" if self.pushed else ""
         return f"registered {self.tag} at {self.sha[:12]} ({self.record.verdict}){pushed}"
-
-
-def _summary_line(rec: Record) -> str:
-    keys = [g for g in rec.gates if g.key] or [g for g in rec.gates if g.verdict != "info"][:3]
-    shown = ", ".join(f"{g.metric}={g.candidate:.6g}" for g in keys if g.candidate is not None)
-    return f"gates: {rec.verdict}" + (f" ({shown})" if shown else "")
 
 
 def register(
@@ -143,18 +137,12 @@ def register(
             )
     name = tags.version_tag(model, new)
     rec = rec.model_copy(update={"candidate_version": str(new)})
-    message = tag_message.compose(f"Register {name}: {_summary_line(rec)}", rec)
+    message = tag_message.registration(name, rec)
     reg.create_tag(name, head, message, after=state.last_time(model))
     if push:
         reg.push_tag(name, remote)
     record_mod.save(rec, ctx.record_path(model))
     return Registered(model, new, name, head, rec, push)
-
-
-# A stage tag whose message carries this trailer was deployed by the workflow that wrote
-# it (model-promote): the tag workflow, which a PAT- or App-pushed tag also starts, must not
-# deploy the same stage a second time.
-DEPLOYED_TRAILER = "Lepton-Deployed-By"
 
 
 @dataclass
@@ -274,17 +262,12 @@ def _promote_message(
     """GTO's tagger is the runner's git identity; the person who promoted goes in a trailer,
     and so does the run that deploys the stage itself (the tag workflow then does not)."""
     who = actor or ctx.env.get("GITHUB_TRIGGERING_ACTOR") or ctx.env.get("GITHUB_ACTOR")
-    trailers = []
-    if who:
-        if not LOGIN.match(who):
-            raise RegistryError(
-                f"actor `{who}` is not a GitHub login", hint="pass --actor with a GitHub login"
-            )
-        trailers.append(f"{PROMOTED_BY}: {who}")
-    if deployed_here:
-        trailers.append(f"{DEPLOYED_TRAILER}: {ctx.run_url() or 'lepton-ci promote'}")
-    body = "".join(f"{t}\n" for t in trailers)
-    return f"Promote {tag} to {stage}\n" + (f"\n{body}" if body else "")
+    if who and not LOGIN.match(who):
+        raise RegistryError(
+            f"actor `{who}` is not a GitHub login", hint="pass --actor with a GitHub login"
+        )
+    deployed_by = (ctx.run_url() or "lepton-ci promote") if deployed_here else None
+    return tag_message.promotion(tag, stage, promoted_by=who or None, deployed_by=deployed_by)
 
 
 def accept_pushed_tag(

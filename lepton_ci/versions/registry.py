@@ -16,7 +16,7 @@ from lepton_ci.core.names import from_tag, in_tag, valid_model
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions import model_view
-from lepton_ci.versions.message import CACHE_KEY_TRAILER
+from lepton_ci.versions.message import CACHE_KEY_TRAILER, PROMOTED_BY
 from lepton_ci.versions.model_view import ViewState
 from lepton_ci.versions.registry_state import (
     ACTIONS,
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 # %(creator) is the tagger of an annotated tag, read without peeling to the commit object:
 # peeling 10,000 tags costs more than the rest together. A lightweight tag has no
 # %(*objectname); GTO does not read those, and neither do we.
-PROMOTED_BY = "Promoted-by"  # the trailer that names who promoted (the tagger is the runner)
 # A GitHub login (bots end in `[bot]`): all a Promoted-by trailer may hold.
 LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$")
 _FMT = "%00".join(

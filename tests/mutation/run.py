@@ -145,8 +145,10 @@ class Mutant:
 
     @property
     def key(self) -> str:
-        """Stable across edits elsewhere in the file: module, original line, mutated line."""
-        return f"{self.target.name} | `{self.before}` | `{self.after}`"
+        """Stable across edits elsewhere in the file: module, original line, mutated line.
+        A `|` in the code (`float | None`) is written `\\|`, as a Markdown table cell needs."""
+        before, after = (c.replace("|", "\\|") for c in self.change)
+        return f"{self.target.name} | `{before}` | `{after}`"
 
 
 def spans(source: str, names: tuple[str, ...]) -> list[tuple[int, int]]:
@@ -244,7 +246,7 @@ def table_keys(path: Path) -> set[str]:
         return set()
     keys = set()
     for row in path.read_text().splitlines():
-        cells = [c.strip() for c in row.strip().strip("|").split(" | ")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
         if len(cells) >= 3 and cells[1].startswith("`"):
             keys.add(" | ".join(cells[:3]))
     return keys

@@ -86,6 +86,7 @@ class Registry:
         root.mkdir(parents=True, exist_ok=True)
         if htpasswd:
             auth = f"auth:\n  htpasswd: {{realm: lepton-test, path: {htpasswd}}}\n"
+        self.auth = auth
         self.port = on_free_port(lambda port: self._start(root, auth, port))
 
     def _start(self, root: Path, auth: str, port: int) -> int:
@@ -116,6 +117,13 @@ class Registry:
         self.proc.terminate()
         self.proc.wait(10)
         self.log.close()
+
+    def restart_empty(self) -> None:
+        """Start again on the same address with nothing stored: a bench round that must push
+        every byte again (image names in a committed lepton.yaml keep working)."""
+        self.stop()
+        shutil.rmtree(self.root / "data", ignore_errors=True)
+        self._start(self.root, self.auth, self.port)
 
 
 class Podman:

@@ -1,0 +1,85 @@
+"""The benches measure what real users have: their registries are what `register` and
+`promote` write, read back by the real reader, and their GitHub exchanges are GitHub's.
+
+A bench that wrote another tag format (the bare JSON of older tags) timed a reader path no
+registry takes any more; one whose comments GitHub would never send stopped running at all."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from lepton_ci.cli import main
+from lepton_ci.core.git import Git
+from lepton_ci.versions.registry import Registry
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch):
+    """Import a bench script as the benches import each other (from their own folder)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+
+    def load(name: str) -> ModuleType:
+        return importlib.import_module(name)
+
+    return load
+
+
+def read_back(root: Path, model: str) -> tuple[Registry, dict]:
+    reg = Registry(Git(root))
+    state = reg.read(model)
+    tags = [v.tag for v in state.versions(model)]
+    records = reg.records(tags)
+    assert sorted(records) == sorted(tags) and not reg.skipped  # every record read, none skipped
+    for e in state.history(model):
+        if e.version is not None:  # the run-cache key comes from the trailer, not the record
+            assert e.cache_key == records[e.tag].cache.key and e.verdict == "pass", e
+    return reg, records
+
+
+def versions_json(root: Path, model: str, capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    assert main(["-C", str(root), "versions", model, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err, err  # no tag taken for a foreign one
+    return out
+
+
+@pytest.mark.unit
+def test_registry_read_writes_the_tags_register_writes(bench, tmp_path, capsys):
+    bench("registry_read").make_repo(tmp_path, 3)
+    _, records = read_back(tmp_path, "digits")
+    assert sorted(records) == ["digits@v0.0.0", "digits@v0.1.0", "digits@v0.2.0"]
+    assert versions_json(tmp_path, "digits", capsys).count('"version"') == 3
+
+
+@pytest.mark.unit
+def test_site_build_writes_the_tags_register_and_promote_write(bench, tmp_path, capsys):
+    root = tmp_path / "repo"
+    root.mkdir()
+    bench("site_build").make_repo(root, ["alpha", "beta"], 12)
+    for model in ("alpha", "beta"):
+        reg, records = read_back(root, model)
+        assert len(records) == 12
+        state = reg.read(model)
+        assert {s: str(v.version) for s, v in state.stages(model).items()} == {
+            "staging": "v0.10.0",
+            "prod": "v0.0.0",
+        }
+        promotions = [e for e in state.history(model) if e.stage is not None]
+        assert [e.counter for e in promotions] == [1, 2, 3]  # numbered as `promote` numbers
+        assert {e.actor for e in promotions} == {"rel-ease"}  # the Promoted-by trailer
+        assert versions_json(root, model, capsys).count('"version"') == 12
+
+
+@pytest.mark.e2e
+def test_comment_calls_runs_against_a_stand_in_that_checks_github_s_description(bench):
+    """The stand-in fails the bench when a request or answer is not GitHub's; the hand-made
+    comments of other users were not, so the bench stopped at its second measure."""
+    calls = bench("comment_calls").measure(2, 3)
+    assert calls == (3, 2, 0)  # calls to update, calls when unchanged, edits when unchanged
