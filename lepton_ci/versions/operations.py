@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.config import StageConfig
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import RecordError, RegistryError
+from lepton_ci.core.errors import LeptonError, RecordError, RegistryError, TrustError
 from lepton_ci.core.github import GitHubClient
 from lepton_ci.core.outputs import AcceptTagOutputs, PromoteOutputs, RegisterOutputs
 from lepton_ci.core.printer import some
@@ -24,6 +25,9 @@ from lepton_ci.versions.registry import (
     VersionInfo,
 )
 
+if TYPE_CHECKING:
+    from lepton_ci.trust.attest import Signed
+
 
 class Unjudged(RegistryError):
     """A promotion lepton-ci cannot judge: the version carries no evidence record."""
@@ -37,6 +41,7 @@ class Registered:
     sha: str
     record: Record
     pushed: bool
+    signer: str | None = None  # who signed the version's statement; None: unsigned
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,6 +50,7 @@ class Registered:
             "tag": self.tag,
             "sha": self.sha,
             "pushed": self.pushed,
+            "signed_by": self.signer,
         }
 
     def outputs(self) -> RegisterOutputs:
@@ -52,7 +58,8 @@ class Registered:
 
     def text(self, remote: str) -> str:
         pushed = f", pushed to {remote}" if self.pushed else ""
-        return f"registered {self.tag} at {self.sha[:12]} ({self.record.verdict}){pushed}"
+        signed = f", signed by {self.signer}" if self.signer else ""
+        return f"registered {self.tag} at {self.sha[:12]} ({self.record.verdict}){signed}{pushed}"
 
 
 def _summary_line(rec: Record) -> str:
@@ -70,7 +77,11 @@ def register(
     push: bool = False,
     remote: str = "origin",
     allow_failed: bool = False,
+    signing_key: str | None = None,
 ) -> Registered:
+    """Tag the last run as a version. With a signer (a key, or keyless in Actions), the
+    version's statement is signed first and kept under its attestation ref, which is pushed
+    with the tag in one atomic push; a failed step leaves neither behind."""
     git = ctx.git
     head = git.head()
     rec = record_mod.load(ctx.record_path(model))
@@ -143,11 +154,28 @@ def register(
     name = tags.version_tag(model, new)
     rec = rec.model_copy(update={"candidate_version": str(new)})
     message = tag_message.compose(f"Register {name}: {_summary_line(rec)}", rec)
+    signed = _sign(ctx, rec, name, signing_key)  # before any write: a refusal leaves nothing
     reg.create_tag(name, head, message, after=state.last_time(model))
+    refs = []
+    if signed is not None:
+        from lepton_ci.trust import store
+
+        try:
+            refs.append(store.write(git, name, signed.files))
+        except LeptonError:
+            git.run(["tag", "-d", name], check=False)
+            raise
     if push:
-        reg.push_tag(name, remote)
+        reg.push_tag(name, remote, refs=refs)
     record_mod.save(rec, ctx.record_path(model))
-    return Registered(model, new, name, head, rec, push)
+    return Registered(model, new, name, head, rec, push, signed.signer if signed else None)
+
+
+def _sign(ctx: Context, rec: Record, tag: str, signing_key: str | None) -> Signed | None:
+    from lepton_ci.trust import attest
+
+    signer = attest.signer_for(ctx, signing_key, tag)
+    return None if signer is None else attest.sign_version(ctx, rec, tag, signer)
 
 
 # A stage tag whose message carries this trailer was deployed by the workflow that wrote
@@ -231,6 +259,9 @@ def check_promotion(
             f"{info.tag} failed its gates ({failed}); it cannot be promoted",
             hint="promote a version that passed, or register a fixed one",
         )
+    from lepton_ci.trust import enforce
+
+    enforce.version(ctx, info, rec, f"promotion of {info.tag} to {stage}")
 
 
 def _declared(ctx: Context, stage: str) -> dict[str, StageConfig]:
@@ -349,7 +380,7 @@ def accept_pushed_tag(
     except Unjudged as e:
         e.message += f"; the tag {tag} was left in place (nothing is deployed)"
         raise
-    except RegistryError as e:
+    except (RegistryError, TrustError) as e:
         ctx.git.run(["tag", "-d", tag], check=False)
         if remote in ctx.git.remotes():
             ctx.git.run(["push", remote, f":refs/tags/{tag}"], check=False, timeout=120)

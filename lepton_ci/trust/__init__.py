@@ -1,0 +1,14 @@
+"""Evidence you can trust: in-toto statements of versions and images, signed, kept and verified.
+
+- statement.py  the in-toto Statement v1 (SLSA provenance v1) of a version and of an image
+- signer.py     who signs: a PEM key (DSSE via securesystemslib) or Sigstore keyless
+- store.py      a version's bundles in git, under refs/lepton-ci/attestations/<tag>
+- referrers.py  an image's bundle in the registry, as an OCI 1.1 referrer
+- policy.py     who is trusted: `trust:` in lepton.yaml, as keys and identities
+- verify.py     the chain from a signature to the tag's record, the files and the image
+- attest.py     what register and build sign; enforce.py what a trusted-only step refuses
+- cluster.py    the same policy as a cluster-side admission rule
+
+sigstore, securesystemslib and model_signing are imported only where a command signs or
+verifies: every other command starts as fast as before.
+"""

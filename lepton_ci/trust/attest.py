@@ -1,0 +1,121 @@
+"""What register and build sign, with whichever signer the job has.
+
+`register` signs the version's statement (and the model files with model-signing) after
+checking that the files on disk are the record's artifacts: the release job signs what the
+training job's run-cache entry produced, never a file that changed since. `build` signs the
+pushed image's digest and attaches the bundle to it in the registry.
+Without a key or an OIDC token nothing is signed, said once; with `trust.require: true` that
+is a refusal, before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lepton_ci.core.errors import TrustError
+from lepton_ci.trust import signer as signer_mod
+from lepton_ci.trust import store
+from lepton_ci.trust.statement import RunFacts, image_statement, sha256_file, version_statement
+
+if TYPE_CHECKING:
+    from lepton_ci.core.context import Context
+    from lepton_ci.core.oci_client import OCIClient
+    from lepton_ci.core.record import Record
+    from lepton_ci.trust.signer import Signer
+
+NO_SIGNER = (
+    "not signed: no signing key (--signing-key, LEPTON_SIGNING_KEY or trust.signing_key) and no "
+    "OIDC token for keyless signing (a GitHub Actions job with `id-token: write`)"
+)
+
+
+@dataclass
+class Signed:
+    files: dict[str, bytes]  # file name in the attestation commit -> bytes
+    signer: str
+
+
+def signer_for(ctx: Context, signing_key: str | None, what: str) -> Signer | None:
+    """The job's signer, or None after saying (once) that nothing is signed. Under
+    `trust.require`, no signer is a refusal: an unsigned version would be refused later."""
+    signer = signer_mod.choose(ctx.cfg, ctx.env, signing_key)
+    if signer is None:
+        if ctx.cfg.config.trust.require:
+            raise TrustError(
+                f"{what}: {NO_SIGNER}, and `trust.require: true` refuses unsigned versions; "
+                "nothing was written",
+                hint="give the release job the key (LEPTON_SIGNING_KEY) or `id-token: write`",
+            )
+        ctx.rt.notice(f"{what}: {NO_SIGNER}")
+    return signer
+
+
+def sign_version(ctx: Context, rec: Record, tag: str, signer: Signer) -> Signed:
+    """Sign the version `tag` of the record `rec` (as it will stand in the tag's message)."""
+    from lepton_ci.core.hashing import hash_file
+
+    _, cfg = ctx.cfg.model(rec.model)
+    model_dir = ctx.cfg.model_dir(cfg)
+    sha256s = {}
+    for name, entry in sorted(rec.outputs.items()):
+        path = model_dir / name
+        if not path.is_file():
+            raise TrustError(
+                f"{tag}: artifact {name} is not on disk ({path}), so it cannot be signed",
+                hint=f"restore the run's files first: `lepton-ci run --cached-only --model "
+                f"{rec.model}`",
+            )
+        if hash_file(path) != entry.hash:
+            raise TrustError(
+                f"{tag}: artifact {name} on disk is not the one the record names "
+                f"({entry.hash[:19]}..): it changed after the run, so it is not signed",
+                hint=f"run again (`lepton-ci run --model {rec.model}`), then register",
+            )
+        sha256s[name] = sha256_file(path)
+    statement = version_statement(rec, tag, sha256s, RunFacts.of(ctx.env, ctx.git))
+    files = {store.STATEMENT: signer.sign(statement).encode()}
+    model_sig = _sign_model_files(ctx, signer, model_dir, list(sha256s))
+    if model_sig is not None:
+        files[store.MODEL_SIG] = model_sig
+    return Signed(files, signer.description)
+
+
+def _sign_model_files(
+    ctx: Context, signer: Signer, model_dir: Path, names: list[str]
+) -> bytes | None:
+    from lepton_ci.trust import model_files
+
+    work = ctx.cfg.cache_dir() / "tmp"
+    if isinstance(signer, signer_mod.KeySigner):
+        if not signer.is_ec:
+            ctx.rt.notice(
+                "model files: model-signing signs with elliptic-curve keys only; an Ed25519 key "
+                "signs the statement (which names every file's sha256), not model.sig"
+            )
+            return None
+        return model_files.sign_with_key(signer.path, model_dir, names, work)
+    if isinstance(signer, signer_mod.KeylessSigner):
+        return model_files.sign_keyless(
+            signer.raw_token, signer.trust_config, model_dir, names, work
+        )
+    return None
+
+
+def sign_image(
+    ctx: Context,
+    client: OCIClient,
+    image: str,
+    digest: str,
+    rec: Record,
+    tag: str | None,
+    signer: Signer,
+) -> str:
+    """Sign the image `image@digest` built from `rec` and attach the bundle to it; returns
+    the referrer's digest."""
+    from lepton_ci.trust import referrers
+
+    repo = image.split("/", 1)[1]
+    statement = image_statement(image, digest, rec, tag, RunFacts.of(ctx.env, ctx.git))
+    return referrers.attach(client, repo, digest, signer.sign(statement))
