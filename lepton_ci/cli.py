@@ -185,13 +185,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from lepton_ci.trust import verify
+    from lepton_ci.versions import trusted
 
-    ctx = _ctx(args)
-    if "@sha256:" in args.target:
-        res = verify.image(ctx, args.target, remote=args.remote)
-    else:
-        res = verify.version(ctx, args.target, remote=args.remote)
+    res = trusted.verify(_ctx(args), args.target, remote=args.remote)
     emit(res, as_json=args.json, text=res.text(), indent=None)
     return 0
 

@@ -291,11 +291,11 @@ class EnvironmentOperation:
     def _trusted(self, rel: Release) -> None:
         """Under `trust.require`, the version and its image (by digest) must verify before
         anything is recorded or applied."""
-        from lepton_ci.trust import enforce
+        from lepton_ci.versions import trusted
 
         what = f"deploy of {self.model} {rel.version} to {self.env_name}"
-        enforce.version_named(self.ctx, self.model, rel.version, what)
-        enforce.image(self.ctx, rel.image, self.model, rel.version, what)
+        trusted.require_named(self.ctx, self.model, rel.version, what)
+        trusted.require_image(self.ctx, rel.image, self.model, rel.version, what)
 
     def rollback(self, to: int | None = None) -> Applied:
         out = self.deployer.rollback(to)

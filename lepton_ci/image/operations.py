@@ -42,10 +42,11 @@ def build(
     """Build the image of a registered version (or of the last run) from its commit's files
     and its checked artifacts, and tag it as `release` allows. See release.py for the rules.
     With a signer, the image's statement is signed and attached to it in the registry."""
-    from lepton_ci.trust import attest, enforce
+    from lepton_ci.trust import attest
+    from lepton_ci.versions import trusted
 
     if version is not None:
-        enforce.version_named(ctx, model, version, f"build of {model} {version}")
+        trusted.require_named(ctx, model, version, f"build of {model} {version}")
     chosen = release.choose(ctx, model, version)
     rec = chosen.rec
     signer = attest.signer_for(ctx, signing_key, f"image of {model}")

@@ -10,6 +10,7 @@ is a refusal, before anything is written.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,13 @@ from typing import TYPE_CHECKING
 from lepton_ci.core.errors import TrustError
 from lepton_ci.trust import signer as signer_mod
 from lepton_ci.trust import store
-from lepton_ci.trust.statement import RunFacts, image_statement, sha256_file, version_statement
+from lepton_ci.trust.statement import (
+    RunFacts,
+    Statement,
+    image_statement,
+    sha256_file,
+    version_statement,
+)
 
 if TYPE_CHECKING:
     from lepton_ci.core.context import Context
@@ -37,19 +44,30 @@ class Signed:
     signer: str
 
 
-def signer_for(ctx: Context, signing_key: str | None, what: str) -> Signer | None:
-    """The job's signer, or None after saying (once) that nothing is signed. Under
-    `trust.require`, no signer is a refusal: an unsigned version would be refused later."""
+def signer_for(
+    ctx: Context, signing_key: str | None, what: str, *, refuse_unsigned: bool = False
+) -> Signer | None:
+    """The job's signer, or None after saying (once) that nothing is signed. With
+    `refuse_unsigned` (register under `trust.require`), no signer is a refusal: an unsigned
+    version could never be promoted. An unsigned image is only a notice: under `require`,
+    deploy refuses it, and a PR's image needs no signature."""
     signer = signer_mod.choose(ctx.cfg, ctx.env, signing_key)
     if signer is None:
-        if ctx.cfg.config.trust.require:
+        if refuse_unsigned:
             raise TrustError(
                 f"{what}: {NO_SIGNER}, and `trust.require: true` refuses unsigned versions; "
                 "nothing was written",
                 hint="give the release job the key (LEPTON_SIGNING_KEY) or `id-token: write`",
             )
-        ctx.rt.notice(f"{what}: {NO_SIGNER}")
+        _notice(ctx, f"{what}: {NO_SIGNER}")
     return signer
+
+
+def _notice(ctx: Context, message: str) -> None:
+    """A notice in Actions; on a terminal, a line on stderr (stdout may be `--json`)."""
+    from lepton_ci.core.gha import Runtime
+
+    (ctx.rt if ctx.rt.actions else Runtime(ctx.env, stream=sys.stderr)).notice(message)
 
 
 def sign_version(ctx: Context, rec: Record, tag: str, signer: Signer) -> Signed:
@@ -90,9 +108,10 @@ def _sign_model_files(
     work = ctx.cfg.cache_dir() / "tmp"
     if isinstance(signer, signer_mod.KeySigner):
         if not signer.is_ec:
-            ctx.rt.notice(
+            _notice(
+                ctx,
                 "model files: model-signing signs with elliptic-curve keys only; an Ed25519 key "
-                "signs the statement (which names every file's sha256), not model.sig"
+                "signs the statement (which names every file's sha256), not model.sig",
             )
             return None
         return model_files.sign_with_key(signer.path, model_dir, names, work)
@@ -113,9 +132,37 @@ def sign_image(
     signer: Signer,
 ) -> str:
     """Sign the image `image@digest` built from `rec` and attach the bundle to it; returns
-    the referrer's digest."""
+    the referrer's digest. An image already attested (a rebuild that reused it) keeps its
+    bundle: one that verifies under this policy is not signed again."""
     from lepton_ci.trust import referrers
 
     repo = image.split("/", 1)[1]
+    held = _verifying_referrer(ctx, client, image, digest, tag)
+    if held is not None:
+        _notice(ctx, f"{image}@{digest[:19]}... is already signed ({held[:19]}...): not again")
+        return held
     statement = image_statement(image, digest, rec, tag, RunFacts.of(ctx.env, ctx.git))
     return referrers.attach(client, repo, digest, signer.sign(statement))
+
+
+def _verifying_referrer(
+    ctx: Context, client: OCIClient, image: str, digest: str, tag: str | None
+) -> str | None:
+    """The digest of a referrer of `digest` that verifies under the trust policy as this
+    version's image statement, or None (no policy: nothing can be judged, so sign)."""
+    from lepton_ci.trust import policy as policy_mod
+    from lepton_ci.trust import referrers, verify
+
+    pol = policy_mod.load(ctx.cfg, ctx.env)
+    if pol.empty:
+        return None
+    for ref_digest, text in referrers.bundles(client, image.split("/", 1)[1], digest):
+        try:
+            payload, _ = verify.check_bundle(text, pol, image)
+            st = Statement.parse(payload, image)
+            verify.check_image_statement(st, image, image, digest)
+        except TrustError:
+            continue
+        if st.params.get("tag") == tag:
+            return ref_digest
+    return None

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lepton_ci.core.errors import TrustError
+from lepton_ci.core.errors import LeptonError, TrustError
 from lepton_ci.core.oci_client import ClientFactory, Ref, client_factory
 from lepton_ci.trust import policy as policy_mod
 from lepton_ci.trust import referrers, store
@@ -31,10 +31,21 @@ from lepton_ci.trust.statement import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lepton_ci.core.context import Context
     from lepton_ci.core.record import Record
     from lepton_ci.trust.policy import Policy
-    from lepton_ci.versions.registry_state import VersionInfo
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the tag registry says about a version: its tag, commit and record (the caller
+    reads them; this layer knows nothing of the registry)."""
+
+    tag: str
+    sha: str
+    record: Record | None
 
 
 @dataclass
@@ -152,25 +163,15 @@ def _san(bundle: object) -> str:
 
 
 def version(
-    ctx: Context, ref: str, *, remote: str | None = "origin", policy: Policy | None = None
-) -> Verified:
-    """Verify a version (`MODEL@vX.Y.Z`, or any reference `show` takes)."""
-    from lepton_ci.versions import queries
-
-    shown = queries.show(ctx.git, ref)
-    return version_info(ctx, shown.info, shown.record, remote=remote, policy=policy)
-
-
-def version_info(
     ctx: Context,
-    info: VersionInfo,
-    rec: Record | None,
+    claim: Claim,
     *,
     remote: str | None = "origin",
     policy: Policy | None = None,
 ) -> Verified:
+    """Verify the version `claim` describes (its bundles fetched from `remote` if need be)."""
     policy = policy or _policy(ctx)
-    tag = info.tag
+    tag, rec = claim.tag, claim.record
     if rec is None:
         raise TrustError(
             f"{tag}: record: the tag carries no evidence record, so nothing links it to a run",
@@ -187,17 +188,17 @@ def version_info(
     payload, signer = check_bundle(files[store.STATEMENT].decode(), policy, tag)
     links = [f"signature by {signer}, accepted by trust policy"]
     st = Statement.parse(payload, tag)
-    _check_version_statement(st, tag, info, rec)
-    links.append(f"signed statement is about {tag} at commit {info.sha[:12]}")
+    _check_version_statement(st, tag, claim.sha, rec)
+    links.append(f"signed statement is about {tag} at commit {claim.sha[:12]}")
     links.append(f"record digest {rec.digest()[:19]}... matches the tag's record")
     links.append(f"{len(rec.outputs)} artifact(s) match the record")
-    checked = _check_local_files(ctx, st, tag, info, rec)
+    checked = _check_local_files(ctx, st, tag, claim.sha, rec)
     if checked:
         links.append(f"{checked} file(s) on disk match the signed sha256")
     return Verified(tag, signer, links, st)
 
 
-def _check_version_statement(st: Statement, tag: str, info: VersionInfo, rec: Record) -> None:
+def _check_version_statement(st: Statement, tag: str, sha: str, rec: Record) -> None:
     if st.build_type != REGISTER_TYPE:
         raise TrustError(f"{tag}: statement: signed as {st.build_type}, not a version's statement")
     if st.params.get("tag") != tag:
@@ -205,9 +206,9 @@ def _check_version_statement(st: Statement, tag: str, info: VersionInfo, rec: Re
             f"{tag}: statement: the signed statement is about {st.params.get('tag')}, not {tag}",
             hint="attestations were copied from another version; re-register",
         )
-    if st.commit != info.sha:
+    if st.commit != sha:
         raise TrustError(
-            f"{tag}: commit: the tag points at {info.sha[:12]}, the signed statement names "
+            f"{tag}: commit: the tag points at {sha[:12]}, the signed statement names "
             f"{(st.commit or 'none')[:12]}",
             hint="the tag was moved or made by hand after signing; delete it and re-register",
         )
@@ -237,16 +238,14 @@ def _check_version_statement(st: Statement, tag: str, info: VersionInfo, rec: Re
         raise TrustError(f"{tag}: artifact {extra[0]}: signed, but not in the tag's record")
 
 
-def _check_local_files(
-    ctx: Context, st: Statement, tag: str, info: VersionInfo, rec: Record
-) -> int:
+def _check_local_files(ctx: Context, st: Statement, tag: str, sha: str, rec: Record) -> int:
     """The files on disk, when this checkout is the version's commit and holds them."""
     try:
         _, cfg = ctx.cfg.model(rec.model)
         head = ctx.git.head()
-    except Exception:  # a model no longer in lepton.yaml, an unborn HEAD: nothing on disk
+    except LeptonError:  # a model no longer in lepton.yaml, an unborn HEAD: nothing on disk
         return 0
-    if head != info.sha:
+    if head != sha:
         return 0
     model_dir = ctx.cfg.model_dir(cfg)
     n = 0
@@ -283,12 +282,10 @@ def image(
     remote: str | None = "origin",
     policy: Policy | None = None,
     clients: ClientFactory | None = None,
-    version_check: bool = True,
+    lookup: Callable[[str, str], Claim | None] | None = None,
 ) -> Verified:
-    """Verify an image by digest: its attached statement, signer and subject, then the
-    version it names (when this repository has the tag)."""
-    from lepton_ci.versions.registry import Registry
-
+    """Verify an image by digest: its attached statement, signer and subject, then (given
+    `lookup`) the version it names, when this repository has that tag."""
     policy = policy or _policy(ctx)
     ref = Ref.parse(ref_text)
     if ref.digest is None:
@@ -314,7 +311,7 @@ def image(
         try:
             payload, signer = check_bundle(text, policy, target)
             st = Statement.parse(payload, target)
-            _check_image_statement(st, target, name, ref.digest)
+            check_image_statement(st, target, name, ref.digest)
         except TrustError as e:
             errors.append(e)
             continue
@@ -323,29 +320,25 @@ def image(
             f"signed subject is {ref.digest[:19]}... in {name}",
         ]
         tag = st.params.get("tag")
-        if version_check and tag:
-            reg = Registry(ctx.git)
-            state = reg.read(str(st.params.get("model")))
-            info = next(
-                (v for v in state.versions(str(st.params.get("model"))) if v.tag == tag), None
-            )
-            if info is None:
+        if lookup is not None and tag:
+            claim = lookup(str(st.params.get("model")), str(tag))
+            if claim is None:
                 links.append(f"names {tag}, which this clone does not have (not checked)")
             else:
-                rec = reg.record(tag)
+                rec = claim.record
                 if rec is None or record_digests(rec)["blake3"] != st.record.get("blake3"):
                     raise TrustError(
                         f"{target}: record: the image was built from a record whose blake3 is "
                         f"{str(st.record.get('blake3'))[:16]}.., not the record of {tag}",
                         hint="build the image again from the registered version",
                     )
-                inner = version_info(ctx, info, rec, remote=remote, policy=policy)
+                inner = version(ctx, claim, remote=remote, policy=policy)
                 links.append(f"built from {tag}, whose own chain holds ({inner.signer})")
         return Verified(target, signer, links, st)
     raise errors[0]
 
 
-def _check_image_statement(st: Statement, target: str, name: str, digest: str) -> None:
+def check_image_statement(st: Statement, target: str, name: str, digest: str) -> None:
     if st.build_type != BUILD_TYPE:
         raise TrustError(
             f"{target}: statement: signed as {st.build_type}, not an image's statement"

@@ -16,6 +16,7 @@ from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
+from lepton_ci.versions import trusted
 from lepton_ci.versions.policy import check as check_policy
 from lepton_ci.versions.registry import (
     LOGIN,
@@ -174,7 +175,7 @@ def register(
 def _sign(ctx: Context, rec: Record, tag: str, signing_key: str | None) -> Signed | None:
     from lepton_ci.trust import attest
 
-    signer = attest.signer_for(ctx, signing_key, tag)
+    signer = attest.signer_for(ctx, signing_key, tag, refuse_unsigned=ctx.cfg.config.trust.require)
     return None if signer is None else attest.sign_version(ctx, rec, tag, signer)
 
 
@@ -259,9 +260,7 @@ def check_promotion(
             f"{info.tag} failed its gates ({failed}); it cannot be promoted",
             hint="promote a version that passed, or register a fixed one",
         )
-    from lepton_ci.trust import enforce
-
-    enforce.version(ctx, info, rec, f"promotion of {info.tag} to {stage}")
+    trusted.require_version(ctx, info, rec, f"promotion of {info.tag} to {stage}")
 
 
 def _declared(ctx: Context, stage: str) -> dict[str, StageConfig]:
