@@ -47,3 +47,66 @@ def trust_repo(repo: Path, public: Path, *, require: bool = False, extra: str = 
         + extra
     )
     commit_all(repo, "chore: trust the release key")
+
+
+def uncertified_keyless_bundle(payload: bytes, san: str) -> str:
+    """A Sigstore bundle shaped as a keyless one (a leaf certificate naming `san`, a log
+    entry), but certified by no Fulcio and logged by no Rekor: what a forger can make."""
+    import base64
+    import datetime
+    import json
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not-fulcio")]))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(minutes=10))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(san)]), True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), False)
+        .sign(key, hashes.SHA256())
+    )
+    kind = "application/vnd.in-toto+json"
+    pae = b"DSSEv1 %d %b %d %b" % (len(kind), kind.encode(), len(payload), payload)
+    sig = key.sign(pae, ec.ECDSA(hashes.SHA256()))
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    entry = {
+        "logIndex": "1",
+        "logId": {"keyId": b64(b"x" * 32)},
+        "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+        "integratedTime": str(int(now.timestamp())),
+        "inclusionPromise": {"signedEntryTimestamp": b64(b"s")},
+        "inclusionProof": {
+            "logIndex": "1",
+            "rootHash": b64(b"r" * 32),
+            "treeSize": "2",
+            "hashes": [b64(b"h" * 32)],
+            "checkpoint": {"envelope": "x"},
+        },
+        "canonicalizedBody": b64(json.dumps({"kind": "dsse", "spec": {}}).encode()),
+    }
+    return json.dumps(
+        {
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "certificate": {"rawBytes": b64(cert.public_bytes(serialization.Encoding.DER))},
+                "tlogEntries": [entry],
+            },
+            "dsseEnvelope": {
+                "payload": b64(payload),
+                "payloadType": kind,
+                "signatures": [{"sig": b64(sig)}],
+            },
+        }
+    )
