@@ -265,7 +265,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_extras(args: argparse.Namespace) -> int:
     from lepton_ci.core import extras
 
-    for name in extras.needed(_ctx(args).cfg, args.step, args.model, args.builder):
+    for name in extras.needed(_ctx(args).cfg, args.step, args.model, args.builder, os.environ):
         echo(name)
     return 0
 
@@ -280,9 +280,15 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 
 def cmd_gha(args: argparse.Namespace) -> int:
-    from lepton_ci.gha_entry import argv
+    from lepton_ci.gha_entry import KEY_FILE, argv
 
-    return main(argv(args.step, os.environ))
+    step_argv = argv(args.step, os.environ)
+    try:
+        return main(step_argv)
+    finally:  # a signing key written from the action's input lives only as long as the step
+        for arg in step_argv:
+            if arg.endswith(KEY_FILE):
+                Path(arg).unlink(missing_ok=True)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -446,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-run", action="store_true", help="only write the files; run nothing")
 
     sp = add("extras", cmd_extras, "print the optional dependency sets a step needs", "model")
-    sp.add_argument("step", help="build, deploy or rollback (others need none)")
+    sp.add_argument("step", help="register, build, promote, accept-tag, deploy or rollback")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))
 
     sp = add("site", cmd_site, "build the versions view: a static site from the registry tags")

@@ -376,3 +376,59 @@ def test_register_refuses_to_sign_an_artifact_changed_since_the_run(cli, toy_rep
     assert code == 1
     assert "artifact model.bin on disk is not the one the record names" in err
     assert git(toy_repo, "tag") == ""
+
+
+def test_the_actions_key_input_signs_and_lives_only_as_long_as_the_step(
+    cli, toy_repo, keys, gh_files, tmp_path, monkeypatch
+):
+    from lepton_ci.gha_entry import KEY_FILE
+
+    trust_repo(toy_repo, keys["pub"])
+    assert cli("run")[0] == 0
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    monkeypatch.setenv("RUNNER_TEMP", str(runner_temp))
+    monkeypatch.setenv("LEPTON_INPUT_SIGNING_KEY", keys["priv"].read_text())
+    code, out, err = cli("gha", "register")
+    assert code == 0, err
+    assert "signed by key" in out
+    assert not list(runner_temp.glob(f"*{KEY_FILE}"))
+    assert cli("verify", TAG)[0] == 0
+    monkeypatch.setenv("LEPTON_INPUT_SIGNING_KEY", "${{ secrets.NOT_SET }}")
+    code, _, err = cli("gha", "register")
+    assert code == 1 and "the `signing-key` input is not a PEM private key" in err
+
+
+def test_the_setup_adds_the_trust_extra_only_where_a_step_signs_or_verifies(toy_repo, keys):
+    from lepton_ci.core import extras
+    from lepton_ci.core.config import load
+
+    cfg = load(toy_repo / "lepton.yaml")
+    assert extras.needed(cfg, "register", env={}) == []
+    assert extras.needed(cfg, "register", env={"LEPTON_SIGNS": "false"}) == []
+    assert extras.needed(cfg, "register", env={"LEPTON_SIGNS": "true"}) == ["trust"]
+    assert extras.needed(cfg, "build", env={"ACTIONS_ID_TOKEN_REQUEST_URL": "x"}) == ["trust"]
+    assert extras.needed(cfg, "promote", env={}) == []
+    trust_repo(toy_repo, keys["pub"], require=True)
+    cfg = load(toy_repo / "lepton.yaml")
+    for step in ("promote", "accept-tag", "build", "deploy"):
+        assert extras.needed(cfg, step, env={}) == ["trust"], step
+    assert extras.needed(cfg, "run", env={"LEPTON_SIGNS": "true"}) == []
+
+
+def test_a_verifier_that_cannot_run_is_a_refusal_and_the_stage_tag_goes(cli, signed, monkeypatch):
+    import sys
+
+    cfg = signed / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace("require: false", "require: true"))
+    commit_all(signed, "chore: require signatures")
+    sha = git(signed, "rev-parse", f"{TAG}^{{commit}}")
+    git(signed, "tag", "-a", "toy#staging#1", "-m", "Promote", sha)
+    for name in [m for m in sys.modules if m.split(".")[0] == "securesystemslib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if the trust extra were missing
+    monkeypatch.setitem(sys.modules, "securesystemslib", None)
+    code, _, err = cli("accept-tag", "toy#staging#1")
+    assert code == 1
+    assert "it cannot be verified here: the Python package `securesystemslib" in err
+    assert "the tag toy#staging#1 was deleted again" in err
+    assert git(signed, "tag", "-l", "toy#*") == ""

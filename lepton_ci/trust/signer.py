@@ -11,7 +11,6 @@ No cryptography is written here; the libraries are imported when a signer is mad
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,11 +212,3 @@ def choose(cfg: LoadedConfig, env: Mapping[str, str], flag: str | None = None) -
         str(cfg.root / cfg.config.trust.sigstore) if cfg.config.trust.sigstore else None
     )
     return KeylessSigner(token, Path(trust) if trust else None)
-
-
-def private_file(path: Path, pem: str) -> Path:
-    """Write a PEM given as text (an action input) where only this user can read it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(pem if pem.endswith("\n") else pem + "\n")
-    return path

@@ -61,6 +61,17 @@ def _refused(e: TrustError, what: str) -> TrustError:
     return e
 
 
+def _unverifiable(e: ModuleNotFoundError, what: str) -> TrustError:
+    """A verifier that cannot run is a refusal like any other (a stage tag is deleted), never
+    an error that lets the step stop half-way."""
+    return TrustError(
+        f"{what} refused by `trust.require: true`: it cannot be verified here: the Python "
+        f"package `{e.name}` is not installed",
+        hint="pip install 'lepton-ci[trust]' (the lepton-ci actions add it when `trust.require` "
+        "is set; with actions/setup, pass `steps: accept-tag`)",
+    )
+
+
 def require_version(ctx: Context, info: VersionInfo, rec: Record | None, what: str) -> None:
     if not required(ctx):
         return
@@ -70,6 +81,8 @@ def require_version(ctx: Context, info: VersionInfo, rec: Record | None, what: s
         check.version(ctx, claim(info, rec))
     except TrustError as e:
         raise _refused(e, what) from None
+    except ModuleNotFoundError as e:
+        raise _unverifiable(e, what) from None
 
 
 def require_named(ctx: Context, model: str, version: str, what: str) -> None:
@@ -91,6 +104,8 @@ def require_image(ctx: Context, image_ref: str, model: str, version: str, what: 
         res = check.image(ctx, image_ref)
     except TrustError as e:
         raise _refused(e, what) from None
+    except ModuleNotFoundError as e:
+        raise _unverifiable(e, what) from None
     st = res.statement
     named = (st.params.get("model"), st.params.get("version")) if st else (None, None)
     if named != (model, version):
