@@ -8,6 +8,7 @@ model files, GTO for the registry.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import subprocess
 from pathlib import Path
@@ -241,7 +242,8 @@ def test_a_statement_changed_after_signing_is_refused(cli, signed):
     store.write(Git(signed), TAG, {store.STATEMENT: json.dumps(bundle).encode()})
     code, _, err = cli("verify", TAG)
     assert code == 1
-    assert "does not verify: the signed statement was changed after signing" in err
+    assert "signature: the signature does not verify with keys/release.pub: the signed " in err
+    assert "statement was changed after signing" in err
 
 
 def test_a_version_signed_by_a_key_the_policy_does_not_list_is_refused(cli, toy_repo, keys):
@@ -424,11 +426,41 @@ def test_a_verifier_that_cannot_run_is_a_refusal_and_the_stage_tag_goes(cli, sig
     commit_all(signed, "chore: require signatures")
     sha = git(signed, "rev-parse", f"{TAG}^{{commit}}")
     git(signed, "tag", "-a", "toy#staging#1", "-m", "Promote", sha)
-    for name in [m for m in sys.modules if m.split(".")[0] == "securesystemslib"]:
+    for name in [m for m in sys.modules if m.split(".")[0] == "cryptography"]:
         monkeypatch.setitem(sys.modules, name, None)  # as if the trust extra were missing
-    monkeypatch.setitem(sys.modules, "securesystemslib", None)
+    monkeypatch.setitem(sys.modules, "cryptography", None)
     code, _, err = cli("accept-tag", "toy#staging#1")
     assert code == 1
-    assert "it cannot be verified here: the Python package `securesystemslib" in err
+    assert "it cannot be verified here: the Python package `cryptography" in err
     assert "the tag toy#staging#1 was deleted again" in err
     assert git(signed, "tag", "-l", "toy#*") == ""
+
+
+def test_the_key_bundle_verifies_with_securesystemslib_and_sigstore_too(signed, keys):
+    """Three implementations agree on one bundle: ours (cryptography), securesystemslib's
+    DSSE envelope and sigstore-python's; and a byte changed is refused by all three."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.exceptions import VerificationError
+    from securesystemslib.signer import SSlibKey
+    from sigstore import dsse
+
+    from lepton_ci.trust.policy import fingerprint
+
+    bundle = json.loads(store.statement(Git(signed), TAG))
+    public = load_pem_public_key(keys["pub"].read_bytes())
+    assert bundle["verificationMaterial"]["publicKey"]["hint"] == fingerprint(public)
+    key = SSlibKey.from_crypto(public, keyid=fingerprint(public))
+    Envelope.from_dict(copy.deepcopy(bundle["dsseEnvelope"])).verify([key], 1)  # (it pops)
+    envelope = dsse.Envelope._from_json(json.dumps(bundle["dsseEnvelope"]))
+    assert dsse._verify(public, envelope) == _payload(bundle)
+    payload = _payload(bundle).replace(b"model.bin", b"model.xyz")
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
+    with pytest.raises(VerificationError):
+        Envelope.from_dict(copy.deepcopy(bundle["dsseEnvelope"])).verify([key], 1)
+    with pytest.raises(Exception, match="DSSE"):
+        dsse._verify(public, dsse.Envelope._from_json(json.dumps(bundle["dsseEnvelope"])))
+
+
+def _payload(bundle: dict) -> bytes:
+    return base64.b64decode(bundle["dsseEnvelope"]["payload"])

@@ -8,11 +8,7 @@ container engine is needed to build with the layers builder.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
-import tarfile
 import uuid
 from pathlib import Path
 
@@ -23,56 +19,15 @@ from lepton_ci.trust.signer import BUNDLE_MEDIA
 from tests.conftest import Cli, commit_all, git
 from tests.support.referrers_registry import ReferrersRegistry
 from tests.support.services import Registry
-from tests.support.trust import key_pair, trust_repo
+from tests.support.trust import key_pair, push_tiny_base, trust_repo
 
 pytestmark = pytest.mark.e2e
-
-
-def _push_tiny_base(host: str, repo: str) -> str:
-    """A one-layer image (a single file), pushed with the registry API: the build's base."""
-    client = OCIClient(host)
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        data = b"base\n"
-        info = tarfile.TarInfo("etc/base-release")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    layer = gzip.compress(raw.getvalue(), mtime=0)
-    diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        }
-    ).encode()
-    for blob in (layer, config):
-        client.upload_blob(repo, "sha256:" + hashlib.sha256(blob).hexdigest(), blob)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_OCI,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
-            "size": len(config),
-        },
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
-                "size": len(layer),
-            }
-        ],
-    }
-    client.put_manifest(repo, "1", json.dumps(manifest).encode(), MANIFEST_OCI)
-    return f"{host}/{repo}:1"
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     reg = Registry(tmp_path_factory.mktemp("trust-registry"))
-    reg.base = _push_tiny_base(reg.host, "base/tiny")
+    reg.base = push_tiny_base(reg.host, "base/tiny")
     yield reg
     reg.stop()
 

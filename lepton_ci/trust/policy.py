@@ -19,14 +19,27 @@ from lepton_ci.trust.signer import SIGSTORE_ENV
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from securesystemslib.signer import Key
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 @dataclass(frozen=True)
 class TrustedKey:
     path: str  # as lepton.yaml names it
     pem: str
-    key: Key
+    public: EllipticCurvePublicKey | Ed25519PublicKey
+    keyid: str  # sha256 of the key's DER SubjectPublicKeyInfo: the bundle's key hint
+
+
+def fingerprint(public: EllipticCurvePublicKey | Ed25519PublicKey) -> str:
+    """A public key's id, as bundles name it: sha256 of its DER SubjectPublicKeyInfo (what
+    `openssl pkey -pubin -outform DER | sha256sum` prints)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    der = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 @dataclass
@@ -65,7 +78,6 @@ def load(cfg: LoadedConfig, env: Mapping[str, str] | None = None) -> Policy:
 def _public_key(path: Path, named: str, where: str) -> TrustedKey:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    from securesystemslib.signer import SSlibKey
 
     try:
         text = path.read_text()
@@ -87,17 +99,16 @@ def _public_key(path: Path, named: str, where: str) -> TrustedKey:
             f"{where}: {named} is not a PEM public key",
             hint="a public key begins with `-----BEGIN PUBLIC KEY-----`",
         ) from None
-    ok = isinstance(pub, ed25519.Ed25519PublicKey) or (
+    if isinstance(pub, ed25519.Ed25519PublicKey) or (
         isinstance(pub, ec.EllipticCurvePublicKey) and pub.curve.name == "secp256r1"
+    ):
+        return TrustedKey(named, text, pub, fingerprint(pub))
+    raise TrustError(
+        f"{where}: {named} is a {type(pub).__name__.removesuffix('PublicKey')} key; "
+        "lepton-ci verifies ECDSA P-256 and Ed25519 keys",
+        hint="make a P-256 key pair: `openssl genpkey -algorithm EC -pkeyopt "
+        "ec_paramgen_curve:P-256 -out release.pem`",
     )
-    if not ok:
-        raise TrustError(
-            f"{where}: {named} is a {type(pub).__name__.removesuffix('PublicKey')} key; "
-            "lepton-ci verifies ECDSA P-256 and Ed25519 keys",
-            hint="make a P-256 key pair: `openssl genpkey -algorithm EC -pkeyopt "
-            "ec_paramgen_curve:P-256 -out release.pem`",
-        )
-    return TrustedKey(named, text, SSlibKey.from_crypto(pub))
 
 
 def identity_policy(identities: list[TrustIdentity]) -> Any:

@@ -83,11 +83,16 @@ class KeySigner:
     where: str  # which setting named the key: said in every error about it
 
     def __post_init__(self) -> None:
-        from securesystemslib.signer import CryptoSigner
+        from securesystemslib.signer import CryptoSigner, SSlibKey
+
+        from lepton_ci.trust.policy import fingerprint
 
         self._key = _load_private(self.path, self.where)
-        self._signer = CryptoSigner(self._key)
-        self.keyid: str = self._signer.public_key.keyid
+        public = self._key.public_key()
+        # The key's id is its fingerprint (sha256 of the DER public key), which a verifier
+        # computes from the PEM alone; securesystemslib would use an id of its own.
+        self.keyid: str = fingerprint(public)  # type: ignore[arg-type]
+        self._signer = CryptoSigner(self._key, SSlibKey.from_crypto(public, keyid=self.keyid))
         self.description = f"key {self.keyid[:12]} ({self.path.name})"
 
     @property

@@ -49,6 +49,15 @@ def delete(git: Git, tag: str) -> None:
     git.run(["update-ref", "-d", ref_of(tag)], check=False)
 
 
+def statement(git: Git, tag: str, remote: str | None = "origin") -> bytes | None:
+    """The signed statement's bundle of `tag` (one git call when this clone has it)."""
+    proc = git.run(["cat-file", "blob", f"{ref_of(tag)}:{STATEMENT}"], check=False)
+    if proc.returncode == 0:
+        return proc.stdout.encode()
+    files = read(git, tag, remote)
+    return None if files is None else files.get(STATEMENT)
+
+
 def read(git: Git, tag: str, remote: str | None = "origin") -> dict[str, bytes] | None:
     """The bundles of `tag`: from this clone, else fetched from `remote`; None if none."""
     ref = ref_of(tag)

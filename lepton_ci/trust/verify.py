@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import LeptonError, TrustError
 from lepton_ci.core.oci_client import ClientFactory, Ref, client_factory
@@ -82,36 +82,60 @@ def check_bundle(text: str, policy: Policy, where: str) -> tuple[bytes, str]:
     return _check_keyless_bundle(text, policy, where)
 
 
-def _check_key_bundle(bundle: dict[str, object], policy: Policy, where: str) -> tuple[bytes, str]:
-    from securesystemslib.dsse import Envelope
-    from securesystemslib.exceptions import VerificationError
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding (DSSE v1): the bytes a signature covers."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+
+
+def _check_key_bundle(bundle: dict[str, Any], policy: Policy, where: str) -> tuple[bytes, str]:
+    """The DSSE envelope verified with `cryptography` against the listed keys (a signature's
+    keyid, when given, picks the key; DSSE does not require one). Signing goes through
+    securesystemslib: the two implementations check each other in the tests, and verifying
+    needs no more than `cryptography`, which keeps `verify` quick."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     try:
-        envelope = Envelope.from_dict(dict(bundle["dsseEnvelope"]))  # type: ignore[call-overload]
+        envelope = bundle["dsseEnvelope"]
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        kind = str(envelope["payloadType"])
+        signatures = [
+            (str(s.get("keyid") or ""), base64.b64decode(s["sig"], validate=True))
+            for s in envelope["signatures"]
+        ]
     except (KeyError, TypeError, ValueError):
-        raise TrustError(f"{where}: the signature bundle holds no DSSE envelope") from None
-    if envelope.payload_type != PAYLOAD_TYPE:
-        raise TrustError(f"{where}: the envelope's payload is {envelope.payload_type}, not in-toto")
-    signed_by = sorted(envelope.signatures)
-    listed = {k.key.keyid: k for k in policy.keys}
-    known = [k for k in signed_by if k in listed]
-    if not known:
-        accepted = ", ".join(f"{k.path} ({k.key.keyid[:12]})" for k in policy.keys) or "none"
+        raise TrustError(f"{where}: the signature bundle holds no valid DSSE envelope") from None
+    if kind != PAYLOAD_TYPE:
+        raise TrustError(f"{where}: the envelope's payload is {kind}, not in-toto")
+    listed = {k.keyid: k for k in policy.keys}
+    named = [keyid for keyid, _ in signatures if keyid]
+    if named and not any(k in listed for k in named):
+        accepted = ", ".join(f"{k.path} ({k.keyid[:12]})" for k in policy.keys) or "none"
         raise TrustError(
-            f"{where}: signature: signed with key {', '.join(s[:12] for s in signed_by) or '?'}, "
+            f"{where}: signature: signed with key {', '.join(k[:12] for k in named)}, "
             f"which `trust.keys` does not list (accepted: {accepted})",
             hint="the version was signed by another key: re-register it in CI with the "
             "release key, or add that key's public half to `trust.keys` if you trust it",
         )
-    try:
-        envelope.verify([listed[k].key for k in known], 1)
-    except VerificationError:
-        raise TrustError(
-            f"{where}: signature: the signature by key {listed[known[0]].path} does not verify: "
-            "the signed statement was changed after signing",
-            hint="never edit attestations; re-register the version",
-        ) from None
-    return envelope.payload, f"key {listed[known[0]].path}"
+    message = pae(kind, payload)
+    for keyid, sig in signatures:
+        for key in [listed[keyid]] if keyid in listed else policy.keys:
+            try:
+                if isinstance(key.public, ec.EllipticCurvePublicKey):
+                    key.public.verify(sig, message, ec.ECDSA(hashes.SHA256()))
+                else:
+                    key.public.verify(sig, message)
+            except InvalidSignature:
+                continue
+            return payload, f"key {key.path}"
+    which = listed[named[0]].path if named and named[0] in listed else "any listed key"
+    raise TrustError(
+        f"{where}: signature: the signature does not verify with {which}: the signed "
+        "statement was changed after signing",
+        hint="never edit attestations; re-register the version",
+    )
 
 
 def _check_keyless_bundle(text: str, policy: Policy, where: str) -> tuple[bytes, str]:
@@ -177,15 +201,15 @@ def version(
             f"{tag}: record: the tag carries no evidence record, so nothing links it to a run",
             hint="register versions with `lepton-ci register`",
         )
-    files = store.read(ctx.git, tag, remote)
-    if files is None or store.STATEMENT not in files:
+    bundle = store.statement(ctx.git, tag, remote)
+    if bundle is None:
         where = f" here or on `{remote}`" if remote in ctx.git.remotes() else ""
         raise TrustError(
             f"{tag}: signature: the version is not signed (no {store.ref_of(tag)}{where})",
             hint="register it where a signing key (LEPTON_SIGNING_KEY) or keyless identity "
             "is available; a tag pushed by hand is never signed",
         )
-    payload, signer = check_bundle(files[store.STATEMENT].decode(), policy, tag)
+    payload, signer = check_bundle(bundle.decode(), policy, tag)
     links = [f"signature by {signer}, accepted by trust policy"]
     st = Statement.parse(payload, tag)
     _check_version_statement(st, tag, claim.sha, rec)

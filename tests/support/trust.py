@@ -110,3 +110,52 @@ def uncertified_keyless_bundle(payload: bytes, san: str) -> str:
             },
         }
     )
+
+
+def push_tiny_base(host: str, repo: str) -> str:
+    """A one-layer image (a single file), pushed with the registry API: the build's base."""
+    import gzip
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    from lepton_ci.core.oci_client import MANIFEST_OCI, OCIClient
+
+    client = OCIClient(host)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        data = b"base\n"
+        info = tarfile.TarInfo("etc/base-release")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    for blob in (layer, config):
+        client.upload_blob(repo, "sha256:" + hashlib.sha256(blob).hexdigest(), blob)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_OCI,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
+                "size": len(layer),
+            }
+        ],
+    }
+    client.put_manifest(repo, "1", json.dumps(manifest).encode(), MANIFEST_OCI)
+    return f"{host}/{repo}:1"
