@@ -464,3 +464,32 @@ def test_the_key_bundle_verifies_with_securesystemslib_and_sigstore_too(signed, 
 
 def _payload(bundle: dict) -> bytes:
     return base64.b64decode(bundle["dsseEnvelope"]["payload"])
+
+
+def test_the_readmes_by_hand_verification_holds(signed, keys, tmp_path):
+    """The README's shell recipe, run as written (the version and folder swapped for the
+    toy's): fetch, model-signing's verifier, openssl over DSSE's encoding, the record digest."""
+    import re
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    script = re.search(r"\*\*By hand\*\*.*?```sh\n(.*?)```", readme, re.S)[1]
+    script = script.replace("digits@v1.2.0", TAG).replace("examples/digits", ".")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(signed, "remote", "add", "origin", str(remote))
+    git(signed, "push", "-q", "origin", "main", TAG, f"{store.ref_of(TAG)}:{store.ref_of(TAG)}")
+    git(signed, "update-ref", "-d", store.ref_of(TAG))  # as in a fresh clone: fetched first
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=signed,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Verification succeeded" in proc.stdout  # model_signing
+    assert "Verified OK" in proc.stdout  # openssl
+    record_sha, signed_sha = proc.stdout.strip().splitlines()[-2:]
+    assert record_sha.split()[0] == signed_sha
