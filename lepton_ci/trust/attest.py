@@ -47,12 +47,14 @@ class Signed:
 def signer_for(
     ctx: Context, signing_key: str | None, what: str, *, refuse_unsigned: bool = False
 ) -> Signer | None:
-    """The job's signer, or None after saying (once) that nothing is signed. With
+    """The job's signer, or None after saying (once, where lepton.yaml declares a trust
+    policy: a repository that signs nothing hears nothing of it) that nothing is signed. With
     `refuse_unsigned` (register under `trust.require`), no signer is a refusal: an unsigned
     version could never be promoted. An unsigned image is only a notice: under `require`,
     deploy refuses it, and a PR's image needs no signature."""
     signer = signer_mod.choose(ctx.cfg, ctx.env, signing_key)
-    if signer is None:
+    trust = ctx.cfg.config.trust
+    if signer is None and (trust.keys or trust.identities or trust.require):
         if refuse_unsigned:
             raise TrustError(
                 f"{what}: {NO_SIGNER}, and `trust.require: true` refuses unsigned versions; "
