@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import LeptonError, TrustError
-from lepton_ci.core.oci_client import ClientFactory, Ref, client_factory
 from lepton_ci.trust import policy as policy_mod
-from lepton_ci.trust import referrers, store
+from lepton_ci.trust import store
 from lepton_ci.trust.signer import BUNDLE_MEDIA
 from lepton_ci.trust.statement import (
     BUILD_TYPE,
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from lepton_ci.core.context import Context
+    from lepton_ci.core.oci_client import ClientFactory
     from lepton_ci.core.record import Record
     from lepton_ci.trust.policy import Policy
 
@@ -310,6 +310,9 @@ def image(
 ) -> Verified:
     """Verify an image by digest: its attached statement, signer and subject, then (given
     `lookup`) the version it names, when this repository has that tag."""
+    from lepton_ci.core.oci_client import Ref, client_factory  # only images need a registry
+    from lepton_ci.trust import referrers
+
     policy = policy or _policy(ctx)
     ref = Ref.parse(ref_text)
     if ref.digest is None:
