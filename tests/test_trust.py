@@ -445,7 +445,7 @@ def test_the_key_bundle_verifies_with_securesystemslib_and_sigstore_too(signed, 
     from securesystemslib.signer import SSlibKey
     from sigstore import dsse
 
-    from lepton_ci.trust.policy import fingerprint
+    from lepton_ci.trust.signer import fingerprint
 
     bundle = json.loads(store.statement(Git(signed), TAG))
     public = load_pem_public_key(keys["pub"].read_bytes())

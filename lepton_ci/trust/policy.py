@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.config import LoadedConfig, TrustIdentity
 from lepton_ci.core.errors import TrustError
-from lepton_ci.trust.signer import SIGSTORE_ENV
+from lepton_ci.trust.signer import SIGSTORE_ENV, fingerprint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,17 +29,6 @@ class TrustedKey:
     pem: str
     public: EllipticCurvePublicKey | Ed25519PublicKey
     keyid: str  # sha256 of the key's DER SubjectPublicKeyInfo: the bundle's key hint
-
-
-def fingerprint(public: EllipticCurvePublicKey | Ed25519PublicKey) -> str:
-    """A public key's id, as bundles name it: sha256 of its DER SubjectPublicKeyInfo (what
-    `openssl pkey -pubin -outform DER | sha256sum` prints)."""
-    import hashlib
-
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    der = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
 
 
 @dataclass

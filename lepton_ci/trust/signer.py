@@ -20,6 +20,8 @@ from lepton_ci.core.errors import TrustError
 from lepton_ci.trust.statement import PAYLOAD_TYPE
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
     from lepton_ci.core.config import LoadedConfig
@@ -84,8 +86,6 @@ class KeySigner:
 
     def __post_init__(self) -> None:
         from securesystemslib.signer import CryptoSigner, SSlibKey
-
-        from lepton_ci.trust.policy import fingerprint
 
         self._key = _load_private(self.path, self.where)
         public = self._key.public_key()
@@ -155,6 +155,17 @@ class KeylessSigner:
                 hint="check that Fulcio and Rekor are reachable from the runner (or give a "
                 f"signing key: {KEY_ENV})",
             ) from None
+
+
+def fingerprint(public: EllipticCurvePublicKey | Ed25519PublicKey) -> str:
+    """A public key's id, as bundles name it: sha256 of its DER SubjectPublicKeyInfo (what
+    `openssl pkey -pubin -outform DER | sha256sum` prints)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    der = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 def to_json(doc: dict[str, Any]) -> str:
