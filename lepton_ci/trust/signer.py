@@ -120,11 +120,11 @@ class KeylessSigner:
     """Sigstore keyless: a Fulcio certificate for the job's OIDC identity, logged in Rekor."""
 
     def __init__(self, token: str, trust_config: Path | None) -> None:
-        from sigstore.oidc import IdentityToken
+        from sigstore.oidc import IdentityError, IdentityToken
 
         try:
             self._token = IdentityToken(token)
-        except Exception as e:  # sigstore raises its own IdentityError: name it, stop here
+        except IdentityError as e:
             raise TrustError(
                 f"the job's OIDC token is not one Sigstore can use: {e}",
                 hint="give the release job `permissions: {id-token: write}`",

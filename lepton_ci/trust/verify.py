@@ -394,8 +394,3 @@ def _policy(ctx: Context) -> Policy:
         )
     return pol
 
-
-def payload_of(bundle_text: str) -> bytes:
-    """The (unverified) payload of a bundle: for messages and tests only."""
-    env = json.loads(bundle_text)["dsseEnvelope"]
-    return base64.b64decode(env["payload"])
