@@ -185,3 +185,17 @@ def test_a_keyless_bundle_no_fulcio_certified_is_refused_by_sigstore(
     assert code == 1
     assert f"{tag}: signature or signer: Sigstore refused the bundle signed by {SAN}" in err
     assert f"(accepted: {SAN})" in err
+
+
+def test_a_token_sigstore_cannot_use_is_named_and_nothing_is_written(
+    cli, toy_repo, in_actions, tmp_path
+):
+    _, pub = key_pair(tmp_path / "keys", "release")
+    trust_repo(toy_repo, pub)
+    assert cli("run")[0] == 0
+    in_actions.token = "not-a-jwt"
+    code, _, err = cli("register")
+    assert code == 1
+    assert "the job's OIDC token is not one Sigstore can use" in err
+    assert "permissions: {id-token: write}" in err
+    assert git(toy_repo, "tag") == ""
