@@ -393,4 +393,3 @@ def _policy(ctx: Context) -> Policy:
             hint="add `trust: {keys: [release.pub]}` (or `identities:`) to lepton.yaml",
         )
     return pol
-
