@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lepton_ci.run.operation import RunOptions
 
 REPORT_URL = "https://github.com/lepton-ci/lepton-ci/issues"
+SIGNING_KEY_HELP = "PEM private key to sign with (default: LEPTON_SIGNING_KEY, trust.signing_key)"
 FORMATS = ("table", "markdown", "json")
 
 
@@ -78,7 +79,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
     kw = {k: getattr(args, k) for k in ("version", "bump", "push", "remote", "allow_failed")}
-    res = operations.register(ctx, name, **kw)
+    res = operations.register(ctx, name, signing_key=args.signing_key, **kw)
     res.outputs().write(ctx.rt)
     emit(res, as_json=args.json, text=res.text(args.remote), indent=None)
     return 0
@@ -176,9 +177,26 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
-    res = operations.build(ctx, name, version=args.version, builder=args.builder)
+    res = operations.build(
+        ctx, name, version=args.version, builder=args.builder, signing_key=args.signing_key
+    )
     res.outputs().write(ctx.rt, required=("digest",))
     emit(res, as_json=args.json, text=res.text())
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from lepton_ci.versions import trusted
+
+    res = trusted.verify(_ctx(args), args.target, remote=args.remote)
+    emit(res, as_json=args.json, text=res.text(), indent=None)
+    return 0
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from lepton_ci.trust import cluster
+
+    echo(cluster.render(_ctx(args), args.model, name=args.name))
     return 0
 
 
@@ -248,7 +266,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_extras(args: argparse.Namespace) -> int:
     from lepton_ci.core import extras
 
-    for name in extras.needed(_ctx(args).cfg, args.step, args.model, args.builder):
+    for name in extras.needed(_ctx(args).cfg, args.step, args.model, args.builder, os.environ):
         echo(name)
     return 0
 
@@ -263,9 +281,15 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 
 def cmd_gha(args: argparse.Namespace) -> int:
-    from lepton_ci.gha_entry import argv
+    from lepton_ci.gha_entry import KEY_FILE, argv
 
-    return main(argv(args.step, os.environ))
+    step_argv = argv(args.step, os.environ)
+    try:
+        return main(step_argv)
+    finally:  # a signing key written from the action's input lives only as long as the step
+        for arg in step_argv:
+            if arg.endswith(KEY_FILE):
+                Path(arg).unlink(missing_ok=True)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -331,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--version", help="exact version, e.g. 1.2.3")
     sp.add_argument("--push", action="store_true", help="push the tag (removed again if refused)")
     sp.add_argument("--allow-failed", action="store_true", help="register a failed run (logged)")
+    sp.add_argument("--signing-key", metavar="PEM", help=SIGNING_KEY_HELP)
 
     sp = add("promote", cmd_promote, "assign a version to a stage", "remote", "json")
     sp.add_argument("model")
@@ -383,6 +408,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("build", cmd_build, "build and push the model image", "model", "version", "json")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))
+    sp.add_argument("--signing-key", metavar="PEM", help=SIGNING_KEY_HELP)
+
+    sp = add(
+        "verify",
+        cmd_verify,
+        "check a version's or image's signature, signer and subjects against `trust:`",
+        "remote",
+        "json",
+    )
+    sp.add_argument("target", metavar="MODEL@vX.Y.Z|REGISTRY/REPO@sha256:...")
+
+    sp = add("trust", cmd_trust, "the trust policy as a cluster-side admission rule")
+    tsub = sp.add_subparsers(dest="trust_command", required=True, metavar="ACTION")
+    tp = tsub.add_parser(
+        "cluster-policy",
+        help="a Kyverno ClusterPolicy that admits only images signed as `trust:` says",
+    )
+    tp.add_argument("--model", help="only this model's image (default: every model's)")
+    tp.add_argument("--name", help="the policy's name (default: lepton-ci-trust)")
 
     sp = add("image", cmd_image, "inspect an image's labels, or re-tag an existing digest")
     isub = sp.add_subparsers(dest="image_command", required=True, metavar="ACTION")
@@ -427,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-run", action="store_true", help="only write the files; run nothing")
 
     sp = add("extras", cmd_extras, "print the optional dependency sets a step needs", "model")
-    sp.add_argument("step", help="build, deploy or rollback (others need none)")
+    sp.add_argument("step", help="register, build, promote, accept-tag, deploy or rollback")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))
 
     sp = add("site", cmd_site, "build the versions view: a static site from the registry tags")

@@ -7,12 +7,16 @@ same argv a user would type, so the actions and the CLI cannot drift apart.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 from lepton_ci.core.errors import ConfigError
 
 # step -> inputs: (input name, option or None for a positional, kind)
-# kinds: value (--opt VALUE), flag (--opt when "true"), noflag (--opt when not "true")
+# kinds: value (--opt VALUE), flag (--opt when "true"), noflag (--opt when not "true"),
+# pem (a private key's text, a secret: written to a file only this user reads, --opt FILE)
 STEPS: dict[str, list[tuple[str, str | None, str]]] = {
     "run": [
         ("model", "--model", "value"),
@@ -35,11 +39,13 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("bump", "--bump", "value"),
         ("version", "--version", "value"),
         ("push", "--push", "flag"),
+        ("signing-key", "--signing-key", "pem"),
     ],
     "build": [
         ("model", "--model", "value"),
         ("version", "--version", "value"),
         ("builder", "--builder", "value"),
+        ("signing-key", "--signing-key", "pem"),
     ],
     "deploy": [
         ("environment", None, "value"),
@@ -76,6 +82,26 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
 }
 
 
+KEY_FILE = "lepton-signing-key.pem"
+
+
+def key_file(env: Mapping[str, str], pem: str) -> Path:
+    """The signing key given as an action input, in the runner's temp folder (emptied when
+    the job ends; `gha` deletes it as soon as the step is done)."""
+    if "PRIVATE KEY-----" not in pem:
+        raise ConfigError(
+            "the `signing-key` input is not a PEM private key",
+            hint="store the key's PEM text as a secret and pass it: "
+            "`signing-key: ${{ secrets.LEPTON_SIGNING_KEY }}`",
+        )
+    folder = Path(env.get("RUNNER_TEMP") or tempfile.gettempdir())
+    path = folder / f"{os.getpid()}-{KEY_FILE}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(pem if pem.endswith("\n") else pem + "\n")
+    return path
+
+
 def env_name(name: str) -> str:
     return "LEPTON_INPUT_" + name.upper().replace("-", "_")
 
@@ -105,6 +131,9 @@ def argv(step: str, env: Mapping[str, str]) -> list[str]:
         elif kind == "noflag":
             if value and value != "true":
                 out.append(str(option))
+        elif kind == "pem":
+            if value:
+                out += [str(option), str(key_file(env, env[env_name(name)]))]
         elif option is None:
             if not value:
                 raise ConfigError(

@@ -14,7 +14,19 @@ from lepton_ci.gha_entry import STEPS
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lepton_ci"
 # Lower layers never import higher ones; siblings at one level never import each other.
-LAYERS = ["core", "versions", "run", "report", "image", "deploy", "watch", "site", "init", "<top>"]
+LAYERS = [
+    "core",
+    "trust",
+    "versions",
+    "run",
+    "report",
+    "image",
+    "deploy",
+    "watch",
+    "site",
+    "init",
+    "<top>",
+]
 
 
 def _layer(module: str) -> str:

@@ -172,3 +172,28 @@ def test_readme_pins_third_party_actions_by_sha_and_states_permissions():
 def test_init_ships_the_example_workflows():
     examples = ROOT / "examples" / "workflows"
     assert examples.resolve() == (ROOT / "templates" / "workflows").resolve()
+
+
+def test_only_the_release_job_can_sign():
+    """A job that runs the repository's code (training, every pull-request job) never holds
+    `id-token: write` or the signing key: a poisoned training script could sign anything."""
+    for wf in WORKFLOWS:
+        for name, job in load(wf)["jobs"].items():
+            signs = job["permissions"].get("id-token") == "write" or "LEPTON_SIGNING_KEY" in str(
+                job
+            )
+            if signs and (wf.name, name) == ("model-site.yml", "deploy"):
+                # deploy-pages' own OIDC proof: a single third-party step, no checkout, no code
+                # of the repository's and no lepton-ci step runs in that job
+                assert [s.get("uses", "").split("@")[0] for s in job["steps"]] == [
+                    "actions/deploy-pages"
+                ]
+            elif signs:
+                assert (wf.name, name) == ("model-main.yml", "release"), (wf.name, name)
+    jobs = load(ROOT / "templates" / "workflows" / "model-main.yml")["jobs"]
+    release = jobs["release"]
+    assert release["permissions"]["id-token"] == "write"
+    ship = next(s for s in release["steps"] if s.get("uses", "").startswith("lepton-ci/"))
+    assert ship["with"]["signing-key"] == "${{ secrets.LEPTON_SIGNING_KEY }}"
+    assert ship["with"]["cached-only"] == "true"  # it signs the run-cache's files, never trains
+    assert "id-token" not in jobs["run"]["permissions"]

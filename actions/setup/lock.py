@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-EXTRAS = ("image", "deploy")
+EXTRAS = ("image", "deploy", "trust")
 DIGEST_LINE = "# pyproject-digest: "
 COMMAND = "python actions/setup/lock.py"
 # platform key (as setup computes it) -> wheel tag of uv's PyPI wheels

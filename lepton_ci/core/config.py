@@ -498,6 +498,95 @@ class PolicyConfig(Strict):
         return v
 
 
+_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9_.-]+")
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+
+
+class TrustIdentity(Strict):
+    """A keyless signer `verify` accepts: the workflow file of `repository` at `ref`, as the
+    OIDC issuer vouches for it (Fulcio writes it into the signing certificate)."""
+
+    issuer: str = Field(GITHUB_ISSUER, description="the OIDC issuer (default: GitHub Actions)")
+    repository: str = Field(description="OWNER/NAME of the repository whose workflow signs")
+    workflow: str = Field(description="path of the release workflow, .github/workflows/X.yml")
+    ref: str = Field("refs/heads/main", description="the ref it runs from (the default branch)")
+
+    @field_validator("issuer")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        if not v.startswith("https://") or any(c.isspace() for c in v):
+            raise ValueError(f"`{v}` is not an https:// URL of an OIDC issuer")
+        return v
+
+    @field_validator("repository")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not _REPO.fullmatch(v):
+            raise ValueError(f"`{v}` is not OWNER/NAME")
+        return v
+
+    @field_validator("workflow")
+    @classmethod
+    def _workflow(cls, v: str) -> str:
+        if not re.fullmatch(r"\.github/workflows/[A-Za-z0-9_.-]+\.ya?ml", v):
+            raise ValueError(
+                f"`{v}` is not a workflow path such as .github/workflows/model-main.yml"
+            )
+        return v
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, v: str) -> str:
+        if not re.fullmatch(r"refs/(heads|tags)/[^\s]+", v):
+            raise ValueError(f"`{v}` is not a full ref such as refs/heads/main")
+        return v
+
+    @property
+    def subject(self) -> str:
+        """The certificate identity (SAN) Fulcio gives this workflow."""
+        return f"https://github.com/{self.repository}/{self.workflow}@{self.ref}"
+
+
+class TrustConfig(Strict):
+    """Who may sign versions and images, and whether unsigned ones are refused."""
+
+    require: bool = Field(
+        False,
+        description="promote, accept-tag, build --version and deploy refuse a version (or "
+        "image) that does not verify",
+    )
+    keys: list[str] = Field(default=[], description="public keys (PEM) accepted, paths from here")
+    identities: list[TrustIdentity] = Field(default=[], description="keyless signers accepted")
+    signing_key: str | None = Field(
+        None,
+        description="private key (PEM) register and build sign with, a path from here; "
+        "LEPTON_SIGNING_KEY and --signing-key take precedence",
+    )
+    sigstore: str | None = Field(
+        None,
+        description="a Sigstore client trust config (JSON) for a private Sigstore instance "
+        "(default: the public-good instance)",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _key_paths(cls, v: list[str]) -> list[str]:
+        for k in v:
+            if not k.strip():
+                raise ValueError("an empty key path; give the path of a public key (PEM)")
+        return v
+
+    @model_validator(mode="after")
+    def _someone(self) -> TrustConfig:
+        if self.require and not self.keys and not self.identities:
+            raise ValueError(
+                "`require: true` with no `keys` or `identities` accepts no signer, so nothing "
+                "could ever be promoted; add the public key (`keys: [release.pub]`) or the "
+                "release workflow (`identities:`)"
+            )
+        return self
+
+
 class Config(Strict):
     version: Literal[1] = 1
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
@@ -505,6 +594,7 @@ class Config(Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
 
     @field_validator("stages", mode="before")
     @classmethod

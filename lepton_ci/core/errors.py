@@ -77,8 +77,19 @@ class RecordError(LeptonError):
     """An evidence record is missing, unreadable or does not match the current checkout."""
 
 
+class TrustError(LeptonError):
+    """A version or image does not verify: a signature, its signer or what it signs fails."""
+
+
 # Optional extras: the top-level package a command imports late -> the extra that installs it.
-EXTRAS = {"kubernetes": "deploy", "docker": "image"}
+EXTRAS = {
+    "kubernetes": "deploy",
+    "docker": "image",
+    "securesystemslib": "trust",
+    "sigstore": "trust",
+    "model_signing": "trust",
+    "OpenSSL": "trust",
+}
 
 
 class StateError(LeptonError, OSError):

@@ -201,6 +201,24 @@ class Git:
             raise GitError(f"`git cat-file` of {path} timed out after {e.timeout:.0f}s") from e
         return proc.stdout if proc.returncode == 0 else None
 
+    def identity_env(self) -> dict[str, str]:
+        """CI runners have no git identity: for the tags and commits lepton-ci writes, fall
+        back to the Actions actor, then to lepton-ci."""
+        if self.ok("config", "user.email"):
+            return {}
+        actor = os.environ.get("GITHUB_ACTOR") or "lepton-ci"
+        email = (
+            f"{actor}@users.noreply.github.com"
+            if os.environ.get("GITHUB_ACTOR")
+            else "lepton-ci@localhost"
+        )
+        return {
+            "GIT_COMMITTER_NAME": actor,
+            "GIT_COMMITTER_EMAIL": email,
+            "GIT_AUTHOR_NAME": actor,
+            "GIT_AUTHOR_EMAIL": email,
+        }
+
     def subjects(self, rev_range: str) -> list[str]:
         """Commit subjects and bodies in a range, newest first, separated by NUL."""
         out = self.run(["log", "--format=%B%x00", rev_range]).stdout

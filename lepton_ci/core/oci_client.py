@@ -495,6 +495,61 @@ class OCIClient:
             raise self._fail(f"PUT manifest {repo}:{reference}", r)
         return sha256(body)
 
+    # -- referrers (OCI distribution 1.1) ----------------------------------------------------
+
+    def referrers(
+        self, repo: str, digest: str, artifact_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose `subject` is `digest`: from the referrers API
+        when the registry answers it, else from the spec's fallback tag `<alg>-<hex>`."""
+        params = {"artifactType": artifact_type} if artifact_type else None
+        r = self.request(
+            "GET",
+            f"/v2/{repo}/referrers/{digest}",
+            repo=repo,
+            params=params,
+            headers={"Accept": INDEX_OCI},
+        )
+        if r.status_code == 200 and "json" in r.headers.get("Content-Type", ""):
+            found = list(json.loads(r.content).get("manifests") or [])
+        elif r.status_code in (404, 400, 405):  # no referrers API: the tag schema
+            found = self._fallback_index(repo, digest)
+        else:
+            raise self._fail(f"GET referrers of {repo}@{digest[:19]}", r)
+        # A registry may ignore the filter (it says so in OCI-Filters-Applied): filter here too.
+        return [d for d in found if artifact_type in (None, d.get("artifactType"))]
+
+    def _fallback_index(self, repo: str, digest: str) -> list[dict[str, Any]]:
+        tag = referrers_tag(digest)
+        if self.manifest_digest(repo, tag) is None:
+            return []
+        body, _, _ = self.get_manifest(repo, tag)
+        return list(json.loads(body).get("manifests") or [])
+
+    def put_referrer(self, repo: str, body: bytes, descriptor: dict[str, Any]) -> str:
+        """Push a manifest that names a `subject`, by digest. A registry that indexes it says
+        so with `OCI-Subject`; for one that does not (the CNCF registry), the descriptor is
+        added to the subject's fallback index, as the distribution spec asks of clients."""
+        digest = sha256(body)
+        r = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{digest}",
+            repo=repo,
+            data=body,
+            headers={"Content-Type": MANIFEST_OCI},
+        )
+        if r.status_code != 201:
+            raise self._fail(f"PUT referrer manifest to {repo}", r)
+        if r.headers.get("OCI-Subject"):
+            return digest
+        subject = json.loads(body)["subject"]["digest"]
+        manifests = self._fallback_index(repo, subject)
+        if all(m.get("digest") != digest for m in manifests):
+            manifests.append({**descriptor, "digest": digest, "size": len(body)})
+            index = {"schemaVersion": 2, "mediaType": INDEX_OCI, "manifests": manifests}
+            self.put_manifest(repo, referrers_tag(subject), _compact(index), INDEX_OCI)
+        return digest
+
     def image_manifest(self, repo: str, reference: str) -> tuple[dict[str, Any], str]:
         """The single-platform manifest (linux/amd64 from an index) and its digest."""
         body, media, digest = self.get_manifest(repo, reference)
@@ -522,6 +577,16 @@ class OCIClient:
                 hint="pick a base built for this runner, or set LEPTON_PLATFORM_ARCH",
             )
         return doc, digest
+
+
+def referrers_tag(digest: str) -> str:
+    """The OCI 1.1 fallback tag of a subject's referrers index: `sha256-<hex>`."""
+    algo, _, hexpart = digest.partition(":")
+    return f"{algo}-{hexpart}"[:128]
+
+
+def _compact(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
 ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}

@@ -233,6 +233,7 @@ class EnvironmentOperation:
         self, version: str | None = None, image: str | None = None, *, dry_run: bool = False
     ) -> Applied:
         rel = self.release(version, image)
+        self._trusted(rel)
         rt = self.ctx.rt
         github = None if dry_run else (self._github or Recorder.from_env(self.ctx.env))
         if github is not None:
@@ -290,6 +291,15 @@ class EnvironmentOperation:
             + _probe_table(rev)
         )
         return Applied(self.env_name, rev, out.notes)
+
+    def _trusted(self, rel: Release) -> None:
+        """Under `trust.require`, the version and its image (by digest) must verify before
+        anything is recorded or applied."""
+        from lepton_ci.versions import trusted
+
+        what = f"deploy of {self.model} {rel.version} to {self.env_name}"
+        trusted.require_named(self.ctx, self.model, rel.version, what)
+        trusted.require_image(self.ctx, rel.image, self.model, rel.version, what)
 
     def authorise_rollback(self, actor: str | None = None) -> None:
         """Who may promote to a stage may roll back the environment of that name, under the

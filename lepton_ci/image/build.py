@@ -48,6 +48,7 @@ class BuildResult:
     builder: str
     uploaded_bytes: int = 0
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signer: str | None = None  # who signed the image's statement; None: unsigned
 
     @property
     def ref(self) -> str:
@@ -61,6 +62,7 @@ class BuildResult:
             "builder": self.builder,
             "uploaded_bytes": self.uploaded_bytes,
             "layers": self.layers,
+            "signed_by": self.signer,
         }
 
     def outputs(self) -> BuildOutputs:
@@ -73,9 +75,10 @@ class BuildResult:
         )
 
     def text(self) -> str:
+        signed = f"; signed by {self.signer}" if self.signer else ""
         return (
             f"pushed {self.ref} as {', '.join(self.tags)} ({self.builder} builder, "
-            f"{self.uploaded_bytes / 1e6:.2f} MB uploaded)"
+            f"{self.uploaded_bytes / 1e6:.2f} MB uploaded{signed})"
         )
 
 

@@ -21,6 +21,7 @@ from lepton_ci.core.oci_client import (
     Ref,
     client_factory,
 )
+from lepton_ci.core.record import Record
 from lepton_ci.core.semver import IMAGE_TAG_RE
 from lepton_ci.image import engine, release, source
 from lepton_ci.image import metadata as imagemeta
@@ -36,11 +37,19 @@ def build(
     builder: str | None = None,
     clients: ClientFactory | None = None,
     docker_client: Any = None,
+    signing_key: str | None = None,
 ) -> BuildResult:
     """Build the image of a registered version (or of the last run) from its commit's files
-    and its checked artifacts, and tag it as `release` allows. See release.py for the rules."""
+    and its checked artifacts, and tag it as `release` allows. See release.py for the rules.
+    With a signer, the image's statement is signed and attached to it in the registry."""
+    from lepton_ci.trust import attest
+    from lepton_ci.versions import trusted
+
+    if version is not None:
+        trusted.require_named(ctx, model, version, f"build of {model} {version}")
     chosen = release.choose(ctx, model, version)
     rec = chosen.rec
+    signer = attest.signer_for(ctx, signing_key, f"image of {model}")
     pr = pr_number(load_event(ctx.env))
     # Every tag is formed (and a bad one refused) before a byte goes anywhere.
     tags = imagemeta.tags(
@@ -69,22 +78,39 @@ def build(
             reuse = release.existing_image(client, target.repository, rec, tags)
             kind = builder or image.kind
             if reuse is not None:
-                return _tag_existing(ctx, client, target, reuse, tags, kind)
-            card_text = card.render_with(
-                rec, src.cfg.card, src.config.root, card.changelog(ctx.git, rec)
-            )
-            if kind == "dockerfile":
-                if docker_client is None:
-                    docker_client = engine.connect(ctx.env)
-                return DockerfileBuilder(
-                    docker_client, clients, host=engine.host_of(ctx.env), cache_dir=cache_dir
-                ).build(src.model_dir, rec, src.cfg, card_text, tags)
-            b = LayersBuilder(clients, cache_dir=cache_dir)
-            return b.perform(b.prepare(src.model_dir, rec, src.cfg, card_text, src.git), tags)
+                result = _tag_existing(ctx, client, target, reuse, tags, kind)
+            else:
+                card_text = card.render_with(
+                    rec, src.cfg.card, src.config.root, card.changelog(ctx.git, rec)
+                )
+                if kind == "dockerfile":
+                    if docker_client is None:
+                        docker_client = engine.connect(ctx.env)
+                    result = DockerfileBuilder(
+                        docker_client, clients, host=engine.host_of(ctx.env), cache_dir=cache_dir
+                    ).build(src.model_dir, rec, src.cfg, card_text, tags)
+                else:
+                    b = LayersBuilder(clients, cache_dir=cache_dir)
+                    prepared = b.prepare(src.model_dir, rec, src.cfg, card_text, src.git)
+                    result = b.perform(prepared, tags)
+            if signer is not None:
+                tag = _version_tag(model, rec) if chosen.registered else None
+                attest.sign_image(ctx, client, result.image, result.digest, rec, tag, signer)
+                result.signer = signer.description
+            return result
         except OCIError as e:
             if elsewhere is None:
                 raise
             raise OCIError(f"{e.message} ({elsewhere[0]})", hint=elsewhere[1]) from None
+
+
+def _version_tag(model: str, rec: Record) -> str | None:
+    from lepton_ci.core.semver import Version
+    from lepton_ci.versions.grammar import version_tag
+
+    return (
+        version_tag(model, Version.parse(rec.candidate_version)) if rec.candidate_version else None
+    )
 
 
 def _image_of(

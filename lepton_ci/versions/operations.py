@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.context import Context
@@ -13,7 +14,7 @@ from lepton_ci.core.outputs import AcceptTagOutputs, PromoteOutputs, RegisterOut
 from lepton_ci.core.printer import some
 from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
-from lepton_ci.versions import authorise, protected
+from lepton_ci.versions import authorise, protected, trusted
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.message import DEPLOYED_TRAILER
@@ -24,6 +25,9 @@ from lepton_ci.versions.registry import (
     State,
     VersionInfo,
 )
+
+if TYPE_CHECKING:
+    from lepton_ci.trust.attest import Signed
 
 
 class Unjudged(RegistryError):
@@ -38,6 +42,7 @@ class Registered:
     sha: str
     record: Record
     pushed: bool
+    signer: str | None = None  # who signed the version's statement; None: unsigned
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -46,6 +51,7 @@ class Registered:
             "tag": self.tag,
             "sha": self.sha,
             "pushed": self.pushed,
+            "signed_by": self.signer,
         }
 
     def outputs(self) -> RegisterOutputs:
@@ -53,7 +59,8 @@ class Registered:
 
     def text(self, remote: str) -> str:
         pushed = f", pushed to {remote}" if self.pushed else ""
-        return f"registered {self.tag} at {self.sha[:12]} ({self.record.verdict}){pushed}"
+        signed = f", signed by {self.signer}" if self.signer else ""
+        return f"registered {self.tag} at {self.sha[:12]} ({self.record.verdict}){signed}{pushed}"
 
 
 def register(
@@ -65,7 +72,11 @@ def register(
     push: bool = False,
     remote: str = "origin",
     allow_failed: bool = False,
+    signing_key: str | None = None,
 ) -> Registered:
+    """Tag the last run as a version. With a signer (a key, or keyless in Actions), the
+    version's statement is signed first and kept under its attestation ref, which is pushed
+    with the tag in one atomic push; a failed step leaves neither behind."""
     git = ctx.git
     head = git.head()
     rec = record_mod.load(ctx.record_path(model))
@@ -138,11 +149,28 @@ def register(
     name = tags.version_tag(model, new)
     rec = rec.model_copy(update={"candidate_version": str(new)})
     message = tag_message.registration(name, rec)
+    signed = _sign(ctx, rec, name, signing_key)  # before any write: a refusal leaves nothing
     reg.create_tag(name, head, message, after=state.last_time(model))
+    refs = []
+    if signed is not None:
+        from lepton_ci.trust import store
+
+        try:
+            refs.append(store.write(git, name, signed.files))
+        except LeptonError:
+            git.run(["tag", "-d", name], check=False)
+            raise
     if push:
-        reg.push_tag(name, remote)
+        reg.push_tag(name, remote, refs=refs)
     record_mod.save(rec, ctx.record_path(model))
-    return Registered(model, new, name, head, rec, push)
+    return Registered(model, new, name, head, rec, push, signed.signer if signed else None)
+
+
+def _sign(ctx: Context, rec: Record, tag: str, signing_key: str | None) -> Signed | None:
+    from lepton_ci.trust import attest
+
+    signer = attest.signer_for(ctx, signing_key, tag, refuse_unsigned=ctx.cfg.config.trust.require)
+    return None if signer is None else attest.sign_version(ctx, rec, tag, signer)
 
 
 @dataclass
@@ -223,6 +251,7 @@ def check_promotion(
             f"{info.tag} failed its gates ({failed}); it cannot be promoted",
             hint="promote a version that passed, or register a fixed one",
         )
+    trusted.require_version(ctx, info, rec, f"promotion of {info.tag} to {stage}")
 
 
 def promote(

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lepton_ci.core.errors import RegistryError
@@ -260,27 +261,35 @@ class Registry:
                 )
             raise RegistryError(f"could not create tag {name}: {err}")
 
-    def push_tag(self, name: str, remote: str = "origin") -> None:
-        """Push one tag; if the remote refuses, delete the local tag so nothing is half-done."""
-        if remote not in self.git.remotes():
+    def push_tag(self, name: str, remote: str = "origin", *, refs: Sequence[str] = ()) -> None:
+        """Push one tag, with `refs` that belong to it (its attestations) in one atomic push:
+        the remote takes all or none. If it refuses, the local tag and refs are deleted too,
+        so nothing is half-done."""
+
+        def undo() -> None:
             self.git.run(["tag", "-d", name], check=False)
+            for ref in refs:
+                self.git.run(["update-ref", "-d", ref], check=False)
+
+        if remote not in self.git.remotes():
+            undo()
             raise RegistryError(
                 f"cannot push {name}: this repository has no remote `{remote}`; the local tag "
                 "was removed again",
                 hint="add the remote (actions/checkout sets `origin`), or do not push",
             )
+        atomic = ["--atomic"] if refs else []
+        specs = [f"refs/tags/{name}:refs/tags/{name}", *(f"{r}:{r}" for r in refs)]
         try:
             proc = self.git.run(
-                ["push", "--porcelain", remote, f"refs/tags/{name}:refs/tags/{name}"],
-                check=False,
-                timeout=120,
+                ["push", "--porcelain", *atomic, remote, *specs], check=False, timeout=120
             )
         except (KeyboardInterrupt, Terminated):  # a retry must not find a local-only tag
             with deferred():
-                self.git.run(["tag", "-d", name], check=False)
+                undo()
             raise
         if proc.returncode != 0:
-            self.git.run(["tag", "-d", name], check=False)
+            undo()
             detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
             raise RegistryError(
                 f"push of {name} to {remote} was refused; the local tag was removed again: "
@@ -312,18 +321,4 @@ def split_listing(listing: str) -> dict[str, str]:
 
 
 def _identity(git: Git) -> dict[str, str]:
-    """CI runners have no git identity; fall back to the Actions actor, then to lepton-ci."""
-    if git.ok("config", "user.email"):
-        return {}
-    actor = os.environ.get("GITHUB_ACTOR") or "lepton-ci"
-    email = (
-        f"{actor}@users.noreply.github.com"
-        if os.environ.get("GITHUB_ACTOR")
-        else ("lepton-ci@localhost")
-    )
-    return {
-        "GIT_COMMITTER_NAME": actor,
-        "GIT_COMMITTER_EMAIL": email,
-        "GIT_AUTHOR_NAME": actor,
-        "GIT_AUTHOR_EMAIL": email,
-    }
+    return git.identity_env()
