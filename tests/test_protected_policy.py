@@ -250,3 +250,21 @@ def test_an_environment_no_stage_is_named_like_is_said_to_be_unrestricted(repo, 
     assert code == 1 and "revision 1 is not a healthy revision" in err
     assert "no stage `qa` in the policy on origin/main (" in err
     assert "anyone who can run this may roll back qa" in err
+
+
+@pytest.mark.parametrize("short_name", ["main", "origin/main"])
+def test_a_short_lepton_policy_ref_is_refused_a_tag_would_shadow_the_branch(
+    repo, cli, monkeypatch, short_name
+):
+    """git resolves a short name to a tag before a branch: anyone who can push a tag named
+    `main` (or `origin/main`) would choose the policy. Only a full ref or commit is taken."""
+    evil_branch(repo)
+    git(repo, "tag", short_name, "evil")
+    git(repo, "checkout", "-q", "main")
+    monkeypatch.setenv("LEPTON_POLICY_REF", short_name)
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "mallory")
+    assert code == 1 and "LEPTON_POLICY_REF" in err and "full name" in err
+    assert stage_tags(repo) == []
+    monkeypatch.setenv("LEPTON_POLICY_REF", "refs/heads/main")
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "mallory")
+    assert code == 1 and "mallory may not promote" in err

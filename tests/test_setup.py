@@ -218,6 +218,12 @@ def _edit_record(venv: Path, dist: str, line: str) -> None:
     record.write_text(record.read_text() + line + "\n")
 
 
+def _plant(venv: Path, name: str) -> Path:
+    path = _site(venv) / name
+    path.write_text("import os\n")
+    return path
+
+
 POISONS = {
     "a .pth file": (
         lambda v: (_site(v) / "zz-evil.pth").write_text("import os\n"),
@@ -237,6 +243,16 @@ POISONS = {
             _edit_record(v, "idna", "zz-evil.pth,,"),
         ),
         "lists zz-evil.pth without a hash",
+    ),
+    "a sourceless sitecustomize its RECORD lists as bytecode": (
+        lambda v: (
+            __import__("py_compile").compile(
+                str(_plant(v, "sitecustomize.py")), str(_site(v) / "sitecustomize.pyc")
+            ),
+            (_site(v) / "sitecustomize.py").unlink(),
+            _edit_record(v, "idna", "sitecustomize.pyc,,"),
+        ),
+        "lists sitecustomize.pyc without a hash",
     ),
     "a RECORD reaching outside": (
         lambda v: _edit_record(v, "idna", "../../../../../../etc/hostname,sha256=x,1"),

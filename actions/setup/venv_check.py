@@ -10,7 +10,7 @@ restores it. What is checked, without starting the virtualenv's interpreter:
 - the distributions installed are exactly the ones the lock files pin, at their versions (the
   installer's own, pip and setuptools, only in a virtualenv pip made);
 - every file a distribution's RECORD lists with a hash has that hash, and a RECORD lists no
-  file without one but its own RECORD and compiled bytecode;
+  file without one but its own RECORD and bytecode in `__pycache__`;
 - no other file is there: only the interpreter links, the activation scripts (never run by
   lepton-ci), the files uv and venv write at the top (pyvenv.cfg, CACHEDIR.TAG, ...) and
   bootstrap's stamp. lepton-ci's own package and every `__pycache__` are deleted before the
@@ -169,7 +169,9 @@ def _check_record(venv: Path, site: Path, info: Path, dist: str) -> set[str]:
             raise Mismatch(f"{info.name}/RECORD lists {row[0]}, outside the virtualenv")
         hashed = row[1] if len(row) > 1 else ""
         if not hashed:
-            if path != own and not path.endswith(".pyc"):
+            # Bytecode without a hash only where the interpreter writes it: a sourceless
+            # `sitecustomize.pyc` beside the packages runs at every start, like a .pth file.
+            if path != own and not _in_pycache(path):
                 raise Mismatch(f"{info.name}/RECORD lists {row[0]} without a hash")
             listed.add(path)
             continue
@@ -180,6 +182,10 @@ def _check_record(venv: Path, site: Path, info: Path, dist: str) -> set[str]:
             raise Mismatch(f"{row[0]} is not the file {dist} installed")
         listed.add(path)
     return listed
+
+
+def _in_pycache(path: str) -> bool:
+    return path.endswith(".pyc") and os.path.basename(os.path.dirname(path)) == "__pycache__"  # noqa: PTH119, PTH120
 
 
 def _check_no_stray(venv: Path, recorded: set[str]) -> None:

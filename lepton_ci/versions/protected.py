@@ -20,6 +20,7 @@ Which ref is the default branch:
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from lepton_ci.core.errors import ConfigError
 from lepton_ci.core.gha import Runtime, load_event
 
 ENV = "LEPTON_POLICY_REF"
+FULL_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 FETCH_HINT = (
     "give actions/checkout `fetch-depth: 0` (it then fetches every branch), or set "
     f"{ENV} to a ref this clone has"
@@ -62,6 +64,15 @@ def load(ctx: Context, remote: str = "origin") -> Policy:
     """The policy to obey; warns when the work tree's differs from it."""
     explicit = ctx.env.get(ENV, "").strip()
     if explicit:
+        if not (explicit.startswith("refs/") or FULL_COMMIT.fullmatch(explicit)):
+            # git resolves `main` or `origin/main` to a tag of that name before the branch:
+            # whoever can push a tag would choose the policy.
+            raise ConfigError(
+                f"{ENV}={explicit}: give the protected ref by its full name (a short name "
+                "would resolve to a tag of that name before the branch)",
+                hint=f"e.g. {ENV}=refs/heads/{explicit.removeprefix(f'{remote}/')}, or a "
+                "full commit id",
+            )
         ref = _named(ctx, explicit, remote)
         if ref is None:
             raise ConfigError(
