@@ -163,6 +163,9 @@ def test_lepton_tags_order_like_gto_and_name_the_actor(cli, toy_repo):
     ]
     code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "x\nPromoted-by: eve")
     assert code == 1 and "is not a GitHub login" in err
+    # a trailing newline would add a blank line to the trailers: refused, not trimmed
+    code, _, err = cli("promote", "toy", "v0.1.0", "staging", "--actor", "alice\n")
+    assert code == 1 and "is not a GitHub login" in err
 
 
 def test_show_takes_gto_shortcuts(cli, toy_repo):

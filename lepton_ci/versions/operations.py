@@ -291,7 +291,7 @@ def _promote_message(
     """GTO's tagger is the runner's git identity; the person who promoted goes in a trailer,
     and so does the run that deploys the stage itself (the tag workflow then does not)."""
     who = actor or ctx.env.get("GITHUB_TRIGGERING_ACTOR") or ctx.env.get("GITHUB_ACTOR")
-    if who and not LOGIN.match(who):
+    if who and not LOGIN.fullmatch(who):
         raise RegistryError(
             f"actor `{who}` is not a GitHub login", hint="pass --actor with a GitHub login"
         )
