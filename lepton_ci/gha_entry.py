@@ -39,6 +39,7 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("model", "--model", "value"),
         ("version", "--version", "value"),
         ("builder", "--builder", "value"),
+        ("if-configured", "--if-configured", "flag"),
     ],
     "deploy": [
         ("environment", None, "value"),

@@ -536,3 +536,89 @@ def test_watch_workflow_keeps_one_issue_per_environment(tmp_path, home, venv, ac
             assert issue["state"] == "closed"
     finally:
         prom.stop()
+
+
+def readme_workflow(name: str) -> str:
+    """The README's workflow snippet that starts with `# .github/workflows/NAME`, as shipped."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (snippet,) = [
+        s
+        for s in re.findall(r"```yaml\n(.*?)```", text, re.S)
+        if s.startswith(f"# .github/workflows/{name}\n")
+    ]
+    return snippet
+
+
+def test_readme_one_step_workflow_comments_on_a_failing_same_repository_pr(
+    tmp_path, home, venv, action
+):
+    """The all-in-one action posts the comment after a failed gate, and the job still fails."""
+    ws = make_workspace(tmp_path / "ws", [])
+    (ws / ".github" / "workflows" / "model.yml").write_text(readme_workflow("model.yml"))
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "ci: the README's workflow")
+    remote = origin(tmp_path, ws)
+    git(ws, "checkout", "-q", "-b", "worse")
+    p = ws / "params.yaml"
+    p.write_text(p.read_text().replace("max_samples: null", "max_samples: 60"))
+    git(ws, "commit", "-qam", "fix: faster")
+    head, base, _ = open_pull(ws, remote, 8, "worse")
+    with GitHubServer() as gh:
+        gh.state.add_pull("acme/models", 8, head)
+        proc = act(
+            ws,
+            "pull_request",
+            events.pull_request(8, head, base, head_ref="worse"),
+            "model.yml",
+            home=home,
+            action=action,
+            env={
+                "LEPTON_VENV": str(venv),
+                "GITHUB_API_URL": gh.url,
+                "GITHUB_REPOSITORY": "acme/models",
+            },
+            secrets={"GITHUB_TOKEN": "test-token"},
+        )
+        assert proc.returncode != 0, proc.stdout[-4000:]
+        assert "gate" in proc.stdout and "failed" in proc.stdout
+        (comment,) = gh.state.comments[("acme/models", 8)]
+        assert "gates failed" in comment["body"], comment["body"][:500]
+    assert git(remote, "tag") == ""
+
+
+def test_readme_one_step_workflow_versions_main_without_an_image(tmp_path, home, venv, action):
+    """No `image:` in lepton.yaml: main registers and writes the card; build and deploy are
+    skipped with a notice, not failed."""
+    ws = make_workspace(tmp_path / "ws", [])
+    (ws / ".github" / "workflows" / "model.yml").write_text(readme_workflow("model.yml"))
+    cfg = ws / "lepton.yaml"
+    text = cfg.read_text()
+    cfg.write_text(text[: text.index("    image:\n")] + text[text.index("    deploy:\n") :])
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "ci: the README's workflow, no image")
+    remote = origin(tmp_path, ws)
+    git(ws, "push", "-q", "origin", "main")
+    with GitHubServer() as gh:
+        proc = act(
+            ws,
+            "push",
+            events.push("refs/heads/main", git(ws, "rev-parse", "HEAD")),
+            "model.yml",
+            home=home,
+            action=action,
+            env={
+                "LEPTON_VENV": str(venv),
+                "GITHUB_API_URL": gh.url,
+                "GITHUB_REPOSITORY": "acme/models",
+            },
+            secrets={"GITHUB_TOKEN": "test-token"},
+        )
+        assert proc.returncode == 0, proc.stdout[-5000:]
+        assert "lepton.yaml has no `image:` section, so nothing is built or deployed" in (
+            proc.stdout
+        )
+        assert gh.state.deployments.get("acme/models", []) == []
+    assert git(remote, "tag") == "digits@v0.1.0"

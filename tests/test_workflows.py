@@ -140,3 +140,34 @@ def test_readme_pins_third_party_actions_by_sha_and_states_permissions():
 def test_init_ships_the_example_workflows():
     examples = ROOT / "examples" / "workflows"
     assert examples.resolve() == (ROOT / "templates" / "workflows").resolve()
+
+
+def readme_workflow(name: str) -> dict:
+    (snippet,) = [s for s in _snippets() if s.startswith(f"# .github/workflows/{name}\n")]
+    data = yaml.safe_load(snippet)
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def test_readme_one_step_workflow_gives_pull_requests_only_what_they_need():
+    """A PR run comments (pull-requests: write) and can neither push nor reach staging's
+    secrets; only the default branch's job can."""
+    jobs = readme_workflow("model.yml")["jobs"]
+    pr = next(j for j in jobs.values() if "pull_request" in j["if"])
+    assert pr["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert "environment" not in pr
+    main = next(j for j in jobs.values() if "push" in j["if"])
+    assert main["permissions"]["contents"] == "write" and main["environment"] == "staging"
+    assert "pull-requests" not in main["permissions"]
+
+
+def test_the_all_in_one_action_comments_after_a_failed_gate_but_not_after_a_crash():
+    steps = yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"]
+    comment = next(s for s in steps if s.get("id") == "comment")
+    cond = comment["if"]
+    # runs after the run step failed its gates (a status function), not after a cancel, and
+    # only when the run got as far as writing its report
+    assert cond.startswith("${{ !cancelled() && steps.run.outputs.report != ''")
+    for later in ("register", "card", "build", "deploy"):
+        step = next(s for s in steps if s.get("id") == later)
+        assert "cancelled()" not in step["if"] and "always()" not in step["if"], later
