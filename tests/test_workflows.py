@@ -171,3 +171,24 @@ def test_the_all_in_one_action_comments_after_a_failed_gate_but_not_after_a_cras
     for later in ("register", "card", "build", "deploy"):
         step = next(s for s in steps if s.get("id") == later)
         assert "cancelled()" not in step["if"] and "always()" not in step["if"], later
+
+
+def test_the_site_rebuilds_after_every_workflow_that_pushes_tags_without_a_pat():
+    """A tag pushed with GITHUB_TOKEN starts no workflow (GitHub docs: 'Triggering a workflow
+    from a workflow'), so `push: tags` never sees what register and promote push in CI; the end
+    of the workflow that pushed them does start one, on the default branch, which the
+    github-pages environment allows by default."""
+    by_name = {load(wf)["name"]: load(wf) for wf in WORKFLOWS}
+    pushing = {
+        name
+        for name, data in by_name.items()
+        if any(j["permissions"].get("contents") == "write" for j in data["jobs"].values())
+    }
+    assert pushing == {"model-main", "model-promote", "model-tag"}
+    site = by_name["model-site"]
+    trigger = site["on"]["workflow_run"]
+    assert set(trigger["workflows"]) == pushing and trigger["types"] == ["completed"]
+    # trusted code only: the default branch, nothing of the run that triggered it
+    for job in site["jobs"].values():
+        for step in job["steps"]:
+            assert "workflow_run" not in str(step.get("with", {})), step
