@@ -59,19 +59,25 @@ def on_a_free_port(tmp_path, scenario):
     return on_free_port(attempt)
 
 
-def released(tmp_path, services, capsys, venv, workflow, port):
+def released(tmp_path, services, capsys, venv, workflow, port, state=None):
     """A user's repository with v0.1.0 run, registered and built into the local registry,
-    a staging policy (write permission), a bare `origin`, and podman's env for act."""
+    a staging policy (write permission), a bare `origin`, and podman's env for act. `state`:
+    the release history kept there, outside the checkout act copies, so it outlives a run."""
     from tests.conftest import Cli, use_registry
 
     ws = make_workspace(tmp_path / "ws", [workflow])
     use_registry(ws, services["registry"].host, services["bases"]["python"])
     cfg = ws / "lepton.yaml"
-    cfg.write_text(
+    text = (
         cfg.read_text()
         .replace("host_port: 18080", f"host_port: {port}")
         .replace("  staging: {}", "  staging: {allow: {permission: write}}")
     )
+    if state is not None:
+        text = text.replace(
+            "      target: podman", f"      target: podman\n      state_dir: {state}"
+        )
+    cfg.write_text(text)
     git(ws, "commit", "-qam", "chore: policy and local registry")
     remote = origin(tmp_path, ws)
     cli = Cli(ws, capsys)
@@ -365,6 +371,64 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
             == "v0.1.0"
         )
         assert git(remote, "tag", "-l", "digits#*") == "digits#staging#1"
+    finally:
+        podman("pod", "rm", "-af", "-t", "0", check=False)
+
+
+def test_the_rollback_button_is_recorded_as_a_github_deployment(
+    tmp_path, home, venv, action, services, capsys, monkeypatch
+):
+    on_a_free_port(
+        tmp_path,
+        partial(
+            rollback_button,
+            home=home,
+            venv=venv,
+            action=action,
+            services=services,
+            capsys=capsys,
+            monkeypatch=monkeypatch,
+        ),
+    )
+
+
+def rollback_button(tmp_path, port, *, home, venv, action, services, capsys, monkeypatch):
+    from tests.conftest import Cli
+
+    state = tmp_path / "state"
+    ws, _, env = released(tmp_path, services, capsys, venv, "model-rollback.yml", port, state)
+    podman = services["podman"]
+    for k, v in podman.config_env.items():
+        monkeypatch.setenv(k, v)
+    cli = Cli(ws, capsys)
+    try:
+        for n in (1, 2):  # v0.1.0 as revision 1, then again as revision 2
+            code, out, err = cli("deploy", "staging")
+            check_port(out + err)
+            assert code == 0, err
+            assert f"revision {n} deployed v0.1.0" in out
+        with GitHubServer() as gh:
+            proc = act(
+                ws,
+                "workflow_dispatch",
+                events.workflow_dispatch(
+                    {"environment": "staging", "revision": "1"}, "model-rollback.yml"
+                ),
+                "model-rollback.yml",
+                home=home,
+                action=action,
+                env={**env, "GITHUB_API_URL": gh.url, "GITHUB_REPOSITORY": "acme/models"},
+                secrets={"GITHUB_TOKEN": "test-token"},
+            )
+            check_port(proc.stdout)
+            assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+            assert "revision 3" in proc.stdout
+            (dep,) = gh.state.deployments["acme/models"]
+            assert dep["environment"] == "staging"
+            assert dep["payload"]["version"] == "v0.1.0"
+            statuses = gh.state.statuses[dep["id"]]
+            assert [s["state"] for s in statuses] == ["in_progress", "success"]
+            assert "rolled back to v0.1.0 (revision 3)" in statuses[-1]["description"]
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
 
