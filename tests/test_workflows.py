@@ -64,7 +64,7 @@ def test_least_privilege_per_job(wf):
 
 
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
-def test_deploys_run_in_their_environment_and_its_queue_on_the_job(wf):
+def test_deploys_run_in_their_environment(wf):
     data = load(wf)
     assert "concurrency" not in data or "deploy" not in str(data["concurrency"])
     for name, job in data["jobs"].items():
@@ -73,10 +73,52 @@ def test_deploys_run_in_their_environment_and_its_queue_on_the_job(wf):
             continue
         env = job.get("environment")
         assert env, f"{name} deploys without an environment (no reviewers, no secrets)"
-        group = job["concurrency"]["group"]
-        assert group == f"deploy-{env}", f"{name}: the environment's own queue"
-        assert job["concurrency"]["cancel-in-progress"] is False
         assert job["permissions"].get("deployments") == "write"
+
+
+def person_started(data: dict) -> bool:
+    """A run a person asked for: a button (workflow_dispatch only) or a tag they pushed."""
+    on = data["on"] if isinstance(data["on"], dict) else {data["on"]: None}
+    if set(on) == {"workflow_dispatch"}:
+        return True
+    return set(on) == {"push"} and bool((on["push"] or {}).get("tags"))
+
+
+@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+def test_no_rollback_promotion_or_stage_tag_can_be_replaced_in_a_queue(wf):
+    """GitHub keeps one running and one pending job per concurrency group, and a newer pending
+    job replaces the older one whatever cancel-in-progress says (docs: 'Control the
+    concurrency of workflows and jobs'). A deploy a person asked for therefore joins no group
+    another run can join; it waits for the environment's release lock instead. Only the
+    default branch's automatic release queues in `deploy-<env>`, where the newest push wins."""
+    data = load(wf)
+    for name, job in data["jobs"].items():
+        if not deploys(job):
+            continue
+        group = (job.get("concurrency") or {}).get("group", "")
+        if person_started(data):
+            assert not group or "github.run_id" in group, f"{name}: {group} can be replaced"
+        else:
+            assert group == f"deploy-{job['environment']}", f"{name}: the environment's queue"
+            assert job["concurrency"]["cancel-in-progress"] is False
+
+
+def test_person_started_deploys_are_the_rollback_promote_and_tag_workflows():
+    started = {load(wf)["name"] for wf in WORKFLOWS if person_started(load(wf))}
+    assert started >= {"model-rollback", "model-promote", "model-tag"}
+    assert "model-main" not in started
+
+
+def test_the_release_lock_waits_longer_than_a_deploy_can_take():
+    """The lock is the queue of what a person starts: it must outwait a running deploy and
+    its revert (rollout and rollback budgets), or a queued rollback fails instead of waiting."""
+    from lepton_ci.core.config import DeployConfig
+
+    jobs = {(load(wf)["name"], n): j for wf in WORKFLOWS for n, j in load(wf)["jobs"].items()}
+    shortest_job = min(j["timeout-minutes"] * 60 for j in jobs.values() if deploys(j))
+    cfg = DeployConfig.model_validate({"environments": {"prod": {"url": "http://x"}}})
+    env = cfg.environments["prod"]
+    assert env.rollout_timeout + env.rollback_timeout < cfg.lock_timeout < shortest_job
 
 
 def test_training_never_runs_where_the_token_can_push():
