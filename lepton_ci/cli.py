@@ -226,7 +226,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from lepton_ci.watch.operation import WatchRequest, watch
 
-    return watch(_ctx(args), WatchRequest(args.env, args.model, args.once, args.json, args.issue))
+    req = WatchRequest(args.env, args.model, args.once, args.json, args.issue, args.judge_only)
+    return watch(_ctx(args), req)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -404,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--once", action="store_true", help="evaluate once; a breach acts")
             sp.add_argument("--json", action="store_true", help="each evaluation as a JSON line")
             sp.add_argument("--issue", action="store_true", help="keep one GitHub issue per env")
+            sp.add_argument(
+                "--judge-only",
+                action="store_true",
+                help="with --once: on a breach act on nothing (output act=true) and exit 0",
+            )
         elif name == "rollback":
             sp.add_argument("--to", type=int, help="revision number (default: the previous)")
         else:

@@ -72,6 +72,7 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("model", "--model", "value"),
         ("once", "--once", "flag"),
         ("issue", "--issue", "flag"),
+        ("judge-only", "--judge-only", "flag"),
     ],
 }
 

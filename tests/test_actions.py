@@ -535,7 +535,7 @@ def test_watch_workflow_keeps_one_issue_per_environment(tmp_path, home, venv, ac
     from lepton_ci.deploy.releases import FileStore, Revision, now
     from tests.support.prometheus import PrometheusServer
 
-    ws = make_workspace(tmp_path / "ws", ["model-watch.yml"])
+    ws = make_workspace(tmp_path / "ws", ["model-watch.yml", "model-watch-environment.yml"])
     wf = yaml.safe_load((ws / ".github" / "workflows" / "model-watch.yml").read_text())
     assert wf["permissions"] == {}
     assert wf["jobs"]["watch"]["permissions"] == {"contents": "read", "issues": "write"}
@@ -587,7 +587,12 @@ def test_watch_workflow_keeps_one_issue_per_environment(tmp_path, home, venv, ac
             configure("0.5")
             proc = run()
             assert proc.returncode != 0, proc.stdout[-3000:]
-            assert "SLO breached by v0.1.0 (revision 1): errors: breach 0.5" in proc.stdout
+            # the judge (no environment) finds it and leaves it; the job that acts, in the
+            # environment, judges again and acts
+            judge = "\n".join(ln for ln in proc.stdout.splitlines() if "/Judge]" in ln)
+            assert "judged only: the breach of errors is left to the job that acts" in judge
+            acts = "\n".join(ln for ln in proc.stdout.splitlines() if "/Act on the breach]" in ln)
+            assert "SLO breached by v0.1.0 (revision 1): errors: breach 0.5" in acts
             (issue,) = gh.state.issues["acme/models"]
             assert issue["title"] == "digits: SLO breach in staging" and issue["state"] == "open"
             assert "| errors | breach | 0.5 |" in issue["body"]
@@ -597,7 +602,8 @@ def test_watch_workflow_keeps_one_issue_per_environment(tmp_path, home, venv, ac
             configure("0")
             proc = run()
             assert proc.returncode == 0, proc.stdout[-3000:]
-            assert issue["state"] == "closed"
+            assert issue["state"] == "closed"  # by the judge: the job that acts never started
+            assert "/Act on the breach]" not in proc.stdout and "/Judge]" in proc.stdout
     finally:
         prom.stop()
 

@@ -54,7 +54,8 @@ def test_least_privilege_per_job(wf):
         perms = job.get("permissions")
         assert isinstance(perms, dict), f"{name}: job-level permissions"
         checkout = next(
-            (s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@")), None
+            (s for s in job.get("steps", []) if s.get("uses", "").startswith("actions/checkout@")),
+            None,
         )
         if checkout is None:
             continue
@@ -234,3 +235,31 @@ def test_the_site_rebuilds_after_every_workflow_that_pushes_tags_without_a_pat()
     for job in site["jobs"].values():
         for step in job["steps"]:
             assert "workflow_run" not in str(step.get("with", {})), step
+
+
+def test_the_watch_cron_makes_no_deployment_and_only_the_job_that_acts_has_the_environment():
+    """A job with `environment:` puts a deployment on the Environments page each run and
+    waits for the environment's reviewers: every 10 minutes, that is noise and a stall."""
+    wd = ROOT / "templates" / "workflows"
+    caller = load(wd / "model-watch.yml")
+    assert "schedule" in caller["on"]
+    (watch,) = caller["jobs"].values()
+    assert "environment" not in watch
+    assert watch["uses"] == "./.github/workflows/model-watch-environment.yml"
+    called = load(wd / "model-watch-environment.yml")
+    inputs = called["on"]["workflow_call"]["inputs"]
+    assert set(watch["with"]) <= set(inputs)  # actionlint cannot read it from examples/
+    assert {k for k, v in inputs.items() if v.get("required")} <= set(watch["with"])
+    granted = watch["permissions"]
+    for name, job in called["jobs"].items():
+        for scope, level in job["permissions"].items():  # the caller's token is the ceiling
+            assert granted.get(scope) == level, f"{name} needs {scope}: {level}"
+    judge, act = called["jobs"]["judge"], called["jobs"]["act"]
+    assert "environment" not in judge and "if" not in judge
+    (judging,) = [s for s in judge["steps"] if s.get("uses", "").endswith("actions/watch@v1")]
+    assert judging["with"]["judge-only"] == "true"
+    assert judge["outputs"]["act"] == "${{ steps.watch.outputs.act }}"
+    assert act["needs"] == "judge" and act["if"] == "needs.judge.outputs.act == 'true'"
+    assert act["environment"] == "${{ inputs.environment }}"
+    (acting,) = [s for s in act["steps"] if s.get("uses", "").endswith("actions/watch@v1")]
+    assert "judge-only" not in acting["with"]
