@@ -692,3 +692,23 @@ def test_readme_one_step_workflow_versions_main_without_an_image(tmp_path, home,
         )
         assert gh.state.deployments.get("acme/models", []) == []
     assert git(remote, "tag") == "digits@v0.1.0"
+
+
+def test_the_comment_workflow_skips_a_cancelled_run_quietly(tmp_path, home, venv, action):
+    """A newer push cancels model-pr; its workflow_run must not turn model-pr-comment red."""
+    ws = make_workspace(tmp_path / "ws", ["model-pr-comment.yml"])
+    head = git(ws, "rev-parse", "HEAD")
+    for conclusion in ("cancelled", "skipped"):
+        payload = events.workflow_run(head, run_id=99)
+        payload["workflow_run"]["conclusion"] = conclusion
+        proc = act(
+            ws,
+            "workflow_run",
+            payload,
+            "model-pr-comment.yml",
+            home=home,
+            action=action,
+            env={"LEPTON_VENV": str(venv), "LEPTON_TEST_ARTIFACTS": str(tmp_path / "none")},
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "Post the PR comment" not in proc.stdout, conclusion
