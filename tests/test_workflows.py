@@ -263,3 +263,34 @@ def test_the_watch_cron_makes_no_deployment_and_only_the_job_that_acts_has_the_e
     assert act["environment"] == "${{ inputs.environment }}"
     (acting,) = [s for s in act["steps"] if s.get("uses", "").endswith("actions/watch@v1")]
     assert "judge-only" not in acting["with"]
+
+
+ACTIONS = sorted([ROOT / "action.yml", *(ROOT / "actions").glob("*/action.yml")])
+
+
+def test_every_input_is_described_and_every_optional_one_has_a_default():
+    """What the README says of the actions' inputs, held against every action.yml."""
+    required = set()
+    for action in ACTIONS:
+        name = action.parent.name if action.parent != ROOT else "lepton-ci"
+        for key, spec in yaml.safe_load(action.read_text())["inputs"].items():
+            assert str(spec.get("description", "")).strip(), f"{name}.{key}: no description"
+            if spec.get("required"):
+                assert "default" not in spec, f"{name}.{key}: required yet defaulted"
+                required.add(f"{name}.{key}")
+            else:
+                assert "default" in spec, f"{name}.{key}: optional without a default"
+    assert required == {
+        "deploy.environment",
+        "rollback.environment",
+        "watch.environment",
+        "promote.model",
+        "promote.version",
+        "promote.stage",
+    }
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        "every input has a description, every optional input a default, and the six required "
+        "ones (`environment` of deploy, rollback and watch; `model`, `version` and `stage` of "
+        "promote) none" in readme
+    )
