@@ -294,3 +294,45 @@ def test_every_input_is_described_and_every_optional_one_has_a_default():
         "ones (`environment` of deploy, rollback and watch; `model`, `version` and `stage` of "
         "promote) none" in readme
     )
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation but `-`
+    and `_` dropped, spaces as `-`; a repeated heading gets `-1`, `-2`, ..."""
+    seen: dict[str, int] = {}
+    out = set()
+    in_fence = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        m = None if in_fence else re.match(r"#{1,6} (.+)", line)
+        if m is None:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m[1].strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def test_every_readme_anchor_linked_from_code_templates_and_the_readme_exists():
+    """The lepton.yaml that `init` writes linked to `#configuration`, which no heading makes."""
+    readme = (ROOT / "README.md").read_text()
+    anchors = github_anchors(readme)
+    assert "configuration-leptonyaml" in anchors and "versions-view-a-static-site" in anchors
+    links = [("README.md", a) for a in re.findall(r"\]\(#([^)\s]+)\)", readme)]
+    shipped = [ROOT / "action.yml", *(ROOT / "actions").rglob("*.yml")]
+    for folder in ("lepton_ci", "templates", "examples"):
+        shipped += [p for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix != ".pyc"]
+    pattern = re.compile(
+        r"(?:lepton-ci/lepton-ci(?:/blob/[\w./-]+/README\.md)?|README\.md)#([\w-]+)"
+    )
+    for path in shipped:
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        links += [(str(path.relative_to(ROOT)), a) for a in pattern.findall(text)]
+    assert any(where.endswith("scaffold.py") for where, _ in links)
+    for where, anchor in links:
+        assert anchor in anchors, f"{where} links to README #{anchor}, which no heading makes"
