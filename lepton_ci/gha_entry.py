@@ -46,6 +46,7 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("version", "--version", "value"),
         ("builder", "--builder", "value"),
         ("signing-key", "--signing-key", "pem"),
+        ("if-configured", "--if-configured", "flag"),
     ],
     "deploy": [
         ("environment", None, "value"),
@@ -78,6 +79,7 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("model", "--model", "value"),
         ("once", "--once", "flag"),
         ("issue", "--issue", "flag"),
+        ("judge-only", "--judge-only", "flag"),
     ],
 }
 

@@ -59,19 +59,25 @@ def on_a_free_port(tmp_path, scenario):
     return on_free_port(attempt)
 
 
-def released(tmp_path, services, capsys, venv, workflow, port):
+def released(tmp_path, services, capsys, venv, workflow, port, state=None):
     """A user's repository with v0.1.0 run, registered and built into the local registry,
-    a staging policy (write permission), a bare `origin`, and podman's env for act."""
+    a staging policy (write permission), a bare `origin`, and podman's env for act. `state`:
+    the release history kept there, outside the checkout act copies, so it outlives a run."""
     from tests.conftest import Cli, use_registry
 
     ws = make_workspace(tmp_path / "ws", [workflow])
     use_registry(ws, services["registry"].host, services["bases"]["python"])
     cfg = ws / "lepton.yaml"
-    cfg.write_text(
+    text = (
         cfg.read_text()
         .replace("host_port: 18080", f"host_port: {port}")
         .replace("  staging: {}", "  staging: {allow: {permission: write}}")
     )
+    if state is not None:
+        text = text.replace(
+            "      target: podman", f"      target: podman\n      state_dir: {state}"
+        )
+    cfg.write_text(text)
     git(ws, "commit", "-qam", "chore: policy and local registry")
     remote = origin(tmp_path, ws)
     cli = Cli(ws, capsys)
@@ -466,6 +472,64 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
         podman("pod", "rm", "-af", "-t", "0", check=False)
 
 
+def test_the_rollback_button_is_recorded_as_a_github_deployment(
+    tmp_path, home, venv, action, services, capsys, monkeypatch
+):
+    on_a_free_port(
+        tmp_path,
+        partial(
+            rollback_button,
+            home=home,
+            venv=venv,
+            action=action,
+            services=services,
+            capsys=capsys,
+            monkeypatch=monkeypatch,
+        ),
+    )
+
+
+def rollback_button(tmp_path, port, *, home, venv, action, services, capsys, monkeypatch):
+    from tests.conftest import Cli
+
+    state = tmp_path / "state"
+    ws, _, env = released(tmp_path, services, capsys, venv, "model-rollback.yml", port, state)
+    podman = services["podman"]
+    for k, v in podman.config_env.items():
+        monkeypatch.setenv(k, v)
+    cli = Cli(ws, capsys)
+    try:
+        for n in (1, 2):  # v0.1.0 as revision 1, then again as revision 2
+            code, out, err = cli("deploy", "staging")
+            check_port(out + err)
+            assert code == 0, err
+            assert f"revision {n} deployed v0.1.0" in out
+        with GitHubServer() as gh:
+            proc = act(
+                ws,
+                "workflow_dispatch",
+                events.workflow_dispatch(
+                    {"environment": "staging", "revision": "1"}, "model-rollback.yml"
+                ),
+                "model-rollback.yml",
+                home=home,
+                action=action,
+                env={**env, "GITHUB_API_URL": gh.url, "GITHUB_REPOSITORY": "acme/models"},
+                secrets={"GITHUB_TOKEN": "test-token"},
+            )
+            check_port(proc.stdout)
+            assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+            assert "revision 3" in proc.stdout
+            (dep,) = gh.state.deployments["acme/models"]
+            assert dep["environment"] == "staging"
+            assert dep["payload"]["version"] == "v0.1.0"
+            statuses = gh.state.statuses[dep["id"]]
+            assert [s["state"] for s in statuses] == ["in_progress", "success"]
+            assert "rolled back to v0.1.0 (revision 3)" in statuses[-1]["description"]
+    finally:
+        podman("pod", "rm", "-af", "-t", "0", check=False)
+
+
 STEP_ACTIONS = """\
 name: steps
 on: push
@@ -568,7 +632,7 @@ def test_watch_workflow_keeps_one_issue_per_environment(tmp_path, home, venv, ac
     from lepton_ci.deploy.releases import FileStore, Revision, now
     from tests.support.prometheus import PrometheusServer
 
-    ws = make_workspace(tmp_path / "ws", ["model-watch.yml"])
+    ws = make_workspace(tmp_path / "ws", ["model-watch.yml", "model-watch-environment.yml"])
     wf = yaml.safe_load((ws / ".github" / "workflows" / "model-watch.yml").read_text())
     assert wf["permissions"] == {}
     assert wf["jobs"]["watch"]["permissions"] == {"contents": "read", "issues": "write"}
@@ -620,7 +684,12 @@ def test_watch_workflow_keeps_one_issue_per_environment(tmp_path, home, venv, ac
             configure("0.5")
             proc = run()
             assert proc.returncode != 0, proc.stdout[-3000:]
-            assert "SLO breached by v0.1.0 (revision 1): errors: breach 0.5" in proc.stdout
+            # the judge (no environment) finds it and leaves it; the job that acts, in the
+            # environment, judges again and acts
+            judge = "\n".join(ln for ln in proc.stdout.splitlines() if "/Judge]" in ln)
+            assert "judged only: the breach of errors is left to the job that acts" in judge
+            acts = "\n".join(ln for ln in proc.stdout.splitlines() if "/Act on the breach]" in ln)
+            assert "SLO breached by v0.1.0 (revision 1): errors: breach 0.5" in acts
             (issue,) = gh.state.issues["acme/models"]
             assert issue["title"] == "digits: SLO breach in staging" and issue["state"] == "open"
             assert "| errors | breach | 0.5 |" in issue["body"]
@@ -630,6 +699,113 @@ def test_watch_workflow_keeps_one_issue_per_environment(tmp_path, home, venv, ac
             configure("0")
             proc = run()
             assert proc.returncode == 0, proc.stdout[-3000:]
-            assert issue["state"] == "closed"
+            assert issue["state"] == "closed"  # by the judge: the job that acts never started
+            assert "/Act on the breach]" not in proc.stdout and "/Judge]" in proc.stdout
     finally:
         prom.stop()
+
+
+def readme_workflow(name: str) -> str:
+    """The README's workflow snippet that starts with `# .github/workflows/NAME`, as shipped."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (snippet,) = [
+        s
+        for s in re.findall(r"```yaml\n(.*?)```", text, re.S)
+        if s.startswith(f"# .github/workflows/{name}\n")
+    ]
+    return snippet
+
+
+def test_readme_one_step_workflow_comments_on_a_failing_same_repository_pr(
+    tmp_path, home, venv, action
+):
+    """The all-in-one action posts the comment after a failed gate, and the job still fails."""
+    ws = make_workspace(tmp_path / "ws", [])
+    (ws / ".github" / "workflows" / "model.yml").write_text(readme_workflow("model.yml"))
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "ci: the README's workflow")
+    remote = origin(tmp_path, ws)
+    git(ws, "checkout", "-q", "-b", "worse")
+    p = ws / "params.yaml"
+    p.write_text(p.read_text().replace("max_samples: null", "max_samples: 60"))
+    git(ws, "commit", "-qam", "fix: faster")
+    head, base, _ = open_pull(ws, remote, 8, "worse")
+    with GitHubServer() as gh:
+        gh.state.add_pull("acme/models", 8, head)
+        proc = act(
+            ws,
+            "pull_request",
+            events.pull_request(8, head, base, head_ref="worse"),
+            "model.yml",
+            home=home,
+            action=action,
+            env={
+                "LEPTON_VENV": str(venv),
+                "GITHUB_API_URL": gh.url,
+                "GITHUB_REPOSITORY": "acme/models",
+            },
+            secrets={"GITHUB_TOKEN": "test-token"},
+        )
+        assert proc.returncode != 0, proc.stdout[-4000:]
+        assert "gate" in proc.stdout and "failed" in proc.stdout
+        (comment,) = gh.state.comments[("acme/models", 8)]
+        assert "gates failed" in comment["body"], comment["body"][:500]
+    assert git(remote, "tag") == ""
+
+
+def test_readme_one_step_workflow_versions_main_without_an_image(tmp_path, home, venv, action):
+    """No `image:` in lepton.yaml: main registers and writes the card; build and deploy are
+    skipped with a notice, not failed."""
+    ws = make_workspace(tmp_path / "ws", [])
+    (ws / ".github" / "workflows" / "model.yml").write_text(readme_workflow("model.yml"))
+    cfg = ws / "lepton.yaml"
+    text = cfg.read_text()
+    cfg.write_text(text[: text.index("    image:\n")] + text[text.index("    deploy:\n") :])
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "ci: the README's workflow, no image")
+    remote = origin(tmp_path, ws)
+    git(ws, "push", "-q", "origin", "main")
+    with GitHubServer() as gh:
+        proc = act(
+            ws,
+            "push",
+            events.push("refs/heads/main", git(ws, "rev-parse", "HEAD")),
+            "model.yml",
+            home=home,
+            action=action,
+            env={
+                "LEPTON_VENV": str(venv),
+                "GITHUB_API_URL": gh.url,
+                "GITHUB_REPOSITORY": "acme/models",
+            },
+            secrets={"GITHUB_TOKEN": "test-token"},
+        )
+        assert proc.returncode == 0, proc.stdout[-5000:]
+        assert "lepton.yaml has no `image:` section, so nothing is built or deployed" in (
+            proc.stdout
+        )
+        assert gh.state.deployments.get("acme/models", []) == []
+    assert git(remote, "tag") == "digits@v0.1.0"
+
+
+def test_the_comment_workflow_skips_a_cancelled_run_quietly(tmp_path, home, venv, action):
+    """A newer push cancels model-pr; its workflow_run must not turn model-pr-comment red."""
+    ws = make_workspace(tmp_path / "ws", ["model-pr-comment.yml"])
+    head = git(ws, "rev-parse", "HEAD")
+    for conclusion in ("cancelled", "skipped"):
+        payload = events.workflow_run(head, run_id=99)
+        payload["workflow_run"]["conclusion"] = conclusion
+        proc = act(
+            ws,
+            "workflow_run",
+            payload,
+            "model-pr-comment.yml",
+            home=home,
+            action=action,
+            env={"LEPTON_VENV": str(venv), "LEPTON_TEST_ARTIFACTS": str(tmp_path / "none")},
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "Post the PR comment" not in proc.stdout, conclusion

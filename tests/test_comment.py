@@ -1,13 +1,14 @@
 """One sticky PR comment per (model, workflow), through the CLI, against the local server."""
 
 import json
+import shutil
 import threading
 
 import pytest
 
 from lepton_ci.core.record import load
 from lepton_ci.report import comment as report
-from tests.conftest import commit_all, git, set_params
+from tests.conftest import commit_all, git, parse_outputs, set_params
 from tests.support import github_events as events
 from tests.support.github_server import WORKFLOW_TOKEN, Fault, GitHubServer, Token
 
@@ -303,6 +304,55 @@ def test_two_phase_bundle_posted_from_workflow_run(
     assert code == 0, err
     assert len(comments(gh)) == 1 and "toy@v0.1.0" in comments(gh)[0]["body"]
     assert f'"sha": "{head}"' in comments(gh)[0]["body"]
+
+
+def test_a_stale_run_is_skipped_when_the_comment_shows_a_later_one(
+    gh, pr_env, cli, toy_repo, tmp_path, monkeypatch, gh_files
+):
+    """model-pr for an old head finishes (or its comment job runs) after the PR moved on and
+    a later run commented: nothing to post, and no red job. Without a later comment the
+    bundle is refused as before (it may name another PR)."""
+    old = git(toy_repo, "rev-parse", "HEAD")
+    pr_env(old, run_id=900)
+    assert cli("run")[0] == 0
+    bundle = tmp_path / "old-bundle"
+    shutil.copytree(toy_repo / ".lepton" / "report" / "toy", bundle)
+    set_params(toy_repo, accuracy=0.94, lr=0.3)
+    new = commit_all(toy_repo, "feat: newer")
+    gh.state.add_pull(REPO, PR, new)
+    monkeypatch.chdir(tmp_path)
+
+    def old_run_comments():
+        run = {"id": 900, "head_sha": old, "event": "pull_request", "conclusion": "success"}
+        run["head_repository"] = {"full_name": REPO}
+        pr_env(old, run_id=950, event_name="workflow_run", extra={"workflow_run": run})
+        return cli("comment", "--from", str(bundle))
+
+    code, _, err = old_run_comments()
+    assert code == 1 and "stale run, or a forged PR number" in err  # no later report shown
+    assert comments(gh) == []
+    pr_env(new, run_id=1000)
+    assert cli("run")[0] == 0 and cli("comment")[0] == 0
+    (shown,) = comments(gh)
+    body = shown["body"]
+    gh_files["output"].write_text("")
+    code, out, err = old_run_comments()
+    assert code == 0, err
+    assert "shows run 1000, later than this run 900; nothing posted" in out + err
+    assert comments(gh) == [shown] and shown["body"] == body
+    assert parse_outputs(gh_files["output"].read_text())["action"] == "stale"
+
+
+def test_a_cancelled_run_is_skipped_quietly(gh, pr_env, cli, toy_repo, tmp_path, monkeypatch):
+    head = git(toy_repo, "rev-parse", "HEAD")
+    assert cli("run")[0] == 0
+    bundle = toy_repo / ".lepton" / "report" / "toy"
+    for conclusion in ("cancelled", "skipped"):
+        run = {"id": 900, "head_sha": head, "event": "pull_request", "conclusion": conclusion}
+        pr_env(head, run_id=950, event_name="workflow_run", extra={"workflow_run": run})
+        code, out, err = cli("comment", "--from", str(bundle))
+        assert code == 0 and f"run was {conclusion}: nothing to post" in out + err
+    assert comments(gh) == []
 
 
 def test_bundle_with_forged_pr_number_is_refused(gh, pr_env, cli, toy_repo, tmp_path, monkeypatch):

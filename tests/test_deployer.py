@@ -304,3 +304,50 @@ def test_timings_are_the_seconds_each_step_took(world):
         d.deploy(release(2))
     t = e.value.outcome.timings
     assert all(0 <= t[k] < 60 for k in ("rollout_s", "revert_s", "verdict_to_healthy_s"))
+
+
+def test_a_deploy_waits_for_the_one_running_and_says_so(world, tmp_path):
+    """The release lock is the queue of the workflows a person starts (no GitHub concurrency
+    group, where a newer waiting job replaces the older): a second deploy or rollback waits
+    for the running one and says whom it waits for, rather than failing at once."""
+    import threading
+
+    make, _, logs = world
+    d = make()
+    d.config = d.config.model_copy(update={"lock_timeout": 120})
+    d.deploy(release(1))
+    d.deploy(release(2))
+    held, release_it = threading.Event(), threading.Event()
+
+    def other_deploy():
+        with FileStore(tmp_path / "state").lock(0):
+            held.set()
+            release_it.wait()
+
+    other = threading.Thread(target=other_deploy)
+    other.start()
+    held.wait()
+
+    def log(text):
+        logs.append(text)
+        release_it.set()  # the other deploy ends once this one waits for it
+
+    d.log = log
+    try:
+        out = d.rollback()
+    finally:
+        release_it.set()
+        other.join()
+    (waited,) = [x for x in logs if "waiting up to" in x]
+    assert "another deploy or rollback of this environment is running (lepton-ci deploy, pid" in (
+        waited
+    )
+    assert "waiting up to 120 s for it (`deploy.lock_timeout`)" in waited
+    assert out.revision.version == "v0.1.1" and out.revision.status == "deployed"
+
+
+def test_the_default_wait_covers_a_deploy_and_its_revert():
+    """60 s was shorter than one rollout budget, so a queued rollback failed instead."""
+    cfg = DeployConfig.model_validate({"environments": {"prod": {"url": "http://x"}}})
+    env = cfg.environments["prod"]
+    assert cfg.lock_timeout >= env.rollout_timeout + env.rollback_timeout + 60

@@ -117,3 +117,54 @@ def test_a_refused_actor_is_refused_first_even_on_a_gto_version(gto_repo, remote
         assert "was deleted again" in err
         assert git(remote, "tag", "-l", "toy#*") == ""
         assert git(gto_repo, "tag", "-l", "toy#*") == ""
+
+
+def test_a_dvc_users_committed_metrics_rewritten_by_the_run_do_not_block_register(gto_repo, cli):
+    """DVC commits metrics.json beside the code; CI's run trains again and rewrites it (another
+    machine, another number, another format). That changes no source: the run's record is
+    clean and register makes the version, saying the file differs; a changed source still
+    refuses."""
+    import json
+
+    set_params(gto_repo, accuracy=0.93)
+    # what `dvc repro` wrote on the developer's machine, committed with the change
+    (gto_repo / "metrics.json").write_text(
+        json.dumps({"accuracy": 0.9301, "loss": 0.0699, "speed": {"p95_ms": 11.0}}, indent=2)
+    )
+    commit_all(gto_repo, "feat: better, with dvc repro's metrics")
+    assert cli("run")[0] == 0  # trains again: evaluate.py writes its own metrics.json
+    assert git(gto_repo, "status", "--porcelain", "--untracked-files=no") == "M metrics.json"
+    record = json.loads((gto_repo / ".lepton" / "runs" / "toy.json").read_text())
+    assert record["git"]["dirty"] is False
+    code, out, err = cli("run")  # a second run (a cache hit) finds the tree as clean
+    assert (
+        code == 0
+        and json.loads((gto_repo / ".lepton/runs/toy.json").read_text())["git"]["dirty"] is False
+    )
+    code, out, err = cli("register")
+    assert code == 0, err
+    assert "the run rewrote files it writes that git tracks" in out + err
+    assert "toy@v0.2.0" in git(gto_repo, "tag", "-l", "toy@*")
+    message = git(gto_repo, "tag", "-l", "--format=%(contents)", "toy@v0.2.0")
+    assert '"accuracy": 0.93' in message  # the run's metrics, not the committed file's
+
+    # a source changed and not committed still makes the tree dirty
+    set_params(gto_repo, accuracy=0.94)
+    commit_all(gto_repo, "feat: even better")
+    (gto_repo / "train.py").write_text((gto_repo / "train.py").read_text() + "# tweak\n")
+    assert cli("run")[0] == 0
+    code, _, err = cli("register")
+    assert code == 1 and "uncommitted changes" in err
+
+
+def test_a_metrics_file_that_is_also_an_input_still_counts(gto_repo, cli):
+    """A file the model reads (here listed under `code:`) is a source even if it is also in
+    `metrics:`: rewritten and not committed, it keeps the version from being made."""
+    cfg = gto_repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().replace('code: ["*.py"]', 'code: ["*.py", metrics.json]'))
+    set_params(gto_repo, accuracy=0.93)
+    commit_all(gto_repo, "feat: metrics.json is read too")
+    assert cli("run")[0] == 0
+    assert git(gto_repo, "status", "--porcelain", "--untracked-files=no") == "M metrics.json"
+    code, _, err = cli("register")
+    assert code == 1 and "uncommitted changes" in err

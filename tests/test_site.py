@@ -361,7 +361,7 @@ def test_pages_workflow_least_privilege_and_its_script_builds_the_site(
     text = (Path(__file__).parent.parent / "templates" / "workflows" / "model-site.yml").read_text()
     wf = yaml.safe_load(text)
     on = wf[True]  # YAML 1.1 reads the key `on` as true
-    assert set(on) == {"push", "workflow_dispatch"} and "**#*" in on["push"]["tags"]
+    assert set(on) == {"workflow_run", "push", "workflow_dispatch"} and "**#*" in on["push"]["tags"]
     assert wf["permissions"] == {}
     build, deploy = wf["jobs"]["build"], wf["jobs"]["deploy"]
     assert build["permissions"] == {"contents": "read", "pages": "read"}

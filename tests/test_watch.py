@@ -477,6 +477,31 @@ def test_alert_only_records_and_leaves_the_release(tmp_path, prom):
 
 
 @pytest.mark.e2e
+def test_judge_only_leaves_a_breach_to_the_job_that_acts(tmp_path, prom, gh_files):
+    """model-watch's cron judge has no environment (no credentials to revert, no deployment):
+    a breach it finds is neither recorded nor reverted there, the step succeeds and says
+    `act=true`; the job that acts judges again and reverts."""
+    from tests.conftest import parse_outputs
+
+    slos = "              - {name: errors, query: 'vector(0.5)', max: 0.01}"
+    op, dep, target, _ = _watcher(tmp_path, prom.url, slos)
+    applied = len(target.applied)
+    r = op.run(once=True, judge_only=True)
+    assert r.status == "breached" and r.breached == ["errors"]
+    assert "left to the job that acts (rollback)" in r.action
+    assert [(x.status, x.breaches) for x in dep.history()] == [("superseded", []), ("deployed", [])]
+    assert len(target.applied) == applied
+    out = parse_outputs(gh_files["output"].read_text())
+    assert (out["act"], out["status"], out["breached"]) == ("true", "breached", "errors")
+    with pytest.raises(SLOBreached):  # the acting job
+        op.run(once=True)
+    assert [x.status for x in dep.history()] == ["superseded", "failed", "deployed"]
+    assert parse_outputs(gh_files["output"].read_text())["act"] == "false"
+    with pytest.raises(WatchError, match="--judge-only judges once"):
+        op.run(judge_only=True)
+
+
+@pytest.mark.e2e
 def test_a_revision_put_back_does_not_inherit_the_breaches_of_the_one_it_copies(tmp_path, prom):
     slos = "              - {name: errors, query: 'vector(0.5)', max: 0.01}"
     op, dep, _, _ = _watcher(tmp_path, prom.url, slos, on_breach="alert")

@@ -55,7 +55,8 @@ def test_least_privilege_per_job(wf):
         perms = job.get("permissions")
         assert isinstance(perms, dict), f"{name}: job-level permissions"
         checkout = next(
-            (s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@")), None
+            (s for s in job.get("steps", []) if s.get("uses", "").startswith("actions/checkout@")),
+            None,
         )
         if checkout is None:
             continue
@@ -65,7 +66,7 @@ def test_least_privilege_per_job(wf):
 
 
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
-def test_deploys_run_in_their_environment_and_its_queue_on_the_job(wf):
+def test_deploys_run_in_their_environment(wf):
     data = load(wf)
     assert "concurrency" not in data or "deploy" not in str(data["concurrency"])
     for name, job in data["jobs"].items():
@@ -74,10 +75,52 @@ def test_deploys_run_in_their_environment_and_its_queue_on_the_job(wf):
             continue
         env = job.get("environment")
         assert env, f"{name} deploys without an environment (no reviewers, no secrets)"
-        group = job["concurrency"]["group"]
-        assert group == f"deploy-{env}", f"{name}: the environment's own queue"
-        assert job["concurrency"]["cancel-in-progress"] is False
         assert job["permissions"].get("deployments") == "write"
+
+
+def person_started(data: dict) -> bool:
+    """A run a person asked for: a button (workflow_dispatch only) or a tag they pushed."""
+    on = data["on"] if isinstance(data["on"], dict) else {data["on"]: None}
+    if set(on) == {"workflow_dispatch"}:
+        return True
+    return set(on) == {"push"} and bool((on["push"] or {}).get("tags"))
+
+
+@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+def test_no_rollback_promotion_or_stage_tag_can_be_replaced_in_a_queue(wf):
+    """GitHub keeps one running and one pending job per concurrency group, and a newer pending
+    job replaces the older one whatever cancel-in-progress says (docs: 'Control the
+    concurrency of workflows and jobs'). A deploy a person asked for therefore joins no group
+    another run can join; it waits for the environment's release lock instead. Only the
+    default branch's automatic release queues in `deploy-<env>`, where the newest push wins."""
+    data = load(wf)
+    for name, job in data["jobs"].items():
+        if not deploys(job):
+            continue
+        group = (job.get("concurrency") or {}).get("group", "")
+        if person_started(data):
+            assert not group or "github.run_id" in group, f"{name}: {group} can be replaced"
+        else:
+            assert group == f"deploy-{job['environment']}", f"{name}: the environment's queue"
+            assert job["concurrency"]["cancel-in-progress"] is False
+
+
+def test_person_started_deploys_are_the_rollback_promote_and_tag_workflows():
+    started = {load(wf)["name"] for wf in WORKFLOWS if person_started(load(wf))}
+    assert started >= {"model-rollback", "model-promote", "model-tag"}
+    assert "model-main" not in started
+
+
+def test_the_release_lock_waits_longer_than_a_deploy_can_take():
+    """The lock is the queue of what a person starts: it must outwait a running deploy and
+    its revert (rollout and rollback budgets), or a queued rollback fails instead of waiting."""
+    from lepton_ci.core.config import DeployConfig
+
+    jobs = {(load(wf)["name"], n): j for wf in WORKFLOWS for n, j in load(wf)["jobs"].items()}
+    shortest_job = min(j["timeout-minutes"] * 60 for j in jobs.values() if deploys(j))
+    cfg = DeployConfig.model_validate({"environments": {"prod": {"url": "http://x"}}})
+    env = cfg.environments["prod"]
+    assert env.rollout_timeout + env.rollback_timeout < cfg.lock_timeout < shortest_job
 
 
 def test_training_never_runs_where_the_token_can_push():
@@ -197,3 +240,160 @@ def test_only_the_release_job_can_sign():
     assert ship["with"]["signing-key"] == "${{ secrets.LEPTON_SIGNING_KEY }}"
     assert ship["with"]["cached-only"] == "true"  # it signs the run-cache's files, never trains
     assert "id-token" not in jobs["run"]["permissions"]
+
+
+def readme_workflow(name: str) -> dict:
+    (snippet,) = [s for s in _snippets() if s.startswith(f"# .github/workflows/{name}\n")]
+    data = yaml.safe_load(snippet)
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def test_readme_one_step_workflow_gives_pull_requests_only_what_they_need():
+    """A PR run comments (pull-requests: write) and can neither push nor reach staging's
+    secrets; only the default branch's job can."""
+    jobs = readme_workflow("model.yml")["jobs"]
+    pr = next(j for j in jobs.values() if "pull_request" in j["if"])
+    assert pr["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert "environment" not in pr
+    main = next(j for j in jobs.values() if "push" in j["if"])
+    assert main["permissions"]["contents"] == "write" and main["environment"] == "staging"
+    assert "pull-requests" not in main["permissions"]
+
+
+def test_the_all_in_one_action_comments_after_a_failed_gate_but_not_after_a_crash():
+    steps = yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"]
+    comment = next(s for s in steps if s.get("id") == "comment")
+    cond = comment["if"]
+    # runs after the run step failed its gates (a status function), not after a cancel, and
+    # only when the run got as far as writing its report
+    assert cond.startswith("${{ !cancelled() && steps.run.outputs.report != ''")
+    for later in ("register", "card", "build", "deploy"):
+        step = next(s for s in steps if s.get("id") == later)
+        assert "cancelled()" not in step["if"] and "always()" not in step["if"], later
+
+
+def test_the_site_rebuilds_after_every_workflow_that_pushes_tags_without_a_pat():
+    """A tag pushed with GITHUB_TOKEN starts no workflow (GitHub docs: 'Triggering a workflow
+    from a workflow'), so `push: tags` never sees what register and promote push in CI; the end
+    of the workflow that pushed them does start one, on the default branch, which the
+    github-pages environment allows by default."""
+    by_name = {load(wf)["name"]: load(wf) for wf in WORKFLOWS}
+    pushing = {
+        name
+        for name, data in by_name.items()
+        if any(j["permissions"].get("contents") == "write" for j in data["jobs"].values())
+    }
+    assert pushing == {"model-main", "model-promote", "model-tag"}
+    site = by_name["model-site"]
+    trigger = site["on"]["workflow_run"]
+    assert set(trigger["workflows"]) == pushing and trigger["types"] == ["completed"]
+    # trusted code only: the default branch, nothing of the run that triggered it
+    for job in site["jobs"].values():
+        for step in job["steps"]:
+            assert "workflow_run" not in str(step.get("with", {})), step
+
+
+def test_the_watch_cron_makes_no_deployment_and_only_the_job_that_acts_has_the_environment():
+    """A job with `environment:` puts a deployment on the Environments page each run and
+    waits for the environment's reviewers: every 10 minutes, that is noise and a stall."""
+    wd = ROOT / "templates" / "workflows"
+    caller = load(wd / "model-watch.yml")
+    assert "schedule" in caller["on"]
+    (watch,) = caller["jobs"].values()
+    assert "environment" not in watch
+    assert watch["uses"] == "./.github/workflows/model-watch-environment.yml"
+    called = load(wd / "model-watch-environment.yml")
+    inputs = called["on"]["workflow_call"]["inputs"]
+    assert set(watch["with"]) <= set(inputs)  # actionlint cannot read it from examples/
+    assert {k for k, v in inputs.items() if v.get("required")} <= set(watch["with"])
+    granted = watch["permissions"]
+    for name, job in called["jobs"].items():
+        for scope, level in job["permissions"].items():  # the caller's token is the ceiling
+            assert granted.get(scope) == level, f"{name} needs {scope}: {level}"
+    judge, act = called["jobs"]["judge"], called["jobs"]["act"]
+    assert "environment" not in judge and "if" not in judge
+    (judging,) = [
+        s for s in judge["steps"] if s.get("uses", "").split("@")[0].endswith("actions/watch")
+    ]
+    assert judging["with"]["judge-only"] == "true"
+    assert judge["outputs"]["act"] == "${{ steps.watch.outputs.act }}"
+    assert act["needs"] == "judge" and act["if"] == "needs.judge.outputs.act == 'true'"
+    assert act["environment"] == "${{ inputs.environment }}"
+    (acting,) = [
+        s for s in act["steps"] if s.get("uses", "").split("@")[0].endswith("actions/watch")
+    ]
+    assert "judge-only" not in acting["with"]
+
+
+ACTIONS = sorted([ROOT / "action.yml", *(ROOT / "actions").glob("*/action.yml")])
+
+
+def test_every_input_is_described_and_every_optional_one_has_a_default():
+    """What the README says of the actions' inputs, held against every action.yml."""
+    required = set()
+    for action in ACTIONS:
+        name = action.parent.name if action.parent != ROOT else "lepton-ci"
+        for key, spec in yaml.safe_load(action.read_text())["inputs"].items():
+            assert str(spec.get("description", "")).strip(), f"{name}.{key}: no description"
+            if spec.get("required"):
+                assert "default" not in spec, f"{name}.{key}: required yet defaulted"
+                required.add(f"{name}.{key}")
+            else:
+                assert "default" in spec, f"{name}.{key}: optional without a default"
+    assert required == {
+        "deploy.environment",
+        "rollback.environment",
+        "watch.environment",
+        "promote.model",
+        "promote.version",
+        "promote.stage",
+    }
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        "every input has a description, every optional input a default, and the six required "
+        "ones (`environment` of deploy, rollback and watch; `model`, `version` and `stage` of "
+        "promote) none" in readme
+    )
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation but `-`
+    and `_` dropped, spaces as `-`; a repeated heading gets `-1`, `-2`, ..."""
+    seen: dict[str, int] = {}
+    out = set()
+    in_fence = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        m = None if in_fence else re.match(r"#{1,6} (.+)", line)
+        if m is None:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m[1].strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def test_every_readme_anchor_linked_from_code_templates_and_the_readme_exists():
+    """The lepton.yaml that `init` writes linked to `#configuration`, which no heading makes."""
+    readme = (ROOT / "README.md").read_text()
+    anchors = github_anchors(readme)
+    assert "configuration-leptonyaml" in anchors and "versions-view-a-static-site" in anchors
+    links = [("README.md", a) for a in re.findall(r"\]\(#([^)\s]+)\)", readme)]
+    shipped = [ROOT / "action.yml", *(ROOT / "actions").rglob("*.yml")]
+    for folder in ("lepton_ci", "templates", "examples"):
+        shipped += [p for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix != ".pyc"]
+    pattern = re.compile(
+        r"(?:lepton-ci/lepton-ci(?:/blob/[\w./-]+/README\.md)?|README\.md)#([\w-]+)"
+    )
+    for path in shipped:
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        links += [(str(path.relative_to(ROOT)), a) for a in pattern.findall(text)]
+    assert any(where.endswith("scaffold.py") for where, _ in links)
+    for where, anchor in links:
+        assert anchor in anchors, f"{where} links to README #{anchor}, which no heading makes"

@@ -357,7 +357,10 @@ class DeployConfig(Strict):
     templates: str | None = Field(None, description="directory of templates that add/override")
     state_dir: str = paths.DEPLOY_STATE
     field_manager: str = "lepton-ci"
-    lock_timeout: Annotated[float, Field(ge=0)] = 60.0
+    # Deploys, rollbacks and watch reverts of one environment wait for each other here: the
+    # workflows a person starts (rollback, promote, stage tag) are in no GitHub concurrency
+    # group, where a newer waiting job would replace theirs, so this wait is their queue.
+    lock_timeout: Annotated[float, Field(ge=0)] = 900.0
     environments: Annotated[dict[str, DeployEnvironment], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -19,20 +19,31 @@ from lepton_ci.core.errors import LeptonError
 
 @contextmanager
 def exclusive(
-    path: Path, *, timeout: float, what: str, busy: Callable[[str], LeptonError]
+    path: Path,
+    *,
+    timeout: float,
+    what: str,
+    busy: Callable[[str], LeptonError],
+    waiting: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
     """Hold `path` locked; after `timeout` seconds raise `busy(holder)`, holder saying who has
-    it. The kernel drops the lock when its holder dies, so a killed run never leaves it stuck."""
+    it (`waiting(holder)` is told once, when the wait starts). The kernel drops the lock when
+    its holder dies, so a killed run never leaves it stuck."""
     with _open(path) as f:
         deadline = time.monotonic() + timeout
+        told = False
         while True:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                f.seek(0)
+                holder = _describe(f.read())
                 if time.monotonic() >= deadline:
-                    f.seek(0)
-                    raise busy(_describe(f.read())) from None
+                    raise busy(holder) from None
+                if waiting is not None and not told:
+                    waiting(holder)
+                    told = True
                 time.sleep(0.2)
         f.seek(0)
         f.truncate()

@@ -119,11 +119,19 @@ class Git:
         proc = self.run(["symbolic-ref", "-q", "--short", "HEAD"], check=False)
         return proc.stdout.strip() or None
 
-    def branch_and_dirty(self) -> tuple[str | None, bool]:
+    def branch_and_dirty(self, ignore: Sequence[Path] = ()) -> tuple[str | None, bool]:
         """`branch()` and `dirty()` in one call (git status's machine format names the
         branch in its header)."""
         out = self.run(
-            ["status", "--porcelain=v2", "--branch", "--no-ahead-behind", "--untracked-files=no"]
+            [
+                "status",
+                "--porcelain=v2",
+                "--branch",
+                "--no-ahead-behind",
+                "--untracked-files=no",
+                "--",
+                *self._excluded(ignore),
+            ]
         ).stdout
         branch: str | None = None
         dirty = False
@@ -136,10 +144,28 @@ class Git:
             branch = self.branch()
         return branch, dirty
 
-    def dirty(self, paths: Sequence[str] = ()) -> bool:
-        """Tracked files modified or staged; untracked files do not count."""
-        out = self.run(["status", "--porcelain", "--untracked-files=no", "--", *paths]).stdout
+    def dirty(self, paths: Sequence[str] = (), ignore: Sequence[Path] = ()) -> bool:
+        """Tracked files modified or staged; untracked files do not count, nor do the files
+        in `ignore` (absolute paths)."""
+        out = self.run(
+            ["status", "--porcelain", "--untracked-files=no", "--", *paths, *self._excluded(ignore)]
+        ).stdout
         return bool(out.strip())
+
+    def _excluded(self, files: Sequence[Path]) -> list[str]:
+        """Pathspecs that leave `files` out of a status (with no other pathspec, the rest
+        of the tree stays in). Literal: a file named `*.json` is no glob."""
+        if not files:
+            return []
+        top = self.toplevel().resolve()
+        out = []
+        for f in files:
+            try:
+                rel = f.resolve().relative_to(top)
+            except ValueError:
+                continue  # outside the repository: git would refuse the pathspec
+            out.append(f":(top,exclude,literal){rel.as_posix()}")
+        return out
 
     def untracked(self, under: Path) -> set[Path]:
         """Files under a directory that git neither tracks nor ignores."""

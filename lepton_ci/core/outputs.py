@@ -112,6 +112,7 @@ class WatchOutputs(StepOutputs):
     serving_version: str
     evidence: str
     issue: str
+    act: str  # "true": judged only, and a breach awaits the job that acts
 
 
 @dataclass

@@ -6,6 +6,7 @@ the deployer only ever sees this contract, so neither target imports the other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -31,4 +32,7 @@ class Store(Protocol):
 
     def list(self) -> list[Revision]: ...
     def save(self, rev: Revision) -> None: ...
-    def lock(self, timeout: float) -> AbstractContextManager[None]: ...
+    # `on_wait(holder)` is called once if another deploy holds the lock, before waiting for it.
+    def lock(
+        self, timeout: float, on_wait: Callable[[str], None] | None = None
+    ) -> AbstractContextManager[None]: ...

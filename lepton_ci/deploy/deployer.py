@@ -172,7 +172,15 @@ class Deployer:
     def _locked(self) -> Iterator[None]:
         """The environment's lock; an interruption inside it is repaired before it is raised,
         under deferred signals, so a second Ctrl-C cannot cut the repair in half."""
-        with self.store.lock(self.config.lock_timeout):
+        wait = self.config.lock_timeout
+
+        def waiting(holder: str) -> None:
+            self.log(
+                f"{self.env_name}: another deploy or rollback of this environment is running "
+                f"({holder}); waiting up to {wait:.0f} s for it (`deploy.lock_timeout`)"
+            )
+
+        with self.store.lock(wait, waiting):
             try:
                 yield
             except (KeyboardInterrupt, Terminated) as stop:

@@ -401,7 +401,7 @@ class ConfigMapStore:
             self._call(core.create_namespaced_config_map, self.namespace, body)
 
     @contextmanager
-    def lock(self, timeout: float) -> Iterator[None]:
+    def lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
         """One deploy per environment: a Lease, renewed while held, taken over once expired.
 
         A job killed mid-deploy cannot release its Lease; it stops renewing it, so the next
@@ -412,15 +412,23 @@ class ConfigMapStore:
         name = manifests.dns_name("lepton", self.release, "lock")
         me = f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
         deadline = self.clock() + timeout
+        told = False
         while not self._acquire(coord, name, me):
-            if self.clock() >= deadline:
+            if self.clock() >= deadline or (on_wait is not None and not told):
                 held = self._call(coord.read_namespaced_lease, name, self.namespace).spec
-                raise DeployError(
-                    f"another deploy of this environment is running (Lease {name} held by "
-                    f"{held.holder_identity}, renewed {_micro(held.renew_time)}; it expires "
-                    f"{held.lease_duration_seconds}s after its last renewal)",
-                    hint="wait for it; a killed job's Lease is taken over once it expires",
+                holder = (
+                    f"Lease {name} held by {held.holder_identity}, renewed "
+                    f"{_micro(held.renew_time)}; it expires {held.lease_duration_seconds}s "
+                    "after its last renewal"
                 )
+                if time.monotonic() >= deadline:
+                    raise DeployError(
+                        f"another deploy of this environment is running ({holder})",
+                        hint="wait for it; a killed job's Lease is taken over once it expires",
+                    )
+                if on_wait is not None:
+                    on_wait(holder)
+                    told = True
             self.sleep(0.5)
         stop = threading.Event()
         renewer = threading.Thread(

@@ -16,7 +16,7 @@ import yaml
 from lepton_ci.core import templating
 from lepton_ci.core.config import DeployConfig, DeployEnvironment
 from lepton_ci.core.errors import ConfigError
-from lepton_ci.deploy import observability
+from lepton_ci.deploy import observability, schemas
 
 TEMPLATES = (
     "deployment.yaml.j2",
@@ -126,6 +126,8 @@ def render(
             ) from e
         if not isinstance(doc, dict) or "kind" not in doc:
             raise ConfigError(f"template {t} did not render a Kubernetes object")
+        if user_dir is not None and (user_dir / t).is_file():
+            schemas.check(doc, user_dir / t)
         docs.append(yaml.safe_dump(doc, sort_keys=False))
     return "---\n".join(docs)
 

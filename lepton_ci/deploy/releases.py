@@ -7,7 +7,7 @@ repaired by the next command), deployed, failed, superseded, rolled-back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,14 +92,16 @@ class FileStore:
         )
 
     @contextmanager
-    def lock(self, timeout: float) -> Iterator[None]:
+    def lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
         def busy(holder: str) -> DeployError:
             return DeployError(
                 f"another deploy of this environment is running ({holder})",
                 hint="wait for it, or raise `deploy.lock_timeout`",
             )
 
-        with exclusive(self.dir / ".lock", timeout=timeout, what="lepton-ci deploy", busy=busy):
+        with exclusive(
+            self.dir / ".lock", timeout=timeout, what="lepton-ci deploy", busy=busy, waiting=on_wait
+        ):
             yield
 
 

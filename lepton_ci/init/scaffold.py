@@ -392,7 +392,7 @@ DEPLOY_LINES = [
 def config_text(models: list[Answers], root: Path | None = None) -> str:
     root = root or Path.cwd()
     return (
-        "# lepton-ci configuration. Reference: https://github.com/lepton-ci/lepton-ci#configuration\n"
+        "# lepton-ci configuration. Reference: https://github.com/lepton-ci/lepton-ci#configuration-leptonyaml\n"
         "models:\n"
         + "".join(model_text(a, root) for a in models)
         + "stages:\n  staging: {}\n  prod: {requires: staging}\n"

@@ -75,6 +75,10 @@ def _is_fork(event: dict[str, Any]) -> bool:
     )
 
 
+class HeadMoved(RecordError):
+    """The PR a bundle names has another head now than the commit the bundle is for."""
+
+
 def check_bundle_source(
     event: Mapping[str, Any], pull: Mapping[str, Any], meta: report.BundleMeta, pr: int
 ) -> None:
@@ -95,7 +99,7 @@ def check_bundle_source(
             f"uploaded it built {str(run_sha)[:12]}; refusing to post",
         )
     if head_sha != meta.head_sha:
-        raise RecordError(
+        raise HeadMoved(
             f"the bundle names PR #{pr}, whose head is {str(head_sha)[:12]}, not "
             f"{meta.head_sha[:12]}; refusing to post (stale run, or a forged PR number)",
         )
@@ -129,12 +133,24 @@ def comment(
         rt.notice(f"not posting ({', '.join(missing)} unknown): the comment is in {out}")
         return Posted(rendered, None, out)
 
+    from_run = from_bundle and env.get("GITHUB_EVENT_NAME") == "workflow_run"
+    conclusion = dig(event, "workflow_run", "conclusion")
+    if from_run and conclusion and conclusion not in REPORTED:
+        rt.notice(f"the {meta.workflow} run was {conclusion}: nothing to post")
+        return Posted(rendered, sticky.Upserted("skipped", None, None, 0), None)
     gh = client or GitHubClient.from_env(env, rt, fork=_is_fork(event))
     start = gh.calls
     pull = gh.pull(repo, pr)
     head_sha = dig(pull, "head", "sha")
-    if from_bundle and env.get("GITHUB_EVENT_NAME") == "workflow_run":
-        check_bundle_source(event, pull, meta, pr)
+    if from_run:
+        try:
+            check_bundle_source(event, pull, meta, pr)
+        except HeadMoved:
+            stale = _newer_report_shown(gh, repo, pr, meta, event)
+            if stale is None:
+                raise
+            rt.notice(stale)
+            return Posted(rendered, sticky.Upserted("stale", None, None, gh.calls - start), None)
     try:
         outcome = sticky.upsert(
             gh,
@@ -196,6 +212,25 @@ def _no_report(event: dict[str, Any], rt: Runtime) -> str:
     text = f"workflow run {run_id} ({name}) {why}: no report to post, nothing done"
     rt.notice(text) if level == "notice" else rt.warning(text)
     return text
+
+
+def _newer_report_shown(
+    gh: GitHubClient, repo: str, pr: int, meta: report.BundleMeta, event: Mapping[str, Any]
+) -> str | None:
+    """Why a bundle whose PR moved on is merely stale: the PR's comment already shows the
+    report of a later run (GitHub numbers runs in order). None when it does not, which is
+    refused as before: a forged PR number, or a later run that has not reported yet."""
+    run_id = dig(event, "workflow_run", "id")  # the event's, not the bundle's own claim
+    shown = sticky.shown(gh, repo, pr, meta)
+    if not isinstance(run_id, int) or shown is None:
+        return None
+    their_run = shown.get("run")
+    if not isinstance(their_run, int) or isinstance(their_run, bool) or their_run <= run_id:
+        return None
+    return (
+        f"stale: PR #{pr} has moved on from {meta.head_sha[:12]}, and its comment already "
+        f"shows run {their_run}, later than this run {run_id}; nothing posted"
+    )
 
 
 def post(

@@ -23,7 +23,7 @@ from lepton_ci.report.comment import BundleMeta, Rendered, marker, parse_meta
 
 @dataclass
 class Upserted:
-    action: str  # created, updated, unchanged, stale
+    action: str  # created, updated, unchanged, stale, skipped
     comment_id: int | None
     url: str | None
     calls: int
@@ -44,6 +44,15 @@ def _older(ours: BundleMeta, theirs: dict[str, Any], head_sha: str | None) -> bo
     if theirs.get("sha") == ours.head_sha:
         return bool(ours.run_id < int(theirs.get("run") or 0))
     return False
+
+
+def shown(client: GitHubClient, repo: str, pr: int, meta: BundleMeta) -> dict[str, Any] | None:
+    """The meta line of the comment this (model, workflow) has on the PR, if any."""
+    mark = marker(meta.model, meta.workflow)
+    found = next(
+        (c for c in client.issue_comments(repo, pr) if c.get("body", "").startswith(mark)), None
+    )
+    return parse_meta(found["body"]) if found is not None else None
 
 
 def upsert(

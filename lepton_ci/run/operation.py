@@ -21,6 +21,7 @@ from lepton_ci.core.errors import (
 from lepton_ci.core.gha import load_event, pr_head_sha
 from lepton_ci.core.hashing import StatCache
 from lepton_ci.core.printer import some
+from lepton_ci.core.products import products
 from lepton_ci.core.record import (
     Baseline,
     CacheInfo,
@@ -133,9 +134,11 @@ def _untracked_inputs(ctx: Context, workdir: Path, lin: Lineage) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in found)
 
 
-def _git_info(ctx: Context, base_ref: str | None, untracked: list[str]) -> GitInfo:
+def _git_info(
+    ctx: Context, base_ref: str | None, untracked: list[str], products: list[Path]
+) -> GitInfo:
     info = ctx.git.commit_info()
-    branch, dirty = ctx.git.branch_and_dirty()
+    branch, dirty = ctx.git.branch_and_dirty(ignore=products)
     pr_head = pr_head_sha(load_event(ctx.env))
     if pr_head is not None and pr_head != info["sha"]:
         # Only GitHub's merge commit of the PR head speaks for that head; another checkout
@@ -191,7 +194,8 @@ def _run_model(ctx: Context, name: str, opts: RunOptions) -> Record:
             f"{name}: inputs not tracked by git: {some(untracked)}; the record is marked dirty and "
             "cannot be registered until they are committed or ignored"
         )
-    git_info = _git_info(ctx, base_ref, untracked)
+    sources = [workdir / p for p in (*lin.code, *lin.data, *lin.params_files)]
+    git_info = _git_info(ctx, base_ref, untracked, products(ctx.cfg, existing_outputs, sources))
 
     hit, reason = None, "--no-cache was given"
     if opts.use_cache and ctx.cfg.config.cache.enabled:

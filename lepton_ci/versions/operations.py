@@ -12,6 +12,7 @@ from lepton_ci.core.github import GitHubClient
 from lepton_ci.core.interrupt import deferred
 from lepton_ci.core.outputs import AcceptTagOutputs, PromoteOutputs, RegisterOutputs
 from lepton_ci.core.printer import some
+from lepton_ci.core.products import products
 from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
 from lepton_ci.versions import authorise, protected, trusted
@@ -104,13 +105,26 @@ def register(
             "this version can never be promoted",
             title="lepton-ci register",
         )
-    if git.dirty() or rec.git.dirty:
+    workdir = ctx.cfg.model_dir(ctx.cfg.model(model)[1])
+    lin = rec.lineage
+    made = products(
+        ctx.cfg,
+        [workdir / f for f in rec.outputs],
+        [workdir / f for f in (*lin.code, *lin.data, *lin.params_files)],
+    )
+    if git.dirty(ignore=made) or rec.git.dirty:
         untracked = some(rec.git.untracked)
         raise RegistryError(
             f"the work tree has uncommitted changes; a version of {model} must be a commit"
             + (f" (the run read untracked inputs: {untracked})" if untracked else ""),
             hint="commit (or ignore) those files, or stash your changes; then run and register "
             "again",
+        )
+    if git.dirty():  # only the run's own products changed
+        ctx.rt.notice(
+            f"{model}: the run rewrote files it writes that git tracks (its metrics or "
+            f"outputs, e.g. DVC's metrics.json); {model}'s version is this commit, and its "
+            "record keeps this run's metrics. Commit them to keep the files in step"
         )
     reg = Registry(git)
     state = reg.read(model)

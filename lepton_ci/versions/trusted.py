@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lepton_ci import __version__
 from lepton_ci.core.errors import TrustError
 from lepton_ci.versions.registry import Registry
 
@@ -67,8 +68,8 @@ def _unverifiable(e: ModuleNotFoundError, what: str) -> TrustError:
     return TrustError(
         f"{what} refused by `trust.require: true`: it cannot be verified here: the Python "
         f"package `{e.name}` is not installed",
-        hint="pip install 'lepton-ci[trust]' (the lepton-ci actions add it when `trust.require` "
-        "is set; with actions/setup, pass `steps: accept-tag`)",
+        hint=f"pip install 'lepton-ci[trust]=={__version__}' (the lepton-ci actions add it "
+        "when `trust.require` is set; with actions/setup, pass `steps: accept-tag`)",
     )
 
 

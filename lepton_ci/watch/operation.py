@@ -257,9 +257,17 @@ class WatchOperation:
         once: bool = False,
         count: int | None = None,
         report: Callable[[Round], None] = lambda r: None,
+        judge_only: bool = False,
     ) -> Round:
         """Evaluate until a breach is acted on (raises SLOBreached), `count` evaluations were
-        made, or once. Each round goes to `report` as it is made."""
+        made, or once. Each round goes to `report` as it is made. `judge_only` (with `once`):
+        a breach is neither recorded nor reverted, nor put in the issue; it is left to a job
+        that holds the environment's credentials (output `act`), which judges again and acts."""
+        if judge_only and not once:
+            raise WatchError(
+                "--judge-only judges once and leaves the breach to a job that acts",
+                hint="add --once",
+            )
         need = 1 if once else self.cfg.for_
         streak = {s.name: 0 for s in self.cfg.slos}
         number = 0
@@ -269,6 +277,8 @@ class WatchOperation:
             for e in r.evaluations:
                 streak[e.slo] = streak[e.slo] + 1 if e.status == "breach" else 0
             r.breached = [e.slo for e in r.evaluations if streak[e.slo] >= need]
+            if r.breached and judge_only:
+                return self._leave_to_the_actor(r, report)
             failure: LeptonError | None = None
             if r.breached:
                 try:
@@ -298,6 +308,22 @@ class WatchOperation:
                 return r
             self.sleep(self.cfg.interval)
 
+    def _leave_to_the_actor(self, r: Round, report: Callable[[Round], None]) -> Round:
+        which = ", ".join(r.breached)
+        r.action = (
+            f"judged only: the breach of {which} is left to the job that acts "
+            f"({self.cfg.on_breach}), which judges again"
+        )
+        report(r)
+        self.ctx.rt.warning(
+            f"{self.env_name}: SLO breached by {r.version} (revision {r.revision}): "
+            + "; ".join(e.text() for e in r.evaluations if e.slo in r.breached)
+            + f"; {r.action}",
+            title="lepton-ci watch",
+        )
+        self._step_outputs(r, "", act=True)
+        return r
+
     def _sync_issue(self, r: Round) -> str:
         """The environment's issue follows the round; failing to update it hides no breach."""
         if self.issues is None:
@@ -310,7 +336,7 @@ class WatchOperation:
             self.ctx.rt.warning(f"could not update the watch issue: {e.message}")
             return ""
 
-    def _step_outputs(self, r: Round, issue: str) -> None:
+    def _step_outputs(self, r: Round, issue: str, *, act: bool = False) -> None:
         rt = self.ctx.rt
         serving = current(self.deployer.history())
         WatchOutputs(
@@ -320,6 +346,7 @@ class WatchOperation:
             serving_version=serving.version if serving else "",
             evidence=r.markdown(),
             issue=issue,
+            act=str(act).lower(),
         ).write(rt)
         rt.summary(r.markdown())
 
@@ -331,6 +358,7 @@ class WatchRequest:
     once: bool = False
     as_json: bool = False
     issue: bool = False
+    judge_only: bool = False
 
 
 def watch(ctx: Context, req: WatchRequest, out: Callable[[str], None] = echo) -> int:
@@ -338,6 +366,8 @@ def watch(ctx: Context, req: WatchRequest, out: Callable[[str], None] = echo) ->
     issues = IssueKeeper.from_env(ctx.env, ctx.rt) if req.issue else None
     op = WatchOperation(ctx, req.env, req.model, issues=issues)
     op.run(
-        once=req.once, report=lambda r: out(to_json(r, indent=None) if req.as_json else r.text())
+        once=req.once,
+        report=lambda r: out(to_json(r, indent=None) if req.as_json else r.text()),
+        judge_only=req.judge_only,
     )
     return 0
