@@ -18,7 +18,7 @@ EXAMPLE = ROOT / "examples" / "digits"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def trained(tmp_path_factory):
     # train.py writes beside itself; train in a copy so the checkout stays clean
     work = tmp_path_factory.mktemp("digits")
     shutil.copytree(EXAMPLE, work, dirs_exist_ok=True)
@@ -28,10 +28,18 @@ def server(tmp_path_factory):
         import serve
     finally:
         sys.path.remove(str(work))
+    return serve, work
+
+
+@pytest.fixture
+def server(trained):
+    """A server of its own per test: its counters start at zero whatever ran before."""
+    serve, work = trained
     srv = serve.serve("127.0.0.1", 0, work / "model.joblib", "v9.9.9")
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}", work
     srv.shutdown()
+    srv.server_close()
 
 
 def call(url, body=None):

@@ -173,14 +173,7 @@ class GitHubClient:
         if status == 401:
             hint = "the token is missing or invalid: pass `github-token` / set GITHUB_TOKEN"
         elif status == 403 and "not accessible by integration" in message.lower():
-            hint = (
-                TWO_PHASE_HINT
-                if self.fork
-                else (
-                    "give the workflow job `permissions: {pull-requests: write}` "
-                    "(issues: write for issue comments)"
-                )
-            )
+            hint = TWO_PHASE_HINT if self.fork else _permission_hint(method, path)
         elif (
             status == 429
             or "rate limit" in message.lower()
@@ -323,6 +316,25 @@ class GitHubClient:
     def update_issue(self, repo: str, number: int, **fields: Any) -> dict[str, Any]:
         path = f"/repos/{repo}/issues/{number}"
         return self.object("PATCH", path, json=fields)
+
+
+def _permission_hint(method: str, path: str) -> str:
+    """The `permissions:` a workflow job needs for this call (GitHub's 403 says none)."""
+    level = "read" if method == "GET" else "write"
+    rest = re.sub(r"^(?:https?://[^/]+)?(?:/api/v3)?/repos/[^/]+/[^/]+/?", "", path)
+    note = ""
+    if rest.startswith("deployments"):
+        need = f"deployments: {level}"
+    elif rest.startswith("pulls"):
+        need = f"pull-requests: {level}"
+    elif re.match(r"issues/(\d+/comments|comments/)", rest):
+        # The same endpoints serve a pull request's conversation and an issue's.
+        need, note = f"pull-requests: {level}", f" (issues: {level} for an issue's comments)"
+    elif rest.startswith("issues"):
+        need = f"issues: {level}"
+    else:
+        return "the token lacks a permission this call needs: check the job's `permissions:`"
+    return f"give the workflow job `permissions: {{{need}}}`{note}"
 
 
 def _kind(data: Any) -> str:

@@ -146,7 +146,7 @@ def comment(
         try:
             check_bundle_source(event, pull, meta, pr)
         except HeadMoved:
-            stale = _newer_report_shown(gh, repo, pr, meta, event)
+            stale = _newer_report_shown(gh, repo, pr, meta, event, author)
             if stale is None:
                 raise
             rt.notice(stale)
@@ -209,19 +209,25 @@ def _no_report(event: dict[str, Any], rt: Runtime) -> str:
     level, why = NO_REPORT.get(str(conclusion), ("warning", f"ended `{conclusion}`"))
     if conclusion is None:
         level, why = "notice", f"has not completed (status `{_at(run, 'status')}`)"
-    text = f"workflow run {run_id} ({name}) {why}: no report to post, nothing done"
+    label = f"workflow run {run_id}" + (f" ({name})" if name else "")
+    text = f"{label} {why}: no report to post, nothing done"
     rt.notice(text) if level == "notice" else rt.warning(text)
     return text
 
 
 def _newer_report_shown(
-    gh: GitHubClient, repo: str, pr: int, meta: report.BundleMeta, event: Mapping[str, Any]
+    gh: GitHubClient,
+    repo: str,
+    pr: int,
+    meta: report.BundleMeta,
+    event: Mapping[str, Any],
+    author: str | None = None,
 ) -> str | None:
     """Why a bundle whose PR moved on is merely stale: the PR's comment already shows the
     report of a later run (GitHub numbers runs in order). None when it does not, which is
     refused as before: a forged PR number, or a later run that has not reported yet."""
     run_id = dig(event, "workflow_run", "id")  # the event's, not the bundle's own claim
-    shown = sticky.shown(gh, repo, pr, meta)
+    shown = sticky.shown(gh, repo, pr, meta, author)
     if not isinstance(run_id, int) or shown is None:
         return None
     their_run = shown.get("run")

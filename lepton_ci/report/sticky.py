@@ -42,15 +42,26 @@ def _older(ours: BundleMeta, theirs: dict[str, Any], head_sha: str | None) -> bo
     if head_sha and ours.head_sha != head_sha and theirs.get("sha") == head_sha:
         return True
     if theirs.get("sha") == ours.head_sha:
-        return bool(ours.run_id < int(theirs.get("run") or 0))
+        # The meta line is in a PR comment's text, which anyone who can comment can write.
+        run = theirs.get("run")
+        return isinstance(run, int) and not isinstance(run, bool) and ours.run_id < run
     return False
 
 
-def shown(client: GitHubClient, repo: str, pr: int, meta: BundleMeta) -> dict[str, Any] | None:
-    """The meta line of the comment this (model, workflow) has on the PR, if any."""
+def shown(
+    client: GitHubClient, repo: str, pr: int, meta: BundleMeta, author: str | None = None
+) -> dict[str, Any] | None:
+    """The meta line of the comment this (model, workflow) has on the PR, if any: only the
+    posting identity's comment counts, as in `upsert` (anyone can paste the marker)."""
     mark = marker(meta.model, meta.workflow)
+    me = author or client.login() or ACTIONS_BOT
     found = next(
-        (c for c in client.issue_comments(repo, pr) if c.get("body", "").startswith(mark)), None
+        (
+            c
+            for c in client.issue_comments(repo, pr)
+            if author_of(c) == me and str(c.get("body") or "").startswith(mark)
+        ),
+        None,
     )
     return parse_meta(found["body"]) if found is not None else None
 
@@ -72,7 +83,7 @@ def upsert(
     me = author or client.login() or ACTIONS_BOT
 
     def mine(c: dict[str, Any]) -> bool:
-        return author_of(c) == me and c.get("body", "").startswith(mark)
+        return author_of(c) == me and str(c.get("body") or "").startswith(mark)
 
     def done(action: str, c: dict[str, Any], guessed: str | None = None) -> Upserted:
         return Upserted(action, c["id"], c.get("html_url"), client.calls - start, me, guessed)
