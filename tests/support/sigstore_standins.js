@@ -86,11 +86,30 @@ async function main() {
   }
 
   const routes = { [fulcio.path]: certify, [rekor.path]: log };
+  // The issuer's OpenID discovery (sigstore's `oidcUrls`: model-signing reads it even when it
+  // is given a token) and its keys.
+  const json = (doc) => async () => ({
+    statusCode: 200,
+    response: JSON.stringify(doc),
+    contentType: "application/json",
+  });
+  const discovery = {
+    "/.well-known/openid-configuration": json({
+      issuer: url,
+      authorization_endpoint: `${url}/authorize`,
+      token_endpoint: `${url}/token`,
+      jwks_uri: `${url}/jwks`,
+      response_types_supported: ["id_token"],
+      subject_types_supported: ["public"],
+      id_token_signing_alg_values_supported: ["RS256"],
+    }),
+    "/jwks": json({ keys: [{ ...(await jose.exportJWK(issuerKey)), alg: "RS256", use: "sig" }] }),
+  };
   server.on("request", (req, res) => {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", async () => {
-      const route = req.method === "POST" ? routes[req.url] : undefined;
+      const route = (req.method === "POST" ? routes : discovery)[req.url];
       let out = { statusCode: 404, response: `no route ${req.method} ${req.url}` };
       if (route) {
         try {
