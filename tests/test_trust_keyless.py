@@ -4,7 +4,8 @@ Signing: a job that holds an ambient OIDC token (GitHub's request URL and token,
 by a local stand-in) signs keyless: lepton-ci asks for a token with audience `sigstore`,
 sigstore-python sends it with a certificate request to the Fulcio of the client trust config,
 a local stand-in that refuses. The request is checked, and the refusal leaves nothing written.
-End-to-end keyless signing against local Fulcio/Rekor stand-ins is a later step.
+End-to-end keyless signing, against local Fulcio, Rekor and OIDC issuer stand-ins, is in
+test_trust_keyless_world.py.
 
 Verifying: a bundle shaped as a keyless one but certified by no Fulcio is refused by
 sigstore-python's verifier (against the public-good trusted root, read offline), and one

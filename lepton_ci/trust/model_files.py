@@ -53,4 +53,19 @@ def _sign(model_dir: Path, names: Iterable[str], work: Path, use: object) -> byt
             config.sign(staged, sig)
         except (ValueError, OSError) as e:
             raise TrustError(f"model-signing could not sign the model files: {e}") from None
+        except Exception as e:  # sigstore's errors (an OIDC issuer, Fulcio or Rekor refusing)
+            if not type(e).__module__.startswith("sigstore"):
+                raise
+            raise TrustError(
+                f"model-signing could not sign the model files: {_sigstore_reason(e)}",
+                hint="model-signing reads the OIDC issuer's configuration from the trust "
+                "config's `oidcUrls` (and Fulcio, Rekor): check that they answer from the runner",
+            ) from None
         return sig.read_bytes()
+
+
+def _sigstore_reason(e: BaseException) -> str:
+    """sigstore raises some errors with no message and the HTTP failure as their cause."""
+    cause = e.__cause__
+    detail = str(e) or (f"{type(cause).__name__}: {cause}" if cause else "no detail")
+    return f"{type(e).__name__}: {detail}"
