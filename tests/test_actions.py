@@ -505,6 +505,7 @@ def rollback_button(tmp_path, port, *, home, venv, action, services, capsys, mon
         with GitHubServer() as gh:
             # who may promote to staging may roll it back: a writer
             gh.state.permissions[("acme/models", "dev")] = "write"
+            gh.state.git["acme/models"] = ws  # GitHub holds the commits deployed
             proc = act(
                 ws,
                 "workflow_dispatch",
