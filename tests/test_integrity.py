@@ -391,6 +391,8 @@ def test_a_trainer_that_saves_on_sigterm_gets_the_grace_as_string_or_argv(tmp_pa
         ("rm -rf .lepton/cache/records && touch .lepton/cache/records", "records", "a file"),
         ("rm .lepton/cache/stat.json && mkdir .lepton/cache/stat.json", "stat.json", "a directory"),
         ("rm -rf .lepton/cache && ln -s /dev/null .lepton/cache", "cache", "a link to /dev/null"),
+        ("rm -rf .lepton/report && touch .lepton/report", ".lepton/report", "a file"),
+        ("cd .lepton/report/toy && rm meta.json && mkdir meta.json", "meta.json", "a directory"),
     ],
 )
 def test_a_state_folder_laid_out_wrongly_is_a_clear_error(cli, toy_repo, lay_out, named, kind):

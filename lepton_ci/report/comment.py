@@ -156,10 +156,13 @@ def render(rec: Record, meta: BundleMeta, *, limit: int = LIMIT) -> Rendered:
 
 
 def write_bundle(directory: Path, rec: Record, meta: BundleMeta) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "record.json").write_text(rec.to_json(), encoding="utf-8")
-    (directory / "meta.json").write_text(meta.model_dump_json(indent=2), encoding="utf-8")
-    (directory / "comment.md").write_text(render(rec, meta).body, encoding="utf-8")
+    # Through write_text: a file where the folder belongs (`.lepton/report` a file) is a
+    # StateError naming it, not exit 70, and a reader never sees half a bundle file.
+    from lepton_ci.core.atomic import write_text
+
+    write_text(directory / "record.json", rec.to_json())
+    write_text(directory / "meta.json", meta.model_dump_json(indent=2))
+    write_text(directory / "comment.md", render(rec, meta).body)
     return directory
 
 
