@@ -493,3 +493,40 @@ def test_the_readmes_by_hand_verification_holds(signed, keys, tmp_path):
     assert "Verified OK" in proc.stdout  # openssl
     record_sha, signed_sha = proc.stdout.strip().splitlines()[-2:]
     assert record_sha.split()[0] == signed_sha
+
+
+def test_a_key_setting_holding_the_pem_itself_is_refused_without_printing_it(
+    cli, toy_repo, keys, monkeypatch
+):
+    """`LEPTON_SIGNING_KEY="$(cat release.pem)"` is an easy slip; the error used to say
+    `cannot read the signing key -----BEGIN PRIVATE KEY-----...`, the key in the job's log."""
+    trust_repo(toy_repo, keys["pub"])
+    assert cli("run")[0] == 0
+    pem = keys["priv"].read_text()
+    secret_line = pem.splitlines()[1]
+    monkeypatch.setenv("LEPTON_SIGNING_KEY", pem)
+    for args in (("register",), ("--debug", "register")):
+        code, out, err = cli(*args)
+        assert code == 1
+        assert "LEPTON_SIGNING_KEY: holds the key itself (PEM text), not the path" in err
+        assert secret_line not in out + err
+    monkeypatch.delenv("LEPTON_SIGNING_KEY")
+    code, out, err = cli("register", "--signing-key", pem)
+    assert code == 1 and "--signing-key: holds the key itself" in err
+    assert secret_line not in out + err
+    assert git(toy_repo, "tag") == ""
+
+
+def test_a_key_on_another_curve_is_named_once(cli, toy_repo, keys, tmp_path):
+    trust_repo(toy_repo, keys["pub"])
+    assert cli("run")[0] == 0
+    p384 = tmp_path / "p384.pem"
+    curve = ["-pkeyopt", "ec_paramgen_curve:P-384"]
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "EC", *curve, "-out", str(p384)],
+        check=True,
+        capture_output=True,
+    )
+    code, _, err = cli("register", "--signing-key", str(p384))
+    assert code == 1
+    assert f"--signing-key: {p384} is an EC secp384r1 key; lepton-ci signs with" in err
