@@ -530,3 +530,15 @@ def test_a_key_on_another_curve_is_named_once(cli, toy_repo, keys, tmp_path):
     code, _, err = cli("register", "--signing-key", str(p384))
     assert code == 1
     assert f"--signing-key: {p384} is an EC secp384r1 key; lepton-ci signs with" in err
+
+
+def test_an_image_reference_without_a_full_digest_is_refused_before_any_registry(
+    cli, toy_repo, keys
+):
+    """`toy@sha256:abc` used to be read as docker.io/toy and asked of docker.io five times."""
+    trust_repo(toy_repo, keys["pub"])
+    for target in ("toy@sha256:abc", "127.0.0.1:9/toy@sha256:" + "0" * 63 + "Z"):
+        code, _, err = cli("verify", target)
+        assert code == 1
+        assert f"{target}: an image is verified by its full digest" in err
+        assert "unreachable" not in err

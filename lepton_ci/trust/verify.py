@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -315,9 +316,9 @@ def image(
 
     policy = policy or _policy(ctx)
     ref = Ref.parse(ref_text)
-    if ref.digest is None:
+    if ref.digest is None or not re.fullmatch(r"sha256:[0-9a-f]{64}", ref.digest):
         raise TrustError(
-            f"{ref_text}: an image is verified by digest",
+            f"{ref_text}: an image is verified by its full digest (sha256: and 64 hex digits)",
             hint="write REGISTRY/REPO@sha256:... (`lepton-ci image inspect` shows the digest)",
         )
     client = (clients or client_factory(ctx.env, ctx.rt, None))(ref.registry)
