@@ -542,3 +542,25 @@ def test_an_image_reference_without_a_full_digest_is_refused_before_any_registry
         assert code == 1
         assert f"{target}: an image is verified by its full digest" in err
         assert "unreachable" not in err
+
+
+def test_register_under_require_refuses_a_key_the_policy_does_not_list(cli, toy_repo, keys):
+    """It used to sign and push a version that no promote could ever accept."""
+    trust_repo(toy_repo, keys["pub"], require=True)
+    assert cli("run")[0] == 0
+    code, _, err = cli("register", "--signing-key", str(keys["other_priv"]))
+    assert code == 1
+    assert "(--signing-key) is not one `trust.keys` lists (accepted: keys/release.pub" in err
+    assert "nothing was written" in err
+    assert git(toy_repo, "tag") == ""
+    assert git(toy_repo, "for-each-ref", store.PREFIX) == ""
+
+
+def test_register_without_require_says_a_key_the_policy_does_not_list_will_not_verify(
+    cli, toy_repo, keys
+):
+    trust_repo(toy_repo, keys["pub"])
+    assert cli("run")[0] == 0
+    code, _, err = cli("register", "--signing-key", str(keys["other_priv"]))
+    assert code == 0
+    assert "is not one `trust.keys` lists" in err and "so what it signs will not verify" in err
