@@ -317,13 +317,19 @@ def test_the_tag_and_its_attestations_are_pushed_atomically(cli, toy_repo, keys,
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
     hook = remote / "hooks" / "update"
-    hook.write_text('#!/bin/sh\ncase "$1" in refs/lepton-ci/*) exit 1;; esac\nexit 0\n')
+    hook.write_text(
+        '#!/bin/sh\ncase "$1" in refs/lepton-ci/*) echo "policy: no attestation refs" >&2; '
+        "exit 1;; esac\nexit 0\n"
+    )
     hook.chmod(0o755)
     git(toy_repo, "remote", "add", "origin", str(remote))
     git(toy_repo, "push", "-q", "origin", "main")
     assert cli("run")[0] == 0
     code, _, err = cli("register", "--push", "--signing-key", str(keys["priv"]))
     assert code == 1 and "was refused; the local tag was removed again" in err
+    # the remote's own reason, not git's closing "failed to push some refs"
+    assert "policy: no attestation refs" in err and "[remote rejected]" in err
+    assert "another run took this version" not in err
     assert git(remote, "for-each-ref", "refs/tags", "refs/lepton-ci") == ""
     assert git(toy_repo, "tag") == "" and git(toy_repo, "for-each-ref", "refs/lepton-ci") == ""
 
