@@ -570,3 +570,16 @@ def test_register_without_require_says_a_key_the_policy_does_not_list_will_not_v
     code, _, err = cli("register", "--signing-key", str(keys["other_priv"]))
     assert code == 0
     assert "is not one `trust.keys` lists" in err and "so what it signs will not verify" in err
+
+
+def test_verify_says_when_the_ref_is_empty_or_the_remote_does_not_exist(cli, signed):
+    """Both used to say "the version is not signed (no refs/...)", the ref being right there."""
+    code, _, err = cli("verify", TAG, "--remote", "nope")
+    assert code == 0, err  # this clone has the ref: no remote is asked
+    git(signed, "update-ref", "-d", store.ref_of(TAG))
+    code, _, err = cli("verify", TAG, "--remote", "nope")
+    assert code == 1
+    assert f"(no {store.ref_of(TAG)} here, and there is no remote `nope` to fetch it from)" in err
+    store.write(Git(signed), TAG, {"other.json": b"{}"})
+    code, _, err = cli("verify", TAG)
+    assert code == 1 and f"{TAG}: signature: {store.ref_of(TAG)} holds no {store.STATEMENT}" in err

@@ -204,9 +204,20 @@ def version(
         )
     bundle = store.statement(ctx.git, tag, remote)
     if bundle is None:
-        where = f" here or on `{remote}`" if remote in ctx.git.remotes() else ""
+        ref = store.ref_of(tag)
+        if ctx.git.ok("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"):
+            raise TrustError(
+                f"{tag}: signature: {ref} holds no {store.STATEMENT}",
+                hint="the attestations were edited; re-register the version",
+            )
+        if remote is None:
+            where = ""
+        elif remote in ctx.git.remotes():
+            where = f" here or on `{remote}`"
+        else:
+            where = f" here, and there is no remote `{remote}` to fetch it from"
         raise TrustError(
-            f"{tag}: signature: the version is not signed (no {store.ref_of(tag)}{where})",
+            f"{tag}: signature: the version is not signed (no {ref}{where})",
             hint="register it where a signing key (LEPTON_SIGNING_KEY) or keyless identity "
             "is available; a tag pushed by hand is never signed",
         )
