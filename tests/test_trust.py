@@ -317,13 +317,19 @@ def test_the_tag_and_its_attestations_are_pushed_atomically(cli, toy_repo, keys,
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
     hook = remote / "hooks" / "update"
-    hook.write_text('#!/bin/sh\ncase "$1" in refs/lepton-ci/*) exit 1;; esac\nexit 0\n')
+    hook.write_text(
+        '#!/bin/sh\ncase "$1" in refs/lepton-ci/*) echo "policy: no attestation refs" >&2; '
+        "exit 1;; esac\nexit 0\n"
+    )
     hook.chmod(0o755)
     git(toy_repo, "remote", "add", "origin", str(remote))
     git(toy_repo, "push", "-q", "origin", "main")
     assert cli("run")[0] == 0
     code, _, err = cli("register", "--push", "--signing-key", str(keys["priv"]))
     assert code == 1 and "was refused; the local tag was removed again" in err
+    # the remote's own reason, not git's closing "failed to push some refs"
+    assert "policy: no attestation refs" in err and "[remote rejected]" in err
+    assert "another run took this version" not in err
     assert git(remote, "for-each-ref", "refs/tags", "refs/lepton-ci") == ""
     assert git(toy_repo, "tag") == "" and git(toy_repo, "for-each-ref", "refs/lepton-ci") == ""
 
@@ -493,3 +499,87 @@ def test_the_readmes_by_hand_verification_holds(signed, keys, tmp_path):
     assert "Verified OK" in proc.stdout  # openssl
     record_sha, signed_sha = proc.stdout.strip().splitlines()[-2:]
     assert record_sha.split()[0] == signed_sha
+
+
+def test_a_key_setting_holding_the_pem_itself_is_refused_without_printing_it(
+    cli, toy_repo, keys, monkeypatch
+):
+    """`LEPTON_SIGNING_KEY="$(cat release.pem)"` is an easy slip; the error used to say
+    `cannot read the signing key -----BEGIN PRIVATE KEY-----...`, the key in the job's log."""
+    trust_repo(toy_repo, keys["pub"])
+    assert cli("run")[0] == 0
+    pem = keys["priv"].read_text()
+    secret_line = pem.splitlines()[1]
+    monkeypatch.setenv("LEPTON_SIGNING_KEY", pem)
+    for args in (("register",), ("--debug", "register")):
+        code, out, err = cli(*args)
+        assert code == 1
+        assert "LEPTON_SIGNING_KEY: holds the key itself (PEM text), not the path" in err
+        assert secret_line not in out + err
+    monkeypatch.delenv("LEPTON_SIGNING_KEY")
+    code, out, err = cli("register", "--signing-key", pem)
+    assert code == 1 and "--signing-key: holds the key itself" in err
+    assert secret_line not in out + err
+    assert git(toy_repo, "tag") == ""
+
+
+def test_a_key_on_another_curve_is_named_once(cli, toy_repo, keys, tmp_path):
+    trust_repo(toy_repo, keys["pub"])
+    assert cli("run")[0] == 0
+    p384 = tmp_path / "p384.pem"
+    curve = ["-pkeyopt", "ec_paramgen_curve:P-384"]
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "EC", *curve, "-out", str(p384)],
+        check=True,
+        capture_output=True,
+    )
+    code, _, err = cli("register", "--signing-key", str(p384))
+    assert code == 1
+    assert f"--signing-key: {p384} is an EC secp384r1 key; lepton-ci signs with" in err
+
+
+def test_an_image_reference_without_a_full_digest_is_refused_before_any_registry(
+    cli, toy_repo, keys
+):
+    """`toy@sha256:abc` used to be read as docker.io/toy and asked of docker.io five times."""
+    trust_repo(toy_repo, keys["pub"])
+    for target in ("toy@sha256:abc", "127.0.0.1:9/toy@sha256:" + "0" * 63 + "Z"):
+        code, _, err = cli("verify", target)
+        assert code == 1
+        assert f"{target}: an image is verified by its full digest" in err
+        assert "unreachable" not in err
+
+
+def test_register_under_require_refuses_a_key_the_policy_does_not_list(cli, toy_repo, keys):
+    """It used to sign and push a version that no promote could ever accept."""
+    trust_repo(toy_repo, keys["pub"], require=True)
+    assert cli("run")[0] == 0
+    code, _, err = cli("register", "--signing-key", str(keys["other_priv"]))
+    assert code == 1
+    assert "(--signing-key) is not one `trust.keys` lists (accepted: keys/release.pub" in err
+    assert "nothing was written" in err
+    assert git(toy_repo, "tag") == ""
+    assert git(toy_repo, "for-each-ref", store.PREFIX) == ""
+
+
+def test_register_without_require_says_a_key_the_policy_does_not_list_will_not_verify(
+    cli, toy_repo, keys
+):
+    trust_repo(toy_repo, keys["pub"])
+    assert cli("run")[0] == 0
+    code, _, err = cli("register", "--signing-key", str(keys["other_priv"]))
+    assert code == 0
+    assert "is not one `trust.keys` lists" in err and "so what it signs will not verify" in err
+
+
+def test_verify_says_when_the_ref_is_empty_or_the_remote_does_not_exist(cli, signed):
+    """Both used to say "the version is not signed (no refs/...)", the ref being right there."""
+    code, _, err = cli("verify", TAG, "--remote", "nope")
+    assert code == 0, err  # this clone has the ref: no remote is asked
+    git(signed, "update-ref", "-d", store.ref_of(TAG))
+    code, _, err = cli("verify", TAG, "--remote", "nope")
+    assert code == 1
+    assert f"(no {store.ref_of(TAG)} here, and there is no remote `nope` to fetch it from)" in err
+    store.write(Git(signed), TAG, {"other.json": b"{}"})
+    code, _, err = cli("verify", TAG)
+    assert code == 1 and f"{TAG}: signature: {store.ref_of(TAG)} holds no {store.STATEMENT}" in err

@@ -62,7 +62,31 @@ def signer_for(
                 hint="give the release job the key (LEPTON_SIGNING_KEY) or `id-token: write`",
             )
         _notice(ctx, f"{what}: {NO_SIGNER}")
+    if isinstance(signer, signer_mod.KeySigner) and (trust.keys or trust.identities):
+        _check_listed(ctx, signer, what, refuse=refuse_unsigned)
     return signer
+
+
+def _check_listed(ctx: Context, signer: signer_mod.KeySigner, what: str, *, refuse: bool) -> None:
+    """A key `trust.keys` does not list signs a version that can never verify: under
+    `trust.require` (register) a refusal before anything is written, else a notice."""
+    from lepton_ci.trust import policy as policy_mod
+
+    pol = policy_mod.load(ctx.cfg, ctx.env)
+    if any(k.keyid == signer.keyid for k in pol.keys):
+        return
+    accepted = ", ".join(f"{k.path} ({k.keyid[:12]})" for k in pol.keys) or "no key"
+    message = (
+        f"{what}: the signing key {signer.keyid[:12]} ({signer.where}) is not one "
+        f"`trust.keys` lists (accepted: {accepted}), so what it signs will not verify"
+    )
+    if refuse:
+        raise TrustError(
+            f"{message}; `trust.require: true` would refuse it, so nothing was written",
+            hint="sign with the release key, or add this key's public half to `trust.keys` "
+            "(`openssl pkey -in KEY.pem -pubout`)",
+        )
+    _notice(ctx, message)
 
 
 def _notice(ctx: Context, message: str) -> None:

@@ -68,10 +68,13 @@ def _load_private(path: Path, where: str) -> PrivateKeyTypes:
         return key
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key
-    kind = f"an EC {key.curve.name}" if isinstance(key, ec.EllipticCurvePrivateKey) else "an"
+    kind = (
+        f"an EC {key.curve.name}"
+        if isinstance(key, ec.EllipticCurvePrivateKey)
+        else f"an {type(key).__name__.removesuffix('PrivateKey')}"
+    )
     raise TrustError(
-        f"{where}: {path} is {kind} {type(key).__name__.removesuffix('PrivateKey')} key; "
-        "lepton-ci signs with ECDSA P-256 or Ed25519 keys",
+        f"{where}: {path} is {kind} key; lepton-ci signs with ECDSA P-256 or Ed25519 keys",
         hint="make one: `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
         "-out release.pem` (or `-algorithm ed25519`)",
     )
@@ -180,13 +183,25 @@ def key_path(
     """The signing key's path and which setting named it: --signing-key, LEPTON_SIGNING_KEY,
     then `trust.signing_key` (a path from lepton.yaml's folder)."""
     if flag:
-        return Path(flag), "--signing-key"
+        return _as_path(flag, "--signing-key"), "--signing-key"
     if env.get(KEY_ENV):
-        return Path(env[KEY_ENV]), KEY_ENV
+        return _as_path(env[KEY_ENV], KEY_ENV), KEY_ENV
     configured = cfg.config.trust.signing_key
     if configured:
         return cfg.root / configured, f"{cfg.path.name}: trust.signing_key"
     return None
+
+
+def _as_path(value: str, where: str) -> Path:
+    """A key setting is a path. One that holds the key itself (a secret pasted in) is
+    refused without echoing it: the error would print the private key into the job's log."""
+    if "-----BEGIN" in value or "\n" in value:
+        raise TrustError(
+            f"{where}: holds the key itself (PEM text), not the path of a key file",
+            hint="write the key to a file readable only by you (`umask 077`) and give its "
+            "path; in Actions, pass the secret as the `signing-key` input",
+        )
+    return Path(value)
 
 
 def ambient_token(env: Mapping[str, str]) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -203,9 +204,20 @@ def version(
         )
     bundle = store.statement(ctx.git, tag, remote)
     if bundle is None:
-        where = f" here or on `{remote}`" if remote in ctx.git.remotes() else ""
+        ref = store.ref_of(tag)
+        if ctx.git.ok("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"):
+            raise TrustError(
+                f"{tag}: signature: {ref} holds no {store.STATEMENT}",
+                hint="the attestations were edited; re-register the version",
+            )
+        if remote is None:
+            where = ""
+        elif remote in ctx.git.remotes():
+            where = f" here or on `{remote}`"
+        else:
+            where = f" here, and there is no remote `{remote}` to fetch it from"
         raise TrustError(
-            f"{tag}: signature: the version is not signed (no {store.ref_of(tag)}{where})",
+            f"{tag}: signature: the version is not signed (no {ref}{where})",
             hint="register it where a signing key (LEPTON_SIGNING_KEY) or keyless identity "
             "is available; a tag pushed by hand is never signed",
         )
@@ -315,9 +327,9 @@ def image(
 
     policy = policy or _policy(ctx)
     ref = Ref.parse(ref_text)
-    if ref.digest is None:
+    if ref.digest is None or not re.fullmatch(r"sha256:[0-9a-f]{64}", ref.digest):
         raise TrustError(
-            f"{ref_text}: an image is verified by digest",
+            f"{ref_text}: an image is verified by its full digest (sha256: and 64 hex digits)",
             hint="write REGISTRY/REPO@sha256:... (`lepton-ci image inspect` shows the digest)",
         )
     client = (clients or client_factory(ctx.env, ctx.rt, None))(ref.registry)

@@ -290,12 +290,27 @@ class Registry:
             raise
         if proc.returncode != 0:
             undo()
-            detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+            said, rejected = _push_refusal(proc.stdout, proc.stderr)
             raise RegistryError(
-                f"push of {name} to {remote} was refused; the local tag was removed again: "
-                + (detail[-1] if detail else "no detail"),
-                hint="if another run took this version, `git fetch --tags` and run again",
+                f"push of {name} to {remote} was refused; the local tag was removed again: " + said,
+                hint="if another run took this version, `git fetch --tags` and run again"
+                if not rejected
+                else "the remote refused it (a hook or a ref rule): see its reason above",
             )
+
+
+def _push_refusal(stdout: str, stderr: str) -> tuple[str, bool]:
+    """Why a push failed: the remote's own words (`remote:` lines) and the refused refs'
+    reasons (`--porcelain`'s `!` lines), not git's closing "failed to push some refs"; and
+    whether the remote (a hook or a ref rule) refused it rather than a race."""
+    said = [line[7:].strip() for line in stderr.splitlines() if line.startswith("remote:")]
+    refused = [line.split("\t")[-1] for line in stdout.splitlines() if line.startswith("!")]
+    rejected = any("remote rejected" in r for r in refused)
+    parts = [p for p in said if p] + refused
+    if not parts:
+        lines = (stderr.strip() or stdout.strip()).splitlines()
+        parts = lines[-1:] or ["no detail"]
+    return "; ".join(dict.fromkeys(parts)), rejected
 
 
 def _patterns(model: str) -> list[str]:
