@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lepton_ci.core import paths, yamlfile
+from lepton_ci.core import docs, paths, yamlfile
 from lepton_ci.core.config_file import MAX_BYTES
 from lepton_ci.core.config_file import find_config as find_config  # re-exported
 from lepton_ci.core.errors import ConfigError
@@ -723,7 +723,7 @@ def load(path: Path) -> LoadedConfig:
             shown.append(f"... and {len(errors) - MAX_ERRORS} more errors")
         raise ConfigError(
             "\n".join(shown),
-            hint="see the config reference in the README",
+            hint="the keys and their values: " + docs.page("reference/config"),
             file=str(path),
             line=_line_of(_loc(errors[0]), lines),
         ) from None
