@@ -161,7 +161,29 @@ def registered(tmp_path: Path) -> Path:
     return repo
 
 
-SCENARIOS = {"getting-started": digits_project, "registered": registered}
+def gto_era(tmp_path: Path) -> Path:
+    """The digits example as DVC and GTO left it: metrics.json committed, digits@v0.1.0 an
+    annotated tag without a record; lepton.yaml added."""
+    repo = tmp_path / "digits"
+    shutil.copytree(
+        ROOT / "examples" / "digits",
+        repo,
+        ignore=shutil.ignore_patterns(
+            "model.joblib", "predictions.json", "metrics.json", ".lepton", "__pycache__"
+        ),
+    )
+    (repo / ".gitignore").write_text("model.joblib\npredictions.json\n.lepton/\n")
+    for script in ("train.py", "evaluate.py"):
+        subprocess.run([sys.executable, script], cwd=repo, check=True, capture_output=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Ada Lovelace")
+    git(repo, "config", "user.email", "ada@example.com")
+    commit_all(repo, "feat: digits classifier")
+    git(repo, "tag", "-a", "digits@v0.1.0", "-m", "Registering artifact digits version v0.1.0")
+    return repo
+
+
+SCENARIOS = {"getting-started": digits_project, "registered": registered, "gto-era": gto_era}
 
 
 def scenarios() -> list[tuple[str, str, list[Block]]]:
