@@ -179,7 +179,7 @@ def _default(field: Any) -> str:
     if field.default_factory is not None:
         made = field.default_factory()
         if isinstance(made, BaseModel):
-            return "(see below)"
+            return "(its keys' defaults)"
         return f"`{_yaml_value(made)}`"
     if field.default is None:
         return "—"

@@ -600,7 +600,8 @@ class Config(Strict):
         ),
     ]
     stages: dict[str, StageConfig] = Field(
-        default_factory=dict, description="deploy stages, as a mapping or a list of names"
+        default_factory=dict,
+        description="the stages versions are promoted to: a mapping, or a list of names",
     )
     cache: CacheConfig = Field(default_factory=CacheConfig, description="the run-cache")
     environment: EnvironmentConfig = Field(
