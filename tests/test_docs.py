@@ -306,11 +306,16 @@ def site_pages() -> set[str]:
 
 
 def test_every_docs_link_the_code_gives_names_a_page():
-    """Hints in errors, the header of the lepton.yaml init writes, the examples' comments."""
+    """Hints in errors, the header of the lepton.yaml init writes, the examples' comments and
+    the README (which PyPI shows too: its links into the docs are absolute)."""
     url = re.escape(docs.SITE) + r"(?P<path>[\w/-]+?)/?(?:#(?P<anchor>[\w-]+))?(?=[\s\"')`]|$)"
     pages = site_pages()
     seen = set()
-    files = [*ROOT.glob("lepton_ci/**/*.py"), *ROOT.glob("examples/*/lepton.yaml")]
+    files = [
+        *ROOT.glob("lepton_ci/**/*.py"),
+        *ROOT.glob("examples/*/lepton.yaml"),
+        ROOT / "README.md",
+    ]
     calls = re.compile(r"docs\.page\(\s*[\"'](?P<path>[^\"']+)[\"']")
     for path in files:
         text = path.read_text()

@@ -123,7 +123,7 @@ def test_the_promote_workflow_marks_the_tag_it_deploys():
 
 def _snippets() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    return re.findall(r"```ya?ml\n(.*?)```", text, re.S)
+    return re.findall(r"```ya?ml[^\n]*\n(.*?)```", text, re.S)  # `title="..."` may follow
 
 
 def test_readme_pins_third_party_actions_by_sha_and_states_permissions():
