@@ -11,7 +11,7 @@ from tests.support import crd
 
 pytestmark = pytest.mark.unit
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
-OLDEST, NEWEST = "1.25", "1.37"  # the range README.md states
+OLDEST, NEWEST = "1.25", "1.37"  # the range docs/explanation/deploys.md states
 
 
 def render(tmp_path, user_templates=None, **env):

@@ -3,7 +3,7 @@
 Pages load with no console errors, links and the compare page work, the charts are drawn,
 the keyboard reaches everything, and axe-core (from npm, injected into each page) finds no
 WCAG 2.1 A/AA or best-practice violation. Screenshots go to the test's tmp dir; with
-UPDATE_SCREENSHOTS=1 also to docs/screenshots/ (what the README shows).
+UPDATE_SCREENSHOTS=1 also to docs/screenshots/ (what docs/how-to/versions-site.md shows).
 """
 
 from __future__ import annotations

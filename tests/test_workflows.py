@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lepton_ci.core import docs
+from tools import docs_gen
+
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "templates" / "workflows").glob("*.yml"))
@@ -197,7 +200,7 @@ def test_the_promote_workflow_marks_the_tag_it_deploys():
 
 def _snippets() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    return re.findall(r"```ya?ml\n(.*?)```", text, re.S)
+    return re.findall(r"```ya?ml[^\n]*\n(.*?)```", text, re.S)  # `title="..."` may follow
 
 
 def test_readme_pins_third_party_actions_by_sha_and_states_permissions():
@@ -243,7 +246,13 @@ def test_only_the_release_job_can_sign():
 
 
 def readme_workflow(name: str) -> dict:
-    (snippet,) = [s for s in _snippets() if s.startswith(f"# .github/workflows/{name}\n")]
+    """The README's workflow block titled `.github/workflows/NAME` (the tutorial shows the
+    same one, and tests/test_docs_workflow.py runs it under act)."""
+    from tests.test_docs import blocks
+
+    (snippet,) = [
+        b.body for b in blocks(ROOT / "README.md") if b.title == f".github/workflows/{name}"
+    ]
     data = yaml.safe_load(snippet)
     data["on"] = data.pop(True, data.get("on"))
     return data
@@ -330,7 +339,7 @@ ACTIONS = sorted([ROOT / "action.yml", *(ROOT / "actions").glob("*/action.yml")]
 
 
 def test_every_input_is_described_and_every_optional_one_has_a_default():
-    """What the README says of the actions' inputs, held against every action.yml."""
+    """What the Actions reference says of the inputs, held against every action.yml."""
     required = set()
     for action in ACTIONS:
         name = action.parent.name if action.parent != ROOT else "lepton-ci"
@@ -349,12 +358,15 @@ def test_every_input_is_described_and_every_optional_one_has_a_default():
         "promote.version",
         "promote.stage",
     }
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    page = " ".join(docs_gen.actions_page().split())  # docs/reference/actions.md
     assert (
-        "every input has a description, every optional input a default, and the six required "
+        "Every input has a description, every optional input a default, and the six required "
         "ones (`environment` of deploy, rollback and watch; `model`, `version` and `stage` of "
-        "promote) none" in readme
+        "promote) none" in page
     )
+
+
+DOCS_CALL = re.compile(r"docs\.page\(\s*[\"']([^\"']+)[\"'](?:,\s*[\"']([^\"']+)[\"'])?")
 
 
 def github_anchors(markdown: str) -> set[str]:
@@ -377,23 +389,33 @@ def github_anchors(markdown: str) -> set[str]:
 
 
 def test_every_readme_anchor_linked_from_code_templates_and_the_readme_exists():
-    """The lepton.yaml that `init` writes linked to `#configuration`, which no heading makes."""
+    """The lepton.yaml that `init` writes linked to `#configuration`, which no heading made.
+    The README is now its first screens only: shipped files link into the docs site, at
+    anchors its pages' headings make, and never to a README anchor."""
     readme = (ROOT / "README.md").read_text()
     anchors = github_anchors(readme)
-    assert "configuration-leptonyaml" in anchors and "versions-view-a-static-site" in anchors
-    links = [("README.md", a) for a in re.findall(r"\]\(#([^)\s]+)\)", readme)]
+    for anchor in re.findall(r"\]\(#([^)\s]+)\)", readme):
+        assert anchor in anchors, f"README.md links to #{anchor}, which no heading makes"
     shipped = [ROOT / "action.yml", *(ROOT / "actions").rglob("*.yml")]
-    for folder in ("lepton_ci", "templates", "examples"):
+    for folder in ("lepton_ci", "templates", "examples", "tools"):
         shipped += [p for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix != ".pyc"]
-    pattern = re.compile(
+    readme_link = re.compile(
         r"(?:lepton-ci/lepton-ci(?:/blob/[\w./-]+/README\.md)?|README\.md)#([\w-]+)"
     )
+    site_link = re.compile(re.escape(docs.SITE) + r"([\w/-]+?)/?#([\w-]+)")
+    generated = docs_gen.pages()
+    links = []
     for path in shipped:
         try:
             text = path.read_text()
         except UnicodeDecodeError:
             continue
-        links += [(str(path.relative_to(ROOT)), a) for a in pattern.findall(text)]
-    assert any(where.endswith("scaffold.py") for where, _ in links)
-    for where, anchor in links:
-        assert anchor in anchors, f"{where} links to README #{anchor}, which no heading makes"
+        where = str(path.relative_to(ROOT))
+        for anchor in readme_link.findall(text):
+            raise AssertionError(f"{where} links to README #{anchor}: link the docs page")
+        links += [(where, page, anchor) for page, anchor in site_link.findall(text)]
+        links += [(where, m[0], m[1]) for m in DOCS_CALL.findall(text) if m[1]]
+    assert any(where.endswith(".py") for where, _, _ in links)
+    for where, page, anchor in links:
+        source = generated.get(f"{page}.md") or (ROOT / "docs" / f"{page}.md").read_text()
+        assert anchor in github_anchors(source), f"{where} links to {page}#{anchor}: no heading"

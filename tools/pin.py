@@ -7,8 +7,8 @@
 The shipped files are the workflow templates (what `lepton-ci init` writes and
 examples/workflows links to), the README and the docs. release.yml runs the rewrite with the
 release's own commit before it builds, so the package's `init` pins the release it came from;
-after a release, the same command (RELEASING in the README) brings the repository's copies up
-to it. Standard library only.
+after a release, the same command (Releasing, in docs/development.md) brings the repository's
+copies up to it. Standard library only.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lepton_ci.core import paths, yamlfile
+from lepton_ci.core import docs, paths, yamlfile
 from lepton_ci.core.config_file import MAX_BYTES
 from lepton_ci.core.config_file import find_config as find_config  # re-exported
 from lepton_ci.core.errors import ConfigError
@@ -40,14 +40,24 @@ class Strict(BaseModel):
 class Gate(Strict):
     """How one metric is judged against its bounds and against the baseline."""
 
-    direction: Literal["higher", "lower"] = "higher"
-    min: float | None = None
-    max: float | None = None
-    max_regression: Annotated[float, Field(ge=0)] | None = None
-    max_regression_pct: Annotated[float, Field(ge=0)] | None = None
-    noise: Annotated[float, Field(ge=0)] = 0.0
-    informational: bool = False
-    key: bool = False
+    direction: Literal["higher", "lower"] = Field(
+        "higher", description="`higher` or `lower`: which way is better"
+    )
+    min: float | None = Field(None, description="absolute lower bound: the gate fails below it")
+    max: float | None = Field(None, description="absolute upper bound: the gate fails above it")
+    max_regression: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="allowed loss against the baseline, in the metric's own units"
+    )
+    max_regression_pct: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="allowed loss against the baseline, in percent of the baseline"
+    )
+    noise: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="a change this small counts as unchanged"
+    )
+    informational: bool = Field(False, description="shown in reports, never fails")
+    key: bool = Field(
+        False, description="the headline metric: tag subject, PR comment chart, site charts"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Gate:
@@ -63,16 +73,28 @@ class Gate(Strict):
 class CardConfig(Strict):
     """Facts for the model card that the run cannot measure."""
 
-    description: str = ""
-    intended_use: str = ""
-    limitations: str = ""
-    license: str | None = None
-    datasets: list[str] = []
-    tags: list[str] = []
+    description: str = Field("", description="what the model is, for the card's opening paragraph")
+    intended_use: str = Field("", description="what it is for (and not for)")
+    limitations: str = Field("", description="what it gets wrong, what data it has not seen")
+    license: str | None = Field(
+        None, description="an SPDX-like id for the card's front matter, e.g. bsd-3-clause"
+    )
+    datasets: list[str] = Field(
+        default_factory=list,
+        description="dataset ids for the card's front matter; none listed, none invented",
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="Hugging Face tags for the front matter"
+    )
     task: str = Field("other", description="Hugging Face task type, e.g. image-classification")
     library_name: str | None = Field(None, description="Hub library, e.g. scikit-learn")
-    template: str | None = None
-    path: str = "model_cards/{model}/{version}.md"
+    template: str | None = Field(
+        None, description="your own Jinja2 card template (relative to lepton.yaml)"
+    )
+    path: str = Field(
+        "model_cards/{model}/{version}.md",
+        description="where `lepton-ci card` writes; `{model}` and `{version}` are filled in",
+    )
 
 
 def _check_globs(v: list[str] | None, *, absolute_ok: bool) -> list[str] | None:
@@ -103,17 +125,29 @@ class ImageConfig(Strict):
     """How the model's container image is built and where it is pushed."""
 
     name: str = Field(description="repository, e.g. 127.0.0.1:5000/digits or ghcr.io/acme/digits")
-    builder: Literal["layers", "dockerfile"] | None = None
+    builder: Literal["layers", "dockerfile"] | None = Field(
+        None,
+        description="`layers` (no daemon) or `dockerfile` (Docker Engine API); default: "
+        "`layers` when `base` is set",
+    )
     base: str | None = Field(None, description="base image in a registry (layers builder)")
-    dockerfile: str = "Dockerfile"
-    context: str = "."
+    dockerfile: str = Field(
+        "Dockerfile", description="the Dockerfile, relative to `context` (dockerfile builder)"
+    )
+    context: str = Field(
+        ".", description="build context, relative to the model's directory (dockerfile builder)"
+    )
     files: list[str] | None = Field(None, description="code layer globs (default: `code`)")
-    workdir: str = "/app"
-    entrypoint: list[str] = []
-    cmd: list[str] = []
-    env: dict[str, str] = {}
-    ports: list[int] = []
-    labels: dict[str, str] = {}
+    workdir: str = Field("/app", description="where the code and model layers land in the image")
+    entrypoint: list[str] = Field(
+        default_factory=list, description="the image's entrypoint, an argv list"
+    )
+    cmd: list[str] = Field(default_factory=list, description="the image's default arguments")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment variables of the image"
+    )
+    ports: list[int] = Field(default_factory=list, description="ports the image exposes")
+    labels: dict[str, str] = Field(default_factory=dict, description="extra image labels")
     source: str | None = Field(None, description="org.opencontainers.image.source URL")
     insecure: bool | None = Field(None, description="plain HTTP (default: only for localhost)")
     compression: Literal["auto", "gzip", "none"] = Field(
@@ -172,41 +206,55 @@ class ImageConfig(Strict):
 
 
 class HttpCheck(Strict):
-    path: str = "/healthz"
-    status: int = 200
-    body_contains: str | None = None
+    path: str = Field("/healthz", description="path to call")
+    status: int = Field(200, description="status the answer must have")
+    body_contains: str | None = Field(None, description="text the answer's body must contain")
 
 
 class GoldenCheck(Strict):
     """A known request and the answer it must get (numbers within `tolerance`)."""
 
-    path: str = "/predict"
-    request: Any
-    expect: Any
-    tolerance: Annotated[float, Field(ge=0)] = 0.0
+    path: str = Field("/predict", description="path to POST the request to")
+    request: Any = Field(description="the JSON body sent")
+    expect: Any = Field(
+        description="the JSON answer expected (numbers compared within `tolerance`)"
+    )
+    tolerance: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="largest difference allowed for each number"
+    )
 
 
 class LatencyCheck(Strict):
-    path: str = "/healthz"
-    p95_ms: Annotated[float, Field(gt=0)]
+    path: str = Field("/healthz", description="path to time")
+    p95_ms: Annotated[
+        float, Field(gt=0, description="bound on the p95 latency over the samples, in ms")
+    ]
 
 
 class PrometheusCheck(Strict):
-    url: str
-    query: str
-    max: float | None = None
-    min: float | None = None
+    url: str = Field(description="Prometheus base URL")
+    query: str = Field(
+        description="an instant PromQL query; every series must be within the bounds"
+    )
+    max: float | None = Field(None, description="upper bound of every series")
+    min: float | None = Field(None, description="lower bound of every series")
 
 
 class ChecksConfig(Strict):
-    count: Annotated[int, Field(ge=1)] = 5
-    interval: Annotated[float, Field(ge=0)] = 0.5
-    failure_threshold: Annotated[int, Field(ge=1)] = 1
-    timeout: Annotated[float, Field(gt=0)] = 5.0
-    http: list[HttpCheck] = Field(default_factory=lambda: [HttpCheck()])
-    golden: list[GoldenCheck] = []
-    latency: LatencyCheck | None = None
-    prometheus: PrometheusCheck | None = None
+    count: Annotated[int, Field(ge=1)] = Field(5, description="samples in the health window")
+    interval: Annotated[float, Field(ge=0)] = Field(0.5, description="seconds between samples")
+    failure_threshold: Annotated[int, Field(ge=1)] = Field(
+        1, description="failing samples that fail the release"
+    )
+    timeout: Annotated[float, Field(gt=0)] = Field(5.0, description="seconds each probe may take")
+    http: list[HttpCheck] = Field(
+        default_factory=lambda: [HttpCheck()], description="status and body checks"
+    )
+    golden: list[GoldenCheck] = Field(
+        default_factory=list, description="known requests and the predictions they must get"
+    )
+    latency: LatencyCheck | None = Field(None, description="a p95 latency bound")
+    prometheus: PrometheusCheck | None = Field(None, description="a Prometheus query within bounds")
 
 
 METRIC_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
@@ -216,10 +264,15 @@ class DriftSLO(Strict):
     """Live predictions by class against the distribution the evaluation recorded (PSI)."""
 
     metric: str = Field(description="counter of predictions with one label per class")
-    label: str = "class"
-    max_psi: Annotated[float, Field(gt=0)]
+    label: str = Field("class", description="the label that names the class")
+    max_psi: Annotated[
+        float,
+        Field(gt=0, description="population stability index above which the SLO breaches"),
+    ]
     window: str = Field("5m", description="PromQL range the live distribution is taken over")
-    min_predictions: Annotated[int, Field(ge=1)] = 100
+    min_predictions: Annotated[int, Field(ge=1)] = Field(
+        100, description="fewer live predictions in the window are `no-data`, not judged"
+    )
     reference: str | None = Field(
         None, description="record metrics prefix of the evaluated shares (default: LABEL_share)"
     )
@@ -253,11 +306,15 @@ class DriftSLO(Strict):
 class SLO(Strict):
     """One objective: a PromQL query within `max`/`min`, or a `drift` bound."""
 
-    name: str
-    query: str | None = None
-    max: float | None = None
-    min: float | None = None
-    drift: DriftSLO | None = None
+    name: str = Field(description="letters, digits, `-`, `_`, `.`; unique in the environment")
+    query: str | None = Field(
+        None, description="a PromQL query; the worst series it returns is judged"
+    )
+    max: float | None = Field(None, description="upper bound for the query")
+    min: float | None = Field(None, description="lower bound for the query")
+    drift: DriftSLO | None = Field(
+        None, description="predicted classes against the evaluation's shares"
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> SLO:
@@ -281,14 +338,23 @@ class WatchConfig(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
     prometheus: str | None = Field(None, description="base URL (or env LEPTON_PROMETHEUS_URL)")
     # Upper bounds: a sleep or timeout past the platform's time_t is an OverflowError, not a wait.
-    interval: Annotated[float, Field(gt=0, le=86400)] = 30.0
-    for_: Annotated[int, Field(ge=1, le=1000, alias="for")] = 2
-    on_breach: Literal["rollback", "alert"] = "rollback"
-    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    interval: Annotated[float, Field(gt=0, le=86400)] = Field(
+        30.0, description="seconds between evaluations (without `--once`)"
+    )
+    for_: Annotated[int, Field(ge=1, le=1000, alias="for")] = Field(
+        2, description="consecutive breaching evaluations before acting (`--once`: 1)"
+    )
+    on_breach: Literal["rollback", "alert"] = Field(
+        "rollback",
+        description="`rollback` puts the last healthy revision back; `alert` only records",
+    )
+    timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        10.0, description="seconds for each Prometheus answer (3 tries)"
+    )
     metrics_prefix: str | None = Field(
         None, description="prefix of the server's metrics in dashboards (default: model name)"
     )
-    slos: Annotated[list[SLO], Field(min_length=1)]
+    slos: Annotated[list[SLO], Field(min_length=1, description="the objectives")]
 
     @field_validator("metrics_prefix")
     @classmethod
@@ -307,28 +373,55 @@ class WatchConfig(Strict):
 
 
 class DeployEnvironment(Strict):
-    namespace: str = "default"
-    replicas: Annotated[int, Field(ge=0)] = 1
-    port: int = 8080
+    namespace: str = Field(
+        "default", description="Kubernetes namespace (podman: part of the pod names)"
+    )
+    replicas: Annotated[int, Field(ge=0)] = Field(
+        1, description="pod count (not rendered with `hpa`: the autoscaler's)"
+    )
+    port: int = Field(8080, description="port the server listens on in the container")
     host_port: int | None = Field(None, description="podman: published on 127.0.0.1")
     url: str | None = Field(None, description="base URL the health checks call")
-    resources: dict[str, Any] = {}
-    env: dict[str, str] = {}
-    readiness_path: str = "/readyz"
-    liveness_path: str = "/healthz"
-    values: dict[str, Any] = {}
-    service_monitor: bool = False
-    hpa: dict[str, Any] | None = None
-    rollout_timeout: Annotated[float, Field(gt=0)] = 120.0
-    # Seconds a rollout may make no progress before the cluster reports
-    # ProgressDeadlineExceeded (kubernetes: the Deployment's progressDeadlineSeconds). The
-    # cluster counts it from the last progress, so it must be below rollout_timeout for its
+    resources: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the container's `resources:` (requests, limits), as Kubernetes writes them",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment variables of the container"
+    )
+    readiness_path: str = Field("/readyz", description="readiness probe path")
+    liveness_path: str = Field("/healthz", description="liveness probe path")
+    values: dict[str, Any] = Field(
+        default_factory=dict,
+        description="free-form values for your own templates (`values` in their context)",
+    )
+    service_monitor: bool = Field(False, description="render a prometheus-operator ServiceMonitor")
+    hpa: dict[str, Any] | None = Field(
+        None, description="a HorizontalPodAutoscaler: `{min, max, cpu}` (defaults 1, 3, 80 %)"
+    )
+    rollout_timeout: Annotated[float, Field(gt=0)] = Field(
+        120.0, description="seconds the rollout may take before it counts as failed"
+    )
+    # The cluster counts it from the last progress, so it must be below rollout_timeout for its
     # verdict (and its reason) to arrive before lepton-ci's own budget runs out.
-    progress_deadline: Annotated[int, Field(ge=1)] | None = None
-    rollback_timeout: Annotated[float, Field(gt=0)] = 120.0
-    on_first_failure: Literal["remove", "scale-to-zero"] = "remove"
-    checks: ChecksConfig = Field(default_factory=ChecksConfig)
-    watch: WatchConfig | None = None
+    progress_deadline: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="kubernetes: seconds a rollout may make no progress before the cluster "
+        "reports ProgressDeadlineExceeded (the Deployment's progressDeadlineSeconds); below "
+        "`rollout_timeout`, default half of it",
+    )
+    rollback_timeout: Annotated[float, Field(gt=0)] = Field(
+        120.0, description="seconds the automatic revert may take"
+    )
+    on_first_failure: Literal["remove", "scale-to-zero"] = Field(
+        "remove", description="a failing first release: `remove` it, or `scale-to-zero`"
+    )
+    checks: ChecksConfig = Field(
+        default_factory=ChecksConfig, description="the health window after each rollout"
+    )
+    watch: WatchConfig | None = Field(
+        None, description="SLOs on live traffic for `lepton-ci watch`"
+    )
 
     @model_validator(mode="after")
     def _deadline_below_budget(self) -> DeployEnvironment:
@@ -353,15 +446,27 @@ class DeployEnvironment(Strict):
 
 
 class DeployConfig(Strict):
-    target: Literal["podman", "kubernetes"] = "podman"
+    target: Literal["podman", "kubernetes"] = Field(
+        "podman", description="`podman` (pods on this host) or `kubernetes` (a cluster)"
+    )
     templates: str | None = Field(None, description="directory of templates that add/override")
-    state_dir: str = paths.DEPLOY_STATE
-    field_manager: str = "lepton-ci"
-    # Deploys, rollbacks and watch reverts of one environment wait for each other here: the
-    # workflows a person starts (rollback, promote, stage tag) are in no GitHub concurrency
+    state_dir: str = Field(
+        paths.DEPLOY_STATE, description="podman: where the release history is kept"
+    )
+    field_manager: str = Field(
+        "lepton-ci", description="kubernetes: the server-side apply field manager"
+    )
+    # The workflows a person starts (rollback, promote, stage tag) are in no GitHub concurrency
     # group, where a newer waiting job would replace theirs, so this wait is their queue.
-    lock_timeout: Annotated[float, Field(ge=0)] = 900.0
-    environments: Annotated[dict[str, DeployEnvironment], Field(min_length=1)]
+    lock_timeout: Annotated[float, Field(ge=0)] = Field(
+        900.0,
+        description="seconds a deploy, rollback or watch revert waits for another of the same "
+        "environment",
+    )
+    environments: Annotated[
+        dict[str, DeployEnvironment],
+        Field(min_length=1, description="deploy environments by name (lowercase, digits, `-`)"),
+    ]
 
     @model_validator(mode="after")
     def _reachable(self) -> DeployConfig:
@@ -378,19 +483,50 @@ class DeployConfig(Strict):
 
 class ModelConfig(Strict):
     path: str = Field(".", description="directory the commands run in, relative to lepton.yaml")
-    train: Command | None = None
-    evaluate: Command | None = None
-    params: list[str] = []
-    code: list[str] = ["**/*.py"]
-    data: list[str] = []
-    outputs: list[str] = []
-    metrics: Annotated[list[str], Field(min_length=1)]
-    gates: dict[str, Gate] = {}
-    env: dict[str, str] = {}
-    timeout_minutes: Annotated[float, Field(gt=0)] = 60.0
-    card: CardConfig = Field(default_factory=CardConfig)
-    image: ImageConfig | None = None
-    deploy: DeployConfig | None = None
+    train: Command | None = Field(
+        None, description="train command: a shell string (`sh -c`) or an argv list"
+    )
+    evaluate: Command | None = Field(None, description="evaluate command, run after `train`")
+    params: list[str] = Field(
+        default_factory=list,
+        description="params files (YAML or JSON), flattened to dotted keys; part of the "
+        "run-cache key",
+    )
+    code: list[str] = Field(
+        ["**/*.py"], description="globs of the code the run depends on, relative to `path`"
+    )
+    data: list[str] = Field(
+        default_factory=list,
+        description="data globs or directories (relative, or absolute for mounted data); a "
+        "pattern matching nothing is an error",
+    )
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="artifacts the commands must produce (kept in the run-cache, laid into "
+        "the image)",
+    )
+    metrics: Annotated[
+        list[str],
+        Field(
+            min_length=1,
+            description="JSON or YAML files of metric name -> number (nested keys are flattened)",
+        ),
+    ]
+    gates: dict[str, Gate] = Field(
+        default_factory=dict,
+        description="gates by metric name; metrics without a gate are informational",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="extra environment variables for the commands"
+    )
+    timeout_minutes: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="each command's time limit"
+    )
+    card: CardConfig = Field(default_factory=CardConfig, description="facts for the model card")
+    image: ImageConfig | None = Field(None, description="the container image (`lepton-ci build`)")
+    deploy: DeployConfig | None = Field(
+        None, description="where and how releases are deployed (`lepton-ci deploy`)"
+    )
 
     @field_validator("code", "outputs")
     @classmethod
@@ -423,9 +559,13 @@ class PromotionPolicy(Strict):
     """Who may promote to a stage: any listed user, a member of a listed team (`org/slug`), or
     anyone with at least `permission` on the repository."""
 
-    users: list[str] = []
-    teams: list[str] = []
-    permission: Literal["read", "triage", "write", "maintain", "admin"] | None = None
+    users: list[str] = Field(default_factory=list, description="GitHub logins who may promote")
+    teams: list[str] = Field(
+        default_factory=list, description="teams whose members may promote, as ORG/TEAM-SLUG"
+    )
+    permission: Literal["read", "triage", "write", "maintain", "admin"] | None = Field(
+        None, description="anyone with at least this permission on the repository may promote"
+    )
 
     @field_validator("teams")
     @classmethod
@@ -438,9 +578,11 @@ class PromotionPolicy(Strict):
 
 
 class StageConfig(Strict):
-    requires: str | None = None
-    description: str = ""
-    allow: PromotionPolicy | None = None
+    requires: str | None = Field(None, description="a stage a version must have been in first")
+    description: str = Field("", description="what the stage is for")
+    allow: PromotionPolicy | None = Field(
+        None, description="who may promote to this stage (default: anyone the workflow runs for)"
+    )
     allow_unrecorded: bool = Field(
         False,
         description="promote versions whose tag carries no record (registered by GTO or by "
@@ -449,8 +591,8 @@ class StageConfig(Strict):
 
 
 class CacheConfig(Strict):
-    dir: str = paths.RUN_CACHE
-    enabled: bool = True
+    dir: str = Field(paths.RUN_CACHE, description="run-cache directory, relative to lepton.yaml")
+    enabled: bool = Field(True, description="`false`: every run trains")
 
 
 class EnvironmentConfig(Strict):
@@ -591,13 +733,28 @@ class TrustConfig(Strict):
 
 
 class Config(Strict):
-    version: Literal[1] = 1
-    models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
-    stages: dict[str, StageConfig] = {}
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    cache: CacheConfig = Field(default_factory=CacheConfig)
-    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
-    trust: TrustConfig = Field(default_factory=TrustConfig)
+    version: Literal[1] = Field(1, description="the schema version of lepton.yaml")
+    models: Annotated[
+        dict[str, ModelConfig],
+        Field(
+            min_length=1, description="models by name (GTO's name grammar; a monorepo has several)"
+        ),
+    ]
+    stages: dict[str, StageConfig] = Field(
+        default_factory=dict,
+        description="the stages versions are promoted to: a mapping, or a list of names",
+    )
+    policy: PolicyConfig = Field(
+        default_factory=PolicyConfig,
+        description="where `promote`, `accept-tag` and `rollback` read the stages policy from",
+    )
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="the run-cache")
+    environment: EnvironmentConfig = Field(
+        default_factory=EnvironmentConfig, description="the training environment"
+    )
+    trust: TrustConfig = Field(
+        default_factory=TrustConfig, description="who may sign versions, and whether it is required"
+    )
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -720,7 +877,7 @@ def parse(text: str, source: str) -> Config:
             shown.append(f"... and {len(errors) - MAX_ERRORS} more errors")
         raise ConfigError(
             "\n".join(shown),
-            hint="see the config reference in the README",
+            hint="the keys and their values: " + docs.page("reference/config"),
             file=source,
             line=_line_of(_loc(errors[0]), lines),
         ) from None

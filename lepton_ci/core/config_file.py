@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lepton_ci.core import docs
 from lepton_ci.core.errors import ConfigError
 
 CONFIG_NAME = "lepton.yaml"
@@ -25,5 +26,5 @@ def find_config(explicit: str | None = None, cwd: Path | None = None) -> Path:
             break
     raise ConfigError(
         f"no {CONFIG_NAME} in {start} or its parents up to the repository root",
-        hint=f"create {CONFIG_NAME} (see the README's config reference) or pass --config PATH",
+        hint=f"create {CONFIG_NAME} ({docs.page('reference/config')}) or pass --config PATH",
     )

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from lepton_ci.core import docs
 from lepton_ci.core.errors import LeptonError
 
 if TYPE_CHECKING:
@@ -30,7 +31,9 @@ LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}(\[bot\])?")
 _LINK_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 TWO_PHASE_HINT = (
     "pull requests from forks get a read-only token: post the comment from a `workflow_run` "
-    "job with `lepton-ci comment --from BUNDLE` (see the README, 'Fork-safe PR comments')"
+    "job with `lepton-ci comment --from BUNDLE` ("
+    + docs.page("explanation/trust-model", "fork-safe-pr-comments")
+    + ")"
 )
 
 

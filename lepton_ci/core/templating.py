@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lepton_ci.core import escape
+from lepton_ci.core import docs, escape
 from lepton_ci.core.errors import ConfigError
 
 
@@ -116,7 +116,7 @@ def render(
         line = getattr(e, "lineno", None)
         raise ConfigError(
             f"{where}{':' + str(line) if line else ''}: template error: {e}",
-            hint="fix the template; the values it may use are listed in the README",
+            hint="fix the template; the values it may use: " + docs.page("reference/templates"),
         ) from e
     except UnicodeDecodeError as e:  # raised while loading, before jinja2 sees the text
         where = user_template or template_dir() / name

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from lepton_ci.core import docs
 from lepton_ci.core import paths as lepton_paths
 from lepton_ci.core.config import ImageConfig
 from lepton_ci.core.errors import ConfigError, InputError
@@ -379,7 +380,7 @@ def image_lines(a: Answers, root: Path) -> list[str]:
 
 
 DEPLOY_LINES = [
-    "    # deploy:               # `lepton-ci deploy staging`; see the README's deploy section",
+    f"    # deploy:               # `lepton-ci deploy staging`: {docs.page('explanation/deploys')}",
     "    #   target: podman      # or kubernetes",
     "    #   environments:",
     "    #     staging:",
@@ -392,7 +393,7 @@ DEPLOY_LINES = [
 def config_text(models: list[Answers], root: Path | None = None) -> str:
     root = root or Path.cwd()
     return (
-        "# lepton-ci configuration. Reference: https://github.com/lepton-ci/lepton-ci#configuration-leptonyaml\n"
+        f"# lepton-ci configuration. Reference: {docs.page('reference/config')}\n"
         "models:\n"
         + "".join(model_text(a, root) for a in models)
         + "stages:\n  staging: {}\n  prod: {requires: staging}\n"
@@ -454,7 +455,7 @@ def refuse_existing(root: Path) -> None:
         raise ConfigError(
             "lepton-ci init writes nothing over existing files: "
             + ", ".join(str(p.relative_to(root)) for p in existing),
-            hint="move them aside, or merge the settings by hand (see the README)",
+            hint=f"move them aside, or merge the settings by hand ({docs.page('reference/init')})",
         )
     for path in [*ours, ignore]:
         for folder in reversed(path.relative_to(root).parents):

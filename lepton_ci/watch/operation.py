@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from lepton_ci.core import docs
 from lepton_ci.core.config import WatchConfig
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, SLOBreached, WatchError
@@ -141,7 +142,7 @@ class WatchOperation:
             raise WatchError(
                 f"environment `{env_name}` of {self.model} declares no SLOs to watch",
                 hint=f"add `watch: {{slos: [...]}}` under deploy.environments.{env_name} "
-                "(see the README, 'Watch what serves')",
+                f"({docs.page('how-to/watch')})",
             )
         self.cfg: WatchConfig = cfg
         url = ctx.env.get(PROMETHEUS_ENV) or cfg.prometheus

@@ -3,8 +3,9 @@
 The workflows run exactly as shipped in examples/workflows: act's --local-repository maps
 `lepton-ci/lepton-ci@SHA`, the release the shipped files pin (tools/pin.py), to a clean copy
 of this repository (`@v1` too, which the tests' own small workflows use), and the pinned
-artifact, cache and PyPI publish actions to local stand-ins (GitHub's artifact and cache
-services and the publish action's container cannot run here). act runs offline, no Docker.
+artifact, cache, setup-python and PyPI publish actions to local stand-ins (GitHub's artifact
+and cache services, Python downloads and the publish action's container cannot run here).
+act runs offline, no Docker.
 
 As on GitHub, a pull request runs on refs/pull/N/merge: `open_pull` publishes refs/pull/N/head
 and refs/pull/N/merge in the test's `origin` and checks the merge commit out, as
@@ -27,7 +28,7 @@ from tools import pin
 ROOT = Path(__file__).resolve().parent.parent.parent
 STANDINS = Path(__file__).resolve().parent / "actions"
 PINNED = re.compile(
-    r"(actions/(?:upload-artifact|download-artifact|cache)|pypa/gh-action-pypi-publish)"
+    r"(actions/(?:upload-artifact|download-artifact|cache|setup-python)|pypa/gh-action-pypi-publish)"
     r"(?:/[a-z]+)?@([0-9a-f]{40})"
 )
 
