@@ -8,7 +8,7 @@ tests judge which module, bounds each run with a timeout, runs two at a time and
 per-module killed/survived/timeout and the score.
 
     python tests/mutation/run.py                         # every mutant (minutes)
-    python tests/mutation/run.py --sample 60 --seed 1 --floor 0.8   # what .ci/run runs
+    python tests/mutation/run.py --sample 24 --seed 21 --floor 0.85  # what .ci/run runs
     python tests/mutation/run.py --module policy --show-survivors
 
 Survivors that no test should kill (equivalent mutants, message wording) are listed with
