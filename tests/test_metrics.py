@@ -60,3 +60,14 @@ def test_params_collision_between_files(tmp_path):
     with pytest.raises(InputError, match=r"`train\.lr` is also set in"):
         read_params([a, b])
     assert read_params([a]) == {"train.lr": 1}
+
+
+def test_a_param_holding_a_mapping_with_a_key_that_is_not_text_is_a_clear_error(tmp_path):
+    """Found by the CLI fuzz: `[{'': 1, null: 1}]` in params.yaml reached the record's JSON
+    (keys sorted) and crashed there with exit 70."""
+    p = tmp_path / "params.yaml"
+    p.write_text("grid:\n  - {'': 1, null: 1}\n")
+    with pytest.raises(InputError, match=r"param `grid` holds a mapping whose key None is not"):
+        read_params([p])
+    p.write_text("grid:\n  - {'a': 1, '1': 2}\n")
+    assert read_params([p]) == {"grid": [{"a": 1, "1": 2}]}

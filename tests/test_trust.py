@@ -473,14 +473,15 @@ def _payload(bundle: dict) -> bytes:
 
 
 def test_the_readmes_by_hand_verification_holds(signed, keys, tmp_path):
-    """The README's shell recipe, run as written (the version and folder swapped for the
-    toy's): fetch, model-signing's verifier, openssl over DSSE's encoding, the record digest."""
+    """The docs' shell recipe (the trust model page), run as written (the version and folder
+    swapped for the toy's): fetch, model-signing's verifier, openssl over DSSE's encoding, the
+    record digest."""
     import re
 
     from tests.conftest import ROOT
 
-    readme = (ROOT / "README.md").read_text()
-    script = re.search(r"\*\*By hand\*\*.*?```sh\n(.*?)```", readme, re.S)[1]
+    page = (ROOT / "docs" / "explanation" / "trust-model.md").read_text()
+    script = re.search(r"\*\*By hand\*\*.*?```sh\n(.*?)```", page, re.S)[1]
     script = script.replace("digits@v1.2.0", TAG).replace("examples/digits", ".")
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))

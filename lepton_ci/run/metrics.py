@@ -119,6 +119,27 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:60] + "..."
 
 
+def _json_keys(path: Path, key: str, value: Any) -> None:
+    """A param's value goes into the record (JSON, keys sorted): a mapping inside a list must
+    have text keys, as YAML's `null:`, `1:` or `true:` are not (iterative: any depth)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            bad = next((k for k in node if not isinstance(k, str)), _NONE)
+            if bad is not _NONE:
+                raise InputError(
+                    f"{path}: param `{key}` holds a mapping whose key {bad!r} is not text",
+                    hint="quote the key in the params file (e.g. `'null':`, `'1':`)",
+                )
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+_NONE = object()
+
+
 def read_params(paths: list[Path]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     origin: dict[str, Path] = {}
@@ -129,6 +150,7 @@ def read_params(paths: list[Path]) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise InputError(f"{path}: params must be a mapping, got {type(data).__name__}")
         for k, v in flatten(data, path).items():
+            _json_keys(path, k, v)
             if k in out:
                 raise InputError(
                     f"{path}: param `{k}` is also set in {origin[k]}",
