@@ -83,6 +83,20 @@ def test_secondary_rate_limit_honours_retry_after(gh):
     assert sleeps == [7.0]
 
 
+def test_secondary_rate_limit_without_retry_after_backs_off_doubling_from_a_minute(gh):
+    """GitHub's docs: with no retry-after, wait at least a minute, then longer each time."""
+    gh.state.add_pull(REPO, 1, "a" * 40)
+    for _ in range(2):
+        gh.state.faults.append(
+            Fault(
+                "GET", r"/pulls/", 403, {}, {"message": "You have exceeded a secondary rate limit."}
+            )
+        )
+    c, sleeps = client(gh)
+    assert c.pull(REPO, 1)["number"] == 1
+    assert sleeps == [60.0, 120.0]
+
+
 def test_rate_limit_reset_too_far_fails_clearly(gh):
     gh.state.faults.append(
         Fault(
