@@ -484,6 +484,12 @@ class OCIClient:
         return r.headers.get("Docker-Content-Digest")
 
     def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
+        self._put_manifest(repo, reference, body, media_type, f"PUT manifest {repo}:{reference}")
+        return sha256(body)
+
+    def _put_manifest(
+        self, repo: str, reference: str, body: bytes, media_type: str, what: str
+    ) -> requests.Response:
         r = self.request(
             "PUT",
             f"/v2/{repo}/manifests/{reference}",
@@ -492,8 +498,8 @@ class OCIClient:
             headers={"Content-Type": media_type},
         )
         if r.status_code != 201:
-            raise self._fail(f"PUT manifest {repo}:{reference}", r)
-        return sha256(body)
+            raise self._fail(what, r)
+        return r
 
     # -- referrers (OCI distribution 1.1) ----------------------------------------------------
 
@@ -531,15 +537,7 @@ class OCIClient:
         so with `OCI-Subject`; for one that does not (the CNCF registry), the descriptor is
         added to the subject's fallback index, as the distribution spec asks of clients."""
         digest = sha256(body)
-        r = self.request(
-            "PUT",
-            f"/v2/{repo}/manifests/{digest}",
-            repo=repo,
-            data=body,
-            headers={"Content-Type": MANIFEST_OCI},
-        )
-        if r.status_code != 201:
-            raise self._fail(f"PUT referrer manifest to {repo}", r)
+        r = self._put_manifest(repo, digest, body, MANIFEST_OCI, f"PUT referrer manifest to {repo}")
         if r.headers.get("OCI-Subject"):
             return digest
         subject = json.loads(body)["subject"]["digest"]
