@@ -372,6 +372,80 @@ class WatchConfig(Strict):
         return self
 
 
+class GatewayRef(Strict):
+    """The Gateway an HTTPRoute attaches to (Gateway API `parentRefs`)."""
+
+    name: str = Field(description="the Gateway's name")
+    namespace: str | None = Field(None, description="its namespace (default: the environment's)")
+    section_name: str | None = Field(None, description="one listener of it (`sectionName`)")
+
+
+class RolloutConfig(Strict):
+    """How a new revision takes over: all at once, step by step (`canary`), or first beside
+    the serving one on a copy of its requests (`shadow`)."""
+
+    strategy: Literal["all-at-once", "canary", "shadow"] = Field(
+        "all-at-once",
+        description="`all-at-once` replaces the serving revision after its checks; `canary` "
+        "gives it `steps` of the traffic in turn; `shadow` mirrors live requests to it and "
+        "compares its answers with the serving revision's, answering clients from the latter",
+    )
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100],
+        description="canary: the candidate's share of requests at each step, in percent, "
+        "rising, ending at 100",
+    )
+    interval: Annotated[float, Field(gt=0, le=86400)] = Field(
+        60.0, description="canary: seconds each step serves before it is judged"
+    )
+    requests: Annotated[int, Field(ge=1)] = Field(
+        500, description="shadow: mirrored requests compared before the verdict"
+    )
+    min_agreement: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None,
+        description="shadow, classification: the share of requests both revisions answer "
+        "with the same prediction at least (default 0.98 unless `max_error` is set)",
+    )
+    max_error: Annotated[float, Field(ge=0)] | None = Field(
+        None,
+        description="shadow, regression: the mean absolute difference between the two "
+        "revisions' predictions at most",
+    )
+    timeout: Annotated[float, Field(gt=0, le=86400)] = Field(
+        600.0, description="shadow: seconds to wait for `requests` mirrored requests"
+    )
+    traffic: Literal["gateway", "replicas"] = Field(
+        "gateway",
+        description="kubernetes: `gateway` splits by Gateway API HTTPRoute weights; `replicas` "
+        "(clusters without a Gateway) by the two Deployments' replica counts behind one "
+        "Service, so a step's share is rounded to what the replica counts can give",
+    )
+    gateway: GatewayRef | None = Field(
+        None, description="kubernetes, `traffic: gateway`: the Gateway the HTTPRoute attaches to"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RolloutConfig:
+        if self.steps != sorted(set(self.steps)) or self.steps[-1:] != [100]:
+            raise ValueError(
+                f"rollout.steps {self.steps} must rise strictly and end at 100 (the candidate "
+                "serves everything at the last step), e.g. [10, 50, 100]"
+            )
+        if self.min_agreement is not None and self.max_error is not None:
+            raise ValueError(
+                "rollout: set `min_agreement` (classification) or `max_error` (regression), "
+                "not both"
+            )
+        return self
+
+    @property
+    def agreement(self) -> float | None:
+        """The shadow gate's agreement bound: as set, else 0.98 unless `max_error` judges."""
+        if self.min_agreement is not None:
+            return self.min_agreement
+        return None if self.max_error is not None else 0.98
+
+
 class DeployEnvironment(Strict):
     namespace: str = Field(
         "default", description="Kubernetes namespace (podman: part of the pod names)"
@@ -421,6 +495,10 @@ class DeployEnvironment(Strict):
     )
     watch: WatchConfig | None = Field(
         None, description="SLOs on live traffic for `lepton-ci watch`"
+    )
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig,
+        description="how a new revision takes over: `all-at-once`, `canary` or `shadow`",
     )
 
     @model_validator(mode="after")

@@ -27,6 +27,38 @@ class Target(Protocol):
     def scale_to_zero(self, name: str) -> None: ...
 
 
+class Tracks(Protocol):
+    """A target that runs a candidate revision beside the serving one and splits requests
+    between them (canary, shadow). Object names of the candidate's track end in `-canary`.
+
+    The address clients use (`host_port`, `url`) never changes: on podman a splitter holds it;
+    on Kubernetes a Service or a Gateway API HTTPRoute does."""
+
+    def apply_canary(self, name: str, text: str) -> list[str]:
+        """Run the candidate's manifests (rendered with track `canary`) beside the serving
+        ones, receiving no requests yet; returns what was skipped, as `apply` does."""
+        ...
+
+    def set_weight(self, name: str, percent: int, *, mirror: bool = False) -> int:
+        """Give the candidate `percent` of the requests (0-100), or with `mirror` a copy of
+        every request whose answer is thrown away (percent 0). Returns the share actually in
+        effect (replica-proportional splitting is coarser than the step asked for)."""
+        ...
+
+    def canary_url(self, name: str) -> str | None:
+        """Where the deploy checks reach the candidate alone, or None if they cannot."""
+        ...
+
+    def served(self, name: str) -> dict[str, int] | None:
+        """Requests answered by each track (`stable`, `canary`) since the candidate was
+        applied, from the splitter's own counters; None where the target cannot count."""
+        ...
+
+    def remove_canary(self, name: str) -> None:
+        """Send every request to the serving track, then remove the candidate's objects."""
+        ...
+
+
 class Store(Protocol):
     """Where revisions are kept, and the one-deploy-at-a-time lock."""
 

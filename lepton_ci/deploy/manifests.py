@@ -39,6 +39,10 @@ class Release:
     run_url: str = ""
     who: str = ""
     commit: str = ""
+    track: str = "stable"  # `canary`: the candidate beside the serving revision (rollouts)
+
+
+CANARY_SUFFIX = "-canary"
 
 
 def dns_name(*parts: str) -> str:
@@ -55,6 +59,8 @@ def render(
     env_name: str, env: DeployEnvironment, deploy: DeployConfig, release: Release, root: Path
 ) -> str:
     name = dns_name(release.model, env_name)
+    if release.track == "canary":
+        name = name[: 63 - len(CANARY_SUFFIX)].rstrip("-") + CANARY_SUFFIX
     selector = {
         "app.kubernetes.io/name": _label_value(release.model),
         "app.kubernetes.io/instance": name,
@@ -65,6 +71,7 @@ def render(
         "app.kubernetes.io/managed-by": "lepton-ci",
         f"{PREFIX}/environment": env_name,
         f"{PREFIX}/revision": str(release.revision),
+        f"{PREFIX}/track": release.track,
     }
     annotations = {
         f"{PREFIX}/model": release.model,
@@ -89,11 +96,12 @@ def render(
         "env": env,
         "env_name": env_name,
         "release": release,
+        "track": release.track,
         "labels": labels,
         "selector": selector,
         "pod_labels": {
             **selector,
-            **{k: v for k, v in labels.items() if k.endswith(("/version", "/revision"))},
+            **{k: v for k, v in labels.items() if k.endswith(("/version", "/revision", "/track"))},
         },
         "annotations": annotations,
         "container_env": container_env,
