@@ -261,3 +261,29 @@ def test_the_interpreter_that_exists(tmp_path, monkeypatch):
     assert detect.interpreter() == "python"
     (only_python / "python3").symlink_to(sys.executable)
     assert detect.interpreter() == "python3"
+
+
+@pytest.mark.parametrize(
+    ("names", "gated"),
+    [
+        (["accuracy", "class_share.0", "class_share.1"], ["accuracy"]),
+        (["label_share.cat", "loss"], ["loss"]),
+        (["class_share.0"], []),
+        (["market_share", "accuracy"], ["market_share", "accuracy"]),  # a metric, not a class
+    ],
+)
+def test_class_shares_are_recorded_not_gated(tmp_path, names, gated):
+    """A class distribution (the drift SLO's reference) has no better direction: init gates
+    the metrics around it and says why it left the shares out."""
+    from lepton_ci.init import scaffold
+
+    answers = Answers(
+        model="m", path=".", train="python3 train.py", evaluate=None, params=None,
+        outputs=["model.pkl"], metrics="metrics.json", metric_names=names,
+        key_metric=next((n for n in names if n in ("accuracy", "loss")), None),
+    )  # fmt: skip
+    text = "models:\n" + scaffold.model_text(answers, tmp_path)
+    model = yaml.safe_load(text)["models"]["m"]
+    assert list(model["gates"] or {}) == gated
+    if any("share." in n for n in names):
+        assert "not gated: " in text and "drift SLO" in text

@@ -51,6 +51,9 @@ HIGHER = re.compile(
     r"r2|map|ndcg|mrr|bleu|rouge\w*|iou|dice|score|top\d+|hit_rate|throughput)$",
     re.IGNORECASE,
 )
+# `class_share.3`, `label_share.cat`: a distribution (what `watch`'s drift SLO compares live
+# predictions with), where neither more nor less is better: recorded, never gated.
+SHARE = re.compile(r"(^|[./_-])share[./_-][^./]+$", re.IGNORECASE)
 TIMING = re.compile(SEP + r"(ms|latency|seconds|secs|time|duration)$", re.IGNORECASE)
 # preferred key metric, best first
 KEY_ORDER = ("accuracy", "acc", "f1", "auc", "roc_auc", "r2", "rmse", "mae", "loss")
@@ -172,6 +175,10 @@ def direction(name: str) -> str | None:
     if HIGHER.search(name):
         return "higher"
     return None
+
+
+def is_share(name: str) -> bool:
+    return bool(SHARE.search(name))
 
 
 def is_timing(name: str) -> bool:

@@ -273,7 +273,10 @@ def gate_lines(a: Answers) -> list[str]:
     """A gate per metric: the key one judged tightly, others loosely, timings and metrics of
     unknown direction only shown (informational) until the user says which way is better."""
     lines = []
+    shares = [n for n in a.metric_names if detect.is_share(n) and n != a.key_metric]
     for name in a.metric_names:
+        if name in shares:
+            continue
         direction = detect.direction(name)
         if name == a.key_metric:
             gate = f"direction: {direction or 'higher'}, max_regression_pct: 2, key: true"
@@ -283,6 +286,12 @@ def gate_lines(a: Answers) -> list[str]:
             gate = f"direction: {direction}, max_regression_pct: 5"
         unsure = "  # higher or lower?" if direction is None else ""
         lines.append(f"      {_scalar(name)}: {{{gate}}}{unsure}")
+    if shares:
+        lines.append(
+            f"      # not gated: {one_line(', '.join(shares[:3]))}"
+            f"{' ...' if len(shares) > 3 else ''} (a class distribution, the drift SLO's "
+            "reference: neither way is better)"
+        )
     return lines
 
 
@@ -309,7 +318,10 @@ def model_text(a: Answers, root: Path) -> str:
         f"    metrics: [{_scalar(a.metrics)}]",
     ]
     gates = gate_lines(a)
-    lines += ["    gates:", *gates] if gates else ["    gates: {}             # one per metric"]
+    if any(not g.lstrip().startswith("#") for g in gates):
+        lines += ["    gates:", *gates]
+    else:
+        lines += ["    gates: {}             # one per metric", *gates]
     lines += image_lines(a, root) + DEPLOY_LINES
     return "\n".join(lines) + "\n"
 
