@@ -193,6 +193,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from lepton_ci.fetch.operation import pull
+
+    out = Path(args.out) if args.out else None
+    res = pull(
+        args.ref, out, ctx=_ctx(args), image=args.image, remote=args.remote, progress=sys.stderr
+    )
+    emit(res, as_json=args.json, text=res.text(), indent=None)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from lepton_ci.versions import trusted
 
@@ -423,6 +434,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="with no `image:` section for the model, say so and exit 0 instead of failing",
     )
     sp.add_argument("--signing-key", metavar="PEM", help=SIGNING_KEY_HELP)
+
+    sp = add(
+        "pull",
+        cmd_pull,
+        "fetch a version's model files from its image, checked against its record",
+        "remote",
+        "json",
+    )
+    sp.add_argument("ref", metavar="MODEL[@vX.Y.Z|@latest|#STAGE]")
+    sp.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder to write the files and record.json to (default: "
+        "~/.cache/lepton-ci/models/MODEL/VERSION)",
+    )
+    sp.add_argument(
+        "--image",
+        metavar="REF",
+        help="the image (default: lepton.yaml's image.name at the "
+        "version's tag); REGISTRY/REPO, :TAG or @sha256:... as given",
+    )
 
     sp = add(
         "verify",
