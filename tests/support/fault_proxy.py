@@ -17,7 +17,8 @@ Modes of a Rule:
   wrong and refused with 416;
 - "cut" (on a blob GET): forward, then send the answer's head and the first `at` bytes of
   its body (the full Content-Length announced), then close: a download broken mid-blob. The
-  Range header of every GET is kept in `read_ranges`;
+  Range header of every GET is kept in `read_ranges`; with `ignore_range` the registry never
+  sees one (it answers 200 and the whole blob, as some registries and caches do);
 - "expire": the bearer token this request carries expires now: it and every later request
   with that token get the registry's own 401 challenge, until the client fetches a new one.
 `skip` lets a rule fire on a later matching request (the second chunk, say). Everything
@@ -79,6 +80,7 @@ class FaultProxy:
         self.ranges: list[str] = []  # the Content-Range of every PATCH, "" when none
         self.read_ranges: list[str] = []  # the Range of every GET, "" when none
         self.sent = 0  # response body bytes: what clients downloaded through the proxy
+        self.ignore_range = False  # forward GETs without Range, as registries that ignore it
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -177,6 +179,8 @@ class FaultProxy:
                     self._answer(416, {"Content-Type": "application/json"}, RANGE_INVALID)
                     return
                 headers = _forwarded(self.headers)
+                if proxy.ignore_range and self.command == "GET":
+                    headers = {k: v for k, v in headers.items() if k.lower() != "range"}
                 if mode == "break" and body:
                     cut = rule.at - start if rule.at else len(body) // 2  # type: ignore[union-attr]
                     body = body[: max(cut, 0)]
