@@ -590,3 +590,15 @@ def test_import_lepton_ci_stays_light_and_pull_is_a_function():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True []"
+
+
+def test_a_signed_version_without_a_trust_policy_is_pulled_with_a_warning(signed, tmp_path):
+    repo, cli = signed
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(cfg.read_text().split("trust:")[0])
+    commit_all(repo, "chore: no trust policy")
+    code, out, err = cli("pull", TAG, "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert f"{TAG} is signed, but `trust:` in lepton.yaml lists no key" in out + err
+    assert "(no signature checked)" in out
+    assert_pulled(tmp_path / "out", repo, TAG)

@@ -23,20 +23,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from lepton_ci.core import atomic
-from lepton_ci.core.errors import PullError, RecordError, RegistryError
+from lepton_ci.core.errors import PullError, RecordError
 from lepton_ci.core.hashing import hash_file
 from lepton_ci.core.names import in_tag
-from lepton_ci.core.oci_client import ClientFactory, OCIClient, OCIError, Ref, client_factory
+from lepton_ci.core.oci_client import ClientFactory, OCIClient, Ref, client_factory
 from lepton_ci.core.semver import image_tag
 from lepton_ci.fetch.unpack import Landed, Unpacker, layer_bytes
 from lepton_ci.image import metadata as imagemeta
 from lepton_ci.versions import queries, trusted
-from lepton_ci.versions.grammar import shortcut
 
 if TYPE_CHECKING:
     from lepton_ci.core.context import Context
@@ -90,7 +89,7 @@ class Pulled:
     def text(self) -> str:
         stages = f" ({', '.join(self.stages)})" if self.stages else ""
         size = sum(e.size for e in self.record.outputs.values())
-        checked = f"signed by {self.signer}" if self.signer else "not signed"
+        checked = f"signed by {self.signer}" if self.signer else "no signature checked"
         if self.reused:
             how = f"already in {self.out}, checked again"
         else:
@@ -117,7 +116,6 @@ class Plan:
     root: str  # the folder of the image the model files are in (its WorkingDir)
     out: Path
     verified: Verified | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def default_out(env: Mapping[str, str], model: str, version: str) -> Path:
@@ -145,13 +143,7 @@ class PullOperation:
 
     def prepare(self, ref: str, out: Path | None = None, image: str | None = None) -> Plan:
         ctx = self.ctx
-        wanted = shortcut(ref)
-        if wanted is None:
-            raise RegistryError(
-                f"`{ref}` is not a version reference",
-                hint="write MODEL@vX.Y.Z, MODEL@latest or MODEL#STAGE (e.g. digits#prod)",
-            )
-        shown = queries.show(ctx.git, ref)
+        shown = queries.show(ctx.git, ref)  # a ref that is none, a version or stage unknown
         info, rec = shown.info, shown.record
         what = f"pull of {info.tag}"
         if rec is None:
@@ -166,14 +158,13 @@ class PullOperation:
         target = self._image_ref(rec, str(info.version), image)
         clients = self.clients or client_factory(ctx.env, ctx.rt, self._insecure(rec.model))
         client = clients(target.registry)
-        try:
-            manifest, digest = client.image_manifest(target.repository, target.reference)
-        except OCIError as e:
-            raise PullError(
-                f"{what}: {e.message}",
-                hint=f"build the version's image: `lepton-ci build --version {info.version}`",
-            ) from None
         name = f"{target.registry}/{target.repository}"
+        if client.manifest_digest(target.repository, target.reference) is None:
+            raise PullError(
+                f"{what}: image {name}:{target.reference} not found in the registry",
+                hint=f"build the version's image: `lepton-ci build --version {info.version}`",
+            )
+        manifest, digest = client.image_manifest(target.repository, target.reference)
         config = json.loads(client.get_blob(target.repository, manifest["config"]["digest"]))
         _check_labels(config, rec, f"{name}:{target.reference}", info)
         layer = _model_layer(manifest, config, f"{name}:{target.reference}")
@@ -222,7 +213,7 @@ class PullOperation:
     def perform(self, plan: Plan) -> Pulled:
         started = time.monotonic()
         sha = _signed_sha256(plan)
-        pulled = self._pulled(plan, reused=False)
+        pulled = self._pulled(plan)
         if _already_there(plan, sha):
             pulled.reused = True
             return pulled
@@ -264,7 +255,7 @@ class PullOperation:
         with _ahead(chunks) as ahead:
             return unpacker.run(layer_bytes(ahead, plan.layer.get("mediaType", ""), where))
 
-    def _pulled(self, plan: Plan, *, reused: bool) -> Pulled:
+    def _pulled(self, plan: Plan) -> Pulled:
         return Pulled(
             model=plan.rec.model,
             version=str(plan.info.version),
@@ -275,7 +266,6 @@ class PullOperation:
             files={name: plan.out / name for name in sorted(plan.rec.outputs)},
             record=plan.rec,
             signer=plan.verified.signer if plan.verified else None,
-            reused=reused,
         )
 
 
@@ -417,13 +407,15 @@ def _already_there(plan: Plan, sha: dict[str, str]) -> bool:
 def _make_dir(out: Path) -> tuple[Path, bool]:
     if out.exists() and not out.is_dir():
         raise PullError(
-            f"--out {out} is not a folder; nothing was pulled", hint="name a folder (new or not)"
+            f"{out} is not a folder; nothing was pulled", hint="name a folder (new or not)"
         )
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PullError(f"--out {out}: cannot make the folder ({e.strerror})") from None
+        raise PullError(
+            f"{out}: cannot make the folder ({e.strerror}); nothing was pulled"
+        ) from None
     return out, created
 
 
@@ -455,13 +447,13 @@ def _place(landed: dict[str, Landed], out: Path) -> None:
         resolved = target.resolve()
         if not resolved.is_relative_to(root):
             raise PullError(
-                f"--out {out}: {name} would be written to {resolved}, outside the folder (a "
+                f"{out}: {name} would be written to {resolved}, outside the folder (a "
                 "link in the way); nothing was written",
                 hint="remove the link, or pull into another folder",
             )
         if target.is_dir() and not target.is_symlink():
             raise PullError(
-                f"--out {out}: {name} is a folder there; nothing was written",
+                f"{out}: {name} is a folder there; nothing was written",
                 hint="remove it, or pull into another folder",
             )
         targets[name] = target
