@@ -602,3 +602,37 @@ def test_a_signed_version_without_a_trust_policy_is_pulled_with_a_warning(signed
     assert f"{TAG} is signed, but `trust:` in lepton.yaml lists no key" in out + err
     assert "(no signature checked)" in out
     assert_pulled(tmp_path / "out", repo, TAG)
+
+
+def test_sigterm_during_a_download_leaves_nothing(tmp_path, registry, capsys):
+    """Stopped half-way (as a CI job is cancelled): the staging folder goes, and the folder
+    the pull made with it; exit 143, as a shell reports SIGTERM."""
+    import signal
+    import time
+
+    repo = tmp_path / "w"
+    weights_repo(repo, registry.host, registry.base, kib=4 * 1024)
+    cli = Cli(repo, capsys)
+    built = release(cli, repo)
+    proxy = FaultProxy(registry.host)
+    try:
+        digest = built["layers"]["model"]["digest"]
+        proxy.rules.append(Rule("GET", f"/blobs/{digest}", mode="slow", delay=0.05))
+        cfg = repo / "lepton.yaml"
+        cfg.write_text(cfg.read_text().replace(registry.host, proxy.host, 1))
+        commit_all(repo, "build: through the proxy")
+        out = tmp_path / "out"
+        env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}
+        cmd = [sys.executable, "-m", "lepton_ci", "-C", str(repo), "pull", TAG, "--out", str(out)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not list(out.glob(".lepton-pull-*/0")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the first file is being written
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        assert "stopped by SIGTERM" in err.decode()
+        assert not out.exists()
+    finally:
+        proxy.close()

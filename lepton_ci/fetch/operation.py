@@ -514,4 +514,6 @@ def _ahead(chunks: Iterator[bytes], depth: int = 8) -> Iterator[Iterator[bytes]]
         with contextlib.suppress(queue.Empty):
             while True:
                 q.get_nowait()
-        worker.join(timeout=30)
+        # The thread only reads the network: the files are cleaned up without it, so a stop
+        # (a cancelled job has seconds before SIGKILL) does not wait for a stalled registry.
+        worker.join(timeout=2)

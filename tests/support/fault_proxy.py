@@ -19,6 +19,8 @@ Modes of a Rule:
   its body (the full Content-Length announced), then close: a download broken mid-blob. The
   Range header of every GET is kept in `read_ranges`; with `ignore_range` the registry never
   sees one (it answers 200 and the whole blob, as some registries and caches do);
+- "slow" (on a GET): forward, then send the answer 64 KiB at a time, `delay` seconds apart:
+  a slow link, for stopping a download half-way;
 - "expire": the bearer token this request carries expires now: it and every later request
   with that token get the registry's own 401 challenge, until the client fetches a new one.
 `skip` lets a rule fire on a later matching request (the second chunk, say). Everything
@@ -36,6 +38,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -56,6 +59,7 @@ class Rule:
     mode: str = "reject"
     skip: int = 0
     at: int = 0
+    delay: float = 0.0  # "slow": seconds between 64 KiB pieces of the answer
 
     def fires(self, method: str, path: str) -> bool:
         if self.times <= 0 or method != self.method or not re.search(self.path, path):
@@ -211,6 +215,22 @@ class FaultProxy:
                     proxy.sent += len(part)
                     self.connection.shutdown(socket.SHUT_RDWR)  # a FIN: what was sent arrives
                     self.close_connection = True
+                    return
+                if mode == "slow":
+                    proxy.log.append((self.command, self.path, resp.status_code))
+                    self.send_response(resp.status_code)
+                    for k, v in resp.headers.items():
+                        if k.lower() not in ("transfer-encoding", "connection"):
+                            self.send_header(k, v)
+                    self.end_headers()
+                    try:
+                        for i in range(0, len(resp.content), 1 << 16):
+                            self.wfile.write(resp.content[i : i + (1 << 16)])
+                            self.wfile.flush()
+                            proxy.sent += len(resp.content[i : i + (1 << 16)])
+                            time.sleep(rule.delay)  # type: ignore[union-attr]
+                    except OSError:  # the client went away
+                        self.close_connection = True
                     return
                 if mode in ("lost", "break"):
                     proxy.log.append((self.command, self.path, -resp.status_code))
