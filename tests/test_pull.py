@@ -636,3 +636,33 @@ def test_sigterm_during_a_download_leaves_nothing(tmp_path, registry, capsys):
         assert not out.exists()
     finally:
         proxy.close()
+
+
+def test_pull_from_a_registry_with_the_token_flow_and_a_refused_login(
+    tmp_path, registry, capsys, monkeypatch
+):
+    """The image in a registry that wants a bearer token (as GHCR and Docker Hub do), the
+    credentials from LEPTON_REGISTRY_USERNAME/PASSWORD; a wrong password says so (and not
+    that the image is missing)."""
+    from tests.support.token_server import TokenServer
+
+    tokens = TokenServer(tmp_path / "tokens", {"alice": "s3cret"})
+    private = Registry(tmp_path / "private", auth=tokens.registry_auth())
+    try:
+        monkeypatch.setenv("LEPTON_REGISTRY_USERNAME", "alice")
+        monkeypatch.setenv("LEPTON_REGISTRY_PASSWORD", "s3cret")
+        repo = tmp_path / "w"
+        weights_repo(repo, private.host, registry.base)
+        cli = Cli(repo, capsys)
+        release(cli, repo)
+        code, _, err = cli("pull", TAG, "--out", str(tmp_path / "out"))
+        assert code == 0, err
+        assert_pulled(tmp_path / "out", repo, TAG)
+        assert any("pull" in " ".join(s) for s in tokens.scopes())
+        monkeypatch.setenv("LEPTON_REGISTRY_PASSWORD", "wrong")
+        code, _, err = cli("pull", TAG, "--out", str(tmp_path / "again"))
+        assert code == 1 and "refused user 'alice'" in err and "build" not in err
+        assert not (tmp_path / "again").exists()
+    finally:
+        private.stop()
+        tokens.close()
