@@ -9,7 +9,7 @@ checked against the record, written, the record beside it), each a fresh process
 RSS is read from wait4(). Prints the times, the speed ratio (skopeo's time / pull's time) and
 both peak RSS. Needs what .ci/setup installs (docker-registry, skopeo).
 
-    python bench/pull_speed.py [MiB] [runs]
+    python bench/pull_speed.py [MiB] [runs] [--signed]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import lepton_cli  # noqa: E402
 
 from tests.support.services import Registry  # noqa: E402
-from tests.support.trust import push_tiny_base  # noqa: E402
+from tests.support.trust import key_pair, push_tiny_base  # noqa: E402
 
 TRAIN = """\
 import json, os
@@ -45,8 +45,9 @@ with open("metrics.json", "w") as f:
 """
 
 
-def sh(cmd: list[str], cwd: Path | None = None) -> str:
+def sh(cmd: list[str], cwd: Path | None = None, extra: dict[str, str] | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "LEPTON_"))}
+    env.update(extra or {})
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if p.returncode:
         raise RuntimeError(f"{cmd}: {p.stderr[-2000:]}")
@@ -66,7 +67,7 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def model_repo(repo: Path, image: str, base: str, mib: int) -> None:
+def model_repo(repo: Path, image: str, base: str, mib: int, public_key: Path | None) -> None:
     repo.mkdir(parents=True)
     size = mib << 20
     (repo / "train.py").write_text(TRAIN.format(chunks=size // (16 << 20), rest=size % (16 << 20)))
@@ -75,7 +76,11 @@ def model_repo(repo: Path, image: str, base: str, mib: int) -> None:
         "    outputs: [weights.bin, vocab.txt]\n    metrics: [metrics.json]\n"
         "    gates: {loss: {direction: lower}}\n"
         f"    image: {{name: {image}, base: {base}}}\n"
+        + ("trust:\n  keys: [keys/release.pub]\n" if public_key else "")
     )
+    if public_key:
+        (repo / "keys").mkdir()
+        shutil.copy(public_key, repo / "keys" / "release.pub")
     (repo / ".gitignore").write_text("weights.bin\nvocab.txt\nmetrics.json\n.lepton/\n")
     g = ["git", "-C", str(repo), "-c", "user.name=bench", "-c", "user.email=b@x"]
     sh([*g, "init", "-q"])
@@ -83,7 +88,10 @@ def model_repo(repo: Path, image: str, base: str, mib: int) -> None:
     sh([*g, "commit", "-q", "-m", "feat: weights"])
 
 
-def measure(mib: int = 1024, runs: int = 3) -> dict[str, float]:
+def measure(mib: int = 1024, runs: int = 3, signed: bool = False) -> dict[str, float]:
+    """`signed`: the version signed with a key the repository trusts, so the pull verifies
+    the signature and hashes every file with sha256 as well (from a clone at a later commit,
+    as a batch job's is)."""
     lepton = lepton_cli()
     with tempfile.TemporaryDirectory(prefix="pull-bench-") as d:
         tmp = Path(d)
@@ -92,10 +100,16 @@ def measure(mib: int = 1024, runs: int = 3) -> dict[str, float]:
             base = push_tiny_base(reg.host, "base/tiny")
             image = f"{reg.host}/bench/weights"
             repo = tmp / "repo"
-            model_repo(repo, image, base, mib)
+            keys = key_pair(tmp / "keys", "release") if signed else None
+            model_repo(repo, image, base, mib, keys[1] if keys else None)
+            signing = {"LEPTON_SIGNING_KEY": str(keys[0])} if keys else {}
             for step in (["run"], ["register"], ["build", "--json"]):
-                out = sh([*lepton, "-C", str(repo), *step])
+                out = sh([*lepton, "-C", str(repo), *step], extra=signing)
             built = json.loads(out)
+            (repo / "NOTES.md").write_text("a later commit\n")
+            g = ["git", "-C", str(repo), "-c", "user.name=bench", "-c", "user.email=b@x"]
+            sh([*g, "add", "-A"])
+            sh([*g, "commit", "-q", "-m", "docs: notes"])
             layer = built["layers"]["model"]
             src = f"docker://{image}:0.1.0"
             best = {"skopeo": (float("inf"), 0.0), "pull": (float("inf"), 0.0)}
@@ -131,7 +145,8 @@ def measure(mib: int = 1024, runs: int = 3) -> dict[str, float]:
     ratio = t_skopeo / t_pull
     print(
         f"model layer: {layer['size'] / 2**20:.0f} MiB ({layer['media_type']}); "
-        f"weights.bin pulled: {pulled / 2**20:.0f} MiB"
+        f"weights.bin pulled: {pulled / 2**20:.0f} MiB; "
+        f"{'signed (signature and sha256 checked too)' if signed else 'not signed'}"
     )
     print(
         f"skopeo copy to dir: {t_skopeo:.2f} s ({layer['size'] / 2**20 / t_skopeo:.0f} MiB/s), "
@@ -150,7 +165,9 @@ def measure(mib: int = 1024, runs: int = 3) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if a != "--signed"]
     measure(
-        int(sys.argv[1]) if len(sys.argv) > 1 else 1024,
-        int(sys.argv[2]) if len(sys.argv) > 2 else 3,
+        int(args[0]) if args else 1024,
+        int(args[1]) if len(args) > 1 else 3,
+        signed="--signed" in sys.argv,
     )

@@ -553,6 +553,18 @@ def test_long_names_in_pax_and_gnu_headers_and_multi_member_gzip(tmp_path):
         assert landed[rel].sha256 == hashlib.sha256(data).hexdigest()
 
 
+def _pax_sized(size: bytes) -> bytes:
+    """A tar whose file's pax header gives `size` as its size."""
+    raw = bytearray(tar_of(("app/w.bin", tarfile.REGTYPE, b"w" * 600)))
+    record = b"size=" + size + b"\n"
+    record = str(len(record) + 3).encode() + b" " + record
+    pax = tarfile.TarInfo("pax")
+    pax.type = tarfile.XHDTYPE
+    pax.size = len(record)
+    block = pax.tobuf(tarfile.USTAR_FORMAT) + record + bytes(-len(record) % 512)
+    return block + bytes(raw)
+
+
 @pytest.mark.unit
 def test_a_broken_layer_is_refused_by_what_is_wrong(tmp_path):
     from lepton_ci.core.errors import PullError
@@ -567,6 +579,8 @@ def test_a_broken_layer_is_refused_by_what_is_wrong(tmp_path):
             "app/w.bin is twice in the model layer",
         ),
         (b"x" * 1024, {"w.bin": b""}, "not a valid tar"),
+        (_pax_sized(b"-5"), {"w.bin": b""}, "names a size of '-5'"),
+        (_pax_sized(b"1e3"), {"w.bin": b""}, "names a size of '1e3'"),
     ]
     for layer, wanted, refusal in cases:
         with pytest.raises(PullError, match=refusal):

@@ -139,6 +139,15 @@ def _pax(data: bytes, where: str) -> dict[str, str]:
     return out
 
 
+def _size(pax: str | None, header: int, where: str) -> int:
+    """An entry's size: the pax record's when there is one (files of 8 GiB and more)."""
+    if pax is None:
+        return header
+    if not pax.isdigit():
+        raise PullError(f"{where}: the model layer's tar names a size of {pax[:20]!r}")
+    return int(pax)
+
+
 def _padded(size: int) -> int:
     return -size % BLOCK
 
@@ -197,6 +206,8 @@ class Unpacker:
                 info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
             except tarfile.HeaderError as e:
                 raise PullError(f"{self.where}: the model layer is not a valid tar ({e})") from None
+            if info.size < 0:
+                raise PullError(f"{self.where}: the model layer's tar names a negative size")
             if info.type in (
                 tarfile.XHDTYPE,
                 tarfile.XGLTYPE,
@@ -219,7 +230,7 @@ class Unpacker:
                 continue  # a global header (XGLTYPE) changes nothing pull reads
             name = meta.get("path", info.name)
             link = meta.get("linkpath", info.linkname)
-            size = int(meta["size"]) if "size" in meta else info.size
+            size = _size(meta.get("size"), info.size, self.where)
             meta = {}
             self._entry(src, info.type, name, link, size, blake3.blake3)
         for chunk in tar:  # read to the end: the blob's digest is checked there
