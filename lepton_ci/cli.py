@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-run", action="store_true", help="only write the files; run nothing")
 
     sp = add("extras", cmd_extras, "print the optional dependency sets a step needs", "model")
-    sp.add_argument("step", help="register, build, promote, accept-tag, deploy or rollback")
+    sp.add_argument("step", help="register, build, promote, accept-tag, deploy, rollback or pull")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))
 
     sp = add("site", cmd_site, "build the versions view: a static site from the registry tags")
