@@ -141,6 +141,15 @@ def test_pull_by_version_latest_and_stage(weights, tmp_path):
     assert out.startswith("weights v0.1.0 (prod): pulled from ")
     assert_pulled(tmp_path / "c", repo, "weights@v0.1.0")
 
+    # --image: by digest (a mirror, a pinned copy); the image of another version is refused
+    by_digest = f"{cli.image}@{cli.first['digest']}"
+    code, _, err = cli("pull", "weights@v0.1.0", "--image", by_digest, "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    assert_pulled(tmp_path / "d", repo, "weights@v0.1.0")
+    code, _, err = cli("pull", "weights@v0.1.0", "--image", f"{cli.image}:0.1.1", "--out", "e")
+    assert code == 1
+    assert f"{cli.image}:0.1.1 holds an image of weights v0.1.1 with other artifacts" in err
+
 
 def test_the_python_call_for_batch_jobs_and_a_second_pull_downloads_nothing(
     weights, tmp_path, monkeypatch
