@@ -193,6 +193,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from lepton_ci.fetch.operation import pull
+
+    out = Path(args.out) if args.out else None
+    res = pull(
+        args.ref, out, ctx=_ctx(args), image=args.image, remote=args.remote, progress=sys.stderr
+    )
+    emit(res, as_json=args.json, text=res.text(), indent=None)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from lepton_ci.versions import trusted
 
@@ -425,6 +436,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--signing-key", metavar="PEM", help=SIGNING_KEY_HELP)
 
     sp = add(
+        "pull",
+        cmd_pull,
+        "fetch a version's model files from its image, checked against its record",
+        "remote",
+        "json",
+    )
+    sp.add_argument("ref", metavar="MODEL[@vX.Y.Z|@latest|#STAGE]")
+    sp.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder to write the files and record.json to (default: "
+        "~/.cache/lepton-ci/models/MODEL/VERSION)",
+    )
+    sp.add_argument(
+        "--image",
+        metavar="REF",
+        help="the image (default: lepton.yaml's image.name at the "
+        "version's tag); REGISTRY/REPO, :TAG or @sha256:... as given",
+    )
+
+    sp = add(
         "verify",
         cmd_verify,
         "check a version's or image's signature, signer and subjects against `trust:`",
@@ -490,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-run", action="store_true", help="only write the files; run nothing")
 
     sp = add("extras", cmd_extras, "print the optional dependency sets a step needs", "model")
-    sp.add_argument("step", help="register, build, promote, accept-tag, deploy or rollback")
+    sp.add_argument("step", help="register, build, promote, accept-tag, deploy, rollback or pull")
     sp.add_argument("--builder", choices=("layers", "dockerfile"))
 
     sp = add("site", cmd_site, "build the versions view: a static site from the registry tags")

@@ -83,3 +83,14 @@ def test_comment_calls_runs_against_a_stand_in_that_checks_github_s_description(
     comments of other users were not, so the bench stopped at its second measure."""
     calls = bench("comment_calls").measure(2, 3)
     assert calls == (3, 2, 0)  # calls to update, calls when unchanged, edits when unchanged
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signed", [False, True])
+def test_pull_speed_pulls_what_build_pushed_and_prints_the_ratio(bench, capsys, signed):
+    """Small: a 16 MiB model, one run each; the numbers of the issue come from 1 GiB."""
+    res = bench("pull_speed").measure(16, 1, signed=signed)
+    out = capsys.readouterr().out
+    assert "weights.bin pulled: 16 MiB; " + ("signed" if signed else "not signed") in out
+    assert f"ratio {res['ratio']:.2f}" in out and "peak RSS" in out
+    assert res["pull_s"] > 0 and res["skopeo_s"] > 0 and res["pull_rss_mb"] > 10

@@ -417,9 +417,10 @@ def test_the_setup_adds_the_trust_extra_only_where_a_step_signs_or_verifies(toy_
     assert extras.needed(cfg, "register", env={"LEPTON_SIGNS": "true"}) == ["trust"]
     assert extras.needed(cfg, "build", env={"ACTIONS_ID_TOKEN_REQUEST_URL": "x"}) == ["trust"]
     assert extras.needed(cfg, "promote", env={}) == []
+    assert extras.needed(cfg, "pull", env={}) == []  # nobody to check a signature against
     trust_repo(toy_repo, keys["pub"], require=True)
     cfg = load(toy_repo / "lepton.yaml")
-    for step in ("promote", "accept-tag", "build", "deploy"):
+    for step in ("promote", "accept-tag", "build", "deploy", "pull"):
         assert extras.needed(cfg, step, env={}) == ["trust"], step
     assert extras.needed(cfg, "run", env={"LEPTON_SIGNS": "true"}) == []
 

@@ -77,6 +77,11 @@ class RecordError(LeptonError):
     """An evidence record is missing, unreadable or does not match the current checkout."""
 
 
+class PullError(LeptonError):
+    """A version's model files could not be pulled: its image, layer or files are not what
+    the version's record says; nothing was left in the folder."""
+
+
 class TrustError(LeptonError):
     """A version or image does not verify: a signature, its signer or what it signs fails."""
 

@@ -25,6 +25,7 @@ EXTRAS = {
 DEPLOY_STEPS = ("deploy", "rollback")
 SIGNING_STEPS = ("register", "build")  # they sign when the job has a key or an OIDC token
 REQUIRE_STEPS = ("promote", "accept-tag", "build", "deploy")  # they verify under trust.require
+VERIFY_STEPS = ("pull",)  # it verifies a signed version whenever `trust:` names a signer
 # what tells that a job can sign: a key's path, an OIDC token (`id-token: write`), or the
 # actions saying they were given a key (LEPTON_SIGNS=true: the key itself stays out of setup)
 SIGNER_ENV = ("LEPTON_SIGNING_KEY", "ACTIONS_ID_TOKEN_REQUEST_URL")
@@ -47,6 +48,8 @@ def needed(
             out.add("deploy")
     trust = cfg.config.trust
     if step in REQUIRE_STEPS and trust.require:
+        out.add("trust")
+    if step in VERIFY_STEPS and (trust.require or trust.keys or trust.identities):
         out.add("trust")
     e = env or {}
     can_sign = (

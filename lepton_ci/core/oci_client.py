@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from lepton_ci.core.gha import Runtime
 
 CHUNK = 8 * 1024 * 1024
+_DOWNLOAD_CHUNK = 1 << 20
 
 MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
 INDEX_OCI = "application/vnd.oci.image.index.v1+json"
@@ -148,6 +149,7 @@ class OCIClient:
         self._tokens: dict[str, tuple[str, float]] = {}  # repo -> (Authorization, expiry)
         self._scopes: dict[str, dict[str, set[str]]] = {}  # repo -> resource -> actions held
         self.uploaded_bytes = 0
+        self.downloaded_bytes = 0
         self.calls = 0
         self.lock = threading.Lock()  # layers upload in parallel
         self.platform_note = ""  # which platform of an index image_manifest picked
@@ -281,14 +283,72 @@ class OCIClient:
     def read_blob(self, repo: str, digest: str, read: Callable[[IO[bytes]], None]) -> None:
         """Stream a blob to `read` as a file object, a chunk at a time (a base layer of
         hundreds of MB is never held in memory); its digest is checked once read to the end."""
-        r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True)
-        with contextlib.closing(r):
-            if r.status_code != 200:
-                raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
-            stream = _HashingReader(r.iter_content(1 << 20))
-            read(io.BufferedReader(stream, 1 << 20))
-            stream.drain()
-        if stream.digest() != digest:
+        stream = _ChunkReader(self.blob_chunks(repo, digest))
+        read(io.BufferedReader(stream, 1 << 20))
+        stream.drain()
+
+    def blob_chunks(
+        self, repo: str, digest: str, progress: ProgressFn | None = None, size: int = 0
+    ) -> Iterator[bytes]:
+        """A blob's bytes, a chunk at a time; its digest is checked after the last chunk (an
+        OCIError then: the caller must not keep what it made of the bytes). A download that
+        breaks off resumes where it stopped with an HTTP Range request (at most max_retries
+        times in a row); a registry that ignores the range sends the blob again from the
+        start, and the bytes already had are skipped."""
+        import requests
+
+        url = f"/v2/{repo}/blobs/{digest}"
+        h = hashlib.sha256()
+        got, breaks = 0, 0
+        r = self.request("GET", url, repo=repo, stream=True)
+        while True:
+            with contextlib.closing(r):
+                if r.status_code not in (200, 206):
+                    raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
+                skip = got if r.status_code == 200 else 0
+                if r.status_code == 206 and not _range_starts(r.headers, got):
+                    raise OCIError(
+                        f"registry {self.registry}: asked for blob {digest[:19]} of {repo} "
+                        f"from byte {got}, it sent {r.headers.get('Content-Range') or 'no range'}"
+                    )
+                length = int(r.headers.get("Content-Length") or 0)
+                received = 0
+                try:
+                    for chunk in r.iter_content(_DOWNLOAD_CHUNK):
+                        received += len(chunk)
+                        if skip:  # the registry ignored the range: drop what we had
+                            cut = min(skip, len(chunk))
+                            skip -= cut
+                            chunk = chunk[cut:]
+                            if not chunk:
+                                continue
+                        h.update(chunk)
+                        got += len(chunk)
+                        with self.lock:
+                            self.downloaded_bytes += len(chunk)
+                        if progress:
+                            progress(got, size)
+                        yield chunk
+                        breaks = 0  # bytes arrived: the next break has its tries again
+                    if not length or received >= length:
+                        break
+                    why = f"the connection closed after {received} of {length} bytes"
+                except (
+                    requests.ConnectionError,
+                    requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError,  # the body broke off
+                ) as e:
+                    why = type(e).__name__
+            if breaks >= self.max_retries:
+                raise OCIError(
+                    f"registry {self.registry}: the download of blob {digest[:19]} of {repo} "
+                    f"broke off at byte {got} ({why}) {breaks + 1} times in a row",
+                    hint="check the network to the registry, then run the command again",
+                )
+            self.sleep(min(2**breaks, 30))
+            breaks += 1
+            r = self.request("GET", url, repo=repo, stream=True, headers={"Range": f"bytes={got}-"})
+        if "sha256:" + h.hexdigest() != digest:
             raise OCIError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
@@ -600,13 +660,12 @@ def runner_platform() -> tuple[str, str | None]:
     return arch, ("v8" if arch == "arm64" else None)
 
 
-class _HashingReader(io.RawIOBase):
-    """A readable file over an iterator of chunks that hashes what passes."""
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of chunks."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self.chunks = chunks
         self.pending = memoryview(b"")
-        self.h = hashlib.sha256()
 
     def readable(self) -> bool:
         return True
@@ -616,7 +675,6 @@ class _HashingReader(io.RawIOBase):
             chunk = next(self.chunks, None)
             if chunk is None:
                 return 0
-            self.h.update(chunk)
             self.pending = memoryview(chunk)
         n = min(len(buffer), len(self.pending))
         buffer[:n] = self.pending[:n]
@@ -624,11 +682,15 @@ class _HashingReader(io.RawIOBase):
         return n
 
     def drain(self) -> None:
-        for chunk in self.chunks:
-            self.h.update(chunk)
+        """Read to the end: the blob's digest is checked there."""
+        for _ in self.chunks:
+            pass
 
-    def digest(self) -> str:
-        return "sha256:" + self.h.hexdigest()
+
+def _range_starts(headers: Mapping[str, str], offset: int) -> bool:
+    """A 206 answer's Content-Range (`bytes 100-199/200`) starts at `offset`."""
+    m = re.match(r"\s*bytes\s+(\d+)-", headers.get("Content-Range", ""))
+    return m is not None and int(m[1]) == offset
 
 
 class _Sized:

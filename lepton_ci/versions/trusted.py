@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lepton_ci import __version__
-from lepton_ci.core.errors import TrustError
+from lepton_ci.core.errors import MissingExtra, TrustError
 from lepton_ci.versions.registry import Registry
 
 if TYPE_CHECKING:
@@ -84,6 +84,44 @@ def require_version(ctx: Context, info: VersionInfo, rec: Record | None, what: s
         raise _refused(e, what) from None
     except ModuleNotFoundError as e:
         raise _unverifiable(e, what) from None
+
+
+def when_signed(
+    ctx: Context, info: VersionInfo, rec: Record | None, what: str, *, remote: str | None
+) -> Verified | None:
+    """For a step that hands out a version's files (pull): the version verified when it is
+    signed, or when `trust.require` asks for a signature; None for an unsigned version that
+    nothing requires to be signed, and for a signed one when `trust:` lists no signer to
+    check it against (a warning says so: it is then as good as unsigned)."""
+    from lepton_ci.trust import policy as policy_mod
+    from lepton_ci.trust import store
+
+    signed = store.statement(ctx.git, info.tag, remote) is not None
+    if not signed and not required(ctx):
+        return None
+    try:
+        from lepton_ci.trust import verify as check
+
+        policy = policy_mod.load(ctx.cfg, ctx.env)
+        if policy.empty and not policy.require:
+            ctx.rt.warning(
+                f"{info.tag} is signed, but `trust:` in {ctx.cfg.path.name} lists no key or "
+                "identity to check the signature against: it was not checked (add "
+                "`trust: {keys: [release.pub]}` to check it)"
+            )
+            return None
+        # An empty policy that `require`s: verify's own error says to list a signer.
+        chosen = None if policy.empty else policy
+        return check.version(ctx, claim(info, rec), remote=remote, policy=chosen)
+    except TrustError as e:
+        if required(ctx):
+            raise _refused(e, what) from None
+        e.message = f"{what} refused: {e.message}"
+        raise
+    except ModuleNotFoundError as e:
+        if required(ctx):
+            raise _unverifiable(e, what) from None
+        raise MissingExtra.of(e) or e from None
 
 
 def require_named(ctx: Context, model: str, version: str, what: str) -> None:

@@ -15,6 +15,12 @@ Modes of a Rule:
 - "stale" (on the upload-status GET, with `answer_416`): report `at` bytes held, fewer than
   the session holds, as a replica that lags behind does; the client's next range is then
   wrong and refused with 416;
+- "cut" (on a blob GET): forward, then send the answer's head and the first `at` bytes of
+  its body (the full Content-Length announced), then close: a download broken mid-blob. The
+  Range header of every GET is kept in `read_ranges`; with `ignore_range` the registry never
+  sees one (it answers 200 and the whole blob, as some registries and caches do);
+- "slow" (on a GET): forward, then send the answer 64 KiB at a time, `delay` seconds apart:
+  a slow link, for stopping a download half-way;
 - "expire": the bearer token this request carries expires now: it and every later request
   with that token get the registry's own 401 challenge, until the client fetches a new one.
 `skip` lets a rule fire on a later matching request (the second chunk, say). Everything
@@ -32,6 +38,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -52,6 +59,7 @@ class Rule:
     mode: str = "reject"
     skip: int = 0
     at: int = 0
+    delay: float = 0.0  # "slow": seconds between 64 KiB pieces of the answer
 
     def fires(self, method: str, path: str) -> bool:
         if self.times <= 0 or method != self.method or not re.search(self.path, path):
@@ -74,6 +82,9 @@ class FaultProxy:
         self.sessions: dict[str, tuple[int, str]] = {}  # upload path -> (bytes held, Location)
         self.expired: set[str] = set()  # Authorization values the registry no longer takes
         self.ranges: list[str] = []  # the Content-Range of every PATCH, "" when none
+        self.read_ranges: list[str] = []  # the Range of every GET, "" when none
+        self.sent = 0  # response body bytes: what clients downloaded through the proxy
+        self.ignore_range = False  # forward GETs without Range, as registries that ignore it
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -101,6 +112,7 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)
+                    proxy.sent += len(body)
 
             def _read(self) -> bytes:
                 n = int(self.headers.get("Content-Length") or 0)
@@ -153,6 +165,8 @@ class FaultProxy:
                 sent_range = self.headers.get("Content-Range", "")
                 if self.command == "PATCH":
                     proxy.ranges.append(sent_range)
+                if self.command == "GET":
+                    proxy.read_ranges.append(self.headers.get("Range", ""))
                 given = re.match(r"(\d+)-", sent_range)
                 start = int(given[1]) if given else held[0] if held else 0
                 if mode == "reject":
@@ -169,6 +183,8 @@ class FaultProxy:
                     self._answer(416, {"Content-Type": "application/json"}, RANGE_INVALID)
                     return
                 headers = _forwarded(self.headers)
+                if proxy.ignore_range and self.command == "GET":
+                    headers = {k: v for k, v in headers.items() if k.lower() != "range"}
                 if mode == "break" and body:
                     cut = rule.at - start if rule.at else len(body) // 2  # type: ignore[union-attr]
                     body = body[: max(cut, 0)]
@@ -186,6 +202,36 @@ class FaultProxy:
                 if self.command == "PATCH" and resp.status_code == 202 and landed:
                     location = resp.headers.get("Location", "").replace(proxy.upstream, proxy.host)
                     proxy.sessions[session] = (int(landed.group(1)) + 1, location)
+                if mode == "cut":
+                    proxy.log.append((self.command, self.path, -resp.status_code))
+                    self.send_response(resp.status_code)
+                    for k, v in resp.headers.items():
+                        if k.lower() not in ("transfer-encoding", "connection"):
+                            self.send_header(k, v)
+                    self.end_headers()
+                    part = resp.content[: rule.at]  # type: ignore[union-attr]
+                    self.wfile.write(part)
+                    self.wfile.flush()
+                    proxy.sent += len(part)
+                    self.connection.shutdown(socket.SHUT_RDWR)  # a FIN: what was sent arrives
+                    self.close_connection = True
+                    return
+                if mode == "slow":
+                    proxy.log.append((self.command, self.path, resp.status_code))
+                    self.send_response(resp.status_code)
+                    for k, v in resp.headers.items():
+                        if k.lower() not in ("transfer-encoding", "connection"):
+                            self.send_header(k, v)
+                    self.end_headers()
+                    try:
+                        for i in range(0, len(resp.content), 1 << 16):
+                            self.wfile.write(resp.content[i : i + (1 << 16)])
+                            self.wfile.flush()
+                            proxy.sent += len(resp.content[i : i + (1 << 16)])
+                            time.sleep(rule.delay)  # type: ignore[union-attr]
+                    except OSError:  # the client went away
+                        self.close_connection = True
+                    return
                 if mode in ("lost", "break"):
                     proxy.log.append((self.command, self.path, -resp.status_code))
                     self._cut()
