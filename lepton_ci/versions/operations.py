@@ -15,7 +15,7 @@ from lepton_ci.core.printer import some
 from lepton_ci.core.products import products
 from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
-from lepton_ci.versions import authorise, protected, trusted
+from lepton_ci.versions import authorise, protected, soak, trusted
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.message import DEPLOYED_TRAILER
@@ -196,6 +196,7 @@ class Promoted:
     sha: str
     pushed: bool
     deploy: bool = True  # does whoever accepts this tag still have to deploy it?
+    soak_verdict: soak.Verdict | None = None  # what it did in the required stage, if a rule asked
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -230,13 +231,17 @@ def check_promotion(
     actors: list[str | None],
     github: GitHubClient | None,
     ignore_tag: str | None = None,
-) -> None:
+    now: soak.Clock = soak.utcnow,
+    history: soak.Reader | None = None,
+) -> soak.Verdict | None:
     """Everything a promotion must satisfy under the protected policy: declared stage, the
-    required stage first, the policy for every actor, and gates passed. Raises RegistryError
-    saying what is wrong; Unjudged (checked last, so a refused actor is refused first) when
-    there is no record."""
+    required stage first, the policy for every actor, gates passed, and what the version did
+    in the required stage (its soak, read from that environment's history; `history` and
+    `now` are for tests to hand in). Raises RegistryError saying what is wrong; Unjudged
+    (checked after the actor, so a refused actor is refused first) when there is no record.
+    Returns the soak verdict, if the stage has a soak rule."""
     authorise.declared(ctx, policy, stage)
-    required = policy.stages[stage].requires
+    required = policy.stages[stage].required_stage
     if required is not None:
         was_there = any(
             e.action is tags.Action.ASSIGN and e.sha == info.sha and e.tag != ignore_tag
@@ -266,6 +271,7 @@ def check_promotion(
             hint="promote a version that passed, or register a fixed one",
         )
     trusted.require_version(ctx, info, rec, f"promotion of {info.tag} to {stage}")
+    return soak.check(ctx, policy, model, str(info.version), stage, now=now, read=history)
 
 
 def promote(
@@ -279,6 +285,8 @@ def promote(
     actor: str | None = None,
     github: GitHubClient | None = None,
     deployed_here: bool = False,
+    now: soak.Clock = soak.utcnow,
+    history: soak.Reader | None = None,
 ) -> Promoted:
     """deployed_here: the calling workflow deploys the stage itself; the tag says so, so the
     tag workflow does not deploy it again."""
@@ -288,7 +296,18 @@ def promote(
     message = _promote_message(ctx, info.tag, stage, actor, deployed_here=deployed_here)
     policy = protected.load(ctx, remote)
     actors = authorise.run_actors(ctx.env, actor)
-    check_promotion(ctx, model, info, stage, state, policy=policy, actors=actors, github=github)
+    verdict = check_promotion(
+        ctx,
+        model,
+        info,
+        stage,
+        state,
+        policy=policy,
+        actors=actors,
+        github=github,
+        now=now,
+        history=history,
+    )
     current = state.stages(model).get(stage)
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
@@ -296,7 +315,16 @@ def promote(
     reg.create_tag(name, info.sha, message, after=state.last_time(model))
     if push:
         reg.push_tag(name, remote)
-    return Promoted(model, info.version, stage, name, info.sha, push, deploy=not deployed_here)
+    return Promoted(
+        model,
+        info.version,
+        stage,
+        name,
+        info.sha,
+        push,
+        deploy=not deployed_here,
+        soak_verdict=verdict,
+    )
 
 
 def _promote_message(
@@ -320,6 +348,8 @@ def accept_pushed_tag(
     remote: str = "origin",
     actor: str | None = None,
     github: GitHubClient | None = None,
+    now: soak.Clock = soak.utcnow,
+    history: soak.Reader | None = None,
 ) -> Promoted | None:
     """A stage tag someone pushed: check it like a promotion. A refused tag is deleted again,
     here and on the remote, so the registry never shows a promotion the policy forbade. A tag
@@ -353,7 +383,7 @@ def accept_pushed_tag(
                 f"version of {parsed.model}",
                 hint="register that commit first (`lepton-ci register`), then assign again",
             )
-        check_promotion(
+        verdict = check_promotion(
             ctx,
             parsed.model,
             info,
@@ -363,6 +393,8 @@ def accept_pushed_tag(
             actors=actors,
             github=github,
             ignore_tag=tag,
+            now=now,
+            history=history,
         )
     except Unjudged as e:
         e.message += f"; the tag {tag} was left in place (nothing is deployed)"
@@ -386,7 +418,14 @@ def accept_pushed_tag(
     if by is not None:
         ctx.rt.notice(f"{tag} was deployed by the workflow that promoted it ({by}); not again")
     return Promoted(
-        parsed.model, info.version, parsed.stage, tag, info.sha, False, deploy=by is None
+        parsed.model,
+        info.version,
+        parsed.stage,
+        tag,
+        info.sha,
+        False,
+        deploy=by is None,
+        soak_verdict=verdict,
     )
 
 
