@@ -351,3 +351,219 @@ def test_the_verdict_is_json(repo):
     assert done.soak_verdict is not None
     shown = json.loads(json.dumps(done.soak_verdict.evidence.as_dict()))
     assert shown["served_seconds"] == 50 * 3600 and shown["requests"] == 2000
+
+
+# -- the evidence as `watch` records it, against a real Prometheus ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory):
+    from tests.support.prometheus import scraping
+
+    with scraping(tmp_path_factory.mktemp("prom")) as server:
+        yield server
+
+
+WATCH = """\
+          watch:
+            prometheus: {url}
+            for: 1
+            on_breach: alert
+            requests: 'sum(increase(lepton_test_predictions_total[$window]))'
+            slos:
+              - {{name: errors, query: '{query}', max: 0.01}}
+"""
+
+
+def watched(repo, prom, query):
+    """The work tree's staging gets a watch; the real deployer deploys v0.1.0 there, as if its
+    deploy finished 49 hours ago (so the request window reaches back past every scrape)."""
+    from lepton_ci.core.prometheus import Prometheus
+    from lepton_ci.deploy.deployer import Deployer
+    from lepton_ci.deploy.health import Report
+    from lepton_ci.deploy.manifests import Release
+    from lepton_ci.watch.operation import WatchOperation
+
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "        staging: {host_port: 18997}\n",
+            "        staging:\n          host_port: 18997\n"
+            + WATCH.format(query=query, url=prom.url),
+        )
+    )
+    ctx = Context.load(cwd=repo)
+    _, model = ctx.cfg.model("toy")
+    assert model.deploy is not None
+
+    class Nowhere:
+        def apply(self, name, text):
+            return []
+
+        def wait(self, text, budget, ready_url):
+            return 0.0
+
+        def remove(self, name):
+            pass
+
+        def scale_to_zero(self, name):
+            pass
+
+    s = store(repo)
+    dep = Deployer(
+        "toy",
+        "staging",
+        model.deploy,
+        repo,
+        target=Nowhere(),
+        store=s,
+        checker=lambda checks, url: Report(True, [], "ok"),
+        log=lambda m: None,
+    )
+    dep.deploy(Release("toy", "v0.1.0", "r/toy@sha256:" + "1" * 64, "d", 0))
+    rev = s.list()[-1]
+    rev.finished_at = at(49, datetime.now(UTC))
+    s.save(rev)
+    op = WatchOperation(ctx, "staging", deployer=dep, prometheus=Prometheus(prom.url))
+    return op, s
+
+
+def test_watch_counts_the_requests_that_promote_then_weighs(repo, prom):
+    op, s = watched(repo, prom, "vector(0)")
+    r = op.run(once=True)
+    rev = s.list()[-1]
+    assert r.status == "healthy" and r.requests is not None and r.requests > 0
+    assert rev.requests == r.requests and rev.requests_at == r.at
+    assert "window" not in op.requests_query(3600) and "[3600s]" in op.requests_query(3600)
+    # Prometheus agrees on the count (it only grows between the two questions)
+    again = sum(x.value for x in op.prometheus.query(op.requests_query(49 * 3600 + 60)))
+    assert again >= r.requests
+    with pytest.raises(SoakRefused) as e:
+        promote(repo, datetime.now(UTC))
+    msg = e.value.message
+    assert f"{r.requests:.0f} of 1000 requests" in msg and "counted by `watch` at" in msg
+    assert "more serving" not in msg  # 49h served of 48h
+
+
+def test_a_breach_watch_records_is_named_by_the_refusal(repo, prom):
+    from lepton_ci.core.errors import SLOBreached
+
+    op, s = watched(repo, prom, "vector(0.5)")
+    with pytest.raises(SLOBreached):
+        op.run(once=True)
+    assert [b.slo for b in s.list()[-1].breaches] == ["errors"]
+    with pytest.raises(SoakRefused) as e:
+        promote(repo, datetime.now(UTC))
+    assert "SLO breaches: errors (revision 1, " in e.value.message
+    assert "never passes" in e.value.message
+
+
+def test_a_request_count_that_cannot_be_made_is_said_and_never_acted_on(repo, prom):
+    op, s = watched(repo, prom, "vector(0)")
+    op.cfg = op.cfg.model_copy(update={"requests": "sum(rate(nope[$window]) +)"})
+    r = op.run(once=True)
+    assert r.status == "healthy" and r.requests is None and "parse error" in r.requests_note
+    assert "requests served: not counted (" in r.text()
+    assert s.list()[-1].requests is None
+
+
+# -- the history kept in the cluster -------------------------------------------------------------
+
+K8S = """\
+    deploy:
+      target: kubernetes
+      environments:
+        staging: {namespace: soak-staging, url: "http://127.0.0.1:9"}
+        prod: {namespace: soak-prod, url: "http://127.0.0.1:9"}
+"""
+
+
+@pytest.fixture
+def k8s_repo(toy_repo, cli, tmp_path):
+    text = (toy_repo / "lepton.yaml").read_text()
+    (toy_repo / "lepton.yaml").write_text(text.replace("    gates:\n", K8S + "    gates:\n"))
+    set_policy(toy_repo, POLICY)
+    commit_all(toy_repo, "chore: soak policy")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    assert cli("promote", "toy", "v0.1.0", "staging")[0] == 0
+    return toy_repo
+
+
+def test_the_history_in_configmaps_is_read_where_the_protected_ref_says(k8s_repo):
+    from lepton_ci.deploy.kubernetes import ConfigMapStore
+    from lepton_ci.deploy.manifests import dns_name
+    from lepton_ci.versions import protected
+    from tests.support.kube import Cluster
+
+    cluster = Cluster()
+    try:
+        cms = ConfigMapStore(cluster.api, "soak-staging", dns_name("toy", "staging"))
+        cms.save(revision(1, served_h=30, requests=4000.0, requests_at=at(0.1)))
+        ctx = Context.load(cwd=k8s_repo)
+
+        def read(model, env):
+            policy = protected.load(ctx)
+            return soak.history_reader(ctx, policy, model, env, api_client=cluster.api)
+
+        with pytest.raises(SoakRefused) as e:
+            operations.promote(ctx, "toy", "v0.1.0", "prod", now=lambda: NOW, history=read)
+        assert "served 30h of 48h in staging" in e.value.message
+        cms.save(revision(2, served_h=20, requests=1.0, requests_at=at(0.1)))
+        done = operations.promote(ctx, "toy", "v0.1.0", "prod", now=lambda: NOW, history=read)
+        assert done.soak_verdict is not None and done.soak_verdict.evidence.revisions == [1, 2]
+    finally:
+        cluster.close()
+
+
+def test_no_cluster_credentials_is_a_refusal_saying_what_to_configure(k8s_repo, tmp_path):
+    ctx = Context.load(cwd=k8s_repo)
+    ctx.env = {**ctx.env, "KUBECONFIG": str(tmp_path / "none"), "KUBERNETES_SERVICE_HOST": ""}
+    with pytest.raises(SoakRefused) as e:
+        operations.promote(ctx, "toy", "v0.1.0", "prod", now=lambda: NOW)
+    assert "cannot read the deploy history of `staging`" in e.value.message
+    assert "nothing is promoted" in e.value.message
+    assert "ConfigMaps of namespace `soak-staging`" in (e.value.hint or "")
+
+
+# -- the approval: the candidate beside what serves now -------------------------------------------
+
+
+def test_the_promote_summary_puts_the_candidate_beside_the_serving_version(repo, cli, gh_files):
+    real = datetime.now(UTC)
+    s = store(repo)
+    s.save(revision(1, served_h=60, ended_h=10, base=real, requests=4000.0, requests_at=at(11)))
+    code, _, err = cli("promote", "toy", "v0.1.0", "prod")
+    assert code == 0, err
+    prod = store(repo, "prod")
+    prod.save(revision(1, served_h=9, base=real, requests=777.0, requests_at=at(0.1, real)))
+    (repo / "x.py").write_text("# a change\n")
+    commit_all(repo, "fix: something")
+    git(repo, "push", "-q", "origin", "main")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    assert cli("promote", "toy", "v0.1.1", "staging")[0] == 0
+    s.save(revision(2, "v0.1.1", served_h=10, base=real, requests=1500.0, requests_at=at(0.1)))
+    gh_files["summary"].write_text("")
+    code, _, err = cli("promote", "toy", "v0.1.1", "prod")
+    assert code == 1 and "served 10h of 48h in staging" in err
+    s.save(revision(2, "v0.1.1", served_h=50, base=real, requests=1500.0, requests_at=at(0.1)))
+    gh_files["summary"].write_text("")
+    code, _, err = cli("promote", "toy", "v0.1.1", "prod")
+    assert code == 0, err
+    table = gh_files["summary"].read_text()
+    assert "v0.1.1 for `prod`, beside what serves there now (v0.1.0)" in table
+    assert "| version | v0.1.1 | v0.1.0 |" in table
+    assert "| gates | pass | pass |" in table
+    assert "| accuracy | " in table
+    assert "| served | 50h in staging (serving now) | 9h in prod (serving now) |" in table
+    assert "| requests | 1500 | 777 |" in table
+    assert "| SLO breaches | none | none |" in table
+
+
+@pytest.mark.unit
+def test_the_approval_table_escapes_what_it_shows():
+    from lepton_ci.versions import approval
+
+    hostile = approval.Side("v1|<b>x</b>", None, "staging", None, "no | <script>alert(1)</script>")
+    table = approval.markdown("prod", hostile, None)
+    assert "<script>" not in table and "<b>" not in table
+    assert "v1\\|" in table and "nothing yet" in table

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, RecordError, RegistryError
+from lepton_ci.core.escape import md_cell
 from lepton_ci.core.github import GitHubClient
 from lepton_ci.core.interrupt import deferred
 from lepton_ci.core.outputs import AcceptTagOutputs, PromoteOutputs, RegisterOutputs
@@ -15,7 +16,7 @@ from lepton_ci.core.printer import some
 from lepton_ci.core.products import products
 from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
-from lepton_ci.versions import authorise, protected, soak, trusted
+from lepton_ci.versions import approval, authorise, protected, soak, trusted
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.message import DEPLOYED_TRAILER
@@ -28,6 +29,7 @@ from lepton_ci.versions.registry import (
 )
 
 if TYPE_CHECKING:
+    from lepton_ci.deploy.releases import Revision
     from lepton_ci.trust.attest import Signed
 
 
@@ -197,6 +199,7 @@ class Promoted:
     pushed: bool
     deploy: bool = True  # does whoever accepts this tag still have to deploy it?
     soak_verdict: soak.Verdict | None = None  # what it did in the required stage, if a rule asked
+    approval: str = ""  # Markdown: the candidate beside what serves in the stage now
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -311,6 +314,7 @@ def promote(
     current = state.stages(model).get(stage)
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
+    shown = _approval(ctx, policy, model, info, stage, state, verdict, now, history)
     name = tags.stage_tag(model, stage, state.next_counter(model))
     reg.create_tag(name, info.sha, message, after=state.last_time(model))
     if push:
@@ -324,7 +328,45 @@ def promote(
         push,
         deploy=not deployed_here,
         soak_verdict=verdict,
+        approval=shown,
     )
+
+
+def _approval(
+    ctx: Context,
+    policy: Policy,
+    model: str,
+    info: VersionInfo,
+    stage: str,
+    state: State,
+    verdict: soak.Verdict | None,
+    now: soak.Clock,
+    history: soak.Reader | None,
+) -> str:
+    """The candidate beside the version serving in `stage` now. The serving version's time
+    there is read only when a soak rule made this job able to read histories; it is shown,
+    never judged, so a history that cannot be read is said in the table, not raised."""
+    reg = Registry(ctx.git)
+    rule = policy.stages[stage].requires
+    t = now()
+    if verdict is not None:
+        ev = verdict.evidence
+        candidate = approval.Side(str(info.version), reg.record(info.tag), ev.env, ev)
+    else:
+        env = rule.stage if rule is not None else stage
+        candidate = approval.Side(str(info.version), reg.record(info.tag), env, None)
+    current = state.stages(model).get(stage)
+    if current is None:
+        return approval.markdown(stage, candidate, None)
+    revs: list[Revision] | str = ""
+    if verdict is not None:
+        try:
+            read = history or (lambda m, e: soak.history_reader(ctx, policy, m, e))
+            revs = read(model, stage)
+        except LeptonError as e:
+            revs = e.message
+    serving = approval.side(str(current.version), reg.record(current.tag), stage, revs, t)
+    return approval.markdown(stage, candidate, serving)
 
 
 def _promote_message(
@@ -478,4 +520,11 @@ def accept_tag_step(
         AcceptTagOutputs(model="", version="", stage="", deploy="false").write(ctx.rt)
         return f"{tag}: not a stage assignment; nothing to promote"
     res.accepted().write(ctx.rt)
+    if res.soak_verdict is not None:
+        ev = res.soak_verdict.evidence
+        ctx.rt.summary(
+            f"{md_cell(tag)}: {md_cell(res.model)}@{res.version} met "
+            f"`stages.{res.stage}.requires`: served {soak.span(ev.served_s)} in {ev.env}, "
+            f"{ev.requests:.0f} requests, SLO breaches: {md_cell(ev.breach_text)}\n"
+        )
     return f"{tag}: {res.model}@{res.version} accepted in {res.stage}"
