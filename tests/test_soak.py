@@ -567,3 +567,29 @@ def test_the_approval_table_escapes_what_it_shows():
     table = approval.markdown("prod", hostile, None)
     assert "<script>" not in table and "<b>" not in table
     assert "v1\\|" in table and "nothing yet" in table
+
+
+def test_the_version_page_puts_the_candidate_beside_each_stage_s_version(repo, cli):
+    """v0.1.0 serves prod (with a breach whose recorded name is markup), v0.1.1 soaks in
+    staging: v0.1.1's page shows both, every value escaped."""
+    real = datetime.now(UTC)
+    s = store(repo)
+    s.save(revision(1, served_h=60, ended_h=10, base=real, requests=4000.0, requests_at=at(11)))
+    assert cli("promote", "toy", "v0.1.0", "prod")[0] == 0
+    breach = Breach(slo="<script>x</script>", value=1, bound="<= 0", at=at(1), action="alert")
+    store(repo, "prod").save(revision(1, served_h=9, base=real, breaches=[breach]))
+    (repo / "x.py").write_text("# a change\n")
+    commit_all(repo, "fix: something")
+    assert cli("run")[0] == 0 and cli("register")[0] == 0
+    assert cli("promote", "toy", "v0.1.1", "staging")[0] == 0
+    s.save(revision(2, "v0.1.1", served_h=10, base=real, requests=1500.0, requests_at=at(0.1)))
+    code, _, err = cli("site")
+    assert code == 0, err
+    page = (repo / "_site" / "models" / "toy" / "v0.1.1.html").read_text()
+    assert "v0.1.1 beside v0.1.0, which serves in prod now" in page
+    assert "<tr><th>served</th><td>10h in staging (serving now)</td>" in page
+    assert "<td>9h in prod (serving now)</td>" in page
+    assert "<tr><th>requests</th><td>1500</td><td>not counted</td></tr>" in page
+    assert "&lt;script&gt;x&lt;/script&gt; (revision 1," in page and "<script>x" not in page
+    # the version serving prod has nothing to be put beside there
+    assert "beside v0.1.0" not in (repo / "_site/models/toy/v0.1.0.html").read_text()
