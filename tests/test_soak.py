@@ -133,6 +133,7 @@ def test_the_cli_refuses_with_exit_1_and_says_what_is_missing(repo, cli):
     assert code == 1
     assert "of 48h in staging" in err and "312 of 1000 requests" in err
     assert "688 more requests (312 of 1000, counted by `watch` at" in err
+    assert "if no breach is recorded and 688 more requests are counted" in err
     assert "Can pass at " in err and prod_tags(repo) == []
 
 

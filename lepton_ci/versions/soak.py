@@ -109,7 +109,7 @@ def evidence(revs: list[Revision], env: str, version: str, now: datetime) -> Evi
         if r.requests is not None:
             out.requests += r.requests
             if out.counted_at is None or (r.requests_at or "") > out.counted_at:
-                out.counted_at = r.requests_at or ""
+                out.counted_at = r.requests_at or "an unrecorded time"
         start = _when(r.finished_at)
         if start is None or r.status == "pending":
             continue
@@ -175,19 +175,21 @@ def judge(rule: Requires, ev: Evidence, now: datetime) -> Verdict:
             "a version with a recorded breach never passes: fix it and register a new version"
         )
     need = rule.soak_seconds
+    short_of = max(0.0, rule.min_requests - ev.requests)
     if ev.served_s < need:
         left = need - ev.served_s
         missing.append(f"{span(left)} more serving in {rule.stage} ({rule.soak} in all)")
         if ev.serving_since is not None:
             pass_at = now + timedelta(seconds=left)
             if not breached:
-                how.append(f"can pass at {stamp(pass_at)} if no breach is recorded")
+                more = f" and {short_of:.0f} more requests are counted" if short_of else ""
+                how.append(f"can pass at {stamp(pass_at)} if no breach is recorded{more}")
         elif not breached:
             how.append(
                 f"it does not serve in {ev.env} now: deploy it there (`lepton-ci deploy "
                 f"{ev.env} --version {ev.version}`) to go on with its soak"
             )
-    if ev.requests < rule.min_requests:
+    if short_of:
         if ev.counted_at is None:
             missing.append(
                 f"{rule.min_requests} requests: none were counted in {ev.env}; `lepton-ci "
