@@ -548,8 +548,10 @@ def test_the_promote_summary_puts_the_candidate_beside_the_serving_version(repo,
     assert code == 1 and "served 10h of 48h in staging" in err
     s.save(revision(2, "v0.1.1", served_h=50, base=real, requests=1500.0, requests_at=at(0.1)))
     gh_files["summary"].write_text("")
-    code, _, err = cli("promote", "toy", "v0.1.1", "prod")
+    code, out, err = cli("promote", "toy", "v0.1.1", "prod", "--json")
     assert code == 0, err
+    shown = json.loads(out)["soak"]
+    assert shown["env"] == "staging" and shown["requests"] == 1500 and shown["serving"]
     table = gh_files["summary"].read_text()
     assert "v0.1.1 for `prod`, beside what serves there now (v0.1.0)" in table
     assert "| version | v0.1.1 | v0.1.0 |" in table

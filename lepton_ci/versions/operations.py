@@ -209,6 +209,7 @@ class Promoted:
             "tag": self.tag,
             "sha": self.sha,
             "pushed": self.pushed,
+            "soak": self.soak_verdict.evidence.as_dict() if self.soak_verdict else None,
         }
 
     def outputs(self) -> PromoteOutputs:
