@@ -596,3 +596,55 @@ def test_the_version_page_puts_the_candidate_beside_each_stage_s_version(repo, c
     assert "&lt;script&gt;x&lt;/script&gt; (revision 1," in page and "<script>x" not in page
     # the version serving prod has nothing to be put beside there
     assert "beside v0.1.0" not in (repo / "_site/models/toy/v0.1.0.html").read_text()
+
+
+def test_the_deployer_records_when_each_revision_stopped_serving(tmp_path):
+    """Superseded, rolled back and reverted by watch: each says when it stopped; a revert by
+    watch keeps when the revision began to serve, which its soak is counted from."""
+    from lepton_ci.core import config
+    from lepton_ci.deploy.deployer import Deployer
+    from lepton_ci.deploy.health import Report
+    from lepton_ci.deploy.manifests import Release
+
+    class Nowhere:
+        def apply(self, name, text):
+            return []
+
+        def wait(self, text, budget, ready_url):
+            return 0.0
+
+        def remove(self, name):
+            pass
+
+        def scale_to_zero(self, name):
+            pass
+
+    deploy = config.DeployConfig.model_validate({"environments": {"staging": {"host_port": 1}}})
+    s = FileStore(tmp_path / "state")
+    dep = Deployer(
+        "toy",
+        "staging",
+        deploy,
+        tmp_path,
+        target=Nowhere(),
+        store=s,
+        checker=lambda checks, url: Report(True, [], "ok"),
+        log=lambda m: None,
+    )
+    for n in (1, 2, 3):
+        dep.deploy(Release("toy", f"v0.1.{n}", f"r/toy@sha256:{n:064x}", "d", 0))
+    revs = s.list()
+    assert [r.status for r in revs] == ["superseded", "superseded", "deployed"]
+    assert revs[0].ended_at and revs[1].ended_at and revs[2].ended_at is None
+    assert revs[0].ended_at >= revs[1].finished_at  # type: ignore[operator]
+    dep.rollback()
+    revs = s.list()
+    assert revs[2].status == "rolled-back" and revs[2].ended_at
+    assert revs[3].rollback_of == 2 and revs[3].ended_at is None and revs[3].requests is None
+    revs[3].finished_at = began = "2026-01-01T00:00:00+00:00"
+    s.save(revs[3])
+    dep.revert(4, "SLO breached after release: errors")
+    bad = s.list()[3]
+    assert bad.status == "failed" and bad.finished_at == began and bad.ended_at
+    ev = soak.evidence(s.list(), "staging", "v0.1.2", datetime.now(UTC))
+    assert ev.revisions == [2, 4] and ev.served_s > 300 * 24 * 3600
