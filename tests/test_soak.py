@@ -636,7 +636,7 @@ def test_the_deployer_records_when_each_revision_stopped_serving(tmp_path):
     revs = s.list()
     assert [r.status for r in revs] == ["superseded", "superseded", "deployed"]
     assert revs[0].ended_at and revs[1].ended_at and revs[2].ended_at is None
-    assert revs[0].ended_at >= revs[1].finished_at  # type: ignore[operator]
+    assert revs[0].ended_at >= (revs[1].finished_at or "")
     dep.rollback()
     revs = s.list()
     assert revs[2].status == "rolled-back" and revs[2].ended_at
