@@ -648,3 +648,85 @@ def test_the_deployer_records_when_each_revision_stopped_serving(tmp_path):
     assert bad.status == "failed" and bad.finished_at == began and bad.ended_at
     ev = soak.evidence(s.list(), "staging", "v0.1.2", datetime.now(UTC))
     assert ev.revisions == [2, 4] and ev.served_s > 300 * 24 * 3600
+
+
+# -- counting at promotion, from Prometheus --------------------------------------------------------
+
+COUNTED = """\
+stages:
+  staging: {}
+  prod:
+    requires: {stage: staging, soak: 48h, no_breach: true, min_requests: 100}
+"""
+
+
+def counted_repo(repo, url):
+    """main's staging names a Prometheus and the requests query (the protected ref's, as
+    every rule); no `watch` ever counted anything."""
+    cfg = repo / "lepton.yaml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "        staging: {host_port: 18997}\n",
+            "        staging:\n          host_port: 18997\n"
+            + WATCH.format(query="vector(0)", url=url),
+        )
+    )
+    set_policy(repo, COUNTED)
+    commit_all(repo, "chore: count at promotion")
+    git(repo, "push", "-q", "origin", "main")
+
+
+def test_promote_counts_the_requests_from_prometheus_over_each_interval_served(repo, prom):
+    from lepton_ci.core.prometheus import Prometheus
+
+    counted_repo(repo, prom.url)
+    # scrapes from before the interval's end below (a fresh Prometheus has only seconds)
+    prom.wait_for('count_over_time(lepton_test_predictions_total{class="0"}[1h] offset 5s) >= 3')
+    real = datetime.now(UTC)
+    # it served from 49 hours ago until 5 s ago: that interval's count is settled
+    end = real - timedelta(seconds=5)
+    rev = revision(1, served_h=49, base=real, ended_h=5 / 3600)
+    rev.ended_at = end.isoformat()
+    store(repo).save(rev)
+    done = promote(repo, real)
+    assert done.soak_verdict is not None
+    ev = done.soak_verdict.evidence
+    window = f"{int((end - (real - timedelta(hours=49))).total_seconds())}s"
+    expected = Prometheus(prom.url).query(
+        f"sum(increase(lepton_test_predictions_total[{window}]))", end.timestamp()
+    )
+    assert ev.requests == pytest.approx(expected[0].value) and ev.requests >= 100
+    assert ev.counted_by == f"Prometheus ({prom.url})"
+
+
+def test_too_few_requests_by_prometheus_name_who_counted(repo, prom):
+    counted_repo(repo, prom.url)
+    set_policy(repo, COUNTED.replace("min_requests: 100", "min_requests: 100000000"))
+    commit_all(repo, "chore: a lot of traffic")
+    git(repo, "push", "-q", "origin", "main")
+    real = datetime.now(UTC)
+    store(repo).save(revision(1, served_h=49, base=real, requests=5.0, requests_at=at(0.1)))
+    with pytest.raises(SoakRefused) as e:
+        promote(repo, real)
+    assert f"of 100000000, counted by Prometheus ({prom.url}) at" in e.value.message
+
+
+def test_prometheus_that_cannot_count_leaves_watch_s_counts_and_says_why(repo, refused_url):
+    counted_repo(repo, refused_url)
+    real = datetime.now(UTC)
+    store(repo).save(revision(1, served_h=49, base=real, requests=40.0, requests_at=at(0.1)))
+    with pytest.raises(SoakRefused) as e:
+        promote(repo, real)
+    msg = e.value.message
+    assert "40 of 100 requests" in msg and "counted by `watch` at" in msg
+    assert "(Prometheus could not count them: " in msg
+
+
+@pytest.fixture
+def refused_url():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

@@ -390,6 +390,14 @@ class WatchConfig(Strict):
         return self
 
 
+def requests_query(model: str, watch: WatchConfig | None) -> str:
+    """`watch.requests`, or its default from the server's metric prefix."""
+    if watch is not None and watch.requests is not None:
+        return watch.requests
+    prefix = (watch.metrics_prefix if watch else None) or re.sub(r"[^a-zA-Z0-9_]", "_", model)
+    return f"sum(increase({prefix}_requests_total[$window]))"
+
+
 class DeployEnvironment(Strict):
     namespace: str = Field(
         "default", description="Kubernetes namespace (podman: part of the pod names)"

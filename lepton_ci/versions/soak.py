@@ -19,15 +19,20 @@ A history that cannot be read is a refusal that says what to configure, never a 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from lepton_ci.core.config import LoadedConfig, Requires
+from lepton_ci.core.config import LoadedConfig, Requires, requests_query
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, RegistryError
 from lepton_ci.deploy.releases import Breach, Revision
 from lepton_ci.versions.protected import Policy, short
+
+if TYPE_CHECKING:
+    from lepton_ci.core.prometheus import Prometheus
 
 Clock = Callable[[], datetime]
 SERVED: tuple[str, ...] = ("superseded", "rolled-back")  # stopped serving, written before ended_at
@@ -78,6 +83,9 @@ class Evidence:
     counted_at: str | None = None  # when `watch` last counted; None: never counted
     breaches: list[tuple[int, Breach]] = field(default_factory=list)
     revisions: list[int] = field(default_factory=list)
+    intervals: list[tuple[datetime, datetime]] = field(default_factory=list)  # when it served
+    counted_by: str = "`watch`"  # who counted the requests
+    count_note: str = ""  # why Prometheus was not asked, or failed, when it was meant to be
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -128,8 +136,26 @@ def evidence(revs: list[Revision], env: str, version: str, now: datetime) -> Evi
             end = None  # a deploy that failed its checks never served
         if end is not None:
             out.revisions.append(r.number)
+            out.intervals.append((start, min(end, now)))
             out.served_s += max(0.0, (min(end, now) - start).total_seconds())
     return out
+
+
+def count_requests(
+    prom: Prometheus, template: str, intervals: list[tuple[datetime, datetime]], now: datetime
+) -> float:
+    """The requests answered while the version served: the requests query over each interval
+    it served, evaluated at the interval's end (so each window holds that revision's traffic
+    only). Raises WatchError when Prometheus cannot answer."""
+    total = 0.0
+    for start, end in intervals:
+        seconds = math.ceil((end - start).total_seconds())
+        if seconds < 1:
+            continue
+        expr = template.replace("$window", f"{seconds}s")
+        at = None if end >= now else end.timestamp()
+        total += sum(x.value for x in prom.query(expr, at))
+    return total
 
 
 @dataclass
@@ -198,8 +224,10 @@ def judge(rule: Requires, ev: Evidence, now: datetime) -> Verdict:
         else:
             missing.append(
                 f"{rule.min_requests - ev.requests:.0f} more requests ({ev.requests:.0f} of "
-                f"{rule.min_requests}, counted by `watch` at {ev.counted_at})"
+                f"{rule.min_requests}, counted by {ev.counted_by} at {ev.counted_at})"
             )
+        if ev.count_note:
+            missing[-1] += f" ({ev.count_note})"
     return Verdict(rule, ev, missing, pass_at, "; ".join(how))
 
 
@@ -289,7 +317,10 @@ def check(
         return None
     revs = (read or (lambda m, e: history_reader(ctx, policy, m, e)))(model, rule.stage)
     t = now()
-    verdict = judge(rule, evidence(revs, rule.stage, version, t), t)
+    ev = evidence(revs, rule.stage, version, t)
+    if rule.min_requests:
+        _count_now(ctx, policy, model, rule.stage, ev, t)
+    verdict = judge(rule, ev, t)
     if not verdict.ok:
         raise SoakRefused(
             verdict.text(version, stage, policy.where),
@@ -297,3 +328,35 @@ def check(
             f"`stages.{stage}.requires` on {short(policy.ref)}",
         )
     return verdict
+
+
+def _count_now(
+    ctx: Context, policy: Policy, model: str, env_name: str, ev: Evidence, now: datetime
+) -> None:
+    """Count the requests from Prometheus now, when this job knows one (LEPTON_PROMETHEUS_URL,
+    or the environment's `watch.prometheus` on the protected ref): complete, where the counts
+    `watch` kept on the revisions are only as fresh as its last evaluation that could write
+    (a judge-only watch writes nothing). Otherwise, or when it cannot answer, those counts
+    stand, and the refusal says why Prometheus was not used."""
+    from lepton_ci.core.prometheus import Prometheus
+
+    cfg = policy.config or ctx.cfg.config
+    mcfg = cfg.models.get(model)
+    env = mcfg.deploy.environments.get(env_name) if mcfg and mcfg.deploy else None
+    watch = env.watch if env is not None else None
+    url = ctx.env.get("LEPTON_PROMETHEUS_URL") or (watch.prometheus if watch else None)
+    if not url:
+        ev.count_note = (
+            "to count them from Prometheus at promotion, set LEPTON_PROMETHEUS_URL "
+            f"(the promote action's `prometheus-url`) or `watch.prometheus` of {env_name}"
+        )
+        return
+    try:
+        prom = Prometheus(url, timeout=watch.timeout if watch else 10.0)
+        ctx.rt.mask(prom.password)
+        counted = count_requests(prom, requests_query(model, watch), ev.intervals, now)
+    except LeptonError as e:
+        ev.count_note = f"Prometheus could not count them: {e.message}"
+        return
+    ev.requests, ev.counted_at = counted, stamp(now)
+    ev.counted_by = f"Prometheus ({prom.shown})"

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lepton_ci.core import docs
-from lepton_ci.core.config import WatchConfig
+from lepton_ci.core.config import WatchConfig, requests_query
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, SLOBreached, WatchError
 from lepton_ci.core.escape import md_cell
@@ -230,12 +230,7 @@ class WatchOperation:
 
     def requests_query(self, age: float) -> str:
         """The query for the requests a revision answered in its `age` seconds of serving."""
-        from lepton_ci.deploy.observability import metric_prefix
-
-        template = self.cfg.requests or (
-            f"sum(increase({metric_prefix(self.model, self.cfg)}_requests_total[$window]))"
-        )
-        return template.replace("$window", f"{max(1, math.ceil(age))}s")
+        return requests_query(self.model, self.cfg).replace("$window", f"{max(1, math.ceil(age))}s")
 
     def _count_requests(self, age: float) -> tuple[float | None, str]:
         """Requests served since the revision went live: the soak evidence `promote` reads.
