@@ -357,10 +357,10 @@ class WatchConfig(Strict):
     slos: Annotated[list[SLO], Field(min_length=1, description="the objectives")]
     requests: str | None = Field(
         None,
-        description="PromQL giving the requests the serving revision has answered; `$window` "
-        "stands for how long it has served (e.g. `3600s`). Recorded on the revision each "
-        "evaluation, for `stages.*.requires.min_requests` (default: "
-        "`sum(increase(<metrics_prefix>_requests_total[$window]))`)",
+        description="PromQL giving the requests a revision answered; `$window` stands for the "
+        "time it served (e.g. `3600s`). For `stages.*.requires.min_requests`: `promote` asks it "
+        "over each interval a version served, and `watch` keeps it on the serving revision "
+        "each evaluation (default: `sum(increase(<metrics_prefix>_requests_total[$window]))`)",
     )
 
     @field_validator("requests")
