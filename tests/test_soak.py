@@ -734,3 +734,10 @@ def refused_url():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def test_a_judge_only_watch_counts_but_writes_nothing(repo, prom):
+    op, s = watched(repo, prom, "vector(0)")
+    r = op.run(once=True, judge_only=True)
+    assert r.requests is not None and r.requests > 0
+    assert s.list()[-1].requests is None

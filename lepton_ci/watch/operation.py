@@ -321,7 +321,8 @@ class WatchOperation:
                 return self._leave_to_the_actor(r, report)
             failure: LeptonError | None = None
             try:
-                self._record(r)
+                if not judge_only:  # a judge writes nothing, the request count included
+                    self._record(r)
                 if r.breached:
                     self._act(r)
             except LeptonError as e:
