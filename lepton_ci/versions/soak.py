@@ -5,11 +5,13 @@ Where the evidence comes from: a stage deploys to the environment of the same na
 workflow deploys stage S to environment S), and that environment's revision history is the
 record of what served there. A revision of the version served from `finished_at` (when its
 deploy finished) until `ended_at` (when it was superseded, rolled back or failed by `watch`),
-or until now while it serves. Its `breaches` are the SLOs `watch` acted on; its `requests` the
-requests `watch` counted it had answered since it began to serve (each evaluation asks
-Prometheus for `watch.requests` over exactly that time, so the count is the revision's own).
-The time served and the requests are added up over every revision of the version; one breach
-on any of them refuses it for good: the version is the same bytes, whatever served it.
+or until now while it serves. Its `breaches` are the SLOs `watch` acted on. Requests are
+counted from Prometheus at promotion when this job knows one (`watch.requests` over each
+interval served, evaluated at its end, so each window holds that revision's traffic only);
+otherwise the counts `watch` kept on each revision (the same query over the time it had served
+at its last evaluation) stand. The time served and the requests are added up over every
+revision of the version; one breach on any of them refuses it for good: the version is the same
+bytes, whatever served it.
 
 The rule and the environment's settings (where its history lives) are read from the protected
 ref, like every stage rule: a branch cannot point the check at a history it wrote itself.
