@@ -93,6 +93,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     kw = {k: getattr(args, k) for k in ("push", "remote", "actor", "deployed_here")}
     res = operations.promote(ctx, name, args.version, args.stage, **kw)
     res.outputs().write(ctx.rt)
+    ctx.rt.summary(res.approval)
     emit(
         res,
         as_json=args.json,

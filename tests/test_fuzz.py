@@ -305,7 +305,7 @@ class _Canned:
 
     answer: tuple[int, str, bytes] = (200, "", b"")
 
-    def _get(self, where, expr):
+    def _get(self, where, expr, at=None):
         from lepton_ci.core.prometheus import _Answer
 
         return _Answer(*self.answer)

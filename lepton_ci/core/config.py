@@ -355,6 +355,24 @@ class WatchConfig(Strict):
         None, description="prefix of the server's metrics in dashboards (default: model name)"
     )
     slos: Annotated[list[SLO], Field(min_length=1, description="the objectives")]
+    requests: str | None = Field(
+        None,
+        description="PromQL giving the requests a revision answered; `$window` stands for the "
+        "time it served (e.g. `3600s`). For `stages.*.requires.min_requests`: `promote` asks it "
+        "over each interval a version served, and `watch` keeps it on the serving revision "
+        "each evaluation (default: `sum(increase(<metrics_prefix>_requests_total[$window]))`)",
+    )
+
+    @field_validator("requests")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is not None and "$window" not in v:
+            raise ValueError(
+                "the requests query must read `[$window]`, the time the revision has served, "
+                "e.g. `sum(increase(digits_requests_total[$window]))`; a fixed range would "
+                "count the release before it, or miss traffic"
+            )
+        return v
 
     @field_validator("metrics_prefix")
     @classmethod
@@ -444,6 +462,14 @@ class RolloutConfig(Strict):
         if self.min_agreement is not None:
             return self.min_agreement
         return None if self.max_error is not None else 0.98
+
+
+def requests_query(model: str, watch: WatchConfig | None) -> str:
+    """`watch.requests`, or its default from the server's metric prefix."""
+    if watch is not None and watch.requests is not None:
+        return watch.requests
+    prefix = (watch.metrics_prefix if watch else None) or re.sub(r"[^a-zA-Z0-9_]", "_", model)
+    return f"sum(increase({prefix}_requests_total[$window]))"
 
 
 class DeployEnvironment(Strict):
@@ -655,8 +681,65 @@ class PromotionPolicy(Strict):
         return v
 
 
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """`20s`, `30m`, `48h`, `2d`, or parts of them together (`1h30m`), in seconds."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(
+            f"`{text}` is not a duration: write a whole number and a unit, `s`, `m`, `h` or "
+            "`d`, e.g. `20s`, `30m`, `48h` (or `1h30m`)"
+        )
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+class Requires(Strict):
+    """What a version must have done in an earlier stage before it is promoted here."""
+
+    stage: str = Field(description="the stage a version must have been in first")
+    soak: str | None = Field(
+        None,
+        description="how long it must have served in that stage's deploy environment, e.g. "
+        "`20s`, `30m`, `48h` (from its revision history)",
+    )
+    no_breach: bool = Field(
+        False,
+        description="`true`: refused if `watch` recorded an SLO breach on any revision of the "
+        "version in that environment",
+    )
+    min_requests: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="requests it must have served there, as `watch` counted them "
+        "(`watch.requests`)",
+    )
+
+    @field_validator("soak")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @property
+    def soak_seconds(self) -> int:
+        return 0 if self.soak is None else parse_duration(self.soak)
+
+    @property
+    def looks_at_history(self) -> bool:
+        """Does this rule need the environment's revision history (not only the tags)?"""
+        return self.soak is not None or self.no_breach or self.min_requests > 0
+
+
 class StageConfig(Strict):
-    requires: str | None = Field(None, description="a stage a version must have been in first")
+    requires: Requires | None = Field(
+        None,
+        description="a stage a version must have been in first (`requires: staging`), or a "
+        "mapping that also asks what happened there: `{stage: staging, soak: 48h, "
+        "no_breach: true, min_requests: 1000}`",
+    )
     description: str = Field("", description="what the stage is for")
     allow: PromotionPolicy | None = Field(
         None, description="who may promote to this stage (default: anyone the workflow runs for)"
@@ -666,6 +749,15 @@ class StageConfig(Strict):
         description="promote versions whose tag carries no record (registered by GTO or by "
         "hand): their gates cannot be checked",
     )
+
+    @field_validator("requires", mode="before")
+    @classmethod
+    def _short_form(cls, v: Any) -> Any:
+        return {"stage": v} if isinstance(v, str) else v
+
+    @property
+    def required_stage(self) -> str | None:
+        return None if self.requires is None else self.requires.stage
 
 
 class CacheConfig(Strict):
@@ -846,7 +938,7 @@ class Config(Strict):
     def _no_cycle(cls, stages: dict[str, StageConfig]) -> dict[str, StageConfig]:
         for name in stages:
             chain = [name]
-            while (nxt := stages[chain[-1]].requires) in stages and nxt is not None:
+            while (nxt := stages[chain[-1]].required_stage) in stages and nxt is not None:
                 if nxt in chain:
                     cycle = " -> ".join([*chain[chain.index(nxt) :], nxt])
                     raise ValueError(
@@ -882,9 +974,10 @@ class Config(Strict):
         # Checked on the field, so the error points at `stages`, not at "(top level)".
         for name, stage in stages.items():
             _check_name("stage", name, valid_stage, "")
-            if stage.requires is not None and stage.requires not in stages:
+            required = stage.required_stage
+            if required is not None and required not in stages:
                 raise ValueError(
-                    f"stage `{name}` requires `{stage.requires}`, which is not a declared stage"
+                    f"stage `{name}` requires `{required}`, which is not a declared stage"
                 )
         return stages
 

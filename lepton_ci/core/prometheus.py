@@ -70,23 +70,24 @@ class Prometheus:
         # next SLOs of the same evaluation nothing rather than wait out every one's retries.
         self.unreachable: PrometheusUnreachable | None = None
 
-    def query(self, expr: str) -> list[Sample]:
+    def query(self, expr: str, at: float | None = None) -> list[Sample]:
         """The instant vector (or scalar) `expr` evaluates to now; NaN (0/0, no data) is dropped.
         Raises QueryFailed when Prometheus refuses the query or it is not one number per
-        series, PrometheusUnreachable when no Prometheus answers (or something else does)."""
+        series, PrometheusUnreachable when no Prometheus answers (or something else does).
+        `at`: evaluated at that time (Unix seconds) instead of now."""
         try:
-            return self._query(expr)
+            return self._query(expr, at)
         except PrometheusUnreachable as e:
             self.unreachable = e
             raise
 
-    def _query(self, expr: str) -> list[Sample]:
+    def _query(self, expr: str, at: float | None = None) -> list[Sample]:
         import requests
 
         where = f"{self.url}/api/v1/query"
         for attempt in range(self.retries + 1):
             try:
-                answer = self._get(where, expr)
+                answer = self._get(where, expr, at)
             except _Deadline:
                 problem = f"no complete answer within {self.timeout:g}s"
             except (requests.ConnectionError, requests.Timeout) as e:
@@ -115,7 +116,7 @@ class Prometheus:
             hint="check `watch.prometheus` (or LEPTON_PROMETHEUS_URL) and that Prometheus runs",
         )
 
-    def _get(self, where: str, expr: str) -> _Answer:
+    def _get(self, where: str, expr: str, at: float | None = None) -> _Answer:
         """The answer, read whole within `timeout` (a deadline for the whole exchange, not a
         bound on each read: a server trickling a byte a second meets it) and up to MAX_ANSWER
         bytes. The exchange runs in a thread the deadline can leave behind; it stops itself at
@@ -126,7 +127,7 @@ class Prometheus:
 
         def fetch() -> None:
             try:
-                box["answer"] = self._fetch(where, expr, deadline)
+                box["answer"] = self._fetch(where, expr, deadline, at)
             except BaseException as e:  # handed to the caller's thread, which raises it
                 box["error"] = e
             finally:
@@ -139,8 +140,9 @@ class Prometheus:
             raise box["error"]
         return box["answer"]  # type: ignore[no-any-return]
 
-    def _fetch(self, where: str, expr: str, deadline: float) -> _Answer:
-        resp = self.session.get(where, params={"query": expr}, timeout=self.timeout, stream=True)
+    def _fetch(self, where: str, expr: str, deadline: float, at: float | None = None) -> _Answer:
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        resp = self.session.get(where, params=params, timeout=self.timeout, stream=True)
         with resp:
             declared = resp.headers.get("Content-Length", "")
             if declared.isascii() and declared.isdigit() and int(declared) > MAX_ANSWER:

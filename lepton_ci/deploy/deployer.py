@@ -98,9 +98,12 @@ class Deployer:
         rev.finished_at = now()
         self.store.save(rev)
 
-    def _supersede(self, old: Revision | None, status: str = "superseded") -> None:
+    def _supersede(
+        self, old: Revision | None, status: str = "superseded", ended: str | None = None
+    ) -> None:
         if old is not None and old.status == "deployed":
             old.status = status  # type: ignore[assignment]
+            old.ended_at = ended or now()
             self.store.save(old)
 
     def _restore(
@@ -116,8 +119,12 @@ class Deployer:
                 "rollback_of": good.number,
                 "created_at": now(),
                 "finished_at": None,
+                "ended_at": None,
                 "probes": [],
-                "breaches": [],  # the SLOs it breaches are its own, not the copied revision's
+                # the SLOs it breaches and the requests it answers are its own
+                "breaches": [],
+                "requests": None,
+                "requests_at": None,
             }
         )
         self.store.save(again)
@@ -244,8 +251,8 @@ class Deployer:
             restored = self._restore(
                 previous, f"rollback to {previous.number}", self.env.rollback_timeout, outcome
             )
-            previous.status = "superseded"
-            self.store.save(previous)
+            # it stopped serving when the failed revision began to replace it
+            self._supersede(previous, ended=rev.created_at)
             outcome.timings["verdict_to_healthy_s"] = time.monotonic() - t_fail
             outcome.reverted_to = restored
             raise DeployFailed(
@@ -298,7 +305,9 @@ class Deployer:
                     hint=f"watch again: `lepton-ci watch {self.env_name} --once`",
                 )
             good = self._previous_healthy(revs, bad)
-            self._finish(bad, "failed", reason)
+            # finished_at stays when it began to serve: its soak is evidence too
+            bad.status, bad.reason, bad.ended_at = "failed", reason, now()
+            self.store.save(bad)
             t0 = time.monotonic()
             outcome.revision = self._restore(
                 good, f"rollback to {good.number} (watch)", self.env.rollback_timeout, outcome

@@ -3,6 +3,10 @@
 A revision keeps the rendered manifests, version, image digest, status, who, when, the run
 and every health probe's result. Statuses: pending (in progress; left behind by a killed job,
 repaired by the next command), deployed, failed, superseded, rolled-back.
+
+A revision that served says when it began (`finished_at`) and stopped (`ended_at`), and `watch`
+keeps on it the SLO breaches it found and the requests it counted: the evidence a soak rule
+(`stages.*.requires`) reads before a promotion.
 """
 
 from __future__ import annotations
@@ -63,9 +67,15 @@ class Revision(BaseModel):
     who: str = ""
     run_url: str = ""
     created_at: str = ""
-    finished_at: str | None = None
+    finished_at: str | None = None  # deployed: when it began to serve
+    # When it stopped serving (superseded, rolled back, or failed by `watch`); None while it
+    # serves, and on revisions written before lepton-ci recorded it.
+    ended_at: str | None = None
     probes: list[Probe] = []
     breaches: list[Breach] = []
+    # Requests it answered since it began to serve, as `watch` last counted them, and when.
+    requests: float | None = None
+    requests_at: str | None = None
 
 
 def now() -> str:

@@ -74,6 +74,7 @@ class Model:
     key: list[str]  # metrics shown in tables: key gates, else the first gated ones
     environments: list[Environment] = field(default_factory=list)
     image_name: str | None = None
+    requires: dict[str, str] = field(default_factory=dict)  # stage -> stage required first
 
     @property
     def slug(self) -> str:
@@ -207,6 +208,11 @@ def collect(
                 key=_key_metrics(gates, versions),
                 environments=envs,
                 image_name=image,
+                requires={
+                    stage: sc.required_stage
+                    for stage, sc in (cfg.config.stages.items() if cfg is not None else [])
+                    if sc.required_stage is not None
+                },
             )
         )
         heads.update(v.info.sha for v in versions)  # baselines are versions: in here too

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,6 +28,7 @@ from lepton_ci.site import chart
 from lepton_ci.site import markdown as md
 from lepton_ci.site.commits import Graph
 from lepton_ci.site.data import Model, Version
+from lepton_ci.versions import approval
 
 PAGE_SIZE = 50  # versions per page of a model's table
 TIMELINE_LIMIT = 200
@@ -41,6 +43,8 @@ class SiteInfo:
     repo_name: str
     base_url: str | None
     tool_version: str = __version__
+    # "now" for the time a serving revision has served so far
+    built_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def _when(ts: int) -> str:
@@ -276,7 +280,30 @@ class Renderer:
             buttons=self.buttons(promotable, v, rollback_to),
             rollback_to=rollback_to,
             image=self.image(m, v),
+            beside=self.beside(m, v) if promotable else [],
         )
+
+    def beside(self, m: Model, v: Version) -> list[dict[str, Any]]:
+        """For each stage serving another version: this one beside it, as a release manager
+        approving the promotion sees it (metrics, gates, time served, requests, breaches)."""
+        envs = {e.name: e for e in m.environments}
+
+        def history(name: str) -> list[Revision] | str:
+            env = envs.get(name)
+            if env is None:
+                return f"no deploy environment `{name}`"
+            return env.note if env.note and not env.revisions else env.revisions
+
+        out = []
+        for stage, serving in m.stages.items():
+            if serving.name == v.name:
+                continue
+            where = m.requires.get(stage, stage)
+            t = self.site.built_at
+            candidate = approval.side(v.name, v.record, where, history(where), t)
+            now = approval.side(serving.name, serving.record, stage, history(stage), t)
+            out.append({"stage": stage, "serving": serving, "rows": approval.rows(candidate, now)})
+        return out
 
     def rollback_targets(self, m: Model, v: Version) -> list[tuple[str, int]]:
         """Per environment, the newest healthy revision that ran this version, unless this

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from lepton_ci.core import record as record_mod
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, RecordError, RegistryError
+from lepton_ci.core.escape import md_cell
 from lepton_ci.core.github import GitHubClient
 from lepton_ci.core.interrupt import deferred
 from lepton_ci.core.outputs import AcceptTagOutputs, PromoteOutputs, RegisterOutputs
@@ -15,7 +16,7 @@ from lepton_ci.core.printer import some
 from lepton_ci.core.products import products
 from lepton_ci.core.record import Record
 from lepton_ci.core.semver import FIRST, Bump, Version, bump_from_commits
-from lepton_ci.versions import authorise, protected, trusted
+from lepton_ci.versions import approval, authorise, protected, soak, trusted
 from lepton_ci.versions import grammar as tags
 from lepton_ci.versions import message as tag_message
 from lepton_ci.versions.message import DEPLOYED_TRAILER
@@ -28,6 +29,7 @@ from lepton_ci.versions.registry import (
 )
 
 if TYPE_CHECKING:
+    from lepton_ci.deploy.releases import Revision
     from lepton_ci.trust.attest import Signed
 
 
@@ -196,6 +198,8 @@ class Promoted:
     sha: str
     pushed: bool
     deploy: bool = True  # does whoever accepts this tag still have to deploy it?
+    soak_verdict: soak.Verdict | None = None  # what it did in the required stage, if a rule asked
+    approval: str = ""  # Markdown: the candidate beside what serves in the stage now
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -205,6 +209,7 @@ class Promoted:
             "tag": self.tag,
             "sha": self.sha,
             "pushed": self.pushed,
+            "soak": self.soak_verdict.evidence.as_dict() if self.soak_verdict else None,
         }
 
     def outputs(self) -> PromoteOutputs:
@@ -230,13 +235,17 @@ def check_promotion(
     actors: list[str | None],
     github: GitHubClient | None,
     ignore_tag: str | None = None,
-) -> None:
+    now: soak.Clock = soak.utcnow,
+    history: soak.Reader | None = None,
+) -> soak.Verdict | None:
     """Everything a promotion must satisfy under the protected policy: declared stage, the
-    required stage first, the policy for every actor, and gates passed. Raises RegistryError
-    saying what is wrong; Unjudged (checked last, so a refused actor is refused first) when
-    there is no record."""
+    required stage first, the policy for every actor, gates passed, and what the version did
+    in the required stage (its soak, read from that environment's history; `history` and
+    `now` are for tests to hand in). Raises RegistryError saying what is wrong; Unjudged
+    (checked after the actor, so a refused actor is refused first) when there is no record.
+    Returns the soak verdict, if the stage has a soak rule."""
     authorise.declared(ctx, policy, stage)
-    required = policy.stages[stage].requires
+    required = policy.stages[stage].required_stage
     if required is not None:
         was_there = any(
             e.action is tags.Action.ASSIGN and e.sha == info.sha and e.tag != ignore_tag
@@ -266,6 +275,7 @@ def check_promotion(
             hint="promote a version that passed, or register a fixed one",
         )
     trusted.require_version(ctx, info, rec, f"promotion of {info.tag} to {stage}")
+    return soak.check(ctx, policy, model, str(info.version), stage, now=now, read=history)
 
 
 def promote(
@@ -279,6 +289,8 @@ def promote(
     actor: str | None = None,
     github: GitHubClient | None = None,
     deployed_here: bool = False,
+    now: soak.Clock = soak.utcnow,
+    history: soak.Reader | None = None,
 ) -> Promoted:
     """deployed_here: the calling workflow deploys the stage itself; the tag says so, so the
     tag workflow does not deploy it again."""
@@ -288,15 +300,74 @@ def promote(
     message = _promote_message(ctx, info.tag, stage, actor, deployed_here=deployed_here)
     policy = protected.load(ctx, remote)
     actors = authorise.run_actors(ctx.env, actor)
-    check_promotion(ctx, model, info, stage, state, policy=policy, actors=actors, github=github)
+    verdict = check_promotion(
+        ctx,
+        model,
+        info,
+        stage,
+        state,
+        policy=policy,
+        actors=actors,
+        github=github,
+        now=now,
+        history=history,
+    )
     current = state.stages(model).get(stage)
     if current is not None and current.version == info.version:
         raise RegistryError(f"{info.tag} is already the current `{stage}` version")
+    shown = _approval(ctx, policy, model, info, stage, state, verdict, now, history)
     name = tags.stage_tag(model, stage, state.next_counter(model))
     reg.create_tag(name, info.sha, message, after=state.last_time(model))
     if push:
         reg.push_tag(name, remote)
-    return Promoted(model, info.version, stage, name, info.sha, push, deploy=not deployed_here)
+    return Promoted(
+        model,
+        info.version,
+        stage,
+        name,
+        info.sha,
+        push,
+        deploy=not deployed_here,
+        soak_verdict=verdict,
+        approval=shown,
+    )
+
+
+def _approval(
+    ctx: Context,
+    policy: Policy,
+    model: str,
+    info: VersionInfo,
+    stage: str,
+    state: State,
+    verdict: soak.Verdict | None,
+    now: soak.Clock,
+    history: soak.Reader | None,
+) -> str:
+    """The candidate beside the version serving in `stage` now. The serving version's time
+    there is read only when a soak rule made this job able to read histories; it is shown,
+    never judged, so a history that cannot be read is said in the table, not raised."""
+    reg = Registry(ctx.git)
+    rule = policy.stages[stage].requires
+    t = now()
+    if verdict is not None:
+        ev = verdict.evidence
+        candidate = approval.Side(str(info.version), reg.record(info.tag), ev.env, ev)
+    else:
+        env = rule.stage if rule is not None else stage
+        candidate = approval.Side(str(info.version), reg.record(info.tag), env, None)
+    current = state.stages(model).get(stage)
+    if current is None:
+        return approval.markdown(stage, candidate, None)
+    revs: list[Revision] | str = ""
+    if verdict is not None:
+        try:
+            read = history or (lambda m, e: soak.history_reader(ctx, policy, m, e))
+            revs = read(model, stage)
+        except LeptonError as e:
+            revs = e.message
+    serving = approval.side(str(current.version), reg.record(current.tag), stage, revs, t)
+    return approval.markdown(stage, candidate, serving)
 
 
 def _promote_message(
@@ -320,6 +391,8 @@ def accept_pushed_tag(
     remote: str = "origin",
     actor: str | None = None,
     github: GitHubClient | None = None,
+    now: soak.Clock = soak.utcnow,
+    history: soak.Reader | None = None,
 ) -> Promoted | None:
     """A stage tag someone pushed: check it like a promotion. A refused tag is deleted again,
     here and on the remote, so the registry never shows a promotion the policy forbade. A tag
@@ -353,7 +426,7 @@ def accept_pushed_tag(
                 f"version of {parsed.model}",
                 hint="register that commit first (`lepton-ci register`), then assign again",
             )
-        check_promotion(
+        verdict = check_promotion(
             ctx,
             parsed.model,
             info,
@@ -363,6 +436,8 @@ def accept_pushed_tag(
             actors=actors,
             github=github,
             ignore_tag=tag,
+            now=now,
+            history=history,
         )
     except Unjudged as e:
         e.message += f"; the tag {tag} was left in place (nothing is deployed)"
@@ -386,7 +461,14 @@ def accept_pushed_tag(
     if by is not None:
         ctx.rt.notice(f"{tag} was deployed by the workflow that promoted it ({by}); not again")
     return Promoted(
-        parsed.model, info.version, parsed.stage, tag, info.sha, False, deploy=by is None
+        parsed.model,
+        info.version,
+        parsed.stage,
+        tag,
+        info.sha,
+        False,
+        deploy=by is None,
+        soak_verdict=verdict,
     )
 
 
@@ -439,4 +521,11 @@ def accept_tag_step(
         AcceptTagOutputs(model="", version="", stage="", deploy="false").write(ctx.rt)
         return f"{tag}: not a stage assignment; nothing to promote"
     res.accepted().write(ctx.rt)
+    if res.soak_verdict is not None:
+        ev = res.soak_verdict.evidence
+        ctx.rt.summary(
+            f"{md_cell(tag)}: {md_cell(res.model)}@{res.version} met "
+            f"`stages.{res.stage}.requires`: served {soak.span(ev.served_s)} in {ev.env}, "
+            f"{ev.requests:.0f} requests, SLO breaches: {md_cell(ev.breach_text)}\n"
+        )
     return f"{tag}: {res.model}@{res.version} accepted in {res.stage}"

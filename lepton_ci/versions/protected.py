@@ -47,6 +47,9 @@ class Policy:
     ref: str  # as resolved, e.g. refs/remotes/origin/main
     commit: str
     why: str  # how that ref was chosen, for messages
+    # the whole lepton.yaml on that ref: a soak rule reads where the required stage's deploy
+    # history lives from it too, never from the work tree
+    config: Config | None = None
 
     @property
     def where(self) -> str:
@@ -199,7 +202,7 @@ def _read(ctx: Context, ref: str, why: str) -> tuple[Policy, Config]:
     if commit is None:  # pragma: no cover - every caller resolved it just before
         raise ConfigError(f"{ref} is not in this clone", hint=FETCH_HINT)
     cfg = _config_at(ctx, ref, commit)
-    return Policy(dict(cfg.stages), ref, commit, why), cfg
+    return Policy(dict(cfg.stages), ref, commit, why, cfg), cfg
 
 
 def _compare(ctx: Context, policy: Policy) -> None:

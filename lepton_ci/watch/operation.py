@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lepton_ci.core import docs
-from lepton_ci.core.config import WatchConfig
+from lepton_ci.core.config import WatchConfig, requests_query
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, SLOBreached, WatchError
 from lepton_ci.core.escape import md_cell
@@ -51,6 +51,9 @@ class Round:
     evaluations: list[slo_mod.Evaluation]
     breached: list[str] = field(default_factory=list)  # SLOs that reached `for`: acted on
     action: str = ""
+    # requests the revision has answered since it began to serve (None: not counted, see note)
+    requests: float | None = None
+    requests_note: str = ""
 
     @property
     def status(self) -> str:
@@ -71,6 +74,7 @@ class Round:
             "status": self.status,
             "breached": self.breached,
             "action": self.action,
+            "requests": self.requests,
             "slos": [e.as_dict() for e in self.evaluations],
         }
 
@@ -79,7 +83,14 @@ class Round:
             f"{self.at} {self.env}: {self.model} {self.version} (revision {self.revision}) "
             f"evaluation {self.number}: {self.status}" + (f"; {self.action}" if self.action else "")
         )
-        return "\n".join([head, *(f"  {e.text()}" for e in self.evaluations)])
+        counted = (
+            [f"  requests served: {self.requests:.0f}"]
+            if self.requests is not None
+            else [f"  requests served: not counted ({self.requests_note})"]
+            if self.requests_note
+            else []
+        )
+        return "\n".join([head, *(f"  {e.text()}" for e in self.evaluations), *counted])
 
     def markdown(self) -> str:
         """The evidence for a step summary or an issue; SLO names and details are escaped."""
@@ -93,6 +104,8 @@ class Round:
             ),
         ]
         action = f"\n\n**Action:** {md_cell(self.action)}" if self.action else ""
+        if self.requests is not None:
+            action += f"\n\nRequests served by revision {self.revision}: {self.requests:.0f}"
         return (
             f"**{md_cell(self.model)} in {md_cell(self.env)}: {self.status}** "
             f"(version {md_cell(self.version)}, revision {self.revision}, {self.at})\n\n"
@@ -211,16 +224,43 @@ class WatchOperation:
                 evaluations.append(slo_mod.Evaluation(s.name, "no-data", detail=detail))
                 continue
             evaluations.append(slo_mod.evaluate(self.prometheus, s, ref))
-        return Round(self.env_name, self.model, number, now(), rev.number, rev.version, evaluations)
+        r = Round(self.env_name, self.model, number, now(), rev.number, rev.version, evaluations)
+        r.requests, r.requests_note = self._count_requests(age)
+        return r
+
+    def requests_query(self, age: float) -> str:
+        """The query for the requests a revision answered in its `age` seconds of serving."""
+        return requests_query(self.model, self.cfg).replace("$window", f"{max(1, math.ceil(age))}s")
+
+    def _count_requests(self, age: float) -> tuple[float | None, str]:
+        """Requests served since the revision went live: the soak evidence `promote` reads.
+        Never a reason to act: a count that cannot be made is said and left out."""
+        if not math.isfinite(age):
+            return None, "the revision does not say when it began to serve"
+        down = self.prometheus.unreachable
+        if down is not None:
+            return None, f"not asked: {down.message}"
+        try:
+            samples = self.prometheus.query(self.requests_query(age))
+        except LeptonError as e:
+            return None, slo_mod.one_line(e.message)
+        # no series: nothing was requested (the counter exists from the first request on)
+        return sum(x.value for x in samples), ""
 
     # -- acting ------------------------------------------------------------------------------
 
     def _record(self, r: Round) -> None:
+        """Keep the round's evidence on the revision: the requests it counted and the
+        breaches acted on."""
+        if r.requests is None and not r.breached:
+            return
         store = self.deployer.store
         with store.lock(self.deployer.config.lock_timeout):
             rev = next((x for x in store.list() if x.number == r.revision), None)
             if rev is None:
                 return
+            if r.requests is not None:
+                rev.requests, rev.requests_at = r.requests, r.at
             for e in r.evaluations:
                 if e.slo in r.breached:
                     value = e.as_dict()["value"]
@@ -237,7 +277,6 @@ class WatchOperation:
             store.save(rev)
 
     def _act(self, r: Round) -> None:
-        self._record(r)
         which = ", ".join(r.breached)
         if self.cfg.on_breach == "alert":
             r.action = f"alert only: recorded the breach of {which} on revision {r.revision}"
@@ -281,12 +320,17 @@ class WatchOperation:
             if r.breached and judge_only:
                 return self._leave_to_the_actor(r, report)
             failure: LeptonError | None = None
-            if r.breached:
-                try:
+            try:
+                if not judge_only:  # a judge writes nothing, the request count included
+                    self._record(r)
+                if r.breached:
                     self._act(r)
-                except LeptonError as e:
+            except LeptonError as e:
+                if r.breached:
                     r.action = f"could not act on the breach: {e.message}"
                     failure = e
+                else:  # only the request count was lost: the next round counts again
+                    self.deployer.log(f"could not record the request count: {e.message}")
             report(r)
             if once or r.breached:
                 self._step_outputs(r, self._sync_issue(r))
