@@ -689,3 +689,31 @@ def test_pull_from_a_registry_with_the_token_flow_and_a_refused_login(
     finally:
         private.stop()
         tokens.close()
+
+
+@pytest.mark.unit
+def test_an_artifact_of_another_size_than_the_record_is_refused_before_it_is_written(tmp_path):
+    """A layer that names a model file of 1 TiB (a gzip bomb of zeros is a few GB) must not
+    fill the disk before its hash can be refused: its size is judged from its header."""
+    from lepton_ci.core.errors import PullError
+    from lepton_ci.fetch.unpack import Unpacker
+
+    header = tarfile.TarInfo("app/w.bin")
+    header.size = 1 << 40
+    read = []
+
+    def layer():
+        yield header.tobuf(tarfile.GNU_FORMAT)  # base-256: sizes of 8 GiB and more
+        for _ in range(64):  # 64 MiB of the terabyte, then the test stops reading
+            read.append(1)
+            yield bytes(1 << 20)
+        raise AssertionError("the unpacker read on into a file of the wrong size")
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    unpacker = Unpacker(
+        {"w.bin": hash_bytes(b"w")}, "/app", stage, sha256=False, where="t", sizes={"w.bin": 1}
+    )
+    with pytest.raises(PullError, match=r"w.bin: the model layer's file is 1099511627776 bytes, "):
+        unpacker.run(layer())
+    assert not read and not list(stage.iterdir())

@@ -251,7 +251,8 @@ class PullOperation:
             size,
         )
         wanted = {name: e.hash for name, e in plan.rec.outputs.items()}
-        unpacker = Unpacker(wanted, plan.root, stage, sha256=sha256, where=where)
+        sizes = {name: e.size for name, e in plan.rec.outputs.items()}
+        unpacker = Unpacker(wanted, plan.root, stage, sha256=sha256, where=where, sizes=sizes)
         with _ahead(chunks) as ahead:
             return unpacker.run(layer_bytes(ahead, plan.layer.get("mediaType", ""), where))
 

@@ -182,12 +182,21 @@ def _check_link(name: str, target: str, hard: bool, where: str) -> None:
 
 class Unpacker:
     """Writes the artifacts `wanted` (record name -> hash) found under `root` in the layer's
-    tar to `stage`, hashing each as it lands (sha256 too, when `sha256`)."""
+    tar to `stage`, hashing each as it lands (sha256 too, when `sha256`). An artifact whose
+    entry has another size than `sizes` says is refused before a byte of it is written."""
 
     def __init__(
-        self, wanted: Mapping[str, str], root: str, stage: Path, *, sha256: bool, where: str
+        self,
+        wanted: Mapping[str, str],
+        root: str,
+        stage: Path,
+        *,
+        sha256: bool,
+        where: str,
+        sizes: Mapping[str, int] | None = None,
     ) -> None:
         self.wanted = dict(wanted)
+        self.sizes = dict(sizes or {})
         self.prefix = root.strip("/") + "/" if root.strip("/") else ""
         self.stage = stage
         self.sha256 = sha256
@@ -274,6 +283,16 @@ class Unpacker:
             raise PullError(
                 f"{self.where}: {clean} is twice in the model layer; nothing was written",
                 hint="rebuild the version's image with `lepton-ci build`",
+            )
+        want_size = self.sizes.get(rel)
+        if want_size is not None and size != want_size:
+            # Judged before writing: a layer (or a gzip bomb in it) that names a file of
+            # terabytes must not fill the disk before its hash can be refused.
+            raise PullError(
+                f"{self.where}: {rel}: the model layer's file is {size} bytes, the version's "
+                f"record says {want_size}; refused, nothing was written",
+                hint="the image under this tag is not the one built from the version (pushed "
+                "over, or tampered with): rebuild it with `lepton-ci build --version`",
             )
         path = self.stage / str(len(self.landed))
         b3 = hasher()
