@@ -291,7 +291,8 @@ class OCIClient:
         self, repo: str, digest: str, progress: ProgressFn | None = None, size: int = 0
     ) -> Iterator[bytes]:
         """A blob's bytes, a chunk at a time; its digest is checked after the last chunk (an
-        OCIError then: the caller must not keep what it made of the bytes). A download that
+        OCIError then: the caller must not keep what it made of the bytes). With `size` (its
+        descriptor's), a blob that goes on past it is refused at once. A download that
         breaks off resumes where it stopped with an HTTP Range request (at most max_retries
         times in a row); a registry that ignores the range sends the blob again from the
         start, and the bytes already had are skipped."""
@@ -322,6 +323,16 @@ class OCIClient:
                             chunk = chunk[cut:]
                             if not chunk:
                                 continue
+                        if size and got + len(chunk) > size:
+                            # A blob that never ends (or is bigger than its manifest says)
+                            # is refused here, not read on until the disk or the job's
+                            # time runs out: its digest could only be judged at the end.
+                            raise OCIError(
+                                f"registry {self.registry}: blob {digest[:19]} of {repo} "
+                                f"goes on past the {size} bytes its manifest names; refused",
+                                hint="the registry (or a proxy before it) serves another "
+                                "blob than the image's: retry, then report it to its owner",
+                            )
                         h.update(chunk)
                         got += len(chunk)
                         with self.lock:

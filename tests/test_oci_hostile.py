@@ -1,0 +1,101 @@
+"""The OCI client against a registry that lies: blobs that never end, manifests that are
+not the one asked for, redirects to another host. The registry is a small HTTP server of
+the test's own (the CNCF registry cannot be made to misbehave this way)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from lepton_ci.core.oci_client import OCIClient, OCIError, sha256
+
+pytestmark = pytest.mark.e2e
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+class Hostile:
+    """An HTTP server on a free loopback port answering GETs by path prefix; every request's
+    path and Authorization header is kept in `seen`."""
+
+    def __init__(self, routes: dict[str, Route]) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.seen.append((self.path, self.headers.get("Authorization")))
+                for prefix, route in routes.items():
+                    if self.path.startswith(prefix):
+                        route(self)
+                        return
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_HEAD = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def answer(h: BaseHTTPRequestHandler, body: bytes, media: str = "application/octet-stream"):
+    h.send_response(200)
+    h.send_header("Content-Type", media)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    if h.command != "HEAD":
+        h.wfile.write(body)
+
+
+@pytest.fixture
+def hostile():
+    servers: list[Hostile] = []
+
+    def make(routes: dict[str, Route]) -> Hostile:
+        servers.append(Hostile(routes))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_a_blob_that_goes_on_past_its_size_is_refused_without_reading_it_all(hostile):
+    blob = b"m" * 1000
+    digest = sha256(blob)
+    sent = []
+
+    def endless(h: BaseHTTPRequestHandler) -> None:  # no Content-Length: it never ends
+        h.send_response(200)
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(blob)
+        try:
+            for _ in range(256):  # 256 MiB, then the test gives up on the client
+                h.wfile.write(bytes(1 << 20))
+                sent.append(1)
+        except OSError:
+            pass  # the client hung up: what a refusal looks like from here
+
+    reg = hostile({f"/v2/acme/m/blobs/{digest}": endless})
+    client = OCIClient(reg.host, sleep=lambda s: None)
+    with pytest.raises(OCIError, match="goes on past the 1000 bytes its manifest names"):
+        for _ in client.blob_chunks("acme/m", digest, size=len(blob)):
+            pass
+    assert client.downloaded_bytes <= len(blob)
+    assert len(sent) < 64
