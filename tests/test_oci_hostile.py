@@ -4,13 +4,14 @@ the test's own (the CNCF registry cannot be made to misbehave this way)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lepton_ci.core.oci_client import OCIClient, OCIError, sha256
+from lepton_ci.core.oci_client import INDEX_OCI, MANIFEST_OCI, OCIClient, OCIError, sha256
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +100,56 @@ def test_a_blob_that_goes_on_past_its_size_is_refused_without_reading_it_all(hos
             pass
     assert client.downloaded_bytes <= len(blob)
     assert len(sent) < 64
+
+
+def test_a_manifest_asked_for_by_digest_must_be_that_digests(hostile, monkeypatch):
+    """An index whose linux/amd64 entry names a digest the registry answers with the index
+    again sent image_manifest round until Python's recursion limit; another manifest under
+    a pinned digest was taken as the image."""
+    monkeypatch.setenv("LEPTON_PLATFORM_ARCH", "amd64")
+    other = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_OCI, "layers": []}).encode()
+    pinned = "sha256:" + "ab" * 32
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": INDEX_OCI,
+            "manifests": [
+                {"digest": pinned, "size": 10, "platform": {"os": "linux", "architecture": "amd64"}}
+            ],
+        }
+    ).encode()
+    reg = hostile(
+        {
+            f"/v2/acme/m/manifests/{pinned}": lambda h: answer(h, index, INDEX_OCI),
+            "/v2/acme/m/manifests/1.0": lambda h: answer(h, index, INDEX_OCI),
+            "/v2/acme/o/manifests/": lambda h: answer(h, other, MANIFEST_OCI),
+        }
+    )
+    client = OCIClient(reg.host, sleep=lambda s: None)
+    with pytest.raises(OCIError, match=rf"asked for manifest acme/m@{pinned[:19]}\.\., it sent"):
+        client.image_manifest("acme/m", "1.0")
+    with pytest.raises(OCIError, match="asked for manifest acme/o@"):
+        client.get_manifest("acme/o", pinned)
+    assert client.get_manifest("acme/o", sha256(other))[0] == other  # the honest answer
+    assert client.get_manifest("acme/o", "1.0")[2] == sha256(other)  # a tag is not checked
+
+
+def test_a_manifest_or_config_that_never_ends_is_refused_not_held_in_memory(hostile):
+    def endless(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", MANIFEST_OCI)
+        h.send_header("Connection", "close")
+        h.end_headers()
+        try:
+            for _ in range(256):  # 256 MiB, then the test gives up on the client
+                h.wfile.write(b" " * (1 << 20))
+        except OSError:
+            pass
+
+    reg = hostile({"/v2/acme/m/": endless})
+    client = OCIClient(reg.host, sleep=lambda s: None)
+    with pytest.raises(OCIError, match=r"manifest acme/m:1.0 is more than 4194304 bytes"):
+        client.get_manifest("acme/m", "1.0")
+    with pytest.raises(OCIError, match=r"blob sha256:aaaaaaaaaaaa of acme/m is more than 2000 "):
+        client.get_blob("acme/m", "sha256:" + "a" * 64, 2000)
+    assert client.downloaded_bytes == 0  # (blob_chunks counts; these stayed small in memory)

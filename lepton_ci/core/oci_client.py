@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 CHUNK = 8 * 1024 * 1024
 _DOWNLOAD_CHUNK = 1 << 20
+_MANIFEST_MAX = 4 << 20  # the distribution spec's limit registries must accept
 
 MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
 INDEX_OCI = "application/vnd.oci.image.index.v1+json"
@@ -263,7 +264,8 @@ class OCIClient:
             return resp
 
     def _fail(self, what: str, resp: requests.Response) -> OCIError:
-        detail = resp.text[:300].strip()
+        # At most 300 bytes of the body: a streamed answer's may never end.
+        detail = next(resp.iter_content(300), b"").decode("utf-8", "replace").strip()
         return OCIError(f"registry {self.registry}: {what} failed: {resp.status_code} {detail}")
 
     # -- blobs -----------------------------------------------------------------------------
@@ -272,13 +274,20 @@ class OCIClient:
         r = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo)
         return r.status_code == 200
 
-    def get_blob(self, repo: str, digest: str) -> bytes:
-        r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo)
-        if r.status_code != 200:
-            raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
-        if sha256(r.content) != digest:
+    def get_blob(self, repo: str, digest: str, size: int | None = None) -> bytes:
+        """A blob, in memory; with `size` (its descriptor's), one that goes on past it is
+        refused as it arrives (an image config that never ends must not fill the memory)."""
+        r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True)
+        with contextlib.closing(r):
+            if r.status_code != 200:
+                raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
+            if size is None:
+                body = r.content
+            else:
+                body = self._bounded(r, size, f"blob {digest[:19]} of {repo}")
+        if sha256(body) != digest:
             raise OCIError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
-        return r.content
+        return body
 
     def read_blob(self, repo: str, digest: str, read: Callable[[IO[bytes]], None]) -> None:
         """Stream a blob to `read` as a file object, a chunk at a time (a base layer of
@@ -526,21 +535,48 @@ class OCIClient:
     # -- manifests -------------------------------------------------------------------------
 
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
+        """A manifest (or index) as the registry sent it, its media type and its digest. One
+        asked for by digest is refused unless it is that digest's (a registry cannot hand in
+        another image, or an index that names itself again and again); none is read past
+        the 4 MiB registries accept."""
         r = self.request(
             "GET",
             f"/v2/{repo}/manifests/{reference}",
             repo=repo,
             headers={"Accept": ", ".join(MANIFEST_TYPES)},
+            stream=True,
         )
-        if r.status_code == 404:
-            raise OCIError(
-                f"image {self.registry}/{repo}:{reference} not found in the registry",
-                hint="build and push it first, or fix the name in lepton.yaml",
-            )
-        if r.status_code != 200:
-            raise self._fail(f"GET manifest {repo}:{reference}", r)
+        with contextlib.closing(r):
+            if r.status_code == 404:
+                raise OCIError(
+                    f"image {self.registry}/{repo}:{reference} not found in the registry",
+                    hint="build and push it first, or fix the name in lepton.yaml",
+                )
+            if r.status_code != 200:
+                raise self._fail(f"GET manifest {repo}:{reference}", r)
+            body = self._bounded(r, _MANIFEST_MAX, f"manifest {repo}:{reference}")
         media = r.headers.get("Content-Type", "").split(";")[0]
-        return r.content, media, sha256(r.content)
+        digest = sha256(body)
+        if reference.startswith("sha256:") and digest != reference:
+            raise OCIError(
+                f"registry {self.registry}: asked for manifest {repo}@{reference[:19]}.., it "
+                f"sent {digest[:19]}..; refused",
+                hint="the registry (or a proxy before it) serves other content than the "
+                "digest names: retry, then report it to its owner",
+            )
+        return body, media, digest
+
+    def _bounded(self, r: requests.Response, limit: int, what: str) -> bytes:
+        """The body of a streamed answer, refused once it passes `limit` bytes."""
+        out = bytearray()
+        for chunk in r.iter_content(_DOWNLOAD_CHUNK):
+            out += chunk
+            if len(out) > limit:
+                raise OCIError(
+                    f"registry {self.registry}: {what} is more than {limit} bytes; refused",
+                    hint="is this really the image? a registry sends manifests of a few kB",
+                )
+        return bytes(out)
 
     def manifest_digest(self, repo: str, reference: str) -> str | None:
         """The digest a tag points at (HEAD, no body), or None if the tag does not exist."""

@@ -47,6 +47,7 @@ RECORD_FILE = "record.json"  # the version's record, written beside its files
 STAGE_PREFIX = ".lepton-pull-"
 MODEL_LAYER = "lepton-ci: model layer"  # the history entry `build` writes for the model layer
 P = imagemeta.PREFIX
+_CONFIG_MAX = 16 << 20  # an image config is kB; its history and labels stay far below this
 
 
 @dataclass
@@ -165,7 +166,10 @@ class PullOperation:
                 hint=f"build the version's image: `lepton-ci build --version {info.version}`",
             )
         manifest, digest = client.image_manifest(target.repository, target.reference)
-        config = json.loads(client.get_blob(target.repository, manifest["config"]["digest"]))
+        desc = manifest["config"]
+        size = desc.get("size")  # read no further: a config that never ends fills no memory
+        limit = size if isinstance(size, int) and 0 < size < _CONFIG_MAX else _CONFIG_MAX
+        config = json.loads(client.get_blob(target.repository, desc["digest"], limit))
         _check_labels(config, rec, f"{name}:{target.reference}", info)
         layer = _model_layer(manifest, config, f"{name}:{target.reference}")
         root = (config.get("config") or {}).get("WorkingDir") or self._workdir(rec.model)
