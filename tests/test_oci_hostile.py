@@ -153,3 +153,30 @@ def test_a_manifest_or_config_that_never_ends_is_refused_not_held_in_memory(host
     with pytest.raises(OCIError, match=r"blob sha256:aaaaaaaaaaaa of acme/m is more than 2000 "):
         client.get_blob("acme/m", "sha256:" + "a" * 64, 2000)
     assert client.downloaded_bytes == 0  # (blob_chunks counts; these stayed small in memory)
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_host(hostile):
+    """Registries send blob GETs on to a CDN or a bucket; a hostile one can name any host.
+    The Basic credentials go to the registry only, never to where it redirects."""
+    blob = b"model" * 100
+    digest = sha256(blob)
+    elsewhere = hostile({"/": lambda h: answer(h, blob)})
+
+    def registry(h: BaseHTTPRequestHandler) -> None:
+        if h.headers.get("Authorization") is None:
+            h.send_response(401)
+            h.send_header("WWW-Authenticate", 'Basic realm="r"')
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h.send_response(307)
+        h.send_header("Location", f"http://localhost:{elsewhere.host.split(':')[1]}/b/{digest}")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    reg = hostile({"/v2/": registry})
+    client = OCIClient(reg.host, auth=("alice", "s3cret-pw"), sleep=lambda s: None)
+    assert b"".join(client.blob_chunks("acme/m", digest, size=len(blob))) == blob
+    assert client.get_blob("acme/m", digest) == blob
+    assert reg.seen[-1][1] and reg.seen[-1][1].startswith("Basic ")
+    assert elsewhere.seen and all(auth is None for _, auth in elsewhere.seen)
