@@ -717,3 +717,30 @@ def test_an_artifact_of_another_size_than_the_record_is_refused_before_it_is_wri
     with pytest.raises(PullError, match=r"w.bin: the model layer's file is 1099511627776 bytes, "):
         unpacker.run(layer())
     assert not read and not list(stage.iterdir())
+
+
+def test_files_of_the_users_in_the_folder_are_not_replaced(weights, tmp_path):
+    """`--out .` in the clone, or a folder of the user's: a file at an artifact's path that
+    no earlier pull put there is refused before anything is downloaded; an earlier pull's
+    files (of another version too) are replaced, and other files are left alone."""
+    repo, cli = weights
+    out = tmp_path / "mine"
+    (out / "tokenizer").mkdir(parents=True)
+    (out / "weights.bin").write_bytes(b"the user's own weights")
+    (out / "notes.txt").write_text("keep me")
+    code, _, err = cli("pull", "weights@v0.1.0", "--out", str(out))
+    assert code == 1
+    assert f"{out} holds weights.bin, which no earlier pull put there" in err
+    assert (out / "weights.bin").read_bytes() == b"the user's own weights"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "tokenizer", "weights.bin"]
+    (out / "weights.bin").unlink()
+    (out / "record.json").write_text("{}")  # a record.json of the user's, not a version's
+    code, _, err = cli("pull", "weights@v0.1.0", "--out", str(out))
+    assert code == 1 and f"{out} holds record.json, which no earlier pull" in err
+    (out / "record.json").unlink()
+    assert cli("pull", "weights@v0.1.0", "--out", str(out))[0] == 0
+    release(cli, repo, seed=2)  # v0.1.1 into the folder v0.1.0 was pulled into: replaced
+    code, _, err = cli("pull", "weights@v0.1.1", "--out", str(out))
+    assert code == 0, err
+    assert_pulled(out, repo, "weights@v0.1.1")
+    assert (out / "notes.txt").read_text() == "keep me"

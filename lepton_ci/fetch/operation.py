@@ -221,6 +221,7 @@ class PullOperation:
         if _already_there(plan, sha):
             pulled.reused = True
             return pulled
+        _check_in_the_way(plan)
         out, created = _make_dir(plan.out)
         _clear_stale_stages(out)
         stage = out / f"{STAGE_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
@@ -407,6 +408,40 @@ def _already_there(plan: Plan, sha: dict[str, str]) -> bool:
 
 
 # -- the folder -----------------------------------------------------------------------------
+
+
+def _check_in_the_way(plan: Plan) -> None:
+    """A file at an artifact's path (or at record.json) that no earlier pull put there is
+    the user's: `--out .` in the clone must not replace the model `run` just trained, nor
+    `--out ~` a file of the same name. An earlier pull's files (its record.json lists them)
+    and files that already hold the record's bytes are replaced; others are a refusal,
+    before a byte is downloaded."""
+    from lepton_ci.core.record import parse, read_text
+
+    if not plan.out.is_dir():
+        return
+    record = plan.out / RECORD_FILE
+    earlier: set[str] = set()
+    blocking: list[str] = []
+    if record.exists() or record.is_symlink():
+        try:
+            earlier = set(parse(read_text(record), str(record)).outputs)
+        except (RecordError, OSError, ValueError):
+            blocking.append(RECORD_FILE)
+    for name, entry in sorted(plan.rec.outputs.items()):
+        file = plan.out / name
+        if name in earlier or not (file.exists() or file.is_symlink()):
+            continue
+        if file.is_file() and not file.is_symlink() and hash_file(file) == entry.hash:
+            continue
+        blocking.append(name)
+    if blocking:
+        raise PullError(
+            f"{plan.out} holds {', '.join(blocking)}, which no earlier pull put there; "
+            "pull would replace it, so nothing was pulled",
+            hint="pull into a new or empty folder (e.g. --out model/), or remove "
+            f"{blocking[0]} if it can go",
+        )
 
 
 def _make_dir(out: Path) -> tuple[Path, bool]:
