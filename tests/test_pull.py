@@ -744,3 +744,19 @@ def test_files_of_the_users_in_the_folder_are_not_replaced(weights, tmp_path):
     assert code == 0, err
     assert_pulled(out, repo, "weights@v0.1.1")
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_out_that_is_a_file_or_a_dangling_link_is_said_as_such(weights, tmp_path):
+    _, cli = weights
+    (tmp_path / "afile").write_text("x")
+    code, _, err = cli("pull", "weights@v0.1.0", "--out", str(tmp_path / "afile"))
+    assert code == 1 and f"{tmp_path / 'afile'} is not a folder; nothing was pulled" in err
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    code, _, err = cli("pull", "weights@v0.1.0", "--out", str(tmp_path / "dangling"))
+    assert code == 1
+    assert f"is a link to {tmp_path / 'gone'}, which does not exist; nothing was pulled" in err
+    assert not (tmp_path / "gone").exists()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")  # a link to a folder is that folder
+    assert cli("pull", "weights@v0.1.0", "--out", str(tmp_path / "link"))[0] == 0
+    assert (tmp_path / "real" / "weights.bin").is_file()

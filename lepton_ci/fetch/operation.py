@@ -449,6 +449,11 @@ def _make_dir(out: Path) -> tuple[Path, bool]:
         raise PullError(
             f"{out} is not a folder; nothing was pulled", hint="name a folder (new or not)"
         )
+    if out.is_symlink() and not out.exists():
+        raise PullError(
+            f"{out} is a link to {out.readlink()}, which does not exist; nothing was pulled",
+            hint="make the folder it points to, or name another folder",
+        )
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
