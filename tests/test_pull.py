@@ -760,3 +760,35 @@ def test_out_that_is_a_file_or_a_dangling_link_is_said_as_such(weights, tmp_path
     (tmp_path / "link").symlink_to(tmp_path / "real")  # a link to a folder is that folder
     assert cli("pull", "weights@v0.1.0", "--out", str(tmp_path / "link"))[0] == 0
     assert (tmp_path / "real" / "weights.bin").is_file()
+
+
+def test_a_pull_waits_for_another_placing_its_files_in_the_same_folder(weights, tmp_path):
+    """Two pulls into one folder (two jobs on a shared disk, a stage pulled as it moves):
+    each renames its files in and writes its record while it holds the folder, so the
+    record never describes the other's files. The test holds the folder as a pull would."""
+    import fcntl
+    import threading
+    import time
+
+    import lepton_ci
+
+    repo, _ = weights
+    out = tmp_path / "shared"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done: list[object] = []
+    t = threading.Thread(
+        target=lambda: done.append(
+            lepton_ci.pull("weights@v0.1.0", out, config=str(repo / "lepton.yaml"))
+        )
+    )
+    t.start()
+    time.sleep(2)  # the download and the checks are done by now; it waits for the folder
+    try:
+        assert not done and not (out / "record.json").exists()
+        assert not (out / "weights.bin").exists()
+    finally:
+        os.close(fd)
+    t.join(30)
+    assert done and assert_pulled(out, repo, "weights@v0.1.0") is None

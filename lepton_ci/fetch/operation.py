@@ -230,8 +230,9 @@ class PullOperation:
         try:
             landed = self._download(plan, stage, bool(sha))
             _check_signed(landed, sha, plan.info.tag)
-            _place(landed, out)
-            atomic.write_text(out / RECORD_FILE, plan.rec.to_json())
+            with _locked(out):  # files and record of one pull, not a mix of two
+                _place(landed, out)
+                atomic.write_text(out / RECORD_FILE, plan.rec.to_json())
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             if created:
@@ -505,6 +506,22 @@ def _place(landed: dict[str, Landed], out: Path) -> None:
     for name, file in landed.items():
         targets[name].parent.mkdir(parents=True, exist_ok=True)
         file.path.replace(targets[name])
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """The folder held by this pull while its files are renamed in and its record written:
+    two pulls into one folder (two jobs on a shared disk, a stage pulled as it moves) each
+    leave their files with their own record, never one's files under the other's record.
+    A lock on the folder itself, so nothing is left in it."""
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @contextlib.contextmanager
