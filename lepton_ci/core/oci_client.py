@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from lepton_ci.core import interrupt
 from lepton_ci.core.errors import Interrupted, LeptonError
+from lepton_ci.core.escape import clean_line
 
 if TYPE_CHECKING:
     import requests
@@ -264,8 +265,9 @@ class OCIClient:
             return resp
 
     def _fail(self, what: str, resp: requests.Response) -> OCIError:
-        # At most 300 bytes of the body: a streamed answer's may never end.
-        detail = next(resp.iter_content(300), b"").decode("utf-8", "replace").strip()
+        # At most 300 bytes of the body (a streamed answer's may never end), on one line: the
+        # registry's words must not print a `fix:` line of their own under ours.
+        detail = clean_line(next(resp.iter_content(300), b"").decode("utf-8", "replace")).strip()
         return OCIError(f"registry {self.registry}: {what} failed: {resp.status_code} {detail}")
 
     # -- blobs -----------------------------------------------------------------------------

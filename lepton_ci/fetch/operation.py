@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from lepton_ci.core import atomic
 from lepton_ci.core.errors import PullError, RecordError
+from lepton_ci.core.escape import one_line
 from lepton_ci.core.hashing import hash_file
 from lepton_ci.core.names import in_tag
 from lepton_ci.core.oci_client import ClientFactory, OCIClient, Ref, client_factory
@@ -339,10 +340,11 @@ def _check_labels(config: dict[str, Any], rec: Record, image: str, info: Version
     have = (labels.get(f"{P}.model"), labels.get(f"{P}.version") or "")
     want = (rec.model, rec.candidate_version or "")
     if have != want or labels.get(f"{P}.outputs-digest") != imagemeta.outputs_digest(rec):
-        held = f"{have[0]} {have[1] or '(no version)'}"
+        held = f"{one_line(have[0])} {one_line(have[1]) or '(no version)'}"  # the image's words
         raise PullError(
             f"{image} holds an image of {held} with other artifacts than {info.tag}'s record "
-            f"(outputs digest {str(labels.get(f'{P}.outputs-digest'))[:19]}.., the record's "
+            f"(outputs digest {one_line(str(labels.get(f'{P}.outputs-digest'))[:19])}.., "
+            "the record's "
             f"{imagemeta.outputs_digest(rec)[:19]}..); nothing was pulled",
             hint=f"build the version's image: `lepton-ci build --version {info.version}`",
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lepton_ci.core.errors import PullError
+from lepton_ci.core.escape import one_line
 from lepton_ci.core.oci_client import LAYER_OCI, LAYER_TAR
 
 BLOCK = tarfile.BLOCKSIZE
@@ -51,7 +52,7 @@ def layer_bytes(chunks: Iterable[bytes], media_type: str, where: str) -> Iterato
     if media_type in TAR_TYPES:
         return iter(chunks)
     raise PullError(
-        f"{where}: the model layer is {media_type or 'of no media type'}; pull reads the "
+        f"{where}: the model layer is {one_line(media_type) or 'of no media type'}; pull reads the "
         "gzip and plain tar layers `lepton-ci build` writes",
         hint="build the version's image with `lepton-ci build` (the `layers` builder)",
     )
@@ -247,8 +248,8 @@ class Unpacker:
         missing = sorted(set(self.wanted) - set(self.landed))
         if missing:
             raise PullError(
-                f"{self.where}: the model layer has no {self.prefix}{missing[0]}, an artifact of "
-                "the version's record; nothing was written",
+                f"{self.where}: the model layer has no {one_line(self.prefix + missing[0])}, an "
+                "artifact of the version's record; nothing was written",
                 hint="the image was not built from this version: `lepton-ci build --version` it",
             )
         return self.landed
@@ -263,8 +264,8 @@ class Unpacker:
             _check_link(clean, link, kind == tarfile.LNKTYPE, self.where)
             if artifact:
                 raise PullError(
-                    f"{self.where}: {clean} is a link in the model layer, not the file the "
-                    "record lists; nothing was written",
+                    f"{self.where}: {one_line(clean)} is a link in the model layer, not the "
+                    "file the record lists; nothing was written",
                     hint="rebuild the version's image with `lepton-ci build`",
                 )
             return
@@ -281,7 +282,7 @@ class Unpacker:
             return
         if rel in self.landed:
             raise PullError(
-                f"{self.where}: {clean} is twice in the model layer; nothing was written",
+                f"{self.where}: {one_line(clean)} is twice in the model layer; nothing was written",
                 hint="rebuild the version's image with `lepton-ci build`",
             )
         want_size = self.sizes.get(rel)
