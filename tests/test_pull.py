@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -131,6 +132,8 @@ def test_pull_by_version_latest_and_stage(weights, tmp_path):
     code, out, err = cli("pull", "weights@latest", "--out", str(tmp_path / "b"))
     assert code == 0, err
     assert out.startswith("weights v0.1.1: pulled from ")
+    # a model under a megabyte says its size in kB: "0.0 MB" read as nothing pulled
+    assert re.search(r"\(\d+\.\d kB in \d+\.\d s\); 2 file\(s\), \d+\.\d kB, each", out), out
     assert_pulled(tmp_path / "b", repo, "weights@v0.1.1")
     assert (tmp_path / "a" / "weights.bin").read_bytes() != (
         tmp_path / "b" / "weights.bin"

@@ -97,13 +97,18 @@ class Pulled:
         else:
             how = (
                 f"pulled from {self.image} into {self.out} "
-                f"({self.downloaded_bytes / 1e6:.1f} MB in {self.seconds:.1f} s)"
+                f"({_size_text(self.downloaded_bytes)} in {self.seconds:.1f} s)"
             )
         return (
             f"{self.model} {self.version}{stages}: {how}; {len(self.files)} file(s), "
-            f"{size / 1e6:.1f} MB, each matching the record's hash ({checked}); "
+            f"{_size_text(size)}, each matching the record's hash ({checked}); "
             f"record in {self.record_path}"
         )
+
+
+def _size_text(n: int) -> str:
+    """Bytes for a person: a model of 8 kB is not '0.0 MB' (it read as nothing pulled)."""
+    return f"{n / 1e6:.1f} MB" if n >= 1_000_000 else f"{n / 1e3:.1f} kB"
 
 
 @dataclass
