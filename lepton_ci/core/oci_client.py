@@ -193,6 +193,14 @@ class OCIClient:
                 f"registry {self.registry} asked for a token from {realm!r}, not an http(s) URL",
                 hint="is this really a container registry?",
             )
+        if self.auth is not None and self.base.startswith("https:") and realm.startswith("http:"):
+            # The password would cross the network in the clear, to whatever host the
+            # registry named: a registry served over https never needs that.
+            raise OCIError(
+                f"registry {self.registry} asked for a token from {realm!r} over plain http; "
+                "the credentials were not sent",
+                hint="is this really the registry? its token server must be https",
+            )
         try:
             tr = self.session.get(realm, params=query, auth=self.auth, timeout=self.timeout)
         except requests.RequestException as e:
