@@ -219,3 +219,40 @@ def test_credentials_are_not_sent_to_a_plain_http_token_server_of_an_https_regis
     with pytest.raises(OCIError, match="over plain http; the credentials were not sent"):
         c.blob_exists("acme/m", "sha256:" + "0" * 64)
     assert tokens.seen == []
+
+
+def test_an_error_page_that_quotes_the_credentials_is_not_printed_with_them(hostile):
+    """Some registries and proxies quote the request in an error page, and the error message
+    quotes the page: the credentials in it are starred out, and in Actions the header's
+    base64 of user:password is masked as well as the password itself."""
+    import base64
+    import io
+
+    from lepton_ci.core.gha import Runtime
+    from lepton_ci.core.oci_client import client_factory
+
+    def echo(h: BaseHTTPRequestHandler) -> None:
+        if h.headers.get("Authorization") is None:
+            h.send_response(401)
+            h.send_header("WWW-Authenticate", 'Basic realm="r"')
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        body = f"bad request: {h.headers['Authorization']}".encode()
+        h.send_response(400)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    reg = hostile({"/v2/": echo})
+    log = io.StringIO()
+    env = {"LEPTON_REGISTRY_USERNAME": "alice", "LEPTON_REGISTRY_PASSWORD": "s3cret-pw"}
+    rt = Runtime(env={"GITHUB_ACTIONS": "true"}, stream=log)
+    client = client_factory(env, rt, None)(reg.host)
+    with pytest.raises(OCIError) as e:
+        client.get_blob("acme/m", "sha256:" + "a" * 64)
+    token = base64.b64encode(b"alice:s3cret-pw").decode()
+    assert "400 bad request: Basic ***" in str(e.value)
+    assert token not in str(e.value) and "s3cret-pw" not in str(e.value)
+    masked = [line.removeprefix("::add-mask::") for line in log.getvalue().splitlines()]
+    assert "s3cret-pw" in masked and token in masked

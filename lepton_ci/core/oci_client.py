@@ -276,7 +276,18 @@ class OCIClient:
         # At most 300 bytes of the body (a streamed answer's may never end), on one line: the
         # registry's words must not print a `fix:` line of their own under ours.
         detail = clean_line(next(resp.iter_content(300), b"").decode("utf-8", "replace")).strip()
+        # A page that quotes the request (some registries and proxies do) quotes its
+        # credentials: none of them is printed, in Actions or any other CI's log.
+        for secret in self._secrets():
+            detail = detail.replace(secret, "***")
         return OCIError(f"registry {self.registry}: {what} failed: {resp.status_code} {detail}")
+
+    def _secrets(self) -> list[str]:
+        held = [h.split(" ", 1)[-1] for h, _ in self._tokens.values()]  # Basic's and Bearer's
+        if self.auth is not None:
+            basic = f"{self.auth[0]}:{self.auth[1]}".encode()
+            held += [self.auth[1], base64.b64encode(basic).decode()]
+        return sorted({s for s in held if len(s) >= 4}, key=len, reverse=True)
 
     # -- blobs -----------------------------------------------------------------------------
 
@@ -883,6 +894,9 @@ def client_factory(
             creds = credentials(registry, env)
             if creds and rt is not None:
                 rt.mask(creds[1])
+                # As a Basic header carries them: a registry or proxy that quotes the request
+                # in its error page (which an error message quotes) must not print them.
+                rt.mask(base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode())
             clients[registry] = OCIClient(registry, auth=creds, insecure=insecure)
         return clients[registry]
 
