@@ -630,9 +630,13 @@ def test_a_signed_version_without_a_trust_policy_is_pulled_with_a_warning(signed
     assert_pulled(tmp_path / "out", repo, TAG)
 
 
-def test_sigterm_during_a_download_leaves_nothing(tmp_path, registry, capsys):
-    """Stopped half-way (as a CI job is cancelled): the staging folder goes, and the folder
-    the pull made with it; exit 143, as a shell reports SIGTERM."""
+@pytest.mark.parametrize(
+    ("signame", "code", "said"),
+    [("SIGTERM", 143, "stopped by SIGTERM"), ("SIGINT", 130, "stopped by SIGINT (Ctrl-C)")],
+)
+def test_sigterm_during_a_download_leaves_nothing(tmp_path, registry, capsys, signame, code, said):
+    """Stopped half-way (as a CI job is cancelled, or Ctrl-C at a terminal): the staging
+    folder goes, and the folder the pull made with it; exit 143 or 130, as a shell reports."""
     import signal
     import time
 
@@ -655,10 +659,10 @@ def test_sigterm_during_a_download_leaves_nothing(tmp_path, registry, capsys):
         while not list(out.glob(".lepton-pull-*/0")) and time.monotonic() < deadline:
             time.sleep(0.05)  # until the first file is being written
         assert proc.poll() is None, proc.communicate()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 143, err
-        assert "stopped by SIGTERM" in err.decode()
+        assert proc.returncode == code, err
+        assert said in err.decode()
         assert not out.exists()
     finally:
         proxy.close()
