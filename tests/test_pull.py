@@ -819,3 +819,31 @@ def test_words_of_the_image_in_a_refusal_cannot_forge_a_line_of_their_own(tmp_pa
     with pytest.raises(PullError) as e:
         unpacker.run(iter([tar_of(("app/other", tarfile.REGTYPE, b"o"))]))
     assert "\n" not in str(e.value).split("  fix:")[0] and "\x1b" not in str(e.value)
+
+
+@pytest.mark.unit
+def test_many_pax_headers_before_one_entry_are_refused_not_gathered(tmp_path):
+    """Each pax header was held to 1 MiB, but one after another (a key of its own each) they
+    were all gathered in memory for the entry that follows, without end."""
+    from lepton_ci.core.errors import PullError
+    from lepton_ci.fetch.unpack import Unpacker
+
+    def pax(i: int) -> bytes:
+        body = f"k{i}=".encode() + b"v" * (900 << 10) + b"\n"
+        n = len(body) + 1
+        n += len(str(n + len(str(n))))
+        record = str(n).encode() + b" " + body
+        head = tarfile.TarInfo("pax")
+        head.type, head.size = tarfile.XHDTYPE, len(record)
+        return head.tobuf(tarfile.USTAR_FORMAT) + record + bytes(-len(record) % 512)
+
+    def layer():
+        for i in range(8):  # 7 MiB of headers, then the test stops reading
+            yield pax(i)
+        raise AssertionError("the unpacker gathered header after header")
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    unpacker = Unpacker({"w.bin": hash_bytes(b"w")}, "/app", stage, sha256=False, where="t")
+    with pytest.raises(PullError, match="bytes of tar headers for one entry, too many"):
+        unpacker.run(layer())

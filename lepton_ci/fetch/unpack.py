@@ -209,6 +209,7 @@ class Unpacker:
 
         src = _Bytes(tar, self.where)
         meta: dict[str, str] = {}
+        meta_bytes = 0  # of the headers since the last entry: many of them add up in `meta`
         while (header := src.block()) is not None:
             if header == _ZERO_BLOCK:  # the end of the archive
                 break
@@ -224,10 +225,11 @@ class Unpacker:
                 tarfile.GNUTYPE_LONGNAME,
                 tarfile.GNUTYPE_LONGLINK,
             ):
-                if info.size > _META_MAX:
+                meta_bytes += info.size
+                if meta_bytes > _META_MAX:
                     raise PullError(
-                        f"{self.where}: the model layer holds a {info.size}-byte "
-                        "tar header, too big to be honest"
+                        f"{self.where}: the model layer holds {meta_bytes} bytes of tar "
+                        "headers for one entry, too many to be honest"
                     )
                 data = src.read(info.size)
                 src.skip(_padded(info.size))
@@ -241,7 +243,7 @@ class Unpacker:
             name = meta.get("path", info.name)
             link = meta.get("linkpath", info.linkname)
             size = _size(meta.get("size"), info.size, self.where)
-            meta = {}
+            meta, meta_bytes = {}, 0
             self._entry(src, info.type, name, link, size, blake3.blake3)
         for chunk in tar:  # read to the end: the blob's digest is checked there
             del chunk
