@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -847,3 +848,18 @@ def test_many_pax_headers_before_one_entry_are_refused_not_gathered(tmp_path):
     unpacker = Unpacker({"w.bin": hash_bytes(b"w")}, "/app", stage, sha256=False, where="t")
     with pytest.raises(PullError, match="bytes of tar headers for one entry, too many"):
         unpacker.run(layer())
+
+
+def test_a_file_where_an_artifacts_folder_goes_is_refused_before_anything_moves(weights, tmp_path):
+    repo, cli = weights
+    out = tmp_path / "out"
+    assert cli("pull", "weights@v0.1.0", "--out", str(out))[0] == 0
+    release(cli, repo, seed=2)  # v0.1.1: both files change
+    shutil.rmtree(out / "tokenizer")
+    (out / "tokenizer").write_text("a file of the user's, where the folder goes")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = cli("pull", "weights@v0.1.1", "--out", str(out))
+    assert code == 1
+    assert f"{out}: tokenizer/vocab.txt would go into {out / 'tokenizer'}, a file" in err
+    assert "unexpected error" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -504,6 +504,14 @@ def _place(landed: dict[str, Landed], out: Path) -> None:
                 "link in the way); nothing was written",
                 hint="remove the link, or pull into another folder",
             )
+        folder = target.parent
+        while folder != out and not folder.is_dir():
+            if folder.exists() or folder.is_symlink():  # a file where a folder must go
+                raise PullError(
+                    f"{out}: {name} would go into {folder}, a file; nothing was written",
+                    hint="remove it, or pull into another folder",
+                )
+            folder = folder.parent
         if target.is_dir() and not target.is_symlink():
             raise PullError(
                 f"{out}: {name} is a folder there; nothing was written",
