@@ -256,3 +256,52 @@ def test_an_error_page_that_quotes_the_credentials_is_not_printed_with_them(host
     assert token not in str(e.value) and "s3cret-pw" not in str(e.value)
     masked = [line.removeprefix("::add-mask::") for line in log.getvalue().splitlines()]
     assert "s3cret-pw" in masked and token in masked
+
+
+def test_a_manifest_sent_a_byte_at_a_time_is_refused_after_twice_the_timeout(hostile):
+    """The timeout bounds each read; a registry that sends one byte just inside it, again
+    and again, kept a pull waiting for as long as it liked."""
+    import time
+
+    def drip(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", MANIFEST_OCI)
+        h.send_header("Connection", "close")
+        h.end_headers()
+        try:
+            for _ in range(60):  # 12 s, then the test gives up on the client
+                h.wfile.write(b" ")
+                h.wfile.flush()
+                time.sleep(0.2)
+            h.wfile.write(b"{}")
+        except OSError:
+            pass
+
+    reg = hostile({"/v2/": drip})
+    client = OCIClient(reg.host, timeout=0.5, sleep=lambda s: None)
+    started = time.monotonic()
+    with pytest.raises(OCIError, match=r"manifest acme/m:1.0 took more than 1 s to arrive"):
+        client.get_manifest("acme/m", "1.0")
+    assert time.monotonic() - started < 5
+
+
+def test_a_manifest_whose_answer_breaks_off_is_fetched_again(hostile):
+    body = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_OCI, "layers": []}).encode()
+    answers = []
+
+    def flaky(h: BaseHTTPRequestHandler) -> None:
+        answers.append(1)
+        if len(answers) > 1:
+            answer(h, body, MANIFEST_OCI)
+            return
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(body[:10])  # then the connection closes: the body broke off
+        h.close_connection = True
+
+    reg = hostile({"/v2/": flaky})
+    client = OCIClient(reg.host, sleep=lambda s: None)
+    assert client.get_manifest("acme/m", "1.0")[0] == body
+    assert len(answers) == 2

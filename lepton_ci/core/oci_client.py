@@ -298,14 +298,14 @@ class OCIClient:
     def get_blob(self, repo: str, digest: str, size: int | None = None) -> bytes:
         """A blob, in memory; with `size` (its descriptor's), one that goes on past it is
         refused as it arrives (an image config that never ends must not fill the memory)."""
-        r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True)
-        with contextlib.closing(r):
+        what = f"blob {digest[:19]} of {repo}"
+        if size is None:
+            r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo)
             if r.status_code != 200:
-                raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
-            if size is None:
-                body = r.content
-            else:
-                body = self._bounded(r, size, f"blob {digest[:19]} of {repo}")
+                raise self._fail(f"GET {what}", r)
+            body = r.content
+        else:
+            _, body = self._small_get(f"/v2/{repo}/blobs/{digest}", repo, {}, size, what)
         if sha256(body) != digest:
             raise OCIError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
         return body
@@ -560,22 +560,15 @@ class OCIClient:
         asked for by digest is refused unless it is that digest's (a registry cannot hand in
         another image, or an index that names itself again and again); none is read past
         the 4 MiB registries accept."""
-        r = self.request(
-            "GET",
-            f"/v2/{repo}/manifests/{reference}",
-            repo=repo,
-            headers={"Accept": ", ".join(MANIFEST_TYPES)},
-            stream=True,
+        what = f"manifest {repo}:{reference}"
+        accept = {"Accept": ", ".join(MANIFEST_TYPES)}
+        missing = OCIError(
+            f"image {self.registry}/{repo}:{reference} not found in the registry",
+            hint="build and push it first, or fix the name in lepton.yaml",
         )
-        with contextlib.closing(r):
-            if r.status_code == 404:
-                raise OCIError(
-                    f"image {self.registry}/{repo}:{reference} not found in the registry",
-                    hint="build and push it first, or fix the name in lepton.yaml",
-                )
-            if r.status_code != 200:
-                raise self._fail(f"GET manifest {repo}:{reference}", r)
-            body = self._bounded(r, _MANIFEST_MAX, f"manifest {repo}:{reference}")
+        r, body = self._small_get(
+            f"/v2/{repo}/manifests/{reference}", repo, accept, _MANIFEST_MAX, what, missing
+        )
         media = r.headers.get("Content-Type", "").split(";")[0]
         digest = sha256(body)
         if reference.startswith("sha256:") and digest != reference:
@@ -587,11 +580,63 @@ class OCIClient:
             )
         return body, media, digest
 
+    def _small_get(
+        self,
+        url: str,
+        repo: str,
+        headers: dict[str, str],
+        limit: int,
+        what: str,
+        missing: OCIError | None = None,
+    ) -> tuple[requests.Response, bytes]:
+        """A GET of a small document (manifest, config) read bounded: the answer and its
+        body; `missing` is raised for a 404, an OCIError for any other answer but 200. A body
+        that breaks off is fetched again, as request() does for a connection that fails."""
+        import requests
+        import urllib3
+
+        attempt = 0
+        while True:
+            r = self.request("GET", url, repo=repo, headers=headers, stream=True)
+            with contextlib.closing(r):
+                if r.status_code == 404 and missing is not None:
+                    raise missing
+                if r.status_code != 200:
+                    raise self._fail(f"GET {what}", r)  # while the answer is open to quote
+                try:
+                    return r, self._bounded(r, limit, what)
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                    if attempt >= self.max_retries:
+                        raise OCIError(
+                            f"registry {self.registry}: {what} broke off {attempt + 1} times "
+                            f"({type(e).__name__})",
+                            hint="check the network to the registry, then run the command again",
+                        ) from None
+            self.sleep(min(2**attempt, 30))
+            attempt += 1
+
     def _bounded(self, r: requests.Response, limit: int, what: str) -> bytes:
-        """The body of a streamed answer, refused once it passes `limit` bytes."""
+        """The body of a streamed answer, refused once it passes `limit` bytes, or when it
+        takes longer than twice the timeout in all: the timeout bounds each read, and a
+        registry that sends a byte now and then would never meet it (a manifest is kB)."""
         out = bytearray()
-        for chunk in r.iter_content(_DOWNLOAD_CHUNK):
+        deadline = time.monotonic() + 2 * self.timeout
+        # read1: what has arrived, not a full chunk's worth (urllib3 2); a read that waits
+        # for 1 MiB of a byte-at-a-time answer would never look at the clock.
+        read1 = getattr(r.raw, "read1", None)
+        chunks = (
+            iter(lambda: read1(_DOWNLOAD_CHUNK, decode_content=True), b"")
+            if read1 is not None
+            else r.iter_content(_DOWNLOAD_CHUNK)
+        )
+        for chunk in chunks:
             out += chunk
+            if time.monotonic() > deadline:
+                raise OCIError(
+                    f"registry {self.registry}: {what} took more than {2 * self.timeout:g} s "
+                    f"to arrive ({len(out)} bytes so far); refused",
+                    hint="the registry is overloaded or not what it seems: retry later",
+                )
             if len(out) > limit:
                 raise OCIError(
                     f"registry {self.registry}: {what} is more than {limit} bytes; refused",
