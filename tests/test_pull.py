@@ -863,3 +863,25 @@ def test_a_file_where_an_artifacts_folder_goes_is_refused_before_anything_moves(
     assert f"{out}: tokenizer/vocab.txt would go into {out / 'tokenizer'}, a file" in err
     assert "unexpected error" not in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_staging_folders_of_killed_pulls_go_but_not_another_hosts(weights, tmp_path):
+    """A pull killed outright leaves its staging folder; the next pull on this host removes
+    it. On a disk shared by pods, another host's staging folder is its live pull's (its
+    process id means nothing here): left alone."""
+    import socket
+
+    _, cli = weights
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = out / f".lepton-pull-{dead.pid}-0a0b0c0d-{socket.gethostname()}"
+    older = out / f".lepton-pull-{dead.pid}-0a0b0c0e"  # as pulls before the host was named
+    theirs = out / f".lepton-pull-{dead.pid}-0a0b0c0f-pod-7f9c-other"
+    for stage in (mine, older, theirs):
+        stage.mkdir()
+        (stage / "0").write_bytes(b"half")
+    assert cli("pull", "weights@v0.1.0", "--out", str(out))[0] == 0
+    assert not mine.exists() and not older.exists()
+    assert (theirs / "0").read_bytes() == b"half"

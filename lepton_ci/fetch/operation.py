@@ -230,7 +230,7 @@ class PullOperation:
         _check_in_the_way(plan)
         out, created = _make_dir(plan.out)
         _clear_stale_stages(out)
-        stage = out / f"{STAGE_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
+        stage = out / f"{STAGE_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{_host()}"
         stage.mkdir()
         before = plan.client.downloaded_bytes
         try:
@@ -473,11 +473,22 @@ def _make_dir(out: Path) -> tuple[Path, bool]:
 
 
 def _clear_stale_stages(out: Path) -> None:
-    """Staging folders a pull that was killed (SIGKILL: no cleanup ran) left behind."""
+    """Staging folders a pull that was killed (SIGKILL: no cleanup ran) left behind. Only
+    this host's: on a disk shared by pods or machines, another's pull (its process id
+    means nothing here) may be downloading into its staging folder right now."""
     for old in out.glob(f"{STAGE_PREFIX}*"):
-        pid = old.name.removeprefix(STAGE_PREFIX).split("-", 1)[0]
+        pid, _, rest = old.name.removeprefix(STAGE_PREFIX).partition("-")
+        host = rest.partition("-")[2]
+        if host not in ("", _host()):
+            continue
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname().replace("/", "_") or "localhost"
 
 
 def _alive(pid: int) -> bool:
