@@ -305,3 +305,17 @@ def test_a_manifest_whose_answer_breaks_off_is_fetched_again(hostile):
     client = OCIClient(reg.host, sleep=lambda s: None)
     assert client.get_manifest("acme/m", "1.0")[0] == body
     assert len(answers) == 2
+
+
+@pytest.mark.parametrize("where", ["loop", "file:///etc/passwd"])
+def test_a_redirect_loop_or_to_a_file_url_is_a_clear_error_not_a_crash(hostile, where):
+    def redirect(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(302)
+        h.send_header("Location", h.path if where == "loop" else where)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    reg = hostile({"/v2/": redirect})
+    client = OCIClient(reg.host, sleep=lambda s: None)
+    with pytest.raises(OCIError, match=r"GET /v2/acme/m/manifests/1.0 was redirected nowhere"):
+        client.get_manifest("acme/m", "1.0")

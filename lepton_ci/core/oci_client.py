@@ -255,6 +255,13 @@ class OCIClient:
                 self.sleep(min(2**attempt, 30))
                 attempt += 1
                 continue
+            except (requests.TooManyRedirects, requests.exceptions.InvalidSchema) as e:
+                # Where the registry sent the request: a loop, or a file:// or ftp:// URL.
+                raise OCIError(
+                    f"registry {self.registry}: {method} {url.split('?')[0]} was redirected "
+                    f"nowhere a registry answers ({type(e).__name__})",
+                    hint="is this really a container registry? check the image name",
+                ) from None
             if resp.status_code == 401 and not authed:  # no token, or it expired mid-upload
                 authed = True
                 if self._authorize(resp, repo):
