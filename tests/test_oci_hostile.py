@@ -319,3 +319,13 @@ def test_a_redirect_loop_or_to_a_file_url_is_a_clear_error_not_a_crash(hostile, 
     client = OCIClient(reg.host, sleep=lambda s: None)
     with pytest.raises(OCIError, match=r"GET /v2/acme/m/manifests/1.0 was redirected nowhere"):
         client.get_manifest("acme/m", "1.0")
+
+
+def test_a_registry_without_the_digest_header_on_head_still_has_the_tag(hostile):
+    """pull (and build) ask with a HEAD whether a tag exists; a registry or proxy that
+    answers 200 without Docker-Content-Digest had the image reported as not found."""
+    body = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_OCI, "layers": []}).encode()
+    reg = hostile({"/v2/acme/m/manifests/1.0": lambda h: answer(h, body, MANIFEST_OCI)})
+    client = OCIClient(reg.host, sleep=lambda s: None)
+    assert client.manifest_digest("acme/m", "1.0") == sha256(body)
+    assert client.manifest_digest("acme/m", "2.0") is None

@@ -661,7 +661,9 @@ class OCIClient:
         )
         if r.status_code != 200:
             return None
-        return r.headers.get("Docker-Content-Digest")
+        # Not every registry or proxy sends the header on a HEAD (it is a SHOULD): the
+        # manifest's own digest then, never None, which callers read as "no such tag".
+        return r.headers.get("Docker-Content-Digest") or self.get_manifest(repo, reference)[2]
 
     def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
         self._put_manifest(repo, reference, body, media_type, f"PUT manifest {repo}:{reference}")
