@@ -447,8 +447,7 @@ def _check_in_the_way(plan: Plan) -> None:
         raise PullError(
             f"{plan.out} holds {', '.join(blocking)}, which no earlier pull put there; "
             "pull would replace it, so nothing was pulled",
-            hint="pull into a new or empty folder (e.g. --out model/), or remove "
-            f"{blocking[0]} if it can go",
+            hint=f"pull into a new or empty folder, or remove {blocking[0]} if it can go",
         )
 
 
