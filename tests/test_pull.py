@@ -885,3 +885,38 @@ def test_staging_folders_of_killed_pulls_go_but_not_another_hosts(weights, tmp_p
     assert cli("pull", "weights@v0.1.0", "--out", str(out))[0] == 0
     assert not mine.exists() and not older.exists()
     assert (theirs / "0").read_bytes() == b"half"
+
+
+@pytest.mark.unit
+def test_a_full_disk_is_said_as_such_not_as_a_bug(tmp_path):
+    """A write that fails (a full disk or quota; here a file-size limit, which fails the
+    same write(2) the same way) is the user's to fix: a PullError naming the folder."""
+    code = (
+        "import resource, signal, sys, tarfile, io\n"
+        "from pathlib import Path\n"
+        "from lepton_ci.core.errors import PullError\n"
+        "from lepton_ci.core.hashing import hash_bytes\n"
+        "from lepton_ci.fetch.unpack import Unpacker\n"
+        "data = b'w' * 200_000\n"
+        "raw = io.BytesIO()\n"
+        "with tarfile.open(fileobj=raw, mode='w') as tar:\n"
+        "    info = tarfile.TarInfo('app/w.bin'); info.size = len(data)\n"
+        "    tar.addfile(info, io.BytesIO(data))\n"
+        "stage = Path(sys.argv[1])\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))\n"
+        "u = Unpacker({'w.bin': hash_bytes(data)}, '/app', stage, sha256=False, where='t',\n"
+        "             sizes={'w.bin': len(data)})\n"
+        "try:\n"
+        "    u.run(iter([raw.getvalue()]))\n"
+        "except PullError as e:\n"
+        "    print(e)\n"
+    )
+    stage = tmp_path / "out" / "stage"
+    stage.mkdir(parents=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(stage)], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"t: w.bin cannot be written to {tmp_path / 'out'} (File too large)" in res.stdout
+    assert "the version's files take 200000 bytes" in res.stdout

@@ -256,6 +256,15 @@ class Unpacker:
             )
         return self.landed
 
+    def _unwritable(self, rel: str, size: int, e: OSError) -> PullError:
+        need = sum(self.sizes.values()) or size
+        return PullError(
+            f"{self.where}: {rel} cannot be written to {self.stage.parent} ({e.strerror}); "
+            "nothing was kept",
+            hint=f"free space there (the version's files take {need} bytes), or pull into "
+            "another folder",
+        )
+
     def _entry(
         self, src: _Bytes, kind: bytes, name: str, link: str, size: int, hasher: type
     ) -> None:
@@ -300,12 +309,19 @@ class Unpacker:
         path = self.stage / str(len(self.landed))
         b3 = hasher()
         s2 = hashlib.sha256() if self.sha256 else None
-        with path.open("wb") as f:
+        try:
+            f = path.open("wb")
+        except OSError as e:
+            raise self._unwritable(rel, size, e) from None
+        with f:
             for view in src.views(size):
                 b3.update(view)
                 if s2 is not None:
                     s2.update(view)
-                f.write(view)
+                try:
+                    f.write(view)
+                except OSError as e:  # a full disk, a quota: the user's to fix, not a bug
+                    raise self._unwritable(rel, size, e) from None
         src.skip(_padded(size))
         landed = Landed(rel, path, size, f"blake3:{b3.hexdigest()}", s2.hexdigest() if s2 else "")
         self.landed[rel] = landed
