@@ -594,6 +594,11 @@ def test_a_broken_layer_is_refused_by_what_is_wrong(tmp_path):
         (b"x" * 1024, {"w.bin": b""}, "not a valid tar"),
         (_pax_sized(b"-5"), {"w.bin": b""}, "names a size of '-5'"),
         (_pax_sized(b"1e3"), {"w.bin": b""}, "names a size of '1e3'"),
+        (
+            tar_of(("app/vol", b"V", b"")),  # a GNU volume label: not a device
+            {"w.bin": b""},
+            "holds 'app/vol', an entry of tar type V, which pull does not read",
+        ),
     ]
     for layer, wanted, refusal in cases:
         with pytest.raises(PullError, match=refusal):

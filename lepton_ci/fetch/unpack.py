@@ -283,7 +283,15 @@ class Unpacker:
         if kind == tarfile.DIRTYPE:
             return
         if kind not in _REGULAR:
-            what = {tarfile.GNUTYPE_SPARSE: "a sparse file"}.get(kind, "a device or FIFO")
+            devices = (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
+            what = (
+                "a device or FIFO"
+                if kind in devices
+                else "a sparse file"
+                if kind == tarfile.GNUTYPE_SPARSE
+                else f"an entry of tar type {one_line(kind.decode('latin-1'))}, which pull "
+                "does not read"
+            )
             raise PullError(
                 f"{self.where}: the model layer holds {clean!r}, {what}; nothing was written",
                 hint="rebuild the version's image with `lepton-ci build`",
