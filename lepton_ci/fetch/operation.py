@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from lepton_ci.core import atomic
 from lepton_ci.core.errors import PullError, RecordError
+from lepton_ci.core.escape import one_line
 from lepton_ci.core.hashing import hash_file
 from lepton_ci.core.names import in_tag
 from lepton_ci.core.oci_client import ClientFactory, OCIClient, Ref, client_factory
@@ -47,6 +48,7 @@ RECORD_FILE = "record.json"  # the version's record, written beside its files
 STAGE_PREFIX = ".lepton-pull-"
 MODEL_LAYER = "lepton-ci: model layer"  # the history entry `build` writes for the model layer
 P = imagemeta.PREFIX
+_CONFIG_MAX = 16 << 20  # an image config is kB; its history and labels stay far below this
 
 
 @dataclass
@@ -95,13 +97,18 @@ class Pulled:
         else:
             how = (
                 f"pulled from {self.image} into {self.out} "
-                f"({self.downloaded_bytes / 1e6:.1f} MB in {self.seconds:.1f} s)"
+                f"({_size_text(self.downloaded_bytes)} in {self.seconds:.1f} s)"
             )
         return (
             f"{self.model} {self.version}{stages}: {how}; {len(self.files)} file(s), "
-            f"{size / 1e6:.1f} MB, each matching the record's hash ({checked}); "
+            f"{_size_text(size)}, each matching the record's hash ({checked}); "
             f"record in {self.record_path}"
         )
+
+
+def _size_text(n: int) -> str:
+    """Bytes for a person: a model of 8 kB is not '0.0 MB' (it read as nothing pulled)."""
+    return f"{n / 1e6:.1f} MB" if n >= 1_000_000 else f"{n / 1e3:.1f} kB"
 
 
 @dataclass
@@ -165,7 +172,10 @@ class PullOperation:
                 hint=f"build the version's image: `lepton-ci build --version {info.version}`",
             )
         manifest, digest = client.image_manifest(target.repository, target.reference)
-        config = json.loads(client.get_blob(target.repository, manifest["config"]["digest"]))
+        desc = manifest["config"]
+        size = desc.get("size")  # read no further: a config that never ends fills no memory
+        limit = size if isinstance(size, int) and 0 < size < _CONFIG_MAX else _CONFIG_MAX
+        config = json.loads(client.get_blob(target.repository, desc["digest"], limit))
         _check_labels(config, rec, f"{name}:{target.reference}", info)
         layer = _model_layer(manifest, config, f"{name}:{target.reference}")
         root = (config.get("config") or {}).get("WorkingDir") or self._workdir(rec.model)
@@ -217,16 +227,18 @@ class PullOperation:
         if _already_there(plan, sha):
             pulled.reused = True
             return pulled
+        _check_in_the_way(plan)
         out, created = _make_dir(plan.out)
         _clear_stale_stages(out)
-        stage = out / f"{STAGE_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
+        stage = out / f"{STAGE_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{_host()}"
         stage.mkdir()
         before = plan.client.downloaded_bytes
         try:
             landed = self._download(plan, stage, bool(sha))
             _check_signed(landed, sha, plan.info.tag)
-            _place(landed, out)
-            atomic.write_text(out / RECORD_FILE, plan.rec.to_json())
+            with _locked(out):  # files and record of one pull, not a mix of two
+                _place(landed, out)
+                atomic.write_text(out / RECORD_FILE, plan.rec.to_json())
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             if created:
@@ -251,7 +263,8 @@ class PullOperation:
             size,
         )
         wanted = {name: e.hash for name, e in plan.rec.outputs.items()}
-        unpacker = Unpacker(wanted, plan.root, stage, sha256=sha256, where=where)
+        sizes = {name: e.size for name, e in plan.rec.outputs.items()}
+        unpacker = Unpacker(wanted, plan.root, stage, sha256=sha256, where=where, sizes=sizes)
         with _ahead(chunks) as ahead:
             return unpacker.run(layer_bytes(ahead, plan.layer.get("mediaType", ""), where))
 
@@ -332,10 +345,11 @@ def _check_labels(config: dict[str, Any], rec: Record, image: str, info: Version
     have = (labels.get(f"{P}.model"), labels.get(f"{P}.version") or "")
     want = (rec.model, rec.candidate_version or "")
     if have != want or labels.get(f"{P}.outputs-digest") != imagemeta.outputs_digest(rec):
-        held = f"{have[0]} {have[1] or '(no version)'}"
+        held = f"{one_line(have[0])} {one_line(have[1]) or '(no version)'}"  # the image's words
         raise PullError(
             f"{image} holds an image of {held} with other artifacts than {info.tag}'s record "
-            f"(outputs digest {str(labels.get(f'{P}.outputs-digest'))[:19]}.., the record's "
+            f"(outputs digest {one_line(str(labels.get(f'{P}.outputs-digest'))[:19])}.., "
+            "the record's "
             f"{imagemeta.outputs_digest(rec)[:19]}..); nothing was pulled",
             hint=f"build the version's image: `lepton-ci build --version {info.version}`",
         )
@@ -404,10 +418,48 @@ def _already_there(plan: Plan, sha: dict[str, str]) -> bool:
 # -- the folder -----------------------------------------------------------------------------
 
 
+def _check_in_the_way(plan: Plan) -> None:
+    """A file at an artifact's path (or at record.json) that no earlier pull put there is
+    the user's: `--out .` in the clone must not replace the model `run` just trained, nor
+    `--out ~` a file of the same name. An earlier pull's files (its record.json lists them)
+    and files that already hold the record's bytes are replaced; others are a refusal,
+    before a byte is downloaded."""
+    from lepton_ci.core.record import parse, read_text
+
+    if not plan.out.is_dir():
+        return
+    record = plan.out / RECORD_FILE
+    earlier: set[str] = set()
+    blocking: list[str] = []
+    if record.exists() or record.is_symlink():
+        try:
+            earlier = set(parse(read_text(record), str(record)).outputs)
+        except (RecordError, OSError, ValueError):
+            blocking.append(RECORD_FILE)
+    for name, entry in sorted(plan.rec.outputs.items()):
+        file = plan.out / name
+        if name in earlier or not (file.exists() or file.is_symlink()):
+            continue
+        if file.is_file() and not file.is_symlink() and hash_file(file) == entry.hash:
+            continue
+        blocking.append(name)
+    if blocking:
+        raise PullError(
+            f"{plan.out} holds {', '.join(blocking)}, which no earlier pull put there; "
+            "pull would replace it, so nothing was pulled",
+            hint=f"pull into a new or empty folder, or remove {blocking[0]} if it can go",
+        )
+
+
 def _make_dir(out: Path) -> tuple[Path, bool]:
     if out.exists() and not out.is_dir():
         raise PullError(
             f"{out} is not a folder; nothing was pulled", hint="name a folder (new or not)"
+        )
+    if out.is_symlink() and not out.exists():
+        raise PullError(
+            f"{out} is a link to {out.readlink()}, which does not exist; nothing was pulled",
+            hint="make the folder it points to, or name another folder",
         )
     created = not out.exists()
     try:
@@ -420,11 +472,22 @@ def _make_dir(out: Path) -> tuple[Path, bool]:
 
 
 def _clear_stale_stages(out: Path) -> None:
-    """Staging folders a pull that was killed (SIGKILL: no cleanup ran) left behind."""
+    """Staging folders a pull that was killed (SIGKILL: no cleanup ran) left behind. Only
+    this host's: on a disk shared by pods or machines, another's pull (its process id
+    means nothing here) may be downloading into its staging folder right now."""
     for old in out.glob(f"{STAGE_PREFIX}*"):
-        pid = old.name.removeprefix(STAGE_PREFIX).split("-", 1)[0]
+        pid, _, rest = old.name.removeprefix(STAGE_PREFIX).partition("-")
+        host = rest.partition("-")[2]
+        if host not in ("", _host()):
+            continue
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname().replace("/", "_") or "localhost"
 
 
 def _alive(pid: int) -> bool:
@@ -451,6 +514,14 @@ def _place(landed: dict[str, Landed], out: Path) -> None:
                 "link in the way); nothing was written",
                 hint="remove the link, or pull into another folder",
             )
+        folder = target.parent
+        while folder != out and not folder.is_dir():
+            if folder.exists() or folder.is_symlink():  # a file where a folder must go
+                raise PullError(
+                    f"{out}: {name} would go into {folder}, a file; nothing was written",
+                    hint="remove it, or pull into another folder",
+                )
+            folder = folder.parent
         if target.is_dir() and not target.is_symlink():
             raise PullError(
                 f"{out}: {name} is a folder there; nothing was written",
@@ -460,6 +531,22 @@ def _place(landed: dict[str, Landed], out: Path) -> None:
     for name, file in landed.items():
         targets[name].parent.mkdir(parents=True, exist_ok=True)
         file.path.replace(targets[name])
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """The folder held by this pull while its files are renamed in and its record written:
+    two pulls into one folder (two jobs on a shared disk, a stage pulled as it moves) each
+    leave their files with their own record, never one's files under the other's record.
+    A lock on the folder itself, so nothing is left in it."""
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @contextlib.contextmanager

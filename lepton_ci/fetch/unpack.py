@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lepton_ci.core.errors import PullError
+from lepton_ci.core.escape import one_line
 from lepton_ci.core.oci_client import LAYER_OCI, LAYER_TAR
 
 BLOCK = tarfile.BLOCKSIZE
@@ -51,7 +52,7 @@ def layer_bytes(chunks: Iterable[bytes], media_type: str, where: str) -> Iterato
     if media_type in TAR_TYPES:
         return iter(chunks)
     raise PullError(
-        f"{where}: the model layer is {media_type or 'of no media type'}; pull reads the "
+        f"{where}: the model layer is {one_line(media_type) or 'of no media type'}; pull reads the "
         "gzip and plain tar layers `lepton-ci build` writes",
         hint="build the version's image with `lepton-ci build` (the `layers` builder)",
     )
@@ -182,12 +183,21 @@ def _check_link(name: str, target: str, hard: bool, where: str) -> None:
 
 class Unpacker:
     """Writes the artifacts `wanted` (record name -> hash) found under `root` in the layer's
-    tar to `stage`, hashing each as it lands (sha256 too, when `sha256`)."""
+    tar to `stage`, hashing each as it lands (sha256 too, when `sha256`). An artifact whose
+    entry has another size than `sizes` says is refused before a byte of it is written."""
 
     def __init__(
-        self, wanted: Mapping[str, str], root: str, stage: Path, *, sha256: bool, where: str
+        self,
+        wanted: Mapping[str, str],
+        root: str,
+        stage: Path,
+        *,
+        sha256: bool,
+        where: str,
+        sizes: Mapping[str, int] | None = None,
     ) -> None:
         self.wanted = dict(wanted)
+        self.sizes = dict(sizes or {})
         self.prefix = root.strip("/") + "/" if root.strip("/") else ""
         self.stage = stage
         self.sha256 = sha256
@@ -199,6 +209,7 @@ class Unpacker:
 
         src = _Bytes(tar, self.where)
         meta: dict[str, str] = {}
+        meta_bytes = 0  # of the headers since the last entry: many of them add up in `meta`
         while (header := src.block()) is not None:
             if header == _ZERO_BLOCK:  # the end of the archive
                 break
@@ -214,10 +225,11 @@ class Unpacker:
                 tarfile.GNUTYPE_LONGNAME,
                 tarfile.GNUTYPE_LONGLINK,
             ):
-                if info.size > _META_MAX:
+                meta_bytes += info.size
+                if meta_bytes > _META_MAX:
                     raise PullError(
-                        f"{self.where}: the model layer holds a {info.size}-byte "
-                        "tar header, too big to be honest"
+                        f"{self.where}: the model layer holds {meta_bytes} bytes of tar "
+                        "headers for one entry, too many to be honest"
                     )
                 data = src.read(info.size)
                 src.skip(_padded(info.size))
@@ -231,18 +243,27 @@ class Unpacker:
             name = meta.get("path", info.name)
             link = meta.get("linkpath", info.linkname)
             size = _size(meta.get("size"), info.size, self.where)
-            meta = {}
+            meta, meta_bytes = {}, 0
             self._entry(src, info.type, name, link, size, blake3.blake3)
         for chunk in tar:  # read to the end: the blob's digest is checked there
             del chunk
         missing = sorted(set(self.wanted) - set(self.landed))
         if missing:
             raise PullError(
-                f"{self.where}: the model layer has no {self.prefix}{missing[0]}, an artifact of "
-                "the version's record; nothing was written",
+                f"{self.where}: the model layer has no {one_line(self.prefix + missing[0])}, an "
+                "artifact of the version's record; nothing was written",
                 hint="the image was not built from this version: `lepton-ci build --version` it",
             )
         return self.landed
+
+    def _unwritable(self, rel: str, size: int, e: OSError) -> PullError:
+        need = sum(self.sizes.values()) or size
+        return PullError(
+            f"{self.where}: {rel} cannot be written to {self.stage.parent} ({e.strerror}); "
+            "nothing was kept",
+            hint=f"free space there (the version's files take {need} bytes), or pull into "
+            "another folder",
+        )
 
     def _entry(
         self, src: _Bytes, kind: bytes, name: str, link: str, size: int, hasher: type
@@ -254,15 +275,23 @@ class Unpacker:
             _check_link(clean, link, kind == tarfile.LNKTYPE, self.where)
             if artifact:
                 raise PullError(
-                    f"{self.where}: {clean} is a link in the model layer, not the file the "
-                    "record lists; nothing was written",
+                    f"{self.where}: {one_line(clean)} is a link in the model layer, not the "
+                    "file the record lists; nothing was written",
                     hint="rebuild the version's image with `lepton-ci build`",
                 )
             return
         if kind == tarfile.DIRTYPE:
             return
         if kind not in _REGULAR:
-            what = {tarfile.GNUTYPE_SPARSE: "a sparse file"}.get(kind, "a device or FIFO")
+            devices = (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
+            what = (
+                "a device or FIFO"
+                if kind in devices
+                else "a sparse file"
+                if kind == tarfile.GNUTYPE_SPARSE
+                else f"an entry of tar type {one_line(kind.decode('latin-1'))}, which pull "
+                "does not read"
+            )
             raise PullError(
                 f"{self.where}: the model layer holds {clean!r}, {what}; nothing was written",
                 hint="rebuild the version's image with `lepton-ci build`",
@@ -272,18 +301,35 @@ class Unpacker:
             return
         if rel in self.landed:
             raise PullError(
-                f"{self.where}: {clean} is twice in the model layer; nothing was written",
+                f"{self.where}: {one_line(clean)} is twice in the model layer; nothing was written",
                 hint="rebuild the version's image with `lepton-ci build`",
+            )
+        want_size = self.sizes.get(rel)
+        if want_size is not None and size != want_size:
+            # Judged before writing: a layer (or a gzip bomb in it) that names a file of
+            # terabytes must not fill the disk before its hash can be refused.
+            raise PullError(
+                f"{self.where}: {rel}: the model layer's file is {size} bytes, the version's "
+                f"record says {want_size}; refused, nothing was written",
+                hint="the image under this tag is not the one built from the version (pushed "
+                "over, or tampered with): rebuild it with `lepton-ci build --version`",
             )
         path = self.stage / str(len(self.landed))
         b3 = hasher()
         s2 = hashlib.sha256() if self.sha256 else None
-        with path.open("wb") as f:
+        try:
+            f = path.open("wb")
+        except OSError as e:
+            raise self._unwritable(rel, size, e) from None
+        with f:
             for view in src.views(size):
                 b3.update(view)
                 if s2 is not None:
                     s2.update(view)
-                f.write(view)
+                try:
+                    f.write(view)
+                except OSError as e:  # a full disk, a quota: the user's to fix, not a bug
+                    raise self._unwritable(rel, size, e) from None
         src.skip(_padded(size))
         landed = Landed(rel, path, size, f"blake3:{b3.hexdigest()}", s2.hexdigest() if s2 else "")
         self.landed[rel] = landed
