@@ -86,12 +86,13 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from lepton_ci.deploy.history import reader
     from lepton_ci.versions import operations
 
     ctx = _ctx(args)
     name, _ = ctx.cfg.model(args.model)
     kw = {k: getattr(args, k) for k in ("push", "remote", "actor", "deployed_here")}
-    res = operations.promote(ctx, name, args.version, args.stage, **kw)
+    res = operations.promote(ctx, name, args.version, args.stage, history=reader(ctx), **kw)
     res.outputs().write(ctx.rt)
     ctx.rt.summary(res.approval)
     emit(
@@ -104,11 +105,16 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_accept_tag(args: argparse.Namespace) -> int:
+    from lepton_ci.deploy.history import reader
     from lepton_ci.versions import operations
 
     ctx = _ctx(args)
     tag = args.tag or ctx.env.get("GITHUB_REF_NAME", "")
-    echo(operations.accept_tag_step(ctx, tag, remote=args.remote, actor=args.actor))
+    echo(
+        operations.accept_tag_step(
+            ctx, tag, remote=args.remote, actor=args.actor, history=reader(ctx)
+        )
+    )
     return 0
 
 

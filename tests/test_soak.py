@@ -15,7 +15,9 @@ import pytest
 
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import ConfigError
-from lepton_ci.deploy.releases import Breach, FileStore, Revision
+from lepton_ci.core.revisions import Breach, Revision
+from lepton_ci.deploy.history import reader
+from lepton_ci.deploy.releases import FileStore
 from lepton_ci.versions import operations, soak
 from lepton_ci.versions.soak import SoakRefused
 from tests.conftest import commit_all, git
@@ -95,7 +97,7 @@ def revision(
 
 def promote(repo, now=NOW, version="v0.1.0", stage="prod"):
     ctx = Context.load(cwd=repo)
-    return operations.promote(ctx, "toy", version, stage, now=lambda: now)
+    return operations.promote(ctx, "toy", version, stage, now=lambda: now, history=reader(ctx))
 
 
 def prod_tags(repo):
@@ -279,7 +281,7 @@ def test_accept_tag_passes_once_the_soak_is_met(repo):
     store(repo).save(revision(1, served_h=49, requests=1000.0, requests_at=at(0.1)))
     git(repo, "tag", "-a", "-m", "by hand", "toy#prod#9", "toy@v0.1.0")
     ctx = Context.load(cwd=repo)
-    res = operations.accept_pushed_tag(ctx, "toy#prod#9", now=lambda: NOW)
+    res = operations.accept_pushed_tag(ctx, "toy#prod#9", now=lambda: NOW, history=reader(ctx))
     assert res is not None and res.stage == "prod" and res.deploy
     assert prod_tags(repo) == ["toy#prod#9"]
 
@@ -497,7 +499,6 @@ def k8s_repo(toy_repo, cli, tmp_path):
 def test_the_history_in_configmaps_is_read_where_the_protected_ref_says(k8s_repo):
     from lepton_ci.deploy.kubernetes import ConfigMapStore
     from lepton_ci.deploy.manifests import dns_name
-    from lepton_ci.versions import protected
     from tests.support.kube import Cluster
 
     cluster = Cluster()
@@ -506,9 +507,7 @@ def test_the_history_in_configmaps_is_read_where_the_protected_ref_says(k8s_repo
         cms.save(revision(1, served_h=30, requests=4000.0, requests_at=at(0.1)))
         ctx = Context.load(cwd=k8s_repo)
 
-        def read(model, env):
-            policy = protected.load(ctx)
-            return soak.history_reader(ctx, policy, model, env, api_client=cluster.api)
+        read = reader(ctx, api_client=cluster.api)
 
         with pytest.raises(SoakRefused) as e:
             operations.promote(ctx, "toy", "v0.1.0", "prod", now=lambda: NOW, history=read)
@@ -524,7 +523,7 @@ def test_no_cluster_credentials_is_a_refusal_saying_what_to_configure(k8s_repo, 
     ctx = Context.load(cwd=k8s_repo)
     ctx.env = {**ctx.env, "KUBECONFIG": str(tmp_path / "none"), "KUBERNETES_SERVICE_HOST": ""}
     with pytest.raises(SoakRefused) as e:
-        operations.promote(ctx, "toy", "v0.1.0", "prod", now=lambda: NOW)
+        operations.promote(ctx, "toy", "v0.1.0", "prod", now=lambda: NOW, history=reader(ctx))
     assert "cannot read the deploy history of `staging`" in e.value.message
     assert "nothing is promoted" in e.value.message
     assert "ConfigMaps of namespace `soak-staging`" in (e.value.hint or "")
@@ -741,3 +740,13 @@ def test_a_judge_only_watch_counts_but_writes_nothing(repo, prom):
     r = op.run(once=True, judge_only=True)
     assert r.requests is not None and r.requests > 0
     assert s.list()[-1].requests is None
+
+
+def test_a_python_caller_without_a_history_reader_is_refused_not_passed(repo):
+    """`versions` cannot read a deploy history itself (the deploy layer sits above it): a
+    caller that hands in no reader gets a refusal naming the one to pass, never a pass."""
+    ctx = Context.load(cwd=repo)
+    with pytest.raises(SoakRefused) as e:
+        operations.promote(ctx, "toy", "v0.1.0", "prod", now=lambda: NOW)
+    assert "gave no way to read it" in e.value.message
+    assert "lepton_ci.deploy.history.reader(ctx)" in (e.value.hint or "")

@@ -13,73 +13,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict
 
 from lepton_ci.core import atomic
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.filelock import exclusive
 
-Status = Literal["pending", "deployed", "failed", "superseded", "rolled-back"]
-HEALTHY: tuple[str, ...] = ("deployed", "superseded", "rolled-back")
+# The data lives in core (soak rules in `versions` read it too); re-exported for the deploy layer.
+from lepton_ci.core.revisions import (
+    HEALTHY as HEALTHY,
+)
+from lepton_ci.core.revisions import (
+    Breach as Breach,
+)
+from lepton_ci.core.revisions import (
+    Probe as Probe,
+)
+from lepton_ci.core.revisions import (
+    Revision as Revision,
+)
+from lepton_ci.core.revisions import (
+    Status as Status,
+)
+from lepton_ci.core.revisions import (
+    now as now,
+)
 
 
 class DeployError(LeptonError):
     """A deploy or rollback failed, or could not start."""
-
-
-class Probe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    check: str
-    ok: bool
-    detail: str = ""
-    latency_ms: float | None = None
-
-
-class Breach(BaseModel):
-    """A live SLO found out of bounds while this revision served (`lepton-ci watch`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    slo: str
-    value: float | str | None
-    bound: str
-    at: str
-    action: Literal["rollback", "alert"]
-    detail: str = ""
-
-
-class Revision(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    number: int
-    env: str
-    model: str
-    version: str
-    image: str
-    record_digest: str
-    manifests: str
-    status: Status = "pending"
-    description: str = ""
-    reason: str = ""
-    rollback_of: int | None = None
-    who: str = ""
-    run_url: str = ""
-    created_at: str = ""
-    finished_at: str | None = None  # deployed: when it began to serve
-    # When it stopped serving (superseded, rolled back, or failed by `watch`); None while it
-    # serves, and on revisions written before lepton-ci recorded it.
-    ended_at: str | None = None
-    probes: list[Probe] = []
-    breaches: list[Breach] = []
-    # Requests it answered since it began to serve, as `watch` last counted them, and when.
-    requests: float | None = None
-    requests_at: str | None = None
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class FileStore:

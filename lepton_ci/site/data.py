@@ -18,7 +18,7 @@ from lepton_ci.core.config import CardConfig, Gate, LoadedConfig
 from lepton_ci.core.errors import InputError, RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.record import GateResult, Record
-from lepton_ci.deploy.releases import Revision
+from lepton_ci.core.revisions import Revision
 from lepton_ci.site.commits import Graph
 from lepton_ci.versions.grammar import Action
 from lepton_ci.versions.registry import Event, Registry, VersionInfo

@@ -19,7 +19,7 @@ from lepton_ci import __version__
 from lepton_ci.core import templating
 from lepton_ci.core.escape import bidi_visible
 from lepton_ci.core.record import FileEntry, Record
-from lepton_ci.deploy.releases import HEALTHY, Revision
+from lepton_ci.core.revisions import HEALTHY, Revision
 from lepton_ci.image import metadata as imagemeta
 from lepton_ci.report import card as card_mod
 from lepton_ci.run import changes

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from lepton_ci.core.escape import md_cell
 from lepton_ci.core.record import Record
-from lepton_ci.deploy.releases import Revision
+from lepton_ci.core.revisions import Revision
 from lepton_ci.versions.soak import Evidence, evidence, span
 
 

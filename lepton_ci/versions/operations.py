@@ -29,7 +29,7 @@ from lepton_ci.versions.registry import (
 )
 
 if TYPE_CHECKING:
-    from lepton_ci.deploy.releases import Revision
+    from lepton_ci.core.revisions import Revision
     from lepton_ci.trust.attest import Signed
 
 
@@ -362,8 +362,7 @@ def _approval(
     revs: list[Revision] | str = ""
     if verdict is not None:
         try:
-            read = history or (lambda m, e: soak.history_reader(ctx, policy, m, e))
-            revs = read(model, stage)
+            revs = (history or soak._no_reader)(policy, model, stage)
         except LeptonError as e:
             revs = e.message
     serving = approval.side(str(current.version), reg.record(current.tag), stage, revs, t)
@@ -514,9 +513,10 @@ def accept_tag_step(
     remote: str = "origin",
     actor: str | None = None,
     github: GitHubClient | None = None,
+    history: soak.Reader | None = None,
 ) -> str:
     """`accept-tag` as a step: check the tag, write the step's outputs, say what happened."""
-    res = accept_pushed_tag(ctx, tag, remote=remote, actor=actor, github=github)
+    res = accept_pushed_tag(ctx, tag, remote=remote, actor=actor, github=github, history=history)
     if res is None:
         AcceptTagOutputs(model="", version="", stage="", deploy="false").write(ctx.rt)
         return f"{tag}: not a stage assignment; nothing to promote"

@@ -27,10 +27,11 @@ from lepton_ci.core.gha import Runtime
 from lepton_ci.core.outputs import WatchOutputs
 from lepton_ci.core.printer import echo, to_json
 from lepton_ci.core.prometheus import Prometheus
+from lepton_ci.core.revisions import Breach, Revision, now
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.operations import deployer as make_deployer
 from lepton_ci.deploy.operations import find_model_for_env
-from lepton_ci.deploy.releases import Breach, Revision, current, now
+from lepton_ci.deploy.releases import current
 from lepton_ci.versions import evidence
 from lepton_ci.watch import slo as slo_mod
 from lepton_ci.watch.issues import IssueKeeper
