@@ -21,6 +21,7 @@ LAYERS = [
     "run",
     "report",
     "image",
+    "rollout",
     "deploy",
     "watch",
     "site",

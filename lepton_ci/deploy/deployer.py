@@ -20,6 +20,7 @@ from pathlib import Path
 from lepton_ci.core.config import DeployConfig, DeployEnvironment
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.interrupt import Terminated, deferred, signum_of
+from lepton_ci.core.shadows import ShadowResult
 from lepton_ci.deploy import health, manifests
 from lepton_ci.deploy.contract import RolloutFailed, Store, Target
 from lepton_ci.deploy.releases import (
@@ -256,6 +257,15 @@ class Deployer:
                     f"{previous.version} again ({restored.reason})."
                 ),
             )
+
+    def shadow(self, release: manifests.Release) -> ShadowResult:
+        """The shadow rollout of `release` (deploy/shadowing.py), under this environment's lock:
+        the candidate beside the serving revision on mirrored requests, never serving."""
+        from lepton_ci.deploy import shadowing
+
+        with self._locked():
+            self.repair(DeployOutcome(revision=None))  # type: ignore[arg-type]
+            return shadowing.run(self, release)
 
     def rollback(self, to: int | None = None) -> DeployOutcome:
         with self._locked():

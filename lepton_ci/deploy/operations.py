@@ -22,12 +22,13 @@ from lepton_ci.core.interrupt import Terminated, deferred, signum_of
 from lepton_ci.core.oci_client import Ref, client_factory
 from lepton_ci.core.outputs import DeployOutputs, RollbackOutputs
 from lepton_ci.core.semver import Version, image_tag
-from lepton_ci.deploy import manifests
+from lepton_ci.deploy import manifests, shadowing
 from lepton_ci.deploy.deployer import Deployer, DeployFailed
 from lepton_ci.deploy.github_deployments import Recorder
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
 from lepton_ci.deploy.releases import DeployError, FileStore, Revision, history_text, next_number
+from lepton_ci.deploy.shadowing import Shadowed
 from lepton_ci.versions import authorise, evidence, protected
 from lepton_ci.versions.grammar import version_tag
 from lepton_ci.versions.registry import Registry
@@ -234,6 +235,8 @@ class EnvironmentOperation:
     ) -> Applied:
         rel = self.release(version, image)
         self._trusted(rel)
+        if not dry_run:
+            self._shadowed(rel)
         rt = self.ctx.rt
         github = None if dry_run else (self._github or Recorder.from_env(self.ctx.env))
         if github is not None:
@@ -291,6 +294,18 @@ class EnvironmentOperation:
             + _probe_table(rev)
         )
         return Applied(self.env_name, rev, out.notes)
+
+    def shadow(self, version: str | None = None, image: str | None = None) -> Shadowed:
+        """`deploy --shadow`: the candidate beside the serving revision on mirrored requests;
+        its result kept in git (and pushed) for the gate, the PR comment and the site."""
+        rel = self.release(version, image)
+        self._trusted(rel)
+        return shadowing.run_and_keep(self.ctx, self.deployer, rel)
+
+    def _shadowed(self, rel: Release) -> None:
+        """Under `rollout: {strategy: shadow}`, a version replaces what serves only after a
+        passing shadow rollout of it in this environment."""
+        shadowing.require(self.ctx, self.deployer, rel)
 
     def _trusted(self, rel: Release) -> None:
         """Under `trust.require`, the version and its image (by digest) must verify before

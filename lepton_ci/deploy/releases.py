@@ -2,7 +2,8 @@
 
 A revision keeps the rendered manifests, version, image digest, status, who, when, the run
 and every health probe's result. Statuses: pending (in progress; left behind by a killed job,
-repaired by the next command), deployed, failed, superseded, rolled-back.
+repaired by the next command), deployed, failed, superseded, rolled-back, shadowed (a shadow
+rollout's candidate that passed; it never served).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from lepton_ci.core import atomic
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.filelock import exclusive
 
-Status = Literal["pending", "deployed", "failed", "superseded", "rolled-back"]
+# `shadowed`: a candidate that ran beside the serving revision on mirrored requests and
+# passed its comparison; it never served a client, so it is not among the HEALTHY ones.
+Status = Literal["pending", "deployed", "failed", "superseded", "rolled-back", "shadowed"]
 HEALTHY: tuple[str, ...] = ("deployed", "superseded", "rolled-back")
 
 
