@@ -309,7 +309,7 @@ def test_results_are_kept_per_environment_under_the_record_s_ref_with_their_hist
     g = Git(toy_repo)
     assert shadows.read(g, DIGEST) == {}
     ref = shadows.write(g, result(verdict="fail"))
-    assert ref == "refs/lepton-ci/shadow/" + "ab" * 32
+    assert ref == "refs/lepton-ci/shadow/sha256-" + "ab" * 32
     shadows.write(g, result())
     shadows.write(g, result("qa"))
     found = shadows.read(g, DIGEST)
@@ -404,3 +404,64 @@ def test_the_gate_is_only_for_the_shadow_strategy_and_not_for_what_already_serve
     d, rel = gate_world(tmp_path / "b")
     serving(d, digest=DIGEST)  # a redeploy of the version serving
     shadow_gate.require(ctx, d, rel)
+
+
+# -- shown beside the offline metrics: the PR comment and the site, escaped --------------------
+
+HOSTILE = '<img src=x onerror=alert("shadow")> @admin #1 | `x`'
+
+
+def hostile_result(digest: str) -> ShadowResult:
+    return result(
+        record_digest=digest,
+        serving_version=HOSTILE,
+        reason=HOSTILE,
+        examples=[f"POST /predict?{HOSTILE}: 1 of 1 differ"],
+        agreement=0.9875,
+        verdict="fail",
+    )
+
+
+def test_the_pr_comment_shows_the_shadow_beside_the_metrics_escaped(toy_repo: Path) -> None:
+    from lepton_ci.core.gha import Runtime
+    from lepton_ci.report import comment, publish
+    from tests.support.site_repo import record
+
+    rec = record("v0.2.0", "a" * 40, {"accuracy": 0.93}, None)
+    g = Git(toy_repo)
+    meta = comment.BundleMeta(model="toy", workflow="ci", head_sha="a" * 40)
+    assert "Shadow rollouts" not in comment.render(rec, meta).body
+    shadows.write(g, hostile_result(rec.digest()))
+    shadows.write(g, result("qa", record_digest=rec.digest()))
+    found = publish.shadow_results(g, rec, Runtime({}))
+    body = comment.render(rec, meta, shadows=found).body
+    table = body[body.index("**Shadow rollouts**") :]
+    assert table.index("| qa | ✅ pass |") < table.index("| staging | ❌ fail |")
+    assert "agreement 0.9875 (min 0.98) | 100/100 | 0 | 0 |" in table
+    assert "<img" not in body and "&lt;img src=x" in body  # the version beside, as text
+    assert "@admin" not in body  # no mention
+    # the metrics table comes first: the shadow sits beside the offline evidence
+    assert body.index("| metric | baseline |") < body.index("**Shadow rollouts**")
+
+
+def test_the_site_version_page_shows_the_shadow_escaped(tmp_path: Path) -> None:
+    from lepton_ci.cli import main
+    from lepton_ci.versions.registry import Registry
+    from tests.support import site_repo
+    from tests.test_site import parse
+
+    root = tmp_path / "repo"
+    site_repo.make(root, deploys=False)
+    g = Git(root)
+    rec = Registry(g).record("toy@v0.2.0")
+    assert rec is not None
+    shadows.write(g, hostile_result(rec.digest()))
+    assert main(["-C", str(root), "site", "--out", str(root / "_site")]) == 0
+    toy = root / "_site" / "models" / "toy"
+    page = parse(toy / "v0.2.0.html")
+    assert "img" not in page.tags and not any(k.startswith("on") for k, _ in page.attrs)
+    html = (toy / "v0.2.0.html").read_text()
+    section = html[html.index("<h2>Shadow rollouts</h2>") :]
+    assert "agreement 0.9875 (min 0.98)" in section
+    assert "&lt;img src=x onerror=alert(&#34;shadow&#34;)&gt;" in section
+    assert "Shadow rollouts" not in (toy / "v0.1.0.html").read_text()

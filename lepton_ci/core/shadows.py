@@ -1,10 +1,10 @@
 """Shadow results: what a candidate answered beside the serving revision, kept in git.
 
 A shadow rollout (`rollout: {strategy: shadow}`) ends in one `ShadowResult` per environment.
-It is kept under `refs/lepton-ci/shadow/<hex of the record digest>`, a commit whose tree holds
-`<env>.json` for every environment the version was shadowed in; each new result is a new
-commit on top of the last, so the ref's log is the version's shadow history. Why git, like the
-attestations (trust/store.py), and not the deploy state directory:
+It is kept under `refs/lepton-ci/shadow/<algorithm>-<hex>` (the record's digest), a commit
+whose tree holds `<env>.json` for every environment the version was shadowed in; each new
+result is a new commit on top of the last, so the ref's log is the version's shadow history.
+Why git, like the attestations (trust/store.py), and not the deploy state directory:
 - a later `deploy` on another runner (or another machine) reads it: the gate travels with the
   repository, not with the machine that ran the shadow;
 - the PR comment and the site read the record's digest and find its results without a cluster;
@@ -23,7 +23,7 @@ from lepton_ci.core.errors import GitError, LeptonError
 from lepton_ci.core.git import Git
 
 PREFIX = "refs/lepton-ci/shadow/"
-_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
+_DIGEST = re.compile(r"^(sha256|blake3):([0-9a-f]{64})$")
 _ENV = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -100,8 +100,8 @@ class ShadowResult(BaseModel):
 def ref_of(record_digest: str) -> str:
     m = _DIGEST.match(record_digest)
     if not m:
-        raise ShadowError(f"`{record_digest}` is not a record digest (sha256:<64 hex>)")
-    return PREFIX + m[1]
+        raise ShadowError(f"`{record_digest}` is not a record digest (ALGO:<64 hex>)")
+    return f"{PREFIX}{m[1]}-{m[2]}"
 
 
 def write(git: Git, result: ShadowResult) -> str:
@@ -181,7 +181,8 @@ def recorded(git: Git) -> set[str]:
     """The record digests that have shadow results in this clone (one git call), so a page
     per version reads only the refs that exist."""
     out = git.run(["for-each-ref", "--format=%(refname)", PREFIX], check=False).stdout
-    return {f"sha256:{line[len(PREFIX) :]}" for line in out.split() if line.startswith(PREFIX)}
+    names = (line[len(PREFIX) :] for line in out.split() if line.startswith(PREFIX))
+    return {name.replace("-", ":", 1) for name in names}
 
 
 def push(git: Git, record_digest: str, remote: str = "origin") -> str | None:
