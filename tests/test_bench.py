@@ -83,3 +83,17 @@ def test_comment_calls_runs_against_a_stand_in_that_checks_github_s_description(
     comments of other users were not, so the bench stopped at its second measure."""
     calls = bench("comment_calls").measure(2, 3)
     assert calls == (3, 2, 0)  # calls to update, calls when unchanged, edits when unchanged
+
+
+@pytest.mark.e2e
+def test_shadow_latency_loads_the_real_splitter_with_and_without_the_comparator(bench):
+    """Small: one second per scenario. What is checked is that each scenario ran as it says
+    (wrk answered without errors, the comparator compared while mirrored to), not the times."""
+    m = bench("shadow_latency")
+    res = m.measure(seconds=1, runs=1, connections=2)
+    assert list(res) == [m.NO_SHADOW, m.SHADOW, m.SHADOW_SLOW, m.DIRECT_SLOW]
+    for r in res.values():
+        assert r["errors"] == 0 and r["requests"] > 0 and r["p95_ms"] > 0
+    for name in (m.SHADOW, m.SHADOW_SLOW):
+        assert res[name]["compared"] > 0
+        assert res[name]["seen"] >= res[name]["compared"] + res[name]["dropped"]

@@ -1,0 +1,176 @@
+"""A shadow rollout adds no latency to client requests: wrk's p95 through the splitter with and
+without the mirror. Target: p95 with the shadow within 5% of p95 without it.
+
+The splitter is lepton-ci's own (real nginx, rollout/splitter.py) on loopback, in front of a
+model server that takes DELAY per answer (a stand-in for inference; threaded, so it is not the
+bottleneck). wrk (Debian's) keeps CONNECTIONS keep-alive connections busy for SECONDS per run.
+Scenarios, interleaved run by run so the machine's other load falls on all of them alike:
+- no shadow: the splitter alone;
+- shadow: every request mirrored to lepton-ci's comparator, which answers the mirror at once
+  and, off the request path, asks the candidate and the serving model and compares; here it
+  compares all along (its `requests` set beyond reach), the worst case for the serving side;
+- shadow, slow candidate: the same with a candidate that takes SLOW per answer;
+- mirror straight to the slow candidate: what the comparator avoids. nginx holds a keep-alive
+  connection's next request until the mirror subrequest of the last one is answered, so a slow
+  mirror target slows every client; printed to show the bench can see latency when it is there.
+
+    python bench/shadow_latency.py [SECONDS] [RUNS]   (defaults 5 and 3)
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lepton_ci.rollout.comparator import Comparator  # noqa: E402
+from lepton_ci.rollout.splitter import Splitter, SplitterError  # noqa: E402
+from tests.support.answers import ModelServer  # noqa: E402
+from tests.support.services import PortTaken, on_free_port  # noqa: E402
+
+CONNECTIONS = 4
+DELAY = 0.005
+SLOW = 0.2
+NO_SHADOW = "no shadow"
+SHADOW = "shadow"
+SHADOW_SLOW = "shadow, slow candidate"
+DIRECT_SLOW = "mirror straight to the slow candidate"
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = '{"instances": [[0, 1, 2, 3]]}'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  io.write(string.format("p95_us %d\\n", latency:percentile(95)))
+  io.write(string.format("requests %d\\n", summary.requests))
+  local e = summary.errors
+  io.write(string.format("errors %d\\n", e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def wrk(url: str, seconds: float, connections: int, script: Path) -> dict[str, float]:
+    proc = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
+    found = dict(re.findall(r"^(p95_us|requests|errors) (\d+)$", proc.stdout, re.MULTILINE))
+    return {
+        "p95_ms": int(found["p95_us"]) / 1000,
+        "requests": int(found["requests"]),
+        "errors": int(found["errors"]),
+    }
+
+
+def measure(
+    seconds: float = 5.0,
+    runs: int = 3,
+    connections: int = CONNECTIONS,
+    delay: float = DELAY,
+    slow: float = SLOW,
+) -> dict[str, dict[str, float]]:
+    """Per scenario: the median p95 (ms) over `runs`, requests, errors, and for the shadows
+    what the comparator compared and dropped."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        script = tmp / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        stable = ModelServer(delay=delay).__enter__()
+        candidate = ModelServer(delay=delay).__enter__()
+        slow_candidate = ModelServer(delay=slow).__enter__()
+        comparators = {
+            SHADOW: Comparator(candidate.url, stable.url, wanted=10**9),
+            SHADOW_SLOW: Comparator(slow_candidate.url, stable.url, wanted=10**9),
+        }
+        mirrors = {NO_SHADOW: None, DIRECT_SLOW: slow_candidate.address}
+        for name, comp in comparators.items():
+            mirrors[name] = comp.start()
+
+        def start(port: int) -> Splitter:
+            s = Splitter(tmp / "state", "bench-shadow", port)
+            try:
+                s.configure(stable.address)
+            except SplitterError as e:
+                if "Address already in use" in e.message:
+                    raise PortTaken(e.message) from e
+                raise
+            return s
+
+        splitter = on_free_port(start)
+        url = f"http://127.0.0.1:{splitter.listen}/predict"
+        order = [NO_SHADOW, SHADOW, SHADOW_SLOW, DIRECT_SLOW]
+        samples: dict[str, list[dict[str, float]]] = {n: [] for n in order}
+        try:
+            wrk(url, 1, connections, script)  # warm-up: connections, nginx's worker
+            for _ in range(runs):
+                for name in order:
+                    splitter.configure(stable.address, mirror=mirrors[name])
+                    samples[name].append(wrk(url, seconds, connections, script))
+        finally:
+            splitter.stop()
+            for comp in comparators.values():
+                comp.stop()
+            for server in (stable, candidate, slow_candidate):
+                server.__exit__()
+        out: dict[str, dict[str, float]] = {}
+        for name in order:
+            rows = samples[name]
+            out[name] = {
+                "p95_ms": statistics.median(r["p95_ms"] for r in rows),
+                "requests": sum(r["requests"] for r in rows),
+                "errors": sum(r["errors"] for r in rows),
+            }
+            if name in comparators:
+                t = comparators[name].snapshot()
+                out[name].update(compared=t.compared, dropped=t.dropped, seen=t.seen)
+        return out
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    res = measure(seconds, runs)
+    base = res[NO_SHADOW]["p95_ms"]
+    print(
+        f"wrk -t1 -c{CONNECTIONS} through the splitter on loopback, model server {DELAY * 1000:g} "
+        f"ms per answer, slow candidate {SLOW * 1000:g} ms; {runs} runs of {seconds:g} s, "
+        "median p95"
+    )
+    for name, r in res.items():
+        extra = ""
+        if "compared" in r:
+            extra = (
+                f"  (comparator: {int(r['seen'])} mirrored, {int(r['compared'])} compared, "
+                f"{int(r['dropped'])} dropped while its queue was full)"
+            )
+        print(
+            f"{name:<40} p95 {r['p95_ms']:8.2f} ms  x{r['p95_ms'] / base:5.2f}  "
+            f"{int(r['requests']):>7} requests, {int(r['errors'])} errors{extra}"
+        )
+    ratio = res[SHADOW]["p95_ms"] / base
+    slow_ratio = res[SHADOW_SLOW]["p95_ms"] / base
+    print(f"p95 with shadow / without: {ratio:.3f} (target <= 1.05)")
+    print(f"p95 with shadow of a slow candidate / without: {slow_ratio:.3f} (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
