@@ -3,9 +3,11 @@ without the mirror. Target: p95 with the shadow within 5% of p95 without it.
 
 The splitter is lepton-ci's own (real nginx, rollout/splitter.py) on loopback, in front of a
 model server that takes DELAY per answer (a stand-in for inference; threaded, so it is not the
-bottleneck). wrk (Debian's) keeps CONNECTIONS keep-alive connections busy for SECONDS per run.
+bottleneck; in a process of its own, as a pod is, apart from the comparator's). wrk (Debian's)
+keeps CONNECTIONS keep-alive connections busy for SECONDS per run.
 Scenarios, interleaved run by run so the machine's other load falls on all of them alike:
-- no shadow: the splitter alone;
+- no shadow: the splitter alone; measured twice, so the ratio of the two shows how much two
+  identical runs differ on this machine at this moment (the noise floor of the other ratios);
 - shadow: every request mirrored to lepton-ci's comparator, which answers the mirror at once
   and, off the request path, asks the candidate and the serving model and compares; here it
   compares all along (its `requests` set beyond reach), the worst case for the serving side;
@@ -14,7 +16,7 @@ Scenarios, interleaved run by run so the machine's other load falls on all of th
   connection's next request until the mirror subrequest of the last one is answered, so a slow
   mirror target slows every client; printed to show the bench can see latency when it is there.
 
-    python bench/shadow_latency.py [SECONDS] [RUNS]   (defaults 5 and 3)
+    python bench/shadow_latency.py [SECONDS] [RUNS]   (defaults 3 and 7)
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 from lepton_ci.rollout.comparator import Comparator  # noqa: E402
 from lepton_ci.rollout.splitter import Splitter, SplitterError  # noqa: E402
-from tests.support.answers import ModelServer  # noqa: E402
 from tests.support.services import PortTaken, on_free_port  # noqa: E402
 
 CONNECTIONS = 4
-DELAY = 0.005
+DELAY = 0.01
 SLOW = 0.2
 NO_SHADOW = "no shadow"
+NO_SHADOW_AGAIN = "no shadow, again (the noise floor)"
 SHADOW = "shadow"
 SHADOW_SLOW = "shadow, slow candidate"
 DIRECT_SLOW = "mirror straight to the slow candidate"
@@ -48,6 +50,7 @@ wrk.body = '{"instances": [[0, 1, 2, 3]]}'
 wrk.headers["Content-Type"] = "application/json"
 done = function(summary, latency, requests)
   io.write(string.format("p95_us %d\\n", latency:percentile(95)))
+  io.write(string.format("mean_us %d\\n", latency.mean))
   io.write(string.format("requests %d\\n", summary.requests))
   local e = summary.errors
   io.write(string.format("errors %d\\n", e.connect + e.read + e.write + e.status + e.timeout))
@@ -73,12 +76,40 @@ def wrk(url: str, seconds: float, connections: int, script: Path) -> dict[str, f
         timeout=seconds + 60,
         check=True,
     )
-    found = dict(re.findall(r"^(p95_us|requests|errors) (\d+)$", proc.stdout, re.MULTILINE))
+    found = dict(re.findall(r"^(p95_us|mean_us|requests|errors) (\d+)$", proc.stdout, re.MULTILINE))
     return {
         "p95_ms": int(found["p95_us"]) / 1000,
+        "mean_ms": int(found["mean_us"]) / 1000,
         "requests": int(found["requests"]),
         "errors": int(found["errors"]),
     }
+
+
+class Server:
+    """A model server in a process of its own (`tests/support/answers.py`), as a pod is: the
+    measuring process (wrk's results, the comparator) shares no interpreter with it."""
+
+    def __init__(self, delay: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.answers", str(delay)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        port = int(self.proc.stdout.readline())
+        self.address = f"127.0.0.1:{port}"
+        self.url = f"http://{self.address}"
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def measure(
@@ -94,14 +125,12 @@ def measure(
         tmp = Path(d)
         script = tmp / "post.lua"
         script.write_text(WRK_SCRIPT)
-        stable = ModelServer(delay=delay).__enter__()
-        candidate = ModelServer(delay=delay).__enter__()
-        slow_candidate = ModelServer(delay=slow).__enter__()
+        stable, candidate, slow_candidate = Server(delay), Server(delay), Server(slow)
         comparators = {
             SHADOW: Comparator(candidate.url, stable.url, wanted=10**9),
             SHADOW_SLOW: Comparator(slow_candidate.url, stable.url, wanted=10**9),
         }
-        mirrors = {NO_SHADOW: None, DIRECT_SLOW: slow_candidate.address}
+        mirrors = {NO_SHADOW: None, NO_SHADOW_AGAIN: None, DIRECT_SLOW: slow_candidate.address}
         for name, comp in comparators.items():
             mirrors[name] = comp.start()
 
@@ -117,7 +146,7 @@ def measure(
 
         splitter = on_free_port(start)
         url = f"http://127.0.0.1:{splitter.listen}/predict"
-        order = [NO_SHADOW, SHADOW, SHADOW_SLOW, DIRECT_SLOW]
+        order = [NO_SHADOW, SHADOW, SHADOW_SLOW, NO_SHADOW_AGAIN, DIRECT_SLOW]
         samples: dict[str, list[dict[str, float]]] = {n: [] for n in order}
         try:
             wrk(url, 1, connections, script)  # warm-up: connections, nginx's worker
@@ -130,12 +159,13 @@ def measure(
             for comp in comparators.values():
                 comp.stop()
             for server in (stable, candidate, slow_candidate):
-                server.__exit__()
+                server.stop()
         out: dict[str, dict[str, float]] = {}
         for name in order:
             rows = samples[name]
             out[name] = {
                 "p95_ms": statistics.median(r["p95_ms"] for r in rows),
+                "mean_ms": statistics.median(r["mean_ms"] for r in rows),
                 "requests": sum(r["requests"] for r in rows),
                 "errors": sum(r["errors"] for r in rows),
             }
@@ -146,8 +176,8 @@ def measure(
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
-    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 7
     res = measure(seconds, runs)
     base = res[NO_SHADOW]["p95_ms"]
     print(
@@ -163,11 +193,14 @@ def main() -> None:
                 f"{int(r['dropped'])} dropped while its queue was full)"
             )
         print(
-            f"{name:<40} p95 {r['p95_ms']:8.2f} ms  x{r['p95_ms'] / base:5.2f}  "
+            f"{name:<38} p95 {r['p95_ms']:8.2f} ms  x{r['p95_ms'] / base:5.2f}  "
+            f"mean {r['mean_ms']:7.2f} ms  x{r['mean_ms'] / res[NO_SHADOW]['mean_ms']:5.2f}  "
             f"{int(r['requests']):>7} requests, {int(r['errors'])} errors{extra}"
         )
     ratio = res[SHADOW]["p95_ms"] / base
     slow_ratio = res[SHADOW_SLOW]["p95_ms"] / base
+    floor = res[NO_SHADOW_AGAIN]["p95_ms"] / base
+    print(f"p95 without shadow, again / without: {floor:.3f} (two identical runs: the noise)")
     print(f"p95 with shadow / without: {ratio:.3f} (target <= 1.05)")
     print(f"p95 with shadow of a slow candidate / without: {slow_ratio:.3f} (target <= 1.05)")
 

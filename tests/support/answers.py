@@ -106,3 +106,18 @@ def servers(*made: ModelServer) -> Iterator[tuple[ModelServer, ...]]:
     finally:
         for s in made:
             s.__exit__()
+
+
+def main() -> None:
+    """`python -m tests.support.answers DELAY`: a ModelServer in a process of its own (the
+    benches keep the model servers out of the measuring process, as pods are); prints its
+    port, serves until stdin closes."""
+    import sys
+
+    with ModelServer(delay=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as s:
+        print(s.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
