@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from lepton_ci.core import atomic
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.filelock import exclusive
+from lepton_ci.rollout.canary import Step
 
 # `shadowed`: a candidate that ran beside the serving revision on mirrored requests and
 # passed its comparison; it never served a client, so it is not among the HEALTHY ones.
@@ -69,6 +70,8 @@ class Revision(BaseModel):
     finished_at: str | None = None
     probes: list[Probe] = []
     breaches: list[Breach] = []
+    strategy: str = "all-at-once"
+    steps: list[Step] = []  # canary: each step's share, checks and SLOs, as judged
 
 
 def now() -> str:
@@ -125,5 +128,6 @@ def history_text(env_name: str, revs: list[Revision]) -> str:
         f"{r.description}"
         + (f"  ({r.reason})" if r.reason else "")
         + (f"  [SLO breached: {', '.join(b.slo for b in r.breaches)}]" if r.breaches else "")
+        + "".join(f"\n{'':6}{s.text()}" for s in r.steps)
         for r in revs
     )

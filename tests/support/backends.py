@@ -7,6 +7,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class Backend:
@@ -61,3 +62,13 @@ def backends(*tags: str, status: int = 200) -> Iterator[list[Backend]]:
     finally:
         for b in started:
             b.close()
+
+
+def stop_splitters(root: Path) -> None:
+    """Stop every splitter (nginx) a test's deploys started under `root`: they outlive the
+    lepton-ci command that started them, as they must, but not the test."""
+    from lepton_ci.rollout.splitter import Splitter
+
+    for pid_file in root.rglob("*.splitter/nginx.pid"):
+        prefix = pid_file.parent
+        Splitter(prefix.parent, prefix.name.removesuffix(".splitter"), 0).stop()
