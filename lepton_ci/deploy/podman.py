@@ -338,6 +338,30 @@ class PodmanTarget:
         self._save(name, state)
         self._down(self._file(name, "canary"))
 
+    # -- Mirrors (a shadow rollout: rollout/shadow.py) -------------------------------------
+
+    def stable_url(self, name: str) -> str | None:
+        """Where the serving pod answers on its own, not through the splitter."""
+        live = self._state(name).get("live")
+        return f"http://127.0.0.1:{live['port']}" if live else None
+
+    def mirror_to(self, name: str, address: str | None) -> None:
+        """Copy every request to `address` (the shadow's comparator), answers thrown away;
+        None stops. The serving pod answers every client throughout."""
+        state = self._state(name)
+        live, canary = state.get("live"), state.get("canary")
+        if not live:
+            raise RolloutFailed("a shadow needs a revision serving through the splitter")
+        try:
+            self.splitter(name, int(live["listen"])).configure(
+                f"127.0.0.1:{live['port']}", mirror=address
+            )
+        except SplitterError as e:
+            raise RolloutFailed(e.message) from None
+        if canary:
+            canary.update(weight=0, mirror=address is not None)
+            self._save(name, state)
+
     # -- podman ----------------------------------------------------------------------------
 
     def _play(self, path: Path, body: str) -> None:
