@@ -465,3 +465,19 @@ def test_the_site_version_page_shows_the_shadow_escaped(tmp_path: Path) -> None:
     assert "agreement 0.9875 (min 0.98)" in section
     assert "&lt;img src=x onerror=alert(&#34;shadow&#34;)&gt;" in section
     assert "Shadow rollouts" not in (toy / "v0.1.0.html").read_text()
+
+
+def test_a_target_that_cannot_mirror_to_the_comparator_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    class ClusterLike:  # applies and waits, splits by weight, but cannot mirror to lepton-ci
+        def apply(self, name: str, text: str) -> list[str]:
+            raise AssertionError("nothing may be applied")
+
+    d, rel = gate_world(tmp_path)
+    d.target = ClusterLike()  # type: ignore[assignment]
+    serving(d)
+    with pytest.raises(ShadowError, match="cannot mirror requests to lepton-ci's comparator") as e:
+        d.shadow(rel)
+    assert "how-to/shadow-rollouts/#kubernetes" in e.value.hint
+    assert [r.status for r in d.store.list()] == ["deployed"]  # nothing recorded either

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from lepton_ci.core import shadows
+from lepton_ci.core import docs, shadows
 from lepton_ci.core.config import DeployEnvironment
 from lepton_ci.core.context import Context
 from lepton_ci.core.escape import md_cell
@@ -55,8 +55,8 @@ def run(d: Environment, release: Release) -> ShadowResult:
             f"{d.env_name}: the {type(target).__name__} cannot mirror requests to lepton-ci's "
             "comparator, so a shadow rollout cannot compare answers there",
             hint="run the shadow in an environment on the podman target (its splitter mirrors "
-            "to the comparator), or use `rollout: {strategy: canary}`; see "
-            "docs/how-to/shadow-rollouts.md",
+            f"to the comparator), or use `rollout: {{strategy: canary}}`; see "
+            f"{docs.page('how-to/shadow-rollouts', 'kubernetes')}",
         )
     revs = d.store.list()
     serving = current(revs)
