@@ -335,6 +335,12 @@ def test_a_clone_fetches_the_result_the_shadow_pushed(toy_repo: Path, tmp_path: 
     subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)
     assert shadows.read(Git(clone), DIGEST, remote=None) == {}  # not fetched by a clone
     assert shadows.read(Git(clone), DIGEST)["staging"].passed  # fetched on demand
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "-q", str(remote), str(other)], check=True)
+    assert shadows.recorded(Git(other)) == set()
+    assert shadows.fetch(Git(other)) is None  # all of them at once, as the site does
+    assert shadows.recorded(Git(other)) == {DIGEST}
+    assert shadows.fetch(Git(toy_repo), "sha256-" + "ef" * 32) is None  # none there: no error
 
 
 def test_a_result_that_names_another_record_or_environment_is_not_taken(toy_repo: Path) -> None:

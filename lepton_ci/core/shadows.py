@@ -185,6 +185,19 @@ def recorded(git: Git) -> set[str]:
     return {name.replace("-", ":", 1) for name in names}
 
 
+def fetch(git: Git, pattern: str = "*", remote: str = "origin") -> str | None:
+    """Bring this clone's shadow refs up to the remote's (`pattern`: one ref's name after the
+    prefix, or `*` for all), so a result is added on top of what others pushed. Returns why
+    not (no such remote, git's refusal), None once fetched or when the remote has none."""
+    if remote not in git.remotes():
+        return f"no remote `{remote}`"
+    spec = f"+{PREFIX}{pattern}:{PREFIX}{pattern}"
+    proc = git.run(["fetch", "--quiet", remote, spec], check=False, timeout=120)
+    if proc.returncode != 0 and not _absent(proc.stderr):
+        return proc.stderr.strip()[-400:] or f"git fetch exited {proc.returncode}"
+    return None
+
+
 def push(git: Git, record_digest: str, remote: str = "origin") -> str | None:
     """Push the record's shadow ref, so a deploy on another runner finds the result. Returns
     why it was not pushed (no such remote, or git's refusal), None once pushed."""

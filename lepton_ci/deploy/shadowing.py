@@ -147,6 +147,7 @@ def run_and_keep(ctx: Context, d: Shadows, rel: Release) -> Shadowed:
     """Run the shadow, keep the result in git (pushed to `origin` when there is one), write
     the step's outputs and summary. A failed comparison is an error after it is kept."""
     result = d.shadow(rel)
+    shadows.fetch(ctx.git, shadows.ref_of(rel.record_digest).removeprefix(shadows.PREFIX))
     ref = shadows.write(ctx.git, result)
     why = shadows.push(ctx.git, rel.record_digest)
     if why is not None and "origin" in ctx.git.remotes():
@@ -155,7 +156,7 @@ def run_and_keep(ctx: Context, d: Shadows, rel: Release) -> Shadowed:
             f"deploy elsewhere will not find it. Push it: `git push origin {ref}:{ref}` (the "
             "job needs `permissions: {contents: write}`)"
         )
-    serving = next((x for x in d.store.list() if x.status == "deployed"), None)
+    serving = current(d.store.list())
     DeployOutputs(
         status="shadowed" if result.passed else "shadow-failed",
         revision=str(result.revision or ""),
@@ -194,7 +195,7 @@ def require(ctx: Context, d: Environment, rel: Release) -> None:
     """Refuse the deploy of `rel` under `strategy: shadow` without a passing shadow of it here."""
     if d.env.rollout.strategy != "shadow":
         return
-    serving = next((x for x in reversed(d.store.list()) if x.status == "deployed"), None)
+    serving = current(d.store.list())
     if serving is None:
         return  # a first release: nothing to compare it with
     if serving.record_digest == rel.record_digest:

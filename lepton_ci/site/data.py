@@ -185,7 +185,11 @@ def collect(
         )
     models = []
     heads: set[str] = set()
-    shadowed = shadows_mod.recorded(git)  # one call; a version's ref is read only if it exists
+    # A clone fetches no refs/lepton-ci/ by itself: the shadow results, all in one fetch
+    # (none where there is no `origin`, as in a local build), then listed with one call, so
+    # a version's ref is read only if it exists.
+    shadows_mod.fetch(git)
+    shadowed = shadows_mod.recorded(git)
     for name in names:
         infos = state.versions(name, include_deregistered=True)
         records, unreadable = _records(reg, name, [i.tag for i in infos])
