@@ -112,6 +112,19 @@ class Server:
             self.proc.wait()
 
 
+def mirror_times(log: Path) -> list[float]:
+    """How long each mirror subrequest took, in ms, from the splitter's own access log
+    (`mirror STATUS UPSTREAM REQUEST_TIME MSEC` lines): how soon the mirror was answered."""
+    if not log.exists():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] == "mirror":
+            out.append(float(parts[3]) * 1000)
+    return out
+
+
 def measure(
     seconds: float = 5.0,
     runs: int = 3,
@@ -148,12 +161,15 @@ def measure(
         url = f"http://127.0.0.1:{splitter.listen}/predict"
         order = [NO_SHADOW, SHADOW, SHADOW_SLOW, NO_SHADOW_AGAIN, DIRECT_SLOW]
         samples: dict[str, list[dict[str, float]]] = {n: [] for n in order}
+        mirror_ms: dict[str, list[float]] = {n: [] for n in order}
         try:
             wrk(url, 1, connections, script)  # warm-up: connections, nginx's worker
             for _ in range(runs):
                 for name in order:
                     splitter.configure(stable.address, mirror=mirrors[name])
+                    splitter.reset_counts()
                     samples[name].append(wrk(url, seconds, connections, script))
+                    mirror_ms[name] += mirror_times(splitter.access_log)
         finally:
             splitter.stop()
             for comp in comparators.values():
@@ -169,6 +185,8 @@ def measure(
                 "requests": sum(r["requests"] for r in rows),
                 "errors": sum(r["errors"] for r in rows),
             }
+            if mirror_ms[name]:
+                out[name]["mirror_p95_ms"] = statistics.quantiles(mirror_ms[name], n=20)[-1]
             if name in comparators:
                 t = comparators[name].snapshot()
                 out[name].update(compared=t.compared, dropped=t.dropped, seen=t.seen)
@@ -187,8 +205,10 @@ def main() -> None:
     )
     for name, r in res.items():
         extra = ""
+        if "mirror_p95_ms" in r:
+            extra += f"  (mirror answered in p95 {r['mirror_p95_ms']:.1f} ms)"
         if "compared" in r:
-            extra = (
+            extra += (
                 f"  (comparator: {int(r['seen'])} mirrored, {int(r['compared'])} compared, "
                 f"{int(r['dropped'])} dropped while its queue was full)"
             )

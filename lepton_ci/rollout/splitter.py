@@ -219,11 +219,16 @@ class Splitter:
             internal;
             log_subrequest on;
             access_log {self.access_log} lepton_mirror;
-            proxy_pass http://{mirror}$request_uri;
+            proxy_pass http://lepton_mirror$request_uri;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
             proxy_connect_timeout 2s;
             proxy_read_timeout 30s;
             proxy_set_header Host $host;
         }}"""
+        mirror_upstream = ""
+        if mirror is not None:
+            mirror_upstream = f"upstream lepton_mirror {{ server {mirror}; keepalive 16; }}\n"
         return f"""# Written by lepton-ci for {self.name}: generation {generation}. Do not edit.
 {user}worker_processes 1;
 worker_shutdown_timeout 15s;
@@ -246,7 +251,7 @@ http {{
     }}
     log_format lepton '$lepton_track $status $upstream_addr $request_time $msec';
     log_format lepton_mirror 'mirror $status $upstream_addr $request_time $msec';
-    upstream lepton_backends {{
+{mirror_upstream}    upstream lepton_backends {{
         {" ".join(servers)}
         keepalive 16;
     }}
