@@ -210,7 +210,7 @@ def main() -> None:
         if "compared" in r:
             extra += (
                 f"  (comparator: {int(r['seen'])} mirrored, {int(r['compared'])} compared, "
-                f"{int(r['dropped'])} dropped while its queue was full)"
+                f"{int(r['dropped'])} not taken: its pace or a full queue)"
             )
         print(
             f"{name:<38} p95 {r['p95_ms']:8.2f} ms  x{r['p95_ms'] / base:5.2f}  "

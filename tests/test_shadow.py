@@ -113,7 +113,7 @@ def inputs(n: int) -> list[list[float]]:
 def run_comparator(
     serving: ModelServer, candidate: ModelServer, requests: list[list[list[float]]], **kw: object
 ) -> Tally:
-    comp = Comparator(candidate.url, serving.url, **kw)  # type: ignore[arg-type]
+    comp = Comparator(candidate.url, serving.url, **{"pace": None, **kw})  # type: ignore[arg-type]
     address = comp.start()
     try:
         for instances in requests:
@@ -171,7 +171,7 @@ def test_a_candidate_answering_garbage_disagrees_and_is_counted() -> None:
 
 def test_requests_the_serving_revision_cannot_answer_are_counted_apart() -> None:
     with servers(ModelServer(), ModelServer()) as (stable, cand):
-        comp = Comparator(cand.url, stable.url, wanted=3)
+        comp = Comparator(cand.url, stable.url, wanted=3, pace=None)
         address = comp.start()
         try:
             assert mirror(address, [[1.0]], path="/metrics") == 204  # GET-like, no predictions
@@ -190,7 +190,7 @@ def test_the_mirror_is_answered_before_the_candidate_answers() -> None:
     comparator answers while the candidate still holds its answer back."""
     held = threading.Event()
     with servers(ModelServer(), ModelServer(gate=held)) as (stable, cand):
-        comp = Comparator(cand.url, stable.url, wanted=3)
+        comp = Comparator(cand.url, stable.url, wanted=3, pace=None)
         address = comp.start()
         try:
             for x in inputs(3):
@@ -206,7 +206,7 @@ def test_the_mirror_is_answered_before_the_candidate_answers() -> None:
 def test_the_queue_is_bounded_and_what_overflows_is_dropped_and_counted() -> None:
     held = threading.Event()
     with servers(ModelServer(), ModelServer(gate=held)) as (stable, cand):
-        comp = Comparator(cand.url, stable.url, wanted=100, queue_size=4, workers=1)
+        comp = Comparator(cand.url, stable.url, wanted=100, queue_size=4, workers=1, pace=None)
         address = comp.start()
         try:
             mirror(address, [[0.0]])
@@ -222,9 +222,24 @@ def test_the_queue_is_bounded_and_what_overflows_is_dropped_and_counted() -> Non
             comp.stop()
 
 
+def test_the_pace_bounds_what_the_serving_revision_is_asked_again() -> None:
+    with servers(ModelServer(), ModelServer()) as (stable, cand):
+        comp = Comparator(cand.url, stable.url, wanted=5, pace=0.01)  # one per 100 s
+        address = comp.start()
+        try:
+            for x in inputs(5):
+                assert mirror(address, [x]) == 204
+            assert not comp.wait(0.5)
+            t = comp.snapshot()
+        finally:
+            comp.stop()
+    assert (t.seen, t.compared, t.dropped) == (5, 1, 4)
+    assert (stable.received, cand.received) == (1, 1)
+
+
 def test_it_stops_asking_once_enough_requests_are_compared() -> None:
     with servers(ModelServer(), ModelServer()) as (stable, cand):
-        comp = Comparator(cand.url, stable.url, wanted=5)
+        comp = Comparator(cand.url, stable.url, wanted=5, pace=None)
         address = comp.start()
         try:
             for x in inputs(5):

@@ -6,6 +6,7 @@ and git keep it, and the gate allows or refuses the deploy that follows."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,12 +48,11 @@ class Client:
 
     def run(self) -> None:
         http = requests.Session()
-        i = 0
+        rng = random.Random(24)  # noqa: S311 - not periodic, so the pace cannot alias with it
         while not self.stop.is_set():
-            x = [float(i % 50), 1.0, 2.0]
+            x = [float(rng.randrange(50)), 1.0, 2.0]
             r = http.post(self.url, json={"instances": [x]}, timeout=10)
             self.answers.append((x, r.status_code, r.content))
-            i += 1
 
 
 @dataclass
@@ -119,7 +119,7 @@ def only_stable_answered(client: Client) -> None:
 
 
 def test_an_agreeing_candidate_passes_and_the_deploy_is_then_allowed(world) -> None:
-    w = world(ModelServer)
+    w = world(ModelServer, timeout=60)
     rel = release("1.1.0", V2, "b")
     with pytest.raises(ShadowError, match="no shadow result of it is recorded"):
         shadowing.require(w.ctx, w.deployer, rel)
@@ -140,7 +140,9 @@ def test_an_agreeing_candidate_passes_and_the_deploy_is_then_allowed(world) -> N
 
 
 def test_a_candidate_answering_garbage_fails_and_never_reaches_a_client(world) -> None:
-    w = world(lambda: ModelServer(raw=lambda body: (200, b'{"predictions": ["GARBAGE"]}')))
+    w = world(
+        lambda: ModelServer(raw=lambda body: (200, b'{"predictions": ["GARBAGE"]}')), timeout=60
+    )
     rel = release("1.1.0", V2, "c")
     with pytest.raises(ShadowError, match=r"shadow of 1\.1\.0 failed: agreement 0\.0000 below"):
         shadowing.run_and_keep(w.ctx, w.deployer, rel)
@@ -154,14 +156,14 @@ def test_a_candidate_answering_garbage_fails_and_never_reaches_a_client(world) -
 
 
 def test_a_candidate_that_disagrees_on_some_inputs_is_held_to_min_agreement(world) -> None:
-    def candidate() -> ModelServer:  # wrong where the first value is a multiple of 10: 1 in 10
-        return ModelServer(lambda xs: [label(x) + (1 if int(x[0]) % 10 == 0 else 0) for x in xs])
+    def candidate() -> ModelServer:  # wrong where the first value is even: half the inputs
+        return ModelServer(lambda xs: [label(x) + (1 if int(x[0]) % 2 == 0 else 0) for x in xs])
 
-    w = world(candidate, min_agreement=0.95)
+    w = world(candidate, min_agreement=0.95, timeout=60)
     with pytest.raises(ShadowError, match=r"below min_agreement 0\.95"):
         shadowing.run_and_keep(w.ctx, w.deployer, release("1.1.0", V2, "d"))
     found = shadows.read(w.ctx.git, "sha256:" + "d" * 64)["staging"]
-    assert found.agreement is not None and 0.8 <= found.agreement <= 0.95  # 36 of 40, about
+    assert found.agreement is not None and 0.2 <= found.agreement <= 0.8  # about 20 of 40
     only_stable_answered(w.client)
 
 
@@ -172,7 +174,7 @@ def test_regression_measures_the_error_between_the_tracks(world) -> None:
     def candidate() -> ModelServer:
         return ModelServer(lambda xs: [float(sum(x)) + 0.25 for x in xs])
 
-    w = world(candidate, max_error=0.3)
+    w = world(candidate, max_error=0.3, timeout=60)
     w.target.models[V1] = stable
     w.deployer.deploy(release("1.0.0", V1, "a"))  # the stable answers numbers now
     kept = shadowing.run_and_keep(w.ctx, w.deployer, release("1.1.0", V2, "e"))

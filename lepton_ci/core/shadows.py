@@ -58,7 +58,9 @@ class ShadowResult(BaseModel):
     incomparable: dict[str, int] = Field(
         default_factory=dict, description="requests not judged, by why (the serving one failed…)"
     )
-    dropped: int = Field(0, description="mirrored while the comparison queue was full")
+    dropped: int = Field(
+        0, description="mirrored while the comparison was at its pace or its queue full"
+    )
     examples: list[str] = Field(default_factory=list, description="the first disagreements")
     seconds: float = 0.0
     started_at: str = ""

@@ -14,7 +14,9 @@ the two answers:
   as a disagreement.
 
 Memory is bounded: the queue holds at most `queue_size` requests of at most `max_body` bytes;
-a request mirrored while it is full is dropped (counted). Once `wanted` requests are compared,
+a request mirrored while it is full is dropped (counted). So is one mirrored sooner than
+1/`pace` s after the last one taken: each compared request is answered a second time by the
+serving revision, and the pace bounds that extra load. Once `wanted` requests are compared,
 mirrored requests are only answered.
 """
 
@@ -205,6 +207,7 @@ class Comparator:
         workers: int = 2,
         call_timeout: float = 10.0,
         max_body: int = 1 << 20,
+        pace: float | None = 50.0,
         send: Send = send,
     ) -> None:
         self.candidate, self.serving = candidate.rstrip("/"), serving.rstrip("/")
@@ -212,6 +215,10 @@ class Comparator:
         self.queue: queue.Queue[Mirrored | None] = queue.Queue(maxsize=queue_size)
         self.n_workers, self.call_timeout, self.max_body = workers, call_timeout, max_body
         self._send = send
+        # At most `pace` requests a second are taken for comparison: each one the serving
+        # revision answers a second time, so its extra load stays bounded however busy it is.
+        self._gap = 1.0 / pace if pace else 0.0
+        self._next = 0.0
         self.tally = Tally()
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -323,11 +330,16 @@ class Comparator:
             self.tally.seen += 1
             if self._enough:
                 return
+            now = time.monotonic()
+            if now < self._next:
+                self.tally.dropped += 1
+                return
             try:
                 self.queue.put_nowait(req)
             except queue.Full:
                 self.tally.dropped += 1
                 return
+            self._next = now + self._gap
             self._queued += 1
 
     # -- off the request path: ask both, compare -----------------------------------------------

@@ -50,7 +50,7 @@ def judge(tally: Tally, env: DeployEnvironment, *, finished: bool) -> tuple[bool
             f"only {tally.compared} of {r.requests} requests compared within "
             f"{r.timeout:g} s ({tally.seen} mirrored"
             + (f", {sum(tally.incomparable.values())} not comparable" if tally.incomparable else "")
-            + (f", {tally.dropped} dropped while the queue was full" if tally.dropped else "")
+            + (f", {tally.dropped} not taken (the pace, or a full queue)" if tally.dropped else "")
             + ")"
         )
         return False, why if not finished else f"{why}; not enough to judge"
