@@ -239,6 +239,12 @@ http {{
     scgi_temp_path {prefix}/temp/scgi;
     default_type application/octet-stream;
     client_max_body_size 64m;
+    # No keep-alive towards clients: at a reload the old workers close their idle keep-alive
+    # connections, and a client that sent its next request on one just then sees it fail
+    # (seen under load: "Remote end closed connection without response"). A new loopback
+    # connection per request costs microseconds; towards the pods keep-alive stays, where
+    # nginx retries a request that met a closed cached connection by itself.
+    keepalive_timeout 0;
     # The last upstream address is the one that answered (a retried request lists two).
     map $upstream_addr $lepton_track {{
         default "-";
