@@ -36,7 +36,8 @@ class _Factory:
 
     def __call__(self, stable: str, **kw: object) -> Splitter:
         def start(port: int) -> Splitter:
-            s = Splitter(self.tmp_path / "state", "digits-staging", port)
+            # a space and a `;` in the path: nginx must read each as part of one path
+            s = Splitter(self.tmp_path / "state dir;x", "digits-staging", port)
             try:
                 s.configure(stable, **kw)  # type: ignore[arg-type]
             except SplitterError as e:
