@@ -107,8 +107,10 @@ class Canary:
     def _step(self, weight: int) -> Step:
         t0 = self.clock()
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        before = self.tracks.served(self.name) or {}
         effective = self.tracks.set_weight(self.name, weight)
+        # Counted from here: `set_weight` returns once the previous split's last requests
+        # are answered, so what follows was split by this step's weight alone.
+        before = self.tracks.served(self.name) or {}
         self.sleep(self.interval)
         url = self.tracks.canary_url(self.name)
         ok, summary = self.check(url) if url else (True, "no address of the canary alone")
