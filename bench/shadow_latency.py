@@ -12,9 +12,11 @@ Scenarios, interleaved run by run so the machine's other load falls on all of th
   and, off the request path, asks the candidate and the serving model and compares; here it
   compares all along (its `requests` set beyond reach), the worst case for the serving side;
 - shadow, slow candidate: the same with a candidate that takes SLOW per answer;
-- mirror straight to the slow candidate: what the comparator avoids. nginx holds a keep-alive
-  connection's next request until the mirror subrequest of the last one is answered, so a slow
-  mirror target slows every client; printed to show the bench can see latency when it is there.
+- mirror straight to the slow candidate: what the comparator avoids. nginx finishes a request
+  only once its mirror subrequest is answered (with keep-alive towards clients it holds the
+  connection's next request until then; the splitter now closes client connections after each
+  answer, which makes this cost smaller, not nil); printed to show the bench sees latency when
+  it is there. The mirror's own answer times come from nginx's log.
 
     python bench/shadow_latency.py [SECONDS] [RUNS]   (defaults 3 and 7)
 """

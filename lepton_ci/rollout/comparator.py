@@ -1,8 +1,9 @@
 """The shadow comparator: where the splitter mirrors every live request during a shadow rollout.
 
-It answers nginx's mirror subrequest AT ONCE (204, nothing read from anyone): nginx holds a
-client connection's next request until the mirror subrequest of the last one has finished, so a
-comparator that waited for the candidate would put the candidate's latency on the clients.
+It answers nginx's mirror subrequest AT ONCE (204, nothing read from anyone): nginx finishes a
+request only once its mirror subrequest has (on a kept-alive client connection it holds the
+next request until then), so a comparator that waited for the candidate would put the
+candidate's latency on the clients.
 Off the request path, a few workers take the mirrored requests from a bounded queue, send each
 to the candidate and to the serving revision (directly, not through the splitter), and compare
 the two answers:
