@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lepton_ci.rollout.comparator import Comparator  # noqa: E402
+from lepton_ci.rollout.comparator import Comparator, Tally  # noqa: E402
 from lepton_ci.rollout.splitter import Splitter, SplitterError  # noqa: E402
 from tests.support.services import PortTaken, on_free_port  # noqa: E402
 
@@ -141,13 +141,11 @@ def measure(
         script = tmp / "post.lua"
         script.write_text(WRK_SCRIPT)
         stable, candidate, slow_candidate = Server(delay), Server(delay), Server(slow)
-        comparators = {
-            SHADOW: Comparator(candidate.url, stable.url, wanted=10**9),
-            SHADOW_SLOW: Comparator(slow_candidate.url, stable.url, wanted=10**9),
-        }
+        # A comparator per run, stopped with it: a backlog left in its queue must not go on
+        # asking the serving model during the next scenario's run.
+        compared_against = {SHADOW: candidate.url, SHADOW_SLOW: slow_candidate.url}
         mirrors = {NO_SHADOW: None, NO_SHADOW_AGAIN: None, DIRECT_SLOW: slow_candidate.address}
-        for name, comp in comparators.items():
-            mirrors[name] = comp.start()
+        tallies: dict[str, list[Tally]] = {n: [] for n in compared_against}
 
         def start(port: int) -> Splitter:
             s = Splitter(tmp / "state", "bench-shadow", port)
@@ -168,14 +166,22 @@ def measure(
             wrk(url, 1, connections, script)  # warm-up: connections, nginx's worker
             for _ in range(runs):
                 for name in order:
-                    splitter.configure(stable.address, mirror=mirrors[name])
-                    splitter.reset_counts()
-                    samples[name].append(wrk(url, seconds, connections, script))
-                    mirror_ms[name] += mirror_times(splitter.access_log)
+                    comp = None
+                    if name in compared_against:
+                        comp = Comparator(compared_against[name], stable.url, wanted=10**9)
+                        mirrors[name] = comp.start()
+                    try:
+                        splitter.configure(stable.address, mirror=mirrors[name])
+                        splitter.reset_counts()
+                        samples[name].append(wrk(url, seconds, connections, script))
+                        mirror_ms[name] += mirror_times(splitter.access_log)
+                    finally:
+                        if comp is not None:
+                            splitter.configure(stable.address)
+                            comp.stop()
+                            tallies[name].append(comp.snapshot())
         finally:
             splitter.stop()
-            for comp in comparators.values():
-                comp.stop()
             for server in (stable, candidate, slow_candidate):
                 server.stop()
         out: dict[str, dict[str, float]] = {}
@@ -189,9 +195,13 @@ def measure(
             }
             if mirror_ms[name]:
                 out[name]["mirror_p95_ms"] = statistics.quantiles(mirror_ms[name], n=20)[-1]
-            if name in comparators:
-                t = comparators[name].snapshot()
-                out[name].update(compared=t.compared, dropped=t.dropped, seen=t.seen)
+            if name in tallies:
+                ts = tallies[name]
+                out[name].update(
+                    compared=sum(t.compared for t in ts),
+                    dropped=sum(t.dropped for t in ts),
+                    seen=sum(t.seen for t in ts),
+                )
         return out
 
 
