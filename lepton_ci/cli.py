@@ -251,7 +251,15 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    echo(_environment(args).deploy(args.version, args.image, dry_run=args.dry_run).text())
+    op = _environment(args)
+    if args.shadow:
+        if args.dry_run:
+            from lepton_ci.core.errors import LeptonError
+
+            raise LeptonError("--shadow and --dry-run together: a shadow rollout is a real run")
+        echo(op.shadow(args.version, args.image).text())
+        return 0
+    echo(op.deploy(args.version, args.image, dry_run=args.dry_run).text())
     return 0
 
 
@@ -519,6 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--image", help="REF@sha256:... (default: the version's image tag)")
         if name == "deploy":
             sp.add_argument("--dry-run", action="store_true", help="render and plan only")
+            sp.add_argument(
+                "--shadow",
+                action="store_true",
+                help="run the version beside the serving one on a copy of live requests and "
+                "compare their answers (the gate `rollout: {strategy: shadow}` requires); "
+                "nothing changes for clients",
+            )
 
     sp = add("init", cmd_init, "scaffold lepton.yaml and the workflows (never overwrites)")
     sp.add_argument("--model", help="model name (default: from the directory)")

@@ -54,6 +54,7 @@ STEPS: dict[str, list[tuple[str, str | None, str]]] = {
         ("version", "--version", "value"),
         ("image", "--image", "value"),
         ("dry-run", "--dry-run", "flag"),
+        ("shadow", "--shadow", "flag"),
     ],
     "promote": [
         ("model", None, "value"),

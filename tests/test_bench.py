@@ -94,3 +94,29 @@ def test_pull_speed_pulls_what_build_pushed_and_prints_the_ratio(bench, capsys, 
     assert "weights.bin pulled: 16 MiB; " + ("signed" if signed else "not signed") in out
     assert f"ratio {res['ratio']:.2f}" in out and "peak RSS" in out
     assert res["pull_s"] > 0 and res["skopeo_s"] > 0 and res["pull_rss_mb"] > 10
+
+
+def test_shadow_latency_loads_the_real_splitter_with_and_without_the_comparator(bench):
+    """Small: one second per scenario. What is checked is that each scenario ran as it says
+    (wrk answered without errors, the comparator compared while mirrored to), not the times."""
+    m = bench("shadow_latency")
+    res = m.measure(seconds=1, runs=1, connections=2)
+    assert list(res) == [m.NO_SHADOW, m.SHADOW, m.SHADOW_SLOW, m.NO_SHADOW_AGAIN, m.DIRECT_SLOW]
+    for r in res.values():
+        assert r["errors"] == 0 and r["requests"] > 0 and r["p95_ms"] > 0
+    for name in (m.SHADOW, m.SHADOW_SLOW):
+        assert res[name]["compared"] > 0
+        assert res[name]["seen"] >= res[name]["compared"] + res[name]["dropped"]
+
+
+@pytest.mark.e2e
+def test_canary_abort_measures_a_real_abort(bench, tmp_path, monkeypatch):
+    """Small: a 1 s interval. Real podman, the nginx splitter and a steady client; the bench
+    reads the abort time from the deployer and the share from the splitter's counters."""
+    for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
+        monkeypatch.setenv(k, "")  # the bench points podman at its own; undone after
+    m = bench("canary_abort").measure(tmp_path, interval=1.0)
+    assert m["aborted_at"] == 10 and m["serving_after"]
+    assert 0 < m["canary"] < m["total"]
+    assert m["client_5xx"] > 0  # the broken candidate did answer some: the share is real
+    assert m["to_stable_s"] >= 1.0  # the step served its interval before it was judged

@@ -22,6 +22,7 @@ LAYERS = [
     "report",
     "image",
     "fetch",
+    "rollout",  # below deploy: the podman target runs the splitter, the deployer the canary
     "deploy",
     "watch",
     "site",

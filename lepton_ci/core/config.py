@@ -421,8 +421,9 @@ class RolloutConfig(Strict):
     )
     min_agreement: Annotated[float, Field(ge=0, le=1)] | None = Field(
         None,
-        description="shadow, classification: the share of requests both revisions answer "
-        "with the same prediction at least (default 0.98 unless `max_error` is set)",
+        description="shadow, classification: the share of predictions both revisions answer "
+        "alike at least, compared one by one (a request may carry several; default 0.98 "
+        "unless `max_error` is set)",
     )
     max_error: Annotated[float, Field(ge=0)] | None = Field(
         None,

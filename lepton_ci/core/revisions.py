@@ -14,7 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Status = Literal["pending", "deployed", "failed", "superseded", "rolled-back"]
+# `shadowed`: a candidate that ran beside the serving revision on mirrored requests and
+# passed its comparison; it never served a client, so it is not among the HEALTHY ones.
+Status = Literal["pending", "deployed", "failed", "superseded", "rolled-back", "shadowed"]
 HEALTHY: tuple[str, ...] = ("deployed", "superseded", "rolled-back")
 
 
@@ -36,6 +38,53 @@ class Breach(BaseModel):
     at: str
     action: Literal["rollback", "alert"]
     detail: str = ""
+
+
+class SloResult(BaseModel):
+    """One watch SLO at one step: the candidate's value against the serving revision's."""
+
+    model_config = ConfigDict(extra="forbid")
+    slo: str
+    status: Literal["ok", "breach", "no-data", "error"]
+    canary: float | str | None = None
+    stable: float | str | None = None
+    bound: str = ""
+    detail: str = ""
+
+    def text(self) -> str:
+        def shown(v: float | str | None) -> str:
+            return "—" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+        extra = f"; {self.detail}" if self.detail else ""
+        return (
+            f"{self.slo} {self.status}: canary {shown(self.canary)} vs stable "
+            f"{shown(self.stable)} (bound {self.bound or '—'}{extra})"
+        )
+
+
+class Step(BaseModel):
+    """One canary step as it happened: recorded on the revision, shown by `history`."""
+
+    model_config = ConfigDict(extra="forbid")
+    weight: int
+    effective: int
+    started_at: str
+    seconds: float
+    served: dict[str, int] = {}
+    share: float | None = None  # of the requests answered during the step, the canary's
+    checks_ok: bool | None = None
+    checks: str = ""
+    slos: list[SloResult] = []
+    verdict: Literal["passed", "aborted"] = "passed"
+    reason: str = ""
+
+    def text(self) -> str:
+        share = "—" if self.share is None else f"{self.share:.1%}"
+        head = (
+            f"step {self.effective}%: {self.verdict} after {self.seconds:.1f}s, canary answered "
+            f"{share} of {sum(self.served.values())} requests"
+        )
+        return head + (f" ({self.reason})" if self.reason else "")
 
 
 class Revision(BaseModel):
@@ -63,6 +112,8 @@ class Revision(BaseModel):
     # Requests it answered since it began to serve, as `watch` last counted them, and when.
     requests: float | None = None
     requests_at: str | None = None
+    strategy: str = "all-at-once"
+    steps: list[Step] = []  # canary: each step's share, checks and SLOs, as judged
 
 
 def now() -> str:

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from lepton_ci.core import extras
+from lepton_ci.core.config import DeployEnvironment
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, MissingExtra, RegistryError
 from lepton_ci.core.escape import md_cell
@@ -21,13 +22,16 @@ from lepton_ci.core.gha import Runtime
 from lepton_ci.core.interrupt import Terminated, deferred, signum_of
 from lepton_ci.core.oci_client import Ref, client_factory
 from lepton_ci.core.outputs import DeployOutputs, RollbackOutputs
+from lepton_ci.core.prometheus import Prometheus
 from lepton_ci.core.semver import Version, image_tag
-from lepton_ci.deploy import manifests
+from lepton_ci.deploy import manifests, shadowing
 from lepton_ci.deploy.deployer import Deployer, DeployFailed
 from lepton_ci.deploy.github_deployments import Recorder
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
 from lepton_ci.deploy.releases import DeployError, FileStore, Revision, history_text, next_number
+from lepton_ci.deploy.shadowing import Shadowed
+from lepton_ci.rollout.judge import RevisionJudge
 from lepton_ci.versions import authorise, evidence, protected
 from lepton_ci.versions.grammar import version_tag
 from lepton_ci.versions.registry import Registry
@@ -66,8 +70,25 @@ def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) ->
     state = ctx.paths.deploy_state(cfg.deploy.state_dir, model, env_name)
     target = PodmanTarget(state, PodmanCLI(ctx.env))
     return Deployer(
-        model, env_name, cfg.deploy, ctx.cfg.root, target=target, store=FileStore(state), log=log
+        model,
+        env_name,
+        cfg.deploy,
+        ctx.cfg.root,
+        target=target,
+        store=FileStore(state),
+        log=log,
+        judge=_revision_judge(ctx, cfg.deploy.environments.get(env_name)),
     )
+
+
+def _revision_judge(ctx: Context, env: DeployEnvironment | None) -> RevisionJudge | None:
+    """A canary's SLOs per revision, where the environment is watched."""
+    if env is None or env.watch is None or env.rollout.strategy != "canary":
+        return None
+    url = ctx.env.get("LEPTON_PROMETHEUS_URL") or env.watch.prometheus
+    if not url:
+        return None  # `watch` says where Prometheus is missing; the checks still judge
+    return RevisionJudge(Prometheus(url, timeout=env.watch.timeout), env.watch.slos)
 
 
 def find_model_for_env(ctx: Context, env_name: str, model: str | None) -> str:
@@ -137,6 +158,20 @@ def _probe_table(rev: Revision) -> str:
     for p in rev.probes[-20:]:
         rows.append(f"| {md_cell(p.check)} | {'✅' if p.ok else '❌'} | {md_cell(p.detail)} |")
     return "\n".join(rows) + "\n"
+
+
+def _steps_table(rev: Revision) -> str:
+    """A canary's steps for the step summary; reasons carry check details and SLO names."""
+    if not rev.steps:
+        return ""
+    rows = ["| step | verdict | canary share | requests | why |", "|---|---|---|---|---|"]
+    for st in rev.steps:
+        share = "—" if st.share is None else f"{st.share:.1%}"
+        rows.append(
+            f"| {st.effective}% | {st.verdict} | {share} | {sum(st.served.values())} "
+            f"| {md_cell(st.reason)} |"
+        )
+    return "\n" + "\n".join(rows) + "\n"
 
 
 @dataclass
@@ -234,6 +269,8 @@ class EnvironmentOperation:
     ) -> Applied:
         rel = self.release(version, image)
         self._trusted(rel)
+        if not dry_run:
+            self._shadowed(rel)
         rt = self.ctx.rt
         github = None if dry_run else (self._github or Recorder.from_env(self.ctx.env))
         if github is not None:
@@ -256,6 +293,7 @@ class EnvironmentOperation:
             rt.summary(
                 f"**{self.env_name}: deploy of {rel.version} failed and was reverted**\n\n"
                 + _probe_table(e.outcome.revision)
+                + _steps_table(e.outcome.revision)
             )
             if github is not None:
                 where = r.version if r else "nothing"
@@ -289,8 +327,21 @@ class EnvironmentOperation:
         rt.summary(
             f"**{self.env_name}: {rel.version} deployed (revision {rev.number})**\n\n"
             + _probe_table(rev)
+            + _steps_table(rev)
         )
         return Applied(self.env_name, rev, out.notes)
+
+    def shadow(self, version: str | None = None, image: str | None = None) -> Shadowed:
+        """`deploy --shadow`: the candidate beside the serving revision on mirrored requests;
+        its result kept in git (and pushed) for the gate, the PR comment and the site."""
+        rel = self.release(version, image)
+        self._trusted(rel)
+        return shadowing.run_and_keep(self.ctx, self.deployer, rel)
+
+    def _shadowed(self, rel: Release) -> None:
+        """Under `rollout: {strategy: shadow}`, a version replaces what serves only after a
+        passing shadow rollout of it in this environment."""
+        shadowing.require(self.ctx, self.deployer, rel)
 
     def _trusted(self, rel: Release) -> None:
         """Under `trust.require`, the version and its image (by digest) must verify before

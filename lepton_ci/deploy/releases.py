@@ -2,7 +2,8 @@
 
 A revision keeps the rendered manifests, version, image digest, status, who, when, the run
 and every health probe's result. Statuses: pending (in progress; left behind by a killed job,
-repaired by the next command), deployed, failed, superseded, rolled-back.
+repaired by the next command), deployed, failed, superseded, rolled-back, shadowed (a shadow
+rollout's candidate that passed; it never served).
 
 A revision that served says when it began (`finished_at`) and stopped (`ended_at`), and `watch`
 keeps on it the SLO breaches it found and the requests it counted: the evidence a soak rule
@@ -20,24 +21,22 @@ from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.filelock import exclusive
 
 # The data lives in core (soak rules in `versions` read it too); re-exported for the deploy layer.
-from lepton_ci.core.revisions import (
-    HEALTHY as HEALTHY,
-)
-from lepton_ci.core.revisions import (
-    Breach as Breach,
-)
-from lepton_ci.core.revisions import (
-    Probe as Probe,
-)
-from lepton_ci.core.revisions import (
-    Revision as Revision,
-)
-from lepton_ci.core.revisions import (
-    Status as Status,
-)
-from lepton_ci.core.revisions import (
-    now as now,
-)
+from lepton_ci.core.revisions import HEALTHY, Breach, Probe, Revision, Status, Step, now
+
+__all__ = [
+    "HEALTHY",
+    "Breach",
+    "DeployError",
+    "FileStore",
+    "Probe",
+    "Revision",
+    "Status",
+    "Step",
+    "current",
+    "history_text",
+    "next_number",
+    "now",
+]
 
 
 class DeployError(LeptonError):
@@ -94,5 +93,6 @@ def history_text(env_name: str, revs: list[Revision]) -> str:
         f"{r.description}"
         + (f"  ({r.reason})" if r.reason else "")
         + (f"  [SLO breached: {', '.join(b.slo for b in r.breaches)}]" if r.breaches else "")
+        + "".join(f"\n{'':6}{s.text()}" for s in r.steps)
         for r in revs
     )

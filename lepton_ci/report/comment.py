@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from lepton_ci.core.errors import RecordError
 from lepton_ci.core.hashing import hash_bytes
 from lepton_ci.core.names import MODEL_RE
 from lepton_ci.core.record import Record, load, read_text
+from lepton_ci.core.shadows import ShadowResult
 from lepton_ci.run import changes
 from lepton_ci.versions.registry import Registry
 
@@ -99,7 +101,15 @@ class Rendered:
     trimmed: list[str]
 
 
-def render(rec: Record, meta: BundleMeta, *, limit: int = LIMIT) -> Rendered:
+def render(
+    rec: Record,
+    meta: BundleMeta,
+    *,
+    limit: int = LIMIT,
+    shadows: Sequence[ShadowResult] = (),
+) -> Rendered:
+    """The comment; `shadows`: this record's shadow rollouts (core/shadows.py), read by the
+    trusted job from git, never from the bundle (which a fork's run wrote)."""
     key = next((g for g in rec.gates if g.key), None) or next(
         (g for g in rec.gates if g.verdict != "info"), None
     )
@@ -110,6 +120,7 @@ def render(rec: Record, meta: BundleMeta, *, limit: int = LIMIT) -> Rendered:
         "failed": [g for g in rec.gates if g.verdict == "fail"],
         "key": key,
         "points": meta.history if len(meta.history) >= 2 else [],
+        "shadows": sorted(shadows, key=lambda x: x.env),
     }
     trimmed: list[str] = []
     rows = list(rec.gates)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lepton_ci.core import record as record_mod
+from lepton_ci.core import shadows
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, RecordError
 from lepton_ci.core.gha import Runtime, dig, load_event, pr_number
+from lepton_ci.core.git import Git
 from lepton_ci.core.github import LOGIN, GitHubClient
 from lepton_ci.core.outputs import CommentOutputs
 from lepton_ci.core.record import Record
+from lepton_ci.core.shadows import ShadowResult
 from lepton_ci.report import comment as report
 from lepton_ci.report import sticky
 from lepton_ci.report.comment import WORKFLOW_MAX
@@ -117,8 +120,9 @@ def comment(
     local_dir: Path | None = None,
     from_bundle: bool = False,
     author: str | None = None,
+    shadows: Sequence[ShadowResult] = (),
 ) -> Posted:
-    rendered = report.render(rec, meta)
+    rendered = report.render(rec, meta, shadows=shadows)
     repo = repo or env.get("GITHUB_REPOSITORY") or meta.repo
     pr = pr or meta.pr
     event = load_event(env)
@@ -239,6 +243,17 @@ def _newer_report_shown(
     )
 
 
+def shadow_results(git: Git, rec: Record, rt: Runtime) -> list[ShadowResult]:
+    """The record's shadow rollouts, from git (fetched from `origin` when this clone lacks
+    them); a comment is never refused for want of them."""
+    try:
+        found = shadows.read(git, rec.digest())
+    except LeptonError as e:
+        rt.notice(f"shadow results of {rec.model} not shown: {e.message}")
+        return []
+    return [found[k] for k in sorted(found)]
+
+
 def post(
     env: Mapping[str, str],
     *,
@@ -262,6 +277,7 @@ def post(
     if bundle is not None:
         rec, meta = report.read_bundle(bundle)
         local_dir = bundle
+        git = Git(Path.cwd())  # the trusted job's checkout, when it has one
     else:
         if ctx is None:
             raise ValueError("post() needs a bundle or a context")
@@ -269,6 +285,7 @@ def post(
         rec = record_mod.load(ctx.record_path(name))
         meta = meta_from_env(ctx.env, rec, Registry(ctx.git))
         local_dir = ctx.paths.report_bundle(name)
+        git = ctx.git
     if workflow:
         meta = meta.model_copy(update={"workflow": workflow})
     if author is not None and not LOGIN.fullmatch(author):
@@ -287,6 +304,7 @@ def post(
         local_dir=local_dir,
         from_bundle=bundle is not None,
         author=author,
+        shadows=shadow_results(git, rec, rt),
     )
     if posted.rendered is not None:  # always, once a bundle was read
         rt.summary(posted.rendered.body)

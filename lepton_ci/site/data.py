@@ -14,11 +14,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from lepton_ci.core import shadows as shadows_mod
 from lepton_ci.core.config import CardConfig, Gate, LoadedConfig
 from lepton_ci.core.errors import InputError, RegistryError
 from lepton_ci.core.git import Git
 from lepton_ci.core.record import GateResult, Record
 from lepton_ci.core.revisions import Revision
+from lepton_ci.core.shadows import ShadowResult
 from lepton_ci.site.commits import Graph
 from lepton_ci.versions.grammar import Action
 from lepton_ci.versions.registry import Event, Registry, VersionInfo
@@ -35,6 +37,7 @@ class Version:
     record: Record | None
     unreadable: bool = False  # the tag's message has JSON that is not a valid record
     previous: Version | None = None  # the next older registered version
+    shadows: list[ShadowResult] = field(default_factory=list)  # by environment
     name: str = field(init=False)
     page: str = field(init=False)
 
@@ -161,6 +164,14 @@ def _records(reg: Registry, model: str, tags: list[str]) -> tuple[dict[str, Reco
     return found, reg.skipped & set(tags)
 
 
+def _shadows(git: Git, versions: list[Version], shadowed: set[str]) -> None:
+    for v in versions:
+        digest = v.record.digest() if v.record is not None else None
+        if digest in shadowed:
+            found = shadows_mod.read(git, digest, remote=None)
+            v.shadows = [found[k] for k in sorted(found)]
+
+
 def collect(
     git: Git, cfg: LoadedConfig | None, only: str | None = None
 ) -> tuple[list[Model], Graph]:
@@ -175,12 +186,19 @@ def collect(
         )
     models = []
     heads: set[str] = set()
+    # A clone fetches no refs/lepton-ci/ by itself: the shadow results, all in one fetch
+    # (none where there is no `origin`, as in a local build), then listed with one call, so
+    # a version's ref is read only if it exists.
+    shadows_mod.fetch(git)
+    shadowed = shadows_mod.recorded(git)
     for name in names:
         infos = state.versions(name, include_deregistered=True)
         records, unreadable = _records(reg, name, [i.tag for i in infos])
         versions = [Version(i, records.get(i.tag), i.tag in unreadable) for i in infos]
         for newer, older in itertools.pairwise(versions):
             newer.previous = older
+        if shadowed:
+            _shadows(git, versions, shadowed)
         by_name = {v.name: v for v in versions}
         stages = {s: by_name[str(i.version)] for s, i in sorted(state.stages(name).items())}
         by_sha = {}
