@@ -258,12 +258,21 @@ class World:
         )
         self.failed: list[str] = []
         self.probing = False
+        self.fewest_ready = 10**6  # the fewest ready pods the environment had at any tick
         self.target = KubernetesTarget(
             cluster.api, ns, sleep=self._sleep, clock=cluster.now, url=self.url, step_budget=120
         )
 
     def _sleep(self, seconds: float) -> None:
         self.cluster.advance(seconds)
+        with self.cluster._lock:
+            ready = sum(
+                p.ready
+                for (ns, _), r in self.cluster.rollouts.items()
+                if ns == self.ns
+                for p in r.pods
+            )
+        self.fewest_ready = min(self.fewest_ready, ready)
         if self.probing:
             code, body, _ = get(self.url + "/predict")
             if code != 200:
@@ -408,6 +417,7 @@ def test_replica_steps_scale_the_tracks_behind_one_service_without_a_failed_requ
     }
     assert answers(w.url, 20) == {STABLE: 20}
     assert w.target.canary_url(w.name) is None  # one Service cannot single the candidate out
+    w.fewest_ready = 10**6
     assert w.target.set_weight(w.name, 10) == 20  # 1 of 5 pods
     assert answers(w.url) == {STABLE: 80, CANDIDATE: 20}
     assert w.target.set_weight(w.name, 75) == 80  # 4 of 5
@@ -416,6 +426,7 @@ def test_replica_steps_scale_the_tracks_behind_one_service_without_a_failed_requ
         w.deployment("digits-prod-canary").spec.replicas,
     ) == (1, 4)
     assert answers(w.url) == {STABLE: 20, CANDIDATE: 80}
+    assert w.fewest_ready >= 4, "a step scales up before down: capacity never drops"
     with pytest.raises(DeployError, match="cannot mirror"):
         w.target.set_weight(w.name, 0, mirror=True)
     w.target.remove_canary(w.name)  # an abort: the serving count comes back first
@@ -467,3 +478,20 @@ def test_a_replica_canary_without_a_serving_release_is_a_clear_error(cluster: Cl
         w.target.apply_canary(w.name, text)
     assert "all at once" in (e.value.hint or "")
     assert w.target._release_objects("digits-prod-canary") == []  # nothing half-done
+
+
+@pytest.mark.parametrize("rollout", [GATEWAY, REPLICAS])
+def test_removing_a_candidate_whose_serving_release_is_gone_still_cleans_up(
+    cluster: Cluster, rollout: dict[str, Any]
+) -> None:
+    """A repair after the environment was removed: the candidate's objects go, no error."""
+    w = World(cluster, "gone", gateway=rollout is GATEWAY)
+    w.up(render(ns="gone", url=w.url, replicas=2, rollout=rollout))
+    w.target.apply_canary(
+        w.name, render("canary", CANDIDATE, ns="gone", url=w.url, rollout=rollout)
+    )
+    w.target.set_weight(w.name, 10)
+    w.target.remove(w.name)
+    assert w.target._release_objects(w.name) == []  # the route went with the release
+    w.target.remove_canary(w.name)
+    assert w.target._release_objects("digits-prod-canary") == []

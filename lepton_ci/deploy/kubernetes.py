@@ -525,7 +525,9 @@ class KubernetesTarget:
                 f"setting the candidate's share failed: {status_message(e)}"
             ) from None
 
-    def _set_rules(self, name: str, rules: list[dict[str, Any]]) -> None:
+    def _set_rules(
+        self, name: str, rules: list[dict[str, Any]], *, missing_ok: bool = False
+    ) -> None:
         from kubernetes.client import ApiException
 
         api = _api(self.api, "CustomObjectsApi")
@@ -535,6 +537,8 @@ class KubernetesTarget:
                 api.get_namespaced_custom_object, group, version, self.namespace, plural, name
             )
         except ApiException as e:
+            if e.status == 404 and missing_ok:
+                return  # no route (the release was removed): nothing to send elsewhere
             if e.status == 404:
                 raise DeployError(
                     f"no HTTPRoute {name} in namespace {self.namespace}",
@@ -638,18 +642,30 @@ class KubernetesTarget:
             except DeployError:
                 mode = ""  # no candidate Deployment left: only strays to delete
             if mode == "gateway":
-                self._set_rules(name, manifests.route_rules(name))
+                self._set_rules(name, manifests.route_rules(name), missing_ok=True)
             elif mode == "replicas":
                 apps = _api(self.api, "AppsV1Api")
-                base = self._base_replicas(name)
+                try:
+                    base: int | None = self._base_replicas(name)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    base = None  # the serving release was removed: nothing to restore
                 for n, count in ((name, base), (canary, 0)):
-                    self._call(
-                        apps.patch_namespaced_deployment_scale,
-                        n,
-                        self.namespace,
-                        {"spec": {"replicas": count}},
-                        field_manager=self._rollout_manager,
-                    )
+                    if count is None:
+                        continue
+                    try:
+                        self._call(
+                            apps.patch_namespaced_deployment_scale,
+                            n,
+                            self.namespace,
+                            {"spec": {"replicas": count}},
+                            field_manager=self._rollout_manager,
+                        )
+                    except ApiException as e:
+                        if e.status != 404:
+                            raise
+                        continue
                     self._settle([n])
             for kind, obj_name in self._release_objects(canary):
                 self._delete(kind, obj_name)

@@ -150,7 +150,13 @@ class GenerationEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                     message=str(c),
                     details={"name": name, "kind": request.resource.plural, "causes": c.causes()},
                 ) from None
-        elif request.action == enums.action.CREATE or old is None:
+        elif old is None and request.action != enums.action.CREATE:
+            raise KubernetesError(  # only an apply patch creates what does not exist
+                status=404,
+                reason="NotFound",
+                message=f'{request.resource.plural} "{name}" not found',
+            )
+        elif request.action == enums.action.CREATE:
             new = copy.deepcopy(body)
             owners.update(None, new, manager)
         else:
@@ -417,28 +423,25 @@ class Cluster:
         """The address a Gateway gives the HTTPRoute `route`."""
         return f"http://127.0.0.1:{self._front.server_address[1]}/-gateway/{namespace}/{route}"
 
-    def _read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """A Service or an HTTPRoute as plain JSON (None if absent), read through the API."""
-        from kubernetes import client
-
-        try:
-            if kind == "Service":
-                raw = client.CoreV1Api(self.api).read_namespaced_service(
-                    name, namespace, _preload_content=False
-                )
-                return dict(json.loads(raw.data))
-            return dict(
-                client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                    "gateway.networking.k8s.io", "v1", namespace, "httproutes", name
-                )
-            )
-        except client.ApiException:
-            return None
+    def _read(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A stored Service or HTTPRoute (None if absent), from the emulator's own store: each
+        request through the front reads it, and an API call per request costs more than the
+        rest of the test."""
+        assert self.emulator is not None
+        for _ in range(3):  # the emulator's thread may add an object while we look
+            try:
+                for key, obj in list(self.emulator._objects.items()):
+                    if (key[0].plural, key[1], key[2]) == (plural, namespace, name):
+                        return None if obj.deleted else copy.deepcopy(dict(obj.raw))
+                return None
+            except RuntimeError:
+                continue
+        return None
 
     def _endpoints(self, namespace: str, service: str) -> list[Pod]:
         """The ready pods a Service selects (every Deployment's in its namespace, by the pods'
         labels), or, where no such Service exists, a Deployment's of that name."""
-        svc = self._read("Service", namespace, service)
+        svc = self._read("services", namespace, service)
         with self._lock:
             if svc is None:
                 r = self.rollouts.get((namespace, service))
@@ -466,7 +469,7 @@ class Cluster:
         self, namespace: str, name: str, path: str, headers: Any, turns: dict[Any, Any]
     ) -> tuple[int, bytes, str]:
         """One request through the HTTPRoute `name`: (status, body, the path the backend saw)."""
-        route = self._read("HTTPRoute", namespace, name)
+        route = self._read("httproutes", namespace, name)
         if route is None:
             return 404, b"no route", path
         best: tuple[tuple[int, int], dict[str, Any], str] | None = None
