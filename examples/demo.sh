@@ -4,7 +4,10 @@
 #   2. a regression the gates catch (exit 1, nothing registered);
 #   3. build the image of v0.1.0 into a local registry and deploy it with podman;
 #   4. v0.1.1 passes its gates but its server answers /predict wrongly: the deploy's golden
-#      check fails and lepton-ci puts v0.1.0 back by itself.
+#      check fails and lepton-ci puts v0.1.0 back by itself (it never served: podman deploys
+#      start the new revision beside the old one, behind an nginx splitter);
+#   5. the same v0.1.1 as a canary (steps 10/50/100) under a steady client: the first step's
+#      checks fail, the canary goes away, and it answered about a tenth of the requests.
 # Exits 0 when every step behaved as it should. Needs what .ci/setup installs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -35,7 +38,12 @@ printf '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\
 printf '[storage]\ndriver = "overlay"\nrunroot = "%s/run"\ngraphroot = "%s/graph"\n' "$work/services" "$work/services" > "$CONTAINERS_STORAGE_CONF"
 printf 'unqualified-search-registries = []\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "$registry" > "$CONTAINERS_REGISTRIES_CONF"
 cleanup() {
+  if [ -n "${client_pid:-}" ]; then kill "$client_pid" 2>/dev/null || true; fi
   podman pod rm -af -t 0 >/dev/null 2>&1 || true
+  # the splitters (nginx) lepton-ci started for the demo's environments
+  for pid_file in "$work"/repo/.lepton/deploy/*/*/*.splitter/nginx.pid; do
+    if [ -f "$pid_file" ]; then kill -QUIT "$(cat "$pid_file")" 2>/dev/null || true; fi
+  done
   kill "$registry_pid" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -95,7 +103,41 @@ serving="$(curl -s "http://127.0.0.1:$app_port/readyz")"
 echo "now serving: $serving"
 case "$serving" in *'"v0.1.0"'*) ;; *) echo "demo FAILED: v0.1.0 is not serving" >&2; exit 1;; esac
 
+
+say "5. the same v0.1.1 as a canary (10% -> 50% -> 100%) under a request every 20 ms"
+python3 - <<'PY'
+import yaml
+cfg = yaml.safe_load(open("lepton.yaml"))
+env = cfg["models"]["digits"]["deploy"]["environments"]["staging"]
+env["rollout"] = {"strategy": "canary", "steps": [10, 50, 100], "interval": 3}
+env.pop("watch")  # no Prometheus in the demo: the deploy checks judge each step
+yaml.safe_dump(cfg, open("lepton.yaml", "w"), sort_keys=False)
+PY
+git commit -qam "ci: canary rollouts in staging"
+body="{\"instances\": [$(python3 -c 'import yaml;print(yaml.safe_load(open("lepton.yaml"))["models"]["digits"]["deploy"]["environments"]["staging"]["checks"]["golden"][0]["request"]["instances"][0])')]}"
+(while :; do
+   curl -s -m 5 -X POST "http://127.0.0.1:$app_port/predict" -H 'Content-Type: application/json' \
+     -d "$body" || echo '{"failed": true}'
+   echo; sleep 0.02
+ done > "$work/client.log") &
+client_pid=$!
+set +e
+lepton-ci deploy staging
+code=$?
+set -e
+kill "$client_pid"; wait "$client_pid" 2>/dev/null || true; client_pid=
+if [ "$code" -ne 1 ]; then echo "demo FAILED: the broken canary was not aborted (exit $code)" >&2; exit 1; fi
+lepton-ci history staging | tail -2
+answered_new="$(grep -c '"v0.1.1"' "$work/client.log" || true)"
+answered_old="$(grep -c '"v0.1.0"' "$work/client.log" || true)"
+failed="$(grep -c '"failed"' "$work/client.log" || true)"
+echo "the client: $answered_old answers from v0.1.0, $answered_new from the canary v0.1.1, $failed failed"
+if [ "$failed" -ne 0 ]; then echo "demo FAILED: requests failed during the canary" >&2; exit 1; fi
+serving="$(curl -s "http://127.0.0.1:$app_port/readyz")"
+case "$serving" in *'"v0.1.0"'*) ;; *) echo "demo FAILED: v0.1.0 is not serving" >&2; exit 1;; esac
+
 echo
 echo "demo OK: v0.1.0 registered and deployed, the regression was caught (exit 1), the re-run hit"
-echo "the cache, and the broken v0.1.1 was reverted to v0.1.0 automatically."
+echo "the cache, the broken v0.1.1 was reverted to v0.1.0 automatically, and as a canary it"
+echo "answered a slice of the requests before it was taken away (none failed)."
 echo "scratch repository: $work/repo  (try: lepton-ci -C $work/repo history digits)"

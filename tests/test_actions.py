@@ -12,6 +12,7 @@ import pytest
 
 from tests.support import github_events as events
 from tests.support.act import act, action_repo, git, make_workspace, open_pull
+from tests.support.backends import stop_splitters
 from tests.support.github_server import GitHubServer
 from tests.support.services import check_port, on_free_port
 
@@ -339,6 +340,7 @@ def push_to_main(tmp_path, port, *, home, venv, action, services):
         assert "no earlier healthy revision" in proc.stdout
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
+        stop_splitters(tmp_path)
 
 
 def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
@@ -399,6 +401,7 @@ def promote(tmp_path, port, *, home, venv, action, services, capsys):
         )
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
+        stop_splitters(tmp_path)
 
 
 def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action, services, capsys):
@@ -468,6 +471,7 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
         assert git(remote, "tag", "-l", "digits#*") == "digits#staging#1"
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
+        stop_splitters(tmp_path)
 
 
 def test_the_rollback_button_is_recorded_as_a_github_deployment(
@@ -530,6 +534,7 @@ def rollback_button(tmp_path, port, *, home, venv, action, services, capsys, mon
             assert "rolled back to v0.1.0 (revision 3)" in statuses[-1]["description"]
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
+        stop_splitters(tmp_path)
 
 
 STEP_ACTIONS = """\

@@ -83,3 +83,16 @@ def test_comment_calls_runs_against_a_stand_in_that_checks_github_s_description(
     comments of other users were not, so the bench stopped at its second measure."""
     calls = bench("comment_calls").measure(2, 3)
     assert calls == (3, 2, 0)  # calls to update, calls when unchanged, edits when unchanged
+
+
+@pytest.mark.e2e
+def test_canary_abort_measures_a_real_abort(bench, tmp_path, monkeypatch):
+    """Small: a 1 s interval. Real podman, the nginx splitter and a steady client; the bench
+    reads the abort time from the deployer and the share from the splitter's counters."""
+    for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
+        monkeypatch.setenv(k, "")  # the bench points podman at its own; undone after
+    m = bench("canary_abort").measure(tmp_path, interval=1.0)
+    assert m["aborted_at"] == 10 and m["serving_after"]
+    assert 0 < m["canary"] < m["total"]
+    assert m["client_5xx"] > 0  # the broken candidate did answer some: the share is real
+    assert m["to_stable_s"] >= 1.0  # the step served its interval before it was judged

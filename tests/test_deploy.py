@@ -14,6 +14,7 @@ import requests
 import yaml
 
 from tests.conftest import EXAMPLE, Cli, commit_all, example_repo, first_deploy_on_free_port
+from tests.support.backends import stop_splitters
 from tests.support.services import check_port
 
 pytestmark = pytest.mark.e2e
@@ -58,6 +59,7 @@ def site(tmp_path, services, monkeypatch, capsys, shared_deps_cache):
     example_repo(repo, services)
     yield Site(repo, Cli(repo, capsys))
     podman("pod", "rm", "-af", "-t", "0", check=False)
+    stop_splitters(repo)
 
 
 def release(repo, cli, change=None, message="fix: change"):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,4 +104,7 @@ def test_readme_demo_command(tmp_path):
     assert "staging: revision 1 deployed v0.1.0" in proc.stdout
     assert "Reverted automatically: revision 3 serves v0.1.0 again" in proc.stderr
     assert 'now serving: {"status": "ready", "model_version": "v0.1.0"}' in proc.stdout
+    assert "revision 4 (v0.1.1) failed: canary aborted at step 10%" in proc.stderr
+    client = re.search(r"the client: (\d+) answers from v0.1.0, (\d+) from the canary", proc.stdout)
+    assert client is not None and int(client[1]) > 0 and int(client[2]) > 0, proc.stdout[-2000:]
     assert "demo OK" in proc.stdout

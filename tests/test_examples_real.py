@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lepton_ci.core.hashing import hash_file
 from tests.conftest import EXAMPLE_OUTPUTS, Cli, example_repo, first_deploy_on_free_port
+from tests.support.backends import stop_splitters
 from tests.support.examples import (
     EXAMPLES,
     ROOT,
@@ -264,3 +265,4 @@ def test_deployed_image_serves_what_evaluate_measured(
         assert after[(f"{p}_model_info", (("version", "v0.1.0"),))] == 1
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
+        stop_splitters(tmp_path)

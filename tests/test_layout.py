@@ -21,6 +21,7 @@ LAYERS = [
     "run",
     "report",
     "image",
+    "rollout",  # below deploy: the podman target runs the splitter, the deployer the canary
     "deploy",
     "watch",
     "site",

@@ -17,6 +17,7 @@ import requests
 from lepton_ci.core.context import Context
 from lepton_ci.watch.operation import WatchOperation
 from tests.conftest import commit_all, example_repo, first_deploy_on_free_port
+from tests.support.backends import stop_splitters
 from tests.support.prometheus import PrometheusServer
 from tests.support.services import check_port
 from tests.support.traffic import Traffic, degrade_later
@@ -50,6 +51,7 @@ def served(tmp_path, services, monkeypatch, shared_deps_cache):
     yield repo, f"http://127.0.0.1:{port}", prom
     prom.stop()
     podman("pod", "rm", "-af", "-t", "0", check=False)
+    stop_splitters(tmp_path)
 
 
 def lepton(repo, *args, timeout=180):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.deploy.releases import Revision
@@ -27,6 +27,26 @@ class Target(Protocol):
     def scale_to_zero(self, name: str) -> None: ...
 
 
+@runtime_checkable
+class Staging(Protocol):
+    """A target that plays a new revision beside the serving one and moves requests to it
+    only once it is checked (podman behind its splitter). Without it, `apply` replaces what
+    serves and the checks run against the environment's address."""
+
+    def staged_url(self, name: str) -> str | None:
+        """Where the revision just applied answers on its own, before it serves."""
+        ...
+
+    def promote(self, name: str) -> None:
+        """Give it every request without dropping one; retire what served before."""
+        ...
+
+    def discard(self, name: str) -> None:
+        """Drop it: it failed, and what served goes on serving."""
+        ...
+
+
+@runtime_checkable
 class Tracks(Protocol):
     """A target that runs a candidate revision beside the serving one and splits requests
     between them (canary, shadow). Object names of the candidate's track end in `-canary`.

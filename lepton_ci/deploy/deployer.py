@@ -6,6 +6,12 @@ time budget; with no previous revision the release is removed. One deploy at a t
 environment. Ctrl-C or SIGTERM mid-way is repaired at once, before the command exits: what
 served before serves again (or the new revision, if it had finished), and no revision stays
 pending. A revision left pending by a killed job (SIGKILL) is repaired by the next command.
+
+A target that can stage (podman behind its splitter) plays the new revision beside the serving
+one; it is checked on its own address and given the requests only once healthy, so a failed
+release never served. With `rollout.strategy: canary`, the new revision first serves each
+step's share beside the serving one (lepton_ci.rollout.canary judges every step); an abort
+takes it away and the serving revision never stopped serving everything else.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from lepton_ci.core.config import DeployConfig, DeployEnvironment
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.interrupt import Terminated, deferred, signum_of
 from lepton_ci.deploy import health, manifests
-from lepton_ci.deploy.contract import RolloutFailed, Store, Target
+from lepton_ci.deploy.contract import RolloutFailed, Staging, Store, Target, Tracks
 from lepton_ci.deploy.releases import (
     HEALTHY,
     DeployError,
@@ -30,6 +36,10 @@ from lepton_ci.deploy.releases import (
     next_number,
     now,
 )
+from lepton_ci.rollout.canary import Canary, SloResult
+
+# The watch SLOs per revision: (candidate's revision label, serving one's) -> each SLO judged.
+RevisionJudge = Callable[[str, str], list[SloResult]]
 
 
 @dataclass
@@ -55,6 +65,9 @@ class Deployer:
         store: Store,
         checker: Callable[..., health.Report] = health.run,
         log: Callable[[str], None] = print,
+        judge: RevisionJudge | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if env_name not in deploy.environments:
             raise DeployError(
@@ -66,6 +79,7 @@ class Deployer:
         self.store, self.target = store, target
         self.checker = checker
         self.log = log
+        self.judge, self.sleep, self.clock = judge, sleep, clock
         self.name = manifests.dns_name(model, env_name)
 
     # -- building blocks -----------------------------------------------------------------
@@ -77,19 +91,29 @@ class Deployer:
         return self.env.check_url() + self.env.readiness_path
 
     def _roll_out(self, rev: Revision, budget: float) -> tuple[bool, str, float]:
-        """Apply, wait, check. Returns (healthy, reason, seconds)."""
+        """Apply, wait, check, and (on a staging target) promote. Returns (healthy, reason,
+        seconds)."""
         t0 = time.monotonic()
+        staging = self.target if isinstance(self.target, Staging) else None
+        url = self.env.check_url()
         try:
             skipped = self.target.apply(self.name, rev.manifests)
             if skipped:
                 self.log(f"podman target skips cluster-only objects: {', '.join(skipped)}")
-            self.target.wait(rev.manifests, budget, self._ready_url())
+            url = (staging.staged_url(self.name) if staging else None) or url
+            self.target.wait(rev.manifests, budget, url + self.env.readiness_path)
+            report = self.checker(self.env.checks, url)
+            rev.probes = report.probes
+            if not report.ok:
+                if staging:
+                    staging.discard(self.name)
+                return False, f"health check failed: {report.summary}", time.monotonic() - t0
+            if staging:
+                staging.promote(self.name)
         except RolloutFailed as e:
+            if staging:
+                staging.discard(self.name)
             return False, f"rollout failed: {e.message}", time.monotonic() - t0
-        report = self.checker(self.env.checks, self.env.check_url())
-        rev.probes = report.probes
-        if not report.ok:
-            return False, f"health check failed: {report.summary}", time.monotonic() - t0
         return True, report.summary, time.monotonic() - t0
 
     def _finish(self, rev: Revision, status: str, reason: str) -> None:
@@ -145,6 +169,11 @@ class Deployer:
         pending = [r for r in revs if r.status == "pending"]
         if not pending:
             return None
+        if isinstance(self.target, Tracks):
+            try:  # a canary left serving a share: every request to the serving revision
+                self.target.remove_canary(self.name)
+            except RolloutFailed as e:
+                self.log(f"repair: could not take the canary away: {e.message}")
         for r in pending:
             self._finish(r, "failed", "interrupted: the deploying job stopped before it finished")
         good = current(self.store.list()) or next(
@@ -220,6 +249,16 @@ class Deployer:
                 return outcome
             previous = current(revs)
             self.store.save(rev)  # pending: a killed job leaves this for repair
+            if self.env.rollout.strategy == "canary":
+                if previous is not None and isinstance(self.target, Tracks):
+                    rev.strategy = "canary"
+                    return self._canary(rev, release, previous, self.target, outcome)
+                why = (
+                    "nothing serves yet to compare with"
+                    if previous is None
+                    else "the target cannot run two revisions side by side"
+                )
+                outcome.notes.append(f"canary skipped ({why}): deployed all at once")
             ok, why, seconds = self._roll_out(rev, self.env.rollout_timeout)
             outcome.timings["rollout_s"] = seconds
             if ok:
@@ -256,6 +295,94 @@ class Deployer:
                     f"{previous.version} again ({restored.reason})."
                 ),
             )
+
+    def _canary(
+        self,
+        rev: Revision,
+        release: manifests.Release,
+        previous: Revision,
+        tracks: Tracks,
+        outcome: DeployOutcome,
+    ) -> DeployOutcome:
+        """The candidate beside the serving revision, step by step; then the stable track
+        takes it, or it goes away and the serving revision never stopped serving."""
+        cfg = self.env.rollout
+        candidate = self.render(manifests.Release(**{**release.__dict__, "track": "canary"}))
+        t0 = self.clock()
+        try:
+            skipped = tracks.apply_canary(self.name, candidate)
+            if skipped:
+                self.log(f"podman target skips cluster-only objects: {', '.join(skipped)}")
+            url = tracks.canary_url(self.name) or self.env.check_url()
+            self.target.wait(candidate, self.env.rollout_timeout, url + self.env.readiness_path)
+        except RolloutFailed as e:
+            return self._abort(rev, previous, tracks, outcome, f"canary failed: {e.message}", t0)
+        outcome.timings["canary_ready_s"] = self.clock() - t0
+
+        def check(base: str) -> tuple[bool, str]:
+            report = self.checker(self.env.checks, base)
+            rev.probes = report.probes
+            return report.ok, report.summary
+
+        judge = None
+        if self.judge is not None:
+            ours, theirs = _revision_label(rev), _revision_label(previous)
+            judge = lambda: self.judge(ours, theirs)  # noqa: E731 - bound to this deploy
+        loop = Canary(
+            tracks,
+            self.name,
+            cfg.steps,
+            cfg.interval,
+            check,
+            judge,
+            sleep=self.sleep,
+            clock=self.clock,
+            log=self.log,
+        )
+        passed = loop.run()
+        rev.steps = loop.results
+        self.store.save(rev)
+        if not passed:
+            step = loop.results[-1]
+            why = f"canary aborted at step {step.effective}%: {step.reason}"
+            return self._abort(rev, previous, tracks, outcome, why, loop.aborted_step_start)
+        # Every request goes to the canary now: the stable track takes the new revision (on
+        # podman beside the old stable, checked, then swapped in), and the canary goes away.
+        ok, why, seconds = self._roll_out(rev, self.env.rollout_timeout)
+        outcome.timings["rollout_s"] = seconds
+        if not ok:
+            return self._abort(rev, previous, tracks, outcome, f"promotion failed: {why}", None)
+        tracks.remove_canary(self.name)
+        self._supersede(previous)
+        self._finish(rev, "deployed", f"canary {'/'.join(map(str, cfg.steps))}% passed; {why}")
+        return outcome
+
+    def _abort(
+        self,
+        rev: Revision,
+        previous: Revision,
+        tracks: Tracks,
+        outcome: DeployOutcome,
+        why: str,
+        since: float | None,
+    ) -> DeployOutcome:
+        tracks.remove_canary(self.name)  # every request to the serving revision first
+        if since is not None:
+            outcome.timings["step_start_to_stable_s"] = self.clock() - since
+        served = tracks.served(self.name)
+        self._finish(rev, "failed", why)
+        outcome.reverted_to = previous
+        share = ""
+        if served and sum(served.values()):
+            share = (
+                f" The canary answered {served.get('canary', 0)} of "
+                f"{sum(served.values())} requests."
+            )
+        raise DeployFailed(
+            outcome,
+            f"{self.env_name}: revision {rev.number} ({rev.version}) failed: {why}. Revision "
+            f"{previous.number} ({previous.version}) serves every request again.{share}",
+        )
 
     def rollback(self, to: int | None = None) -> DeployOutcome:
         with self._locked():
@@ -323,6 +450,16 @@ class Deployer:
 
     def history(self) -> list[Revision]:
         return self.store.list()
+
+
+def _revision_label(rev: Revision) -> str:
+    """The revision label its pods carry (a rollback's pods carry the restored revision's)."""
+    for obj in manifests.objects(rev.manifests):
+        spec = obj.get("spec") or {}
+        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if f"{manifests.PREFIX}/revision" in labels:
+            return str(labels[f"{manifests.PREFIX}/revision"])
+    return str(rev.number)
 
 
 def _name(stop: BaseException) -> str:

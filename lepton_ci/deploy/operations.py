@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from lepton_ci.core import extras
+from lepton_ci.core.config import DeployEnvironment
 from lepton_ci.core.context import Context
 from lepton_ci.core.errors import LeptonError, MissingExtra, RegistryError
 from lepton_ci.core.escape import md_cell
@@ -21,6 +22,7 @@ from lepton_ci.core.gha import Runtime
 from lepton_ci.core.interrupt import Terminated, deferred, signum_of
 from lepton_ci.core.oci_client import Ref, client_factory
 from lepton_ci.core.outputs import DeployOutputs, RollbackOutputs
+from lepton_ci.core.prometheus import Prometheus
 from lepton_ci.core.semver import Version, image_tag
 from lepton_ci.deploy import manifests
 from lepton_ci.deploy.deployer import Deployer, DeployFailed
@@ -28,6 +30,7 @@ from lepton_ci.deploy.github_deployments import Recorder
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.podman import PodmanCLI, PodmanTarget
 from lepton_ci.deploy.releases import DeployError, FileStore, Revision, history_text, next_number
+from lepton_ci.rollout.judge import RevisionJudge
 from lepton_ci.versions import authorise, evidence, protected
 from lepton_ci.versions.grammar import version_tag
 from lepton_ci.versions.registry import Registry
@@ -69,8 +72,25 @@ def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) ->
     state = ctx.paths.deploy_state(cfg.deploy.state_dir, model, env_name)
     target = PodmanTarget(state, PodmanCLI(ctx.env))
     return Deployer(
-        model, env_name, cfg.deploy, ctx.cfg.root, target=target, store=FileStore(state), log=log
+        model,
+        env_name,
+        cfg.deploy,
+        ctx.cfg.root,
+        target=target,
+        store=FileStore(state),
+        log=log,
+        judge=_revision_judge(ctx, cfg.deploy.environments.get(env_name)),
     )
+
+
+def _revision_judge(ctx: Context, env: DeployEnvironment | None) -> RevisionJudge | None:
+    """A canary's SLOs per revision, where the environment is watched."""
+    if env is None or env.watch is None or env.rollout.strategy != "canary":
+        return None
+    url = ctx.env.get("LEPTON_PROMETHEUS_URL") or env.watch.prometheus
+    if not url:
+        return None  # `watch` says where Prometheus is missing; the checks still judge
+    return RevisionJudge(Prometheus(url, timeout=env.watch.timeout), env.watch.slos)
 
 
 def find_model_for_env(ctx: Context, env_name: str, model: str | None) -> str:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from lepton_ci.core import atomic
 from lepton_ci.core.errors import LeptonError
 from lepton_ci.core.filelock import exclusive
+from lepton_ci.rollout.canary import Step
 
 Status = Literal["pending", "deployed", "failed", "superseded", "rolled-back"]
 HEALTHY: tuple[str, ...] = ("deployed", "superseded", "rolled-back")
@@ -66,6 +67,8 @@ class Revision(BaseModel):
     finished_at: str | None = None
     probes: list[Probe] = []
     breaches: list[Breach] = []
+    strategy: str = "all-at-once"
+    steps: list[Step] = []  # canary: each step's share, checks and SLOs, as judged
 
 
 def now() -> str:
@@ -122,5 +125,6 @@ def history_text(env_name: str, revs: list[Revision]) -> str:
         f"{r.description}"
         + (f"  ({r.reason})" if r.reason else "")
         + (f"  [SLO breached: {', '.join(b.slo for b in r.breaches)}]" if r.breaches else "")
+        + "".join(f"\n{'':6}{s.text()}" for s in r.steps)
         for r in revs
     )

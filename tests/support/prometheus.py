@@ -20,8 +20,16 @@ from tests.support.services import check_port, on_free_port
 
 
 class PrometheusServer:
-    def __init__(self, root: Path, targets: list[str], job: str = "model", rules: str = "") -> None:
-        """`rules`: the text of a rule file (recording rules: `groups: [...]`), if any."""
+    def __init__(
+        self,
+        root: Path,
+        targets: list[str],
+        job: str = "model",
+        rules: str = "",
+        file_sd: Path | None = None,
+    ) -> None:
+        """`rules`: the text of a rule file (recording rules: `groups: [...]`), if any;
+        `file_sd`: a target file (the podman target's NAME.targets.json) read as it changes."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.config = root / "prometheus.yml"
@@ -36,6 +44,11 @@ class PrometheusServer:
             + f"  - job_name: {job}\n"
             "    scrape_timeout: 1s\n"
             f"    static_configs: [{{targets: [{', '.join(targets)}]}}]\n"
+            + (
+                f"    file_sd_configs: [{{files: [{file_sd}], refresh_interval: 1s}}]\n"
+                if file_sd is not None
+                else ""
+            )
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0

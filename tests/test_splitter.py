@@ -1,0 +1,237 @@
+"""The traffic splitter against real nginx: splits, graceful reloads, mirror, counters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from lepton_ci.rollout.splitter import Splitter, SplitterError
+from tests.support.backends import Backend, backends
+from tests.support.services import PortTaken, on_free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def splitter(tmp_path: Path) -> Iterator[Splitter]:
+    made: list[Splitter] = []
+    yield_one = _Factory(tmp_path, made)
+    yield yield_one  # type: ignore[misc]
+    for s in made:
+        s.stop()
+
+
+class _Factory:
+    """`splitter(stable, ...)`: a Splitter on a free port, configured; stopped at teardown."""
+
+    def __init__(self, tmp_path: Path, made: list[Splitter]) -> None:
+        self.tmp_path, self.made = tmp_path, made
+
+    def __call__(self, stable: str, **kw: object) -> Splitter:
+        def start(port: int) -> Splitter:
+            s = Splitter(self.tmp_path / "state", "digits-staging", port)
+            try:
+                s.configure(stable, **kw)  # type: ignore[arg-type]
+            except SplitterError as e:
+                if "Address already in use" in e.message:
+                    raise PortTaken(e.message) from e
+                raise
+            self.made.append(s)
+            return s
+
+        return on_free_port(start)
+
+
+def url(s: Splitter) -> str:
+    return f"http://127.0.0.1:{s.listen}/predict"
+
+
+def tags(s: Splitter, n: int) -> str:
+    http = requests.Session()
+    return "".join(http.post(url(s), data=b"{}", timeout=5).text for _ in range(n))
+
+
+def test_weights_split_every_tenth_request_and_counters_match_the_backends(splitter) -> None:
+    with backends("A", "B") as (a, b):
+        s = splitter(a.addr)
+        assert s.running()
+        assert tags(s, 5) == "AAAAA"
+        s.configure(a.addr, b.addr, 10)
+        s.reset_counts()
+        a.hits = b.hits = 0
+        got = tags(s, 100)
+        assert got.count("B") == 10  # smooth weighted round robin: exactly 10 of 100
+        assert s.counts() == {"stable": 90, "canary": 10}
+        assert (a.hits, b.hits) == (90, 10)
+        s.configure(a.addr, b.addr, 100)
+        assert tags(s, 10) == "B" * 10
+        s.configure(b.addr)  # the candidate is the stable track now
+        assert tags(s, 3) == "BBB"
+        assert s.split() == ({"stable": b.addr, "canary": None, "mirror": None}, 0)
+
+
+def test_counts_are_incremental_and_shared_by_another_splitter_object(splitter) -> None:
+    with backends("A", "B") as (a, b):
+        s = splitter(a.addr, canary=b.addr, percent=50)
+        s.reset_counts()
+        tags(s, 10)
+        assert s.counts() == {"stable": 5, "canary": 5}
+        tags(s, 4)
+        other = Splitter(s.prefix.parent, s.name, s.listen)  # e.g. the next lepton-ci command
+        assert other.counts() == {"stable": 7, "canary": 7}
+        other.reset_counts()
+        assert s.counts() == {"stable": 0, "canary": 0}
+        tags(s, 2)
+        assert s.counts() == {"stable": 1, "canary": 1}
+
+
+def test_errors_are_counted_per_track(splitter) -> None:
+    with backends("A") as (a,), backends("B", status=500) as (b,):
+        s = splitter(a.addr, canary=b.addr, percent=50)
+        s.reset_counts()
+        codes = [requests.get(url(s), timeout=5).status_code for _ in range(10)]
+        assert sorted(codes) == [200] * 5 + [500] * 5
+        assert s.errors() == {"canary": 5}
+
+
+def test_reloads_under_load_drop_nothing_and_leave_old_backends_idle(splitter) -> None:
+    """A client sends requests without pause while the split changes 12 times and the stable
+    backend is replaced: no request fails, and once `configure` has returned, a backend it no
+    longer names receives nothing (it can be removed at once)."""
+    with backends("A", "B", "C") as (a, b, c):
+        s = splitter(a.addr)
+        failures: list[str] = []
+        sent = [0]
+        stop = threading.Event()
+
+        def client() -> None:
+            http = requests.Session()
+            while not stop.is_set():
+                try:
+                    r = http.post(url(s), data=b"x" * 100, timeout=5)
+                    if r.status_code != 200:
+                        failures.append(str(r.status_code))
+                except requests.RequestException as e:
+                    failures.append(repr(e))
+                sent[0] += 1
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            for percent in (10, 25, 50, 75, 100, 0, 10, 50, 100):
+                s.configure(a.addr, b.addr, percent)
+                time.sleep(0.05)
+            s.configure(b.addr)
+            before = a.hits
+            time.sleep(0.3)
+            assert a.hits == before  # the retired stable gets nothing after the reload
+            s.configure(b.addr, c.addr, 50)
+            s.configure(c.addr)
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        assert sent[0] > 100
+        assert failures == []
+
+
+def test_mirror_copies_every_request_and_its_answers_never_reach_the_client(splitter) -> None:
+    with backends("A", "M") as (a, m):
+        s = splitter(a.addr, mirror=m.addr)
+        s.reset_counts()
+        assert tags(s, 20) == "A" * 20
+        deadline = time.monotonic() + 5  # a mirror's line is logged once its answer is in
+        while s.counts().get("mirror", 0) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert m.hits == 20
+        assert s.counts() == {"stable": 20, "canary": 0, "mirror": 20}
+        s.configure(a.addr)  # the mirror off again
+        tags(s, 5)
+        assert m.hits == 20
+
+
+def test_a_mirror_that_is_down_costs_the_client_nothing(splitter) -> None:
+    with backends("A", "M") as (a, m):
+        s = splitter(a.addr, mirror=m.addr)
+        m.close()
+        assert tags(s, 5) == "AAAAA"
+
+
+def test_stop_and_start_again(splitter) -> None:
+    with backends("A") as (a,):
+        s = splitter(a.addr)
+        s.stop()
+        assert not s.running()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url(s), timeout=2)
+        s.configure(a.addr)
+        assert s.running()
+        assert tags(s, 1) == "A"
+
+
+def test_a_stale_pid_file_starts_a_new_nginx(splitter) -> None:
+    """nginx stopped behind lepton-ci's back (a reboot): the next configure starts it."""
+    with backends("A") as (a,):
+        s = splitter(a.addr)
+        pid = int(s.pid_file.read_text())
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 10
+        while s.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        s.pid_file.write_text(f"{pid}\n")  # nginx removes it on exit; a crash would not
+        assert not s.running()
+        s.configure(a.addr)
+        assert tags(s, 1) == "A"
+
+
+def test_bad_backends_and_percentages_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    s = Splitter(tmp_path, "x", 1)
+    for kw, needle in (
+        ({"stable": "localhost:80"}, "not 127.0.0.1:PORT"),
+        ({"stable": "127.0.0.1:80", "canary": "127.0.0.1:81", "percent": 101}, "0-100"),
+        ({"stable": "127.0.0.1:80", "percent": 10}, "canary not given"),
+        ({"stable": "127.0.0.1:80", "canary": "127.0.0.1:80", "percent": 10}, "both"),
+    ):
+        with pytest.raises(SplitterError, match=needle):
+            s.configure(**kw)  # type: ignore[arg-type]
+    assert not s.running()
+
+
+def test_a_port_already_taken_says_so(splitter, tmp_path: Path) -> None:
+    with backends("A") as (a,):
+        s = splitter(a.addr)
+        other = Splitter(tmp_path / "other", "y", s.listen)
+        with pytest.raises(SplitterError, match="Address already in use") as e:
+            other.configure(a.addr)
+        assert "host_port" in str(e.value)
+
+
+def test_missing_nginx_names_the_package(tmp_path: Path) -> None:
+    s = Splitter(tmp_path, "x", 1, nginx=str(tmp_path / "no-nginx"))
+    with pytest.raises(SplitterError, match="nginx is not installed") as e:
+        s.configure("127.0.0.1:80")
+    assert "apt-get install nginx" in str(e.value)
+
+
+def test_a_backend_replaced_under_a_keepalive_client(splitter) -> None:
+    """The stable backend goes away right after the split moved off it: nothing fails."""
+    with backends("A") as (a,):
+        b = Backend("B").start()
+        try:
+            s = splitter(b.addr)
+            http = requests.Session()
+            assert http.get(url(s), timeout=5).text == "B"
+            s.configure(a.addr)
+            b.close()
+            assert [http.get(url(s), timeout=5).text for _ in range(5)] == ["A"] * 5
+        finally:
+            b.close()
