@@ -336,19 +336,30 @@ def test_gateway_canary_steps_weights_and_the_candidate_is_reachable_alone(
     assert w.failed == []
 
 
-def test_promotion_reapplies_the_serving_route_over_the_steps_rules(cluster: Cluster) -> None:
-    """At 100 % the engine applies the candidate as the serving release: its forced apply
-    takes the route's rules back from the rollout's field manager."""
+def test_promotion_keeps_the_split_until_the_candidate_goes_then_the_release_owns_the_route(
+    cluster: Cluster,
+) -> None:
+    """At 100 % the engine applies the candidate as the serving release: while the candidate
+    is there that apply leaves the route's rules alone (the serving Deployment is still rolling
+    out: requests stay on the candidate); remove_canary then sends everything to the serving
+    Service, and the next apply of the release owns the rules again."""
     w = World(cluster, "promote", gateway=True)
     w.up(render(ns="promote", url=w.url, rollout=GATEWAY))
-    w.target.apply_canary(
-        w.name, render("canary", CANDIDATE, ns="promote", url=w.url, rollout=GATEWAY)
-    )
+    text = render("canary", CANDIDATE, ns="promote", url=w.url, rollout=GATEWAY)
+    w.target.apply_canary(w.name, text)
+    w.target.wait(text, 120, None)
     w.target.set_weight(w.name, 100)
-    w.up(render(image=CANDIDATE, ns="promote", url=w.url, rollout=GATEWAY))
-    assert w.route()["spec"]["rules"] == manifests.route_rules(w.name)
+    promoted = render(image=CANDIDATE, ns="promote", url=w.url, rollout=GATEWAY)
+    w.target.apply(w.name, promoted)
+    assert w.route()["spec"]["rules"] == manifests.route_rules(w.name, 100)
+    assert answers(w.url, 10) == {CANDIDATE: 10}  # no old answer while the release rolls
+    w.target.wait(promoted, 120, None)
     w.target.remove_canary(w.name)
+    assert w.route()["spec"]["rules"] == manifests.route_rules(w.name)
     assert answers(w.url, 20) == {CANDIDATE: 20}
+    w.up(promoted)
+    owners = {m["manager"]: m["fieldsV1"] for m in w.route()["metadata"]["managedFields"]}
+    assert "f:rules" in owners["lepton-ci"]["f:spec"]
 
 
 def test_shadow_mirrors_every_request_and_answers_from_the_serving_track(cluster: Cluster) -> None:
@@ -495,3 +506,91 @@ def test_removing_a_candidate_whose_serving_release_is_gone_still_cleans_up(
     assert w.target._release_objects(w.name) == []  # the route went with the release
     w.target.remove_canary(w.name)
     assert w.target._release_objects("digits-prod-canary") == []
+
+
+# -- end to end: the deployer's canary loop (lepton_ci.rollout.canary) on the cluster -----------
+
+
+def deployer(cluster: Cluster, ns: str, rollout: dict[str, Any], **env: Any) -> Any:
+    from lepton_ci.deploy.deployer import Deployer
+    from lepton_ci.deploy.kubernetes import ConfigMapStore
+
+    name = "digits-prod"
+    gateway = rollout.get("traffic", "gateway") == "gateway"
+    url = cluster.gateway_url(ns, name) if gateway else cluster.service_url(ns, name)
+    deploy = config.DeployConfig.model_validate(
+        {
+            "target": "kubernetes",
+            "environments": {
+                "prod": {
+                    "namespace": ns,
+                    "url": url,
+                    "rollout_timeout": 60,
+                    "checks": {"count": 2, "interval": 0, "http": [{"path": "/healthz"}]},
+                    "rollout": {"steps": [10, 50, 100], "interval": 5, **rollout},
+                    **env,
+                }
+            },
+        }
+    )
+    target = KubernetesTarget(
+        cluster.api, ns, sleep=cluster.advance, clock=cluster.now, url=url, step_budget=60
+    )
+    store = ConfigMapStore(
+        cluster.api, ns, name, sleep=cluster.advance, clock=cluster.now, now=cluster.utcnow
+    )
+    return Deployer(
+        "digits", "prod", deploy, Path("/nonexistent"), target=target, store=store,
+        log=lambda m: None, sleep=cluster.advance, clock=cluster.now,
+    ), url  # fmt: skip
+
+
+def release(image: str) -> manifests.Release:
+    version = "v1.0.0" if image == STABLE else "v2.0.0"
+    return manifests.Release("digits", version, image, "blake3:" + "0" * 64, 0, "run", "ci")
+
+
+def test_a_canary_deploy_through_the_gateway_steps_checks_the_candidate_and_promotes(
+    cluster: Cluster,
+) -> None:
+    d, url = deployer(cluster, "e2e", GATEWAY, replicas=2)
+    d.deploy(release(STABLE))  # the first release: nothing to compare with, all at once
+    out = d.deploy(release(CANDIDATE))
+    rev = out.revision
+    assert (rev.status, rev.strategy) == ("deployed", "canary")
+    assert [(s.weight, s.effective, s.verdict) for s in rev.steps] == [
+        (10, 10, "passed"), (50, 50, "passed"), (100, 100, "passed"),
+    ]  # fmt: skip
+    assert all(s.checks_ok for s in rev.steps)  # run against the candidate alone
+    assert answers(url, 20) == {CANDIDATE: 20}
+    w = World(cluster, "e2e", gateway=True)
+    assert w.route()["spec"]["rules"] == manifests.route_rules("digits-prod")
+    assert w.target._release_objects("digits-prod-canary") == []
+    assert w.deployment("digits-prod").spec.template.spec.containers[0].image == CANDIDATE
+
+
+def test_a_candidate_answering_500_is_aborted_at_the_first_step(cluster: Cluster) -> None:
+    from lepton_ci.deploy.deployer import DeployFailed
+
+    d, url = deployer(cluster, "abort", GATEWAY, replicas=2)
+    d.deploy(release(STABLE))
+    cluster.sick.add(CANDIDATE)
+    with pytest.raises(DeployFailed, match="canary aborted at step 10%"):
+        d.deploy(release(CANDIDATE))
+    (rev,) = [r for r in d.store.list() if r.version == "v2.0.0"]
+    assert rev.status == "failed" and len(rev.steps) == 1
+    assert "deploy checks against the canary failed" in rev.steps[0].reason
+    assert answers(url, 20) == {STABLE: 20}
+    assert World(cluster, "abort", gateway=True).target._release_objects("digits-prod-canary") == []
+
+
+def test_a_canary_deploy_by_replicas_records_the_shares_the_pods_gave(cluster: Cluster) -> None:
+    d, url = deployer(cluster, "e2erep", REPLICAS, replicas=4)
+    d.deploy(release(STABLE))
+    rev = d.deploy(release(CANDIDATE)).revision
+    assert rev.status == "deployed"
+    assert [(s.weight, s.effective) for s in rev.steps] == [(10, 20), (50, 50), (100, 100)]
+    assert {s.checks_ok for s in rev.steps} == {None}  # no address of the candidate alone
+    assert answers(url, 20) == {CANDIDATE: 20}
+    w = World(cluster, "e2erep", gateway=False)
+    assert w.deployment("digits-prod").spec.replicas == 4

@@ -299,7 +299,13 @@ class KubernetesTarget:
 
         objs = manifests.objects(text)
         try:
+            splitting = any(o["kind"] == "HTTPRoute" for o in objs) and self._has_canary(name)
             for obj in objs:
+                if splitting and obj["kind"] == "HTTPRoute":
+                    # A rollout's promotion: the candidate serves the step's share until the
+                    # serving Deployment has rolled out and passed; remove_canary then sends
+                    # everything to it. So the route's rules stay the rollout's meanwhile.
+                    obj = {**obj, "spec": {k: v for k, v in obj["spec"].items() if k != "rules"}}
                 self._apply_one(obj)
             wanted = {(o["kind"], o["metadata"]["name"]) for o in objs}
             for kind, obj_name in self._release_objects(name):
@@ -308,6 +314,18 @@ class KubernetesTarget:
         except ApiException as e:
             raise RolloutFailed(f"apply failed: {status_message(e)}") from None
         return []
+
+    def _has_canary(self, name: str) -> bool:
+        from kubernetes.client import ApiException
+
+        apps = _api(self.api, "AppsV1Api")
+        try:
+            self._call(apps.read_namespaced_deployment, manifests.canary_name(name), self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
 
     def wait(self, text: str, budget: float, ready_url: str | None) -> float:
         t0 = self.clock()
