@@ -169,6 +169,23 @@ def test_a_rollout_the_cluster_cannot_carry_out_is_refused_with_the_fix(
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("https://digits.example.com", "https://digits.example.com/lepton-canary"),
+        ("https://digits.example.com/", "https://digits.example.com/lepton-canary"),
+        ("https://h.example.com:8443/api/v1", "https://h.example.com:8443/lepton-canary/api/v1"),
+    ],
+)
+def test_the_candidate_s_address_puts_the_route_s_prefix_first(url: str, address: str) -> None:
+    """The Gateway rewrites the prefix away from the front of the path: a url with a path of
+    its own keeps it after the prefix, so the checks reach the same path on the candidate."""
+    from lepton_ci.deploy.kubernetes import canary_address
+
+    assert canary_address(url) == address
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
     ("replicas", "percent", "split"),
     [
         (4, 10, (4, 1, 20)),  # the issue's example: 1 of 5 pods
@@ -317,7 +334,7 @@ def test_gateway_canary_steps_weights_and_the_candidate_is_reachable_alone(
     assert answers(w.url) == {STABLE: 90, CANDIDATE: 10}
     # the deploy checks reach the candidate alone through the same address
     base = w.target.canary_url(w.name)
-    assert base == w.url + "/lepton-canary"
+    assert base == w.url.replace("/-gateway/", "/lepton-canary/-gateway/")
     assert get(base + "/readyz") == (200, CANDIDATE, "/readyz")
     assert get(w.url + "/readyz", {"x-lepton-track": "canary"})[1] == CANDIDATE
     assert w.target.set_weight(w.name, 50) == 50

@@ -641,7 +641,7 @@ class KubernetesTarget:
         `traffic: replicas`: None, one Service cannot single the candidate out."""
         if self.url is None or self._traffic(name) != "gateway":
             return None
-        return self.url + manifests.CANARY_PATH
+        return canary_address(self.url)
 
     def served(self, name: str) -> dict[str, int] | None:
         """None: a cluster's split is counted by Prometheus (per revision), not by lepton-ci."""
@@ -689,6 +689,16 @@ class KubernetesTarget:
                 self._delete(kind, obj_name)
         except ApiException as e:
             raise RolloutFailed(f"removing the candidate failed: {status_message(e)}") from None
+
+
+def canary_address(url: str) -> str:
+    """The candidate's address under an environment's url: the route's candidate prefix goes
+    first in the path (`https://h/api` -> `https://h/lepton-canary/api`), since the Gateway
+    rewrites it away from the front of the path."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.rstrip("/"))
+    return urlunsplit(parts._replace(path=manifests.CANARY_PATH + parts.path))
 
 
 def rollout_pending(name: str, d: Any) -> str:

@@ -420,7 +420,9 @@ class Cluster:
         return f"http://127.0.0.1:{self._front.server_address[1]}/{namespace}/{name}"
 
     def gateway_url(self, namespace: str, route: str) -> str:
-        """The address a Gateway gives the HTTPRoute `route`."""
+        """The address a Gateway gives the HTTPRoute `route`. Its `-gateway/NS/ROUTE` part
+        stands for a host: a path put before it (`/lepton-canary/-gateway/...`) is part of the
+        request's path, as it would be after a real Gateway's host."""
         return f"http://127.0.0.1:{self._front.server_address[1]}/-gateway/{namespace}/{route}"
 
     def _read(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -522,9 +524,13 @@ class Cluster:
             def do_GET(self) -> None:
                 parts = self.path.split("?")[0].strip("/").split("/")
                 seen = "/" + "/".join(parts[2:])
-                if parts[0] == "-gateway" and len(parts) > 2:
-                    rest = "/" + "/".join(parts[3:])
-                    code, body, seen = cluster._route(parts[1], parts[2], rest, self.headers, turns)
+                at = parts.index("-gateway") if "-gateway" in parts else -1
+                if at >= 0 and len(parts) > at + 2:
+                    # `-gateway/NS/ROUTE` stands for the Gateway's host: the request's path is
+                    # what is around it (a client may put a prefix before it, as before a path)
+                    rest = "/" + "/".join(parts[:at] + parts[at + 3 :])
+                    ns, route = parts[at + 1], parts[at + 2]
+                    code, body, seen = cluster._route(ns, route, rest, self.headers, turns)
                 elif len(parts) > 1:
                     code, body = cluster._answer(parts[0], parts[1], turn)
                 else:
