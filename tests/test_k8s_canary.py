@@ -412,6 +412,20 @@ def test_a_release_from_before_the_gateway_setting_gets_its_route_from_the_candi
     assert w.target.set_weight(w.name, 10) == 10
 
 
+def test_a_split_left_by_a_killed_rollout_gives_a_new_candidate_nothing_before_a_step(
+    cluster: Cluster,
+) -> None:
+    w = World(cluster, "left", gateway=True)
+    w.up(render(ns="left", url=w.url, rollout=GATEWAY))
+    first = render("canary", BROKEN, ns="left", url=w.url, rollout=GATEWAY)
+    w.target.apply_canary(w.name, first)
+    w.target.set_weight(w.name, 50)  # ... and the job is killed here
+    text = render("canary", CANDIDATE, ns="left", url=w.url, rollout=GATEWAY)
+    w.target.apply_canary(w.name, text)
+    w.target.wait(text, 120, None)
+    assert answers(w.url, 20) == {STABLE: 20}
+
+
 def test_a_cluster_without_the_gateway_api_is_a_clear_error(cluster: Cluster) -> None:
     bare = Cluster(gateway_api=False)
     try:

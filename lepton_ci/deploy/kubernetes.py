@@ -9,8 +9,8 @@ a Lease, renewed while a deploy runs and taken over once expired (a killed job's
 Rollouts (`Tracks`): the candidate runs as a second Deployment (`-canary`) beside the serving
 one; requests are split by Gateway API HTTPRoute weights (`traffic: gateway`) or by the two
 Deployments' replica counts behind one Service (`traffic: replicas`). The step's writes go
-under their own field manager (`<manager>-rollout`), so the next apply of the serving
-revision's manifests (with `force`) takes the route's rules and the replica counts back.
+under their own field manager (`<manager>-rollout`); the serving release's apply (with
+`force`) takes the replica counts back, and the route's rules once the candidate is gone.
 """
 
 from __future__ import annotations
@@ -393,6 +393,8 @@ class KubernetesTarget:
             for obj in objs:
                 if obj["kind"] == "HTTPRoute":
                     self._create_route(obj)
+                    # a rollout killed mid-step may have left a split: none until a step
+                    self._set_rules(name, manifests.route_rules(name))
             dep = next(o for o in ours if o["kind"] == "Deployment")
             labels = dep["spec"]["template"]["metadata"].get("labels") or {}
             if manifests.SERVICE_LABEL in labels:
