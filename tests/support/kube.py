@@ -28,8 +28,8 @@ The stand-in adds what lepton-ci meets on a real cluster:
 A service front (`service_url`) answers for whichever ready pod a Service selects (any
 Deployment's, by the pods' labels, as kube-proxy does), or a Deployment's of that name where
 no Service exists; `gateway_url` answers as a Gateway would for one HTTPRoute: its matches
-(headers, path prefix), URLRewrite, backend weights (weighted round robin: of every 100
-requests at 90/10 exactly 10 go to the second) and RequestMirror (a copy sent to the mirror's
+(headers, path prefix), URLRewrite, backend weights (smooth weighted round robin: at 90/10
+exactly one request in ten goes to the second) and RequestMirror (a copy sent to the mirror's
 pods, its answer thrown away; counted in `mirrored`). Every answer's body is the image of
 the pod that gave it; `served` counts answers per (namespace, Service).
 """
@@ -502,13 +502,16 @@ class Cluster:
         refs = [r for r in rule.get("backendRefs") or [] if r.get("weight", 1) > 0]
         if not refs:
             return 500, b"no backend with weight", path
-        total = sum(r.get("weight", 1) for r in refs)
-        turn = turns.setdefault((namespace, name, json.dumps(refs)), itertools.count())
-        at = next(turn) % total
-        for r in refs:  # weighted round robin: exact shares over every `total` requests
-            at -= r.get("weight", 1)
-            if at < 0:
-                break
+        # smooth weighted round robin (nginx's): exact shares over every `total` requests,
+        # interleaved (50/50 alternates; 90/10 sends one request in ten to the second)
+        weights = [r.get("weight", 1) for r in refs]
+        with self._lock:
+            current = turns.setdefault((namespace, name, json.dumps(refs)), [0] * len(refs))
+            for i, wt in enumerate(weights):
+                current[i] += wt
+            pick = max(range(len(refs)), key=lambda i: current[i])
+            current[pick] -= sum(weights)
+        r = refs[pick]
         code, body = self._answer(namespace, r["name"], turns.setdefault("pods", itertools.count()))
         return code, body, path
 
