@@ -124,6 +124,7 @@ def measure(tmp: Path, interval: float = 5.0, steps: list[int] = STEPS) -> dict[
                 client.done.set()
                 client.join(10)
             step = outcome.revision.steps[-1]
+            step_share = step.share or 0.0
             served = d.target.served(d.name) or {}  # type: ignore[attr-defined]
             after = requests.post(
                 f"http://127.0.0.1:{port}/predict", json={"instances": instances}, timeout=5
@@ -135,6 +136,8 @@ def measure(tmp: Path, interval: float = 5.0, steps: list[int] = STEPS) -> dict[
                 "total": sum(served.values()),
                 "share_budget": steps[0] / 100 + 0.02,
                 "aborted_at": step.effective,
+                "step_share": step_share,
+                "step_total": sum(step.served.values()),
                 "client_ok": client.codes.get(200, 0),
                 "client_5xx": sum(n for c, n in client.codes.items() if c >= 500),
                 "client_none": client.codes.get(0, 0),
@@ -159,9 +162,10 @@ def main() -> None:
         f"= {m['budget_s']:.0f} s -> ratio {m['to_stable_s'] / m['budget_s']:.2f}"
     )
     print(
-        f"candidate answered {m['canary']:.0f} of {m['total']:.0f} requests (splitter "
-        f"counters) = {share:.1%}; budget first step + 2 points = {m['share_budget']:.0%} -> "
-        f"ratio {share / m['share_budget']:.2f}"
+        f"candidate answered {m['canary']:.0f} of {m['total']:.0f} requests from its start to "
+        f"its removal (splitter counters) = {share:.1%}; during the aborted step "
+        f"{m['step_share']:.1%} of {m['step_total']:.0f}; budget first step + 2 points = "
+        f"{m['share_budget']:.0%} -> ratio {max(share, m['step_share']) / m['share_budget']:.2f}"
     )
     print(
         f"client: {m['client_ok']:.0f} answered 200, {m['client_5xx']:.0f} answered 5xx (the "

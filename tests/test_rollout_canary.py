@@ -199,6 +199,7 @@ def test_a_failing_check_aborts_and_the_serving_revision_never_changed(world):
     assert "The canary answered 10 of 100 requests" in str(e.value)
     assert target.stable == image(1) and target.canary is None and target.weight == 0
     assert ("weight", 50) not in target.calls
+    assert target.calls[-2:] == [("weight", 0), ("remove_canary",)]  # no share, then gone
     revs = d.history()
     assert [(r.number, r.status) for r in revs] == [(1, "deployed"), (2, "failed")]
     (step,) = revs[1].steps

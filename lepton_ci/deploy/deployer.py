@@ -366,9 +366,10 @@ class Deployer:
         why: str,
         since: float | None,
     ) -> DeployOutcome:
-        tracks.remove_canary(self.name)  # every request to the serving revision first
-        if since is not None:
+        if since is not None:  # every request to the serving revision first
+            tracks.set_weight(self.name, 0)
             outcome.timings["step_start_to_stable_s"] = self.clock() - since
+        tracks.remove_canary(self.name)
         served = tracks.served(self.name)
         self._finish(rev, "failed", why)
         outcome.reverted_to = previous
