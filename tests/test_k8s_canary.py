@@ -126,7 +126,15 @@ def test_gateway_tracks_render_a_service_each_and_one_route() -> None:
     assert labels["app.kubernetes.io/instance"] == "digits-prod"
     assert "app.kubernetes.io/version" not in labels
     monitor = manifests.objects(stable)[2]
-    assert monitor["spec"]["podTargetLabels"] == ["dev.lepton-ci/revision", "dev.lepton-ci/track"]
+    # the series' `revision` and `track` labels, which the canary's SLO judge splits by
+    meta = "__meta_kubernetes_pod_label_dev_lepton_ci_"
+    assert monitor["spec"]["endpoints"][0]["relabelings"] == [
+        {"sourceLabels": [meta + "revision"], "targetLabel": "revision"},
+        {"sourceLabels": [meta + "track"], "targetLabel": "track"},
+    ]
+    from lepton_ci.rollout import judge
+
+    assert judge.LABEL == "revision"
     ip = render(url="http://10.0.0.7:8080", rollout=GATEWAY)
     assert "hostnames" not in manifests.objects(ip)[-1]["spec"]  # an IP is no hostname
 
