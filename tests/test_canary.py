@@ -136,9 +136,12 @@ def test_a_broken_canary_aborts_at_the_first_step_and_stable_serves_everything(
     release(repo, cli)
     assert site.first_deploy()[0] == 0
     new_version(repo, cli, WRONG)
-    with SteadyClient(site.url) as client:
+    summary = repo.parent / "step_summary"
+    with SteadyClient(site.url) as client, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GITHUB_STEP_SUMMARY", str(summary))
         code, out, err = cli("deploy", "staging")
     assert code == 1
+    assert "| 10% | aborted |" in summary.read_text()
     assert "revision 2 (v0.1.1) failed: canary aborted at step 10%" in err
     assert "golden /predict" in err
     assert "Revision 1 (v0.1.0) serves every request again" in err

@@ -34,6 +34,7 @@ class TwoTracks:
         self.sick: set[str] = set()
         self.broken: set[str] = set()
         self.fail_on_weight: int | None = None
+        self.refuse_canary = False
 
     def _image(self, text):
         return next(i for i in map(image, range(1, 50)) if i in text)
@@ -56,6 +57,8 @@ class TwoTracks:
 
     def apply_canary(self, name, text):
         assert "-canary" in text and "dev.lepton-ci/track: canary" in text
+        if self.refuse_canary:
+            raise RolloutFailed("a canary needs a revision serving through the splitter")
         self.canary = self._image(text)
         self.counts = {"stable": 0, "canary": 0}
         self.calls.append(("apply_canary", self.canary))
@@ -253,3 +256,14 @@ def test_an_interrupted_canary_is_repaired_before_the_interrupt_is_raised(world)
     revs = d.history()
     assert revs[1].status == "failed" and revs[1].reason.startswith("interrupted")
     assert revs[-1].status == "deployed" and revs[-1].version == "v0.1.1"
+
+
+def test_a_canary_the_target_refuses_fails_the_revision_and_touches_no_weight(world):
+    make, target, _, _, _ = world
+    d = make()
+    d.deploy(release(1))
+    target.refuse_canary = True
+    with pytest.raises(DeployFailed, match="canary failed: a canary needs a revision serving"):
+        d.deploy(release(2))
+    assert not any(c[0] == "weight" for c in target.calls)
+    assert [r.status for r in d.history()] == ["deployed", "failed"]

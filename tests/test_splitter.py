@@ -36,7 +36,8 @@ class _Factory:
 
     def __call__(self, stable: str, **kw: object) -> Splitter:
         def start(port: int) -> Splitter:
-            s = Splitter(self.tmp_path / "state", "digits-staging", port)
+            # a space and a `;` in the path: nginx must read each as part of one path
+            s = Splitter(self.tmp_path / "state dir;x", "digits-staging", port)
             try:
                 s.configure(stable, **kw)  # type: ignore[arg-type]
             except SplitterError as e:
@@ -51,6 +52,14 @@ class _Factory:
 
 def url(s: Splitter) -> str:
     return f"http://127.0.0.1:{s.listen}/predict"
+
+
+def counted(s: Splitter, total: int) -> dict[str, int]:
+    """The counts once `total` lines are in: nginx logs a request just after it answered."""
+    deadline = time.monotonic() + 5
+    while sum((counts := s.counts()).values()) < total and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return counts
 
 
 def tags(s: Splitter, n: int) -> str:
@@ -68,7 +77,7 @@ def test_weights_split_every_tenth_request_and_counters_match_the_backends(split
         a.hits = b.hits = 0
         got = tags(s, 100)
         assert got.count("B") == 10  # smooth weighted round robin: exactly 10 of 100
-        assert s.counts() == {"stable": 90, "canary": 10}
+        assert counted(s, 100) == {"stable": 90, "canary": 10}
         assert (a.hits, b.hits) == (90, 10)
         s.configure(a.addr, b.addr, 100)
         assert tags(s, 10) == "B" * 10
@@ -82,14 +91,14 @@ def test_counts_are_incremental_and_shared_by_another_splitter_object(splitter) 
         s = splitter(a.addr, canary=b.addr, percent=50)
         s.reset_counts()
         tags(s, 10)
-        assert s.counts() == {"stable": 5, "canary": 5}
+        assert counted(s, 10) == {"stable": 5, "canary": 5}
         tags(s, 4)
         other = Splitter(s.prefix.parent, s.name, s.listen)  # e.g. the next lepton-ci command
-        assert other.counts() == {"stable": 7, "canary": 7}
+        assert counted(other, 14) == {"stable": 7, "canary": 7}
         other.reset_counts()
         assert s.counts() == {"stable": 0, "canary": 0}
         tags(s, 2)
-        assert s.counts() == {"stable": 1, "canary": 1}
+        assert counted(s, 2) == {"stable": 1, "canary": 1}
 
 
 def test_errors_are_counted_per_track(splitter) -> None:
@@ -98,6 +107,7 @@ def test_errors_are_counted_per_track(splitter) -> None:
         s.reset_counts()
         codes = [requests.get(url(s), timeout=5).status_code for _ in range(10)]
         assert sorted(codes) == [200] * 5 + [500] * 5
+        counted(s, 10)
         assert s.errors() == {"canary": 5}
 
 
@@ -149,11 +159,9 @@ def test_mirror_copies_every_request_and_its_answers_never_reach_the_client(spli
         s = splitter(a.addr, mirror=m.addr)
         s.reset_counts()
         assert tags(s, 20) == "A" * 20
-        deadline = time.monotonic() + 5  # a mirror's line is logged once its answer is in
-        while s.counts().get("mirror", 0) < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # a mirror's line is logged once its answer is in
+        assert counted(s, 40) == {"stable": 20, "canary": 0, "mirror": 20}
         assert m.hits == 20
-        assert s.counts() == {"stable": 20, "canary": 0, "mirror": 20}
         s.configure(a.addr)  # the mirror off again
         tags(s, 5)
         assert m.hits == 20

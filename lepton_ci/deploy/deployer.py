@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from lepton_ci.core.config import DeployConfig, DeployEnvironment
 from lepton_ci.core.errors import LeptonError
@@ -86,9 +87,6 @@ class Deployer:
 
     def render(self, release: manifests.Release) -> str:
         return manifests.render(self.env_name, self.env, self.config, release, self.root)
-
-    def _ready_url(self) -> str:
-        return self.env.check_url() + self.env.readiness_path
 
     def _roll_out(self, rev: Revision, budget: float) -> tuple[bool, str, float]:
         """Apply, wait, check, and (on a staging target) promote. Returns (healthy, reason,
@@ -316,7 +314,7 @@ class Deployer:
             url = tracks.canary_url(self.name) or self.env.check_url()
             self.target.wait(candidate, self.env.rollout_timeout, url + self.env.readiness_path)
         except RolloutFailed as e:
-            return self._abort(rev, previous, tracks, outcome, f"canary failed: {e.message}", t0)
+            return self._abort(rev, previous, tracks, outcome, f"canary failed: {e.message}", None)
         outcome.timings["canary_ready_s"] = self.clock() - t0
 
         def check(base: str) -> tuple[bool, str]:
@@ -365,11 +363,23 @@ class Deployer:
         outcome: DeployOutcome,
         why: str,
         since: float | None,
-    ) -> DeployOutcome:
+    ) -> NoReturn:
         if since is not None:  # every request to the serving revision first
-            tracks.set_weight(self.name, 0)
-            outcome.timings["step_start_to_stable_s"] = self.clock() - since
-        tracks.remove_canary(self.name)
+            try:
+                tracks.set_weight(self.name, 0)
+                outcome.timings["step_start_to_stable_s"] = self.clock() - since
+            except RolloutFailed as e:  # remove_canary below tries again, then removes it
+                self.log(f"{self.env_name}: could not set the canary's weight to 0: {e.message}")
+        try:
+            tracks.remove_canary(self.name)
+        except RolloutFailed as e:
+            self._finish(rev, "failed", why)
+            raise DeployError(
+                f"{self.env_name}: revision {rev.number} ({rev.version}) failed: {why}; taking "
+                f"the canary away failed too: {e.message}",
+                hint="the next `lepton-ci deploy` replaces the canary; inspect the splitter's "
+                "error log in the deploy state dir",
+            ) from None
         served = tracks.served(self.name)
         self._finish(rev, "failed", why)
         outcome.reverted_to = previous

@@ -162,6 +162,20 @@ def _probe_table(rev: Revision) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _steps_table(rev: Revision) -> str:
+    """A canary's steps for the step summary; reasons carry check details and SLO names."""
+    if not rev.steps:
+        return ""
+    rows = ["| step | verdict | canary share | requests | why |", "|---|---|---|---|---|"]
+    for st in rev.steps:
+        share = "—" if st.share is None else f"{st.share:.1%}"
+        rows.append(
+            f"| {st.effective}% | {st.verdict} | {share} | {sum(st.served.values())} "
+            f"| {md_cell(st.reason)} |"
+        )
+    return "\n" + "\n".join(rows) + "\n"
+
+
 @dataclass
 class Applied:
     """A deploy or rollback that finished with a healthy revision serving (or a dry run)."""
@@ -279,6 +293,7 @@ class EnvironmentOperation:
             rt.summary(
                 f"**{self.env_name}: deploy of {rel.version} failed and was reverted**\n\n"
                 + _probe_table(e.outcome.revision)
+                + _steps_table(e.outcome.revision)
             )
             if github is not None:
                 where = r.version if r else "nothing"
@@ -312,6 +327,7 @@ class EnvironmentOperation:
         rt.summary(
             f"**{self.env_name}: {rel.version} deployed (revision {rev.number})**\n\n"
             + _probe_table(rev)
+            + _steps_table(rev)
         )
         return Applied(self.env_name, rev, out.notes)
 

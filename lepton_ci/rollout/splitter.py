@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -203,7 +202,6 @@ class Splitter:
             servers.append(f"server {canary} weight={percent};")
         named = {"stable": stable} | ({"canary": canary} if canary is not None else {})
         tracks = " ".join(f'"~(^|[ ,]){re.escape(a)}$" {t};' for t, a in named.items())
-        prefix = str(self.prefix)
         # `user root` only where the master runs as root (CI): the workers then write the temp
         # dirs under the prefix; as another user nginx runs the workers as that user anyway.
         user = "user root;\n" if os.geteuid() == 0 else ""
@@ -218,7 +216,7 @@ class Splitter:
         location = /.lepton-mirror {{
             internal;
             log_subrequest on;
-            access_log {self.access_log} lepton_mirror;
+            access_log {_q(self.access_log)} lepton_mirror;
             proxy_pass http://{mirror}$request_uri;
             proxy_connect_timeout 2s;
             proxy_read_timeout 30s;
@@ -228,17 +226,23 @@ class Splitter:
 {user}worker_processes 1;
 worker_shutdown_timeout 15s;
 daemon on;
-pid {self.pid_file};
-error_log {self.error_log} warn;
+pid {_q(self.pid_file)};
+error_log {_q(self.error_log)} warn;
 events {{ worker_connections 1024; }}
 http {{
-    client_body_temp_path {prefix}/temp/client_body;
-    proxy_temp_path {prefix}/temp/proxy;
-    fastcgi_temp_path {prefix}/temp/fastcgi;
-    uwsgi_temp_path {prefix}/temp/uwsgi;
-    scgi_temp_path {prefix}/temp/scgi;
+    client_body_temp_path {_q(self.prefix / "temp" / "client_body")};
+    proxy_temp_path {_q(self.prefix / "temp" / "proxy")};
+    fastcgi_temp_path {_q(self.prefix / "temp" / "fastcgi")};
+    uwsgi_temp_path {_q(self.prefix / "temp" / "uwsgi")};
+    scgi_temp_path {_q(self.prefix / "temp" / "scgi")};
     default_type application/octet-stream;
     client_max_body_size 64m;
+    # No keep-alive towards clients: at a reload the old workers close their idle keep-alive
+    # connections, and a client that sent its next request on one just then sees it fail
+    # (seen under load: "Remote end closed connection without response"). A new loopback
+    # connection per request costs microseconds; towards the pods keep-alive stays, where
+    # nginx retries a request that met a closed cached connection by itself.
+    keepalive_timeout 0;
     # The last upstream address is the one that answered (a retried request lists two).
     map $upstream_addr $lepton_track {{
         default "-";
@@ -252,7 +256,7 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{self.listen};
-        access_log {self.access_log} lepton;
+        access_log {_q(self.access_log)} lepton;
         location / {{{mirror_conf}
             proxy_pass http://lepton_backends;
             proxy_http_version 1.1;
@@ -374,8 +378,9 @@ http {{
         atomic.write_text(self._state_file, json.dumps(state, indent=1))
 
 
-def available(nginx: str = "nginx") -> bool:
-    return shutil.which(nginx) is not None or Path(nginx).is_file()
+def _q(path: Path) -> str:
+    """A path as an nginx string: quoted, so a state dir with a space or `;` stays one."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _is_nginx(pid: int) -> bool:
