@@ -129,7 +129,13 @@ def world(tmp_path):
                 "environments": {
                     "prod": {
                         "url": "http://127.0.0.1:1",
-                        "rollout": {"strategy": "canary", "steps": list(steps), "interval": 30},
+                        # kubernetes: a split needs a Gateway, or replica counts
+                        "rollout": {
+                            "strategy": "canary",
+                            "steps": list(steps),
+                            "interval": 30,
+                            "traffic": "replicas",
+                        },
                     }
                 },
             }

@@ -5,6 +5,12 @@ retried, objects of the release that a new render no longer has pruned. Rollout:
 `kubectl rollout status` decides (see `rollout_pending`); ProgressDeadlineExceeded is a
 failure. Revisions are ConfigMaps (one per revision, like Helm's release Secrets); the lock is
 a Lease, renewed while a deploy runs and taken over once expired (a killed job's lock).
+
+Rollouts (`Tracks`): the candidate runs as a second Deployment (`-canary`) beside the serving
+one; requests are split by Gateway API HTTPRoute weights (`traffic: gateway`) or by the two
+Deployments' replica counts behind one Service (`traffic: replicas`). The step's writes go
+under their own field manager (`<manager>-rollout`); the serving release's apply (with
+`force`) takes the replica counts back, and the route's rules once the candidate is gone.
 """
 
 from __future__ import annotations
@@ -32,10 +38,13 @@ KINDS = {
     "Secret": ("CoreV1Api", "secret"),
     "HorizontalPodAutoscaler": ("AutoscalingV2Api", "horizontal_pod_autoscaler"),
 }
-CUSTOM = {  # prometheus-operator's kinds
+CUSTOM = {  # prometheus-operator's kinds, and the Gateway API's route (rollouts)
     "ServiceMonitor": ("monitoring.coreos.com", "v1", "servicemonitors"),
     "PrometheusRule": ("monitoring.coreos.com", "v1", "prometheusrules"),  # from `watch:`
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),  # `traffic: gateway`
 }
+ROUTE = CUSTOM["HTTPRoute"]
+BASE_REPLICAS = "dev.lepton-ci/stable-replicas"  # `traffic: replicas`: the count to restore
 
 
 def _api(api_client: Any, name: str) -> Any:
@@ -114,10 +123,14 @@ class KubernetesTarget:
         sleep: Callable[[float], None] | None = None,
         retries: int = 3,
         clock: Callable[[], float] | None = None,
+        url: str | None = None,
+        step_budget: float = 600.0,
     ) -> None:
         self.api = api_client
         self.namespace = namespace
         self.field_manager = field_manager
+        self.url = url.rstrip("/") if url else None  # the environment's: canary_url builds on it
+        self.step_budget = step_budget  # seconds a `traffic: replicas` step may take to scale
         # Waiting and the rollout budget are on these; a test hands in a cluster's own clock.
         self.sleep = sleep or time.sleep
         self.clock = clock or time.monotonic
@@ -214,6 +227,8 @@ class KubernetesTarget:
             self._call(create)
 
     def _release_objects(self, name: str) -> list[tuple[str, str]]:
+        from kubernetes.client import ApiException
+
         found = []
         for kind, (cls, suffix) in KINDS.items():
             items = self._call(
@@ -228,13 +243,46 @@ class KubernetesTarget:
                     and labels.get("app.kubernetes.io/managed-by") == "lepton-ci"
                 ):
                     found.append((kind, item.metadata.name))
+        custom = _api(self.api, "CustomObjectsApi")
+        for kind, (group, version, plural) in CUSTOM.items():
+            try:
+                listed = self._call(
+                    custom.list_namespaced_custom_object,
+                    group,
+                    version,
+                    self.namespace,
+                    plural,
+                    label_selector=f"{INSTANCE}={name}",
+                )
+            except ApiException as e:
+                if e.status == 404:
+                    continue  # the CRD is not installed: nothing of that kind to find
+                raise
+            for item in listed.get("items") or []:
+                labels = _labels(item)
+                if (
+                    labels.get(INSTANCE) == name
+                    and labels.get("app.kubernetes.io/managed-by") == "lepton-ci"
+                ):
+                    found.append((kind, item["metadata"]["name"]))
         return found
 
     def _delete(self, kind: str, obj_name: str) -> None:
         from kubernetes.client import ApiException
 
-        cls, suffix = KINDS[kind]
         try:
+            if kind in CUSTOM:
+                group, version, plural = CUSTOM[kind]
+                self._call(
+                    _api(self.api, "CustomObjectsApi").delete_namespaced_custom_object,
+                    group,
+                    version,
+                    self.namespace,
+                    plural,
+                    obj_name,
+                )
+                return
+            cls, suffix = KINDS[kind]
             self._call(
                 getattr(_api(self.api, cls), f"delete_namespaced_{suffix}"),
                 obj_name,
@@ -251,7 +299,13 @@ class KubernetesTarget:
 
         objs = manifests.objects(text)
         try:
+            splitting = any(o["kind"] == "HTTPRoute" for o in objs) and self._has_canary(name)
             for obj in objs:
+                if splitting and obj["kind"] == "HTTPRoute":
+                    # A rollout's promotion: the candidate serves the step's share until the
+                    # serving Deployment has rolled out and passed; remove_canary then sends
+                    # everything to it. So the route's rules stay the rollout's meanwhile.
+                    obj = {**obj, "spec": {k: v for k, v in obj["spec"].items() if k != "rules"}}
                 self._apply_one(obj)
             wanted = {(o["kind"], o["metadata"]["name"]) for o in objs}
             for kind, obj_name in self._release_objects(name):
@@ -260,6 +314,18 @@ class KubernetesTarget:
         except ApiException as e:
             raise RolloutFailed(f"apply failed: {status_message(e)}") from None
         return []
+
+    def _has_canary(self, name: str) -> bool:
+        from kubernetes.client import ApiException
+
+        apps = _api(self.api, "AppsV1Api")
+        try:
+            self._call(apps.read_namespaced_deployment, manifests.canary_name(name), self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
 
     def wait(self, text: str, budget: float, ready_url: str | None) -> float:
         t0 = self.clock()
@@ -295,6 +361,346 @@ class KubernetesTarget:
                     self.namespace,
                     {"spec": {"replicas": 0}},
                 )
+
+    # -- rollouts: the candidate's track beside the serving one (contract.Tracks) -------------
+
+    @property
+    def _rollout_manager(self) -> str:
+        return f"{self.field_manager}-rollout"
+
+    def apply_canary(self, name: str, text: str) -> list[str]:
+        """Apply the candidate's objects (rendered with track `canary`) beside those of the
+        serving release `name`. It receives no requests yet: with `traffic: gateway` the route
+        still sends everything to the serving Service (the route in the text is created only
+        where none exists: the serving revision predates the rollout setting); with `traffic:
+        replicas` its Deployment has no pods until a step scales it, and the serving pods and
+        Service are first moved onto the label both tracks share."""
+        from kubernetes.client import ApiException
+
+        canary = manifests.canary_name(name)
+        objs = manifests.objects(text)
+        ours = [o for o in objs if o["kind"] != "HTTPRoute"]
+        strays = [
+            o["metadata"]["name"] for o in ours if not o["metadata"]["name"].startswith(canary)
+        ]
+        if strays or not any(o["kind"] == "Deployment" for o in ours):
+            raise DeployError(
+                f"apply_canary({name}): the text is not the candidate's render (objects "
+                f"{', '.join(strays) or 'without a Deployment'}; expected {canary})",
+                hint="render it with manifests.Release(track='canary')",
+            )
+        try:
+            for obj in objs:
+                if obj["kind"] == "HTTPRoute":
+                    self._create_route(obj)
+                    # a rollout killed mid-step may have left a split: none until a step
+                    self._set_rules(name, manifests.route_rules(name))
+            dep = next(o for o in ours if o["kind"] == "Deployment")
+            labels = dep["spec"]["template"]["metadata"].get("labels") or {}
+            if manifests.SERVICE_LABEL in labels:
+                self._share_service(name, labels["app.kubernetes.io/name"])
+            for obj in ours:
+                self._apply_one(obj)
+            wanted = {(o["kind"], o["metadata"]["name"]) for o in ours}
+            for kind, obj_name in self._release_objects(canary):
+                if (kind, obj_name) not in wanted:
+                    self._delete(kind, obj_name)  # a candidate left from an earlier rollout
+        except ApiException as e:
+            raise RolloutFailed(f"applying the candidate failed: {status_message(e)}") from None
+        return []
+
+    def _create_route(self, obj: dict[str, Any]) -> None:
+        from kubernetes.client import ApiException
+
+        api = _api(self.api, "CustomObjectsApi")
+        group, version, plural = ROUTE
+        try:
+            self._call(
+                api.create_namespaced_custom_object, group, version, self.namespace, plural, obj
+            )
+        except ApiException as e:
+            if e.status == 409:
+                return  # the serving release has its route: a step changes only its rules
+            if e.status == 404:
+                raise DeployError(
+                    "this cluster has no Gateway API (no HTTPRoute kind): `traffic: gateway` "
+                    "cannot split requests here",
+                    hint="install the Gateway API CRDs and a Gateway, or set "
+                    "`rollout.traffic: replicas`",
+                ) from None
+            raise
+
+    def _share_service(self, name: str, model_label: str) -> None:
+        """`traffic: replicas`: the serving pods carry the label both tracks share, and the
+        Service selects on it (instead of the serving Deployment's own instance label). A
+        release deployed before the setting lacks both: its pods are relabelled (a rolling
+        restart, the old Service selector still matches every pod meanwhile), then the
+        Service's selector changes. The Deployment's own selector never changes (immutable)."""
+        from kubernetes.client import ApiException
+
+        apps = _api(self.api, "AppsV1Api")
+        core = _api(self.api, "CoreV1Api")
+        try:
+            live = self._call(apps.read_namespaced_deployment, name, self.namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            raise DeployError(
+                f"no serving Deployment {name} in namespace {self.namespace}: a candidate's "
+                "share is taken from a serving release",
+                hint="deploy the environment's first release all at once",
+            ) from None
+        if (live.spec.template.metadata.labels or {}).get(manifests.SERVICE_LABEL) != name:
+            body = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"template": {"metadata": {"labels": {manifests.SERVICE_LABEL: name}}}},
+            }
+            self._call(
+                apps.patch_namespaced_deployment,
+                name,
+                self.namespace,
+                body,
+                field_manager=self._rollout_manager,
+                _content_type=SSA,
+            )
+            self._settle([name])
+        svc = self._call(core.read_namespaced_service, name, self.namespace)
+        shared = {"app.kubernetes.io/name": model_label, manifests.SERVICE_LABEL: name}
+        if (svc.spec.selector or {}) != shared:
+            gone = {k: None for k in svc.spec.selector or {} if k not in shared}
+            self._call(
+                core.patch_namespaced_service,
+                name,
+                self.namespace,
+                {"spec": {"selector": {**gone, **shared}}},
+                field_manager=self._rollout_manager,
+                _content_type="application/merge-patch+json",
+            )
+
+    def _settle(self, names: list[str]) -> None:
+        """Wait until these Deployments are rolled out, within the step budget."""
+        apps = _api(self.api, "AppsV1Api")
+        t0 = self.clock()
+        while True:
+            pending = [
+                w
+                for n in names
+                if (
+                    w := rollout_pending(
+                        n, self._call(apps.read_namespaced_deployment, n, self.namespace)
+                    )
+                )
+            ]
+            if not pending:
+                return
+            if self.clock() - t0 > self.step_budget:
+                raise RolloutFailed(
+                    f"not scaled after {self.step_budget:.0f}s: {'; '.join(pending)}"
+                )
+            self.sleep(0.5)
+
+    def _traffic(self, name: str) -> str:
+        """How the candidate of `name` takes requests, from what apply_canary applied."""
+        from kubernetes.client import ApiException
+
+        apps = _api(self.api, "AppsV1Api")
+        canary = manifests.canary_name(name)
+        try:
+            dep = self._call(apps.read_namespaced_deployment, canary, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                raise DeployError(
+                    f"no candidate {canary} in namespace {self.namespace}",
+                    hint="apply_canary first",
+                ) from None
+            raise
+        labels = dep.spec.template.metadata.labels or {}
+        return "replicas" if manifests.SERVICE_LABEL in labels else "gateway"
+
+    def set_weight(self, name: str, percent: int, *, mirror: bool = False) -> int:
+        """Give the candidate `percent` of the requests (or, with `mirror`, a copy of each).
+        `traffic: gateway`: the HTTPRoute's weights, exact. `traffic: replicas`: the two
+        Deployments' replica counts (manifests.replica_split says the rule), scaled up before
+        down and waited for, so the share returned is the one in effect."""
+        from kubernetes.client import ApiException
+
+        if not 0 <= percent <= 100:
+            raise ValueError(f"a weight is a percentage (0-100), not {percent}")
+        try:
+            if self._traffic(name) == "gateway":
+                self._set_rules(
+                    name, manifests.route_rules(name, 0 if mirror else percent, mirror=mirror)
+                )
+                return 0 if mirror else percent
+            if mirror:
+                raise DeployError(
+                    "a Service cannot mirror requests: a shadow rollout needs `traffic: gateway`",
+                    hint="set `rollout.traffic: gateway` and `rollout.gateway`",
+                )
+            return self._scale_split(name, percent)
+        except ApiException as e:
+            raise RolloutFailed(
+                f"setting the candidate's share failed: {status_message(e)}"
+            ) from None
+
+    def _set_rules(
+        self, name: str, rules: list[dict[str, Any]], *, missing_ok: bool = False
+    ) -> None:
+        from kubernetes.client import ApiException
+
+        api = _api(self.api, "CustomObjectsApi")
+        group, version, plural = ROUTE
+        try:  # an apply creates what is absent: never a route without its Gateway
+            self._call(
+                api.get_namespaced_custom_object, group, version, self.namespace, plural, name
+            )
+        except ApiException as e:
+            if e.status == 404 and missing_ok:
+                return  # no route (the release was removed): nothing to send elsewhere
+            if e.status == 404:
+                raise DeployError(
+                    f"no HTTPRoute {name} in namespace {self.namespace}",
+                    hint="apply_canary creates it from the candidate's render",
+                ) from None
+            raise
+        body = {
+            "apiVersion": f"{group}/{version}",
+            "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {"rules": rules},
+        }
+        self._call(
+            api.patch_namespaced_custom_object,
+            group,
+            version,
+            self.namespace,
+            plural,
+            name,
+            body,
+            field_manager=self._rollout_manager,
+            force=True,
+            _content_type=SSA,
+        )
+
+    def _base_replicas(self, name: str) -> int:
+        """The serving Deployment's count before the rollout, kept as an annotation on the
+        candidate so a later process (a repair) can restore it."""
+        apps = _api(self.api, "AppsV1Api")
+        canary = manifests.canary_name(name)
+        dep = self._call(apps.read_namespaced_deployment, canary, self.namespace)
+        kept = (dep.metadata.annotations or {}).get(BASE_REPLICAS)
+        if kept is not None:
+            return int(kept)
+        n = self._call(apps.read_namespaced_deployment, name, self.namespace).spec.replicas
+        n = 1 if n is None else int(n)
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": canary,
+                "namespace": self.namespace,
+                "annotations": {BASE_REPLICAS: str(n)},
+            },
+        }
+        self._call(
+            apps.patch_namespaced_deployment,
+            canary,
+            self.namespace,
+            body,
+            field_manager=f"{self._rollout_manager}-base",
+            _content_type=SSA,
+        )
+        return n
+
+    def _scale_split(self, name: str, percent: int) -> int:
+        apps = _api(self.api, "AppsV1Api")
+        canary = manifests.canary_name(name)
+        stable_n, canary_n, share = manifests.replica_split(self._base_replicas(name), percent)
+        want = {name: stable_n, canary: canary_n}
+        have = {
+            n: self._call(apps.read_namespaced_deployment, n, self.namespace).spec.replicas or 0
+            for n in want
+        }
+        # up before down: capacity never drops below what serves now
+        for n in sorted(want, key=lambda n: want[n] < have[n]):
+            if want[n] != have[n]:
+                self._call(
+                    apps.patch_namespaced_deployment_scale,
+                    n,
+                    self.namespace,
+                    {"spec": {"replicas": want[n]}},
+                    field_manager=self._rollout_manager,
+                )
+                self._settle([n])
+        return share
+
+    def canary_url(self, name: str) -> str | None:
+        """`traffic: gateway`: the environment's url under the route's candidate prefix
+        (`/lepton-canary/...`, rewritten to `/...`), so the checks reach the candidate alone
+        through the address clients use (as does any request with `x-lepton-track: canary`).
+        `traffic: replicas`: None, one Service cannot single the candidate out."""
+        if self.url is None or self._traffic(name) != "gateway":
+            return None
+        return canary_address(self.url)
+
+    def served(self, name: str) -> dict[str, int] | None:
+        """None: a cluster's split is counted by Prometheus (per revision), not by lepton-ci."""
+        return None
+
+    def remove_canary(self, name: str) -> None:
+        """Every request to the serving track first (the route's rules back to its Service
+        alone, or its replica count restored and the candidate's pods gone), then the
+        candidate's objects deleted. Idempotent: a repair may call it again."""
+        from kubernetes.client import ApiException
+
+        canary = manifests.canary_name(name)
+        try:
+            try:
+                mode = self._traffic(name)
+            except DeployError:
+                mode = ""  # no candidate Deployment left: only strays to delete
+            if mode == "gateway":
+                self._set_rules(name, manifests.route_rules(name), missing_ok=True)
+            elif mode == "replicas":
+                apps = _api(self.api, "AppsV1Api")
+                try:
+                    base: int | None = self._base_replicas(name)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    base = None  # the serving release was removed: nothing to restore
+                for n, count in ((name, base), (canary, 0)):
+                    if count is None:
+                        continue
+                    try:
+                        self._call(
+                            apps.patch_namespaced_deployment_scale,
+                            n,
+                            self.namespace,
+                            {"spec": {"replicas": count}},
+                            field_manager=self._rollout_manager,
+                        )
+                    except ApiException as e:
+                        if e.status != 404:
+                            raise
+                        continue
+                    self._settle([n])
+            for kind, obj_name in self._release_objects(canary):
+                self._delete(kind, obj_name)
+        except ApiException as e:
+            raise RolloutFailed(f"removing the candidate failed: {status_message(e)}") from None
+
+
+def canary_address(url: str) -> str:
+    """The candidate's address under an environment's url: the route's candidate prefix goes
+    first in the path (`https://h/api` -> `https://h/lepton-canary/api`), since the Gateway
+    rewrites it away from the front of the path."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.rstrip("/"))
+    return urlunsplit(parts._replace(path=manifests.CANARY_PATH + parts.path))
 
 
 def rollout_pending(name: str, d: Any) -> str:

@@ -25,8 +25,18 @@ TEMPLATES = (
     "hpa.yaml.j2",
     "prometheusrule.yaml.j2",
     "dashboard.yaml.j2",
+    "httproute.yaml.j2",
 )
 PREFIX = "dev.lepton-ci"
+# Rollouts on Kubernetes. `traffic: replicas`: both tracks' pods carry this label (the stable
+# Deployment's name) and the one Service selects on it; the Deployments' own selectors stay
+# apart (instance differs), as two controllers must never claim the same pods.
+SERVICE_LABEL = f"{PREFIX}/service"
+# `traffic: gateway`: requests with this header, or under this path prefix (rewritten to `/`),
+# always reach the candidate: the deploy checks and a person's curl target it alone through
+# the address clients use.
+TRACK_HEADER = "x-lepton-track"
+CANARY_PATH = "/lepton-canary"
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,86 @@ class Release:
 CANARY_SUFFIX = "-canary"
 
 
+def canary_name(name: str) -> str:
+    """The candidate's object name beside the serving one called `name`."""
+    return name[: 63 - len(CANARY_SUFFIX)].rstrip("-") + CANARY_SUFFIX
+
+
+def traffic(env: DeployEnvironment, deploy: DeployConfig) -> str | None:
+    """How a Kubernetes rollout splits requests (`gateway`, `replicas`), None when the
+    environment replaces its revision all at once (or runs on podman, whose splitter is nginx)."""
+    if deploy.target != "kubernetes" or env.rollout.strategy == "all-at-once":
+        return None
+    return env.rollout.traffic
+
+
+def route_rules(name: str, percent: int = 0, *, mirror: bool = False) -> list[dict[str, Any]]:
+    """The HTTPRoute rules of the environment `name`: its Service alone, or beside the
+    candidate's (`percent` of the requests by weight, or with `mirror` a copy of each), plus
+    the rules that reach the candidate alone. Shared by the templates and the target."""
+
+    def ref(service: str, weight: int | None = None) -> dict[str, Any]:
+        return {"name": service, "port": 80, **({} if weight is None else {"weight": weight})}
+
+    if not 0 <= percent <= 100:
+        raise ValueError(f"a weight is a percentage (0-100), not {percent}")
+    canary = canary_name(name)
+    if percent == 0 and not mirror:
+        return [{"backendRefs": [ref(name, 100)]}]
+    split: dict[str, Any] = {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+        "backendRefs": [ref(name, 100 - percent), ref(canary, percent)],
+    }
+    if mirror:
+        split["backendRefs"] = [ref(name, 100)]
+        split["filters"] = [{"type": "RequestMirror", "requestMirror": {"backendRef": ref(canary)}}]
+    return [
+        {
+            "matches": [{"headers": [{"type": "Exact", "name": TRACK_HEADER, "value": "canary"}]}],
+            "backendRefs": [ref(canary)],
+        },
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": CANARY_PATH}}],
+            "filters": [
+                {
+                    "type": "URLRewrite",
+                    "urlRewrite": {
+                        "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}
+                    },
+                }
+            ],
+            "backendRefs": [ref(canary)],
+        },
+        split,
+    ]
+
+
+def replica_split(replicas: int, percent: int) -> tuple[int, int, int]:
+    """`traffic: replicas`: (stable pods, candidate pods, the candidate's share in percent)
+    for a step of `percent`. One Service spreads requests evenly over the ready pods, so a
+    share is a ratio of pod counts. The rule: up to 50 % the serving revision keeps its
+    `replicas` pods and the candidate gets replicas * p / (100 - p) of its own (rounded half
+    up), at
+    least 1 and at most `replicas`; above 50 % the roles swap (the candidate has `replicas`,
+    the serving one replicas * (100 - p) / p, at least 1); at 100 % the candidate has
+    them all. The share said is what those counts give: replicas 4 at 10 % is 1 of 5 pods,
+    20 %. Capacity never drops below `replicas` and never exceeds twice it."""
+    n = max(replicas, 1)
+    if percent <= 0:
+        return n, 0, 0
+    if percent >= 100:
+        return 0, n, 100
+    if percent <= 50:
+        stable, canary = n, min(n, max(1, _half_up(n * percent / (100 - percent))))
+    else:
+        stable, canary = min(n, max(1, _half_up(n * (100 - percent) / percent))), n
+    return stable, canary, _half_up(100 * canary / (stable + canary))
+
+
+def _half_up(x: float) -> int:
+    return int(x + 0.5)
+
+
 def dns_name(*parts: str) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
     return name[:63].rstrip("-")
@@ -58,9 +148,10 @@ def _label_value(value: str) -> str:
 def render(
     env_name: str, env: DeployEnvironment, deploy: DeployConfig, release: Release, root: Path
 ) -> str:
-    name = dns_name(release.model, env_name)
-    if release.track == "canary":
-        name = name[: 63 - len(CANARY_SUFFIX)].rstrip("-") + CANARY_SUFFIX
+    stable_name = dns_name(release.model, env_name)
+    name = canary_name(stable_name) if release.track == "canary" else stable_name
+    split = traffic(env, deploy)
+    _check_rollout(env_name, env, split)
     selector = {
         "app.kubernetes.io/name": _label_value(release.model),
         "app.kubernetes.io/instance": name,
@@ -91,6 +182,15 @@ def render(
             }.items()
         )
     ]
+    pod_labels = {
+        **selector,
+        **{k: v for k, v in labels.items() if k.endswith(("/version", "/revision", "/track"))},
+    }
+    service_selector = selector
+    if split == "replicas":
+        pod_labels[SERVICE_LABEL] = stable_name
+        service_selector = {"app.kubernetes.io/name": selector["app.kubernetes.io/name"]}
+        service_selector[SERVICE_LABEL] = stable_name
     context: dict[str, Any] = {
         "name": name,
         "env": env,
@@ -99,9 +199,18 @@ def render(
         "track": release.track,
         "labels": labels,
         "selector": selector,
-        "pod_labels": {
-            **selector,
-            **{k: v for k, v in labels.items() if k.endswith(("/version", "/revision", "/track"))},
+        "pod_labels": pod_labels,
+        # rollouts (kubernetes): `gateway` or `replicas`, else None (all at once: as before)
+        "traffic": split,
+        "stable_name": stable_name,
+        "service_selector": service_selector,
+        "route": _route(env, stable_name) if split == "gateway" else {},
+        # the candidate's render carries the route too (created only where none exists yet,
+        # see KubernetesTarget.apply_canary), labelled as the serving revision's object
+        "route_labels": {
+            **{k: v for k, v in labels.items() if not k.endswith(("/version", "/revision"))},
+            "app.kubernetes.io/instance": stable_name,
+            f"{PREFIX}/track": "stable",
         },
         "annotations": annotations,
         "container_env": container_env,
@@ -138,6 +247,60 @@ def render(
             schemas.check(doc, user_dir / t)
         docs.append(yaml.safe_dump(doc, sort_keys=False))
     return "---\n".join(docs)
+
+
+def _check_rollout(env_name: str, env: DeployEnvironment, split: str | None) -> None:
+    """Refuse a rollout the cluster cannot carry out, before anything is applied."""
+    where = f"deploy.environments.{env_name}.rollout"
+    if split == "gateway" and env.rollout.gateway is None:
+        raise ConfigError(
+            f"{where}: `traffic: gateway` needs the Gateway the HTTPRoute attaches to",
+            hint=f"add `gateway: {{name: my-gateway, namespace: gateway-ns}}` under {where}, "
+            "or use `traffic: replicas` on a cluster without a Gateway",
+        )
+    if split == "replicas" and env.rollout.strategy == "shadow":
+        raise ConfigError(
+            f"{where}: a shadow rollout needs `traffic: gateway` (a Service cannot mirror "
+            "requests; the Gateway API's RequestMirror filter does)",
+            hint=f"set `traffic: gateway` and `gateway: {{name: ...}}` under {where}",
+        )
+    if split == "replicas" and env.hpa:
+        raise ConfigError(
+            f"deploy.environments.{env_name}: `traffic: replicas` splits by replica counts, "
+            "which the HorizontalPodAutoscaler (`hpa`) owns",
+            hint=f"use `traffic: gateway` under {where}, or remove `hpa`",
+        )
+
+
+def _route(env: DeployEnvironment, name: str) -> dict[str, Any]:
+    """The HTTPRoute's spec: the Gateway it attaches to, the host of the environment's url
+    (a Gateway API hostname is a DNS name, so an IP address or `localhost` adds none), and
+    the serving revision's Service alone (a rollout's steps change the rules)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    gw = env.rollout.gateway
+    if gw is None:  # _check_rollout refused it before
+        raise ConfigError("`traffic: gateway` without `rollout.gateway`")
+    parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway"}
+    parent["name"] = gw.name
+    if gw.namespace:
+        parent["namespace"] = gw.namespace
+    if gw.section_name:
+        parent["sectionName"] = gw.section_name
+    spec: dict[str, Any] = {"parentRefs": [parent]}
+    host = urlsplit(env.url or "").hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        host = ""
+    except ValueError:
+        pass
+    if "." in host and re.fullmatch(
+        r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", host
+    ):
+        spec["hostnames"] = [host]
+    spec["rules"] = route_rules(name)
+    return spec
 
 
 def _observability(model: str, env_name: str, name: str, env: DeployEnvironment) -> dict[str, Any]:

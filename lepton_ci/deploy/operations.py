@@ -62,7 +62,10 @@ def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) ->
             cfg.deploy,
             ctx.cfg.root,
             target=k8s_target.KubernetesTarget(
-                api, namespace, field_manager=cfg.deploy.field_manager
+                api,
+                namespace,
+                field_manager=cfg.deploy.field_manager,
+                url=env.url if env else None,  # canary_url: the candidate's path under it
             ),
             store=k8s_target.ConfigMapStore(api, namespace, manifests.dns_name(model, env_name)),
             log=log,

@@ -1,7 +1,10 @@
-"""prometheus-operator's published CRD schemas (ServiceMonitor, PrometheusRule), offline.
+"""Published CRD schemas, offline: prometheus-operator's (ServiceMonitor, PrometheusRule) and
+the Gateway API's (HTTPRoute).
 
-The npm package @kubernetes-models/prometheus-operator ships validators compiled from the
-CRDs' OpenAPI schemas; .ci/setup installs it into the test cache and node runs them here.
+The npm packages @kubernetes-models/prometheus-operator and @kubernetes-models/gateway-api ship
+validators compiled from the CRDs' OpenAPI schemas; .ci/setup installs them into the test
+cache and node runs them here. (The schemas' CEL rules, x-kubernetes-validations, are not
+compiled into them: those only an API server checks.)
 """
 
 from __future__ import annotations
@@ -22,6 +25,22 @@ SCHEMAS = (
     / "prometheus-operator"
     / "_schemas"
 )
+GATEWAY_API = (
+    CACHE
+    / "crd-gateway-api-2.0.0"
+    / "node_modules"
+    / "@kubernetes-models"
+    / "gateway-api"
+    / "_schemas"
+)
+# apiVersion -> (where its validators are, the prefix of their module names)
+MODULES = {
+    "monitoring.coreos.com/v1": (
+        SCHEMAS,
+        "ComGithubPrometheusOperatorPrometheusOperatorPkgApisMonitoringV1",
+    ),
+    "gateway.networking.k8s.io/v1": (GATEWAY_API, "IoK8sSigsGatewayApiApisV1"),
+}
 _RUN = """
 const { validate } = await import(process.argv[1]);
 let input = "";
@@ -33,15 +52,13 @@ process.exit(ok ? 0 : 1);
 
 
 def available() -> bool:
-    return SCHEMAS.is_dir() and shutil.which("node") is not None
+    return all(d.is_dir() for d, _ in MODULES.values()) and shutil.which("node") is not None
 
 
 def violations(obj: dict[str, Any]) -> list[dict[str, Any]]:
     """What the published schema of the object's kind says is wrong with it ([] if nothing)."""
-    module = (
-        SCHEMAS
-        / f"ComGithubPrometheusOperatorPrometheusOperatorPkgApisMonitoringV1{obj['kind']}.js"
-    )
+    where, prefix = MODULES.get(obj["apiVersion"], (CACHE, "-"))
+    module = where / f"{prefix}{obj['kind']}.js"
     if not module.is_file():
         raise LookupError(f"no published schema for {obj['apiVersion']} {obj['kind']}")
     proc = subprocess.run(

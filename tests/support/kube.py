@@ -20,7 +20,18 @@ The stand-in adds what lepton-ci meets on a real cluster:
 - time is virtual: nothing happens until the test (or the code under test, through the
   sleep it is handed) calls `advance`, which runs the controllers once per `tick`. No test
   waits for a wall clock, and every budget is counted in virtual seconds.
-A service front (`service_url`) answers for whichever pod of a Deployment is ready.
+- a Deployment's `spec.selector` is immutable (422 "field is immutable", as the API server
+  answers), so a render that changed it fails here as it would on a cluster;
+- HTTPRoute (Gateway API, gateway.networking.k8s.io/v1) is served as a custom resource with
+  server-side apply like every object; `gateway_api=False` is a cluster without its CRDs
+  (404 on its path).
+A service front (`service_url`) answers for whichever ready pod a Service selects (any
+Deployment's, by the pods' labels, as kube-proxy does), or a Deployment's of that name where
+no Service exists; `gateway_url` answers as a Gateway would for one HTTPRoute: its matches
+(headers, path prefix), URLRewrite, backend weights (smooth weighted round robin: at 90/10
+exactly one request in ten goes to the second) and RequestMirror (a copy sent to the mirror's
+pods, its answer thrown away; counted in `mirrored`). Every answer's body is the image of
+the pod that gave it; `served` counts answers per (namespace, Service).
 """
 
 from __future__ import annotations
@@ -64,6 +75,7 @@ class GenerationEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         self.patches: list[Patch] = []
         self.owners: dict[tuple[str, str | None, str], ssa.Owners] = {}
         self.clock = lambda: 0.0  # the cluster's virtual seconds, for managedFields' time
+        self.gateway_api = True  # the Gateway API CRDs are installed
 
     async def _handle(self, request: Any) -> Any:
         if request.resource is None:
@@ -79,6 +91,12 @@ class GenerationEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         elif writes and isinstance(data, dict):
             self._fault(request)
             data.setdefault("metadata", {})["resourceVersion"] = str(next(self.versions))
+        if request.resource.plural == "httproutes" and not self.gateway_api:
+            raise KubernetesError(  # the API server's answer for a kind nobody installed
+                status=404,
+                reason="NotFound",
+                message="the server could not find the requested resource",
+            )
         if request.action == enums.action.DELETE and request.name:
             self.owners.pop((request.resource.plural, request.namespace, request.name), None)
         return await super()._handle(request)
@@ -132,13 +150,20 @@ class GenerationEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                     message=str(c),
                     details={"name": name, "kind": request.resource.plural, "causes": c.causes()},
                 ) from None
-        elif request.action == enums.action.CREATE or old is None:
+        elif old is None and request.action != enums.action.CREATE:
+            raise KubernetesError(  # only an apply patch creates what does not exist
+                status=404,
+                reason="NotFound",
+                message=f'{request.resource.plural} "{name}" not found',
+            )
+        elif request.action == enums.action.CREATE:
             new = copy.deepcopy(body)
             owners.update(None, new, manager)
         else:
             new = copy.deepcopy(dict(patch_dict(old, data)))  # kmock's merge shares subtrees
             owners.update(old, new, manager)
         _default(request.resource.plural, new)
+        _immutable(request.resource.plural, name, old, new)
         meta = new.setdefault("metadata", {})
         meta.pop("managedFields", None)
         meta["resourceVersion"] = str(next(self.versions))
@@ -206,6 +231,21 @@ def _default(plural: str, obj: dict[str, Any]) -> None:
         ru = strategy.setdefault("rollingUpdate", {})
         ru.setdefault("maxSurge", "25%")
         ru.setdefault("maxUnavailable", "25%")
+
+
+def _immutable(plural: str, name: str, old: Any, new: dict[str, Any]) -> None:
+    """The API server's ValidateDeploymentUpdate: a Deployment's selector never changes."""
+    if plural != "deployments" or old is None:
+        return
+    before = (old.get("spec") or {}).get("selector")
+    after = (new.get("spec") or {}).get("selector")
+    if before is not None and after != before:
+        raise KubernetesError(
+            status=422,
+            reason="Invalid",
+            message=f'Deployment.apps "{name}" is invalid: spec.selector: Invalid value: '
+            f"{json.dumps(after, sort_keys=True)}: field is immutable",
+        )
 
 
 def _merge_patch(old: Any, new: Any) -> dict[str, Any]:
@@ -278,6 +318,7 @@ class Pod:
     image: str
     created: float  # virtual seconds
     env: frozenset[tuple[str, str]] = frozenset()  # its container's environment
+    labels: tuple[tuple[str, str], ...] = ()  # its template's labels: what Services select
     ready: bool = False
     restarts: int = 0
 
@@ -302,7 +343,9 @@ def _scaled(value: Any, replicas: int, *, up: bool) -> int:
 
 
 class Cluster:
-    def __init__(self, tick: float = 1.0, pod_start: float = 2.0) -> None:
+    def __init__(
+        self, tick: float = 1.0, pod_start: float = 2.0, *, gateway_api: bool = True
+    ) -> None:
         self.url = ""
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -330,6 +373,9 @@ class Cluster:
         self._lock = threading.RLock()
         assert self.emulator is not None
         self.emulator.clock = self.now
+        self.emulator.gateway_api = gateway_api
+        self.served: dict[tuple[str, str], int] = {}  # (namespace, Service) -> answers
+        self.mirrored: dict[tuple[str, str], int] = {}  # (namespace, Service) -> copies
         self._front = self._serve_front()
 
     def _run(self) -> None:
@@ -373,28 +419,128 @@ class Cluster:
     def service_url(self, namespace: str, name: str) -> str:
         return f"http://127.0.0.1:{self._front.server_address[1]}/{namespace}/{name}"
 
+    def gateway_url(self, namespace: str, route: str) -> str:
+        """The address a Gateway gives the HTTPRoute `route`. Its `-gateway/NS/ROUTE` part
+        stands for a host: a path put before it (`/lepton-canary/-gateway/...`) is part of the
+        request's path, as it would be after a real Gateway's host."""
+        return f"http://127.0.0.1:{self._front.server_address[1]}/-gateway/{namespace}/{route}"
+
+    def _read(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A stored Service or HTTPRoute (None if absent), from the emulator's own store: each
+        request through the front reads it, and an API call per request costs more than the
+        rest of the test."""
+        assert self.emulator is not None
+        for _ in range(3):  # the emulator's thread may add an object while we look
+            try:
+                for key, obj in list(self.emulator._objects.items()):
+                    if (key[0].plural, key[1], key[2]) == (plural, namespace, name):
+                        return None if obj.deleted else copy.deepcopy(dict(obj.raw))
+                return None
+            except RuntimeError:
+                continue
+        return None
+
+    def _endpoints(self, namespace: str, service: str) -> list[Pod]:
+        """The ready pods a Service selects (every Deployment's in its namespace, by the pods'
+        labels), or, where no such Service exists, a Deployment's of that name."""
+        svc = self._read("services", namespace, service)
+        with self._lock:
+            if svc is None:
+                r = self.rollouts.get((namespace, service))
+                return [p for p in r.pods if p.ready] if r else []
+            want = set(((svc.get("spec") or {}).get("selector") or {}).items())
+            return [
+                p
+                for (ns, _), r in self.rollouts.items()
+                if ns == namespace
+                for p in r.pods
+                if p.ready and want and want <= set(p.labels)
+            ]
+
+    def _answer(self, namespace: str, service: str, turn: Any) -> tuple[int, bytes]:
+        up = self._endpoints(namespace, service)
+        if not up:
+            return 503, b"no endpoints available"
+        pod = up[next(turn) % len(up)]
+        with self._lock:
+            key = (namespace, service)
+            self.served[key] = self.served.get(key, 0) + 1
+        return (500 if pod.image in self.sick else 200), pod.image.encode()
+
+    def _route(
+        self, namespace: str, name: str, path: str, headers: Any, turns: dict[Any, Any]
+    ) -> tuple[int, bytes, str]:
+        """One request through the HTTPRoute `name`: (status, body, the path the backend saw)."""
+        route = self._read("httproutes", namespace, name)
+        if route is None:
+            return 404, b"no route", path
+        best: tuple[tuple[int, int], dict[str, Any], str] | None = None
+        for rule in (route.get("spec") or {}).get("rules") or []:
+            for m in rule.get("matches") or [{}]:
+                prefix = (m.get("path") or {}).get("value", "/")
+                heads = m.get("headers") or []
+                if not (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
+                    continue
+                if any(headers.get(h["name"]) != h["value"] for h in heads):
+                    continue
+                rank = (len(prefix), len(heads))  # Gateway API precedence: path, then headers
+                if best is None or rank > best[0]:
+                    best = (rank, rule, prefix)
+        if best is None:
+            return 404, b"no rule matches", path
+        _, rule, prefix = best
+        for f in rule.get("filters") or []:
+            if f["type"] == "URLRewrite":
+                to = f["urlRewrite"]["path"]["replacePrefixMatch"]
+                path = to.rstrip("/") + "/" + path[len(prefix) :].lstrip("/")
+            elif f["type"] == "RequestMirror":
+                mirror = f["requestMirror"]["backendRef"]["name"]
+                if self._endpoints(namespace, mirror):  # its answer is thrown away
+                    with self._lock:
+                        key = (namespace, mirror)
+                        self.mirrored[key] = self.mirrored.get(key, 0) + 1
+        refs = [r for r in rule.get("backendRefs") or [] if r.get("weight", 1) > 0]
+        if not refs:
+            return 500, b"no backend with weight", path
+        # smooth weighted round robin (nginx's): exact shares over every `total` requests,
+        # interleaved (50/50 alternates; 90/10 sends one request in ten to the second)
+        weights = [r.get("weight", 1) for r in refs]
+        with self._lock:
+            current = turns.setdefault((namespace, name, json.dumps(refs)), [0] * len(refs))
+            for i, wt in enumerate(weights):
+                current[i] += wt
+            pick = max(range(len(refs)), key=lambda i: current[i])
+            current[pick] -= sum(weights)
+        r = refs[pick]
+        code, body = self._answer(namespace, r["name"], turns.setdefault("pods", itertools.count()))
+        return code, body, path
+
     def _serve_front(self) -> ThreadingHTTPServer:
         cluster = self
         turn = itertools.count()
+        turns: dict[Any, Any] = {}
 
         class Front(BaseHTTPRequestHandler):
             def log_message(self, *a: object) -> None:
                 pass
 
             def do_GET(self) -> None:
-                parts = self.path.strip("/").split("/")
-                with cluster._lock:
-                    r = cluster.rollouts.get((parts[0], parts[1])) if len(parts) > 1 else None
-                    up = [p for p in r.pods if p.ready] if r else []
-                    pod = up[next(turn) % len(up)] if up else None
-                if pod is None:
-                    code, body = 503, b"no endpoints available"
-                elif pod.image in cluster.sick:
-                    code, body = 500, pod.image.encode()
+                parts = self.path.split("?")[0].strip("/").split("/")
+                seen = "/" + "/".join(parts[2:])
+                at = parts.index("-gateway") if "-gateway" in parts else -1
+                if at >= 0 and len(parts) > at + 2:
+                    # `-gateway/NS/ROUTE` stands for the Gateway's host: the request's path is
+                    # what is around it (a client may put a prefix before it, as before a path)
+                    rest = "/" + "/".join(parts[:at] + parts[at + 3 :])
+                    ns, route = parts[at + 1], parts[at + 2]
+                    code, body, seen = cluster._route(ns, route, rest, self.headers, turns)
+                elif len(parts) > 1:
+                    code, body = cluster._answer(parts[0], parts[1], turn)
                 else:
-                    code, body = 200, pod.image.encode()
+                    code, body = 404, b"no such service"
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Path", seen)  # the path the pod was asked for
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -469,6 +615,7 @@ class Cluster:
         digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
         container = template["spec"]["containers"][0]
         image = container["image"]
+        labels = tuple(sorted(((template.get("metadata") or {}).get("labels") or {}).items()))
         env = frozenset((e["name"], str(e.get("value"))) for e in container.get("env") or [])
         strategy = spec.get("strategy") or {}
         recreate = strategy.get("type") == "Recreate"
@@ -502,7 +649,7 @@ class Cluster:
         elif len(new) < want:
             room = want - len(new) if recreate else want + surge - len(r.pods)
             for _ in range(max(0, min(room, want - len(new)))):
-                r.pods.append(Pod(digest, image, now, env))
+                r.pods.append(Pod(digest, image, now, env, labels))
                 r.progressed_at = now
         old = [p for p in r.pods if p.template != digest]
         ready = sum(p.ready for p in r.pods)
