@@ -85,3 +85,12 @@ def stop_splitters(root: Path) -> None:
         if argv.startswith("nginx: master process") and f" -p {root}/" in argv:
             with suppress(ProcessLookupError):
                 os.kill(int(cmdline.parent.name), signal.SIGQUIT)
+
+
+@contextmanager
+def splitters_stopped(root: Path) -> Iterator[None]:
+    """For benches: the splitters their deploys start under `root` stop when they end."""
+    try:
+        yield
+    finally:
+        stop_splitters(root)
