@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from lepton_ci.core.context import Context  # noqa: E402
 from lepton_ci.deploy.deployer import DeployFailed  # noqa: E402
 from lepton_ci.deploy.operations import deployer, release  # noqa: E402
+from tests.support.backends import splitters_stopped  # noqa: E402
 from tests.support.services import free_port, local_services  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "digits"
@@ -39,7 +40,11 @@ def sh(*cmd, cwd=None):
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as d, local_services(Path(d)) as (reg, podman, bases):
+    with (
+        tempfile.TemporaryDirectory() as d,
+        local_services(Path(d)) as (reg, podman, bases),
+        splitters_stopped(Path(d)),
+    ):
         tmp = Path(d)
         base = bases["python"]
         for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):

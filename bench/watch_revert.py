@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lepton_ci.core.config import load  # noqa: E402
+from tests.support.backends import splitters_stopped  # noqa: E402
 from tests.support.prometheus import PrometheusServer  # noqa: E402
 from tests.support.services import free_port, local_services  # noqa: E402
 from tests.support.traffic import Traffic, degrade_later  # noqa: E402
@@ -50,7 +51,11 @@ def serving(url: str) -> str:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as d, local_services(Path(d)) as (reg, podman, bases):
+    with (
+        tempfile.TemporaryDirectory() as d,
+        local_services(Path(d)) as (reg, podman, bases),
+        splitters_stopped(Path(d)),
+    ):
         tmp = Path(d)
         for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF"):
             os.environ[k] = podman.env[k]

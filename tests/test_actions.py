@@ -341,6 +341,7 @@ def push_to_main(tmp_path, port, *, home, venv, action, services):
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
         stop_splitters(tmp_path)
+        stop_splitters(home)  # act deploys from its host workspace in HOME
 
 
 def test_promote_button_obeys_the_policy_and_deploys_the_existing_image(
@@ -402,6 +403,7 @@ def promote(tmp_path, port, *, home, venv, action, services, capsys):
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
         stop_splitters(tmp_path)
+        stop_splitters(home)  # act deploys from its host workspace in HOME
 
 
 def test_pushing_a_stage_tag_promotes_or_is_deleted(tmp_path, home, venv, action, services, capsys):
@@ -472,6 +474,7 @@ def stage_tag(tmp_path, port, *, home, venv, action, services, capsys):
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
         stop_splitters(tmp_path)
+        stop_splitters(home)  # act deploys from its host workspace in HOME
 
 
 def test_the_rollback_button_is_recorded_as_a_github_deployment(
@@ -535,6 +538,7 @@ def rollback_button(tmp_path, port, *, home, venv, action, services, capsys, mon
     finally:
         podman("pod", "rm", "-af", "-t", "0", check=False)
         stop_splitters(tmp_path)
+        stop_splitters(home)  # act deploys from its host workspace in HOME
 
 
 STEP_ACTIONS = """\

@@ -6,7 +6,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -66,9 +66,31 @@ def backends(*tags: str, status: int = 200) -> Iterator[list[Backend]]:
 
 def stop_splitters(root: Path) -> None:
     """Stop every splitter (nginx) a test's deploys started under `root`: they outlive the
-    lepton-ci command that started them, as they must, but not the test."""
+    lepton-ci command that started them, as they must, but not the test. Found by their pid
+    files, and by their command line where the files went with their directory (act removes
+    its host workspace after a run)."""
+    import os
+    import signal
+
     from lepton_ci.rollout.splitter import Splitter
 
     for pid_file in root.rglob("*.splitter/nginx.pid"):
         prefix = pid_file.parent
         Splitter(prefix.parent, prefix.name.removesuffix(".splitter"), 0).stop()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if argv.startswith("nginx: master process") and f" -p {root}/" in argv:
+            with suppress(ProcessLookupError):
+                os.kill(int(cmdline.parent.name), signal.SIGQUIT)
+
+
+@contextmanager
+def splitters_stopped(root: Path) -> Iterator[None]:
+    """For benches: the splitters their deploys start under `root` stop when they end."""
+    try:
+        yield
+    finally:
+        stop_splitters(root)
