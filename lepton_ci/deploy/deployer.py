@@ -227,6 +227,22 @@ class Deployer:
                         self.log(f"{self.env_name}: the repair after the interruption failed: {e}")
                 raise
 
+    def new_revision(self, release: manifests.Release, text: str, description: str) -> Revision:
+        """A pending revision of `release` (numbered by it), its rendered manifests `text`."""
+        return Revision(
+            number=release.revision,
+            env=self.env_name,
+            model=self.model,
+            version=release.version,
+            image=release.image,
+            record_digest=release.record_digest,
+            manifests=text,
+            who=release.who,
+            run_url=release.run_url,
+            description=description,
+            created_at=now(),
+        )
+
     # -- operations ----------------------------------------------------------------------
 
     def deploy(self, release: manifests.Release, *, dry_run: bool = False) -> DeployOutcome:
@@ -237,19 +253,7 @@ class Deployer:
             revs = self.store.list()
             number = next_number(revs)
             release = manifests.Release(**{**release.__dict__, "revision": number})
-            rev = Revision(
-                number=number,
-                env=self.env_name,
-                model=self.model,
-                version=release.version,
-                image=release.image,
-                record_digest=release.record_digest,
-                manifests=self.render(release),
-                who=release.who,
-                run_url=release.run_url,
-                description=f"deploy {release.version}",
-                created_at=now(),
-            )
+            rev = self.new_revision(release, self.render(release), f"deploy {release.version}")
             outcome.revision = rev
             if dry_run:
                 return outcome

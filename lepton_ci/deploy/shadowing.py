@@ -44,6 +44,8 @@ class Environment(Protocol):
 
     def render(self, release: Release) -> str: ...
 
+    def new_revision(self, release: Release, text: str, description: str) -> Revision: ...
+
 
 def run(d: Environment, release: Release) -> ShadowResult:
     """The shadow rollout of `release` in `d`'s environment, its lock held by the caller
@@ -67,20 +69,9 @@ def run(d: Environment, release: Release) -> ShadowResult:
             "applies once a revision serves",
         )
     number = next_number(revs)
-    text = d.render(replace(release, revision=number, track="canary"))
-    rev = Revision(
-        number=number,
-        env=d.env_name,
-        model=d.model,
-        version=release.version,
-        image=release.image,
-        record_digest=release.record_digest,
-        manifests=text,
-        who=release.who,
-        run_url=release.run_url,
-        description=f"shadow {release.version} beside {serving.version}",
-        created_at=now(),
-    )
+    release = replace(release, revision=number, track="canary")
+    text = d.render(release)
+    rev = d.new_revision(release, text, f"shadow {release.version} beside {serving.version}")
     d.store.save(rev)  # pending: a killed job leaves it for the repair
     started_at, t0 = now(), time.monotonic()
     try:
