@@ -299,6 +299,8 @@ def test_accept_tag_passes_once_the_soak_is_met(repo):
         ("{stage: staging, min_requests: -1}", "`stages.prod.requires.min_requests`"),
         ("{stage: staging, soke: 1h}", "`stages.prod.requires.soke`: unknown key; did you mean"),
         ("{soak: 1h}", "`stages.prod.requires.stage`: required key is missing"),
+        ("{stage: staging, soak: 99999999999d}", "longer than a year"),
+        ("{stage: staging, soak: 1h30}", "is not a duration"),
         ("{stage: qa, soak: 1h}", "stage `prod` requires `qa`, which is not a declared stage"),
     ],
 )
