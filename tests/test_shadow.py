@@ -21,7 +21,7 @@ from lepton_ci.deploy import shadowing as shadow_gate
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.releases import FileStore, Revision
-from lepton_ci.rollout.comparator import Answer, Comparator, Tally, compare
+from lepton_ci.rollout.comparator import Answer, Comparator, Mirrored, Tally, compare
 from lepton_ci.rollout.shadow import judge
 from tests.support.answers import ModelServer, label, servers
 
@@ -136,6 +136,16 @@ def test_agreement_is_computed_from_the_answers_both_tracks_give() -> None:
     assert tally.agreement == pytest.approx(0.8)
     assert len(tally.examples) == 4 and "1 of 1 differ" in tally.examples[0]
     assert (stable.received, cand.received) == (20, 20)
+
+
+def test_a_disagreement_s_example_keeps_no_query_string_a_secret_may_be_in() -> None:
+    # Examples are kept in git and shown in the PR comment and on the site: a client's
+    # `?api_key=` must not travel there with them.
+    comp = Comparator("http://127.0.0.1:1", "http://127.0.0.1:1", wanted=1, pace=None)
+    comp._queued = 1
+    req = Mirrored("POST", "/predict?api_key=s3cr3t-token&x=1", (), b"{}")
+    comp._count(req, compare(ok([1]), ok([2]), regression=False))
+    assert comp.snapshot().examples == ["POST /predict (query not kept): 1 of 1 differ"]
 
 
 def test_batched_requests_are_compared_prediction_by_prediction() -> None:

@@ -375,7 +375,11 @@ class Comparator:
                 disagreed = o.candidate_error or (not self.regression and o.agreed < o.predictions)
                 if disagreed and len(t.examples) < EXAMPLES:
                     what = o.why or f"{o.predictions - o.agreed} of {o.predictions} differ"
-                    t.examples.append(f"{req.method} {req.target[:200]}: {what}")
+                    # The path only: a query string may carry a client's key or token
+                    # (`?api_key=`), and the examples go to git, the PR comment and the site.
+                    path = req.target.split("?", 1)[0].split("#", 1)[0][:200]
+                    query = " (query not kept)" if "?" in req.target else ""
+                    t.examples.append(f"{req.method} {path}{query}: {what}")
             # Enough queued to reach `wanted` if none of it turns out not comparable: stop
             # queueing, so the serving revision is asked no more than it must be.
             self._enough = t.compared + self._queued >= self.wanted
