@@ -421,8 +421,48 @@ def test_a_deploy_without_a_passing_shadow_is_refused_with_the_command_that_runs
     shadows.write(ctx.git, result("qa"))  # a pass elsewhere does not count here
     with pytest.raises(ShadowError):
         shadow_gate.require(ctx, d, rel)
-    shadows.write(ctx.git, result())
+    shadows.write(ctx.git, result(revision=2))
+    with pytest.raises(ShadowError, match="names shadow revision 2, which staging's history"):
+        shadow_gate.require(ctx, d, rel)  # a pass pushed by hand: this history never ran it
+    shadowed(d, 2)
     shadow_gate.require(ctx, d, rel)  # allowed
+
+
+def shadowed(d: Deployer, number: int, digest: str = DIGEST, status: str = "shadowed") -> None:
+    d.store.save(
+        Revision(
+            number=number,
+            env="staging",
+            model="digits",
+            version="1.1.0",
+            image="r/d@sha256:" + "1" * 64,
+            record_digest=digest,
+            manifests="",
+            status=status,  # type: ignore[arg-type]
+        )
+    )
+
+
+def test_a_forged_pass_is_not_believed_without_the_shadow_revision_it_names(
+    toy_repo: Path, tmp_path: Path
+) -> None:
+    # What a writer of refs/lepton-ci/shadow/... (not of the target) can forge: a pass naming
+    # a revision that does not exist, one of another record, or one that failed.
+    ctx = Context.load(cwd=toy_repo)
+    d, rel = gate_world(tmp_path)
+    serving(d)
+    shadowed(d, 2, digest=OTHER)
+    for number in (None, 2, 7):
+        shadows.write(ctx.git, result(revision=number))
+        with pytest.raises(ShadowError, match="not believed"):
+            shadow_gate.require(ctx, d, rel)
+    shadowed(d, 3, status="failed")
+    shadows.write(ctx.git, result(revision=3))
+    with pytest.raises(ShadowError, match="not believed"):
+        shadow_gate.require(ctx, d, rel)
+    shadowed(d, 4)
+    shadows.write(ctx.git, result(revision=4))
+    shadow_gate.require(ctx, d, rel)  # the one it ran
 
 
 def test_the_gate_is_only_for_the_shadow_strategy_and_not_for_what_already_serves(
@@ -435,6 +475,22 @@ def test_the_gate_is_only_for_the_shadow_strategy_and_not_for_what_already_serve
     d, rel = gate_world(tmp_path / "b")
     serving(d, digest=DIGEST)  # a redeploy of the version serving
     shadow_gate.require(ctx, d, rel)
+
+
+def test_the_shadow_strategy_on_kubernetes_is_refused_before_the_first_release(
+    toy_repo: Path, tmp_path: Path
+) -> None:
+    # `deploy --shadow` cannot run there: a gate that could never be earned would let the
+    # first release out and refuse every later one.
+    rollout = {"strategy": "shadow", "traffic": "gateway", "gateway": {"name": "edge"}}
+    prod = {"url": "https://digits.example.com", "rollout": rollout}
+    deploy = DeployConfig(target="kubernetes", environments={"prod": prod})  # type: ignore[arg-type,dict-item]
+    store = FileStore(tmp_path / "s")
+    d = Deployer("digits", "prod", deploy, tmp_path, target=None, store=store)  # type: ignore[arg-type]
+    rel = Release("digits", "1.1.0", "r/d@sha256:" + "1" * 64, DIGEST, 0)
+    with pytest.raises(ShadowError, match="can never be passed") as e:
+        shadow_gate.require(Context.load(cwd=toy_repo), d, rel)
+    assert "strategy: canary" in e.value.hint
 
 
 # -- shown beside the offline metrics: the PR comment and the site, escaped --------------------
