@@ -60,6 +60,37 @@ def canary_name(name: str) -> str:
     return name[: 63 - len(CANARY_SUFFIX)].rstrip("-") + CANARY_SUFFIX
 
 
+def object_names(model: str, env_name: str, env: DeployEnvironment) -> set[str]:
+    """The object names an environment on Kubernetes uses: its own, and its candidate's when
+    its rollouts run one."""
+    stable = dns_name(model, env_name)
+    return {stable} if env.rollout.strategy == "all-at-once" else {stable, canary_name(stable)}
+
+
+def check_names(deploys: dict[str, DeployConfig], model: str, env_name: str) -> None:
+    """Refuse an environment whose objects would be named like another's in its namespace:
+    `digits` `prod`'s candidate and `digits` `prod-canary` are both `digits-prod-canary`, and
+    names are cut at 63 characters. Each would apply over the other's objects, and removing a
+    candidate deletes every object labelled with its name, the other environment's too."""
+    env = deploys[model].environments[env_name]
+    mine = object_names(model, env_name, env)
+    for other_model, deploy in deploys.items():
+        if deploy.target != "kubernetes":
+            continue
+        for other_env, o in deploy.environments.items():
+            if (other_model, other_env) == (model, env_name) or o.namespace != env.namespace:
+                continue
+            shared = mine & object_names(other_model, other_env, o)
+            if shared:
+                raise ConfigError(
+                    f"deploy.environments.{env_name} of {model} and deploy.environments."
+                    f"{other_env} of {other_model} would both name objects "
+                    f"`{sorted(shared)[0]}` in namespace {env.namespace}: each would apply "
+                    "over, and prune, the other's",
+                    hint="rename one environment, or give it its own `namespace`",
+                )
+
+
 def traffic(env: DeployEnvironment, deploy: DeployConfig) -> str | None:
     """How a Kubernetes rollout splits requests (`gateway`, `replicas`), None when the
     environment replaces its revision all at once (or runs on podman, whose splitter is nginx)."""
