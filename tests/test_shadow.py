@@ -368,6 +368,27 @@ def test_a_clone_fetches_the_result_the_shadow_pushed(toy_repo: Path, tmp_path: 
     assert shadows.fetch(Git(toy_repo), "sha256-" + "ef" * 32) is None  # none there: no error
 
 
+def test_a_clone_with_an_older_result_reads_the_remote_s_newer_one(
+    toy_repo: Path, tmp_path: Path
+) -> None:
+    # A persistent runner kept the failed shadow; the pass since pushed from elsewhere is the
+    # verdict. A result kept here and not pushed (newer than the remote's) stays.
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    g = Git(toy_repo)
+    g.run(["remote", "add", "origin", str(remote)])
+    shadows.write(g, result(verdict="fail"))
+    assert shadows.push(g, DIGEST) is None
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)
+    assert not shadows.read(Git(clone), DIGEST)["staging"].passed
+    shadows.write(g, result())
+    assert shadows.push(g, DIGEST) is None
+    assert shadows.read(Git(clone), DIGEST)["staging"].passed
+    shadows.write(Git(clone), result(verdict="fail", seen=7))  # not pushed
+    assert shadows.read(Git(clone), DIGEST)["staging"].seen == 7
+
+
 def test_a_result_that_names_another_record_or_environment_is_not_taken(toy_repo: Path) -> None:
     g = Git(toy_repo)
     forged = result(record_digest=OTHER)  # kept under DIGEST's ref by hand, naming OTHER
