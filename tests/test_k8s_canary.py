@@ -673,3 +673,27 @@ def test_environments_whose_objects_share_a_name_are_refused_before_anything_is_
     environments[first]["namespace"] = "other"
     write_config(tmp_path, environments)
     deployer(Context.load(cwd=tmp_path), "digits", first, api_client=object())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("url", "hostnames"),
+    [
+        ("https://Digits.Example.com:8443/api", ["digits.example.com"]),
+        ("https://digits.example.com./", ["digits.example.com"]),  # a fully qualified name
+        ("http://[::1]:8080", None),
+        ("http://localhost:8080", None),
+    ],
+)
+def test_the_route_s_hostname_is_the_url_s_host(url: str, hostnames: list[str] | None) -> None:
+    route = manifests.objects(render(url=url, rollout=GATEWAY))[-1]
+    assert route["kind"] == "HTTPRoute" and route["spec"].get("hostnames") == hostnames
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("host", ["my_model.example.com", "x" * 64 + ".example.com"])
+def test_a_host_no_route_can_match_is_refused_not_dropped(host: str) -> None:
+    # Without `hostnames` the route would take every host's requests on its Gateway.
+    with pytest.raises(ConfigError) as e:
+        render(url=f"https://{host}", rollout=GATEWAY)
+    assert "deploy.environments.prod.url" in e.value.message and host in e.value.message

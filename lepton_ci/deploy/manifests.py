@@ -235,7 +235,7 @@ def render(
         "traffic": split,
         "stable_name": stable_name,
         "service_selector": service_selector,
-        "route": _route(env, stable_name) if split == "gateway" else {},
+        "route": _route(env, stable_name, env_name) if split == "gateway" else {},
         # the candidate's render carries the route too (created only where none exists yet,
         # see KubernetesTarget.apply_canary), labelled as the serving revision's object
         "route_labels": {
@@ -303,7 +303,7 @@ def _check_rollout(env_name: str, env: DeployEnvironment, split: str | None) -> 
         )
 
 
-def _route(env: DeployEnvironment, name: str) -> dict[str, Any]:
+def _route(env: DeployEnvironment, name: str, env_name: str = "") -> dict[str, Any]:
     """The HTTPRoute's spec: the Gateway it attaches to, the host of the environment's url
     (a Gateway API hostname is a DNS name, so an IP address or `localhost` adds none), and
     the serving revision's Service alone (a rollout's steps change the rules)."""
@@ -320,15 +320,24 @@ def _route(env: DeployEnvironment, name: str) -> dict[str, Any]:
     if gw.section_name:
         parent["sectionName"] = gw.section_name
     spec: dict[str, Any] = {"parentRefs": [parent]}
-    host = urlsplit(env.url or "").hostname or ""
+    host = (urlsplit(env.url or "").hostname or "").rstrip(".")  # `h.example.com.`: FQDN
     try:
         ipaddress.ip_address(host)
         host = ""
     except ValueError:
         pass
-    if "." in host and re.fullmatch(
-        r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", host
-    ):
+    if "." in host:
+        # A host the Gateway API refuses as a hostname is an error, never a route without
+        # `hostnames`: that one would take every host's requests the Gateway has no other
+        # route for.
+        label = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+        if len(host) > 253 or not re.fullmatch(rf"(\*\.)?{label}(\.{label})*", host):
+            raise ConfigError(
+                f"deploy.environments.{env_name}.url: `{host}` is not a hostname an HTTPRoute "
+                "can match (letters, digits and `-`, labels of at most 63 characters)",
+                hint="give `url` the DNS name clients use, or an IP address (the route then "
+                "matches every host of its Gateway listener)",
+            )
         spec["hostnames"] = [host]
     spec["rules"] = route_rules(name)
     return spec
