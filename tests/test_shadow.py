@@ -296,7 +296,13 @@ def test_too_few_requests_within_the_timeout_is_a_fail_that_says_how_many() -> N
     t = Tally(seen=120, compared=90, predictions=90, agreed=90, incomparable={"serving: x": 30})
     passed, why = judge(t, e, finished=False)
     assert not passed
-    assert why == "only 90 of 500 requests compared within 30 s (120 mirrored, 30 not comparable)"
+    assert why == (
+        "only 90 of 500 requests compared within 30 s (120 mirrored, 30 not comparable "
+        "(serving: x))"
+    )
+    # what nothing could be compared for is said, the commonest why first
+    t = Tally(seen=9, incomparable={"serving: HTTP 404": 8, "serving: not JSON": 1})
+    assert "9 not comparable (serving: HTTP 404)" in judge(t, e, finished=True)[1]
 
 
 # -- the result in git, and the gate a later deploy meets -------------------------------------
