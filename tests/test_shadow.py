@@ -443,8 +443,9 @@ def test_a_deploy_without_a_passing_shadow_is_refused_with_the_command_that_runs
     assert "no shadow result of it is recorded" in e.value.message
     assert "lepton-ci deploy staging --model digits --version 1.1.0 --shadow" in e.value.hint
     shadows.write(ctx.git, result(verdict="fail"))
-    with pytest.raises(ShadowError, match=r"its last shadow failed \(agreement 0.5000 below"):
+    with pytest.raises(ShadowError, match=r"its last shadow failed \(agreement 0.5000 below") as e:
         shadow_gate.require(ctx, d, rel)
+    assert "register a new version" in e.value.hint and "run the shadow first" not in e.value.hint
     shadows.write(ctx.git, result("qa"))  # a pass elsewhere does not count here
     with pytest.raises(ShadowError):
         shadow_gate.require(ctx, d, rel)

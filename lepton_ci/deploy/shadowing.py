@@ -234,13 +234,23 @@ def require(ctx: Context, d: Environment, rel: Release) -> None:
         )
     else:
         missing = f"its last shadow failed ({found.reason}; {found.summary()})"
+    run = (
+        f"run the shadow first: `{_command(d, rel)}` (the candidate answers a copy of "
+        f"{d.env.rollout.requests} live requests beside {serving.version}; clients get "
+        f"{serving.version}'s answers), then deploy again"
+    )
+    if found is not None and not found.passed:
+        # Telling to "run the shadow first" after it ran reads as if it had not been kept.
+        run = (
+            f"its answers differ from {found.serving_version}'s: fix the model and register "
+            f"a new version, or, if what it was compared on was wrong (too little traffic, "
+            f"requests the serving version refused), run the shadow again: `{_command(d, rel)}`"
+        )
     raise ShadowError(
         f"{d.env_name}: deploy of {d.model} {rel.version} refused: `rollout: {{strategy: "
         f"shadow}}` requires a passing shadow rollout of this version in {d.env_name}, and "
         f"{missing}",
-        hint=f"run the shadow first: `{_command(d, rel)}` (the candidate answers a copy of "
-        f"{d.env.rollout.requests} live requests beside {serving.version}; clients get "
-        f"{serving.version}'s answers), then deploy again",
+        hint=run,
     )
 
 
