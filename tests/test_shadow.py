@@ -40,6 +40,9 @@ def test_classification_counts_equal_labels_element_by_element() -> None:
     assert (o.judged, o.predictions, o.agreed, o.candidate_error) == (True, 4, 3, False)
     o = compare(ok(["cat", "dog"]), ok(["cat", "dog"]), regression=False)
     assert (o.predictions, o.agreed) == (2, 2)
+    # labels as JSON has them: `true` and `1.0` are not the label `1` a client reads
+    o = compare(ok([1, 2, {"k": 0}]), ok([True, 2.0, {"k": 0}]), regression=False)
+    assert (o.predictions, o.agreed) == (3, 1)
 
 
 def test_regression_measures_the_absolute_error_per_prediction() -> None:

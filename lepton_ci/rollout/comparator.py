@@ -152,7 +152,7 @@ def compare(serving: Answer, candidate: Answer, *, regression: bool) -> Outcome:
             judged=True, why=f"candidate: {why}", predictions=len(want), candidate_error=True
         )
     if not regression:
-        agreed = sum(1 for a, b in zip(want, got, strict=True) if a == b)
+        agreed = sum(1 for a, b in zip(want, got, strict=True) if _same(a, b))
         return Outcome(judged=True, predictions=len(want), agreed=agreed)
     errors: list[float] = []
     for a, b in zip(want, got, strict=True):
@@ -171,6 +171,12 @@ def compare(serving: Answer, candidate: Answer, *, regression: bool) -> Outcome:
             sum(abs(x - y) for x, y in zip(na, nb, strict=True)) / len(na)  # type: ignore[operator]
         )
     return Outcome(judged=True, predictions=len(want), abs_errors=tuple(errors))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """The same label as JSON has it: Python's `==` holds `true == 1 == 1.0`, but a client
+    that reads the label `1` does not read `true` or `1.0` alike."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 Send = Callable[[str, Mirrored, float], Answer]
