@@ -634,3 +634,66 @@ def test_a_canary_deploy_by_replicas_records_the_shares_the_pods_gave(cluster: C
     assert answers(url, 20) == {CANDIDATE: 20}
     w = World(cluster, "e2erep", gateway=False)
     assert w.deployment("digits-prod").spec.replicas == 4
+
+
+def write_config(root: Path, environments: dict[str, Any]) -> None:
+    deploy = {"target": "kubernetes", "environments": environments}
+    model = {"evaluate": "true", "metrics": ["m.json"], "deploy": deploy}
+    (root / "lepton.yaml").write_text(yaml.safe_dump({"models": {"digits": model}}))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("envs", "clash"),
+    [
+        # prod's candidate is named like the environment prod-canary
+        ({"prod": GATEWAY, "prod-canary": {}}, "digits-prod-canary"),
+        # names cut at 63 characters: two environments, one name
+        ({"p" * 60 + "-a": {}, "p" * 60 + "-b": {}}, "digits-" + "p" * 56),
+    ],
+)
+def test_environments_whose_objects_share_a_name_are_refused_before_anything_is_applied(
+    tmp_path: Path, envs: dict[str, Any], clash: str
+) -> None:
+    from lepton_ci.core.context import Context
+    from lepton_ci.deploy.operations import deployer
+
+    environments = {
+        name: {"url": "https://digits.example.com", **({"rollout": r} if r else {})}
+        for name, r in envs.items()
+    }
+    write_config(tmp_path, environments)
+    ctx = Context.load(cwd=tmp_path)
+    first = next(iter(envs))
+    with pytest.raises(ConfigError) as e:
+        deployer(ctx, "digits", first, api_client=object())
+    assert f"`{clash}`" in e.value.message and "namespace default" in e.value.message
+    assert "own `namespace`" in (e.value.hint or "")
+    # in namespaces of their own, they do not meet
+    environments[first]["namespace"] = "other"
+    write_config(tmp_path, environments)
+    deployer(Context.load(cwd=tmp_path), "digits", first, api_client=object())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("url", "hostnames"),
+    [
+        ("https://Digits.Example.com:8443/api", ["digits.example.com"]),
+        ("https://digits.example.com./", ["digits.example.com"]),  # a fully qualified name
+        ("http://[::1]:8080", None),
+        ("http://localhost:8080", None),
+    ],
+)
+def test_the_route_s_hostname_is_the_url_s_host(url: str, hostnames: list[str] | None) -> None:
+    route = manifests.objects(render(url=url, rollout=GATEWAY))[-1]
+    assert route["kind"] == "HTTPRoute" and route["spec"].get("hostnames") == hostnames
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("host", ["my_model.example.com", "x" * 64 + ".example.com"])
+def test_a_host_no_route_can_match_is_refused_not_dropped(host: str) -> None:
+    # Without `hostnames` the route would take every host's requests on its Gateway.
+    with pytest.raises(ConfigError) as e:
+        render(url=f"https://{host}", rollout=GATEWAY)
+    assert "deploy.environments.prod.url" in e.value.message and host in e.value.message

@@ -21,7 +21,7 @@ from lepton_ci.deploy import shadowing as shadow_gate
 from lepton_ci.deploy.deployer import Deployer
 from lepton_ci.deploy.manifests import Release
 from lepton_ci.deploy.releases import FileStore, Revision
-from lepton_ci.rollout.comparator import Answer, Comparator, Tally, compare
+from lepton_ci.rollout.comparator import Answer, Comparator, Mirrored, Tally, compare
 from lepton_ci.rollout.shadow import judge
 from tests.support.answers import ModelServer, label, servers
 
@@ -40,6 +40,9 @@ def test_classification_counts_equal_labels_element_by_element() -> None:
     assert (o.judged, o.predictions, o.agreed, o.candidate_error) == (True, 4, 3, False)
     o = compare(ok(["cat", "dog"]), ok(["cat", "dog"]), regression=False)
     assert (o.predictions, o.agreed) == (2, 2)
+    # labels as JSON has them: `true` and `1.0` are not the label `1` a client reads
+    o = compare(ok([1, 2, {"k": 0}]), ok([True, 2.0, {"k": 0}]), regression=False)
+    assert (o.predictions, o.agreed) == (3, 1)
 
 
 def test_regression_measures_the_absolute_error_per_prediction() -> None:
@@ -136,6 +139,16 @@ def test_agreement_is_computed_from_the_answers_both_tracks_give() -> None:
     assert tally.agreement == pytest.approx(0.8)
     assert len(tally.examples) == 4 and "1 of 1 differ" in tally.examples[0]
     assert (stable.received, cand.received) == (20, 20)
+
+
+def test_a_disagreement_s_example_keeps_no_query_string_a_secret_may_be_in() -> None:
+    # Examples are kept in git and shown in the PR comment and on the site: a client's
+    # `?api_key=` must not travel there with them.
+    comp = Comparator("http://127.0.0.1:1", "http://127.0.0.1:1", wanted=1, pace=None)
+    comp._queued = 1
+    req = Mirrored("POST", "/predict?api_key=s3cr3t-token&x=1", (), b"{}")
+    comp._count(req, compare(ok([1]), ok([2]), regression=False))
+    assert comp.snapshot().examples == ["POST /predict (query not kept): 1 of 1 differ"]
 
 
 def test_batched_requests_are_compared_prediction_by_prediction() -> None:
@@ -286,7 +299,13 @@ def test_too_few_requests_within_the_timeout_is_a_fail_that_says_how_many() -> N
     t = Tally(seen=120, compared=90, predictions=90, agreed=90, incomparable={"serving: x": 30})
     passed, why = judge(t, e, finished=False)
     assert not passed
-    assert why == "only 90 of 500 requests compared within 30 s (120 mirrored, 30 not comparable)"
+    assert why == (
+        "only 90 of 500 requests compared within 30 s (120 mirrored, 30 not comparable "
+        "(serving: x))"
+    )
+    # what nothing could be compared for is said, the commonest why first
+    t = Tally(seen=9, incomparable={"serving: HTTP 404": 8, "serving: not JSON": 1})
+    assert "9 not comparable (serving: HTTP 404)" in judge(t, e, finished=True)[1]
 
 
 # -- the result in git, and the gate a later deploy meets -------------------------------------
@@ -358,6 +377,27 @@ def test_a_clone_fetches_the_result_the_shadow_pushed(toy_repo: Path, tmp_path: 
     assert shadows.fetch(Git(toy_repo), "sha256-" + "ef" * 32) is None  # none there: no error
 
 
+def test_a_clone_with_an_older_result_reads_the_remote_s_newer_one(
+    toy_repo: Path, tmp_path: Path
+) -> None:
+    # A persistent runner kept the failed shadow; the pass since pushed from elsewhere is the
+    # verdict. A result kept here and not pushed (newer than the remote's) stays.
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    g = Git(toy_repo)
+    g.run(["remote", "add", "origin", str(remote)])
+    shadows.write(g, result(verdict="fail"))
+    assert shadows.push(g, DIGEST) is None
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)
+    assert not shadows.read(Git(clone), DIGEST)["staging"].passed
+    shadows.write(g, result())
+    assert shadows.push(g, DIGEST) is None
+    assert shadows.read(Git(clone), DIGEST)["staging"].passed
+    shadows.write(Git(clone), result(verdict="fail", seen=7))  # not pushed
+    assert shadows.read(Git(clone), DIGEST)["staging"].seen == 7
+
+
 def test_a_result_that_names_another_record_or_environment_is_not_taken(toy_repo: Path) -> None:
     g = Git(toy_repo)
     forged = result(record_digest=OTHER)  # kept under DIGEST's ref by hand, naming OTHER
@@ -406,13 +446,54 @@ def test_a_deploy_without_a_passing_shadow_is_refused_with_the_command_that_runs
     assert "no shadow result of it is recorded" in e.value.message
     assert "lepton-ci deploy staging --model digits --version 1.1.0 --shadow" in e.value.hint
     shadows.write(ctx.git, result(verdict="fail"))
-    with pytest.raises(ShadowError, match=r"its last shadow failed \(agreement 0.5000 below"):
+    with pytest.raises(ShadowError, match=r"its last shadow failed \(agreement 0.5000 below") as e:
         shadow_gate.require(ctx, d, rel)
+    assert "register a new version" in e.value.hint and "run the shadow first" not in e.value.hint
     shadows.write(ctx.git, result("qa"))  # a pass elsewhere does not count here
     with pytest.raises(ShadowError):
         shadow_gate.require(ctx, d, rel)
-    shadows.write(ctx.git, result())
+    shadows.write(ctx.git, result(revision=2))
+    with pytest.raises(ShadowError, match="names shadow revision 2, which staging's history"):
+        shadow_gate.require(ctx, d, rel)  # a pass pushed by hand: this history never ran it
+    shadowed(d, 2)
     shadow_gate.require(ctx, d, rel)  # allowed
+
+
+def shadowed(d: Deployer, number: int, digest: str = DIGEST, status: str = "shadowed") -> None:
+    d.store.save(
+        Revision(
+            number=number,
+            env="staging",
+            model="digits",
+            version="1.1.0",
+            image="r/d@sha256:" + "1" * 64,
+            record_digest=digest,
+            manifests="",
+            status=status,  # type: ignore[arg-type]
+        )
+    )
+
+
+def test_a_forged_pass_is_not_believed_without_the_shadow_revision_it_names(
+    toy_repo: Path, tmp_path: Path
+) -> None:
+    # What a writer of refs/lepton-ci/shadow/... (not of the target) can forge: a pass naming
+    # a revision that does not exist, one of another record, or one that failed.
+    ctx = Context.load(cwd=toy_repo)
+    d, rel = gate_world(tmp_path)
+    serving(d)
+    shadowed(d, 2, digest=OTHER)
+    for number in (None, 2, 7):
+        shadows.write(ctx.git, result(revision=number))
+        with pytest.raises(ShadowError, match="not believed"):
+            shadow_gate.require(ctx, d, rel)
+    shadowed(d, 3, status="failed")
+    shadows.write(ctx.git, result(revision=3))
+    with pytest.raises(ShadowError, match="not believed"):
+        shadow_gate.require(ctx, d, rel)
+    shadowed(d, 4)
+    shadows.write(ctx.git, result(revision=4))
+    shadow_gate.require(ctx, d, rel)  # the one it ran
 
 
 def test_the_gate_is_only_for_the_shadow_strategy_and_not_for_what_already_serves(
@@ -425,6 +506,22 @@ def test_the_gate_is_only_for_the_shadow_strategy_and_not_for_what_already_serve
     d, rel = gate_world(tmp_path / "b")
     serving(d, digest=DIGEST)  # a redeploy of the version serving
     shadow_gate.require(ctx, d, rel)
+
+
+def test_the_shadow_strategy_on_kubernetes_is_refused_before_the_first_release(
+    toy_repo: Path, tmp_path: Path
+) -> None:
+    # `deploy --shadow` cannot run there: a gate that could never be earned would let the
+    # first release out and refuse every later one.
+    rollout = {"strategy": "shadow", "traffic": "gateway", "gateway": {"name": "edge"}}
+    prod = {"url": "https://digits.example.com", "rollout": rollout}
+    deploy = DeployConfig(target="kubernetes", environments={"prod": prod})  # type: ignore[arg-type,dict-item]
+    store = FileStore(tmp_path / "s")
+    d = Deployer("digits", "prod", deploy, tmp_path, target=None, store=store)  # type: ignore[arg-type]
+    rel = Release("digits", "1.1.0", "r/d@sha256:" + "1" * 64, DIGEST, 0)
+    with pytest.raises(ShadowError, match="can never be passed") as e:
+        shadow_gate.require(Context.load(cwd=toy_repo), d, rel)
+    assert "strategy: canary" in e.value.hint
 
 
 # -- shown beside the offline metrics: the PR comment and the site, escaped --------------------

@@ -299,6 +299,8 @@ def test_accept_tag_passes_once_the_soak_is_met(repo):
         ("{stage: staging, min_requests: -1}", "`stages.prod.requires.min_requests`"),
         ("{stage: staging, soke: 1h}", "`stages.prod.requires.soke`: unknown key; did you mean"),
         ("{soak: 1h}", "`stages.prod.requires.stage`: required key is missing"),
+        ("{stage: staging, soak: 99999999999d}", "longer than a year"),
+        ("{stage: staging, soak: 1h30}", "is not a duration"),
         ("{stage: qa, soak: 1h}", "stage `prod` requires `qa`, which is not a declared stage"),
     ],
 )
@@ -750,3 +752,51 @@ def test_a_python_caller_without_a_history_reader_is_refused_not_passed(repo):
         operations.promote(ctx, "toy", "v0.1.0", "prod", now=lambda: NOW)
     assert "gave no way to read it" in e.value.message
     assert "lepton_ci.deploy.history.reader(ctx)" in (e.value.hint or "")
+
+
+class _Answers:
+    """A Prometheus that answers every query with the given sample values."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = values
+
+    def query(self, expr: str, at: float | None = None) -> list:
+        from lepton_ci.core.prometheus import Sample
+
+        return [Sample({}, v) for v in self.values]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("value", [float("inf"), -5.0, float("-inf")])
+def test_a_request_count_that_is_no_count_is_not_believed(value):
+    from lepton_ci.core.errors import WatchError
+
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    intervals = [(now - timedelta(hours=1), now)]
+    with pytest.raises(WatchError, match="no count of requests"):
+        soak.count_requests(_Answers(10.0, value), "sum(x[$window])", intervals, now)
+    assert soak.count_requests(_Answers(10.0, 5.0), "sum(x[$window])", intervals, now) == 15.0
+
+
+@pytest.mark.unit
+def test_an_infinite_count_kept_on_a_revision_does_not_meet_min_requests():
+    from lepton_ci.core.config import Requires
+
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    rev = Revision(
+        number=1,
+        env="staging",
+        model="toy",
+        version="v1.0.0",
+        image="img",
+        record_digest="sha256:" + "0" * 64,
+        manifests="",
+        status="deployed",
+        created_at="2026-01-01T00:00:00Z",
+        finished_at="2026-01-01T00:00:00Z",
+        requests=float("inf"),
+        requests_at="2026-01-01T12:00:00Z",
+    )
+    ev = soak.evidence([rev], "staging", "v1.0.0", now)
+    verdict = soak.judge(Requires(stage="staging", min_requests=100), ev, now)
+    assert not verdict.ok

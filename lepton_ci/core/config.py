@@ -694,7 +694,15 @@ def parse_duration(text: str) -> int:
             f"`{text}` is not a duration: write a whole number and a unit, `s`, `m`, `h` or "
             "`d`, e.g. `20s`, `30m`, `48h` (or `1h30m`)"
         )
-    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds > MAX_DURATION:
+        # A soak's "can pass at" is now + what is left: past year 9999 that is no date at all
+        # (an OverflowError at promotion), and a year is longer than any soak means to be.
+        raise ValueError(f"`{text}` is longer than a year (365d): write at most `365d`")
+    return seconds
+
+
+MAX_DURATION = 365 * 86400
 
 
 class Requires(Strict):

@@ -152,15 +152,24 @@ def _entries(git: Git, commit: str) -> dict[str, str]:
 
 
 def read(git: Git, record_digest: str, remote: str | None = "origin") -> dict[str, ShadowResult]:
-    """The results of a record, by environment: from this clone, else fetched from `remote`.
+    """The results of a record, by environment, as `remote` has them (fetched; this clone's
+    when it cannot be reached, or with `remote=None`).
     A result that does not parse is left out (it cannot pass a gate)."""
     ref = ref_of(record_digest)
     tip = _tip(git, ref)
-    if tip is None and remote is not None and remote in git.remotes():
-        proc = git.run(["fetch", "--quiet", remote, f"+{ref}:{ref}"], check=False, timeout=120)
-        if proc.returncode != 0 and not _absent(proc.stderr):
+    if remote is not None and remote in git.remotes():
+        # Always asked, not only when this clone lacks the ref: a clone that kept an older
+        # result (a persistent runner, a laptop) would judge by a verdict since replaced.
+        # The remote's is taken when it is this clone's or later; a result kept here and not
+        # pushed (refused push) is newer than the remote's and stays.
+        proc = git.run(["fetch", "--quiet", remote, ref], check=False, timeout=120)
+        if proc.returncode != 0 and not _absent(proc.stderr) and tip is None:
             raise GitError(f"could not fetch {ref} from {remote}: {proc.stderr.strip()}")
-        tip = _tip(git, ref)
+        if proc.returncode == 0:
+            theirs = git.run(["rev-parse", "FETCH_HEAD"]).stdout.strip()
+            if tip is None or _ancestor(git, tip, theirs):
+                git.run(["update-ref", ref, theirs, tip or ""])
+                tip = theirs
     if tip is None:
         return {}
     results: dict[str, ShadowResult] = {}
@@ -173,6 +182,10 @@ def read(git: Git, record_digest: str, remote: str | None = "origin") -> dict[st
         if r.env == name.removesuffix(".json") and r.record_digest == record_digest:
             results[r.env] = r
     return results
+
+
+def _ancestor(git: Git, a: str, b: str) -> bool:
+    return git.run(["merge-base", "--is-ancestor", a, b], check=False).returncode == 0
 
 
 def _absent(stderr: str) -> bool:

@@ -60,6 +60,37 @@ def canary_name(name: str) -> str:
     return name[: 63 - len(CANARY_SUFFIX)].rstrip("-") + CANARY_SUFFIX
 
 
+def object_names(model: str, env_name: str, env: DeployEnvironment) -> set[str]:
+    """The object names an environment on Kubernetes uses: its own, and its candidate's when
+    its rollouts run one."""
+    stable = dns_name(model, env_name)
+    return {stable} if env.rollout.strategy == "all-at-once" else {stable, canary_name(stable)}
+
+
+def check_names(deploys: dict[str, DeployConfig], model: str, env_name: str) -> None:
+    """Refuse an environment whose objects would be named like another's in its namespace:
+    `digits` `prod`'s candidate and `digits` `prod-canary` are both `digits-prod-canary`, and
+    names are cut at 63 characters. Each would apply over the other's objects, and removing a
+    candidate deletes every object labelled with its name, the other environment's too."""
+    env = deploys[model].environments[env_name]
+    mine = object_names(model, env_name, env)
+    for other_model, deploy in deploys.items():
+        if deploy.target != "kubernetes":
+            continue
+        for other_env, o in deploy.environments.items():
+            if (other_model, other_env) == (model, env_name) or o.namespace != env.namespace:
+                continue
+            shared = mine & object_names(other_model, other_env, o)
+            if shared:
+                raise ConfigError(
+                    f"deploy.environments.{env_name} of {model} and deploy.environments."
+                    f"{other_env} of {other_model} would both name objects "
+                    f"`{sorted(shared)[0]}` in namespace {env.namespace}: each would apply "
+                    "over, and prune, the other's",
+                    hint="rename one environment, or give it its own `namespace`",
+                )
+
+
 def traffic(env: DeployEnvironment, deploy: DeployConfig) -> str | None:
     """How a Kubernetes rollout splits requests (`gateway`, `replicas`), None when the
     environment replaces its revision all at once (or runs on podman, whose splitter is nginx)."""
@@ -204,7 +235,7 @@ def render(
         "traffic": split,
         "stable_name": stable_name,
         "service_selector": service_selector,
-        "route": _route(env, stable_name) if split == "gateway" else {},
+        "route": _route(env, stable_name, env_name) if split == "gateway" else {},
         # the candidate's render carries the route too (created only where none exists yet,
         # see KubernetesTarget.apply_canary), labelled as the serving revision's object
         "route_labels": {
@@ -272,7 +303,7 @@ def _check_rollout(env_name: str, env: DeployEnvironment, split: str | None) -> 
         )
 
 
-def _route(env: DeployEnvironment, name: str) -> dict[str, Any]:
+def _route(env: DeployEnvironment, name: str, env_name: str = "") -> dict[str, Any]:
     """The HTTPRoute's spec: the Gateway it attaches to, the host of the environment's url
     (a Gateway API hostname is a DNS name, so an IP address or `localhost` adds none), and
     the serving revision's Service alone (a rollout's steps change the rules)."""
@@ -289,15 +320,24 @@ def _route(env: DeployEnvironment, name: str) -> dict[str, Any]:
     if gw.section_name:
         parent["sectionName"] = gw.section_name
     spec: dict[str, Any] = {"parentRefs": [parent]}
-    host = urlsplit(env.url or "").hostname or ""
+    host = (urlsplit(env.url or "").hostname or "").rstrip(".")  # `h.example.com.`: FQDN
     try:
         ipaddress.ip_address(host)
         host = ""
     except ValueError:
         pass
-    if "." in host and re.fullmatch(
-        r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", host
-    ):
+    if "." in host:
+        # A host the Gateway API refuses as a hostname is an error, never a route without
+        # `hostnames`: that one would take every host's requests the Gateway has no other
+        # route for.
+        label = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+        if len(host) > 253 or not re.fullmatch(rf"(\*\.)?{label}(\.{label})*", host):
+            raise ConfigError(
+                f"deploy.environments.{env_name}.url: `{host}` is not a hostname an HTTPRoute "
+                "can match (letters, digits and `-`, labels of at most 63 characters)",
+                hint="give `url` the DNS name clients use, or an IP address (the route then "
+                "matches every host of its Gateway listener)",
+            )
         spec["hostnames"] = [host]
     spec["rules"] = route_rules(name)
     return spec

@@ -53,6 +53,9 @@ def deployer(ctx: Context, model: str, env_name: str, api_client: Any = None) ->
 
         env = cfg.deploy.environments.get(env_name)
         namespace = env.namespace if env else "default"
+        if env is not None:
+            deploys = {m: c.deploy for m, c in ctx.cfg.config.models.items() if c.deploy}
+            manifests.check_names(deploys, model, env_name)
         if api_client is None:
             extras.require("deploy")
         api = api_client or k8s_target.api_client_from_env(dict(ctx.env))

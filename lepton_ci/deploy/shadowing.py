@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from lepton_ci.core import docs, shadows
-from lepton_ci.core.config import DeployEnvironment
+from lepton_ci.core.config import DeployConfig, DeployEnvironment
 from lepton_ci.core.context import Context
 from lepton_ci.core.escape import md_cell
 from lepton_ci.core.outputs import DeployOutputs
@@ -36,6 +36,7 @@ class Environment(Protocol):
     env_name: str
     name: str
     env: DeployEnvironment
+    config: DeployConfig
     store: Store
     log: Callable[[str], None]
 
@@ -186,13 +187,26 @@ def require(ctx: Context, d: Environment, rel: Release) -> None:
     """Refuse the deploy of `rel` under `strategy: shadow` without a passing shadow of it here."""
     if d.env.rollout.strategy != "shadow":
         return
-    serving = current(d.store.list())
+    if d.config.target == "kubernetes":
+        # `deploy --shadow` is refused there (the cluster's gateway cannot reach the CI job's
+        # comparator), so the gate could never be earned: the first release would go out and
+        # every later one be refused. Say so before anything is applied.
+        raise ShadowError(
+            f"{d.env_name}: `rollout: {{strategy: shadow}}` on the kubernetes target can never "
+            "be passed: a shadow rollout's comparator runs in the CI job, which the cluster's "
+            "gateway cannot reach; nothing is deployed",
+            hint=f"use `rollout: {{strategy: canary}}` for deploy.environments.{d.env_name}, or "
+            "run the shadow in an environment on the podman target; see "
+            f"{docs.page('how-to/shadow-rollouts', 'kubernetes')}",
+        )
+    revs = d.store.list()
+    serving = current(revs)
     if serving is None:
         return  # a first release: nothing to compare it with
     if serving.record_digest == rel.record_digest:
         return  # it serves already (a redeploy): compared with itself, it agrees
     found = shadows.read(ctx.git, rel.record_digest).get(d.env_name)
-    if found is not None and found.passed:
+    if found is not None and found.passed and _ran_here(revs, found, rel):
         ctx.rt.notice(
             f"{d.env_name}: {rel.version} passed its shadow beside {found.serving_version} "
             f"({found.summary()})"
@@ -200,13 +214,43 @@ def require(ctx: Context, d: Environment, rel: Release) -> None:
         return
     if found is None:
         missing = "no shadow result of it is recorded"
+    elif found.passed:
+        # Anyone who can push a ref can push refs/lepton-ci/shadow/...: a pass is believed
+        # only when the environment's own history (on the target, not in git) holds the
+        # shadow revision it names.
+        missing = (
+            f"the passing result in git names shadow revision {found.revision}, which "
+            f"{d.env_name}'s history does not hold as a `shadowed` revision of this record "
+            "(`lepton-ci history` lists it), so it is not believed"
+        )
     else:
         missing = f"its last shadow failed ({found.reason}; {found.summary()})"
+    run = (
+        f"run the shadow first: `{_command(d, rel)}` (the candidate answers a copy of "
+        f"{d.env.rollout.requests} live requests beside {serving.version}; clients get "
+        f"{serving.version}'s answers), then deploy again"
+    )
+    if found is not None and not found.passed:
+        # Telling to "run the shadow first" after it ran reads as if it had not been kept.
+        run = (
+            f"its answers differ from {found.serving_version}'s: fix the model and register "
+            f"a new version, or, if what it was compared on was wrong (too little traffic, "
+            f"requests the serving version refused), run the shadow again: `{_command(d, rel)}`"
+        )
     raise ShadowError(
         f"{d.env_name}: deploy of {d.model} {rel.version} refused: `rollout: {{strategy: "
         f"shadow}}` requires a passing shadow rollout of this version in {d.env_name}, and "
         f"{missing}",
-        hint=f"run the shadow first: `{_command(d, rel)}` (the candidate answers a copy of "
-        f"{d.env.rollout.requests} live requests beside {serving.version}; clients get "
-        f"{serving.version}'s answers), then deploy again",
+        hint=run,
+    )
+
+
+def _ran_here(revs: list[Revision], found: ShadowResult, rel: Release) -> bool:
+    """Did this environment run the shadow `found` reports: its history holds that revision,
+    `shadowed`, of the same record? (The history lives on the target, out of a PR's reach.)"""
+    return any(
+        r.number == found.revision
+        and r.status == "shadowed"
+        and r.record_digest == rel.record_digest == found.record_digest
+        for r in revs
     )

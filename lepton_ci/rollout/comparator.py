@@ -152,7 +152,7 @@ def compare(serving: Answer, candidate: Answer, *, regression: bool) -> Outcome:
             judged=True, why=f"candidate: {why}", predictions=len(want), candidate_error=True
         )
     if not regression:
-        agreed = sum(1 for a, b in zip(want, got, strict=True) if a == b)
+        agreed = sum(1 for a, b in zip(want, got, strict=True) if _same(a, b))
         return Outcome(judged=True, predictions=len(want), agreed=agreed)
     errors: list[float] = []
     for a, b in zip(want, got, strict=True):
@@ -171,6 +171,12 @@ def compare(serving: Answer, candidate: Answer, *, regression: bool) -> Outcome:
             sum(abs(x - y) for x, y in zip(na, nb, strict=True)) / len(na)  # type: ignore[operator]
         )
     return Outcome(judged=True, predictions=len(want), abs_errors=tuple(errors))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """The same label as JSON has it: Python's `==` holds `true == 1 == 1.0`, but a client
+    that reads the label `1` does not read `true` or `1.0` alike."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 Send = Callable[[str, Mirrored, float], Answer]
@@ -375,7 +381,11 @@ class Comparator:
                 disagreed = o.candidate_error or (not self.regression and o.agreed < o.predictions)
                 if disagreed and len(t.examples) < EXAMPLES:
                     what = o.why or f"{o.predictions - o.agreed} of {o.predictions} differ"
-                    t.examples.append(f"{req.method} {req.target[:200]}: {what}")
+                    # The path only: a query string may carry a client's key or token
+                    # (`?api_key=`), and the examples go to git, the PR comment and the site.
+                    path = req.target.split("?", 1)[0].split("#", 1)[0][:200]
+                    query = " (query not kept)" if "?" in req.target else ""
+                    t.examples.append(f"{req.method} {path}{query}: {what}")
             # Enough queued to reach `wanted` if none of it turns out not comparable: stop
             # queueing, so the serving revision is asked no more than it must be.
             self._enough = t.compared + self._queued >= self.wanted

@@ -42,6 +42,14 @@ class Mirrors(Protocol):
         ...
 
 
+def not_comparable(tally: Tally) -> str:
+    """`1158 not comparable (serving: HTTP 404)`: how many, and the commonest why, which is
+    what a person has to fix (requests the serving revision itself refuses compare nothing)."""
+    n = sum(tally.incomparable.values())
+    why = max(tally.incomparable.items(), key=lambda kv: kv[1])[0] if n else ""
+    return f"{n} not comparable" + (f" ({why[:80]})" if why else "")
+
+
 def judge(tally: Tally, env: DeployEnvironment, *, finished: bool) -> tuple[bool, str]:
     """The verdict on what was compared, and why. Pure: tested on known tallies."""
     r = env.rollout
@@ -49,7 +57,7 @@ def judge(tally: Tally, env: DeployEnvironment, *, finished: bool) -> tuple[bool
         why = (
             f"only {tally.compared} of {r.requests} requests compared within "
             f"{r.timeout:g} s ({tally.seen} mirrored"
-            + (f", {sum(tally.incomparable.values())} not comparable" if tally.incomparable else "")
+            + (f", {not_comparable(tally)}" if tally.incomparable else "")
             + (f", {tally.dropped} not taken (the pace, or a full queue)" if tally.dropped else "")
             + ")"
         )
@@ -170,7 +178,8 @@ def observe(
             if time.monotonic() - last[0] >= progress_every:
                 last[0] = time.monotonic()
                 t = running.snapshot()
-                log(f"shadow: {t.compared}/{r.requests} compared ({t.seen} mirrored)")
+                extra = f", {not_comparable(t)}" if t.incomparable else ""
+                log(f"shadow: {t.compared}/{r.requests} compared ({t.seen} mirrored{extra})")
 
         finished = comp.wait(r.timeout, progress)
         return Observed(comp.snapshot(), finished)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from lepton_ci.core.config import Requires, requests_query
 from lepton_ci.core.context import Context
-from lepton_ci.core.errors import LeptonError, RegistryError
+from lepton_ci.core.errors import LeptonError, RegistryError, WatchError
 from lepton_ci.core.revisions import Breach, Revision
 from lepton_ci.versions.protected import Policy, short
 
@@ -115,7 +115,7 @@ def evidence(revs: list[Revision], env: str, version: str, now: datetime) -> Evi
         if r.version != version:
             continue
         out.breaches += [(r.number, b) for b in r.breaches]
-        if r.requests is not None:
+        if r.requests is not None and math.isfinite(r.requests) and r.requests >= 0:
             out.requests += r.requests
             if out.counted_at is None or (r.requests_at or "") > out.counted_at:
                 out.counted_at = r.requests_at or "an unrecorded time"
@@ -155,7 +155,17 @@ def count_requests(
             continue
         expr = template.replace("$window", f"{seconds}s")
         at = None if end >= now else end.timestamp()
-        total += sum(x.value for x in prom.query(expr, at))
+        for x in prom.query(expr, at):
+            # +Inf would meet any `min_requests`, a negative count hide others: neither is a
+            # count of requests, so none of it is believed (watch's counts stand instead).
+            if not math.isfinite(x.value) or x.value < 0:
+                raise WatchError(
+                    f"the requests query answered {x.value} over {start:%Y-%m-%dT%H:%M:%SZ}"
+                    f"..{end:%Y-%m-%dT%H:%M:%SZ}, which is no count of requests",
+                    hint="check `watch.requests`: it must count requests (e.g. "
+                    "sum(increase(..._total[$window])))",
+                )
+            total += x.value
     return total
 
 
