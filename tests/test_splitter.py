@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from lepton_ci.rollout.splitter import Splitter, SplitterError
+from lepton_ci.rollout.splitter import Splitter, SplitterError, _alive
 from tests.support.backends import Backend, backends
 from tests.support.services import PortTaken, on_free_port
 
@@ -243,3 +243,60 @@ def test_a_backend_replaced_under_a_keepalive_client(splitter) -> None:
             assert [http.get(url(s), timeout=5).text for _ in range(5)] == ["A"] * 5
         finally:
             b.close()
+
+
+def test_a_stale_pid_file_naming_another_nginx_leaves_that_nginx_alone(
+    splitter, tmp_path: Path
+) -> None:
+    """After a reboot the pid in a stale file can be another environment's nginx: neither
+    `stop` nor `configure` may signal it (stop used to quit it, configure to reload it)."""
+    with backends("A", "B") as (a, b):
+        other = splitter(a.addr)
+        s = Splitter(other.prefix.parent, "digits-prod", other.listen, timeout=5)
+        s.prefix.mkdir(parents=True)
+        s.pid_file.write_text(other.pid_file.read_text())
+        assert not s.running()
+        s.stop()
+        assert other.running() and tags(other, 1) == "A"
+
+        def start(port: int) -> Splitter:
+            mine = Splitter(other.prefix.parent, "digits-prod", port, timeout=5)
+            mine.prefix.mkdir(parents=True, exist_ok=True)
+            mine.pid_file.write_text(other.pid_file.read_text())
+            try:
+                mine.configure(b.addr)
+            except SplitterError as e:
+                if "Address already in use" in e.message:
+                    raise PortTaken(e.message) from e
+                raise
+            return mine
+
+        mine = on_free_port(start)
+        try:
+            assert tags(mine, 1) == "B" and tags(other, 1) == "A"
+        finally:
+            mine.stop()
+        assert other.running()
+
+
+def test_workers_left_by_a_killed_master_are_replaced_and_stopped(splitter) -> None:
+    """nginx's master SIGKILLed (OOM killer): its worker goes on holding the port with the
+    old split, unseen. The next configure must take the port back, and stop must leave no
+    nginx of this environment behind."""
+    with backends("A", "B") as (a, b):
+        s = splitter(a.addr)
+        master = int(s.pid_file.read_text())
+        workers = s._workers()
+        assert workers
+        os.kill(master, signal.SIGKILL)
+        time.sleep(0.3)
+        assert not s.running()
+        s.configure(b.addr)
+        assert tags(s, 3) == "BBB"
+        assert not any(_alive(w) for w in workers)  # gone, or a zombie no one reaps here
+        os.kill(int(s.pid_file.read_text()), signal.SIGKILL)
+        time.sleep(0.3)
+        s.stop()
+        assert s._orphans() == set()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url(s), timeout=2)
