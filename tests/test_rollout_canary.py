@@ -35,6 +35,7 @@ class TwoTracks:
         self.broken: set[str] = set()
         self.fail_on_weight: int | None = None
         self.refuse_canary = False
+        self.weight_error: int | None = None
 
     def _image(self, text):
         return next(i for i in map(image, range(1, 50)) if i in text)
@@ -67,6 +68,8 @@ class TwoTracks:
     def set_weight(self, name, percent, *, mirror=False):
         if percent == self.fail_on_weight:
             raise KeyboardInterrupt
+        if percent == self.weight_error:
+            raise RolloutFailed("nginx: [emerg] could not reload")
         self.weight = percent
         self.calls.append(("weight", percent))
         return percent
@@ -266,4 +269,17 @@ def test_a_canary_the_target_refuses_fails_the_revision_and_touches_no_weight(wo
     with pytest.raises(DeployFailed, match="canary failed: a canary needs a revision serving"):
         d.deploy(release(2))
     assert not any(c[0] == "weight" for c in target.calls)
+    assert [r.status for r in d.history()] == ["deployed", "failed"]
+
+
+def test_a_step_whose_weight_cannot_be_set_fails_the_revision_and_takes_the_canary_away(world):
+    """The splitter refusing a step's weight (nginx will not reload) is an abort like any
+    other: it used to escape the loop and leave the revision pending, the canary serving."""
+    make, target, _, _, _ = world
+    d = make()
+    d.deploy(release(1))
+    target.weight_error = 50
+    with pytest.raises(DeployFailed, match=r"could not set the canary's weight to 50%.*reload"):
+        d.deploy(release(2))
+    assert target.canary is None and target.weight == 0 and target.stable == image(1)
     assert [r.status for r in d.history()] == ["deployed", "failed"]

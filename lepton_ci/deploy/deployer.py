@@ -354,7 +354,14 @@ class Deployer:
             clock=self.clock,
             log=self.log,
         )
-        passed = loop.run()
+        try:
+            passed = loop.run()
+        except RolloutFailed as e:  # a step's weight could not be set (nginx would not reload)
+            rev.steps = loop.results
+            weight = cfg.steps[len(loop.results)]
+            why = f"canary aborted: could not set the canary's weight to {weight}%: {e.message}"
+            # the previous step's weight may still be in effect: stable takes it all first
+            return self._abort(rev, previous, tracks, outcome, why, self.clock())
         rev.steps = loop.results
         self.store.save(rev)
         if not passed:
