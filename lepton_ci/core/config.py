@@ -481,7 +481,9 @@ class DeployEnvironment(Strict):
         1, description="pod count (not rendered with `hpa`: the autoscaler's)"
     )
     port: int = Field(8080, description="port the server listens on in the container")
-    host_port: int | None = Field(None, description="podman: published on 127.0.0.1")
+    host_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="podman: published on 127.0.0.1"
+    )
     url: str | None = Field(None, description="base URL the health checks call")
     resources: dict[str, Any] = Field(
         default_factory=dict,
