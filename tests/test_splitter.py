@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -300,3 +303,45 @@ def test_workers_left_by_a_killed_master_are_replaced_and_stopped(splitter) -> N
         assert s._orphans() == set()
         with pytest.raises(requests.ConnectionError):
             requests.get(url(s), timeout=2)
+
+
+def test_a_canary_that_dies_at_100_percent_falls_back_to_stable(splitter, tmp_path: Path) -> None:
+    """At the last step the canary takes every request; if it crashes there, the serving
+    revision (still running until promotion) answers instead of every client getting a 502
+    for the rest of the interval, and the counters show who answered."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "predict").write_text("B")
+    with backends("A") as (a,):
+        port = free_port()
+        canary = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            cwd=tmp_path / "www",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port)
+            s = splitter(a.addr, canary=f"127.0.0.1:{port}", percent=100)
+            assert [requests.get(url(s), timeout=5).text for _ in range(3)] == ["B"] * 3
+        finally:
+            canary.kill()
+            canary.wait()
+        s.reset_counts()
+        assert [requests.get(url(s), timeout=5).text for _ in range(4)] == ["A"] * 4
+        assert counted(s, 4) == {"stable": 4, "canary": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")

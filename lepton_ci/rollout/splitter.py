@@ -243,6 +243,10 @@ class Splitter:
         servers = []
         if percent < 100 or canary is None:
             servers.append(f"server {stable} weight={100 - percent if canary else 1};")
+        else:
+            # At 100% stable gets nothing, but it still runs until promotion: a canary that
+            # crashes at the last step hands its requests to it rather than 502 to everyone.
+            servers.append(f"server {stable} backup;")
         if canary is not None and percent > 0:
             servers.append(f"server {canary} weight={percent};")
         named = {"stable": stable} | ({"canary": canary} if canary is not None else {})
