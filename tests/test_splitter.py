@@ -217,6 +217,16 @@ def test_bad_backends_and_percentages_are_refused_before_anything_runs(tmp_path:
     assert not s.running()
 
 
+def test_a_state_dir_with_a_dollar_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """nginx reads `$host` in an access_log path as a variable, even quoted: the log went to
+    a path the client's Host header chose, and the counters read nothing."""
+    s = Splitter(tmp_path / "repo$host", "x", 1)
+    with pytest.raises(SplitterError, match=r"`\$`.*variable") as e:
+        s.configure("127.0.0.1:80")
+    assert e.value.hint and "without `$`" in e.value.hint
+    assert not (tmp_path / "repo$host").exists()
+
+
 def test_a_port_already_taken_says_so(splitter, tmp_path: Path) -> None:
     with backends("A") as (a,):
         s = splitter(a.addr)

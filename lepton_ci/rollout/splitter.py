@@ -88,6 +88,13 @@ class Splitter:
             raise SplitterError(f"splitter {self.name}: stable and canary are both {stable}")
         if canary is None and percent:
             raise SplitterError(f"splitter {self.name}: {percent}% for a canary not given")
+        if "$" in str(self.prefix):
+            raise SplitterError(
+                f"splitter {self.name}: its folder {self.prefix} has a `$`, which nginx reads "
+                "as a variable in a log path (the access log would follow the client's Host "
+                "header, and the counters would read nothing)",
+                hint="keep the repository (and so .lepton/deploy) under a path without `$`",
+            )
         state = self._state()
         generation = int(state.get("generation", 0)) + 1
         for d in ("logs", "temp"):
