@@ -208,7 +208,7 @@ def test_a_failing_check_aborts_and_the_serving_revision_never_changed(world):
         d.deploy(release(2))
     assert "canary aborted at step 10%: deploy checks against the canary failed" in str(e.value)
     assert "Revision 1 (v0.1.1) serves every request again" in str(e.value)
-    assert "The canary answered 10 of 100 requests" in str(e.value)
+    assert "Since it started, the canary answered 10 of the 100 requests" in str(e.value)
     assert target.stable == image(1) and target.canary is None and target.weight == 0
     assert ("weight", 50) not in target.calls
     assert target.calls[-2:] == [("weight", 0), ("remove_canary",)]  # no share, then gone
@@ -283,3 +283,26 @@ def test_a_step_whose_weight_cannot_be_set_fails_the_revision_and_takes_the_cana
         d.deploy(release(2))
     assert target.canary is None and target.weight == 0 and target.stable == image(1)
     assert [r.status for r in d.history()] == ["deployed", "failed"]
+
+
+def test_a_step_says_which_slos_it_could_not_judge():
+    """Prometheus down at every step: the how-to says it is said, not silently passed."""
+    from lepton_ci.core.revisions import Step
+
+    down = "Prometheus at http://127.0.0.1:9090 did not answer after 3 tries"
+    step = Step(
+        weight=10,
+        effective=10,
+        started_at="",
+        seconds=60.0,
+        served={"stable": 90, "canary": 10},
+        share=0.1,
+        slos=[
+            SloResult(slo="predict-errors", status="error", bound="<= 0.01", detail=down),
+            SloResult(slo="p95", status="ok", canary=0.1, stable=0.1, bound="<= 0.2"),
+        ],
+    )
+    assert step.text() == (
+        "step 10%: passed after 60.0s, canary answered 10.0% of 100 requests; "
+        f"SLO not judged: predict-errors error: {down}"
+    )

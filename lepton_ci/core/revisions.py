@@ -84,7 +84,15 @@ class Step(BaseModel):
             f"step {self.effective}%: {self.verdict} after {self.seconds:.1f}s, canary answered "
             f"{share} of {sum(self.served.values())} requests"
         )
-        return head + (f" ({self.reason})" if self.reason else "")
+        # an SLO that could not be judged (Prometheus down, no series yet) is said, so a
+        # step that passed on the checks alone does not read as judged by its SLOs too
+        unjudged = [
+            f"{r.slo} {r.status}{f': {r.detail}' if r.detail else ''}"
+            for r in self.slos
+            if r.status in ("error", "no-data")
+        ]
+        tail = f"; SLO not judged: {'; '.join(unjudged)}" if unjudged else ""
+        return head + (f" ({self.reason})" if self.reason else "") + tail
 
 
 class Revision(BaseModel):
