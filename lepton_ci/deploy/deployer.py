@@ -410,8 +410,8 @@ class Deployer:
         share = ""
         if served and sum(served.values()):
             share = (
-                f" The canary answered {served.get('canary', 0)} of "
-                f"{sum(served.values())} requests."
+                f" Since it started, the canary answered {served.get('canary', 0)} of the "
+                f"{sum(served.values())} requests the splitter took."
             )
         raise DeployFailed(
             outcome,
