@@ -77,3 +77,20 @@ def test_a_host_port_outside_1_65535_is_refused(port: int) -> None:
         DeployConfig.model_validate(
             {"target": "podman", "environments": {"prod": {"host_port": port}}}
         )
+
+
+@pytest.mark.parametrize("strategy", ["canary", "shadow"])
+def test_a_podman_canary_without_host_port_is_refused(strategy: str) -> None:
+    """Without host_port there is no splitter: every deploy failed at the canary with
+    'a canary needs a revision serving through the splitter', at deploy time, not load."""
+    from lepton_ci.core.config import DeployConfig
+
+    with pytest.raises(ValidationError, match="needs `host_port`"):
+        DeployConfig.model_validate(
+            {
+                "target": "podman",
+                "environments": {
+                    "staging": {"url": "http://127.0.0.1:9", "rollout": {"strategy": strategy}}
+                },
+            }
+        )

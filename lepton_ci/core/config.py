@@ -585,6 +585,14 @@ class DeployConfig(Strict):
                     f"environment `{name}` needs `url` (or `host_port` with podman) so health "
                     "checks can reach it"
                 )
+            strategy = env.rollout.strategy
+            if self.target == "podman" and strategy != "all-at-once" and not env.host_port:
+                # without it there is no splitter: every deploy would fail at the canary
+                raise ValueError(
+                    f"environment `{name}`: rollout.strategy `{strategy}` on podman needs "
+                    "`host_port` (the splitter listens on it and splits the requests between "
+                    "the two revisions); add `host_port: <port>` or use `all-at-once`"
+                )
         return self
 
 
