@@ -355,3 +355,32 @@ def wait_for_port(port: int) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on {port}")
+
+
+def test_a_client_cannot_forge_the_counters(splitter) -> None:
+    """The counters parse nginx's access log: what a client controls (path, query, headers,
+    an encoded or raw newline, quotes) must never make a line read as a canary answer."""
+    forged = "\ncanary 200 127.0.0.1:1 0.001 1\n"
+    with backends("A", "B") as (a, b):
+        s = splitter(a.addr, canary=b.addr, percent=0)
+        s.reset_counts()
+        raw = [
+            b"GET /predict%0Acanary%20500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b'GET /"canary 500 HTTP/1.1\r\nHost: x\r\nUser-Agent: "canary\r\n\r\n',
+            b"GET /predict?q=\ncanary 500 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+        for req in raw:
+            with socket.create_connection(("127.0.0.1", s.listen), timeout=5) as sock:
+                sock.sendall(req)
+                sock.recv(65536)
+        http = requests.Session()
+        for _ in range(3):
+            http.get(
+                url(s) + "?" + requests.utils.quote(forged),
+                headers={"User-Agent": forged.strip(), "Referer": "canary 200"},
+                timeout=5,
+            )
+        time.sleep(0.5)
+        counts = s.counts()
+        assert counts["canary"] == 0 and s.errors().get("canary", 0) == 0
+        assert 3 <= counts["stable"] <= 6, counts  # the good requests, and any nginx answered
