@@ -372,7 +372,8 @@ http {{
                 f"{self.timeout:.0f} s"
             ) from None
         if proc.returncode != 0:
-            err = proc.stderr.strip()[-800:]
+            # nginx retries a bind five times and says so each time: each line once
+            err = "\n".join(dict.fromkeys(proc.stderr.strip().splitlines()))[-800:]
             hint = None
             if "Address already in use" in err:
                 hint = (
