@@ -258,6 +258,8 @@ def test_an_interrupted_canary_is_repaired_before_the_interrupt_is_raised(world)
     assert target.canary is None and target.weight == 0 and target.stable == image(1)
     revs = d.history()
     assert revs[1].status == "failed" and revs[1].reason.startswith("interrupted")
+    # the step that ran before the interruption stays on the record
+    assert [(s.effective, s.verdict) for s in revs[1].steps] == [(10, "passed")]
     assert revs[-1].status == "deployed" and revs[-1].version == "v0.1.1"
 
 

@@ -38,7 +38,7 @@ from lepton_ci.deploy.releases import (
     next_number,
     now,
 )
-from lepton_ci.rollout.canary import Canary, SloResult
+from lepton_ci.rollout.canary import Canary, SloResult, Step
 
 # The watch SLOs per revision: (candidate's revision label, serving one's) -> each SLO judged.
 RevisionJudge = Callable[[str, str], list[SloResult]]
@@ -343,6 +343,11 @@ class Deployer:
         if self.judge is not None:
             ours, theirs = _revision_label(rev), _revision_label(previous)
             judge = lambda: self.judge(ours, theirs)  # noqa: E731 - bound to this deploy
+
+        def record(step: Step) -> None:
+            rev.steps = [*rev.steps, step]
+            self.store.save(rev)  # still pending: a repair keeps the steps that ran
+
         loop = Canary(
             tracks,
             self.name,
@@ -353,6 +358,7 @@ class Deployer:
             sleep=self.sleep,
             clock=self.clock,
             log=self.log,
+            on_step=record,
         )
         try:
             passed = loop.run()
