@@ -386,3 +386,17 @@ def test_a_client_cannot_forge_the_counters(splitter) -> None:
         counts = s.counts()
         assert counts["canary"] == 0 and s.errors().get("canary", 0) == 0
         assert 3 <= counts["stable"] <= 6, counts  # the good requests, and any nginx answered
+
+
+def test_the_splitter_listens_on_loopback_only(splitter) -> None:
+    """Every listening socket on the environment's port (IPv4 and IPv6) is 127.0.0.1."""
+    with backends("A") as (a,):
+        s = splitter(a.addr)
+        found = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, port = local.split(":")
+                if state == "0A" and int(port, 16) == s.listen:
+                    found.append(addr)
+        assert found == ["0100007F"]
