@@ -289,7 +289,7 @@ def test_a_step_whose_weight_cannot_be_set_fails_the_revision_and_takes_the_cana
 
 def test_a_step_says_which_slos_it_could_not_judge():
     """Prometheus down at every step: the how-to says it is said, not silently passed."""
-    from lepton_ci.core.revisions import Step
+    from lepton_ci.core.revisions import DRIFT_LATER, Step
 
     down = "Prometheus at http://127.0.0.1:9090 did not answer after 3 tries"
     step = Step(
@@ -302,6 +302,7 @@ def test_a_step_says_which_slos_it_could_not_judge():
         slos=[
             SloResult(slo="predict-errors", status="error", bound="<= 0.01", detail=down),
             SloResult(slo="p95", status="ok", canary=0.1, stable=0.1, bound="<= 0.2"),
+            SloResult(slo="class-drift", status="no-data", detail=DRIFT_LATER),  # by design
         ],
     )
     assert step.text() == (

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from lepton_ci.core.config import SLO
 from lepton_ci.core.errors import LeptonError, WatchError
 from lepton_ci.core.prometheus import Prometheus
+from lepton_ci.core.revisions import DRIFT_LATER
 from lepton_ci.rollout.canary import SloResult
 
 LABEL = "revision"
@@ -229,7 +230,7 @@ class RevisionJudge:
             return SloResult(
                 slo=slo.name,
                 status="no-data",
-                detail="drift is judged by `watch` once the revision serves everything",
+                detail=DRIFT_LATER,
             )
         bound = " ".join(
             p
