@@ -360,3 +360,47 @@ def test_interrupted_deploy_and_rollback_leave_the_previous_revision_serving(sit
     assert [r["status"] for r in history(cli)][5:] == ["rolled-back", "failed", "deployed"]
     _, out, err = cli("watch", "staging", "--once")
     assert "nothing serves" not in out + err
+
+
+def test_a_revert_to_what_serves_downs_the_half_promoted_slot(tmp_path):
+    """Ctrl-C while the stable track took a passed canary (seen on the digits example): the
+    repair reapplies what still serves, which the target short-cuts; the new revision played
+    into the other slot was left running, unrecorded, until some later deploy."""
+    from lepton_ci.deploy.podman import PodmanTarget
+
+    calls = []
+
+    class Podman:
+        def __call__(self, *args, check=True):
+            calls.append(args)
+            return subprocess.CompletedProcess(args, 0, '{"Containers": []}', "")
+
+    class NoNginx:
+        def __init__(self, *a):
+            pass
+
+        def configure(self, *a, **kw):
+            pass
+
+    def pod(image):
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p"},
+                "spec": {
+                    "containers": [{"name": "c", "image": image, "ports": [{"hostPort": 18080}]}]
+                },
+            }
+        )
+
+    target = PodmanTarget(tmp_path, Podman(), splitter=NoNginx)
+    good, new = pod("r/d@sha256:" + "1" * 64), pod("r/d@sha256:" + "2" * 64)
+    target.apply("digits-prod", good)
+    target.promote("digits-prod")
+    target.apply("digits-prod", new)  # played beside, then interrupted before promote
+    (other,) = [p for p in tmp_path.glob("digits-prod.*.kube.yaml") if "2" * 64 in p.read_text()]
+    calls.clear()
+    target.apply("digits-prod", good)  # the repair's revert to what serves
+    assert ("kube", "down", str(other)) in calls
+    assert not other.exists()

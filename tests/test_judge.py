@@ -1,5 +1,7 @@
 """SLO queries split by revision: the matcher lands in every selector and nowhere else."""
 
+import sys
+
 import pytest
 
 from lepton_ci.rollout.judge import PromQLError, with_label
@@ -59,3 +61,33 @@ def test_no_selector_or_broken_promql_is_an_error(query: str) -> None:
 def test_the_value_is_a_revision_number() -> None:
     with pytest.raises(PromQLError, match="not a number"):
         with_label("up", '1"} or vector(1) #')
+
+
+@pytest.fixture(params=["with the parser", "without the parser"])
+def parser(request, monkeypatch):
+    """promql-parser is a test extra only: a user's install splits queries without it."""
+    if request.param == "without the parser":
+        monkeypatch.setitem(sys.modules, "promql_parser", None)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [  # PromQL keywords ignore case: `BY (le)` is a label list, not a function call on `le`
+        (
+            "sum BY (le) (rate(x[5m])) / ignoring(a) GROUP_LEFT(b) y",
+            'sum BY (le) (rate(x{revision="7"}[5m])) / ignoring(a) GROUP_LEFT(b) y{revision="7"}',
+        ),
+        ("x and ON(job) y", 'x{revision="7"} and ON(job) y{revision="7"}'),
+        ('x{revision_old="1",a="revision=2"}', 'x{revision_old="1",a="revision=2",revision="7"}'),
+    ],
+)
+def test_keywords_in_capitals_and_lookalike_labels(parser, query: str, expected: str) -> None:
+    assert with_label(query, "7") == expected
+
+
+@pytest.mark.parametrize(
+    "query", ['x{revision="3"}', 'x{a="}", revision=~"3|4"}', 'y or {"x", "revision"!="1"}']
+)
+def test_a_revision_matcher_is_refused_even_without_the_parser(parser, query: str) -> None:
+    with pytest.raises(PromQLError, match="already selects by `revision`"):
+        with_label(query, "7")

@@ -35,6 +35,7 @@ class TwoTracks:
         self.broken: set[str] = set()
         self.fail_on_weight: int | None = None
         self.refuse_canary = False
+        self.weight_error: int | None = None
 
     def _image(self, text):
         return next(i for i in map(image, range(1, 50)) if i in text)
@@ -67,6 +68,8 @@ class TwoTracks:
     def set_weight(self, name, percent, *, mirror=False):
         if percent == self.fail_on_weight:
             raise KeyboardInterrupt
+        if percent == self.weight_error:
+            raise RolloutFailed("nginx: [emerg] could not reload")
         self.weight = percent
         self.calls.append(("weight", percent))
         return percent
@@ -205,7 +208,7 @@ def test_a_failing_check_aborts_and_the_serving_revision_never_changed(world):
         d.deploy(release(2))
     assert "canary aborted at step 10%: deploy checks against the canary failed" in str(e.value)
     assert "Revision 1 (v0.1.1) serves every request again" in str(e.value)
-    assert "The canary answered 10 of 100 requests" in str(e.value)
+    assert "Since it started, the canary answered 10 of the 100 requests" in str(e.value)
     assert target.stable == image(1) and target.canary is None and target.weight == 0
     assert ("weight", 50) not in target.calls
     assert target.calls[-2:] == [("weight", 0), ("remove_canary",)]  # no share, then gone
@@ -255,6 +258,8 @@ def test_an_interrupted_canary_is_repaired_before_the_interrupt_is_raised(world)
     assert target.canary is None and target.weight == 0 and target.stable == image(1)
     revs = d.history()
     assert revs[1].status == "failed" and revs[1].reason.startswith("interrupted")
+    # the step that ran before the interruption stays on the record
+    assert [(s.effective, s.verdict) for s in revs[1].steps] == [(10, "passed")]
     assert revs[-1].status == "deployed" and revs[-1].version == "v0.1.1"
 
 
@@ -267,3 +272,40 @@ def test_a_canary_the_target_refuses_fails_the_revision_and_touches_no_weight(wo
         d.deploy(release(2))
     assert not any(c[0] == "weight" for c in target.calls)
     assert [r.status for r in d.history()] == ["deployed", "failed"]
+
+
+def test_a_step_whose_weight_cannot_be_set_fails_the_revision_and_takes_the_canary_away(world):
+    """The splitter refusing a step's weight (nginx will not reload) is an abort like any
+    other: it used to escape the loop and leave the revision pending, the canary serving."""
+    make, target, _, _, _ = world
+    d = make()
+    d.deploy(release(1))
+    target.weight_error = 50
+    with pytest.raises(DeployFailed, match=r"could not set the canary's weight to 50%.*reload"):
+        d.deploy(release(2))
+    assert target.canary is None and target.weight == 0 and target.stable == image(1)
+    assert [r.status for r in d.history()] == ["deployed", "failed"]
+
+
+def test_a_step_says_which_slos_it_could_not_judge():
+    """Prometheus down at every step: the how-to says it is said, not silently passed."""
+    from lepton_ci.core.revisions import DRIFT_LATER, Step
+
+    down = "Prometheus at http://127.0.0.1:9090 did not answer after 3 tries"
+    step = Step(
+        weight=10,
+        effective=10,
+        started_at="",
+        seconds=60.0,
+        served={"stable": 90, "canary": 10},
+        share=0.1,
+        slos=[
+            SloResult(slo="predict-errors", status="error", bound="<= 0.01", detail=down),
+            SloResult(slo="p95", status="ok", canary=0.1, stable=0.1, bound="<= 0.2"),
+            SloResult(slo="class-drift", status="no-data", detail=DRIFT_LATER),  # by design
+        ],
+    )
+    assert step.text() == (
+        "step 10%: passed after 60.0s, canary answered 10.0% of 100 requests; "
+        f"SLO not judged: predict-errors error: {down}"
+    )

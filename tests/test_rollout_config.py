@@ -65,3 +65,32 @@ def test_a_canary_track_renders_apart_from_the_stable_one(tmp_path) -> None:  # 
     label = f"{manifests.PREFIX}/track"
     dep = next(o for o in canary if o["kind"] == "Deployment")
     assert dep["spec"]["template"]["metadata"]["labels"][label] == "canary"
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_a_host_port_outside_1_65535_is_refused(port: int) -> None:
+    """The splitter's nginx listens on it: 0 used to read as "no host_port" (a confusing
+    "needs `url`"), and 70000 reached nginx and podman before anything said no."""
+    from lepton_ci.core.config import DeployConfig
+
+    with pytest.raises(ValidationError, match="host_port"):
+        DeployConfig.model_validate(
+            {"target": "podman", "environments": {"prod": {"host_port": port}}}
+        )
+
+
+@pytest.mark.parametrize("strategy", ["canary", "shadow"])
+def test_a_podman_canary_without_host_port_is_refused(strategy: str) -> None:
+    """Without host_port there is no splitter: every deploy failed at the canary with
+    'a canary needs a revision serving through the splitter', at deploy time, not load."""
+    from lepton_ci.core.config import DeployConfig
+
+    with pytest.raises(ValidationError, match="needs `host_port`"):
+        DeployConfig.model_validate(
+            {
+                "target": "podman",
+                "environments": {
+                    "staging": {"url": "http://127.0.0.1:9", "rollout": {"strategy": strategy}}
+                },
+            }
+        )

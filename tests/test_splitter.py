@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from lepton_ci.rollout.splitter import Splitter, SplitterError
+from lepton_ci.rollout.splitter import Splitter, SplitterError, _alive
 from tests.support.backends import Backend, backends
 from tests.support.services import PortTaken, on_free_port
 
@@ -214,6 +217,16 @@ def test_bad_backends_and_percentages_are_refused_before_anything_runs(tmp_path:
     assert not s.running()
 
 
+def test_a_state_dir_with_a_dollar_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """nginx reads `$host` in an access_log path as a variable, even quoted: the log went to
+    a path the client's Host header chose, and the counters read nothing."""
+    s = Splitter(tmp_path / "repo$host", "x", 1)
+    with pytest.raises(SplitterError, match=r"`\$`.*variable") as e:
+        s.configure("127.0.0.1:80")
+    assert e.value.hint and "without `$`" in e.value.hint
+    assert not (tmp_path / "repo$host").exists()
+
+
 def test_a_port_already_taken_says_so(splitter, tmp_path: Path) -> None:
     with backends("A") as (a,):
         s = splitter(a.addr)
@@ -221,6 +234,8 @@ def test_a_port_already_taken_says_so(splitter, tmp_path: Path) -> None:
         with pytest.raises(SplitterError, match="Address already in use") as e:
             other.configure(a.addr)
         assert "host_port" in str(e.value)
+        # nginx tries to bind five times and says so each time: the message says it once
+        assert e.value.message.count("Address already in use") == 1
 
 
 def test_missing_nginx_names_the_package(tmp_path: Path) -> None:
@@ -243,3 +258,145 @@ def test_a_backend_replaced_under_a_keepalive_client(splitter) -> None:
             assert [http.get(url(s), timeout=5).text for _ in range(5)] == ["A"] * 5
         finally:
             b.close()
+
+
+def test_a_stale_pid_file_naming_another_nginx_leaves_that_nginx_alone(
+    splitter, tmp_path: Path
+) -> None:
+    """After a reboot the pid in a stale file can be another environment's nginx: neither
+    `stop` nor `configure` may signal it (stop used to quit it, configure to reload it)."""
+    with backends("A", "B") as (a, b):
+        other = splitter(a.addr)
+        s = Splitter(other.prefix.parent, "digits-prod", other.listen, timeout=5)
+        s.prefix.mkdir(parents=True)
+        s.pid_file.write_text(other.pid_file.read_text())
+        assert not s.running()
+        s.stop()
+        assert other.running() and tags(other, 1) == "A"
+
+        def start(port: int) -> Splitter:
+            mine = Splitter(other.prefix.parent, "digits-prod", port, timeout=5)
+            mine.prefix.mkdir(parents=True, exist_ok=True)
+            mine.pid_file.write_text(other.pid_file.read_text())
+            try:
+                mine.configure(b.addr)
+            except SplitterError as e:
+                if "Address already in use" in e.message:
+                    raise PortTaken(e.message) from e
+                raise
+            return mine
+
+        mine = on_free_port(start)
+        try:
+            assert tags(mine, 1) == "B" and tags(other, 1) == "A"
+        finally:
+            mine.stop()
+        assert other.running()
+
+
+def test_workers_left_by_a_killed_master_are_replaced_and_stopped(splitter) -> None:
+    """nginx's master SIGKILLed (OOM killer): its worker goes on holding the port with the
+    old split, unseen. The next configure must take the port back, and stop must leave no
+    nginx of this environment behind."""
+    with backends("A", "B") as (a, b):
+        s = splitter(a.addr)
+        master = int(s.pid_file.read_text())
+        workers = s._workers()
+        assert workers
+        os.kill(master, signal.SIGKILL)
+        time.sleep(0.3)
+        assert not s.running()
+        s.configure(b.addr)
+        assert tags(s, 3) == "BBB"
+        assert not any(_alive(w) for w in workers)  # gone, or a zombie no one reaps here
+        os.kill(int(s.pid_file.read_text()), signal.SIGKILL)
+        time.sleep(0.3)
+        s.stop()
+        assert s._orphans() == set()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url(s), timeout=2)
+
+
+def test_a_canary_that_dies_at_100_percent_falls_back_to_stable(splitter, tmp_path: Path) -> None:
+    """At the last step the canary takes every request; if it crashes there, the serving
+    revision (still running until promotion) answers instead of every client getting a 502
+    for the rest of the interval, and the counters show who answered."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "predict").write_text("B")
+    with backends("A") as (a,):
+        port = free_port()
+        canary = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            cwd=tmp_path / "www",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port)
+            s = splitter(a.addr, canary=f"127.0.0.1:{port}", percent=100)
+            assert [requests.get(url(s), timeout=5).text for _ in range(3)] == ["B"] * 3
+        finally:
+            canary.kill()
+            canary.wait()
+        s.reset_counts()
+        assert [requests.get(url(s), timeout=5).text for _ in range(4)] == ["A"] * 4
+        assert counted(s, 4) == {"stable": 4, "canary": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_a_client_cannot_forge_the_counters(splitter) -> None:
+    """The counters parse nginx's access log: what a client controls (path, query, headers,
+    an encoded or raw newline, quotes) must never make a line read as a canary answer."""
+    forged = "\ncanary 200 127.0.0.1:1 0.001 1\n"
+    with backends("A", "B") as (a, b):
+        s = splitter(a.addr, canary=b.addr, percent=0)
+        s.reset_counts()
+        raw = [
+            b"GET /predict%0Acanary%20500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b'GET /"canary 500 HTTP/1.1\r\nHost: x\r\nUser-Agent: "canary\r\n\r\n',
+            b"GET /predict?q=\ncanary 500 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+        for req in raw:
+            with socket.create_connection(("127.0.0.1", s.listen), timeout=5) as sock:
+                sock.sendall(req)
+                sock.recv(65536)
+        http = requests.Session()
+        for _ in range(3):
+            http.get(
+                url(s) + "?" + requests.utils.quote(forged),
+                headers={"User-Agent": forged.strip(), "Referer": "canary 200"},
+                timeout=5,
+            )
+        time.sleep(0.5)
+        counts = s.counts()
+        assert counts["canary"] == 0 and s.errors().get("canary", 0) == 0
+        assert 3 <= counts["stable"] <= 6, counts  # the good requests, and any nginx answered
+
+
+def test_the_splitter_listens_on_loopback_only(splitter) -> None:
+    """Every listening socket on the environment's port (IPv4 and IPv6) is 127.0.0.1."""
+    with backends("A") as (a,):
+        s = splitter(a.addr)
+        found = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, port = local.split(":")
+                if state == "0A" and int(port, 16) == s.listen:
+                    found.append(addr)
+        assert found == ["0100007F"]

@@ -481,7 +481,9 @@ class DeployEnvironment(Strict):
         1, description="pod count (not rendered with `hpa`: the autoscaler's)"
     )
     port: int = Field(8080, description="port the server listens on in the container")
-    host_port: int | None = Field(None, description="podman: published on 127.0.0.1")
+    host_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="podman: published on 127.0.0.1"
+    )
     url: str | None = Field(None, description="base URL the health checks call")
     resources: dict[str, Any] = Field(
         default_factory=dict,
@@ -582,6 +584,14 @@ class DeployConfig(Strict):
                 raise ValueError(
                     f"environment `{name}` needs `url` (or `host_port` with podman) so health "
                     "checks can reach it"
+                )
+            strategy = env.rollout.strategy
+            if self.target == "podman" and strategy != "all-at-once" and not env.host_port:
+                # without it there is no splitter: every deploy would fail at the canary
+                raise ValueError(
+                    f"environment `{name}`: rollout.strategy `{strategy}` on podman needs "
+                    "`host_port` (the splitter listens on it and splits the requests between "
+                    "the two revisions); add `host_port: <port>` or use `all-at-once`"
                 )
         return self
 

@@ -40,6 +40,11 @@ class Breach(BaseModel):
     detail: str = ""
 
 
+# The detail of a drift SLO at a canary step: not judged then, by design (not worth a word
+# at every step, unlike an SLO Prometheus could not answer).
+DRIFT_LATER = "drift is judged by `watch` once the revision serves everything"
+
+
 class SloResult(BaseModel):
     """One watch SLO at one step: the candidate's value against the serving revision's."""
 
@@ -84,7 +89,15 @@ class Step(BaseModel):
             f"step {self.effective}%: {self.verdict} after {self.seconds:.1f}s, canary answered "
             f"{share} of {sum(self.served.values())} requests"
         )
-        return head + (f" ({self.reason})" if self.reason else "")
+        # an SLO that could not be judged (Prometheus down, no series yet) is said, so a
+        # step that passed on the checks alone does not read as judged by its SLOs too
+        unjudged = [
+            f"{r.slo} {r.status}{f': {r.detail}' if r.detail else ''}"
+            for r in self.slos
+            if r.status in ("error", "no-data") and r.detail != DRIFT_LATER
+        ]
+        tail = f"; SLO not judged: {'; '.join(unjudged)}" if unjudged else ""
+        return head + (f" ({self.reason})" if self.reason else "") + tail
 
 
 class Revision(BaseModel):

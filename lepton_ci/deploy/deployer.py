@@ -38,7 +38,7 @@ from lepton_ci.deploy.releases import (
     next_number,
     now,
 )
-from lepton_ci.rollout.canary import Canary, SloResult
+from lepton_ci.rollout.canary import Canary, SloResult, Step
 
 # The watch SLOs per revision: (candidate's revision label, serving one's) -> each SLO judged.
 RevisionJudge = Callable[[str, str], list[SloResult]]
@@ -347,6 +347,11 @@ class Deployer:
         if self.judge is not None:
             ours, theirs = _revision_label(rev), _revision_label(previous)
             judge = lambda: self.judge(ours, theirs)  # noqa: E731 - bound to this deploy
+
+        def record(step: Step) -> None:
+            rev.steps = [*rev.steps, step]
+            self.store.save(rev)  # still pending: a repair keeps the steps that ran
+
         loop = Canary(
             tracks,
             self.name,
@@ -357,8 +362,16 @@ class Deployer:
             sleep=self.sleep,
             clock=self.clock,
             log=self.log,
+            on_step=record,
         )
-        passed = loop.run()
+        try:
+            passed = loop.run()
+        except RolloutFailed as e:  # a step's weight could not be set (nginx would not reload)
+            rev.steps = loop.results
+            weight = cfg.steps[len(loop.results)]
+            why = f"canary aborted: could not set the canary's weight to {weight}%: {e.message}"
+            # the previous step's weight may still be in effect: stable takes it all first
+            return self._abort(rev, previous, tracks, outcome, why, self.clock())
         rev.steps = loop.results
         self.store.save(rev)
         if not passed:
@@ -407,8 +420,8 @@ class Deployer:
         share = ""
         if served and sum(served.values()):
             share = (
-                f" The canary answered {served.get('canary', 0)} of "
-                f"{sum(served.values())} requests."
+                f" Since it started, the canary answered {served.get('canary', 0)} of the "
+                f"{sum(served.values())} requests the splitter took."
             )
         raise DeployFailed(
             outcome,

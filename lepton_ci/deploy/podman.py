@@ -136,7 +136,12 @@ class PodmanTarget:
         live = state.get("live") or {}
         digest = _digest(body)
         if live.get("digest") == digest and self._problem(live.get("pods", [])) is None:
-            # The same manifests already serve (a revert to what never stopped serving).
+            # The same manifests already serve (a revert to what never stopped serving). A
+            # revision played into the other slot and never promoted (an interrupted deploy)
+            # goes: nothing would record it once `pending` names what serves.
+            half = state.get("pending")
+            if half and half.get("slot") != live.get("slot"):
+                self._down(self._file(name, half["slot"]))
             state["pending"] = dict(live)
             self._save(name, state)
             return skipped

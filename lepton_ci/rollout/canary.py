@@ -44,6 +44,9 @@ class Canary:
     clock: Callable[[], float] = time.monotonic
     log: Callable[[str], None] = print
     results: list[Step] = field(default_factory=list)
+    # Called with each step as it is judged: the deployer records it at once, so a step an
+    # interruption follows stays on the revision.
+    on_step: Callable[[Step], None] | None = None
     # When the step that aborted started (the clock's reading): the deployer measures from
     # it to "stable serves everything".
     aborted_step_start: float | None = None
@@ -53,6 +56,8 @@ class Canary:
         for weight in self.steps:
             step = self._step(weight)
             self.results.append(step)
+            if self.on_step is not None:
+                self.on_step(step)
             self.log(f"{self.name}: canary {step.text()}")
             if step.verdict == "aborted":
                 return False

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from lepton_ci.core.config import SLO
 from lepton_ci.core.errors import LeptonError, WatchError
 from lepton_ci.core.prometheus import Prometheus
+from lepton_ci.core.revisions import DRIFT_LATER
 from lepton_ci.rollout.canary import SloResult
 
 LABEL = "revision"
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 # Words that are never a metric name where they stand: operators, modifiers, aggregations.
 _KEYWORDS = {
     "and", "or", "unless", "bool", "atan2", "offset", "inf", "nan",
@@ -101,7 +103,7 @@ def with_label(query: str, value: str, label: str = LABEL) -> str:
     while i < len(toks):
         t = toks[i]
         nxt = toks[i + 1] if i + 1 < len(toks) else None
-        if t.kind == "ident" and t.text in _LABEL_LISTS:
+        if t.kind == "ident" and t.text.lower() in _LABEL_LISTS:  # keywords ignore case
             if nxt is not None and nxt.text == "(":  # skip `by (a, b)`
                 i += 2
                 while i < len(toks) and toks[i].text != ")":
@@ -112,14 +114,14 @@ def with_label(query: str, value: str, label: str = LABEL) -> str:
             t.text.lower() in _KEYWORDS or (nxt is not None and nxt.text == "(")
         ):
             if nxt is not None and nxt.kind == "braces" and nxt.start == t.end:
-                inserts.append(_into(nxt, matcher))
+                inserts.append(_into(nxt, matcher, label, query))
                 i += 2
             else:
                 inserts.append((t.end, "{" + matcher + "}"))
                 i += 1
             continue
         if t.kind == "braces":  # a selector by matchers alone: {__name__=~"..."}
-            inserts.append(_into(t, matcher))
+            inserts.append(_into(t, matcher, label, query))
         i += 1
     if not inserts:
         raise PromQLError(f"no series selector in {query!r}")
@@ -130,10 +132,42 @@ def with_label(query: str, value: str, label: str = LABEL) -> str:
     return out
 
 
-def _into(braces: _Token, matcher: str) -> tuple[int, str]:
+def _into(braces: _Token, matcher: str, label: str, query: str) -> tuple[int, str]:
+    if label in _matcher_names(braces.text[1:-1]):
+        raise PromQLError(
+            f"the query {query!r} already selects by `{label}`: it cannot be judged per revision",
+            hint=f"drop the `{label}` matcher from the SLO query",
+        )
     inner = braces.text[1:-1].strip()
     sep = "" if not inner or inner.endswith(",") else ","
     return braces.end - 1, sep + matcher
+
+
+def _matcher_names(inner: str) -> set[str]:
+    """The label names of a selector's matchers (`a="x", "b"=~"y"`: a, b), strings skipped,
+    so the check does not wait for the optional parser."""
+    names, start, i = set(), 0, 0
+    parts = []
+    while i < len(inner):
+        if inner[i] in "\"'`":
+            i = _string_end(inner, i)
+            continue
+        if inner[i] == ",":
+            parts.append(inner[start:i])
+            start = i + 1
+        i += 1
+    parts.append(inner[start:])
+    for part in parts:
+        part = part.strip()
+        if part[:1] in ('"', "'", "`"):
+            end = _string_end(part, 0)
+            name, rest = part[1 : end - 1], part[end:]
+        else:
+            name = part[: len(part) - len(part.lstrip("_:" + _ALNUM))]
+            name, rest = part[: len(name)], part[len(name) :]
+        if rest.strip()[:1] in ("=", "!"):  # a matcher, not `{"metric"}` alone
+            names.add(name)
+    return names
 
 
 def _verify(before: str, after: str, label: str, value: str) -> None:
@@ -196,7 +230,7 @@ class RevisionJudge:
             return SloResult(
                 slo=slo.name,
                 status="no-data",
-                detail="drift is judged by `watch` once the revision serves everything",
+                detail=DRIFT_LATER,
             )
         bound = " ".join(
             p

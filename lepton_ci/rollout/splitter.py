@@ -88,6 +88,13 @@ class Splitter:
             raise SplitterError(f"splitter {self.name}: stable and canary are both {stable}")
         if canary is None and percent:
             raise SplitterError(f"splitter {self.name}: {percent}% for a canary not given")
+        if "$" in str(self.prefix):
+            raise SplitterError(
+                f"splitter {self.name}: its folder {self.prefix} has a `$`, which nginx reads "
+                "as a variable in a log path (the access log would follow the client's Host "
+                "header, and the counters would read nothing)",
+                hint="keep the repository (and so .lepton/deploy) under a path without `$`",
+            )
         state = self._state()
         generation = int(state.get("generation", 0)) + 1
         for d in ("logs", "temp"):
@@ -97,6 +104,10 @@ class Splitter:
         candidate.write_text(text)
         self._run("-t", conf=candidate, what="check the new configuration")
         old_workers = self._workers() if self.running() else None
+        if old_workers is None:
+            # Workers a killed master left (OOM killer, SIGKILL) still hold the port with an
+            # old split: they go first, or the new nginx cannot bind and nothing recovers.
+            self._stop_orphans()
         candidate.replace(self.conf)
         state.update(
             generation=generation,
@@ -115,26 +126,67 @@ class Splitter:
 
     def running(self) -> bool:
         pid = self._pid()
-        return pid is not None and _is_nginx(pid)
+        return pid is not None and self._is_ours(pid)
 
     def stop(self) -> None:
         """Stop nginx gracefully (in-flight requests finish), then remove nothing else: the
         logs stay for whoever reads the counts or the errors afterwards."""
         pid = self._pid()
-        if pid is None or not _is_nginx(pid):
+        if pid is None or not self._is_ours(pid):
+            self._stop_orphans()
             return
         _signal(pid, signal.SIGQUIT)
         deadline = time.monotonic() + self.timeout
-        while _is_nginx(pid):
+        while self._is_ours(pid):
             if time.monotonic() > deadline:
                 _signal(pid, signal.SIGTERM)
                 self.sleep(0.5)
-                if _is_nginx(pid):
+                if self._is_ours(pid):
                     raise SplitterError(
                         f"splitter {self.name} (nginx pid {pid}) did not stop within "
                         f"{self.timeout:.0f} s",
                         hint=f"kill {pid} by hand; its logs are in {self.error_log.parent}",
                     )
+                break
+            self.sleep(0.05)
+        self._stop_orphans()
+
+    def _is_ours(self, pid: int) -> bool:
+        """`pid` is this environment's nginx master: after a reboot a stale pid file can
+        name another environment's nginx (or anything else), which is never signalled."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            return False
+        return cmdline.startswith(b"nginx") and f" -p {self.prefix}/ ".encode() in cmdline
+
+    def _orphans(self) -> set[int]:
+        """nginx processes of this prefix whose master is gone (found by the logs they hold
+        open: a worker's command line does not name its prefix)."""
+        master = self._pid() if self.running() else None
+        ours = {str(self.access_log), str(self.error_log)}
+        found = set()
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if not (proc / "cmdline").read_bytes().startswith(b"nginx: "):
+                    continue
+                if master is not None and int(proc.name) in (master, *_children(master)):
+                    continue
+                if any(str(fd.readlink()) in ours for fd in (proc / "fd").iterdir()):
+                    found.add(int(proc.name))
+            except OSError:
+                continue
+        return found
+
+    def _stop_orphans(self) -> None:
+        orphans = self._orphans()
+        for pid in orphans:
+            _signal(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + self.timeout
+        while any(_alive(p) for p in orphans):
+            if time.monotonic() > deadline:
+                for pid in orphans:
+                    _signal(pid, signal.SIGKILL)
                 break
             self.sleep(0.05)
 
@@ -198,6 +250,10 @@ class Splitter:
         servers = []
         if percent < 100 or canary is None:
             servers.append(f"server {stable} weight={100 - percent if canary else 1};")
+        else:
+            # At 100% stable gets nothing, but it still runs until promotion: a canary that
+            # crashes at the last step hands its requests to it rather than 502 to everyone.
+            servers.append(f"server {stable} backup;")
         if canary is not None and percent > 0:
             servers.append(f"server {canary} weight={percent};")
         named = {"stable": stable} | ({"canary": canary} if canary is not None else {})
@@ -316,7 +372,8 @@ http {{
                 f"{self.timeout:.0f} s"
             ) from None
         if proc.returncode != 0:
-            err = proc.stderr.strip()[-800:]
+            # nginx retries a bind five times and says so each time: each line once
+            err = "\n".join(dict.fromkeys(proc.stderr.strip().splitlines()))[-800:]
             hint = None
             if "Address already in use" in err:
                 hint = (
@@ -386,13 +443,6 @@ http {{
 def _q(path: Path) -> str:
     """A path as an nginx string: quoted, so a state dir with a space or `;` stays one."""
     return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _is_nginx(pid: int) -> bool:
-    try:
-        return b"nginx" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def _alive(pid: int) -> bool:
