@@ -110,6 +110,8 @@ def test_shadow_latency_loads_the_real_splitter_with_and_without_the_comparator(
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # trains, builds and deploys the example twice: .ci/slow (tests/test_canary.py
+# aborts a broken canary on real pods in .ci/run)
 def test_canary_abort_measures_a_real_abort(bench, tmp_path, monkeypatch):
     """Small: a 1 s interval. Real podman, the nginx splitter and a steady client; the bench
     reads the abort time from the deployer and the share from the splitter's counters."""
