@@ -60,7 +60,11 @@ TARGETS = [
     Target(
         "cache-key", "lepton_ci/run/cache.py", ("tests/test_cache_key.py",), ("inputs_key", "key")
     ),
-    Target("deployer", "lepton_ci/deploy/deployer.py", ("tests/test_deployer.py",)),
+    Target(
+        "deployer",
+        "lepton_ci/deploy/deployer.py",
+        ("tests/test_deployer.py", "tests/test_rollout_canary.py"),
+    ),
     Target(
         "oci-upload",
         "lepton_ci/core/oci_client.py",
