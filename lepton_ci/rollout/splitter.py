@@ -158,7 +158,8 @@ class Splitter:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             return False
-        return cmdline.startswith(b"nginx") and f" -p {self.prefix}/ ".encode() in cmdline
+        ours = cmdline.startswith(b"nginx") and f" -p {self.prefix}/ ".encode() in cmdline
+        return ours and _alive(pid)  # an exited master no one reaped yet serves nothing
 
     def _orphans(self) -> set[int]:
         """nginx processes of this prefix whose master is gone (found by the logs they hold
